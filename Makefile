@@ -1,0 +1,49 @@
+# Entry points for development and CI; the README explains them.
+#
+# Targets that need a database use $DATABASE_URL when it is set and otherwise start the
+# private PostgreSQL cluster under .data/ (cmd/devdb) and use the URL it prints. That
+# happens inside those recipes only, so build, lint and db-stop never start a database.
+
+GO ?= go
+
+# with_db starts a recipe line: it exports DATABASE_URL, starting the private cluster
+# when the environment names no database. A failed start fails the recipe.
+with_db = url="$${DATABASE_URL:-}"; \
+	if [ -z "$$url" ]; then url="$$($(GO) run ./cmd/devdb start)" || exit 1; fi; \
+	export DATABASE_URL="$$url";
+
+.DEFAULT_GOAL := build
+.PHONY: run test bench lint build db-start db-stop db-url
+
+# Serve API, projectors and worker in one process.
+run:
+	@$(with_db) exec $(GO) run ./cmd/opsgate serve
+
+# Run every test; each package creates its own database from DATABASE_URL.
+# Extra go test flags: make test TESTFLAGS='-run TestX -v'.
+test:
+	@$(with_db) $(GO) test -count=1 -timeout 15m $(TESTFLAGS) ./...
+
+# Run the benchmark; make bench QUICK=1 for a short run.
+bench:
+	@$(with_db) $(GO) run ./cmd/opsgate-bench $(if $(QUICK),-quick)
+
+lint:
+	@out="$$(find . \( -path ./.data -o -path ./.git -o -path ./bin \) -prune \
+		-o -name '*.go' -exec gofmt -l {} +)" || exit 1; \
+	if [ -n "$$out" ]; then printf 'gofmt -l lists unformatted files:\n%s\n' "$$out" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
+build:
+	$(GO) build -o bin/opsgate ./cmd/opsgate
+
+# The private cluster; db-start prints its DATABASE_URL.
+db-start:
+	@$(GO) run ./cmd/devdb start
+
+db-stop:
+	@$(GO) run ./cmd/devdb stop
+
+db-url:
+	@$(GO) run ./cmd/devdb url

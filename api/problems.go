@@ -1,0 +1,138 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
+)
+
+// Problem is an RFC 9457 problem document with a stable code.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+const problemContentType = "application/problem+json"
+
+func problem(c echo.Context, status int, code, title, detail string) error {
+	body, _ := json.Marshal(Problem{
+		Type:   "https://opsgate.dev/problems/" + code,
+		Title:  title,
+		Status: status,
+		Detail: detail,
+		Code:   code,
+	})
+	return c.Blob(status, problemContentType, body)
+}
+
+// notFound is byte-for-byte the same for an id that does not exist and
+// for one in a tenant where the caller is no member.
+func notFound(c echo.Context) error {
+	return problem(c, http.StatusNotFound, "not_found", "Not found", "The resource does not exist or you have no access to it.")
+}
+
+// renderError maps application errors to problems in one place.
+func renderError(c echo.Context, err error) error {
+	var forbidden *gate.ForbiddenError
+	var validation *gate.ValidationError
+	var maxBytes *http.MaxBytesError
+	var httpErr *echo.HTTPError
+	switch {
+	case errors.Is(err, gate.ErrNotFound):
+		return notFound(c)
+	case errors.As(err, &forbidden):
+		return problem(c, http.StatusForbidden, "forbidden", "Forbidden",
+			fmt.Sprintf("This needs the capability %s on the tenant.", forbidden.Capability))
+	case errors.As(err, &validation):
+		return problem(c, http.StatusUnprocessableEntity, "validation_failed", "Invalid request", validation.Error())
+	case errors.As(err, &maxBytes):
+		return problem(c, http.StatusRequestEntityTooLarge, "payload_too_large", "Request body too large",
+			"Request bodies are limited to 1 MiB.")
+	case errors.Is(err, gate.ErrConfirmationRequired):
+		return problem(c, http.StatusUnprocessableEntity, "confirmation_required", "Confirmation required",
+			`Restore execution is destructive: send "confirm": true to start it.`)
+	case errors.Is(err, gate.ErrWarningsNotAcknowledged):
+		return problem(c, http.StatusUnprocessableEntity, "warnings_not_acknowledged", "Warnings not acknowledged",
+			`The restore run's preview produced warnings: review them and send "acknowledge_warnings": true.`)
+	case errors.Is(err, gate.ErrIdempotencyKeyReused):
+		return problem(c, http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
+			"This Idempotency-Key was used before with a different request.")
+	case errors.Is(err, gate.ErrConflict):
+		return problem(c, http.StatusConflict, "conflict", "Conflict", err.Error())
+	case errors.Is(err, domain.ErrRunNotActive):
+		return problem(c, http.StatusConflict, "run_not_active", "Run not active",
+			"Only a queued or running run can be cancelled.")
+	case errors.Is(err, errUnauthorized):
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="opsgate"`)
+		return problem(c, http.StatusUnauthorized, "unauthorized", "Unauthorized", "Send a valid bearer token.")
+	case errors.As(err, &httpErr):
+		return renderHTTPError(c, httpErr)
+	}
+	var bad *badRequest
+	if errors.As(err, &bad) {
+		return problem(c, bad.status(), bad.code, bad.title(), bad.detail)
+	}
+	return err
+}
+
+func renderHTTPError(c echo.Context, he *echo.HTTPError) error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return notFound(c)
+	case http.StatusMethodNotAllowed:
+		return problem(c, he.Code, "method_not_allowed", "Method not allowed", "This path does not take this method.")
+	case http.StatusRequestEntityTooLarge:
+		return problem(c, he.Code, "payload_too_large", "Request body too large", "Request bodies are limited to 1 MiB.")
+	case http.StatusUnsupportedMediaType:
+		return problem(c, he.Code, "unsupported_media_type", "Unsupported media type", "Send application/json.")
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return problem(c, he.Code, "bad_request", http.StatusText(he.Code), fmt.Sprint(he.Message))
+	}
+	return problem(c, http.StatusInternalServerError, "internal", "Internal error", "Something went wrong on our side.")
+}
+
+// badRequest is a request that could not be parsed or validated.
+type badRequest struct {
+	code   string
+	detail string
+	code4  int
+}
+
+func (b *badRequest) Error() string { return b.code + ": " + b.detail }
+func (b *badRequest) status() int {
+	if b.code4 != 0 {
+		return b.code4
+	}
+	return http.StatusBadRequest
+}
+func (b *badRequest) title() string {
+	switch b.code {
+	case "malformed_json":
+		return "Malformed JSON"
+	case "unknown_field":
+		return "Unknown field"
+	case "invalid_id":
+		return "Invalid id"
+	}
+	return "Bad request"
+}
+
+func malformed(format string, args ...any) error {
+	return &badRequest{code: "malformed_json", detail: fmt.Sprintf(format, args...)}
+}
+
+func invalidID(name string) error {
+	return &badRequest{code: "invalid_id", detail: fmt.Sprintf("%s is not a ULID", name)}
+}
+
+var errUnauthorized = errors.New("unauthorized")

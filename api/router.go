@@ -1,0 +1,123 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// MaxBodyBytes caps every request body (contract section 5).
+const MaxBodyBytes = 1 << 20
+
+// Config is what the API needs.
+type Config struct {
+	Logger *slog.Logger
+	Ready  Readiness
+	// Routes registers the application endpoints; nil serves health only.
+	Routes func(e *echo.Echo)
+	// Metrics observes each request; may be nil.
+	Metrics RequestObserver
+}
+
+// RequestObserver records request counts and latencies by route.
+type RequestObserver interface {
+	ObserveRequest(method, route string, status int, elapsed time.Duration)
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the id of the request ctx belongs to.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// NewEcho returns the Echo instance with opsgate's middleware: request
+// ids, body cap, panic recovery into a logged 500 problem, structured
+// access logs and problem rendering of every error.
+func NewEcho(cfg Config) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	logger := cfg.Logger
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		if rerr := renderError(c, err); rerr != nil {
+			logger.ErrorContext(c.Request().Context(), "request failed", "err", rerr, "request_id", RequestID(c.Request().Context()))
+			_ = problem(c, http.StatusInternalServerError, "internal", "Internal error",
+				"Something went wrong on our side; quote request id "+RequestID(c.Request().Context())+".")
+		}
+	}
+	e.Use(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			req := c.Request()
+			id := req.Header.Get(echo.HeaderXRequestID)
+			if id == "" || len(id) > 128 {
+				id = newRequestID()
+			}
+			c.Response().Header().Set(echo.HeaderXRequestID, id)
+			ctx := context.WithValue(req.Context(), requestIDKey{}, id)
+			req = req.WithContext(ctx)
+			// Cap the reader itself: Content-Length can be absent (chunked).
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes)
+			c.SetRequest(req)
+			start := time.Now()
+			defer func() {
+				if r := recover(); r != nil {
+					logger.ErrorContext(ctx, "panic", "request_id", id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					err = problem(c, http.StatusInternalServerError, "internal", "Internal error",
+						"Something went wrong on our side; quote request id "+id+".")
+				}
+				if err != nil {
+					c.Error(err)
+					err = nil
+				}
+				status := c.Response().Status
+				elapsed := time.Since(start)
+				if cfg.Metrics != nil {
+					cfg.Metrics.ObserveRequest(req.Method, routeOf(c), status, elapsed)
+				}
+				level := slog.LevelInfo
+				if status >= 500 {
+					level = slog.LevelError
+				}
+				logger.Log(ctx, level, "request", "request_id", id, "method", req.Method, "route", routeOf(c),
+					"status", status, "duration_ms", float64(elapsed.Microseconds())/1000)
+			}()
+			return next(c)
+		}
+	})
+	registerHealth(e, cfg.Ready, logger)
+	if cfg.Routes != nil {
+		cfg.Routes(e)
+	}
+	return e
+}
+
+// routeOf is the route pattern (never the raw path, which holds ids).
+func routeOf(c echo.Context) string {
+	if p := c.Path(); p != "" {
+		return p
+	}
+	return "unmatched"
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// IsClientGone reports errors caused by a client that went away.
+func IsClientGone(err error) bool {
+	return errors.Is(err, context.Canceled)
+}

@@ -1,0 +1,106 @@
+// Command opsgate is the dispatch gate for provider-backed operations.
+//
+//	opsgate serve [--roles api,projector,worker]   run the service
+//	opsgate migrate                                apply database migrations
+//	opsgate projections rebuild|verify             replay the history into read models
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/internal/config"
+	"github.com/opsgate/opsgate/migrations"
+)
+
+const usage = `usage: opsgate <command> [flags]
+
+commands:
+  serve [--roles api,projector,worker]  serve the roles given (default: all three)
+  migrate                               apply database migrations and exit
+  projections rebuild                   rebuild every read model from the event history and swap it in
+  projections verify                    rebuild into scratch tables and report differences (exit 1)
+
+configuration comes from the environment; see README.md.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "opsgate: configuration:\n%v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	switch args[0] {
+	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		rolesFlag := fs.String("roles", "api,projector,worker", "comma-separated roles to run: api, projector, worker")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		roles, err := parseRoles(*rolesFlag)
+		if err != nil {
+			fmt.Fprintf(stderr, "opsgate serve: %v\n", err)
+			return 2
+		}
+		if err := serve(ctx, cfg, roles, logger, stdout); err != nil {
+			logger.Error("serve failed", "err", err)
+			return 1
+		}
+		return 0
+	case "migrate":
+		pool, err := openPool(ctx, cfg)
+		if err != nil {
+			logger.Error("connect", "err", err)
+			return 1
+		}
+		defer pool.Close()
+		if err := migrations.Apply(ctx, pool, logger); err != nil {
+			logger.Error("migrate", "err", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "migrations applied")
+		return 0
+	case "projections":
+		return projectionsCommand(ctx, cfg, args[1:], logger, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "opsgate: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func openPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pc.MaxConns = cfg.DBMaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return pool, nil
+}

@@ -1,0 +1,145 @@
+package domain
+
+import "time"
+
+// Event is a fact recorded in the event store. EventType is its stored
+// name: a constant, never derived from the Go type's name.
+type Event interface {
+	EventType() string
+}
+
+// StartInfo is what a start asked for, carried by every start event so
+// that readers never look anything up "as of then".
+type StartInfo struct {
+	TenantID      string         `json:"tenant_id"`
+	ScopeID       ScopeID        `json:"scope_id"`
+	Type          string         `json:"type"`
+	CanonicalType string         `json:"canonical_type"`
+	Label         string         `json:"label"`
+	Surface       string         `json:"surface"`
+	InitiatorID   string         `json:"initiator_id"`
+	Target        string         `json:"target,omitempty"`
+	Connection    *ConnectionRef `json:"provider_connection,omitempty"`
+}
+
+// run returns the run a start creates.
+func (s StartInfo) run(id string, status RunStatus, at time.Time) Run {
+	r := Run{
+		ID: id, TenantID: s.TenantID, Type: s.Type, CanonicalType: s.CanonicalType, Label: s.Label,
+		Status: status, ProviderConnection: s.Connection, InitiatorID: s.InitiatorID,
+		Surface: s.Surface, CreatedAt: at, Links: RunLinks{Self: RunHref(id)},
+	}
+	if s.Target != "" {
+		t := s.Target
+		r.Target = &t
+	}
+	return r
+}
+
+// StartAccepted: a new run was queued with its connection pinned.
+type StartAccepted struct {
+	RunID string `json:"run_id"`
+	StartInfo
+	At time.Time `json:"at"`
+}
+
+// StartDeduped: an equivalent run (RunID) was already active.
+type StartDeduped struct {
+	RunID string `json:"run_id"`
+	StartInfo
+	At time.Time `json:"at"`
+}
+
+// StartScopeBusy: a different operation (RunID) held the scope.
+type StartScopeBusy struct {
+	RunID      string `json:"run_id"`
+	ActiveType string `json:"active_type"`
+	StartInfo
+	At time.Time `json:"at"`
+}
+
+// StartBlocked: a prerequisite was missing; RunID is the blocked run.
+type StartBlocked struct {
+	RunID string `json:"run_id"`
+	StartInfo
+	Reason Reason    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// RunRef names a run and where it lives.
+type RunRef struct {
+	RunID    string  `json:"run_id"`
+	ScopeID  ScopeID `json:"scope_id"`
+	TenantID string  `json:"tenant_id"`
+}
+
+// Ref returns r itself; it makes every lifecycle event a RunEvent.
+func (r RunRef) Ref() RunRef { return r }
+
+// RunEvent is a lifecycle event of one run.
+type RunEvent interface {
+	Event
+	Ref() RunRef
+}
+
+// RunStarted: a worker began the run; Epoch is its fencing token.
+type RunStarted struct {
+	RunRef
+	Epoch    int64     `json:"epoch"`
+	WorkerID string    `json:"worker_id"`
+	At       time.Time `json:"at"`
+}
+
+// RunSucceeded: the run finished well; the scope is free.
+type RunSucceeded struct {
+	RunRef
+	Epoch int64     `json:"epoch"`
+	At    time.Time `json:"at"`
+}
+
+// RunFailed: the run failed (or its worker was lost); the scope is free.
+type RunFailed struct {
+	RunRef
+	Epoch  int64     `json:"epoch"`
+	Reason Reason    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// RunCancelled: an operator cancelled the run; the scope is free.
+type RunCancelled struct {
+	RunRef
+	ActorID    string    `json:"actor_id"`
+	WasRunning bool      `json:"was_running"`
+	Reason     Reason    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
+func (StartAccepted) EventType() string  { return "StartAccepted" }
+func (StartDeduped) EventType() string   { return "StartDeduped" }
+func (StartScopeBusy) EventType() string { return "StartScopeBusy" }
+func (StartBlocked) EventType() string   { return "StartBlocked" }
+func (RunStarted) EventType() string     { return "RunStarted" }
+func (RunSucceeded) EventType() string   { return "RunSucceeded" }
+func (RunFailed) EventType() string      { return "RunFailed" }
+func (RunCancelled) EventType() string   { return "RunCancelled" }
+
+// Outcome returns the outcome a start event records, "" for other events.
+func OutcomeOf(e Event) Outcome {
+	switch e.(type) {
+	case StartAccepted:
+		return OutcomeAccepted
+	case StartDeduped:
+		return OutcomeDeduped
+	case StartScopeBusy:
+		return OutcomeScopeBusy
+	case StartBlocked:
+		return OutcomeBlocked
+	}
+	return ""
+}
+
+// ScopeEvents lists a sample of every event of the ProtectedScope stream.
+func ScopeEvents() []Event {
+	return []Event{StartAccepted{}, StartDeduped{}, StartScopeBusy{}, StartBlocked{},
+		RunStarted{}, RunSucceeded{}, RunFailed{}, RunCancelled{}}
+}

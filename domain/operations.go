@@ -1,0 +1,147 @@
+package domain
+
+// Prerequisite is a readiness condition an operation needs before it may
+// be queued. Prerequisites are checked in the order they are declared in
+// the preflight, which is also the order in which reasons are reported.
+type Prerequisite string
+
+// Prerequisites known to the preflight.
+const (
+	NeedsConnectionEnabled Prerequisite = "connection_enabled"
+	NeedsConsent           Prerequisite = "consent_granted"
+	NeedsValidCredentials  Prerequisite = "credentials_valid"
+	NeedsRestorePreview    Prerequisite = "restore_previewed"
+)
+
+var providerAccess = []Prerequisite{NeedsConnectionEnabled, NeedsConsent, NeedsValidCredentials}
+
+// Operation is one kind of provider-backed background operation.
+type Operation struct {
+	// Type is the write-time type string, kept exactly as stored.
+	Type string
+	// Canonical is the dotted canonical name.
+	Canonical string
+	// Aliases are further names that filters accept.
+	Aliases []string
+	// Label is the operator-facing name ("Inventory sync").
+	Label string
+	// Capability is what cancelling a run of this operation needs when the
+	// surface is unknown; starting it needs the surface's capability.
+	Capability Capability
+	// TargetKey names the target of the operation, "" if it has none.
+	TargetKey string
+	// Destructive operations need explicit confirmation.
+	Destructive bool
+	// Prerequisites are checked by the preflight.
+	Prerequisites []Prerequisite
+}
+
+// Operation types of contract section 3.
+const (
+	OpConnectionCheck     = "provider.connection.check"
+	OpGroupsSync          = "entra_group_sync"
+	OpRoleDefinitionsSync = "directory_role_definitions.sync"
+	OpRestoreExecute      = "restore.execute"
+	OpInventorySync       = "inventory.sync"
+	OpComplianceSnapshot  = "compliance.snapshot"
+)
+
+var operations = []Operation{
+	{Type: OpConnectionCheck, Canonical: "provider.connection.check", Label: "Provider connection check",
+		Capability: CapProviderConnectionCheck, Prerequisites: providerAccess},
+	{Type: OpGroupsSync, Canonical: "directory.groups.sync", Label: "Directory groups sync",
+		Capability: CapDirectoryGroupsSync, Prerequisites: providerAccess},
+	{Type: OpRoleDefinitionsSync, Canonical: "directory.role_definitions.sync", Label: "Role definitions sync",
+		Capability: CapDirectoryRoleDefinitionsSync, Prerequisites: providerAccess},
+	{Type: OpRestoreExecute, Canonical: "restore.execute", Label: "Restore execution",
+		Capability: CapRestoreExecute, TargetKey: "restore_run_id", Destructive: true,
+		Prerequisites: append(append([]Prerequisite{}, providerAccess...), NeedsRestorePreview)},
+	{Type: OpInventorySync, Canonical: "inventory.sync", Label: "Inventory sync",
+		Capability: CapInventorySync, Prerequisites: providerAccess},
+	{Type: OpComplianceSnapshot, Canonical: "compliance.snapshot", Label: "Compliance snapshot",
+		Capability: CapComplianceSnapshot, Prerequisites: providerAccess},
+}
+
+// LookupOperation finds an operation by its write-time type, canonical
+// name or an alias.
+func LookupOperation(name string) (Operation, bool) {
+	for _, op := range operations {
+		if op.Type == name || op.Canonical == name {
+			return op, true
+		}
+		for _, a := range op.Aliases {
+			if a == name {
+				return op, true
+			}
+		}
+	}
+	return Operation{}, false
+}
+
+// MustOperation returns the operation of a type known at compile time.
+func MustOperation(name string) Operation {
+	op, ok := LookupOperation(name)
+	if !ok {
+		panic("domain: unknown operation " + name)
+	}
+	return op
+}
+
+// Operations lists every operation.
+func Operations() []Operation { return append([]Operation(nil), operations...) }
+
+// Surface is a place from which an operator starts an operation.
+type Surface struct {
+	// Name is recorded on the run ("inventory_sync").
+	Name string
+	// Operation is the write-time type it starts; "" for bootstrap, where
+	// the operator selects the operations.
+	Operation string
+	// Capability is what the initiator needs on the tenant.
+	Capability Capability
+	// Scope says what the path names: "tenant", "connection" or "onboarding".
+	Scope string
+}
+
+// Surfaces of contract section 3.
+var (
+	SurfaceTenantVerification     = Surface{"tenant_verification", OpConnectionCheck, CapTenantVerify, "tenant"}
+	SurfaceGroupsSync             = Surface{"directory_groups_sync", OpGroupsSync, CapDirectoryGroupsSync, "tenant"}
+	SurfaceRoleDefinitionsSync    = Surface{"role_definitions_sync", OpRoleDefinitionsSync, CapDirectoryRoleDefinitionsSync, "tenant"}
+	SurfaceRestoreExecute         = Surface{"restore_execute", OpRestoreExecute, CapRestoreExecute, "tenant"}
+	SurfaceConnectionCheck        = Surface{"connection_check", OpConnectionCheck, CapProviderConnectionCheck, "connection"}
+	SurfaceInventorySync          = Surface{"inventory_sync", OpInventorySync, CapInventorySync, "connection"}
+	SurfaceComplianceSnapshot     = Surface{"compliance_snapshot", OpComplianceSnapshot, CapComplianceSnapshot, "connection"}
+	SurfaceOnboardingVerification = Surface{"onboarding_verification", OpConnectionCheck, CapOnboardingRun, "onboarding"}
+	SurfaceOnboardingBootstrap    = Surface{"onboarding_bootstrap", "", CapOnboardingRun, "onboarding"}
+)
+
+// Surfaces lists every surface.
+func Surfaces() []Surface {
+	return []Surface{
+		SurfaceTenantVerification, SurfaceGroupsSync, SurfaceRoleDefinitionsSync, SurfaceRestoreExecute,
+		SurfaceConnectionCheck, SurfaceInventorySync, SurfaceComplianceSnapshot,
+		SurfaceOnboardingVerification, SurfaceOnboardingBootstrap,
+	}
+}
+
+// LookupSurface finds a surface by name.
+func LookupSurface(name string) (Surface, bool) {
+	for _, s := range Surfaces() {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Surface{}, false
+}
+
+// BootstrapOperations are the operations an onboarding bootstrap may select.
+func BootstrapOperations() []Operation {
+	var ops []Operation
+	for _, op := range operations {
+		if op.TargetKey == "" {
+			ops = append(ops, op)
+		}
+	}
+	return ops
+}

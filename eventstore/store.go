@@ -1,0 +1,347 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill"
+	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+)
+
+// TopicEvents is the watermill topic that carries every appended event.
+const TopicEvents = "events"
+
+// Store appends events to PostgreSQL and reads them back.
+type Store struct {
+	pool     *pgxpool.Pool
+	registry *Registry
+	route    func(eventType string) []string
+	logger   watermill.LoggerAdapter
+	onCommit func()
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithRoute makes events of some types travel on further topics besides
+// TopicEvents. route returns the extra topics of an event type (or none);
+// each topic needs its watermill tables in the migrations.
+func WithRoute(route func(eventType string) []string) Option {
+	return func(s *Store) { s.route = route }
+}
+
+// WithCommitHook calls fn after every committed transaction of the store
+// (for example Notifier.Committed, to wake subscribers).
+func WithCommitHook(fn func()) Option {
+	return func(s *Store) { s.onCommit = fn }
+}
+
+// WithLogger sets the logger of the watermill publisher.
+func WithLogger(logger *slog.Logger) Option {
+	return func(s *Store) { s.logger = watermill.NewSlogLogger(logger) }
+}
+
+// New returns a store over pool that encodes payloads with registry.
+func New(pool *pgxpool.Pool, registry *Registry, opts ...Option) *Store {
+	s := &Store{
+		pool:     pool,
+		registry: registry,
+		route:    func(string) []string { return nil },
+		logger:   watermill.NopLogger{},
+	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
+}
+
+// Registry returns the registry the store decodes with.
+func (s *Store) Registry() *Registry { return s.registry }
+
+// Pool returns the connection pool of the store.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Append appends payloads to stream in a transaction of its own, checking
+// that the stream is at expectedVersion (AnyVersion skips the check). A
+// mismatch, also one caused by a concurrent append, is a *VersionConflictError.
+func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64, payloads ...Payload) ([]Event, error) {
+	var out []Event
+	err := s.InTx(ctx, func(ctx context.Context, tx *Tx) error {
+		var err error
+		out, err = tx.Append(ctx, stream, expectedVersion, payloads...)
+		return err
+	})
+	return out, err
+}
+
+// InTx runs fn in one READ COMMITTED transaction and commits if fn returns
+// nil. Everything fn appends is published in the same transaction.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
+	pgtx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer pgtx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	if err := fn(ctx, &Tx{tx: pgtx, store: s}); err != nil {
+		return err
+	}
+	if err := pgtx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	if s.onCommit != nil {
+		s.onCommit()
+	}
+	return nil
+}
+
+// WithStreamLock runs fn in one transaction that first takes stream's lock,
+// so that concurrent deciders on one stream queue in the database and each
+// sees every event committed before it. The lock is released at commit or
+// rollback.
+func (s *Store) WithStreamLock(ctx context.Context, stream string, fn func(ctx context.Context, tx *Tx) error) error {
+	return s.InTx(ctx, func(ctx context.Context, tx *Tx) error {
+		if err := tx.Lock(ctx, stream); err != nil {
+			return err
+		}
+		return fn(ctx, tx)
+	})
+}
+
+// Tx is an open store transaction.
+type Tx struct {
+	tx    pgx.Tx
+	store *Store
+}
+
+// Lock takes stream's transaction-scoped lock. Take locks before the first
+// write of the transaction: the transaction id is assigned at the first
+// write, and readers order by it, so a writer that waited for a stream sorts
+// after the writer it waited for.
+func (t *Tx) Lock(ctx context.Context, stream string) error {
+	if _, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, stream); err != nil {
+		return fmt.Errorf("lock %s: %w", stream, err)
+	}
+	return nil
+}
+
+// Exec runs a statement in the transaction (state kept beside the events).
+func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return t.tx.Exec(ctx, sql, args...)
+}
+
+// Query runs a query in the transaction.
+func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return t.tx.Query(ctx, sql, args...)
+}
+
+// QueryRow runs a query returning one row in the transaction.
+func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return t.tx.QueryRow(ctx, sql, args...)
+}
+
+// StreamVersion returns the version of stream's newest event, 0 for none.
+func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
+	var v int64
+	err := t.tx.QueryRow(ctx,
+		`SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, stream).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("version of %s: %w", stream, err)
+	}
+	return v, nil
+}
+
+// Append appends payloads to stream within the transaction; see Store.Append.
+func (t *Tx) Append(ctx context.Context, stream string, expectedVersion int64, payloads ...Payload) ([]Event, error) {
+	if len(payloads) == 0 {
+		return nil, nil
+	}
+	current, err := t.StreamVersion(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	if expectedVersion != AnyVersion && current != expectedVersion {
+		return nil, &VersionConflictError{Stream: stream, Expected: expectedVersion, Actual: current}
+	}
+	return t.insert(ctx, stream, current, payloads)
+}
+
+func (t *Tx) insert(ctx context.Context, stream string, current int64, payloads []Payload) ([]Event, error) {
+	md := MetadataFrom(ctx)
+	events := make([]Event, len(payloads))
+	var sql strings.Builder
+	sql.WriteString(`INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata) VALUES `)
+	args := make([]any, 0, len(payloads)*8)
+	for i, p := range payloads {
+		name, version, data, err := t.store.registry.encode(p)
+		if err != nil {
+			return nil, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		events[i] = Event{
+			StreamID:      stream,
+			StreamVersion: current + int64(i) + 1,
+			ID:            ulid.Make().String(),
+			Type:          name,
+			SchemaVersion: version,
+			Data:          data,
+			Metadata:      md,
+		}
+		if i > 0 {
+			sql.WriteString(",")
+		}
+		n := len(args)
+		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
+		args = append(args, stream, events[i].StreamVersion, events[i].ID, name, version, nullIfEmpty(md.TenantID), data, md)
+	}
+	sql.WriteString(` RETURNING position, (tx_id::text)::bigint, recorded_at`)
+
+	rows, err := t.tx.Query(ctx, sql.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	i := 0
+	for rows.Next() {
+		var txID int64
+		if err := rows.Scan(&events[i].Position, &txID, &events[i].RecordedAt); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("append to %s: %w", stream, err)
+		}
+		events[i].TxID = uint64(txID)
+		i++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_id_stream_version_key" {
+			actual := current + 1 // at least; the exact value is in a transaction we cannot see
+			return nil, &VersionConflictError{Stream: stream, Expected: current, Actual: actual}
+		}
+		return nil, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	if err := t.publish(ctx, events); err != nil {
+		return nil, fmt.Errorf("append to %s: %w", stream, err)
+	}
+	return events, nil
+}
+
+// publish writes events to their watermill topics in this transaction.
+func (t *Tx) publish(ctx context.Context, events []Event) error {
+	publisher, err := watermillsql.NewPublisher(
+		watermillsql.TxFromPgx(t.tx),
+		watermillsql.PublisherConfig{SchemaAdapter: watermillsql.DefaultPostgreSQLSchema{}},
+		t.store.logger,
+	)
+	if err != nil {
+		return fmt.Errorf("publisher: %w", err)
+	}
+	byTopic := map[string][]*message.Message{}
+	for _, e := range events {
+		msg, err := encodeMessage(e)
+		if err != nil {
+			return err
+		}
+		msg.SetContext(ctx)
+		byTopic[TopicEvents] = append(byTopic[TopicEvents], msg)
+		for _, topic := range t.store.route(e.Type) {
+			byTopic[topic] = append(byTopic[topic], msg)
+		}
+	}
+	for topic, msgs := range byTopic {
+		if err := publisher.Publish(topic, msgs...); err != nil {
+			return fmt.Errorf("publish to %s: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// ReadStream returns stream's events from fromVersion on (1 is the first),
+// in version order.
+func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion int64) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version`, stream, fromVersion)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	return events, nil
+}
+
+// ReadAll returns up to limit events after the event at afterPosition (0:
+// from the beginning), in the order subscribers see them: by transaction id,
+// then position, and only events of transactions older than every
+// transaction still in flight. An event that commits late is therefore
+// returned late, after events that reached the store before it, but never
+// skipped by a reader that pages with the last position it saw.
+func (s *Store) ReadAll(ctx context.Context, afterPosition int64, limit int) ([]Event, error) {
+	return s.readAll(ctx, s.pool, "", afterPosition, limit)
+}
+
+// ReadTenant is ReadAll restricted to events recorded for tenantID.
+func (s *Store) ReadTenant(ctx context.Context, tenantID string, afterPosition int64, limit int) ([]Event, error) {
+	return s.readAll(ctx, s.pool, tenantID, afterPosition, limit)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPosition int64, limit int) ([]Event, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var (
+		afterTx  int64
+		afterPos int64 = -1
+	)
+	if afterPosition > 0 {
+		err := s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, afterPosition).Scan(&afterTx)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("read after %d: %w", afterPosition, ErrUnknownPosition)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+		}
+		afterPos = afterPosition
+	}
+	where := `(tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())`
+	args := []any{afterTx, afterPos, limit}
+	if tenantID != "" {
+		where += ` AND tenant_id = $4`
+		args = append(args, tenantID)
+	}
+	rows, err := q.Query(ctx, selectEvents+` WHERE `+where+` ORDER BY tx_id, position LIMIT $3`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+	}
+	return events, nil
+}
+
+const selectEvents = `SELECT position, (tx_id::text)::bigint, stream_id, stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at FROM events`
+
+func scanEvent(row pgx.CollectableRow) (Event, error) {
+	var e Event
+	var txID int64
+	err := row.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, &e.Data, &e.Metadata, &e.RecordedAt)
+	e.TxID = uint64(txID)
+	return e, err
+}

@@ -1,0 +1,127 @@
+package eventstore
+
+import (
+	stdsql "database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+func encodeMessage(e Event) (*message.Message, error) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode message for event %s: %w", e.ID, err)
+	}
+	msg := message.NewMessage(e.ID, body)
+	msg.Metadata.Set("event_type", e.Type)
+	msg.Metadata.Set("stream_id", e.StreamID)
+	return msg, nil
+}
+
+// DecodeMessage returns the event a watermill message carries.
+func DecodeMessage(msg *message.Message) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(msg.Payload, &e); err != nil {
+		return Event{}, fmt.Errorf("decode message %s: %w", msg.UUID, err)
+	}
+	return e, nil
+}
+
+// SubscriberConfig configures a watermill subscriber on the store's topics.
+type SubscriberConfig struct {
+	// ConsumerGroup names the reader; each group sees every event once
+	// acknowledged (at least once in all).
+	ConsumerGroup string
+	// PollInterval is how long an idle subscriber waits before it looks
+	// again, unless Wake fires first. Default 100ms.
+	PollInterval time.Duration
+	// BatchSize is the number of events read per query. Default 100.
+	BatchSize int
+	// Wake, if set, is a channel that receives when new events may have been
+	// committed (for example from LISTEN/NOTIFY); an idle subscriber then
+	// looks at once instead of waiting for PollInterval.
+	Wake <-chan struct{}
+	// AckDeadline bounds how long a message may stay unacknowledged before
+	// it is redelivered. Default 30s.
+	AckDeadline time.Duration
+	Logger      *slog.Logger
+}
+
+// NewSubscriber returns a watermill-sql subscriber over the store's tables.
+func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subscriber, error) {
+	if cfg.ConsumerGroup == "" {
+		return nil, fmt.Errorf("new subscriber: consumer group is required")
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 100 * time.Millisecond
+	}
+	if cfg.AckDeadline <= 0 {
+		cfg.AckDeadline = 30 * time.Second
+	}
+	var logger watermill.LoggerAdapter = watermill.NopLogger{}
+	if cfg.Logger != nil {
+		logger = watermill.NewSlogLogger(cfg.Logger)
+	}
+	ack := cfg.AckDeadline
+	sub, err := watermillsql.NewSubscriber(watermillsql.BeginnerFromPgx(pool), watermillsql.SubscriberConfig{
+		ConsumerGroup:  cfg.ConsumerGroup,
+		AckDeadline:    &ack,
+		PollInterval:   cfg.PollInterval,
+		ResendInterval: cfg.PollInterval,
+		RetryInterval:  time.Second,
+		BackoffManager: &wakeBackoff{
+			inner: watermillsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second),
+			poll:  cfg.PollInterval,
+			wake:  cfg.Wake,
+		},
+		SchemaAdapter:  readCommittedSchema{watermillsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize}},
+		OffsetsAdapter: watermillsql.DefaultPostgreSQLOffsetsAdapter{},
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("new subscriber %s: %w", cfg.ConsumerGroup, err)
+	}
+	return sub, nil
+}
+
+// wakeBackoff is watermill's default backoff, except that an idle
+// subscriber waits for a wake-up (bounded by the poll interval) instead of
+// sleeping the whole interval. watermill calls HandleError between queries,
+// so blocking here is the subscriber's idle wait.
+type wakeBackoff struct {
+	inner watermillsql.BackoffManager
+	poll  time.Duration
+	wake  <-chan struct{}
+}
+
+func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	d := b.inner.HandleError(logger, noMsg, err)
+	if err != nil || !noMsg || b.wake == nil {
+		return d
+	}
+	timer := time.NewTimer(b.poll)
+	defer timer.Stop()
+	select {
+	case <-b.wake:
+	case <-timer.C:
+	}
+	return 0
+}
+
+// readCommittedSchema is watermill's PostgreSQL schema with READ COMMITTED
+// subscriber transactions. Its select reads below pg_snapshot_xmin within a
+// single statement, which needs no wider snapshot; handlers that write in
+// the subscriber's transaction (TxFromContext) then see every commit made
+// before each of their statements, as the rest of opsgate does.
+type readCommittedSchema struct {
+	watermillsql.DefaultPostgreSQLSchema
+}
+
+func (readCommittedSchema) SubscribeIsolationLevel() stdsql.IsolationLevel {
+	return stdsql.LevelReadCommitted
+}

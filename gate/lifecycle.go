@@ -1,0 +1,212 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// runLocation is where a run lives, from the runs table.
+type runLocation struct {
+	scope    domain.ScopeID
+	tenantID string
+	surface  string
+	typ      string
+}
+
+func locateRun(ctx context.Context, q queryRower, runID string) (runLocation, error) {
+	var loc runLocation
+	var scope string
+	err := q.QueryRow(ctx, `SELECT scope_id, tenant_id, surface, type FROM runs WHERE id = $1`, runID).
+		Scan(&scope, &loc.tenantID, &loc.surface, &loc.typ)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return loc, ErrNotFound
+	}
+	if err != nil {
+		return loc, fmt.Errorf("locate run %s: %w", runID, err)
+	}
+	loc.scope = domain.ScopeID(scope)
+	return loc, nil
+}
+
+// onScope runs decide against the current state of the scope of runID, in
+// one transaction under the scope's lock, and records its event. It
+// returns the event recorded.
+func (s *Service) onScope(ctx context.Context, runID string,
+	decide func(ctx context.Context, tx *eventstore.Tx, loc runLocation, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
+	var event domain.Event
+	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		loc, err := locateRun(ctx, tx, runID)
+		if err != nil {
+			return err
+		}
+		if err := tx.Lock(ctx, string(loc.scope)); err != nil {
+			return err
+		}
+		state, version, err := loadScope(ctx, tx, loc.scope)
+		if err != nil {
+			return err
+		}
+		event, err = decide(ctx, tx, loc, state)
+		if err != nil {
+			return err
+		}
+		ctx = withMetadata(ctx, "", loc.tenantID, runID)
+		if err := s.record(ctx, tx, loc.scope, loc.tenantID, state, version, event); err != nil {
+			return err
+		}
+		if started, ok := event.(domain.RunStarted); ok {
+			return extendLease(ctx, tx, runID, started.Epoch, leaseFrom(ctx))
+		}
+		return nil
+	})
+	return event, err
+}
+
+type leaseKey struct{}
+
+func leaseFrom(ctx context.Context) time.Duration {
+	d, _ := ctx.Value(leaseKey{}).(time.Duration)
+	return d
+}
+
+// Claim is a worker's hold on a run it started.
+type Claim struct {
+	RunID string
+	Epoch int64
+}
+
+// BeginRun records that workerID started a queued run and gives it a lease
+// of the given length. It fails with domain.ErrRunAlreadyStarted or
+// domain.ErrRunNotActive when another worker began it or it ended (for
+// example cancelled while queued): exactly one worker ever begins a run.
+func (s *Service) BeginRun(ctx context.Context, runID, workerID string, lease time.Duration) (Claim, error) {
+	ctx = context.WithValue(ctx, leaseKey{}, lease)
+	ctx = withActor(ctx, "worker:"+workerID)
+	e, err := s.onScope(ctx, runID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+		return domain.Decide(st, domain.MarkStarted{RunID: runID, WorkerID: workerID, At: s.now()}, domain.Facts{})
+	})
+	if err != nil {
+		return Claim{}, err
+	}
+	return Claim{RunID: runID, Epoch: e.(domain.RunStarted).Epoch}, nil
+}
+
+// Heartbeat extends the lease of a claim. ErrLeaseLost means the run was
+// reaped, cancelled or finished: the worker must stop and report nothing.
+func (s *Service) Heartbeat(ctx context.Context, c Claim, lease time.Duration) error {
+	return extendLease(ctx, s.store.Pool(), c.RunID, c.Epoch, lease)
+}
+
+func extendLease(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, runID string, epoch int64, lease time.Duration) error {
+	var ok bool
+	err := db.QueryRow(ctx, `UPDATE runs SET lease_expires_at = clock_timestamp() + $3 * interval '1 microsecond'
+		WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING true`, runID, epoch, lease.Microseconds()).Scan(&ok)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("heartbeat run %s at epoch %d: %w", runID, epoch, ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("heartbeat run %s: %w", runID, err)
+	}
+	return nil
+}
+
+// Succeed records a claim's success; a stale claim is rejected with
+// domain.ErrStaleEpoch or domain.ErrRunNotActive and records nothing.
+func (s *Service) Succeed(ctx context.Context, c Claim) error {
+	_, err := s.onScope(ctx, c.RunID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+		return domain.Decide(st, domain.MarkSucceeded{RunID: c.RunID, Epoch: c.Epoch, At: s.now()}, domain.Facts{})
+	})
+	return err
+}
+
+// Fail records a claim's failure with a reason from the catalog; a stale
+// claim is rejected and records nothing.
+func (s *Service) Fail(ctx context.Context, c Claim, reason domain.ReasonCode) error {
+	_, err := s.onScope(ctx, c.RunID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+		return domain.Decide(st, domain.MarkFailed{RunID: c.RunID, Epoch: c.Epoch, Reason: reason, At: s.now()}, domain.Facts{})
+	})
+	return err
+}
+
+// ReapExpired ends up to limit running runs whose lease expired as failed
+// with execution.lost, freeing their scopes. It returns how many it ended.
+func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
+	rows, err := s.store.Pool().Query(ctx, `SELECT id, epoch FROM runs
+		WHERE status = 'running' AND lease_expires_at < clock_timestamp() ORDER BY lease_expires_at LIMIT $1`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("find expired leases: %w", err)
+	}
+	type expired struct {
+		id    string
+		epoch int64
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (expired, error) {
+		var e expired
+		return e, r.Scan(&e.id, &e.epoch)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("find expired leases: %w", err)
+	}
+	ctx = withActor(ctx, "system:reaper")
+	n := 0
+	for _, e := range list {
+		_, err := s.onScope(ctx, e.id, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+			var stillExpired bool
+			err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM runs WHERE id = $1 AND epoch = $2 AND status = 'running'`,
+				e.id, e.epoch).Scan(&stillExpired)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !stillExpired) {
+				return nil, errLeaseRenewed
+			}
+			if err != nil {
+				return nil, err
+			}
+			return domain.Decide(st, domain.MarkLost{RunID: e.id, Epoch: e.epoch, At: s.now()}, domain.Facts{})
+		})
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, errLeaseRenewed), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrStaleEpoch):
+			// finished or renewed meanwhile: nothing to reap
+		default:
+			return n, fmt.Errorf("reap run %s: %w", e.id, err)
+		}
+	}
+	return n, nil
+}
+
+var errLeaseRenewed = errors.New("lease renewed or run ended")
+
+// CancelRun cancels a queued or running run on behalf of actorID, who
+// needs the capability of the surface the run was started from.
+func (s *Service) CancelRun(ctx context.Context, actorID, runID string) (domain.RunCancelled, error) {
+	ctx = withActor(ctx, actorID)
+	e, err := s.onScope(ctx, runID, func(ctx context.Context, tx *eventstore.Tx, loc runLocation, st domain.ScopeState) (domain.Event, error) {
+		capability := domain.MustOperation(loc.typ).Capability
+		if surface, ok := domain.LookupSurface(loc.surface); ok {
+			capability = surface.Capability
+		}
+		if err := authorize(ctx, tx, actorID, loc.tenantID, capability); err != nil {
+			return nil, err
+		}
+		return domain.Decide(st, domain.Cancel{RunID: runID, ActorID: actorID, At: s.now()}, domain.Facts{})
+	})
+	if err != nil {
+		return domain.RunCancelled{}, err
+	}
+	return e.(domain.RunCancelled), nil
+}
+
+func withActor(ctx context.Context, actor string) context.Context {
+	md := eventstore.MetadataFrom(ctx)
+	md.Actor = actor
+	return eventstore.WithMetadata(ctx, md)
+}

@@ -1,0 +1,148 @@
+// Package config reads opsgate's settings from the environment, with
+// defaults, and refuses contradictory ones at start-up with a sentence
+// naming the variables.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is every setting of the opsgate service.
+type Config struct {
+	// DatabaseURL names the PostgreSQL database (DATABASE_URL).
+	DatabaseURL string
+	// HTTPAddr is where the API listens (OPSGATE_HTTP_ADDR).
+	HTTPAddr string
+	// AdminToken authorises admin endpoints (OPSGATE_ADMIN_TOKEN); empty
+	// means generate one and print it once.
+	AdminToken string
+	// LogLevel is debug, info, warn or error (OPSGATE_LOG_LEVEL).
+	LogLevel slog.Level
+	// DBMaxConns bounds the connection pool (OPSGATE_DB_MAX_CONNS).
+	DBMaxConns int32
+	// RequestTimeout bounds each API request (OPSGATE_REQUEST_TIMEOUT).
+	RequestTimeout time.Duration
+	// ShutdownGrace is how long SIGTERM waits for in-flight requests and
+	// running operations (OPSGATE_SHUTDOWN_GRACE).
+	ShutdownGrace time.Duration
+	// PollInterval is the subscribers' fallback poll when no wake-up
+	// arrives (OPSGATE_POLL_INTERVAL).
+	PollInterval time.Duration
+	// WorkerConcurrency bounds operations executing at once per worker
+	// process (OPSGATE_WORKER_CONCURRENCY).
+	WorkerConcurrency int
+	// Lease is how long a worker's claim on a running run lasts without a
+	// heartbeat (OPSGATE_LEASE); Heartbeat is how often it renews it
+	// (OPSGATE_HEARTBEAT).
+	Lease     time.Duration
+	Heartbeat time.Duration
+	// ReadYourWritesWait bounds how long a monitoring read waits for the
+	// projection to catch up with a position (OPSGATE_READ_YOUR_WRITES_WAIT).
+	ReadYourWritesWait time.Duration
+}
+
+// LeaseMargin is the least a lease must exceed the heartbeat interval by,
+// so that one late heartbeat does not lose a healthy run.
+const LeaseMargin = 2 * time.Second
+
+// FromEnv reads the configuration from getenv (os.Getenv in production)
+// and validates it.
+func FromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		DatabaseURL:        getenv("DATABASE_URL"),
+		HTTPAddr:           "127.0.0.1:8080",
+		AdminToken:         getenv("OPSGATE_ADMIN_TOKEN"),
+		LogLevel:           slog.LevelInfo,
+		DBMaxConns:         32,
+		RequestTimeout:     15 * time.Second,
+		ShutdownGrace:      20 * time.Second,
+		PollInterval:       250 * time.Millisecond,
+		WorkerConcurrency:  8,
+		Lease:              30 * time.Second,
+		Heartbeat:          5 * time.Second,
+		ReadYourWritesWait: 2 * time.Second,
+	}
+	var errs []error
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	dur := func(name string, dst *time.Duration) {
+		if v := getenv(name); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("%s=%q is not a positive duration such as 500ms or 30s", name, v))
+				return
+			}
+			*dst = d
+		}
+	}
+	num := func(name string, dst *int, lo, hi int) {
+		if v := getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				errs = append(errs, fmt.Errorf("%s=%q must be a whole number from %d to %d", name, v, lo, hi))
+				return
+			}
+			*dst = n
+		}
+	}
+	str("OPSGATE_HTTP_ADDR", &c.HTTPAddr)
+	if v := getenv("OPSGATE_LOG_LEVEL"); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			errs = append(errs, fmt.Errorf("OPSGATE_LOG_LEVEL=%q must be debug, info, warn or error", v))
+		}
+	}
+	maxConns := int(c.DBMaxConns)
+	num("OPSGATE_DB_MAX_CONNS", &maxConns, 2, 1000)
+	c.DBMaxConns = int32(maxConns)
+	dur("OPSGATE_REQUEST_TIMEOUT", &c.RequestTimeout)
+	dur("OPSGATE_SHUTDOWN_GRACE", &c.ShutdownGrace)
+	dur("OPSGATE_POLL_INTERVAL", &c.PollInterval)
+	num("OPSGATE_WORKER_CONCURRENCY", &c.WorkerConcurrency, 1, 1024)
+	dur("OPSGATE_LEASE", &c.Lease)
+	dur("OPSGATE_HEARTBEAT", &c.Heartbeat)
+	dur("OPSGATE_READ_YOUR_WRITES_WAIT", &c.ReadYourWritesWait)
+
+	if err := c.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return c, errors.Join(errs...)
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL is not set: name a PostgreSQL database, or use `make run`, which starts a private one under .data/"))
+	} else if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") && !strings.Contains(c.DatabaseURL, "=") {
+		errs = append(errs, fmt.Errorf("DATABASE_URL=%q is neither a postgres:// URL nor a key=value connection string", redact(c.DatabaseURL)))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		errs = append(errs, fmt.Errorf("OPSGATE_HTTP_ADDR=%q is not host:port: %v", c.HTTPAddr, err))
+	}
+	if c.Lease < c.Heartbeat+LeaseMargin {
+		errs = append(errs, fmt.Errorf("OPSGATE_LEASE (%s) must be at least OPSGATE_HEARTBEAT (%s) plus %s, or a worker could lose a healthy run between heartbeats",
+			c.Lease, c.Heartbeat, LeaseMargin))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("OPSGATE_ADMIN_TOKEN is shorter than 16 characters; choose a long random value or leave it unset to have one generated"))
+	}
+	return errors.Join(errs...)
+}
+
+func redact(url string) string {
+	if i := strings.Index(url, "@"); i > 0 {
+		if j := strings.Index(url, "://"); j > 0 && j < i {
+			return url[:j+3] + "…" + url[i:]
+		}
+	}
+	return url
+}

@@ -1,0 +1,157 @@
+// Package pgtest gives each test a fresh, migrated PostgreSQL database.
+//
+// DATABASE_URL names the server (make test starts a private cluster and sets
+// it). A template database is migrated once per set of migration files and
+// cloned per test, so tests and packages run in parallel without sharing
+// state; each clone is dropped when its test ends.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/migrations"
+)
+
+var (
+	templateOnce sync.Once
+	templateName string
+	templateErr  error
+)
+
+// URL returns DATABASE_URL or fails the test with advice.
+func URL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("DATABASE_URL")
+	if url == "" {
+		t.Fatal("DATABASE_URL is not set: run the tests with `make test`, which starts a private PostgreSQL")
+	}
+	return url
+}
+
+// NewDatabase creates a fresh migrated database and returns its URL. The
+// database is dropped when the test ends.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	base := URL(t)
+	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, base) })
+	if templateErr != nil {
+		t.Fatalf("template database: %v", templateErr)
+	}
+
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", base, err)
+	}
+	defer admin.Close(ctx)
+	name := "opsgate_test_" + randomSuffix()
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, templateName)); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	cfg, err := pgx.ParseConfig(base)
+	if err != nil {
+		t.Fatalf("parse DATABASE_URL: %v", err)
+	}
+	cfg.Database = name
+	return cfg.ConnString()
+}
+
+// NewPool returns a pool on a fresh migrated database, closed when the test ends.
+func NewPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	return Connect(t, NewDatabase(t))
+}
+
+// Connect opens a pool on url, closed when the test ends.
+func Connect(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("parse %s: %v", url, err)
+	}
+	cfg.MaxConns = 40
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// ensureTemplate creates and migrates the template database for the current
+// migrations once per server; concurrent test binaries wait on a lock.
+func ensureTemplate(ctx context.Context, base string) (string, error) {
+	name := "opsgate_template_" + migrations.Fingerprint()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", fmt.Errorf("connect: %w", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock(727001)`); err != nil {
+		return "", fmt.Errorf("lock: %w", err)
+	}
+	defer admin.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(727001)`) //nolint:errcheck
+
+	var ready bool
+	err = admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)`, name).Scan(&ready)
+	if err != nil {
+		return "", fmt.Errorf("look up template: %w", err)
+	}
+	if ready {
+		return name, nil
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+		return "", fmt.Errorf("drop half-made template: %w", err)
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s`, name)); err != nil {
+		return "", fmt.Errorf("create template: %w", err)
+	}
+	cfg, err := pgxpool.ParseConfig(base)
+	if err != nil {
+		return "", err
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return "", fmt.Errorf("connect template: %w", err)
+	}
+	err = migrations.Apply(ctx, pool, nil)
+	pool.Close()
+	if err != nil {
+		return "", err
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %s WITH is_template = true ALLOW_CONNECTIONS = false`, name)); err != nil {
+		return "", fmt.Errorf("mark template: %w", err)
+	}
+	return name, nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
