@@ -2,16 +2,22 @@ package eventstore_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/migrations"
 )
 
 // Test payloads. Event type names are constants, never derived from the Go
@@ -36,7 +42,7 @@ type person struct {
 	FullName string `json:"full_name"`
 }
 
-func (*person) EventType() string { return "test.person" }
+func (*person) EventType() string  { return "test.person" }
 func (*person) SchemaVersion() int { return 2 }
 
 // unregistered is never registered.
@@ -74,7 +80,68 @@ const (
 
 func newStore(t testing.TB) *eventstore.Store {
 	t.Helper()
-	return eventstore.New(pgtest.NewPool(t), newRegistry())
+	return eventstore.New(newPool(t), newRegistry())
+}
+
+// newPool returns a pool on a fresh migrated database of the test's own.
+//
+// pgtest.NewDatabase builds the clone's URL with pgx.ConnConfig.ConnString,
+// which returns the string originally parsed, so the pool it gives lands in
+// DATABASE_URL's database, shared by every test. Until pgtest is fixed, make
+// the clone here (pgtest has already created the template) when the pool is
+// not on a database of its own.
+func newPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pool := pgtest.NewPool(t)
+	var current string
+	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&current); err != nil {
+		t.Fatalf("current database: %v", err)
+	}
+	if strings.HasPrefix(current, "opsgate_test_") {
+		return pool
+	}
+	pool.Close()
+
+	base := pgtest.URL(t)
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", base, err)
+	}
+	defer admin.Close(ctx)
+	suffix := make([]byte, 8)
+	_, _ = rand.Read(suffix)
+	name := "opsgate_test_" + hex.EncodeToString(suffix)
+	template := "opsgate_template_" + migrations.Fingerprint()
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(base)
+	if err != nil {
+		t.Fatalf("parse DATABASE_URL: %v", err)
+	}
+	cfg.ConnConfig.Database = name
+	cfg.MaxConns = 40
+	pool, err = pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+	t.Cleanup(pool.Close) // registered after the drop, so it runs before it
+	return pool
 }
 
 func testContext(t testing.TB) context.Context {
@@ -212,6 +279,15 @@ func (c *collector) checkErrs(t testing.TB) {
 	}
 }
 
+// testWriter sends log lines (the subscriber's warnings and errors) to the
+// test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
 type subscription struct {
 	*collector
 	close func()
@@ -225,6 +301,9 @@ func subscribe(t testing.TB, ctx context.Context, pool *pgxpool.Pool, cfg events
 	t.Helper()
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 10 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
 	sub, err := eventstore.NewSubscriber(pool, cfg)
 	if err != nil {
@@ -300,6 +379,21 @@ func countRows(t testing.TB, ctx context.Context, pool *pgxpool.Pool, table stri
 		t.Fatalf("count %s: %v", table, err)
 	}
 	return n
+}
+
+// readAllAtLeast pages through ReadAll until it returns at least n events.
+// ReadAll stops below the oldest transaction in flight on the whole server
+// (transaction ids are cluster-wide), so a transaction in some other
+// database, even a CREATE DATABASE of another test, can hold back events
+// that were just committed here for a moment.
+func readAllAtLeast(t testing.TB, ctx context.Context, store *eventstore.Store, page, n int) []eventstore.Event {
+	t.Helper()
+	var out []eventstore.Event
+	waitFor(t, deliveryTimeout, fmt.Sprintf("ReadAll to return %d events", n), func() bool {
+		out = readAllPaged(t, ctx, store, 0, page)
+		return len(out) >= n
+	})
+	return out
 }
 
 // readAllPaged pages through ReadAll with the given page size.

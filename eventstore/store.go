@@ -319,7 +319,7 @@ func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPo
 		}
 		afterPos = afterPosition
 	}
-	where := `(tx_id, position) > ($1::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())`
+	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())`
 	args := []any{afterTx, afterPos, limit}
 	if tenantID != "" {
 		where += ` AND tenant_id = $4`
@@ -344,4 +344,18 @@ func scanEvent(row pgx.CollectableRow) (Event, error) {
 	err := row.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, &e.Data, &e.Metadata, &e.RecordedAt)
 	e.TxID = uint64(txID)
 	return e, err
+}
+
+// ReadCorrelated returns the events whose metadata names correlationID, in
+// commit order (position order within one aggregate's serialised history).
+func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit int) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE metadata ? 'correlation_id' AND metadata->>'correlation_id' = $1 ORDER BY position LIMIT $2`, correlationID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events of %s: %w", correlationID, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read events of %s: %w", correlationID, err)
+	}
+	return events, nil
 }

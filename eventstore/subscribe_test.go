@@ -170,7 +170,7 @@ func TestLateCommitIsDelivered(t *testing.T) {
 	if sub.has(a.ID) {
 		t.Fatal("uncommitted A was delivered")
 	}
-	seen := readAllPaged(t, ctx, store, 0, 10)
+	seen := readAllAtLeast(t, ctx, store, 10, 2)
 	if got, want := ids(seen), []string{before[0].ID, b.ID}; !slices.Equal(got, want) {
 		t.Fatalf("ReadAll while A is open: %v, want %v", got, want)
 	}

@@ -365,3 +365,12 @@ func defaultConnection(ctx context.Context, q querier, tenantID string) (*Connec
 	}
 	return &c, nil
 }
+
+// Connection returns a connection as it is now, without authorization: for
+// the worker, which executes against the connection pinned in a run.
+func (s *Service) Connection(ctx context.Context, id string) (Connection, error) {
+	return loadConnection(ctx, s.store.Pool(), id)
+}
+
+// Readiness returns the preflight's view of the connection.
+func (c Connection) Readiness() *domain.ConnectionReadiness { return c.readiness() }

@@ -161,7 +161,10 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 	for _, e := range list {
 		_, err := s.onScope(ctx, e.id, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
 			var stillExpired bool
-			err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM runs WHERE id = $1 AND epoch = $2 AND status = 'running'`,
+			// FOR UPDATE: a heartbeat committing meanwhile is waited for
+			// and seen, and one arriving later waits for this decision.
+			err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM runs
+				WHERE id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE`,
 				e.id, e.epoch).Scan(&stillExpired)
 			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !stillExpired) {
 				return nil, errLeaseRenewed

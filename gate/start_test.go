@@ -252,19 +252,19 @@ func TestStartAuthorization(t *testing.T) {
 	f := newFixture(t)
 	conn := f.connection("Graph", asDefault)
 	other := f.newTenant("Other")
-	otherConn := f.connectionOn(other.ID, "Other graph", asDefault)
 	f.grant(f.owner, other.ID, domain.RoleOwner)
+	otherConn := f.connectionOn(other.ID, "Other graph", asDefault)
 
 	restoreOther := f.createRestoreRunOn(other.ID, `[]`)
 
 	notFound := map[string]gate.StartRequest{
-		"non-member, connection surface":       connStart(f.outsider, domain.SurfaceInventorySync, conn.ID),
-		"non-member, tenant surface":           tenantStart(f.outsider, domain.SurfaceGroupsSync, f.tenant.ID, ""),
-		"non-member, explicit connection":      tenantStart(f.outsider, domain.SurfaceTenantVerification, f.tenant.ID, conn.ID),
-		"member of another tenant only":        connStart(f.operator, domain.SurfaceInventorySync, otherConn.ID),
-		"nonexistent connection":               connStart(f.operator, domain.SurfaceInventorySync, "01HZZZZZZZZZZZZZZZZZZZZZZZ"),
-		"nonexistent tenant":                   tenantStart(f.operator, domain.SurfaceGroupsSync, "01HZZZZZZZZZZZZZZZZZZZZZZZ", ""),
-		"nonexistent explicit connection":      tenantStart(f.operator, domain.SurfaceGroupsSync, f.tenant.ID, "01HZZZZZZZZZZZZZZZZZZZZZZZ"),
+		"non-member, connection surface":        connStart(f.outsider, domain.SurfaceInventorySync, conn.ID),
+		"non-member, tenant surface":            tenantStart(f.outsider, domain.SurfaceGroupsSync, f.tenant.ID, ""),
+		"non-member, explicit connection":       tenantStart(f.outsider, domain.SurfaceTenantVerification, f.tenant.ID, conn.ID),
+		"member of another tenant only":         connStart(f.operator, domain.SurfaceInventorySync, otherConn.ID),
+		"nonexistent connection":                connStart(f.operator, domain.SurfaceInventorySync, "01HZZZZZZZZZZZZZZZZZZZZZZZ"),
+		"nonexistent tenant":                    tenantStart(f.operator, domain.SurfaceGroupsSync, "01HZZZZZZZZZZZZZZZZZZZZZZZ", ""),
+		"nonexistent explicit connection":       tenantStart(f.operator, domain.SurfaceGroupsSync, f.tenant.ID, "01HZZZZZZZZZZZZZZZZZZZZZZZ"),
 		"explicit connection of another tenant": tenantStart(f.owner, domain.SurfaceGroupsSync, f.tenant.ID, otherConn.ID),
 		"nonexistent restore run": func() gate.StartRequest {
 			r := tenantStart(f.owner, domain.SurfaceRestoreExecute, f.tenant.ID, "")
@@ -281,11 +281,11 @@ func TestStartAuthorization(t *testing.T) {
 		req gate.StartRequest
 		cap domain.Capability
 	}{
-		"readonly inventory sync":            {connStart(f.readonly, domain.SurfaceInventorySync, conn.ID), domain.CapInventorySync},
-		"auditor inventory sync":             {connStart(f.auditor, domain.SurfaceInventorySync, conn.ID), domain.CapInventorySync},
-		"readonly connection check":          {connStart(f.readonly, domain.SurfaceConnectionCheck, conn.ID), domain.CapProviderConnectionCheck},
-		"readonly groups sync (tenant)":      {tenantStart(f.readonly, domain.SurfaceGroupsSync, f.tenant.ID, ""), domain.CapDirectoryGroupsSync},
-		"readonly tenant verification":       {tenantStart(f.readonly, domain.SurfaceTenantVerification, f.tenant.ID, conn.ID), domain.CapTenantVerify},
+		"readonly inventory sync":       {connStart(f.readonly, domain.SurfaceInventorySync, conn.ID), domain.CapInventorySync},
+		"auditor inventory sync":        {connStart(f.auditor, domain.SurfaceInventorySync, conn.ID), domain.CapInventorySync},
+		"readonly connection check":     {connStart(f.readonly, domain.SurfaceConnectionCheck, conn.ID), domain.CapProviderConnectionCheck},
+		"readonly groups sync (tenant)": {tenantStart(f.readonly, domain.SurfaceGroupsSync, f.tenant.ID, ""), domain.CapDirectoryGroupsSync},
+		"readonly tenant verification":  {tenantStart(f.readonly, domain.SurfaceTenantVerification, f.tenant.ID, conn.ID), domain.CapTenantVerify},
 		"operator restore execute (owner only)": {func() gate.StartRequest {
 			r := tenantStart(f.operator, domain.SurfaceRestoreExecute, f.tenant.ID, "")
 			r.RestoreRunID, r.Confirm = "01HZZZZZZZZZZZZZZZZZZZZZZZ", true

@@ -21,6 +21,9 @@ CREATE TABLE events (
 
 CREATE INDEX events_commit_order ON events (tx_id, position);
 CREATE INDEX events_tenant_commit_order ON events (tenant_id, tx_id, position) WHERE tenant_id IS NOT NULL;
+-- Every event about one run (or other aggregate) carries its id as
+-- correlation id; a run's history is read through this index.
+CREATE INDEX events_correlation ON events ((metadata->>'correlation_id'), position) WHERE metadata ? 'correlation_id';
 
 -- +goose StatementBegin
 CREATE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$

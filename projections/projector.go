@@ -88,7 +88,7 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 		return 0, nil
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
-		VALUES ($1, $2::text::xid8, $3, clock_timestamp())
+		VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())
 		ON CONFLICT (projector) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at`,
 		p.Name, int64(last.TxID), last.Position)
 	if err != nil {
@@ -158,8 +158,13 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) 
 	if !ok {
 		return fmt.Errorf("%s: message %s carries no subscriber transaction", p.Name, msg.UUID)
 	}
-	pgxTx, ok := wtx.(watermillsql.PgxTx)
-	if !ok {
+	var pgxTx pgx.Tx
+	switch t := wtx.(type) {
+	case *watermillsql.PgxTx:
+		pgxTx = t.Tx
+	case watermillsql.PgxTx:
+		pgxTx = t.Tx
+	default:
 		return fmt.Errorf("%s: subscriber transaction is %T, not pgx", p.Name, wtx)
 	}
 	// A savepoint, so that a failed event rolls back alone and is redelivered.

@@ -23,6 +23,7 @@ import (
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/worker"
 )
 
 type roleSet map[string]bool
@@ -65,7 +66,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)
-	_ = svc
+	metrics := api.NewMetrics(pool)
 
 	// Background roles stop when bg is cancelled, after the API drained.
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
@@ -78,6 +79,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		runner := &projections.Runner{
 			Pool: pool, Registry: store.Registry(), Logger: logger,
 			Wake: notifier.Subscribe, PollInterval: cfg.PollInterval,
+			OnApplied: metrics.ObserveProjection,
 		}
 		for _, p := range projections.All() {
 			wg.Add(1)
@@ -88,6 +90,25 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 				}
 			}()
 		}
+	}
+
+	if roles["worker"] {
+		w, err := worker.New(worker.Config{
+			Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
+			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(),
+		}, pool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The worker stops taking work at SIGTERM and lets running
+			// operations finish within the grace period.
+			if err := w.Run(ctx, cfg.ShutdownGrace); err != nil {
+				logger.Error("worker stopped", "err", err)
+			}
+		}()
 	}
 
 	if !roles["api"] {
@@ -102,8 +123,16 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		fmt.Fprintf(stdout, "OPSGATE_ADMIN_TOKEN was not set; the admin token of this process is:\n  %s\n", adminToken)
 	}
 	e := api.NewEcho(api.Config{
-		Logger: logger,
-		Ready:  api.Health{Migrated: migrated, Ping: pool.Ping},
+		Logger:  logger,
+		Ready:   api.Health{Migrated: migrated, Ping: pool.Ping},
+		Metrics: metrics,
+		Routes: api.Routes(api.Deps{
+			Gate:       svc,
+			Reader:     projections.NewReader(pool, cfg.ReadYourWritesWait),
+			Store:      store,
+			AdminToken: adminToken,
+			Metrics:    metrics,
+		}),
 	})
 	srv := &http.Server{
 		Addr:              cfg.HTTPAddr,

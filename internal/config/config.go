@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/opsgate/opsgate/worker"
 )
 
 // Config is every setting of the opsgate service.
@@ -47,10 +49,6 @@ type Config struct {
 	// projection to catch up with a position (OPSGATE_READ_YOUR_WRITES_WAIT).
 	ReadYourWritesWait time.Duration
 }
-
-// LeaseMargin is the least a lease must exceed the heartbeat interval by,
-// so that one late heartbeat does not lose a healthy run.
-const LeaseMargin = 2 * time.Second
 
 // FromEnv reads the configuration from getenv (os.Getenv in production)
 // and validates it.
@@ -128,9 +126,8 @@ func (c Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("OPSGATE_HTTP_ADDR=%q is not host:port: %v", c.HTTPAddr, err))
 	}
-	if c.Lease < c.Heartbeat+LeaseMargin {
-		errs = append(errs, fmt.Errorf("OPSGATE_LEASE (%s) must be at least OPSGATE_HEARTBEAT (%s) plus %s, or a worker could lose a healthy run between heartbeats",
-			c.Lease, c.Heartbeat, LeaseMargin))
+	if err := worker.CheckLease(c.Lease, c.Heartbeat); err != nil {
+		errs = append(errs, fmt.Errorf("OPSGATE_LEASE and OPSGATE_HEARTBEAT: %w", err))
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		errs = append(errs, errors.New("OPSGATE_ADMIN_TOKEN is shorter than 16 characters; choose a long random value or leave it unset to have one generated"))

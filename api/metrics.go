@@ -1,0 +1,121 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/opsgate/opsgate/domain"
+)
+
+// Metrics holds opsgate's Prometheus metrics in a registry of its own.
+type Metrics struct {
+	registry     *prometheus.Registry
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	starts       *prometheus.CounterVec
+	projectorLag *prometheus.HistogramVec
+}
+
+// NewMetrics returns the metrics; pool (may be nil) feeds the gauges read
+// at scrape time: queue depth and how far each projector trails the store.
+func NewMetrics(pool *pgxpool.Pool) *Metrics {
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opsgate_http_requests_total", Help: "HTTP requests by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "opsgate_http_request_duration_seconds", Help: "HTTP request latency by method and route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"method", "route"}),
+		starts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "opsgate_starts_total", Help: "Start decisions by outcome and operation type.",
+		}, []string{"outcome", "type"}),
+		projectorLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "opsgate_projector_apply_lag_seconds", Help: "Time from an event's commit to its projection, by projector.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}, []string{"projector"}),
+	}
+	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if pool != nil {
+		m.registry.MustRegister(&dbCollector{pool: pool})
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one HTTP request.
+func (m *Metrics) ObserveRequest(method, route string, status int, elapsed time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(method, route).Observe(elapsed.Seconds())
+}
+
+// ObserveStart records one start decision.
+func (m *Metrics) ObserveStart(outcome domain.Outcome, opType string) {
+	m.starts.WithLabelValues(string(outcome), opType).Inc()
+}
+
+// ObserveProjection records the lag of one projected event.
+func (m *Metrics) ObserveProjection(projector string, recordedAt time.Time) {
+	m.projectorLag.WithLabelValues(projector).Observe(time.Since(recordedAt).Seconds())
+}
+
+// dbCollector reads queue depth and projector lag at scrape time, so any
+// api process reports them whichever process runs the projectors.
+type dbCollector struct {
+	pool *pgxpool.Pool
+}
+
+var (
+	queueDepthDesc = prometheus.NewDesc("opsgate_queue_depth", "Runs queued or running, by status.", []string{"status"}, nil)
+	oldestDesc     = prometheus.NewDesc("opsgate_queue_oldest_queued_age_seconds", "Age of the oldest queued run.", nil, nil)
+	lagDesc        = prometheus.NewDesc("opsgate_projector_lag_seconds", "Age of the oldest event a projector has not applied yet (0 when caught up).", []string{"projector"}, nil)
+)
+
+func (d *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- oldestDesc
+	ch <- lagDesc
+}
+
+func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var queued, running int
+	var oldest float64
+	err := d.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
+		coalesce(extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = 'queued')), 0)::float8
+		FROM projections.ops_queue`).Scan(&queued, &running, &oldest)
+	if err == nil {
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(queued), "queued")
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(running), "running")
+		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest)
+	}
+	rows, err := d.pool.Query(ctx, `SELECT c.projector, coalesce(extract(epoch FROM clock_timestamp() - (
+			SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
+			ORDER BY e.tx_id, e.position LIMIT 1)), 0)::float8
+		FROM projections.projection_checkpoints c`)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var lag float64
+		if rows.Scan(&name, &lag) == nil {
+			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, lag, name)
+		}
+	}
+}

@@ -1,0 +1,289 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// RunDetail is GET /operations/{id}: the run, the presenter's wording of
+// it, and the counts of later starts answered with it.
+type RunDetail struct {
+	domain.Run
+	Message        domain.Message    `json:"message"`
+	NextSteps      []domain.NextStep `json:"next_steps"`
+	DedupedCount   int               `json:"deduped_count"`
+	ScopeBusyCount int               `json:"scope_busy_count"`
+}
+
+func detailOf(v projections.RunView) RunDetail {
+	msg, steps := domain.PresentRun(v.Run)
+	return RunDetail{Run: v.Run, Message: msg, NextSteps: steps, DedupedCount: v.DedupedCount, ScopeBusyCount: v.ScopeBusyCount}
+}
+
+// Page is a page of a list with the cursor of the next one.
+type Page[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func page[T any](items []T, next string) Page[T] {
+	p := Page[T]{Items: items}
+	if next != "" {
+		p.NextCursor = &next
+	}
+	return p
+}
+
+func badQuery(detail string) error {
+	return &badRequest{code: "invalid_query", detail: detail}
+}
+
+func limitParam(c echo.Context) (int, error) {
+	v := c.QueryParam("limit")
+	if v == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 200 {
+		return 0, badQuery("limit must be a whole number from 1 to 200")
+	}
+	return n, nil
+}
+
+func (h *handlers) listOperations(c echo.Context) error {
+	ctx := c.Request().Context()
+	f := projections.RunFilter{}
+	var err error
+	if f.Limit, err = limitParam(c); err != nil {
+		return err
+	}
+	tenant, err := optionalID("tenant_id", c.QueryParam("tenant_id"))
+	if err != nil {
+		return err
+	}
+	if f.ConnectionID, err = optionalID("provider_connection_id", c.QueryParam("provider_connection_id")); err != nil {
+		return err
+	}
+	if f.Cursor, err = optionalID("cursor", c.QueryParam("cursor")); err != nil {
+		return err
+	}
+	if s := c.QueryParam("status"); s != "" {
+		if _, ok := domain.ParseRunStatus(s); !ok {
+			return badQuery("status must be one of blocked, queued, running, succeeded, failed, cancelled")
+		}
+		f.Status = s
+	}
+	if t := c.QueryParam("type"); t != "" {
+		op, ok := domain.LookupOperation(t)
+		if !ok {
+			return &badRequest{code: "unknown_operation_type", detail: strconv.Quote(t) + " is not an operation type"}
+		}
+		f.CanonicalType = op.Canonical
+	}
+	if tenant != "" {
+		if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+			return err
+		}
+		f.TenantIDs = []string{tenant}
+	} else if f.TenantIDs, err = h.gate.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+		return err
+	}
+	runs, next, err := h.reader.ListRuns(ctx, f)
+	if err != nil {
+		return err
+	}
+	items := make([]domain.Run, len(runs))
+	for i, r := range runs {
+		items[i] = r.Run
+	}
+	return c.JSON(http.StatusOK, page(items, next))
+}
+
+// visibleRun returns a run the caller may view, else gate.ErrNotFound.
+func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
+	id, err := pathID(c, "runId")
+	if err != nil {
+		return projections.RunView{}, err
+	}
+	v, err := h.reader.GetRun(c.Request().Context(), id)
+	if errors.Is(err, projections.ErrNotFound) {
+		return v, gate.ErrNotFound
+	}
+	if err != nil {
+		return v, err
+	}
+	if err := h.gate.Authorize(c.Request().Context(), userID(c), v.TenantID, domain.CapOperationsView); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+func (h *handlers) getOperation(c echo.Context) error {
+	v, err := h.visibleRun(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, detailOf(v))
+}
+
+// AuditEvent is an event as auditors read it.
+type AuditEvent struct {
+	Position      int64           `json:"position"`
+	EventID       string          `json:"event_id"`
+	Stream        string          `json:"stream"`
+	Version       int64           `json:"version"`
+	Type          string          `json:"type"`
+	SchemaVersion int             `json:"schema_version"`
+	RecordedAt    time.Time       `json:"recorded_at"`
+	Data          json.RawMessage `json:"data"`
+	Metadata      auditMetadata   `json:"metadata"`
+}
+
+type auditMetadata struct {
+	Actor         string `json:"actor"`
+	TenantID      string `json:"tenant_id"`
+	CorrelationID string `json:"correlation_id"`
+	CausationID   string `json:"causation_id"`
+	RequestID     string `json:"request_id"`
+}
+
+func auditEvent(e eventstore.Event) AuditEvent {
+	return AuditEvent{
+		Position: e.Position, EventID: e.ID, Stream: e.StreamID, Version: e.StreamVersion, Type: e.Type,
+		SchemaVersion: e.SchemaVersion, RecordedAt: e.RecordedAt.UTC(), Data: e.Data,
+		Metadata: auditMetadata(e.Metadata),
+	}
+}
+
+func auditEvents(events []eventstore.Event) []AuditEvent {
+	out := make([]AuditEvent, len(events))
+	for i, e := range events {
+		out[i] = auditEvent(e)
+	}
+	return out
+}
+
+func (h *handlers) operationEvents(c echo.Context) error {
+	v, err := h.visibleRun(c)
+	if err != nil {
+		return err
+	}
+	events, err := h.store.ReadCorrelated(c.Request().Context(), v.ID, 10_000)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": auditEvents(events)})
+}
+
+func (h *handlers) cancelOperation(c echo.Context) error {
+	id, err := pathID(c, "runId")
+	if err != nil {
+		return err
+	}
+	if _, err := readBody(c); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if _, err := h.gate.CancelRun(ctx, userID(c), id); err != nil {
+		return err
+	}
+	v, err := h.reader.GetRun(ctx, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, detailOf(v))
+}
+
+// AuditPage is a page of the audit trail.
+type AuditPage struct {
+	Items     []AuditEvent `json:"items"`
+	NextAfter *int64       `json:"next_after"`
+}
+
+func (h *handlers) auditEvents(c echo.Context) error {
+	ctx := c.Request().Context()
+	tenant, err := optionalID("tenant_id", c.QueryParam("tenant_id"))
+	if err != nil {
+		return err
+	}
+	if tenant == "" {
+		return badQuery("tenant_id is required")
+	}
+	limit, err := limitParam(c)
+	if err != nil {
+		return err
+	}
+	var after int64
+	if v := c.QueryParam("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return badQuery("after must be the position of an event")
+		}
+	}
+	if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapAuditRead); err != nil {
+		return err
+	}
+	events, err := h.store.ReadTenant(ctx, tenant, after, limit)
+	if errors.Is(err, eventstore.ErrUnknownPosition) {
+		return badQuery("after names no event")
+	}
+	if err != nil {
+		return err
+	}
+	p := AuditPage{Items: auditEvents(events)}
+	if len(events) == limit {
+		last := events[len(events)-1].Position
+		p.NextAfter = &last
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (h *handlers) notifications(c echo.Context) error {
+	limit, err := limitParam(c)
+	if err != nil {
+		return err
+	}
+	cursor, err := optionalID("cursor", c.QueryParam("cursor"))
+	if err != nil {
+		return err
+	}
+	list, next, err := h.reader.Notifications(c.Request().Context(), userID(c), cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page(list, next))
+}
+
+func (h *handlers) queue(c echo.Context) error {
+	ctx := c.Request().Context()
+	tenant, err := optionalID("tenant_id", c.QueryParam("tenant_id"))
+	if err != nil {
+		return err
+	}
+	var tenants []string
+	if tenant != "" {
+		if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+			return err
+		}
+		tenants = []string{tenant}
+	} else if tenants, err = h.gate.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+		return err
+	}
+	if tenants == nil {
+		tenants = []string{}
+	}
+	stats, err := h.reader.Queue(ctx, tenants)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, stats)
+}

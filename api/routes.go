@@ -1,0 +1,86 @@
+package api
+
+import (
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// Deps are the application services the handlers call.
+type Deps struct {
+	Gate       *gate.Service
+	Reader     *projections.Reader
+	Store      *eventstore.Store
+	AdminToken string
+	Metrics    *Metrics
+}
+
+type handlers struct {
+	gate    *gate.Service
+	reader  *projections.Reader
+	store   *eventstore.Store
+	metrics *Metrics
+}
+
+// startRoute is one start surface of contract section 3.
+type startRoute struct {
+	path    string
+	surface domain.Surface
+}
+
+// startRoutes lists every start endpoint; each is served by handlers.start.
+func startRoutes() []startRoute {
+	return []startRoute{
+		{"/api/v1/tenants/:tenantId/verify", domain.SurfaceTenantVerification},
+		{"/api/v1/tenants/:tenantId/directory/groups/sync", domain.SurfaceGroupsSync},
+		{"/api/v1/tenants/:tenantId/directory/role-definitions/sync", domain.SurfaceRoleDefinitionsSync},
+		{"/api/v1/tenants/:tenantId/restore-runs/:restoreRunId/execute", domain.SurfaceRestoreExecute},
+		{"/api/v1/provider-connections/:connectionId/check", domain.SurfaceConnectionCheck},
+		{"/api/v1/provider-connections/:connectionId/inventory-sync", domain.SurfaceInventorySync},
+		{"/api/v1/provider-connections/:connectionId/compliance-snapshot", domain.SurfaceComplianceSnapshot},
+	}
+}
+
+// Routes returns the registration of every endpoint of contract sections
+// 3 to 7 (health endpoints are registered by NewEcho).
+func Routes(d Deps) func(e *echo.Echo) {
+	h := &handlers{gate: d.Gate, reader: d.Reader, store: d.Store, metrics: d.Metrics}
+	return func(e *echo.Echo) {
+		if d.Metrics != nil {
+			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
+		}
+		e.GET("/api/v1/openapi.json", serveOpenAPI)
+
+		admin := e.Group("/api/v1/admin", requireAdmin(d.AdminToken))
+		admin.POST("/workspaces", h.createWorkspace)
+		admin.POST("/tenants", h.createTenant)
+		admin.POST("/users", h.createUser)
+		admin.POST("/memberships", h.grantMembership)
+
+		v1 := e.Group("/api/v1", requireUser(d.Gate))
+		for _, r := range startRoutes() {
+			e.POST(r.path, h.start(r.surface), requireUser(d.Gate))
+		}
+		v1.POST("/tenants/:tenantId/provider-connections", h.createConnection)
+		v1.GET("/tenants/:tenantId/provider-connections", h.listConnections)
+		v1.GET("/provider-connections/:connectionId", h.getConnection)
+		v1.PATCH("/provider-connections/:connectionId", h.updateConnection)
+		v1.POST("/provider-connections/:connectionId/make-default", h.makeDefault)
+
+		v1.POST("/tenants/:tenantId/restore-runs", h.createRestoreRun)
+		v1.POST("/restore-runs/:restoreRunId/preview", h.previewRestoreRun)
+		v1.GET("/restore-runs/:restoreRunId", h.getRestoreRun)
+
+		v1.GET("/operations", h.listOperations)
+		v1.GET("/operations/:runId", h.getOperation)
+		v1.GET("/operations/:runId/events", h.operationEvents)
+		v1.POST("/operations/:runId/cancel", h.cancelOperation)
+
+		v1.GET("/audit/events", h.auditEvents)
+		v1.GET("/me/notifications", h.notifications)
+		v1.GET("/queue", h.queue)
+	}
+}

@@ -1,0 +1,116 @@
+package api
+
+import (
+	"crypto/sha256"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
+)
+
+// IdempotencyKeyHeader names the header of idempotent starts.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// startBody is the body every start accepts; which fields a surface takes
+// is checked by startFields.
+type startBody struct {
+	ProviderConnectionID *string `json:"provider_connection_id"`
+	Confirm              *bool   `json:"confirm"`
+	AcknowledgeWarnings  *bool   `json:"acknowledge_warnings"`
+}
+
+// decodeStartBody decodes a start's body for surface: tenant-scoped
+// surfaces take provider_connection_id, restore execute also its
+// safeguards, connection-scoped surfaces nothing.
+func decodeStartBody(surface domain.Surface, raw []byte) (startBody, error) {
+	var b startBody
+	if err := decodeStrict(raw, &b, true); err != nil {
+		return b, err
+	}
+	if surface.Scope != "tenant" && b.ProviderConnectionID != nil {
+		return b, &badRequest{code: "unknown_field", detail: `json: unknown field "provider_connection_id" is not accepted here`}
+	}
+	if surface.Operation != domain.OpRestoreExecute && (b.Confirm != nil || b.AcknowledgeWarnings != nil) {
+		return b, &badRequest{code: "unknown_field", detail: `json: unknown fields "confirm" and "acknowledge_warnings" belong to restore execution`}
+	}
+	if b.ProviderConnectionID != nil {
+		id, err := optionalID("provider_connection_id", *b.ProviderConnectionID)
+		if err != nil {
+			return b, err
+		}
+		if id == "" {
+			b.ProviderConnectionID = nil
+		} else {
+			b.ProviderConnectionID = &id
+		}
+	}
+	return b, nil
+}
+
+// requestHash identifies a request for idempotency: method, path and body.
+func requestHash(c echo.Context, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(c.Request().Method + " " + c.Request().URL.Path + "\n"))
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// start returns the handler of one start surface. Every start endpoint is
+// made by this function and calls the one gate; none decides anything.
+func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := gate.StartRequest{ActorID: userID(c), Surface: surface}
+		var err error
+		switch surface.Scope {
+		case "tenant":
+			if req.TenantID, err = pathID(c, "tenantId"); err != nil {
+				return err
+			}
+			if surface.Operation == domain.OpRestoreExecute {
+				if req.RestoreRunID, err = pathID(c, "restoreRunId"); err != nil {
+					return err
+				}
+			}
+		case "connection":
+			if req.ConnectionID, err = pathID(c, "connectionId"); err != nil {
+				return err
+			}
+		}
+		raw, err := readBody(c)
+		if err != nil {
+			return err
+		}
+		body, err := decodeStartBody(surface, raw)
+		if err != nil {
+			return err
+		}
+		if body.ProviderConnectionID != nil {
+			req.ConnectionID = *body.ProviderConnectionID
+		}
+		req.Confirm = body.Confirm != nil && *body.Confirm
+		req.AcknowledgeWarnings = body.AcknowledgeWarnings != nil && *body.AcknowledgeWarnings
+		if key := c.Request().Header.Get(IdempotencyKeyHeader); key != "" {
+			if len(key) > 255 {
+				return &badRequest{code: "invalid_idempotency_key", detail: "Idempotency-Key is longer than 255 characters"}
+			}
+			req.IdempotencyKey, req.RequestHash = key, requestHash(c, raw)
+		}
+		resp, err := h.gate.Start(c.Request().Context(), req)
+		if err != nil {
+			return err
+		}
+		return h.renderStart(c, resp, surface.Operation)
+	}
+}
+
+func (h *handlers) renderStart(c echo.Context, resp gate.StartResponse, opType string) error {
+	res := resp.Result
+	if h.metrics != nil && !resp.Replayed {
+		h.metrics.ObserveStart(res.Outcome, opType)
+	}
+	if resp.Replayed {
+		c.Response().Header().Set("Idempotent-Replayed", "true")
+	}
+	return c.JSON(gate.StatusOf(res.Outcome), res)
+}

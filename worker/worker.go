@@ -1,0 +1,370 @@
+// Package worker executes accepted runs, and only those: it subscribes to
+// the topic that carries StartAccepted events and nothing else, so blocked,
+// deduped and busy starts cannot reach it by construction.
+//
+// For each accepted run it records RunStarted through the scope aggregate
+// (which admits exactly one worker, whatever the redeliveries), executes
+// against the connection pinned in the accepted event, and records
+// RunSucceeded or RunFailed with a reason from the one catalog. A running
+// run carries a lease with a fencing epoch that a heartbeat renews; a
+// reaper ends runs whose lease expired as failed/execution.lost, and a
+// result reported under a lost lease is rejected.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+)
+
+// ConsumerGroup is the worker's consumer group on gate.TopicStartsAccepted.
+const ConsumerGroup = "worker"
+
+// Config configures a worker.
+type Config struct {
+	// Concurrency bounds the operations executing at once.
+	Concurrency int
+	// Lease is how long a claim lasts without a heartbeat; Heartbeat is
+	// how often it is renewed (and cancellation noticed).
+	Lease     time.Duration
+	Heartbeat time.Duration
+	// PollInterval is the subscriber's fallback poll.
+	PollInterval time.Duration
+	// Wake, if set, wakes the idle subscriber after commits.
+	Wake <-chan struct{}
+	// ThrottleRetries is how often a throttled call is retried, with
+	// exponential backoff from ThrottleBackoff, before the run fails.
+	ThrottleRetries int
+	ThrottleBackoff time.Duration
+	// ReapInterval is how often expired leases are reaped.
+	ReapInterval time.Duration
+	// ID names this worker in RunStarted events; generated when empty.
+	ID string
+	// OnEvent, if set, sees the type of every event delivered to the worker
+	// (tests use it to prove that only acceptances arrive).
+	OnEvent func(eventType string)
+	// OnPickup, if set, is called with the time from acceptance to start.
+	OnPickup func(time.Duration)
+}
+
+// CheckLease refuses a lease that does not outlast a heartbeat interval
+// plus a margin of one more interval: with less, one slow heartbeat would
+// let the reaper end a healthy run.
+func CheckLease(lease, heartbeat time.Duration) error {
+	if heartbeat <= 0 {
+		return fmt.Errorf("heartbeat interval %s must be positive", heartbeat)
+	}
+	if lease < 2*heartbeat {
+		return fmt.Errorf("lease %s is shorter than the heartbeat interval %s plus a margin of one more interval (%s at least)", lease, heartbeat, 2*heartbeat)
+	}
+	return nil
+}
+
+func (c *Config) validate() error {
+	if c.Concurrency < 1 {
+		return errors.New("worker: Concurrency must be at least 1")
+	}
+	if err := CheckLease(c.Lease, c.Heartbeat); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}
+
+// Worker executes accepted runs.
+type Worker struct {
+	cfg       Config
+	pool      *pgxpool.Pool
+	gate      *gate.Service
+	registry  *eventstore.Registry
+	providers Providers
+	logger    *slog.Logger
+	slots     chan struct{}
+	running   sync.WaitGroup
+}
+
+// New returns a worker; it refuses a lease that does not outlast the
+// heartbeat interval plus a margin.
+func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore.Registry, providers Providers, logger *slog.Logger) (*Worker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), ulid.Make().String()[20:])
+	}
+	if cfg.ThrottleRetries == 0 {
+		cfg.ThrottleRetries = 3
+	}
+	if cfg.ThrottleBackoff == 0 {
+		cfg.ThrottleBackoff = 200 * time.Millisecond
+	}
+	if cfg.ReapInterval == 0 {
+		cfg.ReapInterval = cfg.Heartbeat
+	}
+	return &Worker{
+		cfg: cfg, pool: pool, gate: svc, registry: registry, providers: providers, logger: logger,
+		slots: make(chan struct{}, cfg.Concurrency),
+	}, nil
+}
+
+// ID returns the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run takes work until ctx ends, then stops taking work and waits up to
+// grace for running operations; those still running afterwards are
+// abandoned to their leases (the reaper of any process ends them).
+func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
+	execCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	defer abandon()
+
+	sub, err := eventstore.NewSubscriber(w.pool, eventstore.SubscriberConfig{
+		ConsumerGroup: ConsumerGroup,
+		PollInterval:  w.cfg.PollInterval,
+		Wake:          w.cfg.Wake,
+		Logger:        w.logger,
+		BatchSize:     1,
+		AckDeadline:   time.Hour, // waiting for a free slot is backpressure, not a failure
+	})
+	if err != nil {
+		return err
+	}
+	msgs, err := sub.Subscribe(ctx, gate.TopicStartsAccepted)
+	if err != nil {
+		return fmt.Errorf("worker: subscribe: %w", err)
+	}
+	var reaper sync.WaitGroup
+	reaper.Add(1)
+	go func() { defer reaper.Done(); w.reap(ctx) }()
+
+	for msg := range msgs {
+		if err := w.dispatch(ctx, execCtx, msg); err != nil {
+			if ctx.Err() == nil {
+				w.logger.Error("dispatch failed; message will be redelivered", "err", err)
+			}
+			msg.Nack()
+			continue
+		}
+		msg.Ack()
+	}
+	_ = sub.Close()
+	reaper.Wait()
+
+	done := make(chan struct{})
+	go func() { w.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		w.logger.Warn("grace period over; abandoning running operations to their leases", "grace", grace.String())
+		abandon()
+		<-done
+	}
+	return nil
+}
+
+// dispatch claims the accepted run of msg and starts executing it. It
+// waits for a free slot first, so a worker never claims more than it can run.
+func (w *Worker) dispatch(ctx, execCtx context.Context, msg *message.Message) error {
+	e, err := eventstore.DecodeMessage(msg)
+	if err != nil {
+		return err
+	}
+	if w.cfg.OnEvent != nil {
+		w.cfg.OnEvent(e.Type)
+	}
+	payload, err := w.registry.Decode(e)
+	if err != nil {
+		return err
+	}
+	accepted, ok := payload.(domain.StartAccepted)
+	if !ok {
+		return fmt.Errorf("worker: %s on the acceptance topic", e.Type)
+	}
+	select {
+	case w.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	claim, err := w.gate.BeginRun(ctx, accepted.RunID, w.cfg.ID, w.cfg.Lease)
+	if errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrRunAlreadyStarted) {
+		<-w.slots // cancelled while queued, or another worker has it: nothing to do
+		return nil
+	}
+	if err != nil {
+		<-w.slots
+		return fmt.Errorf("begin run %s: %w", accepted.RunID, err)
+	}
+	if w.cfg.OnPickup != nil {
+		w.cfg.OnPickup(time.Since(accepted.At))
+	}
+	w.running.Add(1)
+	go func() {
+		defer w.running.Done()
+		defer func() { <-w.slots }()
+		w.execute(execCtx, accepted, claim)
+	}()
+	return nil
+}
+
+// execute runs one claimed run to its end and records the result, unless
+// the claim was lost meanwhile (cancelled or reaped): then nothing it
+// found may count, and it records nothing.
+func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, claim gate.Claim) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	logger := w.logger.With("run_id", claim.RunID, "epoch", claim.Epoch)
+
+	var lost sync.Once
+	lostCh := make(chan struct{})
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		t := time.NewTicker(w.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := w.gate.Heartbeat(ctx, claim, w.cfg.Lease)
+			if errors.Is(err, gate.ErrLeaseLost) {
+				lost.Do(func() { close(lostCh) })
+				cancel() // cancelled or reaped: stop cooperatively
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				logger.Warn("heartbeat failed", "err", err)
+			}
+		}
+	}()
+
+	reason := w.run(ctx, accepted)
+	select {
+	case <-lostCh:
+		logger.Info("claim lost (cancelled or reaped); result discarded")
+		cancel()
+		<-beats
+		return
+	default:
+	}
+	if ctx.Err() != nil {
+		// Abandoned at shutdown: the lease will expire and the reaper ends it.
+		cancel()
+		<-beats
+		return
+	}
+	cancel()
+	<-beats
+	record := context.WithoutCancel(ctx)
+	var err error
+	if reason == "" {
+		err = w.gate.Succeed(record, claim)
+	} else {
+		err = w.gate.Fail(record, claim, reason)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, domain.ErrStaleEpoch), errors.Is(err, domain.ErrRunNotActive):
+		logger.Info("result rejected: the claim was lost", "err", err)
+	default:
+		logger.Error("recording the result failed; the lease will expire", "err", err)
+	}
+}
+
+// run executes the operation against the pinned connection and returns
+// the failure reason, or "" on success.
+func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.ReasonCode {
+	pinned := accepted.Connection
+	if pinned == nil {
+		return domain.ReasonMissingDefault
+	}
+	conn, err := w.gate.Connection(ctx, pinned.ID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ""
+		}
+		return domain.ReasonUnavailable
+	}
+	op, _ := domain.LookupOperation(accepted.Type)
+	// The pinned connection may have become unusable since acceptance: fail
+	// with the matching reason, never switch to another connection.
+	if code := domain.Preflight(domain.Operation{Prerequisites: providerOnly(op.Prerequisites)}, conn.Readiness(), nil); code != "" {
+		return code
+	}
+	provider, err := w.providers.lookup(conn.Provider)
+	if err != nil {
+		return domain.ReasonUnavailable
+	}
+	backoff := w.cfg.ThrottleBackoff
+	for attempt := 1; ; attempt++ {
+		err := provider.Execute(ctx, Job{RunID: accepted.RunID, Type: accepted.Type, Connection: conn, Attempt: attempt})
+		var perr *ProviderError
+		switch {
+		case err == nil:
+			return ""
+		case ctx.Err() != nil:
+			return ""
+		case errors.As(err, &perr):
+			if _, ok := domain.LookupReason(perr.Reason); ok {
+				return perr.Reason
+			}
+			return domain.ReasonUnavailable
+		case errors.Is(err, ErrThrottled):
+			if attempt > w.cfg.ThrottleRetries {
+				return domain.ReasonThrottled
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ""
+			case <-t.C:
+			}
+			backoff *= 2
+		default:
+			return domain.ReasonUnavailable
+		}
+	}
+}
+
+// providerOnly keeps the prerequisites about the connection.
+func providerOnly(ps []domain.Prerequisite) []domain.Prerequisite {
+	var out []domain.Prerequisite
+	for _, p := range ps {
+		if p != domain.NeedsRestorePreview {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (w *Worker) reap(ctx context.Context) {
+	t := time.NewTicker(w.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := w.gate.ReapExpired(ctx, 100)
+		if err != nil && ctx.Err() == nil {
+			w.logger.Warn("reaping expired leases failed", "err", err)
+		}
+		if n > 0 {
+			w.logger.Info("ended runs whose worker was lost", "count", n)
+		}
+	}
+}
