@@ -41,6 +41,11 @@ func endpoints() []endpoint {
 		{"POST", "/api/v1/tenants/:tenantId/restore-runs", "Draft a restore run", "user", "NewRestoreRun", map[int]string{201: "RestoreRun", 401: "Problem", 403: "Problem", 404: "Problem", 422: "Problem"}},
 		{"POST", "/api/v1/restore-runs/:restoreRunId/preview", "Preview a restore run; answers warnings", "user", "", map[int]string{200: "RestoreRun", 401: "Problem", 403: "Problem", 404: "Problem"}},
 		{"GET", "/api/v1/restore-runs/:restoreRunId", "Read a restore run", "user", "", map[int]string{200: "RestoreRun", 401: "Problem", 404: "Problem"}},
+		{"POST", "/api/v1/tenants/:tenantId/onboarding-sessions", "Open an onboarding session", "user", "NewOnboardingSession", map[int]string{201: "OnboardingSession", 401: "Problem", 403: "Problem", 404: "Problem"}},
+		{"GET", "/api/v1/onboarding-sessions/:sessionId", "Read an onboarding session: steps, runs, pending items", "user", "", map[int]string{200: "OnboardingSession", 401: "Problem", 404: "Problem"}},
+		{"POST", "/api/v1/onboarding-sessions/:sessionId/verify", "Start: onboarding_verification (honours Idempotency-Key)", "user", "", startResponses},
+		{"POST", "/api/v1/onboarding-sessions/:sessionId/bootstrap", "Start: onboarding_bootstrap, admitting the first selected operation (honours Idempotency-Key)", "user", "Bootstrap", withConflict(startResponses)},
+		{"POST", "/api/v1/onboarding-sessions/:sessionId/bootstrap/continue", "Start: retry the first pending bootstrap operation (honours Idempotency-Key)", "user", "", withConflict(startResponses)},
 		{"GET", "/api/v1/operations", "List runs, newest first, with cursor paging", "user", "", map[int]string{200: "RunPage", 400: "Problem", 401: "Problem", 404: "Problem"}},
 		{"GET", "/api/v1/operations/:runId", "Read a run with its message and counts", "user", "", map[int]string{200: "RunDetail", 401: "Problem", 404: "Problem"}},
 		{"GET", "/api/v1/operations/:runId/events", "A run's event history", "user", "", map[int]string{200: "EventList", 401: "Problem", 404: "Problem"}},
@@ -61,6 +66,16 @@ func endpoints() []endpoint {
 		eps = append(eps, endpoint{"POST", r.path, "Start: " + r.surface.Name + " (honours Idempotency-Key)", "user", req, startResponses})
 	}
 	return eps
+}
+
+// withConflict notes that a 409 may also be a problem (not a StartResult).
+func withConflict(r map[int]string) map[int]string {
+	out := map[int]string{}
+	for k, v := range r {
+		out[k] = v
+	}
+	out[409] = "StartResultOrProblem"
+	return out
 }
 
 var echoParam = regexp.MustCompile(`:([A-Za-z]+)`)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/onboarding"
 )
 
 // Problem is an RFC 9457 problem document with a stable code.
@@ -46,6 +47,7 @@ func renderError(c echo.Context, err error) error {
 	var validation *gate.ValidationError
 	var maxBytes *http.MaxBytesError
 	var httpErr *echo.HTTPError
+	var unknownOp *onboarding.UnknownOperationError
 	switch {
 	case errors.Is(err, gate.ErrNotFound):
 		return notFound(c)
@@ -71,6 +73,17 @@ func renderError(c echo.Context, err error) error {
 	case errors.Is(err, domain.ErrRunNotActive):
 		return problem(c, http.StatusConflict, "run_not_active", "Run not active",
 			"Only a queued or running run can be cancelled.")
+	case errors.Is(err, onboarding.ErrBootstrapInProgress):
+		return problem(c, http.StatusConflict, "bootstrap_in_progress", "Bootstrap in progress",
+			"A bootstrap operation of this session is still queued or running; the next starts when it succeeds.")
+	case errors.Is(err, onboarding.ErrBootstrapRequested):
+		return problem(c, http.StatusConflict, "bootstrap_already_requested", "Bootstrap already requested",
+			"This session's bootstrap was requested before; use bootstrap/continue to retry pending operations.")
+	case errors.Is(err, onboarding.ErrNothingToContinue):
+		return problem(c, http.StatusConflict, "nothing_to_continue", "Nothing to continue",
+			"This session has no pending bootstrap operations.")
+	case errors.As(err, &unknownOp):
+		return problem(c, http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
 	case errors.Is(err, errUnauthorized):
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="opsgate"`)
 		return problem(c, http.StatusUnauthorized, "unauthorized", "Unauthorized", "Send a valid bearer token.")

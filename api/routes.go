@@ -6,6 +6,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -16,13 +17,15 @@ type Deps struct {
 	Store      *eventstore.Store
 	AdminToken string
 	Metrics    *Metrics
+	Onboarding *onboarding.Service
 }
 
 type handlers struct {
-	gate    *gate.Service
-	reader  *projections.Reader
-	store   *eventstore.Store
-	metrics *Metrics
+	onboarding *onboarding.Service
+	gate       *gate.Service
+	reader     *projections.Reader
+	store      *eventstore.Store
+	metrics    *Metrics
 }
 
 // startRoute is one start surface of contract section 3.
@@ -47,7 +50,7 @@ func startRoutes() []startRoute {
 // Routes returns the registration of every endpoint of contract sections
 // 3 to 7 (health endpoints are registered by NewEcho).
 func Routes(d Deps) func(e *echo.Echo) {
-	h := &handlers{gate: d.Gate, reader: d.Reader, store: d.Store, metrics: d.Metrics}
+	h := &handlers{onboarding: d.Onboarding, gate: d.Gate, reader: d.Reader, store: d.Store, metrics: d.Metrics}
 	return func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
@@ -73,6 +76,12 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.POST("/tenants/:tenantId/restore-runs", h.createRestoreRun)
 		v1.POST("/restore-runs/:restoreRunId/preview", h.previewRestoreRun)
 		v1.GET("/restore-runs/:restoreRunId", h.getRestoreRun)
+
+		v1.POST("/tenants/:tenantId/onboarding-sessions", h.createOnboardingSession)
+		v1.GET("/onboarding-sessions/:sessionId", h.getOnboardingSession)
+		v1.POST("/onboarding-sessions/:sessionId/verify", h.onboardingVerify)
+		v1.POST("/onboarding-sessions/:sessionId/bootstrap", h.onboardingBootstrap)
+		v1.POST("/onboarding-sessions/:sessionId/bootstrap/continue", h.onboardingContinue)
 
 		v1.GET("/operations", h.listOperations)
 		v1.GET("/operations/:runId", h.getOperation)

@@ -66,7 +66,27 @@ func schemas() map[string]any {
 		map[string]any{"id": str(), "tenant_id": str(), "run_id": str(), "status": str(), "message": message,
 			"next_steps": array(nextStep), "reason": nullable(reason), "created_at": dateTime(),
 			"links": obj([]string{"self"}, map[string]any{"self": str()})})
+	attempt := obj([]string{"run_id", "outcome", "reason", "at", "links"}, map[string]any{"run_id": str(),
+		"outcome": enum("accepted", "deduped", "scope_busy", "blocked"), "reason": nullable(reason), "at": dateTime(),
+		"links": obj([]string{"self"}, map[string]any{"self": str()})})
+	item := obj([]string{"index", "type", "canonical_type", "label", "status", "run_id", "last_outcome", "last_run_status", "last_reason", "attempts"},
+		map[string]any{"index": integer(), "type": str(), "canonical_type": str(), "label": str(),
+			"status": enum("pending", "admitted", "succeeded"), "run_id": nullable(str()),
+			"last_outcome": nullable(str()), "last_run_status": nullable(str()), "last_reason": nullable(reason), "attempts": array(attempt)})
+	session := obj([]string{"id", "tenant_id", "provider_connection_id", "created_by", "created_at", "status", "steps"},
+		map[string]any{"id": str(), "tenant_id": str(), "provider_connection_id": nullable(str()), "created_by": str(),
+			"created_at": dateTime(), "status": enum("open", "bootstrapping", "attention_needed", "completed"),
+			"steps": obj([]string{"verification", "bootstrap"}, map[string]any{
+				"verification": obj([]string{"status", "attempts"}, map[string]any{"status": str(), "attempts": array(attempt)}),
+				"bootstrap": obj([]string{"status", "initiator_id", "items", "pending"}, map[string]any{
+					"status": enum("not_started", "running", "waiting", "completed"), "initiator_id": nullable(str()),
+					"items": array(item), "pending": array(str())}),
+			})})
 	return map[string]any{
+		"OnboardingSession":    session,
+		"NewOnboardingSession": obj([]string{}, map[string]any{"provider_connection_id": str()}),
+		"Bootstrap":            obj([]string{"operations"}, map[string]any{"operations": array(str())}),
+		"StartResultOrProblem": map[string]any{"oneOf": []any{ref("StartResult"), ref("Problem")}},
 		"Problem": obj([]string{"type", "title", "status", "detail", "code"}, map[string]any{
 			"type": str(), "title": str(), "status": integer(), "detail": str(), "code": str()}),
 		"Status":    obj([]string{"status"}, map[string]any{"status": str()}),

@@ -126,6 +126,13 @@ func LookupReason(code ReasonCode) (Reason, bool) {
 	return Reason{Code: code, Class: e.class, Message: e.message}, true
 }
 
+// EndsRuns reports whether code may block a start or end a run; the two
+// reasons that only explain an answer pointing at another run may not.
+func (c ReasonCode) EndsRuns() bool {
+	_, known := catalog[c]
+	return known && c != ReasonDeduped && c != ReasonScopeBusy
+}
+
 // MustReason returns the catalog entry of a code known at compile time.
 func MustReason(code ReasonCode) Reason {
 	r, ok := LookupReason(code)

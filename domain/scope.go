@@ -140,7 +140,7 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 			return nil, err
 		}
 		reason, ok := LookupReason(c.Reason)
-		if !ok {
+		if !ok || !c.Reason.EndsRuns() {
 			return nil, fmt.Errorf("fail run %s with %q: %w", c.RunID, c.Reason, ErrInvalidCommand)
 		}
 		return RunFailed{RunRef: a.ref(), Epoch: c.Epoch, Reason: reason, At: c.At}, nil
@@ -167,7 +167,7 @@ func decideStart(s ScopeState, c StartCommand, f Facts) (Event, error) {
 	}
 	if f.Blocked != "" {
 		reason, ok := LookupReason(f.Blocked)
-		if !ok {
+		if !ok || !f.Blocked.EndsRuns() {
 			return nil, fmt.Errorf("start blocked by %q: %w", f.Blocked, ErrInvalidCommand)
 		}
 		return StartBlocked{RunID: c.RunID, StartInfo: c.Start, Reason: reason, At: c.At}, nil

@@ -430,7 +430,9 @@ func TestPreflightOrder(t *testing.T) {
 		{"no connection, plain operation", domain.OpInventorySync, nil, nil, domain.ReasonMissingDefault},
 		{"disabled beats consent, credentials and preview", domain.OpRestoreExecute, allBad, notPreviewed, domain.ReasonDisabled},
 		{"consent missing beats credentials and preview", domain.OpRestoreExecute,
-			with(func(c *domain.ConnectionReadiness) { c.Consent, c.Credentials = domain.ConsentMissing, domain.CredentialsMissing }),
+			with(func(c *domain.ConnectionReadiness) {
+				c.Consent, c.Credentials = domain.ConsentMissing, domain.CredentialsMissing
+			}),
 			notPreviewed, domain.ReasonConsentMissing},
 		{"consent revoked", domain.OpInventorySync,
 			with(func(c *domain.ConnectionReadiness) { c.Consent = domain.ConsentRevoked }), nil, domain.ReasonConsentMissing},

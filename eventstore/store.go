@@ -46,7 +46,7 @@ func WithCommitHook(fn func()) Option {
 
 // WithLogger sets the logger of the watermill publisher.
 func WithLogger(logger *slog.Logger) Option {
-	return func(s *Store) { s.logger = watermill.NewSlogLogger(logger) }
+	return func(s *Store) { s.logger = watermillLogger(logger) }
 }
 
 // New returns a store over pool that encodes payloads with registry.

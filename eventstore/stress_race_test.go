@@ -4,4 +4,4 @@ package eventstore_test
 
 // stressEvents is smaller under the race detector, which slows the writers
 // and the subscriber many times over.
-const stressEvents = 3000
+const stressEvents = 5000

@@ -26,9 +26,18 @@ func encodeMessage(e Event) (*message.Message, error) {
 
 // DecodeMessage returns the event a watermill message carries.
 func DecodeMessage(msg *message.Message) (Event, error) {
+	e, err := DecodeMessageBody(msg.Payload)
+	if err != nil {
+		return Event{}, fmt.Errorf("message %s: %w", msg.UUID, err)
+	}
+	return e, nil
+}
+
+// DecodeMessageBody returns the event of a message payload.
+func DecodeMessageBody(body []byte) (Event, error) {
 	var e Event
-	if err := json.Unmarshal(msg.Payload, &e); err != nil {
-		return Event{}, fmt.Errorf("decode message %s: %w", msg.UUID, err)
+	if err := json.Unmarshal(body, &e); err != nil {
+		return Event{}, fmt.Errorf("decode event message: %w", err)
 	}
 	return e, nil
 }
@@ -66,7 +75,7 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 	}
 	var logger watermill.LoggerAdapter = watermill.NopLogger{}
 	if cfg.Logger != nil {
-		logger = watermill.NewSlogLogger(cfg.Logger)
+		logger = watermillLogger(cfg.Logger)
 	}
 	ack := cfg.AckDeadline
 	sub, err := watermillsql.NewSubscriber(watermillsql.BeginnerFromPgx(pool), watermillsql.SubscriberConfig{
@@ -124,4 +133,12 @@ type readCommittedSchema struct {
 
 func (readCommittedSchema) SubscribeIsolationLevel() stdsql.IsolationLevel {
 	return stdsql.LevelReadCommitted
+}
+
+// watermillLogger logs watermill's routine info lines (subscribe, stop,
+// back off) at debug level; its warnings and errors stay as they are.
+func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
 }

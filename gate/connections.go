@@ -91,8 +91,8 @@ func ValidateSimulation(provider string, sim *domain.Simulation) error {
 		return invalid("simulation.throttle_times", "must be between 0 and 1000")
 	}
 	if sim.FailWith != nil {
-		if _, ok := domain.LookupReason(*sim.FailWith); !ok {
-			return invalid("simulation.fail_with", "is not a reason code")
+		if !sim.FailWith.EndsRuns() {
+			return invalid("simulation.fail_with", "is not a reason code that can end a run")
 		}
 	}
 	return nil

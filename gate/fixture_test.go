@@ -44,7 +44,12 @@ type fixture struct {
 	owner, operator, auditor, readonly, outsider string
 }
 
-var fixtureSeq atomic.Int64
+var (
+	fixtureSeq atomic.Int64
+	// pgtestChecked and pgtestBroken record whether pgtest.NewDatabase
+	// answers the server's URL instead of the new database's.
+	pgtestChecked, pgtestBroken atomic.Bool
+)
 
 // newFixture returns a fixture on a fresh migrated database.
 func newFixture(t testing.TB) *fixture {
@@ -59,14 +64,21 @@ func newFixture(t testing.TB) *fixture {
 // answers the server's URL instead of the new database's: it sets
 // pgx.ConnConfig.Database and returns ConnString(), which is the string
 // the config was parsed from. Every test would then share DATABASE_URL's
-// own database. Until pgtest is fixed, clone pgtest's template (which
-// NewDatabase has just made sure exists) under a name of our own.
+// own database. Until pgtest is fixed, clone pgtest's template (which the
+// first NewDatabase call made sure exists) under a name of our own.
 func freshDatabase(t testing.TB) string {
 	t.Helper()
 	base := pgtest.URL(t)
-	got := pgtest.NewDatabase(t)
-	if databaseOf(t, got) != databaseOf(t, base) {
-		return got // pgtest is fixed
+	if !pgtestChecked.Load() {
+		got := pgtest.NewDatabase(t) // also makes sure the template exists
+		broken := databaseOf(t, got) == databaseOf(t, base)
+		pgtestBroken.Store(broken)
+		pgtestChecked.Store(true)
+		if !broken {
+			return got
+		}
+	} else if !pgtestBroken.Load() {
+		return pgtest.NewDatabase(t)
 	}
 	u, err := url.Parse(base)
 	if err != nil || u.Scheme == "" {

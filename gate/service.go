@@ -28,6 +28,9 @@ func NewRegistry() *eventstore.Registry {
 	for _, e := range domain.TenancyEvents() {
 		reg.Register(e)
 	}
+	for _, e := range domain.OnboardingEvents() {
+		reg.Register(e)
+	}
 	return reg
 }
 

@@ -35,6 +35,12 @@ type StartRequest struct {
 	// request (surface, path and body).
 	IdempotencyKey string
 	RequestHash    []byte
+	// Prepare, if set, runs first in the decision's transaction, before
+	// any lock of the gate's (a process manager takes its own lock there).
+	Prepare func(ctx context.Context, tx *eventstore.Tx) error
+	// Then, if set, runs in the decision's transaction after it was
+	// recorded (a process manager records its follow-up state there).
+	Then func(ctx context.Context, tx *eventstore.Tx, result domain.StartResult) error
 }
 
 // StartResponse is the gate's answer: the StartResult, and whether it is
@@ -59,6 +65,11 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 	}
 	var resp StartResponse
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		if req.Prepare != nil {
+			if err := req.Prepare(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if req.IdempotencyKey != "" {
 			prior, found, err := s.lookupIdempotent(ctx, tx, req)
 			if err != nil || found {
@@ -71,6 +82,11 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 			return err
 		}
 		resp = StartResponse{Result: result}
+		if req.Then != nil {
+			if err := req.Then(ctx, tx, result); err != nil {
+				return err
+			}
+		}
 		if req.IdempotencyKey != "" {
 			return s.rememberIdempotent(ctx, tx, req, result)
 		}

@@ -317,7 +317,7 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 		case ctx.Err() != nil:
 			return ""
 		case errors.As(err, &perr):
-			if _, ok := domain.LookupReason(perr.Reason); ok {
+			if perr.Reason.EndsRuns() {
 				return perr.Reason
 			}
 			return domain.ReasonUnavailable

@@ -22,6 +22,7 @@ import (
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/worker"
 )
@@ -66,6 +67,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)
+	onboard := onboarding.New(svc)
 	metrics := api.NewMetrics(pool)
 
 	// Background roles stop when bg is cancelled, after the API drained.
@@ -100,6 +102,15 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		if err != nil {
 			return err
 		}
+		// The bootstrap process manager drives onboarding sessions forward
+		// as their runs end; it runs wherever workers run.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := onboard.RunManager(bg, pool, notifier.Subscribe(), cfg.PollInterval, logger); err != nil && bg.Err() == nil {
+				logger.Error("bootstrap process manager stopped", "err", err)
+			}
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -132,6 +143,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 			Store:      store,
 			AdminToken: adminToken,
 			Metrics:    metrics,
+			Onboarding: onboard,
 		}),
 	})
 	srv := &http.Server{

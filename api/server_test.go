@@ -1,0 +1,495 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// testAdminToken is the admin token of every test server.
+const testAdminToken = "oga_test-admin-token"
+
+// testServer is the API wired the way cmd/opsgate/serve.go wires it (store
+// with gate.Route and the notifier's commit hook, the gate, projector
+// runners, a Reader with a 2s read-your-writes wait, metrics), served by
+// httptest.
+type testServer struct {
+	URL    string
+	Echo   *echo.Echo
+	Pool   *pgxpool.Pool
+	Store  *eventstore.Store
+	Gate   *gate.Service
+	client *http.Client
+	doc    *apiDoc
+	logs   *syncBuffer
+}
+
+// syncBuffer collects the server's logs; they are printed when a test fails.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// newServer starts a server on a fresh migrated database; everything it
+// started stops when the test ends.
+func newServer(t *testing.T) *testServer {
+	t.Helper()
+	pool := pgtest.Connect(t, freshDatabase(t))
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	notifier := eventstore.NewNotifier(pool, logger)
+	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
+		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
+	svc := gate.New(store)
+	metrics := api.NewMetrics(pool)
+
+	bg, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); notifier.Run(bg) }()
+	runner := &projections.Runner{
+		Pool: pool, Registry: store.Registry(), Logger: logger,
+		Wake: notifier.Subscribe, PollInterval: 100 * time.Millisecond,
+		OnApplied: metrics.ObserveProjection,
+	}
+	for _, p := range projections.All() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := runner.Run(bg, p); err != nil && bg.Err() == nil {
+				logger.Error("projector stopped", "projector", p.Name, "err", err)
+			}
+		}()
+	}
+	e := api.NewEcho(api.Config{
+		Logger:  logger,
+		Ready:   api.Health{Ping: pool.Ping},
+		Metrics: metrics,
+		Routes: api.Routes(api.Deps{
+			Gate:       svc,
+			Reader:     projections.NewReader(pool, 2*time.Second),
+			Store:      store,
+			AdminToken: testAdminToken,
+			Metrics:    metrics,
+		}),
+	})
+	hs := httptest.NewServer(e)
+	s := &testServer{URL: hs.URL, Echo: e, Pool: pool, Store: store, Gate: svc, client: hs.Client(), logs: logs}
+	t.Cleanup(func() {
+		hs.Close()
+		stop()
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("server logs:\n%s", logs.String())
+		}
+	})
+	s.doc = loadDoc(t, s)
+	return s
+}
+
+var dbSeq atomic.Int64
+
+// freshDatabase returns the URL of a fresh migrated database, dropped when
+// the test ends. pgtest.NewDatabase answers the server's own URL (it sets
+// ConnConfig.Database, but ConnString() returns the string the config was
+// parsed from), so every caller would share one database; until it is
+// fixed we clone pgtest's template under a name of our own.
+func freshDatabase(t *testing.T) string {
+	t.Helper()
+	base := pgtest.URL(t)
+	got := pgtest.NewDatabase(t) // also makes sure the template exists
+	if databaseOf(t, got) != databaseOf(t, base) {
+		return got // pgtest is fixed
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme == "" {
+		t.Fatalf("DATABASE_URL must be a postgres:// URL: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", base, err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("opsgate_test_api_%d_%d", time.Now().UnixNano(), dbSeq.Add(1))
+	template := "opsgate_template_" + migrations.Fingerprint()
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
+		t.Fatalf("create test database from %s: %v", template, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}
+
+func databaseOf(t *testing.T, connString string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		t.Fatalf("parse %s: %v", connString, err)
+	}
+	return cfg.Database
+}
+
+// reply is an HTTP answer.
+type reply struct {
+	Method, Path string
+	Status       int
+	Header       http.Header
+	Body         []byte
+}
+
+func (r reply) String() string {
+	return fmt.Sprintf("%s %s -> %d %s", r.Method, r.Path, r.Status, r.Body)
+}
+
+// object decodes the body as a JSON object.
+func (r reply) object(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("%s: body is not a JSON object: %v", r, err)
+	}
+	return m
+}
+
+// decode decodes the body into dst.
+func (r reply) decode(t *testing.T, dst any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, dst); err != nil {
+		t.Fatalf("%s: decode: %v", r, err)
+	}
+}
+
+// problemBody is an application/problem+json body.
+type problemBody struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+// expectProblem checks r is a problem with status and code.
+func (r reply) expectProblem(t *testing.T, status int, code string) problemBody {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: want status %d (%s)", r, status, code)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Fatalf("%s: content type %q, want application/problem+json", r, ct)
+	}
+	var p problemBody
+	r.decode(t, &p)
+	if p.Code != code || p.Status != status || p.Title == "" || p.Detail == "" || p.Type == "" {
+		t.Fatalf("%s: want problem code %q status %d with type, title and detail", r, code, status)
+	}
+	return p
+}
+
+func (r reply) expectStatus(t *testing.T, status int) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: want status %d", r, status)
+	}
+}
+
+// header is an extra request header.
+type header struct{ key, value string }
+
+// call sends a request. body is nil (none), []byte or string (sent as is),
+// io.Reader (sent chunked) or anything else (sent as JSON). The answer is
+// checked against the OpenAPI document.
+func (s *testServer) call(t *testing.T, method, path, token string, body any, headers ...header) reply {
+	t.Helper()
+	var rd io.Reader
+	length := int64(0)
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd, length = bytes.NewReader(b), int64(len(b))
+	case string:
+		rd, length = strings.NewReader(b), int64(len(b))
+	case io.Reader:
+		rd, length = b, -1
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatalf("encode body: %v", err)
+		}
+		rd, length = bytes.NewReader(raw), int64(len(raw))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	req.ContentLength = length
+	if length < 0 {
+		req.TransferEncoding = []string{"chunked"}
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for _, h := range headers {
+		req.Header.Set(h.key, h.value)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	r := reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	if r.Status >= 500 {
+		t.Errorf("%s: server error", r)
+	}
+	if r.Header.Get(echo.HeaderXRequestID) == "" {
+		t.Errorf("%s: no X-Request-Id", r)
+	}
+	s.doc.check(t, r)
+	return r
+}
+
+// mustJSON decodes a successful answer with status into dst (may be nil).
+func (s *testServer) mustJSON(t *testing.T, status int, method, path, token string, body, dst any) reply {
+	t.Helper()
+	r := s.call(t, method, path, token, body)
+	if r.Status != status {
+		t.Fatalf("%s: want %d", r, status)
+	}
+	if dst != nil {
+		r.decode(t, dst)
+	}
+	return r
+}
+
+// eventCount is the number of events in the store.
+func (s *testServer) eventCount(t *testing.T) int64 {
+	t.Helper()
+	var n int64
+	if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&n); err != nil {
+		t.Fatalf("count events: %v", err)
+	}
+	return n
+}
+
+func randomID() string { return ulid.Make().String() }
+
+// user is a user and its token.
+type user struct {
+	ID, Token, Name string
+}
+
+// fixture is a server with, created over HTTP: a workspace; tenant A with
+// an owner, operator, auditor and readonly member and a ready default
+// connection; tenant B whose owner (outsider) is no member of A, with a
+// ready default connection; and tenant C with no connection at all.
+type fixture struct {
+	*testServer
+	workspace                                    string
+	tenantA, tenantB, tenantC                    string
+	owner, operator, auditor, readonly, outsider user
+	connA, connB                                 string
+}
+
+var userSeq atomic.Int64
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	s := newServer(t)
+	f := &fixture{testServer: s}
+	var ws struct{ ID string }
+	s.mustJSON(t, 201, "POST", "/api/v1/admin/workspaces", testAdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
+	f.workspace = ws.ID
+	f.tenantA = f.newTenant(t, "Fabrikam")
+	f.tenantB = f.newTenant(t, "Northwind")
+	f.tenantC = f.newTenant(t, "Tailspin")
+	f.owner = f.newUser(t, "owner", f.tenantA, "owner")
+	f.operator = f.newUser(t, "operator", f.tenantA, "operator")
+	f.auditor = f.newUser(t, "auditor", f.tenantA, "auditor")
+	f.readonly = f.newUser(t, "readonly", f.tenantA, "readonly")
+	f.grant(t, f.owner.ID, f.tenantC, "owner")
+	f.outsider = f.newUser(t, "outsider", f.tenantB, "owner")
+	f.connA = f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Graph A", Default: true})
+	f.connB = f.newConnection(t, f.tenantB, f.outsider.Token, conn{Name: "Graph B", Default: true})
+	return f
+}
+
+func (f *fixture) newTenant(t *testing.T, name string) string {
+	t.Helper()
+	var tn struct{ ID string }
+	f.mustJSON(t, 201, "POST", "/api/v1/admin/tenants", testAdminToken, map[string]any{"workspace_id": f.workspace, "name": name}, &tn)
+	return tn.ID
+}
+
+// newUser creates a user with role on tenant (none when tenant is "").
+func (f *fixture) newUser(t *testing.T, name, tenant, role string) user {
+	t.Helper()
+	var u struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	email := fmt.Sprintf("%s-%d@example.test", name, userSeq.Add(1))
+	f.mustJSON(t, 201, "POST", "/api/v1/admin/users", testAdminToken, map[string]any{"email": email, "name": name}, &u)
+	if u.Token == "" {
+		t.Fatalf("user %s: no token in the answer", name)
+	}
+	if tenant != "" {
+		f.grant(t, u.ID, tenant, role)
+	}
+	return user{ID: u.ID, Token: u.Token, Name: name}
+}
+
+func (f *fixture) grant(t *testing.T, userID, tenant, role string) {
+	t.Helper()
+	f.mustJSON(t, 201, "POST", "/api/v1/admin/memberships", testAdminToken,
+		map[string]any{"user_id": userID, "tenant_id": tenant, "role": role}, nil)
+}
+
+// conn describes a connection to create; zero values make a ready one.
+type conn struct {
+	Name        string
+	Default     bool
+	Consent     string // granted unless set
+	Credentials string // valid unless set
+	Disabled    bool
+}
+
+func (f *fixture) newConnection(t *testing.T, tenant, token string, c conn) string {
+	t.Helper()
+	if c.Consent == "" {
+		c.Consent = "granted"
+	}
+	if c.Credentials == "" {
+		c.Credentials = "valid"
+	}
+	if c.Name == "" {
+		c.Name = "Graph " + strconv.FormatInt(userSeq.Add(1), 10)
+	}
+	var out struct{ ID string }
+	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+tenant+"/provider-connections", token, map[string]any{
+		"provider": "simulated", "display_name": c.Name, "is_default": c.Default,
+		"consent": c.Consent, "credentials": c.Credentials, "enabled": !c.Disabled,
+	}, &out)
+	return out.ID
+}
+
+// newRestoreRun drafts a restore run on tenant A, previewed when asked.
+func (f *fixture) newRestoreRun(t *testing.T, items string, preview bool) string {
+	t.Helper()
+	var r struct{ ID string }
+	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/restore-runs", f.owner.Token,
+		json.RawMessage(`{"name":"Mailbox restore","items":`+items+`}`), &r)
+	if preview {
+		f.mustJSON(t, 200, "POST", "/api/v1/restore-runs/"+r.ID+"/preview", f.owner.Token, nil, nil)
+	}
+	return r.ID
+}
+
+// auditCount is the number of tenant's events the audit API lists.
+func (f *fixture) auditCount(t *testing.T, tenant, token string) int {
+	t.Helper()
+	n := 0
+	after := ""
+	for {
+		path := "/api/v1/audit/events?limit=200&tenant_id=" + tenant
+		if after != "" {
+			path += "&after=" + after
+		}
+		var page struct {
+			Items     []json.RawMessage `json:"items"`
+			NextAfter *int64            `json:"next_after"`
+		}
+		f.mustJSON(t, 200, "GET", path, token, nil, &page)
+		n += len(page.Items)
+		if page.NextAfter == nil {
+			return n
+		}
+		after = strconv.FormatInt(*page.NextAfter, 10)
+	}
+}
+
+// unchanged runs fn and fails if it recorded any event, checked both in
+// the store and through the audit API of tenant A.
+func (f *fixture) unchanged(t *testing.T, what string, fn func()) {
+	t.Helper()
+	before, audit := f.eventCount(t), f.auditCount(t, f.tenantA, f.owner.Token)
+	fn()
+	if after := f.eventCount(t); after != before {
+		t.Errorf("%s recorded %d event(s)", what, after-before)
+	}
+	if got := f.auditCount(t, f.tenantA, f.owner.Token); got != audit {
+		t.Errorf("%s: tenant A's audit trail went from %d to %d events", what, audit, got)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}

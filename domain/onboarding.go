@@ -1,0 +1,68 @@
+package domain
+
+import "time"
+
+// Onboarding events: a session verifies a new tenant's provider access,
+// then bootstraps it with selected operations, admitted one at a time.
+
+// OnboardingSessionCreated: an onboarding session began for a tenant.
+type OnboardingSessionCreated struct {
+	SessionID    string    `json:"session_id"`
+	TenantID     string    `json:"tenant_id"`
+	ConnectionID string    `json:"provider_connection_id,omitempty"`
+	CreatedBy    string    `json:"created_by"`
+	At           time.Time `json:"at"`
+}
+
+// OnboardingVerificationAttempted: the verification step went through the gate.
+type OnboardingVerificationAttempted struct {
+	SessionID string    `json:"session_id"`
+	TenantID  string    `json:"tenant_id"`
+	RunID     string    `json:"run_id"`
+	Outcome   Outcome   `json:"outcome"`
+	At        time.Time `json:"at"`
+}
+
+// BootstrapRequested: an operator selected the operations to bootstrap.
+type BootstrapRequested struct {
+	SessionID   string    `json:"session_id"`
+	TenantID    string    `json:"tenant_id"`
+	Operations  []string  `json:"operations"`
+	InitiatorID string    `json:"initiator_id"`
+	At          time.Time `json:"at"`
+}
+
+// BootstrapItemAttempted: one selected operation went through the gate.
+type BootstrapItemAttempted struct {
+	SessionID string    `json:"session_id"`
+	TenantID  string    `json:"tenant_id"`
+	Index     int       `json:"index"`
+	Type      string    `json:"type"`
+	RunID     string    `json:"run_id"`
+	Outcome   Outcome   `json:"outcome"`
+	Reason    *Reason   `json:"reason,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// BootstrapItemFinished: an admitted bootstrap run ended.
+type BootstrapItemFinished struct {
+	SessionID string    `json:"session_id"`
+	TenantID  string    `json:"tenant_id"`
+	Index     int       `json:"index"`
+	RunID     string    `json:"run_id"`
+	Status    RunStatus `json:"status"`
+	Reason    *Reason   `json:"reason,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+func (OnboardingSessionCreated) EventType() string        { return "OnboardingSessionCreated" }
+func (OnboardingVerificationAttempted) EventType() string { return "OnboardingVerificationAttempted" }
+func (BootstrapRequested) EventType() string              { return "BootstrapRequested" }
+func (BootstrapItemAttempted) EventType() string          { return "BootstrapItemAttempted" }
+func (BootstrapItemFinished) EventType() string           { return "BootstrapItemFinished" }
+
+// OnboardingEvents lists a sample of every onboarding event.
+func OnboardingEvents() []Event {
+	return []Event{OnboardingSessionCreated{}, OnboardingVerificationAttempted{}, BootstrapRequested{},
+		BootstrapItemAttempted{}, BootstrapItemFinished{}}
+}

@@ -1,0 +1,68 @@
+package onboarding
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// ManagerConsumerGroup is the process manager's consumer group.
+const ManagerConsumerGroup = "onboarding.bootstrap"
+
+// RunManager runs the bootstrap process manager until ctx ends: it reads
+// every event and reacts to the end of admitted bootstrap runs.
+func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-chan struct{}, poll time.Duration, logger *slog.Logger) error {
+	sub, err := eventstore.NewSubscriber(pool, eventstore.SubscriberConfig{
+		ConsumerGroup: ManagerConsumerGroup, PollInterval: poll, Wake: wake, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctx, eventstore.TopicEvents)
+	if err != nil {
+		return fmt.Errorf("onboarding: subscribe: %w", err)
+	}
+	for msg := range msgs {
+		if err := s.handle(ctx, msg.Payload); err != nil {
+			if ctx.Err() == nil {
+				logger.Error("bootstrap step failed; will be retried", "err", err)
+			}
+			msg.Nack()
+			continue
+		}
+		msg.Ack()
+	}
+	return ctx.Err()
+}
+
+func (s *Service) handle(ctx context.Context, body []byte) error {
+	e, err := eventstore.DecodeMessageBody(body)
+	if err != nil {
+		return err
+	}
+	switch e.Type {
+	case "RunSucceeded", "RunFailed", "RunCancelled":
+	default:
+		return nil
+	}
+	payload, err := s.store.Registry().Decode(e)
+	if err != nil {
+		return err
+	}
+	switch ev := payload.(type) {
+	case domain.RunSucceeded:
+		return s.OnRunEnded(ctx, ev.RunID, domain.StatusSucceeded, nil)
+	case domain.RunFailed:
+		return s.OnRunEnded(ctx, ev.RunID, domain.StatusFailed, &ev.Reason)
+	case domain.RunCancelled:
+		return s.OnRunEnded(ctx, ev.RunID, domain.StatusCancelled, &ev.Reason)
+	}
+	return nil
+}

@@ -1,0 +1,455 @@
+package onboarding
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+)
+
+var (
+	// ErrBootstrapInProgress: a bootstrap operation is admitted and active.
+	ErrBootstrapInProgress = errors.New("a bootstrap operation is still running")
+	// ErrBootstrapRequested: the session's bootstrap was requested before.
+	ErrBootstrapRequested = errors.New("bootstrap already requested for this session")
+	// ErrNothingToContinue: no bootstrap, or nothing pending.
+	ErrNothingToContinue = errors.New("nothing to continue: no pending bootstrap operations")
+	// errHandled: a process-manager step was done already (redelivery).
+	errHandled = errors.New("already handled")
+)
+
+// Service runs onboarding sessions through the gate.
+type Service struct {
+	gate  *gate.Service
+	store *eventstore.Store
+	now   func() time.Time
+}
+
+// New returns the onboarding service.
+func New(g *gate.Service) *Service {
+	return &Service{gate: g, store: g.Store(), now: func() time.Time { return time.Now().UTC() }}
+}
+
+func stream(id string) string { return "onboarding-" + id }
+
+// Create opens a session for a tenant; connectionID ("" for the default)
+// is the connection its steps use.
+func (s *Service) Create(ctx context.Context, actorID, tenantID, connectionID string) (Session, error) {
+	if err := s.gate.Authorize(ctx, actorID, tenantID, domain.CapOnboardingRun); err != nil {
+		return Session{}, err
+	}
+	if connectionID != "" {
+		c, err := s.gate.Connection(ctx, connectionID)
+		if err != nil || c.TenantID != tenantID {
+			return Session{}, gate.ErrNotFound
+		}
+	}
+	now := s.now()
+	sess := Session{ID: ulid.Make().String(), TenantID: tenantID, CreatedBy: actorID, CreatedAt: now,
+		Steps: Steps{Verification: VerificationStep{Status: VerificationNotRun, Attempts: []Attempt{}},
+			Bootstrap: BootstrapStep{Items: []Item{}}}}
+	if connectionID != "" {
+		sess.ProviderConnectionID = &connectionID
+	}
+	sess.refresh()
+	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		body, _ := json.Marshal(sess)
+		if _, err := tx.Exec(ctx, `INSERT INTO onboarding_sessions (id, tenant_id, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
+			sess.ID, tenantID, body, now); err != nil {
+			return fmt.Errorf("insert session: %w", err)
+		}
+		ctx = metadata(ctx, actorID, tenantID, sess.ID)
+		_, err := tx.Append(ctx, stream(sess.ID), eventstore.NoStream, domain.OnboardingSessionCreated{
+			SessionID: sess.ID, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: actorID, At: now})
+		return err
+	})
+	return sess, err
+}
+
+// Get returns a session the caller may view.
+func (s *Service) Get(ctx context.Context, actorID, id string) (Session, error) {
+	sess, err := load(ctx, s.store.Pool(), id)
+	if err != nil {
+		return Session{}, err
+	}
+	if err := s.gate.Authorize(ctx, actorID, sess.TenantID, domain.CapOperationsView); err != nil {
+		return Session{}, err
+	}
+	return sess, nil
+}
+
+// Request carries what a start request adds to an onboarding step.
+type Request struct {
+	ActorID        string
+	SessionID      string
+	IdempotencyKey string
+	RequestHash    []byte
+}
+
+func (s *Service) startRequest(r Request, sess Session, surface domain.Surface, op string) gate.StartRequest {
+	req := gate.StartRequest{
+		ActorID: r.ActorID, Surface: surface, Operation: op, TenantID: sess.TenantID,
+		IdempotencyKey: r.IdempotencyKey, RequestHash: r.RequestHash,
+	}
+	if sess.ProviderConnectionID != nil {
+		req.ConnectionID = *sess.ProviderConnectionID
+	}
+	return req
+}
+
+// Verify runs the verification step: a provider.connection.check through the gate.
+func (s *Service) Verify(ctx context.Context, r Request) (gate.StartResponse, error) {
+	sess, err := load(ctx, s.store.Pool(), r.SessionID)
+	if err != nil {
+		return gate.StartResponse{}, err
+	}
+	req := s.startRequest(r, sess, domain.SurfaceOnboardingVerification, "")
+	req.Prepare = lockSession(r.SessionID)
+	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
+		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+			now := s.now()
+			sess.Steps.Verification.Attempts = append(sess.Steps.Verification.Attempts,
+				Attempt{RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: now, Links: res.Run.Links})
+			sess.Steps.Verification.Status = string(res.Outcome)
+			return []domain.Event{domain.OnboardingVerificationAttempted{SessionID: sess.ID, TenantID: sess.TenantID,
+				RunID: res.Run.ID, Outcome: res.Outcome, At: now}}
+		})
+	}
+	return s.gate.Start(ctx, req)
+}
+
+// Bootstrap selects operations and admits the first through the gate; the
+// rest stay pending on the session.
+func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string) (gate.StartResponse, error) {
+	sess, err := load(ctx, s.store.Pool(), r.SessionID)
+	if err != nil {
+		return gate.StartResponse{}, err
+	}
+	items, err := selectItems(operations)
+	if err != nil {
+		return gate.StartResponse{}, err
+	}
+	req := s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, items[0].Type)
+	req.Prepare = lockSession(r.SessionID)
+	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
+		current, err := load(ctx, tx, r.SessionID)
+		if err != nil {
+			return err
+		}
+		if len(current.Steps.Bootstrap.Items) > 0 {
+			return ErrBootstrapRequested // rolls the decision back: nothing recorded
+		}
+		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+			now := s.now()
+			initiator := r.ActorID
+			sess.Steps.Bootstrap.InitiatorID = &initiator
+			sess.Steps.Bootstrap.Items = items
+			sess.attempted(0, res, now)
+			types := make([]string, len(items))
+			for i, it := range items {
+				types[i] = it.Type
+			}
+			return []domain.Event{
+				domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.ActorID, At: now},
+				attemptedEvent(sess, 0, res, now),
+			}
+		}, admitted(res, r.SessionID, 0)...)
+	}
+	return s.gate.Start(ctx, req)
+}
+
+// Continue retries the first pending bootstrap operation through the gate.
+func (s *Service) Continue(ctx context.Context, r Request) (gate.StartResponse, error) {
+	sess, err := load(ctx, s.store.Pool(), r.SessionID)
+	if err != nil {
+		return gate.StartResponse{}, err
+	}
+	if err := s.gate.Authorize(ctx, r.ActorID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+		return gate.StartResponse{}, err
+	}
+	next := sess.Steps.Bootstrap.nextPending()
+	if sess.Steps.Bootstrap.active() >= 0 {
+		return gate.StartResponse{}, ErrBootstrapInProgress
+	}
+	if next < 0 {
+		return gate.StartResponse{}, ErrNothingToContinue
+	}
+	return s.startItem(ctx, r, sess, next, -1, "")
+}
+
+// startItem starts item next of the session through the gate; when
+// finishedIdx >= 0 it first records that item's run as finished with
+// status, in the same transaction, unless that was done already.
+func (s *Service) startItem(ctx context.Context, r Request, sess Session, next int, finishedIdx int, finishedRun string) (gate.StartResponse, error) {
+	var status domain.RunStatus
+	var reason *domain.Reason
+	if f, ok := ctx.Value(finishKey{}).(finish); ok {
+		status, reason = f.status, f.reason
+	}
+	req := s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, sess.Steps.Bootstrap.Items[next].Type)
+	req.Prepare = func(ctx context.Context, tx *eventstore.Tx) error {
+		if err := lockSession(r.SessionID)(ctx, tx); err != nil {
+			return err
+		}
+		current, err := load(ctx, tx, r.SessionID)
+		if err != nil {
+			return err
+		}
+		b := current.Steps.Bootstrap
+		if finishedIdx >= 0 {
+			it := b.Items[finishedIdx]
+			if it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != finishedRun {
+				return errHandled
+			}
+		} else if b.active() >= 0 {
+			return ErrBootstrapInProgress
+		} else if b.nextPending() != next {
+			return ErrNothingToContinue
+		}
+		return nil
+	}
+	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
+		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+			now := s.now()
+			var events []domain.Event
+			if finishedIdx >= 0 {
+				sess.finished(finishedIdx, status, reason)
+				events = append(events, domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
+					Index: finishedIdx, RunID: finishedRun, Status: status, Reason: reason, At: now})
+			}
+			sess.attempted(next, res, now)
+			return append(events, attemptedEvent(sess, next, res, now))
+		}, admitted(res, r.SessionID, next)...)
+	}
+	return s.gate.Start(ctx, req)
+}
+
+type finishKey struct{}
+
+type finish struct {
+	status domain.RunStatus
+	reason *domain.Reason
+}
+
+// OnRunEnded is the process manager's reaction to the end of a run: if
+// the run was an admitted bootstrap operation, it records the end and,
+// after a success, starts the next pending operation through the gate on
+// behalf of the same initiator, in one transaction. Safe under
+// redelivery and restarts: a step already recorded is skipped.
+func (s *Service) OnRunEnded(ctx context.Context, runID string, status domain.RunStatus, reason *domain.Reason) error {
+	var sessionID string
+	var idx int
+	err := s.store.Pool().QueryRow(ctx, `SELECT session_id, item_index FROM bootstrap_runs WHERE run_id = $1`, runID).Scan(&sessionID, &idx)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // not a bootstrap run
+	}
+	if err != nil {
+		return fmt.Errorf("look up bootstrap run %s: %w", runID, err)
+	}
+	sess, err := load(ctx, s.store.Pool(), sessionID)
+	if err != nil {
+		return err
+	}
+	b := sess.Steps.Bootstrap
+	if it := b.Items[idx]; it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != runID {
+		return nil // recorded before
+	}
+	next := -1
+	if status == domain.StatusSucceeded {
+		for i := idx + 1; i < len(b.Items); i++ {
+			if b.Items[i].Status == ItemPending {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			next = b.nextPendingExcept(idx)
+		}
+	}
+	if next < 0 {
+		return s.recordFinished(ctx, sessionID, idx, runID, status, reason)
+	}
+	r := Request{ActorID: deref(b.InitiatorID), SessionID: sessionID}
+	ctx = context.WithValue(ctx, finishKey{}, finish{status: status, reason: reason})
+	ctx = eventstore.WithMetadata(ctx, eventstore.Metadata{Actor: deref(b.InitiatorID), CausationID: runID})
+	_, err = s.startItem(ctx, r, sess, next, idx, runID)
+	switch {
+	case err == nil, errors.Is(err, errHandled):
+		return nil
+	case errors.Is(err, gate.ErrNotFound), isForbidden(err):
+		// The initiator lost access meanwhile: record the end only; the
+		// rest stays pending for someone who may continue.
+		return s.recordFinished(ctx, sessionID, idx, runID, status, reason)
+	}
+	return err
+}
+
+func (b *BootstrapStep) nextPendingExcept(skip int) int {
+	for i, it := range b.Items {
+		if i != skip && it.Status == ItemPending {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *Service) recordFinished(ctx context.Context, sessionID string, idx int, runID string, status domain.RunStatus, reason *domain.Reason) error {
+	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		if err := lockSession(sessionID)(ctx, tx); err != nil {
+			return err
+		}
+		current, err := load(ctx, tx, sessionID)
+		if err != nil {
+			return err
+		}
+		if it := current.Steps.Bootstrap.Items[idx]; it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != runID {
+			return errHandled
+		}
+		return s.update(ctx, tx, sessionID, func(sess *Session) []domain.Event {
+			sess.finished(idx, status, reason)
+			return []domain.Event{domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
+				Index: idx, RunID: runID, Status: status, Reason: reason, At: s.now()}}
+		})
+	})
+	if errors.Is(err, errHandled) {
+		return nil
+	}
+	return err
+}
+
+func isForbidden(err error) bool {
+	var f *gate.ForbiddenError
+	return errors.As(err, &f)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// selectItems validates the selected operations of a bootstrap.
+func selectItems(operations []string) ([]Item, error) {
+	if len(operations) == 0 {
+		return nil, &gate.ValidationError{Field: "operations", Message: "select at least one operation"}
+	}
+	seen := map[string]bool{}
+	items := make([]Item, 0, len(operations))
+	for i, name := range operations {
+		op, ok := domain.LookupOperation(name)
+		if !ok {
+			return nil, &UnknownOperationError{Name: name}
+		}
+		if op.TargetKey != "" {
+			return nil, &gate.ValidationError{Field: "operations", Message: fmt.Sprintf("%s needs a target and cannot be bootstrapped", name)}
+		}
+		if seen[op.Canonical] {
+			return nil, &gate.ValidationError{Field: "operations", Message: fmt.Sprintf("%s is selected twice", name)}
+		}
+		seen[op.Canonical] = true
+		items = append(items, Item{Index: i, Type: op.Type, CanonicalType: op.Canonical, Label: op.Label,
+			Status: ItemPending, Attempts: []Attempt{}})
+	}
+	return items, nil
+}
+
+// UnknownOperationError names a selected operation type that does not exist.
+type UnknownOperationError struct{ Name string }
+
+func (e *UnknownOperationError) Error() string {
+	return fmt.Sprintf("%q is not an operation type", e.Name)
+}
+
+func attemptedEvent(sess *Session, i int, res domain.StartResult, at time.Time) domain.Event {
+	return domain.BootstrapItemAttempted{SessionID: sess.ID, TenantID: sess.TenantID, Index: i,
+		Type: sess.Steps.Bootstrap.Items[i].Type, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at}
+}
+
+// admitted returns the statement that maps an accepted bootstrap run to
+// its session, or none.
+func admitted(res domain.StartResult, sessionID string, idx int) []stmt {
+	if res.Outcome != domain.OutcomeAccepted {
+		return nil
+	}
+	return []stmt{{`INSERT INTO bootstrap_runs (run_id, session_id, item_index) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+		[]any{res.Run.ID, sessionID, idx}}}
+}
+
+type stmt struct {
+	sql  string
+	args []any
+}
+
+func lockSession(id string) func(ctx context.Context, tx *eventstore.Tx) error {
+	return func(ctx context.Context, tx *eventstore.Tx) error { return tx.Lock(ctx, stream(id)) }
+}
+
+// update changes a session's state with fn, saves it, appends the events
+// fn returns to the session's stream and runs the extra statements.
+func (s *Service) update(ctx context.Context, tx *eventstore.Tx, id string, fn func(*Session) []domain.Event, extra ...stmt) error {
+	sess, err := load(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	events := fn(&sess)
+	body, err := json.Marshal(sess)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE onboarding_sessions SET state = $2, updated_at = $3 WHERE id = $1`, id, body, s.now()); err != nil {
+		return fmt.Errorf("save session %s: %w", id, err)
+	}
+	for _, st := range extra {
+		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
+			return fmt.Errorf("save session %s: %w", id, err)
+		}
+	}
+	payloads := make([]eventstore.Payload, len(events))
+	for i, e := range events {
+		payloads[i] = e
+	}
+	md := eventstore.MetadataFrom(ctx)
+	ctx = metadata(ctx, md.Actor, sess.TenantID, id)
+	if _, err := tx.Append(ctx, stream(id), eventstore.AnyVersion, payloads...); err != nil {
+		return fmt.Errorf("record session %s: %w", id, err)
+	}
+	return nil
+}
+
+func metadata(ctx context.Context, actor, tenantID, correlation string) context.Context {
+	md := eventstore.MetadataFrom(ctx)
+	if actor != "" {
+		md.Actor = actor
+	}
+	md.TenantID, md.CorrelationID = tenantID, correlation
+	return eventstore.WithMetadata(ctx, md)
+}
+
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func load(ctx context.Context, q rowQuerier, id string) (Session, error) {
+	var body []byte
+	err := q.QueryRow(ctx, `SELECT state FROM onboarding_sessions WHERE id = $1`, id).Scan(&body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Session{}, gate.ErrNotFound
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("load session %s: %w", id, err)
+	}
+	var sess Session
+	if err := json.Unmarshal(body, &sess); err != nil {
+		return Session{}, fmt.Errorf("decode session %s: %w", id, err)
+	}
+	return sess, nil
+}

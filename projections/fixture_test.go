@@ -1,0 +1,418 @@
+package projections_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// testTimeout bounds every database call of a test, so that a deadlock
+// fails the test instead of hanging the package.
+const testTimeout = 80 * time.Second
+
+// leaseLong is a lease no test outlives.
+const leaseLong = 5 * time.Minute
+
+// projectorNames are the names Reader.CatchUp accepts.
+var projectorNames = []string{"operations", "queue", "notifications"}
+
+var seq atomic.Int64
+
+// fixture is a fresh database wired the way the application wires it:
+// gate over an event store whose commits wake the projectors.
+type fixture struct {
+	t        testing.TB
+	ctx      context.Context
+	pool     *pgxpool.Pool
+	store    *eventstore.Store
+	svc      *gate.Service
+	notifier *eventstore.Notifier
+	logger   *slog.Logger
+	reader   *projections.Reader
+	replayer *projections.Replayer
+
+	workspace gate.Workspace
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("PROJECTIONS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newFixture returns a fixture on a fresh migrated database with its
+// notifier running (until the test ends) but no projectors.
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	pool := pgtest.Connect(t, freshDatabase(t))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	logger := testLogger()
+	notifier := eventstore.NewNotifier(pool, logger)
+	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithCommitHook(notifier.Committed))
+	f := &fixture{
+		t: t, ctx: ctx, pool: pool, store: store, svc: gate.New(store), notifier: notifier, logger: logger,
+		reader:   projections.NewReader(pool, 2*time.Second),
+		replayer: &projections.Replayer{Pool: pool, Store: store},
+	}
+	nctx, ncancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); notifier.Run(nctx) }()
+	t.Cleanup(func() { ncancel(); wg.Wait() })
+
+	ws, err := f.svc.CreateWorkspace(ctx, "Contoso MSP")
+	if err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	f.workspace = ws
+	return f
+}
+
+// runner returns a projector runner over the fixture's database.
+func (f *fixture) runner(onApplied func(string, time.Time)) *projections.Runner {
+	return &projections.Runner{
+		Pool: f.pool, Registry: f.store.Registry(), Logger: f.logger,
+		Wake: f.notifier.Subscribe, PollInterval: 50 * time.Millisecond, OnApplied: onApplied,
+	}
+}
+
+// projectors is a set of running projectors.
+type projectors struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+// startProjectors runs every projector (or those named) until stop or the
+// end of the test.
+func (f *fixture) startProjectors(names ...string) *projectors {
+	f.t.Helper()
+	return f.startProjectorsWith(f.runner(nil), names...)
+}
+
+func (f *fixture) startProjectorsWith(r *projections.Runner, names ...string) *projectors {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(f.ctx)
+	ps := &projectors{cancel: cancel}
+	for _, p := range projections.All() {
+		if len(names) > 0 && !contains(names, p.Name) {
+			continue
+		}
+		ps.wg.Add(1)
+		go func(p projections.Projector) {
+			defer ps.wg.Done()
+			if err := r.Run(ctx, p); err != nil && !errors.Is(err, context.Canceled) {
+				ps.mu.Lock()
+				ps.errs = append(ps.errs, fmt.Errorf("%s: %w", p.Name, err))
+				ps.mu.Unlock()
+			}
+		}(p)
+	}
+	f.t.Cleanup(func() { ps.stop(f.t) })
+	return ps
+}
+
+// stop cancels the projectors and waits for them to return.
+func (ps *projectors) stop(t testing.TB) {
+	t.Helper()
+	ps.cancel()
+	done := make(chan struct{})
+	go func() { ps.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("projectors did not stop within 30s of cancellation")
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, err := range ps.errs {
+		t.Errorf("projector returned: %v", err)
+	}
+	ps.errs = nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// waitCaughtUp waits until every projector (or those named) has applied
+// every event committed so far.
+func (f *fixture) waitCaughtUp(timeout time.Duration, names ...string) {
+	f.t.Helper()
+	if len(names) == 0 {
+		names = projectorNames
+	}
+	waitFor(f.t, timeout, "projectors "+strings.Join(names, ",")+" to catch up", func() bool {
+		for _, n := range names {
+			ok, err := f.reader.CatchUp(f.ctx, n)
+			if err != nil {
+				f.t.Fatalf("catch up %s: %v", n, err)
+			}
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// verifyClean runs Replayer.Verify and fails the test on any difference.
+func (f *fixture) verifyClean(what string) projections.ReplayStats {
+	f.t.Helper()
+	diffs, stats, err := f.replayer.Verify(f.ctx)
+	if err != nil {
+		f.t.Fatalf("verify (%s): %v", what, err)
+	}
+	for _, d := range diffs {
+		f.t.Errorf("verify (%s): table %s differs: %d rows only live, %d only rebuilt", what, d.Table, d.OnlyLive, d.OnlyRebuilt)
+	}
+	return stats
+}
+
+// waitFor polls cond until it holds, failing the test at the deadline.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	pause := time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(pause) // poll interval, not synchronisation: cond decides
+		pause = min(2*pause, 20*time.Millisecond)
+	}
+}
+
+// tenant creates a tenant in the fixture's workspace.
+func (f *fixture) tenant(name string) gate.Tenant {
+	f.t.Helper()
+	tn, err := f.svc.CreateTenant(f.ctx, f.workspace.ID, name)
+	if err != nil {
+		f.t.Fatalf("create tenant %s: %v", name, err)
+	}
+	return tn
+}
+
+// user creates a user and grants it role on each tenant.
+func (f *fixture) user(name string, role domain.Role, tenantIDs ...string) string {
+	f.t.Helper()
+	u, err := f.svc.CreateUser(f.ctx, fmt.Sprintf("%s-%d@example.test", name, seq.Add(1)), name)
+	if err != nil {
+		f.t.Fatalf("create user %s: %v", name, err)
+	}
+	for _, tid := range tenantIDs {
+		if _, err := f.svc.GrantMembership(f.ctx, u.ID, tid, string(role)); err != nil {
+			f.t.Fatalf("grant %s on %s: %v", role, tid, err)
+		}
+	}
+	return u.ID
+}
+
+// connection creates a ready simulated connection (consent granted,
+// credentials valid, enabled, not default) as owner; change adjusts the
+// request first.
+func (f *fixture) connection(owner, tenantID, name string, change ...func(*gate.NewConnection)) gate.Connection {
+	f.t.Helper()
+	in := gate.NewConnection{
+		Provider: gate.ProviderSimulated, DisplayName: name,
+		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
+	}
+	for _, c := range change {
+		c(&in)
+	}
+	c, err := f.svc.CreateConnection(f.ctx, owner, tenantID, in)
+	if err != nil {
+		f.t.Fatalf("create connection %s: %v", name, err)
+	}
+	return c
+}
+
+// Connection request tweaks.
+func asDefault(in *gate.NewConnection) { in.IsDefault = true }
+func disabled(in *gate.NewConnection)  { in.Enabled = false }
+func consent(v string) func(*gate.NewConnection) {
+	return func(in *gate.NewConnection) { in.Consent = v }
+}
+func credentials(v string) func(*gate.NewConnection) {
+	return func(in *gate.NewConnection) { in.Credentials = v }
+}
+
+func connStart(actor string, surface domain.Surface, connectionID string) gate.StartRequest {
+	return gate.StartRequest{ActorID: actor, Surface: surface, ConnectionID: connectionID}
+}
+
+func tenantStart(actor string, surface domain.Surface, tenantID, connectionID string) gate.StartRequest {
+	return gate.StartRequest{ActorID: actor, Surface: surface, TenantID: tenantID, ConnectionID: connectionID}
+}
+
+// start runs req through the gate and fails the test on an error.
+func (f *fixture) start(req gate.StartRequest) domain.StartResult {
+	f.t.Helper()
+	resp, err := f.svc.Start(f.ctx, req)
+	if err != nil {
+		f.t.Fatalf("start %s: %v", req.Surface.Name, err)
+	}
+	return resp.Result
+}
+
+// expect starts req and fails the test unless the outcome is want.
+func (f *fixture) expect(want domain.Outcome, req gate.StartRequest) domain.StartResult {
+	f.t.Helper()
+	res := f.start(req)
+	if res.Outcome != want {
+		f.t.Fatalf("start %s: outcome %s (reason %+v), want %s", req.Surface.Name, res.Outcome, res.Reason, want)
+	}
+	return res
+}
+
+func (f *fixture) begin(runID string) gate.Claim {
+	f.t.Helper()
+	c, err := f.svc.BeginRun(f.ctx, runID, "worker-test", leaseLong)
+	if err != nil {
+		f.t.Fatalf("begin %s: %v", runID, err)
+	}
+	return c
+}
+
+func (f *fixture) getRun(id string) projections.RunView {
+	f.t.Helper()
+	v, err := f.reader.GetRun(f.ctx, id)
+	if err != nil {
+		f.t.Fatalf("get run %s: %v", id, err)
+	}
+	return v
+}
+
+func (f *fixture) count(sql string, args ...any) int {
+	f.t.Helper()
+	var n int
+	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(&n); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// snapshot returns every row of every read-model table (checkpoints with
+// updated_at), as text, sorted: two equal snapshots mean nothing changed.
+func (f *fixture) snapshot() map[string][]string {
+	f.t.Helper()
+	out := map[string][]string{}
+	for _, table := range []string{"projection_checkpoints", "ops_runs", "ops_queue", "ops_notifications", "notify_runs"} {
+		rows, err := f.pool.Query(f.ctx, fmt.Sprintf(`SELECT t::text FROM projections.%s t`, table))
+		if err != nil {
+			f.t.Fatalf("snapshot %s: %v", table, err)
+		}
+		list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			f.t.Fatalf("snapshot %s: %v", table, err)
+		}
+		sort.Strings(list)
+		out[table] = list
+	}
+	return out
+}
+
+func diffSnapshots(t testing.TB, what string, before, after map[string][]string) {
+	t.Helper()
+	for table, b := range before {
+		a := after[table]
+		if strings.Join(a, "\n") != strings.Join(b, "\n") {
+			t.Errorf("%s: table %s changed: %d rows before, %d after", what, table, len(b), len(a))
+			bs := map[string]bool{}
+			for _, r := range b {
+				bs[r] = true
+			}
+			shown := 0
+			for _, r := range a {
+				if !bs[r] && shown < 5 {
+					t.Logf("  new/changed row: %s", r)
+					shown++
+				}
+			}
+		}
+	}
+}
+
+// freshDatabase returns the URL of a fresh migrated database, dropped when
+// the test ends.
+//
+// pgtest.NewDatabase creates such a database but (as of this writing)
+// answers the server's own URL: it sets pgx.ConnConfig.Database and
+// returns ConnString(), which is the string the config was parsed from.
+// Until pgtest is fixed, clone pgtest's template under a name of our own.
+func freshDatabase(t testing.TB) string {
+	t.Helper()
+	base := pgtest.URL(t)
+	got := pgtest.NewDatabase(t)
+	if databaseOf(t, got) != databaseOf(t, base) {
+		return got // pgtest is fixed
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme == "" {
+		t.Fatalf("DATABASE_URL must be a postgres:// URL for the pgtest workaround: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", base, err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("opsgate_test_proj_%d_%d", time.Now().UnixNano(), seq.Add(1))
+	template := "opsgate_template_" + migrations.Fingerprint()
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
+		t.Fatalf("create test database from %s: %v", template, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}
+
+func databaseOf(t testing.TB, connString string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		t.Fatalf("parse %s: %v", connString, err)
+	}
+	return cfg.Database
+}
