@@ -22,7 +22,9 @@ type endpoint struct {
 
 // endpoints documents every route; TestOpenAPICoversRoutes keeps it true.
 func endpoints() []endpoint {
-	startResponses := map[int]string{202: "StartResult", 200: "StartResult", 409: "StartResult", 422: "StartResult",
+	// A start's 422 is a blocked StartResult or a problem (confirmation
+	// required, warnings not acknowledged, idempotency key reused).
+	startResponses := map[int]string{202: "StartResult", 200: "StartResult", 409: "StartResult", 422: "StartResult|Problem",
 		401: "Problem", 403: "Problem", 404: "Problem"}
 	eps := []endpoint{
 		{"GET", "/healthz", "Liveness", "", "", map[int]string{200: "Status"}},
@@ -74,7 +76,29 @@ func withConflict(r map[int]string) map[int]string {
 	for k, v := range r {
 		out[k] = v
 	}
-	out[409] = "StartResultOrProblem"
+	out[409] = "StartResult|Problem"
+	return out
+}
+
+// withCommonProblems adds the problems any endpoint of its kind answers:
+// 400 for bad ids, queries or bodies on every authenticated endpoint, and
+// 413 for a body over the limit on every endpoint that reads one.
+func withCommonProblems(ep endpoint) map[int]string {
+	out := map[int]string{}
+	for k, v := range ep.responses {
+		out[k] = v
+	}
+	add := func(status int) {
+		if _, ok := out[status]; !ok {
+			out[status] = "Problem"
+		}
+	}
+	if ep.auth != "" {
+		add(http.StatusBadRequest)
+	}
+	if ep.method == http.MethodPost || ep.method == http.MethodPatch {
+		add(http.StatusRequestEntityTooLarge)
+	}
 	return out
 }
 
@@ -120,17 +144,23 @@ func openAPIDocument() map[string]any {
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(ep.request)}}}
 		}
 		responses := map[string]any{}
-		for status, schema := range ep.responses {
-			ct := "application/json"
-			switch schema {
-			case "Problem":
-				ct = problemContentType
-			case "Text":
-				ct = "text/plain"
+		for status, schema := range withCommonProblems(ep) {
+			// "A|B": the body is one of several schemas, told apart by
+			// their media types.
+			content := map[string]any{}
+			for _, name := range strings.Split(schema, "|") {
+				ct := "application/json"
+				switch name {
+				case "Problem":
+					ct = problemContentType
+				case "Text":
+					ct = "text/plain"
+				}
+				content[ct] = map[string]any{"schema": ref(name)}
 			}
 			responses[strconv.Itoa(status)] = map[string]any{
 				"description": http.StatusText(status),
-				"content":     map[string]any{ct: map[string]any{"schema": ref(schema)}},
+				"content":     content,
 			}
 		}
 		op["responses"] = responses

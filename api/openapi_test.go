@@ -166,6 +166,21 @@ func (d *apiDoc) validate(schemaAny any, v any, at string) []string {
 		}
 		return d.validate(target, v, at)
 	}
+	for _, key := range []string{"oneOf", "anyOf"} {
+		alts, ok := schema[key].([]any)
+		if !ok {
+			continue
+		}
+		var all []string
+		for _, alt := range alts {
+			errs := d.validate(alt, v, at)
+			if len(errs) == 0 {
+				return nil
+			}
+			all = append(all, errs...)
+		}
+		return append([]string{fmt.Sprintf("%s: matches none of %s", at, key)}, all...)
+	}
 	typ, _ := schema["type"].(string)
 	if v == nil {
 		if schema["nullable"] == true || typ == "" {

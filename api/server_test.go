@@ -27,6 +27,7 @@ import (
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/pgtest"
 	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -35,8 +36,9 @@ const testAdminToken = "oga_test-admin-token"
 
 // testServer is the API wired the way cmd/opsgate/serve.go wires it (store
 // with gate.Route and the notifier's commit hook, the gate, projector
-// runners, a Reader with a 2s read-your-writes wait, metrics), served by
-// httptest.
+// runners, a Reader with a 2s read-your-writes wait, metrics, the
+// onboarding service), served by httptest. No worker runs, so accepted runs
+// stay queued and keep their scope busy.
 type testServer struct {
 	URL    string
 	Echo   *echo.Echo
@@ -72,7 +74,7 @@ func newServer(t *testing.T) *testServer {
 	t.Helper()
 	pool := pgtest.Connect(t, freshDatabase(t))
 	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	notifier := eventstore.NewNotifier(pool, logger)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
@@ -108,6 +110,7 @@ func newServer(t *testing.T) *testServer {
 			Store:      store,
 			AdminToken: testAdminToken,
 			Metrics:    metrics,
+			Onboarding: onboarding.New(svc),
 		}),
 	})
 	hs := httptest.NewServer(e)
@@ -470,14 +473,33 @@ func (f *fixture) auditCount(t *testing.T, tenant, token string) int {
 // the store and through the audit API of tenant A.
 func (f *fixture) unchanged(t *testing.T, what string, fn func()) {
 	t.Helper()
-	before, audit := f.eventCount(t), f.auditCount(t, f.tenantA, f.owner.Token)
+	before := f.eventCount(t)
+	audit := f.settledAuditCount(t, f.tenantA, f.owner.Token)
 	fn()
 	if after := f.eventCount(t); after != before {
 		t.Errorf("%s recorded %d event(s)", what, after-before)
 	}
-	if got := f.auditCount(t, f.tenantA, f.owner.Token); got != audit {
+	if got := f.settledAuditCount(t, f.tenantA, f.owner.Token); got != audit {
 		t.Errorf("%s: tenant A's audit trail went from %d to %d events", what, audit, got)
 	}
+}
+
+// settledAuditCount is auditCount once the audit API lists every event of
+// tenant the store holds. The audit API only lists events below the
+// oldest transaction still in progress anywhere in the cluster (so that
+// paging never skips one), and tests of other packages share the cluster,
+// so it may briefly lag.
+func (f *fixture) settledAuditCount(t *testing.T, tenant, token string) int {
+	t.Helper()
+	var stored, listed int
+	waitFor(t, "the audit API to list every stored event", 20*time.Second, func() bool {
+		if err := f.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE tenant_id = $1`, tenant).Scan(&stored); err != nil {
+			t.Fatalf("count events: %v", err)
+		}
+		listed = f.auditCount(t, tenant, token)
+		return listed == stored
+	})
+	return listed
 }
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -2,8 +2,6 @@ package eventstore_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -12,12 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/migrations"
 )
 
 // Test payloads. Event type names are constants, never derived from the Go
@@ -83,64 +79,19 @@ func newStore(t testing.TB) *eventstore.Store {
 	return eventstore.New(newPool(t), newRegistry())
 }
 
-// newPool returns a pool on a fresh migrated database of the test's own.
-//
-// pgtest.NewDatabase builds the clone's URL with pgx.ConnConfig.ConnString,
-// which returns the string originally parsed, so the pool it gives lands in
-// DATABASE_URL's database, shared by every test. Until pgtest is fixed, make
-// the clone here (pgtest has already created the template) when the pool is
-// not on a database of its own.
+// newPool returns a pool on a fresh migrated database of the test's own,
+// and makes sure it is one: the subscriber and ReadAll tests count every
+// event in the database.
 func newPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	pool := pgtest.NewPool(t)
 	var current string
-	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&current); err != nil {
+	if err := pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&current); err != nil {
 		t.Fatalf("current database: %v", err)
 	}
-	if strings.HasPrefix(current, "opsgate_test_") {
-		return pool
+	if !strings.HasPrefix(current, "opsgate_test_") {
+		t.Fatalf("pgtest.NewPool gave a pool on the shared database %q, not a fresh one", current)
 	}
-	pool.Close()
-
-	base := pgtest.URL(t)
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", base, err)
-	}
-	defer admin.Close(ctx)
-	suffix := make([]byte, 8)
-	_, _ = rand.Read(suffix)
-	name := "opsgate_test_" + hex.EncodeToString(suffix)
-	template := "opsgate_template_" + migrations.Fingerprint()
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
-		t.Fatalf("create test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Logf("drop %s: %v", name, err)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(base)
-	if err != nil {
-		t.Fatalf("parse DATABASE_URL: %v", err)
-	}
-	cfg.ConnConfig.Database = name
-	cfg.MaxConns = 40
-	pool, err = pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect %s: %v", name, err)
-	}
-	t.Cleanup(pool.Close) // registered after the drop, so it runs before it
 	return pool
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/migrations"
 )
 
 // testTimeout bounds every database call of a test, so that a deadlock
@@ -44,12 +42,7 @@ type fixture struct {
 	owner, operator, auditor, readonly, outsider string
 }
 
-var (
-	fixtureSeq atomic.Int64
-	// pgtestChecked and pgtestBroken record whether pgtest.NewDatabase
-	// answers the server's URL instead of the new database's.
-	pgtestChecked, pgtestBroken atomic.Bool
-)
+var fixtureSeq atomic.Int64
 
 // newFixture returns a fixture on a fresh migrated database.
 func newFixture(t testing.TB) *fixture {
@@ -59,67 +52,9 @@ func newFixture(t testing.TB) *fixture {
 
 // freshDatabase returns the URL of a fresh migrated database, dropped when
 // the test ends.
-//
-// pgtest.NewDatabase creates such a database but (as of this writing)
-// answers the server's URL instead of the new database's: it sets
-// pgx.ConnConfig.Database and returns ConnString(), which is the string
-// the config was parsed from. Every test would then share DATABASE_URL's
-// own database. Until pgtest is fixed, clone pgtest's template (which the
-// first NewDatabase call made sure exists) under a name of our own.
 func freshDatabase(t testing.TB) string {
 	t.Helper()
-	base := pgtest.URL(t)
-	if !pgtestChecked.Load() {
-		got := pgtest.NewDatabase(t) // also makes sure the template exists
-		broken := databaseOf(t, got) == databaseOf(t, base)
-		pgtestBroken.Store(broken)
-		pgtestChecked.Store(true)
-		if !broken {
-			return got
-		}
-	} else if !pgtestBroken.Load() {
-		return pgtest.NewDatabase(t)
-	}
-	u, err := url.Parse(base)
-	if err != nil || u.Scheme == "" {
-		t.Fatalf("DATABASE_URL must be a postgres:// URL for the pgtest workaround: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", base, err)
-	}
-	defer admin.Close(ctx)
-	name := fmt.Sprintf("opsgate_test_gate_%d_%d", time.Now().UnixNano(), fixtureSeq.Add(1))
-	template := "opsgate_template_" + migrations.Fingerprint()
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
-		t.Fatalf("create test database from %s: %v", template, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Logf("drop %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
-
-func databaseOf(t testing.TB, connString string) string {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		t.Fatalf("parse %s: %v", connString, err)
-	}
-	return cfg.Database
+	return pgtest.NewDatabase(t)
 }
 
 // newFixtureOn returns a fixture on pool, whose database must be fresh.

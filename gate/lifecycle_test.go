@@ -95,6 +95,9 @@ func TestLifecycleFailWithCatalogReason(t *testing.T) {
 	if err := f.svc.Fail(f.ctx, claim, "no.such.reason"); !errors.Is(err, domain.ErrInvalidCommand) {
 		t.Errorf("fail with an unknown reason: err = %v, want ErrInvalidCommand", err)
 	}
+	if err := f.svc.Fail(f.ctx, claim, domain.ReasonDeduped); !errors.Is(err, domain.ErrInvalidCommand) {
+		t.Errorf("fail with start.deduped (a reason that never ends a run): err = %v, want ErrInvalidCommand", err)
+	}
 	if err := f.svc.Fail(f.ctx, gate.Claim{RunID: run.ID, Epoch: claim.Epoch + 1}, domain.ReasonThrottled); !errors.Is(err, domain.ErrStaleEpoch) {
 		t.Errorf("fail from a future epoch: err = %v, want ErrStaleEpoch", err)
 	}

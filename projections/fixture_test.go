@@ -115,7 +115,14 @@ func (f *fixture) startProjectors(names ...string) *projectors {
 
 func (f *fixture) startProjectorsWith(r *projections.Runner, names ...string) *projectors {
 	f.t.Helper()
-	ctx, cancel := context.WithCancel(f.ctx)
+	return f.startProjectorsIn(f.ctx, r, names...)
+}
+
+// startProjectorsIn runs the projectors until parent ends, stop, or the
+// end of the test.
+func (f *fixture) startProjectorsIn(parent context.Context, r *projections.Runner, names ...string) *projectors {
+	f.t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	ps := &projectors{cancel: cancel}
 	for _, p := range projections.All() {
 		if len(names) > 0 && !contains(names, p.Name) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -122,6 +123,10 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		}()
 	}
 
+	if cfg.PprofAddr != "" {
+		go servePprof(bg, cfg.PprofAddr, logger)
+	}
+
 	if !roles["api"] {
 		logger.Info("running", "roles", rolesList(roles))
 		<-ctx.Done()
@@ -209,4 +214,17 @@ func rolesList(r roleSet) string {
 		}
 	}
 	return strings.Join(out, ",")
+}
+
+// servePprof serves the profiler on its own listener until ctx ends.
+func servePprof(ctx context.Context, addr string, logger *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("pprof server stopped", "err", err)
+	}
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// ReadYourWritesWait bounds how long a monitoring read waits for the
 	// projection to catch up with a position (OPSGATE_READ_YOUR_WRITES_WAIT).
 	ReadYourWritesWait time.Duration
+	// PprofAddr, if set, serves net/http/pprof there (OPSGATE_PPROF_ADDR);
+	// keep it on loopback.
+	PprofAddr string
 }
 
 // FromEnv reads the configuration from getenv (os.Getenv in production)
@@ -94,6 +97,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	str("OPSGATE_HTTP_ADDR", &c.HTTPAddr)
+	str("OPSGATE_PPROF_ADDR", &c.PprofAddr)
 	if v := getenv("OPSGATE_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("OPSGATE_LOG_LEVEL=%q must be debug, info, warn or error", v))

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -72,12 +73,17 @@ func NewDatabase(t testing.TB) string {
 			t.Logf("drop %s: %v", name, err)
 		}
 	})
-	cfg, err := pgx.ParseConfig(base)
-	if err != nil {
-		t.Fatalf("parse DATABASE_URL: %v", err)
+	return WithDatabase(t, base, name)
+}
+
+// WithDatabase returns url pointing at database name instead.
+func WithDatabase(t testing.TB, base, name string) string {
+	t.Helper()
+	if u, err := url.Parse(base); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
 	}
-	cfg.Database = name
-	return cfg.ConnString()
+	return base + " dbname=" + name // key=value form: the last setting wins
 }
 
 // NewPool returns a pool on a fresh migrated database, closed when the test ends.

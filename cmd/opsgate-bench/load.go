@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// stats summarises one measured phase.
+type stats struct {
+	Count      int     `json:"count"`
+	Errors     int     `json:"errors"`
+	Seconds    float64 `json:"seconds"`
+	Throughput float64 `json:"throughput_per_s"`
+	P50ms      float64 `json:"p50_ms"`
+	P95ms      float64 `json:"p95_ms"`
+	P99ms      float64 `json:"p99_ms"`
+}
+
+func summarise(latencies []time.Duration, errors int, elapsed time.Duration) stats {
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	pct := func(p float64) float64 {
+		if len(latencies) == 0 {
+			return 0
+		}
+		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
+	s := stats{Count: len(latencies), Errors: errors, Seconds: elapsed.Seconds(),
+		P50ms: pct(.50), P95ms: pct(.95), P99ms: pct(.99)}
+	if elapsed > 0 {
+		s.Throughput = float64(len(latencies)) / elapsed.Seconds()
+	}
+	return s
+}
+
+// load runs op from concurrency goroutines for duration (or until n ops
+// when n > 0) and summarises the latencies of the successful ones.
+func load(ctx context.Context, concurrency int, duration time.Duration, n int, op func(ctx context.Context, worker, i int) error) stats {
+	var (
+		mu   sync.Mutex
+		all  []time.Duration
+		errs atomic.Int64
+		seq  atomic.Int64
+		wg   sync.WaitGroup
+	)
+	deadline := time.Now().Add(duration)
+	start := time.Now()
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var local []time.Duration
+			for ctx.Err() == nil {
+				i := int(seq.Add(1)) - 1
+				if n > 0 && i >= n || n == 0 && time.Now().After(deadline) {
+					break
+				}
+				t0 := time.Now()
+				if err := op(ctx, w, i); err != nil {
+					errs.Add(1)
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return summarise(all, int(errs.Load()), time.Since(start))
+}

@@ -1,0 +1,303 @@
+// Command opsgate-bench measures opsgate side by side with baselines in one
+// run: it creates its own database on DATABASE_URL's server, starts the
+// opsgate binary, drives it over HTTP on loopback and prints one table
+// (also written as JSON under bench/results/).
+//
+//	go run ./cmd/opsgate-bench [-quick]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+type config struct {
+	quick       bool
+	spreadTime  time.Duration
+	hotTime     time.Duration
+	replay      int
+	scopeEvents int
+	connections int
+}
+
+type report struct {
+	Started  time.Time          `json:"started"`
+	Machine  string             `json:"machine"`
+	Quick    bool               `json:"quick"`
+	Results  map[string]stats   `json:"results"`
+	Ratios   map[string]float64 `json:"ratios"`
+	Checks   map[string]string  `json:"checks"`
+	Replay   map[string]float64 `json:"replay"`
+	Profiles []string           `json:"profiles"`
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "a short run (about two minutes)")
+	flag.Parse()
+	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
+		replay: 1_000_000, scopeEvents: 100_000, connections: 1500}
+	if cfg.quick {
+		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "opsgate-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func run(cfg config) error {
+	ctx := context.Background()
+	base := os.Getenv("DATABASE_URL")
+	if base == "" {
+		return fmt.Errorf("DATABASE_URL is not set (make bench sets it)")
+	}
+	rep := &report{Started: time.Now().UTC(), Machine: machine(), Quick: cfg.quick,
+		Results: map[string]stats{}, Ratios: map[string]float64{}, Checks: map[string]string{}, Replay: map[string]float64{}}
+
+	dbURL, drop, err := createDatabase(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	tmp, err := os.MkdirTemp("", "opsgate-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	progress("building opsgate and the River peer")
+	bin := filepath.Join(tmp, "opsgate")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/opsgate").CombinedOutput(); err != nil {
+		return fmt.Errorf("build opsgate: %v\n%s", err, out)
+	}
+	riverBin := filepath.Join(tmp, "riverbench")
+	build := exec.Command("go", "build", "-o", riverBin, ".")
+	build.Dir = "bench/river"
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the River peer: %v\n%s", err, out)
+	}
+
+	addr, pprofAddr := freeAddr(), freeAddr()
+	srv, err := startServer(ctx, bin, dbURL, addr, pprofAddr)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	c := newClient("http://" + addr)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	progress("creating a tenant with %d connections", cfg.connections)
+	fx, err := setup(ctx, c, cfg.connections)
+	if err != nil {
+		return err
+	}
+
+	// growth, part 1: start latency on a store that is (nearly) empty.
+	progress("growth: start latency on an empty store")
+	rep.Results["growth_empty_store"] = startLoad(ctx, c, fx, fx.conns[:200], 1, 0, 300)
+
+	for _, conc := range []int{1, 8, 32} {
+		progress("spread at concurrency %d: opsgate, single-INSERT baseline, River", conc)
+		spread := startLoad(ctx, c, fx, fx.conns, conc, cfg.spreadTime, 0)
+		baseline := insertBaseline(ctx, dbURL, conc, cfg.spreadTime)
+		peer, err := riverPeer(riverBin, dbURL, conc, cfg.spreadTime)
+		if err != nil {
+			return err
+		}
+		rep.Results[fmt.Sprintf("spread_c%d", conc)] = spread
+		rep.Results[fmt.Sprintf("baseline_insert_c%d", conc)] = baseline
+		rep.Results[fmt.Sprintf("river_unique_c%d", conc)] = peer
+		rep.Ratios[fmt.Sprintf("spread_vs_baseline_c%d", conc)] = ratio(spread.Throughput, baseline.Throughput)
+		rep.Ratios[fmt.Sprintf("spread_vs_river_c%d", conc)] = ratio(spread.Throughput, peer.Throughput)
+	}
+
+	// Latency at half the maximum throughput: pace 32 clients at half of
+	// the best spread throughput.
+	best := max(rep.Results["spread_c1"].Throughput, rep.Results["spread_c8"].Throughput, rep.Results["spread_c32"].Throughput)
+	progress("latency at half the maximum throughput (%.0f starts/s)", best/2)
+	rep.Results["spread_half_load"] = pacedLoad(ctx, c, fx, 32, best/2, cfg.spreadTime)
+
+	progress("hot scope: 64 clients on one connection for %s (profiling the server)", cfg.hotTime)
+	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
+	profDone := captureProfile(pprofAddr, cfg.hotTime-time.Second, profile)
+	hot, maxActive := hotScope(ctx, c, pool, fx, cfg.hotTime)
+	if err := <-profDone; err == nil {
+		rep.Profiles = append(rep.Profiles, profile)
+	} else {
+		progress("profile: %v", err)
+	}
+	rep.Results["hot_scope"] = hot
+	rep.Checks["hot_scope_max_active_runs"] = fmt.Sprint(maxActive)
+	if err := checkNeverTwoActive(ctx, pool, fx.hot); err != nil {
+		rep.Checks["hot_scope_history"] = "VIOLATED: " + err.Error()
+	} else {
+		rep.Checks["hot_scope_history"] = "never two active runs"
+	}
+
+	progress("freshness: commit-to-read-model lag and worker pickup")
+	lag, pickup := freshness(ctx, c, pool, fx, 400)
+	rep.Results["freshness_operations_view_lag"] = lag
+	rep.Results["freshness_worker_pickup"] = pickup
+
+	progress("growth: %d earlier events on one scope", cfg.scopeEvents)
+	small, large := fx.conns[len(fx.conns)-1], fx.conns[len(fx.conns)-2]
+	if err := seedScope(ctx, pool, fx, large, cfg.scopeEvents); err != nil {
+		return err
+	}
+	rep.Results["growth_scope_10_events"] = startLoad(ctx, c, fx, []string{small}, 1, 0, 300)
+	rep.Results["growth_scope_large"] = startLoad(ctx, c, fx, []string{large}, 1, 0, 300)
+	rep.Ratios["growth_scope_p50_large_vs_small"] = ratio(rep.Results["growth_scope_large"].P50ms, rep.Results["growth_scope_10_events"].P50ms)
+
+	progress("replay: seeding the store to %d events", cfg.replay)
+	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
+		return err
+	}
+	rep.Results["growth_large_store"] = startLoad(ctx, c, fx, fx.conns[:200], 1, 0, 300)
+	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
+	progress("replay: opsgate projections rebuild")
+	events, perSec, err := rebuild(bin, dbURL)
+	if err != nil {
+		return err
+	}
+	rep.Replay["events"], rep.Replay["events_per_second"] = events, perSec
+
+	printTable(os.Stdout, rep)
+	return writeJSON(rep)
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				model = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d CPU (%s), %s/%s, %s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+func createDatabase(ctx context.Context, base string) (string, func(), error) {
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return "", nil, fmt.Errorf("connect %s: %w", base, err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("opsgate_bench_%d", time.Now().Unix())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, fmt.Errorf("create database: %w", err)
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	drop := func() {
+		conn, err := pgx.Connect(context.Background(), base)
+		if err == nil {
+			_, _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			conn.Close(context.Background())
+		}
+	}
+	return u.String(), drop, nil
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type server struct{ cmd *exec.Cmd }
+
+const adminToken = "bench-admin-token-0123456789"
+
+func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr string) (*server, error) {
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
+		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY=16")
+	logFile, err := os.Create(filepath.Join(os.TempDir(), "opsgate-bench-server.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start opsgate: %w", err)
+	}
+	s := &server{cmd: cmd}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.stop()
+	return nil, fmt.Errorf("opsgate did not become ready (log: %s)", logFile.Name())
+}
+
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+func writeJSON(rep *report) error {
+	if err := os.MkdirAll(filepath.Join("bench", "results"), 0o755); err != nil {
+		return err
+	}
+	name := filepath.Join("bench", "results", "latest.json")
+	if rep.Quick {
+		name = filepath.Join("bench", "results", "latest-quick.json")
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(name, b, 0o644); err != nil {
+		return err
+	}
+	progress("wrote %s", name)
+	return nil
+}

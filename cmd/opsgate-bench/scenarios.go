@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+)
+
+type client struct {
+	base string
+	http *http.Client
+}
+
+func newClient(base string) *client {
+	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: time.Minute}
+	return &client{base: base, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+func (c *client) do(ctx context.Context, method, path, token string, body any, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, err
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+		}
+	}
+	if resp.StatusCode >= 500 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return resp.StatusCode, nil
+}
+
+type fixture struct {
+	tenant, user, token string
+	conns               []string
+	hot                 string
+}
+
+func setup(ctx context.Context, c *client, n int) (*fixture, error) {
+	var ws, tenant, user struct{ ID, Token string }
+	if _, err := c.do(ctx, "POST", "/api/v1/admin/workspaces", adminToken, map[string]string{"name": "bench"}, &ws); err != nil {
+		return nil, err
+	}
+	if _, err := c.do(ctx, "POST", "/api/v1/admin/tenants", adminToken, map[string]string{"workspace_id": ws.ID, "name": "bench"}, &tenant); err != nil {
+		return nil, err
+	}
+	if _, err := c.do(ctx, "POST", "/api/v1/admin/users", adminToken, map[string]string{"email": "bench@example.com", "name": "Bench"}, &user); err != nil {
+		return nil, err
+	}
+	if _, err := c.do(ctx, "POST", "/api/v1/admin/memberships", adminToken, map[string]string{"user_id": user.ID, "tenant_id": tenant.ID, "role": "owner"}, nil); err != nil {
+		return nil, err
+	}
+	fx := &fixture{tenant: tenant.ID, user: user.ID, token: user.Token, conns: make([]string, n+1)}
+	var mu sync.Mutex
+	var firstErr error
+	st := load(ctx, 8, 0, n+1, func(ctx context.Context, _, i int) error {
+		var conn struct{ ID string }
+		_, err := c.do(ctx, "POST", "/api/v1/tenants/"+tenant.ID+"/provider-connections", user.Token, map[string]any{
+			"provider": "simulated", "display_name": fmt.Sprintf("bench %d", i), "is_default": i == 0,
+			"consent": "granted", "credentials": "valid", "enabled": true,
+			"simulation": map[string]any{"latency_ms": 0, "fail_with": nil}}, &conn)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		fx.conns[i] = conn.ID
+		return err
+	})
+	if st.Errors > 0 {
+		return nil, fmt.Errorf("create connections: %w", firstErr)
+	}
+	fx.hot, fx.conns = fx.conns[0], fx.conns[1:]
+	return fx, nil
+}
+
+var operations = []string{"inventory-sync", "compliance-snapshot", "check"}
+
+// startLoad posts starts spread over conns; each client walks its own
+// stride of the connections.
+func startLoad(ctx context.Context, c *client, fx *fixture, conns []string, concurrency int, d time.Duration, n int) stats {
+	return load(ctx, concurrency, d, n, func(ctx context.Context, w, i int) error {
+		conn := conns[i%len(conns)]
+		var res struct{ Outcome string }
+		status, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/"+operations[(i/len(conns))%len(operations)], fx.token, nil, &res)
+		if err != nil {
+			return err
+		}
+		if res.Outcome == "" || status >= 500 {
+			return fmt.Errorf("start answered %d", status)
+		}
+		return nil
+	})
+}
+
+// pacedLoad issues starts at a fixed rate from concurrency clients.
+func pacedLoad(ctx context.Context, c *client, fx *fixture, concurrency int, rate float64, d time.Duration) stats {
+	if rate <= 0 {
+		rate = 1
+	}
+	interval := time.Duration(float64(time.Second) * float64(concurrency) / rate)
+	return load(ctx, concurrency, d, 0, func(ctx context.Context, w, i int) error {
+		next := time.Now().Add(interval)
+		defer func() { time.Sleep(time.Until(next)) }()
+		conn := fx.conns[i%len(fx.conns)]
+		_, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", fx.token, nil, nil)
+		return err
+	})
+}
+
+func insertBaseline(ctx context.Context, dbURL string, concurrency int, d time.Duration) stats {
+	cfg, _ := pgxpool.ParseConfig(dbURL)
+	cfg.MaxConns = int32(concurrency + 1)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return stats{Errors: 1}
+	}
+	defer pool.Close()
+	_, _ = pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_baseline (id BIGSERIAL PRIMARY KEY, payload JSONB NOT NULL)`)
+	return load(ctx, concurrency, d, 0, func(ctx context.Context, w, i int) error {
+		_, err := pool.Exec(ctx, `INSERT INTO bench_baseline (payload) VALUES ($1)`, []byte(`{"operation":"inventory.sync"}`))
+		return err
+	})
+}
+
+func riverPeer(bin, dbURL string, concurrency int, d time.Duration) (stats, error) {
+	if out, err := exec.Command(bin, "-db", dbURL, "-migrate").CombinedOutput(); err != nil {
+		return stats{}, fmt.Errorf("river migrate: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "-db", dbURL, "-c", strconv.Itoa(concurrency), "-d", d.String()).Output()
+	if err != nil {
+		return stats{}, fmt.Errorf("river peer: %w", err)
+	}
+	var r struct {
+		Count      int     `json:"count"`
+		Errors     int     `json:"errors"`
+		Seconds    float64 `json:"seconds"`
+		Throughput float64 `json:"throughput"`
+		P50ms      float64 `json:"p50_ms"`
+		P95ms      float64 `json:"p95_ms"`
+		P99ms      float64 `json:"p99_ms"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return stats{}, fmt.Errorf("river peer output %q: %w", out, err)
+	}
+	return stats{Count: r.Count, Errors: r.Errors, Seconds: r.Seconds, Throughput: r.Throughput,
+		P50ms: r.P50ms, P95ms: r.P95ms, P99ms: r.P99ms}, nil
+}
+
+func captureProfile(pprofAddr string, d time.Duration, path string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, int(d.Seconds())))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		f.Close()
+		done <- err
+	}()
+	return done
+}
+
+// hotScope runs 64 clients against one connection and samples the number
+// of active runs on it all along.
+func hotScope(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, d time.Duration) (stats, int) {
+	var maxActive atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			if pool.QueryRow(ctx, `SELECT count(*) FROM runs WHERE scope_id = $1 AND status IN ('queued','running')`,
+				string(domain.ConnectionScope(fx.hot))).Scan(&n) == nil && n > maxActive.Load() {
+				maxActive.Store(n)
+			}
+		}
+	}()
+	st := load(ctx, 64, d, 0, func(ctx context.Context, w, i int) error {
+		var res struct{ Outcome string }
+		status, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+fx.hot+"/"+operations[w%2], fx.token, nil, &res)
+		if err != nil {
+			return err
+		}
+		if res.Outcome == "" {
+			return fmt.Errorf("start answered %d", status)
+		}
+		return nil
+	})
+	close(stop)
+	<-sampled
+	return st, int(maxActive.Load())
+}
+
+// checkNeverTwoActive folds the hot scope's stream and fails if a start
+// was accepted while another run held the scope.
+func checkNeverTwoActive(ctx context.Context, pool *pgxpool.Pool, conn string) error {
+	store := eventstore.New(pool, gate.NewRegistry())
+	events, err := store.ReadStream(ctx, string(domain.ConnectionScope(conn)), 1)
+	if err != nil {
+		return err
+	}
+	var state domain.ScopeState
+	for _, e := range events {
+		p, err := store.Registry().Decode(e)
+		if err != nil {
+			return err
+		}
+		if _, ok := p.(domain.StartAccepted); ok && state.Active != nil {
+			return fmt.Errorf("run accepted at version %d while %s was active", e.StreamVersion, state.Active.RunID)
+		}
+		state = domain.Evolve(state, p.(domain.Event))
+	}
+	return nil
+}
+
+// freshness measures, for n accepted starts, the time from the HTTP answer
+// until the run is in the Operations view, and the worker's pickup time.
+func freshness(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, n int) (stats, stats) {
+	var ids []string
+	var lags []time.Duration
+	var mu sync.Mutex
+	run := load(ctx, 4, 0, n, func(ctx context.Context, w, i int) error {
+		conn := fx.conns[i%len(fx.conns)]
+		var res struct {
+			Outcome string
+			Run     struct{ ID string }
+		}
+		if _, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/compliance-snapshot", fx.token, nil, &res); err != nil {
+			return err
+		}
+		if res.Outcome != "accepted" {
+			return errors.New("not accepted")
+		}
+		t0 := time.Now()
+		for time.Since(t0) < 5*time.Second {
+			var one int
+			err := pool.QueryRow(ctx, `SELECT 1 FROM projections.ops_runs WHERE id = $1`, res.Run.ID).Scan(&one)
+			if err == nil {
+				mu.Lock()
+				ids = append(ids, res.Run.ID)
+				lags = append(lags, time.Since(t0))
+				mu.Unlock()
+				return nil
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		return errors.New("never projected")
+	})
+	elapsed := time.Duration(run.Seconds * float64(time.Second))
+	lag := summarise(lags, run.Errors, elapsed)
+	var pickups []time.Duration
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var pending int
+		_ = pool.QueryRow(ctx, `SELECT count(*) FROM projections.ops_runs WHERE id = ANY($1) AND started_at IS NULL`, ids).Scan(&pending)
+		if pending == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rows, err := pool.Query(ctx, `SELECT extract(epoch FROM o.started_at - o.created_at)::float8 FROM projections.ops_runs o WHERE o.id = ANY($1) AND o.started_at IS NOT NULL`, ids)
+	if err == nil {
+		for rows.Next() {
+			var s float64
+			if rows.Scan(&s) == nil {
+				pickups = append(pickups, time.Duration(s*float64(time.Second)))
+			}
+		}
+		rows.Close()
+	}
+	return lag, summarise(pickups, len(ids)-len(pickups), elapsed)
+}
+
+// seedScope appends n StartDeduped events to conn's scope as history and
+// moves its snapshot along, as n earlier starts would have.
+func seedScope(ctx context.Context, pool *pgxpool.Pool, fx *fixture, conn string, n int) error {
+	scope := string(domain.ConnectionScope(conn))
+	var version int64
+	_ = pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, scope).Scan(&version)
+	_, err := pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+		SELECT $1, $2 + g, 'D' || lpad(g::text, 25, '0'), 'StartDeduped', 1, $3,
+			jsonb_build_object('run_id', 'SEEDRUN', 'tenant_id', $3, 'scope_id', $1, 'type', 'inventory.sync',
+				'canonical_type', 'inventory.sync', 'label', 'Inventory sync', 'surface', 'inventory_sync',
+				'initiator_id', $4, 'at', now()),
+			jsonb_build_object('actor', $4, 'tenant_id', $3, 'correlation_id', 'SEEDRUN')
+		FROM generate_series(1, $5) g`, scope, version, fx.tenant, fx.user, n)
+	if err != nil {
+		return fmt.Errorf("seed scope: %w", err)
+	}
+	_, err = pool.Exec(ctx, `UPDATE scopes SET version = $2 WHERE scope_id = $1`, scope, version+int64(n))
+	return err
+}
+
+// seedHistory grows the store to total events with complete synthetic run
+// histories (accepted, started, succeeded) on scopes of their own.
+func seedHistory(ctx context.Context, pool *pgxpool.Pool, fx *fixture, total int) error {
+	var have int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&have); err != nil {
+		return err
+	}
+	runs := (total - have) / 3
+	const batch = 50_000
+	for from := 0; from < runs; from += batch {
+		to := min(from+batch, runs)
+		_, err := pool.Exec(ctx, `WITH r AS (
+				SELECT g, 'R' || lpad(g::text, 25, '0') AS run, 'scope-connection-SYN' || g AS scope FROM generate_series($1::int, $2::int - 1) g)
+			INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+			SELECT r.scope, k, chr(64 + k) || lpad(r.g::text, 25, '0'),
+				(ARRAY['StartAccepted','RunStarted','RunSucceeded'])[k], 1, $3,
+				CASE k WHEN 1 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope,
+						'type', 'inventory.sync', 'canonical_type', 'inventory.sync', 'label', 'Inventory sync',
+						'surface', 'inventory_sync', 'initiator_id', $4, 'at', now(),
+						'provider_connection', jsonb_build_object('id', 'SYN' || r.g, 'display_name', 'synthetic', 'provider', 'simulated'))
+					WHEN 2 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope, 'epoch', 1, 'worker_id', 'seed', 'at', now())
+					ELSE jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope, 'epoch', 1, 'at', now()) END,
+				jsonb_build_object('actor', $4, 'tenant_id', $3, 'correlation_id', r.run)
+			FROM r CROSS JOIN generate_series(1, 3) k ORDER BY r.g, k`, from, to, fx.tenant, fx.user)
+		if err != nil {
+			return fmt.Errorf("seed history: %w", err)
+		}
+		progress("replay: seeded %d of %d synthetic runs", to, runs)
+	}
+	_, err := pool.Exec(ctx, `ANALYZE events`)
+	return err
+}
+
+var rebuildLine = regexp.MustCompile(`from (\d+) events in .* \((\d+) events/s\)`)
+
+func rebuild(bin, dbURL string) (float64, float64, error) {
+	cmd := exec.Command(bin, "projections", "rebuild")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("rebuild: %w", err)
+	}
+	m := rebuildLine.FindSubmatch(out)
+	if m == nil {
+		return 0, 0, fmt.Errorf("rebuild printed %q", out)
+	}
+	events, _ := strconv.ParseFloat(string(m[1]), 64)
+	perSec, _ := strconv.ParseFloat(string(m[2]), 64)
+	return events, perSec, nil
+}
+
+func printTable(w io.Writer, rep *report) {
+	fmt.Fprintf(w, "\nopsgate benchmark, %s, %s%s\n\n", rep.Started.Format(time.RFC3339), rep.Machine, map[bool]string{true: " (quick)", false: ""}[rep.Quick])
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tcount\terrors\tper second\tp50 ms\tp95 ms\tp99 ms\t")
+	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
+		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load", "hot_scope",
+		"freshness_operations_view_lag", "freshness_worker_pickup", "growth_empty_store", "growth_large_store",
+		"growth_scope_10_events", "growth_scope_large"}
+	for _, k := range order {
+		s, ok := rep.Results[k]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t\n", k, s.Count, s.Errors, s.Throughput, s.P50ms, s.P95ms, s.P99ms)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
+		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32",
+		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small"} {
+		fmt.Fprintf(w, "%-34s %.2fx\n", k, rep.Ratios[k])
+	}
+	fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s\n", "replay (projections rebuild)", rep.Replay["events"], rep.Replay["events_per_second"])
+	for k, v := range rep.Checks {
+		fmt.Fprintf(w, "%-34s %s\n", k, v)
+	}
+}

@@ -1,0 +1,174 @@
+package projections_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// TestNotificationsGoToTheInitiatorOnly: a terminal outcome of an
+// accepted run notifies its initiator, once; other members of the tenant,
+// the canceller, deduped starters and blocked starts get nothing.
+func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.startProjectors()
+	tn, other := f.tenant("Fabrikam"), f.tenant("Northwind")
+	owner := f.user("owner", domain.RoleOwner, tn.ID)
+	alice := f.user("alice", domain.RoleOperator, tn.ID)
+	bob := f.user("bob", domain.RoleOperator, tn.ID)
+	auditor := f.user("auditor", domain.RoleAuditor, tn.ID)
+	outsider := f.user("outsider", domain.RoleOwner, other.ID)
+	connA := f.connection(owner, tn.ID, "Graph A", asDefault)
+	connB := f.connection(owner, tn.ID, "Graph B")
+	connC := f.connection(owner, tn.ID, "Graph C")
+	off := f.connection(owner, tn.ID, "Off", disabled)
+
+	// Alice's groups sync succeeds; Bob's start of the same is deduped on it.
+	okRun := f.expect(domain.OutcomeAccepted, tenantStart(alice, domain.SurfaceGroupsSync, tn.ID, "")).Run
+	f.expect(domain.OutcomeDeduped, tenantStart(bob, domain.SurfaceGroupsSync, tn.ID, ""))
+	f.expect(domain.OutcomeScopeBusy, connStart(bob, domain.SurfaceInventorySync, connA.ID))
+	c := f.begin(okRun.ID)
+	if err := f.svc.Succeed(f.ctx, c); err != nil {
+		t.Fatalf("succeed: %v", err)
+	}
+	// Bob's inventory sync fails.
+	failRun := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceInventorySync, connB.ID)).Run
+	c = f.begin(failRun.ID)
+	if err := f.svc.Fail(f.ctx, c, domain.ReasonCredentialsRejected); err != nil {
+		t.Fatalf("fail: %v", err)
+	}
+	// Alice's compliance snapshot is cancelled by the owner while running.
+	cancelRun := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceComplianceSnapshot, connC.ID)).Run
+	f.begin(cancelRun.ID)
+	if _, err := f.svc.CancelRun(f.ctx, owner, cancelRun.ID); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	// Bob's start on a disabled connection is blocked: no notification.
+	f.expect(domain.OutcomeBlocked, connStart(bob, domain.SurfaceConnectionCheck, off.ID))
+	// Alice's run still queued: no notification yet.
+	pending := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceConnectionCheck, connB.ID)).Run
+	// A lost worker of Bob's: one failure notification.
+	lost := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceComplianceSnapshot, connC.ID)).Run
+	if _, err := f.svc.BeginRun(f.ctx, lost.ID, "worker-lost", time.Microsecond); err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the reaper to end the lost run", func() bool {
+		n, err := f.svc.ReapExpired(f.ctx, 10)
+		if err != nil {
+			t.Fatalf("reap: %v", err)
+		}
+		return n == 1
+	})
+
+	notes := func(user string) []projections.Notification {
+		t.Helper()
+		list, next, err := f.reader.Notifications(f.ctx, user, "", 100)
+		if err != nil {
+			t.Fatalf("notifications of %s: %v", user, err)
+		}
+		if next != "" {
+			t.Fatalf("notifications of %s: unexpected next page", user)
+		}
+		return list
+	}
+	type want struct {
+		run    domain.Run
+		status domain.RunStatus
+		tone   domain.Tone
+		reason domain.ReasonCode
+	}
+	check := func(user string, wants ...want) {
+		t.Helper()
+		got := notes(user)
+		if len(got) != len(wants) {
+			t.Errorf("user %s has %d notifications, want %d: %+v", user, len(got), len(wants), got)
+			return
+		}
+		for i, w := range wants { // newest first
+			n := got[i]
+			if n.RunID != w.run.ID || n.Status != w.status || n.TenantID != tn.ID || n.Message.Tone != w.tone {
+				t.Errorf("user %s notification %d: run %s status %s tone %s tenant %s, want run %s status %s tone %s",
+					user, i, n.RunID, n.Status, n.Message.Tone, n.TenantID, w.run.ID, w.status, w.tone)
+			}
+			if n.Message.Title == "" || n.Message.Body == "" {
+				t.Errorf("user %s notification %d: empty message %+v", user, i, n.Message)
+			}
+			if n.Links.Self != domain.RunHref(w.run.ID) {
+				t.Errorf("user %s notification %d: link %s", user, i, n.Links.Self)
+			}
+			checkReason(t, "notification of "+w.run.ID, n.Reason, w.reason)
+			if w.reason != "" && len(n.NextSteps) == 0 {
+				t.Errorf("user %s notification %d: no next steps for %s", user, i, w.reason)
+			}
+			// The notification says what the run detail says.
+			v := f.getRun(w.run.ID)
+			msg, steps := domain.PresentRun(v.Run)
+			if msg != n.Message || len(steps) != len(n.NextSteps) {
+				t.Errorf("user %s notification %d: message %+v / %d steps, the run's presenter says %+v / %d steps",
+					user, i, n.Message, len(n.NextSteps), msg, len(steps))
+			}
+			if v.FinishedAt == nil || !n.CreatedAt.Equal(*v.FinishedAt) {
+				t.Errorf("user %s notification %d: created %v, run finished %v", user, i, n.CreatedAt, v.FinishedAt)
+			}
+		}
+	}
+	check(alice,
+		want{cancelRun, domain.StatusCancelled, toneOf(t, domain.StatusCancelled), domain.ReasonCancelled},
+		want{okRun, domain.StatusSucceeded, domain.ToneSuccess, ""})
+	check(bob,
+		want{lost, domain.StatusFailed, domain.ToneDanger, domain.ReasonExecutionLost},
+		want{failRun, domain.StatusFailed, domain.ToneDanger, domain.ReasonCredentialsRejected})
+	check(owner)
+	check(auditor)
+	check(outsider)
+
+	// Paging: one per page.
+	first, next, err := f.reader.Notifications(f.ctx, alice, "", 1)
+	if err != nil || len(first) != 1 || next != first[0].ID {
+		t.Fatalf("first page: %+v next %q err %v", first, next, err)
+	}
+	second, next, err := f.reader.Notifications(f.ctx, alice, next, 1)
+	if err != nil || len(second) != 1 || second[0].RunID != okRun.ID || next != "" {
+		t.Fatalf("second page: %+v next %q err %v", second, next, err)
+	}
+
+	// Exactly one per ended run; none for the blocked and the queued run.
+	if n := f.count(`SELECT count(*) FROM projections.ops_notifications`); n != 4 {
+		t.Errorf("%d notifications in all, want 4", n)
+	}
+	if n := f.count(`SELECT count(*) FROM projections.ops_notifications WHERE run_id = $1`, pending.ID); n != 0 {
+		t.Errorf("queued run has %d notifications", n)
+	}
+	if n := f.count(`SELECT count(*) FROM projections.ops_notifications n JOIN projections.ops_runs r ON r.id = n.run_id
+		WHERE r.status = 'blocked'`); n != 0 {
+		t.Errorf("blocked runs have %d notifications", n)
+	}
+
+	// Ending the pending run notifies Alice once more; re-cancelling it is refused.
+	if _, err := f.svc.CancelRun(f.ctx, bob, pending.ID); err != nil {
+		t.Fatalf("cancel pending: %v", err)
+	}
+	if _, err := f.svc.CancelRun(f.ctx, owner, pending.ID); err == nil {
+		t.Fatal("second cancel accepted")
+	}
+	if got := notes(alice); len(got) != 3 || got[0].RunID != pending.ID {
+		t.Errorf("alice after the cancel: %+v", got)
+	}
+	check(bob,
+		want{lost, domain.StatusFailed, domain.ToneDanger, domain.ReasonExecutionLost},
+		want{failRun, domain.StatusFailed, domain.ToneDanger, domain.ReasonCredentialsRejected})
+	f.verifyClean("notifications")
+	_ = gate.ProviderSimulated
+}
+
+// toneOf is the presenter's tone for a run ending in status.
+func toneOf(t *testing.T, status domain.RunStatus) domain.Tone {
+	t.Helper()
+	r := domain.MustReason(domain.ReasonCancelled)
+	msg, _ := domain.PresentRun(domain.Run{Status: status, Label: "x", Reason: &r})
+	return msg.Tone
+}

@@ -1,0 +1,262 @@
+package projections_test
+
+import (
+	"context"
+	"errors"
+	"math/rand"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+)
+
+// offsetsAtEnd reports whether every projector's consumer group has
+// acknowledged the newest message of the events topic.
+func (f *fixture) offsetsAtEnd() bool {
+	f.t.Helper()
+	var behind int
+	err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM unnest($1::text[]) g
+		LEFT JOIN watermill_offsets_events o ON o.consumer_group = 'projector.' || g
+		WHERE o.offset_acked IS DISTINCT FROM (SELECT max("offset") FROM watermill_events)`, projectorNames).Scan(&behind)
+	if err != nil {
+		f.t.Fatalf("read offsets: %v", err)
+	}
+	return behind == 0
+}
+
+// TestRedeliveryChangesNothing makes watermill deliver again events the
+// projectors applied before (offsets rewound to the start, deleted, or
+// rewound halfway) and checks that no row, count or checkpoint moves.
+func TestRedeliveryChangesNothing(t *testing.T) {
+	t.Parallel()
+	seed := workloadSeed(t)
+	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
+	f := newFixture(t)
+	ps := f.startProjectors()
+	w := newWorld(f, 3)
+	w.run(seed, 150, 3, nil)
+	// Make sure every kind of row exists: counts, an active run, a notification.
+	wt := w.tenants[0]
+	conn := wt.conns[0]
+	if _, err := f.svc.UpdateConnection(f.ctx, wt.owner, conn, gate.ConnectionPatch{
+		Enabled: ptr(true), Consent: ptr(domain.ConsentGranted), Credentials: ptr(domain.CredentialsValid)}); err != nil {
+		t.Fatalf("make ready: %v", err)
+	}
+	var active string
+	for i := 0; i < 3; i++ {
+		res := f.start(connStart(wt.owner, domain.SurfaceInventorySync, conn))
+		w.record(res)
+		if res.Outcome == domain.OutcomeAccepted || res.Outcome == domain.OutcomeDeduped {
+			active = res.Run.ID
+		}
+	}
+	if active == "" {
+		t.Fatal("no active inventory sync to dedupe on")
+	}
+	w.record(f.start(connStart(wt.owner, domain.SurfaceComplianceSnapshot, conn)))
+	f.waitCaughtUp(30 * time.Second)
+	waitFor(t, 30*time.Second, "offsets to reach the end", f.offsetsAtEnd)
+	ps.stop(t)
+	before := f.snapshot()
+	if len(before["ops_notifications"]) == 0 || len(before["notify_runs"]) == 0 || len(before["ops_queue"]) == 0 {
+		t.Fatalf("workload left some table empty: %d notifications, %d notify_runs, %d queued",
+			len(before["ops_notifications"]), len(before["notify_runs"]), len(before["ops_queue"]))
+	}
+
+	// operations: back to the very start; queue: offsets forgotten;
+	// notifications: back to the middle of the history.
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := f.pool.Exec(f.ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`UPDATE watermill_offsets_events SET offset_acked = 0, last_processed_transaction_id = '0' WHERE consumer_group = 'projector.operations'`)
+	exec(`DELETE FROM watermill_offsets_events WHERE consumer_group = 'projector.queue'`)
+	exec(`UPDATE watermill_offsets_events o SET offset_acked = m."offset", last_processed_transaction_id = m.transaction_id
+		FROM (SELECT "offset", transaction_id FROM watermill_events ORDER BY transaction_id, "offset"
+		      OFFSET (SELECT count(*) / 2 FROM watermill_events) LIMIT 1) m
+		WHERE o.consumer_group = 'projector.notifications'`)
+	if f.offsetsAtEnd() {
+		t.Fatal("offsets were not rewound")
+	}
+
+	var redelivered atomic.Int64
+	ps = f.startProjectorsWith(f.runner(func(string, time.Time) { redelivered.Add(1) }))
+	waitFor(t, 30*time.Second, "the rewound offsets to reach the end again", f.offsetsAtEnd)
+	ps.stop(t)
+	if n := redelivered.Load(); n != 0 {
+		t.Errorf("%d redelivered events were applied again", n)
+	}
+	diffSnapshots(t, "after redelivery", before, f.snapshot())
+	w.checkAgainstWriteSide()
+
+	// The projectors carry on exactly once after the redelivery.
+	ps = f.startProjectors()
+	res := f.expect(domain.OutcomeDeduped, connStart(wt.owner, domain.SurfaceInventorySync, conn))
+	w.record(res)
+	if v := f.getRun(active); v.DedupedCount != w.deduped[active] {
+		t.Errorf("deduped_count %d after one more dedupe, want %d", v.DedupedCount, w.deduped[active])
+	}
+	f.waitCaughtUp(30 * time.Second)
+	w.checkAgainstWriteSide()
+	f.verifyClean("after redelivery")
+	_ = ps
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestKilledMidBatchResumesExactly kills the projectors again and again in
+// the middle of a batch while a burst of starts is being written and
+// projected, then lets them finish: no event is lost and none is counted
+// twice.
+func TestKilledMidBatchResumesExactly(t *testing.T) {
+	t.Parallel()
+	seed := workloadSeed(t)
+	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewSource(seed))
+	f := newFixture(t)
+	tn := f.tenant("Burst")
+	owner := f.user("owner", domain.RoleOwner, tn.ID)
+	op := f.user("operator", domain.RoleOperator, tn.ID)
+	const writers, perWriter, connsPerWriter = 8, 250, 3
+	conns := make([][]string, writers)
+	for i := range conns {
+		for j := 0; j < connsPerWriter; j++ {
+			conns[i] = append(conns[i], f.connection(owner, tn.ID, "Graph").ID)
+		}
+	}
+	w := &world{f: f, outcomes: map[domain.Outcome]int{}, deduped: map[string]int{}, scopeBusy: map[string]int{},
+		ops: map[string]int{}, rejected: map[string]int{}}
+
+	// The burst: 2,000 starts on 24 connections, mostly deduped or busy,
+	// now and then the active run finishes so that new runs are accepted.
+	var writing sync.WaitGroup
+	var writeErr atomic.Value
+	surfaces := []domain.Surface{domain.SurfaceInventorySync, domain.SurfaceInventorySync, domain.SurfaceInventorySync, domain.SurfaceComplianceSnapshot}
+	for i := 0; i < writers; i++ {
+		writing.Add(1)
+		go func(i int) {
+			defer writing.Done()
+			r := rand.New(rand.NewSource(seed + int64(i) + 1))
+			active := map[string]string{}
+			for j := 0; j < perWriter; j++ {
+				conn := pick(r, conns[i])
+				if id := active[conn]; id != "" && r.Intn(40) == 0 {
+					var err error
+					if r.Intn(2) == 0 {
+						_, err = f.svc.CancelRun(f.ctx, owner, id)
+					} else {
+						var c gate.Claim
+						if c, err = f.svc.BeginRun(f.ctx, id, "w", leaseLong); err == nil {
+							err = f.svc.Succeed(f.ctx, c)
+						}
+					}
+					if err != nil {
+						writeErr.Store(err)
+						return
+					}
+					delete(active, conn)
+				}
+				resp, err := f.svc.Start(f.ctx, connStart(op, pick(r, surfaces), conn))
+				if err != nil {
+					writeErr.Store(err)
+					return
+				}
+				w.record(resp.Result)
+				if resp.Result.Outcome == domain.OutcomeAccepted {
+					active[conn] = resp.Result.Run.ID
+				}
+			}
+		}(i)
+	}
+	wroteAll := make(chan struct{})
+	go func() { writing.Wait(); close(wroteAll) }()
+
+	// Kill rounds: each round runs every projector and kills them all when
+	// the operations projector has applied k events of this round, which
+	// is inside a batch (up to 500 messages in one transaction) as long as
+	// the backlog is longer than k.
+	kills := 0
+	for round := 0; round < 6; round++ {
+		k := int64(50 + rng.Intn(350))
+		var applied atomic.Int64
+		var killOnce sync.Once
+		killed := make(chan struct{})
+		kctx, kill := context.WithCancel(f.ctx)
+		r := f.runner(func(name string, _ time.Time) {
+			if name == "operations" && applied.Add(1) == k {
+				killOnce.Do(func() { kill(); close(killed) })
+			}
+		})
+		cpBefore := f.checkpoint("operations")
+		ps := f.startProjectorsIn(kctx, r)
+		caughtUp := false
+		waitFor(t, 60*time.Second, "a kill or a catch-up", func() bool {
+			select {
+			case <-killed:
+				return true
+			default:
+			}
+			select {
+			case <-wroteAll:
+				ok, err := projections.NewReader(f.pool, 0).CatchUp(f.ctx, "operations")
+				if err != nil {
+					t.Fatalf("catch up: %v", err)
+				}
+				caughtUp = ok
+				return ok
+			default:
+				return false
+			}
+		})
+		ps.stop(t)
+		kill()
+		if caughtUp {
+			t.Logf("round %d: caught up before %d events", round, k)
+			break
+		}
+		kills++
+		t.Logf("round %d: killed after %d events; checkpoint %v -> %v", round, k, cpBefore, f.checkpoint("operations"))
+	}
+	if kills == 0 {
+		t.Error("the projectors were never killed mid-batch")
+	}
+	<-wroteAll
+	if err := writeErr.Load(); err != nil {
+		t.Fatalf("burst: %v", err)
+	}
+	t.Logf("burst outcomes %v", w.outcomes)
+
+	f.startProjectors()
+	f.waitCaughtUp(60 * time.Second)
+	w.checkAgainstWriteSide()
+	f.verifyClean("after kills")
+	total := 0
+	for _, n := range w.outcomes {
+		total += n
+	}
+	if got := f.count(`SELECT coalesce(sum(deduped_count + scope_busy_count), 0) + count(*) FROM projections.ops_runs`); got != total {
+		t.Errorf("ops_runs accounts for %d starts, the gate answered %d", got, total)
+	}
+}
+
+// checkpoint returns a projector's checkpoint as "tx/position" ("" for none).
+func (f *fixture) checkpoint(name string) string {
+	f.t.Helper()
+	var cp string
+	err := f.pool.QueryRow(f.ctx, `SELECT tx_id::text || '/' || position FROM projections.projection_checkpoints WHERE projector = $1`, name).Scan(&cp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ""
+	}
+	if err != nil {
+		f.t.Fatalf("read checkpoint: %v", err)
+	}
+	return cp
+}
