@@ -39,23 +39,22 @@ var (
 )
 
 // loadDoc fetches GET /api/v1/openapi.json from s.
-func loadDoc(t *testing.T, s *testServer) *apiDoc {
-	t.Helper()
+func loadDoc(s *testServer) (*apiDoc, error) {
 	resp, err := s.client.Get(s.URL + "/api/v1/openapi.json")
 	if err != nil {
-		t.Fatalf("get openapi.json: %v", err)
+		return nil, fmt.Errorf("get openapi.json: %w", err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("get openapi.json: %d %s %v", resp.StatusCode, raw, err)
+		return nil, fmt.Errorf("get openapi.json: %d %s %v", resp.StatusCode, raw, err)
 	}
 	if mt := mediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
-		t.Fatalf("openapi.json served as %q", mt)
+		return nil, fmt.Errorf("openapi.json served as %q", mt)
 	}
 	v, err := decodeNumbers(raw)
 	if err != nil {
-		t.Fatalf("openapi.json: %v", err)
+		return nil, fmt.Errorf("openapi.json: %w", err)
 	}
 	doc := &apiDoc{raw: v.(map[string]any)}
 	comps, _ := doc.raw["components"].(map[string]any)
@@ -66,7 +65,7 @@ func loadDoc(t *testing.T, s *testServer) *apiDoc {
 		re := regexp.MustCompile("^" + quotedParam.ReplaceAllString(regexp.QuoteMeta(p), "[^/]+") + "$")
 		doc.paths = append(doc.paths, docPath{template: p, re: re, item: item.(map[string]any)})
 	}
-	return doc
+	return doc, nil
 }
 
 func decodeNumbers(raw []byte) (any, error) {
@@ -295,7 +294,7 @@ func openAPIPath(p string) string { return echoParam.ReplaceAllString(p, "{$1}")
 // $ref resolves, and problems are documented as application/problem+json.
 func TestOpenAPICoversRoutes(t *testing.T) {
 	t.Parallel()
-	s := newServer(t)
+	s := server(t)
 	doc := s.doc
 	if v, _ := doc.raw["openapi"].(string); !strings.HasPrefix(v, "3.") {
 		t.Errorf("openapi version %q", v)
@@ -374,7 +373,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 // on is not vacuous.
 func TestSchemaValidatorRejects(t *testing.T) {
 	t.Parallel()
-	s := newServer(t)
+	s := server(t)
 	start := `{"outcome":"accepted","run":{"id":"x","tenant_id":"t","type":"a","canonical_type":"a","label":"A","status":"queued",
 		"target":null,"provider_connection":null,"initiator_id":"u","surface":"s","created_at":"2024-01-01T00:00:00Z",
 		"started_at":null,"finished_at":null,"reason":null,"links":{"self":"/api/v1/operations/x"}},

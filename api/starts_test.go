@@ -376,7 +376,8 @@ func TestReadYourWrites(t *testing.T) {
 				got.Surface != want.Surface || got.Links != want.Links || *got.ProviderConnection != *want.ProviderConnection {
 				t.Fatalf("read back %+v\nwant %+v", got, want)
 			}
-			if !got.CreatedAt.Equal(want.CreatedAt) {
+			// PostgreSQL keeps microseconds; see TestStartTimestampsMatchReadModel.
+			if !got.CreatedAt.Equal(want.CreatedAt.Truncate(time.Microsecond)) {
 				t.Errorf("created_at reads back as %s, the StartResult said %s", got.CreatedAt.Format(time.RFC3339Nano), want.CreatedAt.Format(time.RFC3339Nano))
 			}
 			var page struct {
@@ -387,6 +388,21 @@ func TestReadYourWrites(t *testing.T) {
 				t.Fatalf("newest run listed is %+v, want %s", page.Items, want.ID)
 			}
 		}
+	}
+}
+
+// TestStartTimestampsMatchReadModel: the run a StartResult shows and the
+// same run read back carry the same created_at.
+func TestStartTimestampsMatchReadModel(t *testing.T) {
+	knownBug(t, "gate stamps runs with nanoseconds (time.Now) while PostgreSQL and the read model keep microseconds")
+	t.Parallel()
+	f := newFixture(t)
+	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	var got runJSON
+	f.mustJSON(t, 200, "GET", res.Run.Links.Self, f.owner.Token, nil, &got)
+	if !got.CreatedAt.Equal(res.Run.CreatedAt) {
+		t.Errorf("created_at reads back as %s, the StartResult said %s",
+			got.CreatedAt.Format(time.RFC3339Nano), res.Run.CreatedAt.Format(time.RFC3339Nano))
 	}
 }
 
@@ -449,6 +465,7 @@ func TestIdempotencyKeys(t *testing.T) {
 // TestIdempotencyReplayIsAuthorized: a replayed key still passes the
 // authorization of contract section 4 first (decision precedence).
 func TestIdempotencyReplayIsAuthorized(t *testing.T) {
+	knownBug(t, "gate.Start looks the idempotency key up before it authorizes, so a demoted user's replay still answers 202")
 	t.Parallel()
 	f := newFixture(t)
 	sc := contractSurfaces[0]

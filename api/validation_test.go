@@ -29,8 +29,7 @@ type badCase struct {
 // TestBadInput: malformed, mistyped or unknown input is a 4xx problem
 // with a stable code, never a 5xx, and records nothing.
 func TestBadInput(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
+	f := newExclusiveFixture(t) // not parallel: checks that nothing at all is recorded
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
 	expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted")
 	var session struct{ ID string }
@@ -156,8 +155,7 @@ func TestBadInput(t *testing.T) {
 // TestBodyTooLarge: bodies over 1 MiB get 413, with and without a
 // Content-Length, and record nothing.
 func TestBodyTooLarge(t *testing.T) {
-	t.Parallel()
-	f := newFixture(t)
+	f := newExclusiveFixture(t) // not parallel: checks that nothing at all is recorded
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
 	// A JSON object just over the limit: the decoder would accept it whole.
 	big := func() []byte {

@@ -71,7 +71,7 @@ func newRegistry() *eventstore.Registry {
 // same server delays (but never breaks) delivery.
 const (
 	deliveryTimeout = 60 * time.Second
-	testTimeout     = 3 * time.Minute
+	testTimeout     = 5 * time.Minute
 )
 
 func newStore(t testing.TB) *eventstore.Store {

@@ -173,6 +173,18 @@ func (t *Tx) Append(ctx context.Context, stream string, expectedVersion int64, p
 	return t.insert(ctx, stream, current, payloads)
 }
 
+// AppendAt appends payloads to stream as versions version+1, ... without
+// first reading the stream's version: for a caller that holds the stream's
+// lock and knows its version (from a snapshot kept in the same
+// transactions). A wrong version still fails, with a *VersionConflictError,
+// on the unique key of stream and version, and aborts the transaction.
+func (t *Tx) AppendAt(ctx context.Context, stream string, version int64, payloads ...Payload) ([]Event, error) {
+	if len(payloads) == 0 {
+		return nil, nil
+	}
+	return t.insert(ctx, stream, version, payloads)
+}
+
 func (t *Tx) insert(ctx context.Context, stream string, current int64, payloads []Payload) ([]Event, error) {
 	md := MetadataFrom(ctx)
 	events := make([]Event, len(payloads))

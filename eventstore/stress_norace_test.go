@@ -3,4 +3,4 @@
 package eventstore_test
 
 // stressEvents is how many committed events TestStress writes at least.
-const stressEvents = 24000
+const stressEvents = 20000

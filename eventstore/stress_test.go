@@ -107,7 +107,7 @@ func TestStress(t *testing.T) {
 	t.Logf("writers: %d events committed, %d rolled back in %v (%.0f events/s)",
 		len(committed), len(rolledBack), elapsed.Round(time.Millisecond), float64(len(committed))/elapsed.Seconds())
 
-	waitFor(t, 2*time.Minute, fmt.Sprintf("%d committed events delivered", len(committed)), func() bool {
+	waitFor(t, 3*time.Minute, fmt.Sprintf("%d committed events delivered", len(committed)), func() bool {
 		return sub.missing(committedIDs) == 0
 	})
 	t.Logf("subscriber caught up %v after the writers finished", (time.Since(start) - elapsed).Round(time.Millisecond))

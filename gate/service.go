@@ -7,6 +7,7 @@ package gate
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -48,6 +49,8 @@ func Route(eventType string) []string {
 type Service struct {
 	store *eventstore.Store
 	now   func() time.Time
+	// tokens caches token hash -> user id of known tokens.
+	tokens sync.Map
 }
 
 // New returns a gate over store. The store must have been built with

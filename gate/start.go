@@ -105,22 +105,19 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartRequest, op domain.Operation) (domain.StartResult, error) {
 	tenantID := req.TenantID
 	var conn *Connection
-	switch req.Surface.Scope {
-	case "connection":
+	if req.Surface.Scope == "connection" {
+		// The path names the scope: lock it first, then read the
+		// connection once, as of the lock.
+		if err := tx.Lock(ctx, string(domain.ConnectionScope(req.ConnectionID))); err != nil {
+			return domain.StartResult{}, err
+		}
 		c, err := loadConnection(ctx, tx, req.ConnectionID)
 		if err != nil {
 			return domain.StartResult{}, err
 		}
 		tenantID, conn = c.TenantID, &c
-	default:
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)`, tenantID).Scan(&exists); err != nil {
-			return domain.StartResult{}, fmt.Errorf("look up tenant: %w", err)
-		}
-		if !exists {
-			return domain.StartResult{}, ErrNotFound
-		}
 	}
+	// A tenant that does not exist has no members: ErrNotFound either way.
 	if err := authorize(ctx, tx, req.ActorID, tenantID, req.Surface.Capability); err != nil {
 		return domain.StartResult{}, err
 	}
@@ -145,10 +142,28 @@ func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartR
 		target = r.ID
 	}
 
-	// Resolve the connection chosen at click time.
+	scope := domain.TenantScope(tenantID)
 	if conn == nil {
-		if req.ConnectionID != "" {
-			c, err := loadConnection(ctx, tx, req.ConnectionID)
+		// Resolve the connection chosen at click time, then lock its
+		// scope and read it again as of the lock.
+		id := req.ConnectionID
+		if id == "" {
+			c, err := defaultConnection(ctx, tx, tenantID)
+			if err != nil {
+				return domain.StartResult{}, err
+			}
+			if c != nil {
+				id = c.ID
+			}
+		}
+		if id != "" {
+			scope = domain.ConnectionScope(id)
+		}
+		if err := tx.Lock(ctx, string(scope)); err != nil {
+			return domain.StartResult{}, err
+		}
+		if id != "" {
+			c, err := loadConnection(ctx, tx, id)
 			if err != nil {
 				return domain.StartResult{}, err
 			}
@@ -156,31 +171,14 @@ func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartR
 				return domain.StartResult{}, ErrNotFound
 			}
 			conn = &c
-		} else {
-			c, err := defaultConnection(ctx, tx, tenantID)
-			if err != nil {
-				return domain.StartResult{}, err
-			}
-			conn = c
 		}
-	}
-	scope := domain.TenantScope(tenantID)
-	var ref *domain.ConnectionRef
-	if conn != nil {
+	} else {
 		scope = domain.ConnectionScope(conn.ID)
 	}
-
-	// Lock the scope before the first write, then read readiness as of the lock.
-	if err := tx.Lock(ctx, string(scope)); err != nil {
-		return domain.StartResult{}, err
-	}
+	var ref *domain.ConnectionRef
 	var readiness *domain.ConnectionReadiness
 	if conn != nil {
-		c, err := loadConnection(ctx, tx, conn.ID)
-		if err != nil {
-			return domain.StartResult{}, err
-		}
-		conn, ref, readiness = &c, c.Ref(), c.readiness()
+		ref, readiness = conn.Ref(), conn.readiness()
 	}
 	facts := domain.Facts{Blocked: domain.Preflight(op, readiness, restore)}
 
@@ -237,7 +235,7 @@ func loadScope(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID) (do
 // tx. The caller holds the scope's lock.
 func (s *Service) record(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, tenantID string,
 	state domain.ScopeState, version int64, event domain.Event) error {
-	if _, err := tx.Append(ctx, string(scope), version, event); err != nil {
+	if _, err := tx.AppendAt(ctx, string(scope), version, event); err != nil {
 		return fmt.Errorf("append to %s: %w", scope, err)
 	}
 	next, err := json.Marshal(domain.Evolve(state, event))

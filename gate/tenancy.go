@@ -179,16 +179,23 @@ func (s *Service) GrantMembership(ctx context.Context, userID, tenantID, role st
 	return m, err
 }
 
-// Authenticate returns the id of the user holding token.
+// Authenticate returns the id of the user holding token. Tokens never
+// change owner and are never reissued, so a known token's user is cached
+// (by hash, never the token itself); unknown tokens are not.
 func (s *Service) Authenticate(ctx context.Context, token string) (string, error) {
+	hash := HashToken(token)
+	if id, ok := s.tokens.Load(string(hash)); ok {
+		return id.(string), nil
+	}
 	var id string
-	err := s.store.Pool().QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, HashToken(token)).Scan(&id)
+	err := s.store.Pool().QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, hash).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", ErrNotFound
 	}
 	if err != nil {
 		return "", fmt.Errorf("authenticate: %w", err)
 	}
+	s.tokens.Store(string(hash), id)
 	return id, nil
 }
 

@@ -133,6 +133,11 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
+	// Authorization comes first (contract section 2): a non-member must
+	// get the same 404 as for a missing session, whatever the body says.
+	if err := s.gate.Authorize(ctx, r.ActorID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+		return gate.StartResponse{}, err
+	}
 	items, err := selectItems(operations)
 	if err != nil {
 		return gate.StartResponse{}, err

@@ -30,6 +30,13 @@ import (
 // fails the test instead of hanging the package.
 const testTimeout = 80 * time.Second
 
+// readerWait bounds the Reader's read-your-writes wait. Subscribers read
+// only below the oldest transaction in flight anywhere in the cluster, so
+// a long transaction of another test (or of a projector working through
+// a 500-message batch) holds every projector back; the bound is generous
+// so that a loaded shared server does not make the tests flaky.
+const readerWait = 10 * time.Second
+
 // leaseLong is a lease no test outlives.
 const leaseLong = 5 * time.Minute
 
@@ -73,7 +80,7 @@ func newFixture(t testing.TB) *fixture {
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithCommitHook(notifier.Committed))
 	f := &fixture{
 		t: t, ctx: ctx, pool: pool, store: store, svc: gate.New(store), notifier: notifier, logger: logger,
-		reader:   projections.NewReader(pool, 2*time.Second),
+		reader:   projections.NewReader(pool, readerWait),
 		replayer: &projections.Replayer{Pool: pool, Store: store},
 	}
 	nctx, ncancel := context.WithCancel(ctx)

@@ -43,11 +43,7 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	w.run(seed, 150, 3, nil)
 	// Make sure every kind of row exists: counts, an active run, a notification.
 	wt := w.tenants[0]
-	conn := wt.conns[0]
-	if _, err := f.svc.UpdateConnection(f.ctx, wt.owner, conn, gate.ConnectionPatch{
-		Enabled: ptr(true), Consent: ptr(domain.ConsentGranted), Credentials: ptr(domain.CredentialsValid)}); err != nil {
-		t.Fatalf("make ready: %v", err)
-	}
+	conn := f.connection(wt.owner, wt.tenant.ID, "Fresh").ID
 	var active string
 	for i := 0; i < 3; i++ {
 		res := f.start(connStart(wt.owner, domain.SurfaceInventorySync, conn))
@@ -56,8 +52,8 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 			active = res.Run.ID
 		}
 	}
-	if active == "" {
-		t.Fatal("no active inventory sync to dedupe on")
+	if active == "" || w.deduped[active] != 2 {
+		t.Fatalf("inventory sync %q deduped %d times, want 2", active, w.deduped[active])
 	}
 	w.record(f.start(connStart(wt.owner, domain.SurfaceComplianceSnapshot, conn)))
 	f.waitCaughtUp(30 * time.Second)
@@ -110,14 +106,14 @@ func TestRedeliveryChangesNothing(t *testing.T) {
 	_ = ps
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // TestKilledMidBatchResumesExactly kills the projectors again and again in
 // the middle of a batch while a burst of starts is being written and
 // projected, then lets them finish: no event is lost and none is counted
 // twice.
+//
+// Not parallel: its 500-message batch transactions hold back the
+// subscribers of every other database on the server while they last.
 func TestKilledMidBatchResumesExactly(t *testing.T) {
-	t.Parallel()
 	seed := workloadSeed(t)
 	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewSource(seed))
@@ -125,7 +121,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	tn := f.tenant("Burst")
 	owner := f.user("owner", domain.RoleOwner, tn.ID)
 	op := f.user("operator", domain.RoleOperator, tn.ID)
-	const writers, perWriter, connsPerWriter = 8, 250, 3
+	const writers, perWriter, connsPerWriter = 8, 200, 3
 	conns := make([][]string, writers)
 	for i := range conns {
 		for j := 0; j < connsPerWriter; j++ {
@@ -135,7 +131,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	w := &world{f: f, outcomes: map[domain.Outcome]int{}, deduped: map[string]int{}, scopeBusy: map[string]int{},
 		ops: map[string]int{}, rejected: map[string]int{}}
 
-	// The burst: 2,000 starts on 24 connections, mostly deduped or busy,
+	// The burst: 1,600 starts on 24 connections, mostly deduped or busy,
 	// now and then the active run finishes so that new runs are accepted.
 	var writing sync.WaitGroup
 	var writeErr atomic.Value
@@ -176,6 +172,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 			}
 		}(i)
 	}
+	began := time.Now()
 	wroteAll := make(chan struct{})
 	go func() { writing.Wait(); close(wroteAll) }()
 
@@ -184,7 +181,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	// is inside a batch (up to 500 messages in one transaction) as long as
 	// the backlog is longer than k.
 	kills := 0
-	for round := 0; round < 6; round++ {
+	for round := 0; round < 5; round++ {
 		k := int64(50 + rng.Intn(350))
 		var applied atomic.Int64
 		var killOnce sync.Once
@@ -228,7 +225,9 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	if kills == 0 {
 		t.Error("the projectors were never killed mid-batch")
 	}
+	t.Logf("kill rounds done after %v", time.Since(began))
 	<-wroteAll
+	t.Logf("burst written after %v", time.Since(began))
 	if err := writeErr.Load(); err != nil {
 		t.Fatalf("burst: %v", err)
 	}
@@ -236,8 +235,10 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 
 	f.startProjectors()
 	f.waitCaughtUp(60 * time.Second)
+	t.Logf("caught up after %v", time.Since(began))
 	w.checkAgainstWriteSide()
 	f.verifyClean("after kills")
+	t.Logf("verified after %v", time.Since(began))
 	total := 0
 	for _, n := range w.outcomes {
 		total += n

@@ -37,11 +37,11 @@ type world struct {
 }
 
 type worldTenant struct {
-	tenant                     gate.Tenant
+	tenant                    gate.Tenant
 	owner, operator, readonly string
-	mu                         sync.Mutex
-	conns                      []string
-	restores                   []string
+	mu                        sync.Mutex
+	conns                     []string
+	restores                  []string
 }
 
 // newWorld creates tenants: one whose default is ready, one whose default

@@ -328,12 +328,12 @@ func seedScope(ctx context.Context, pool *pgxpool.Pool, fx *fixture, conn string
 	var version int64
 	_ = pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, scope).Scan(&version)
 	_, err := pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
-		SELECT $1, $2 + g, 'D' || lpad(g::text, 25, '0'), 'StartDeduped', 1, $3,
-			jsonb_build_object('run_id', 'SEEDRUN', 'tenant_id', $3, 'scope_id', $1, 'type', 'inventory.sync',
+		SELECT $1::text, $2::bigint + g, 'D' || lpad(g::text, 25, '0'), 'StartDeduped', 1, $3,
+			jsonb_build_object('run_id', 'SEEDRUN', 'tenant_id', $3::text, 'scope_id', $1::text, 'type', 'inventory.sync',
 				'canonical_type', 'inventory.sync', 'label', 'Inventory sync', 'surface', 'inventory_sync',
-				'initiator_id', $4, 'at', now()),
-			jsonb_build_object('actor', $4, 'tenant_id', $3, 'correlation_id', 'SEEDRUN')
-		FROM generate_series(1, $5) g`, scope, version, fx.tenant, fx.user, n)
+				'initiator_id', $4::text, 'at', now()),
+			jsonb_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', 'SEEDRUN')
+		FROM generate_series(1, $5::int) g`, scope, version, fx.tenant, fx.user, n)
 	if err != nil {
 		return fmt.Errorf("seed scope: %w", err)
 	}
@@ -357,13 +357,13 @@ func seedHistory(ctx context.Context, pool *pgxpool.Pool, fx *fixture, total int
 			INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
 			SELECT r.scope, k, chr(64 + k) || lpad(r.g::text, 25, '0'),
 				(ARRAY['StartAccepted','RunStarted','RunSucceeded'])[k], 1, $3,
-				CASE k WHEN 1 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope,
+				CASE k WHEN 1 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope,
 						'type', 'inventory.sync', 'canonical_type', 'inventory.sync', 'label', 'Inventory sync',
-						'surface', 'inventory_sync', 'initiator_id', $4, 'at', now(),
+						'surface', 'inventory_sync', 'initiator_id', $4::text, 'at', now(),
 						'provider_connection', jsonb_build_object('id', 'SYN' || r.g, 'display_name', 'synthetic', 'provider', 'simulated'))
-					WHEN 2 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope, 'epoch', 1, 'worker_id', 'seed', 'at', now())
-					ELSE jsonb_build_object('run_id', r.run, 'tenant_id', $3, 'scope_id', r.scope, 'epoch', 1, 'at', now()) END,
-				jsonb_build_object('actor', $4, 'tenant_id', $3, 'correlation_id', r.run)
+					WHEN 2 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'worker_id', 'seed', 'at', now())
+					ELSE jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'at', now()) END,
+				jsonb_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', r.run)
 			FROM r CROSS JOIN generate_series(1, 3) k ORDER BY r.g, k`, from, to, fx.tenant, fx.user)
 		if err != nil {
 			return fmt.Errorf("seed history: %w", err)

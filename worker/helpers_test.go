@@ -1,0 +1,605 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/worker"
+)
+
+// Short timings, so that leases, heartbeats and reaping happen within a
+// test. The lease is the shortest worker.New accepts with some margin: a
+// healthy run must never be reaped because one heartbeat was late under -race.
+const (
+	heartbeat       = 50 * time.Millisecond
+	lease           = 300 * time.Millisecond
+	reapInterval    = 50 * time.Millisecond
+	pollInterval    = 20 * time.Millisecond
+	throttleBackoff = 5 * time.Millisecond
+	// waitTimeout bounds every wait for a condition.
+	waitTimeout = 30 * time.Second
+	// testTimeout bounds every database call of a test.
+	testTimeout = 2 * time.Minute
+)
+
+// providerRecording is a provider name that is not "simulated": the gate
+// accepts connections of any provider, and the worker looks the adapter up
+// by name.
+const providerRecording = "recording"
+
+var (
+	dbSeq                       atomic.Int64
+	pgtestChecked, pgtestBroken atomic.Bool
+	pgtestMu                    sync.Mutex
+)
+
+// freshDatabase returns the URL of a fresh migrated database, dropped when
+// the test ends.
+//
+// pgtest.NewDatabase creates such a database but (as of this writing)
+// answers the server's URL instead of the new database's: it sets
+// pgx.ConnConfig.Database and returns ConnString(), which is the string
+// the config was parsed from. Every test would then share DATABASE_URL's
+// own database. Until pgtest is fixed, clone pgtest's template (which
+// NewDatabase made sure exists) under a name of our own.
+func freshDatabase(t testing.TB) string {
+	t.Helper()
+	base := pgtest.URL(t)
+	pgtestMu.Lock()
+	if !pgtestChecked.Load() {
+		got := pgtest.NewDatabase(t) // also makes sure the template exists
+		broken := databaseOf(t, got) == databaseOf(t, base)
+		pgtestBroken.Store(broken)
+		pgtestChecked.Store(true)
+		pgtestMu.Unlock()
+		if !broken {
+			return got
+		}
+	} else {
+		pgtestMu.Unlock()
+		if !pgtestBroken.Load() {
+			return pgtest.NewDatabase(t)
+		}
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme == "" {
+		t.Fatalf("DATABASE_URL must be a postgres:// URL for the pgtest workaround: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", base, err)
+	}
+	defer admin.Close(ctx)
+	name := fmt.Sprintf("opsgate_test_worker_%d_%d", time.Now().UnixNano(), dbSeq.Add(1))
+	template := "opsgate_template_" + migrations.Fingerprint()
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
+		t.Fatalf("create test database from %s: %v", template, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Logf("drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}
+
+func databaseOf(t testing.TB, connString string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(connString)
+	if err != nil {
+		t.Fatalf("parse %s: %v", connString, err)
+	}
+	return cfg.Database
+}
+
+// waitFor polls cond until it holds, failing the test at the deadline.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// testLogger logs through t until the test ends (goroutines that outlive
+// it are then silenced instead of panicking).
+func testLogger(t testing.TB, level slog.Level) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() { w.done.Store(true) })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done atomic.Bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done.Load() {
+		w.t.Log(string(p))
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*testWriter)(nil)
+
+// probe is a provider that records what the worker asks of it and then
+// behaves as worker.Simulated (the connection's simulation settings). A
+// connection can be held: its executions wait until released.
+type probe struct {
+	mu        sync.Mutex
+	attempts  map[string]int    // run -> Execute calls
+	conns     map[string]string // run -> connection it executed against
+	ctxErrs   map[string]error  // run -> ctx.Err() seen when Execute returned
+	returned  map[string]bool   // run -> an attempt returned
+	holds     map[string]chan struct{}
+	active    int
+	maxActive int
+}
+
+func newProbe() *probe {
+	return &probe{
+		attempts: map[string]int{}, conns: map[string]string{}, ctxErrs: map[string]error{},
+		returned: map[string]bool{}, holds: map[string]chan struct{}{},
+	}
+}
+
+// Execute implements worker.Provider.
+func (p *probe) Execute(ctx context.Context, job worker.Job) error {
+	p.mu.Lock()
+	p.attempts[job.RunID]++
+	p.conns[job.RunID] = job.Connection.ID
+	p.active++
+	if p.active > p.maxActive {
+		p.maxActive = p.active
+	}
+	hold := p.holds[job.Connection.ID]
+	p.mu.Unlock()
+
+	var err error
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		err = worker.Simulated{}.Execute(ctx, job)
+	}
+
+	p.mu.Lock()
+	p.active--
+	p.returned[job.RunID] = true
+	if ctx.Err() != nil {
+		p.ctxErrs[job.RunID] = ctx.Err()
+	}
+	p.mu.Unlock()
+	return err
+}
+
+// hold makes executions against connectionID wait until release is called.
+func (p *probe) hold(connectionID string) (release func()) {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.holds[connectionID] = ch
+	p.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+// calls is the number of Execute calls for a run (attempts included).
+func (p *probe) calls(runID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.attempts[runID]
+}
+
+// executions is the number of runs executed at least once.
+func (p *probe) executions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.attempts)
+}
+
+// totalCalls is the number of Execute calls for all runs.
+func (p *probe) totalCalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.attempts {
+		n += c
+	}
+	return n
+}
+
+func (p *probe) connectionOf(runID string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[runID]
+}
+
+func (p *probe) ctxErr(runID string) (error, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ctxErrs[runID], p.returned[runID]
+}
+
+func (p *probe) peak() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.maxActive
+}
+
+func (p *probe) executed() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]bool{}
+	for id := range p.attempts {
+		out[id] = true
+	}
+	return out
+}
+
+// fixture is a fresh database with a workspace, a tenant and its owner,
+// wired the way serve wires the worker.
+type fixture struct {
+	t      testing.TB
+	ctx    context.Context
+	pool   *pgxpool.Pool
+	svc    *gate.Service
+	store  *eventstore.Store
+	probe  *probe
+	logger *slog.Logger
+
+	workspace gate.Workspace
+	tenant    gate.Tenant
+	owner     string
+	seq       *atomic.Int64
+}
+
+// on returns the fixture for use by subtest t.
+func (f *fixture) on(t testing.TB) *fixture {
+	g := *f
+	g.t = t
+	return &g
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	logger := testLogger(t, slog.LevelWarn)
+	pool := pgtest.Connect(t, freshDatabase(t))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithLogger(logger))
+	f := &fixture{t: t, ctx: ctx, pool: pool, svc: gate.New(store), store: store, probe: newProbe(), logger: logger, seq: new(atomic.Int64)}
+	var err error
+	if f.workspace, err = f.svc.CreateWorkspace(ctx, "Contoso MSP"); err != nil {
+		t.Fatalf("create workspace: %v", err)
+	}
+	f.tenant = f.newTenant("Fabrikam")
+	f.owner = f.newUser("owner", f.tenant.ID, domain.RoleOwner)
+	return f
+}
+
+func (f *fixture) newTenant(name string) gate.Tenant {
+	f.t.Helper()
+	tenant, err := f.svc.CreateTenant(f.ctx, f.workspace.ID, name)
+	if err != nil {
+		f.t.Fatalf("create tenant %s: %v", name, err)
+	}
+	return tenant
+}
+
+func (f *fixture) newUser(name, tenantID string, role domain.Role) string {
+	f.t.Helper()
+	u, err := f.svc.CreateUser(f.ctx, fmt.Sprintf("%s-%d@example.test", name, f.seq.Add(1)), name)
+	if err != nil {
+		f.t.Fatalf("create user %s: %v", name, err)
+	}
+	if tenantID != "" {
+		if _, err := f.svc.GrantMembership(f.ctx, u.ID, tenantID, string(role)); err != nil {
+			f.t.Fatalf("grant %s: %v", role, err)
+		}
+	}
+	return u.ID
+}
+
+// Connection request tweaks.
+func asDefault(in *gate.NewConnection) { in.IsDefault = true }
+func disabled(in *gate.NewConnection)  { in.Enabled = false }
+func recording(in *gate.NewConnection) { in.Provider = providerRecording }
+func noConsent(in *gate.NewConnection) { in.Consent = domain.ConsentMissing }
+func badCreds(in *gate.NewConnection)  { in.Credentials = domain.CredentialsInvalid }
+func latency(ms int) func(*gate.NewConnection) {
+	return func(in *gate.NewConnection) { simOf(in).LatencyMS = ms }
+}
+func failWith(code domain.ReasonCode) func(*gate.NewConnection) {
+	return func(in *gate.NewConnection) { simOf(in).FailWith = &code }
+}
+func throttle(times int) func(*gate.NewConnection) {
+	return func(in *gate.NewConnection) { simOf(in).ThrottleTimes = times }
+}
+
+func simOf(in *gate.NewConnection) *domain.Simulation {
+	if in.Simulation == nil {
+		in.Simulation = &domain.Simulation{}
+	}
+	return in.Simulation
+}
+
+// connection creates a ready simulated connection on the fixture's tenant.
+func (f *fixture) connection(name string, change ...func(*gate.NewConnection)) gate.Connection {
+	f.t.Helper()
+	return f.connectionOn(f.tenant.ID, name, change...)
+}
+
+func (f *fixture) connectionOn(tenantID, name string, change ...func(*gate.NewConnection)) gate.Connection {
+	f.t.Helper()
+	in := gate.NewConnection{
+		Provider: gate.ProviderSimulated, DisplayName: name,
+		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
+	}
+	for _, c := range change {
+		c(&in)
+	}
+	c, err := f.svc.CreateConnection(f.ctx, f.owner, tenantID, in)
+	if err != nil {
+		f.t.Fatalf("create connection %s: %v", name, err)
+	}
+	return c
+}
+
+// start runs a start through the gate.
+func (f *fixture) start(req gate.StartRequest) domain.StartResult {
+	f.t.Helper()
+	resp, err := f.svc.Start(f.ctx, req)
+	if err != nil {
+		f.t.Fatalf("start %s: %v", req.Surface.Name, err)
+	}
+	return resp.Result
+}
+
+// startOn starts a connection-scoped surface on connectionID.
+func (f *fixture) startOn(surface domain.Surface, connectionID string) domain.StartResult {
+	f.t.Helper()
+	return f.start(gate.StartRequest{ActorID: f.owner, Surface: surface, ConnectionID: connectionID})
+}
+
+// expect starts a connection-scoped surface and checks its outcome.
+func (f *fixture) expect(outcome domain.Outcome, surface domain.Surface, connectionID string) domain.Run {
+	f.t.Helper()
+	res := f.startOn(surface, connectionID)
+	if res.Outcome != outcome {
+		f.t.Fatalf("start %s on %s: outcome %s (reason %+v), want %s", surface.Name, connectionID, res.Outcome, res.Reason, outcome)
+	}
+	return res.Run
+}
+
+// accept starts inventory sync (or surface) on connectionID and requires acceptance.
+func (f *fixture) accept(connectionID string, surface ...domain.Surface) domain.Run {
+	f.t.Helper()
+	s := domain.SurfaceInventorySync
+	if len(surface) > 0 {
+		s = surface[0]
+	}
+	return f.expect(domain.OutcomeAccepted, s, connectionID)
+}
+
+// status is the run's status in the write-side runs table.
+func (f *fixture) status(runID string) string {
+	f.t.Helper()
+	var s string
+	if err := f.pool.QueryRow(f.ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&s); err != nil {
+		f.t.Fatalf("status of run %s: %v", runID, err)
+	}
+	return s
+}
+
+func (f *fixture) waitStatus(runID string, want domain.RunStatus) {
+	f.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ; ; <-tick.C {
+		got := f.status(runID)
+		if got == string(want) {
+			return
+		}
+		if want != domain.StatusFailed && got == string(domain.StatusFailed) {
+			f.t.Fatalf("run %s failed (%+v) while waiting for it to be %s", runID, f.lastReason(runID), want)
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out after %v waiting for run %s to be %s (it is %s)", waitTimeout, runID, want, got)
+		}
+	}
+}
+
+func (f *fixture) count(sql string, args ...any) int {
+	f.t.Helper()
+	var n int
+	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(&n); err != nil {
+		f.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// events returns the events recorded for a run, in commit order.
+func (f *fixture) events(runID string) []eventstore.Event {
+	f.t.Helper()
+	events, err := f.store.ReadCorrelated(f.ctx, runID, 1000)
+	if err != nil {
+		f.t.Fatalf("events of %s: %v", runID, err)
+	}
+	return events
+}
+
+func (f *fixture) stream(id string) []eventstore.Event {
+	f.t.Helper()
+	events, err := f.store.ReadStream(f.ctx, id, 1)
+	if err != nil {
+		f.t.Fatalf("read %s: %v", id, err)
+	}
+	return events
+}
+
+func (f *fixture) decode(e eventstore.Event) eventstore.Payload {
+	f.t.Helper()
+	p, err := f.store.Registry().Decode(e)
+	if err != nil {
+		f.t.Fatalf("decode %s: %v", e.Type, err)
+	}
+	return p
+}
+
+// countType is the number of events of type typ among events.
+func countType(events []eventstore.Event, typ string) int {
+	n := 0
+	for _, e := range events {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func types(events []eventstore.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.Type
+	}
+	return out
+}
+
+// lastReason is the reason of the run's RunFailed or RunCancelled event,
+// nil when it has none.
+func (f *fixture) lastReason(runID string) *domain.Reason {
+	f.t.Helper()
+	var reason *domain.Reason
+	for _, e := range f.events(runID) {
+		switch p := f.decode(e).(type) {
+		case domain.RunFailed:
+			r := p.Reason
+			reason = &r
+		case domain.RunCancelled:
+			r := p.Reason
+			reason = &r
+		}
+	}
+	return reason
+}
+
+// runningWorker is a worker.Run in progress.
+type runningWorker struct {
+	w      *worker.Worker
+	cancel context.CancelFunc
+	done   chan error
+	mu     sync.Mutex
+	seen   []string
+}
+
+// seenTypes returns the event types the worker was handed so far.
+func (r *runningWorker) seenTypes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
+// stop cancels the worker's context and waits for Run to return.
+func (r *runningWorker) stop(t testing.TB) time.Duration {
+	t.Helper()
+	began := time.Now()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("worker.Run: %v", err)
+		}
+		r.done <- nil // stop is idempotent
+	case <-time.After(waitTimeout):
+		t.Fatalf("worker.Run did not return within %v of its context ending", waitTimeout)
+	}
+	return time.Since(began)
+}
+
+// config is the worker configuration of the tests.
+func config(id string) worker.Config {
+	return worker.Config{
+		ID: id, Concurrency: 4, Lease: lease, Heartbeat: heartbeat, PollInterval: pollInterval,
+		ReapInterval: reapInterval, ThrottleBackoff: throttleBackoff, ThrottleRetries: 2,
+	}
+}
+
+// providers serves the simulated provider (and the recording one) through the probe.
+func (f *fixture) providers() worker.Providers {
+	return worker.Providers{gate.ProviderSimulated: f.probe, providerRecording: f.probe}
+}
+
+// runWorker starts a worker with cfg; grace is passed to Run. The worker
+// is stopped when the test ends.
+func (f *fixture) runWorker(cfg worker.Config, grace time.Duration) *runningWorker {
+	f.t.Helper()
+	r := &runningWorker{done: make(chan error, 1)}
+	onEvent := cfg.OnEvent
+	cfg.OnEvent = func(typ string) {
+		r.mu.Lock()
+		r.seen = append(r.seen, typ)
+		r.mu.Unlock()
+		if onEvent != nil {
+			onEvent(typ)
+		}
+	}
+	w, err := worker.New(cfg, f.pool, f.svc, f.store.Registry(), f.providers(), f.logger)
+	if err != nil {
+		f.t.Fatalf("worker.New: %v", err)
+	}
+	r.w = w
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- w.Run(ctx, grace) }()
+	f.t.Cleanup(func() { r.stop(f.t) })
+	return r
+}
+
+// workerCaughtUp reports whether the worker's consumer group has
+// acknowledged every message on the acceptance topic.
+func (f *fixture) workerCaughtUp() bool {
+	f.t.Helper()
+	return f.count(`SELECT count(*) FROM watermill_starts_accepted m WHERE NOT EXISTS (
+		SELECT 1 FROM watermill_offsets_starts_accepted o WHERE o.consumer_group = $1
+		AND (o.last_processed_transaction_id, o.offset_acked) >= (m.transaction_id, m."offset"))`, worker.ConsumerGroup) == 0
+}

@@ -1,0 +1,636 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/worker"
+)
+
+// The worker is handed acceptances and nothing else, whatever else the
+// gate and the tenancy commands record meanwhile.
+func TestWorkerSeesOnlyAcceptances(t *testing.T) {
+	f := newFixture(t)
+	busy := f.connection("Busy")
+	other := f.connection("Other")
+	off := f.connection("Disabled", disabled)
+	unconsented := f.connection("No consent", noConsent)
+	noDefault := f.newTenant("No default")
+	if _, err := f.svc.GrantMembership(f.ctx, f.owner, noDefault.ID, string(domain.RoleOwner)); err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+
+	var accepted []string
+	outcomes := map[domain.Outcome]int{}
+	for round := 0; round < 3; round++ {
+		release := f.probe.hold(busy.ID)
+		run := f.accept(busy.ID)
+		side := f.accept(other.ID, domain.SurfaceComplianceSnapshot)
+		accepted = append(accepted, run.ID, side.ID)
+		outcomes[domain.OutcomeAccepted] += 2
+		waitFor(t, waitTimeout, "the held run to execute", func() bool { return f.probe.calls(run.ID) == 1 })
+
+		if got := f.expect(domain.OutcomeDeduped, domain.SurfaceInventorySync, busy.ID); got.ID != run.ID {
+			t.Errorf("deduped onto %s, want %s", got.ID, run.ID)
+		}
+		if got := f.expect(domain.OutcomeScopeBusy, domain.SurfaceComplianceSnapshot, busy.ID); got.ID != run.ID {
+			t.Errorf("scope_busy names %s, want %s", got.ID, run.ID)
+		}
+		f.expect(domain.OutcomeBlocked, domain.SurfaceConnectionCheck, off.ID)
+		f.expect(domain.OutcomeBlocked, domain.SurfaceInventorySync, unconsented.ID)
+		res := f.start(gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceTenantVerification, TenantID: noDefault.ID})
+		if res.Outcome != domain.OutcomeBlocked || res.Reason == nil || res.Reason.Code != domain.ReasonMissingDefault {
+			t.Fatalf("tenant verification without a default = %s %+v, want blocked missing_default", res.Outcome, res.Reason)
+		}
+		outcomes[domain.OutcomeDeduped]++
+		outcomes[domain.OutcomeScopeBusy]++
+		outcomes[domain.OutcomeBlocked] += 3
+
+		// Tenancy and connection events between the starts.
+		f.newUser(fmt.Sprintf("operator-%d", round), f.tenant.ID, domain.RoleOperator)
+		extra := f.connection(fmt.Sprintf("Extra %d", round))
+		name := fmt.Sprintf("Renamed %d", round)
+		if _, err := f.svc.UpdateConnection(f.ctx, f.owner, extra.ID, gate.ConnectionPatch{DisplayName: &name}); err != nil {
+			t.Fatalf("rename: %v", err)
+		}
+		if _, err := f.svc.MakeDefault(f.ctx, f.owner, extra.ID); err != nil {
+			t.Fatalf("make default: %v", err)
+		}
+
+		release()
+		f.waitStatus(run.ID, domain.StatusSucceeded)
+		f.waitStatus(side.ID, domain.StatusSucceeded)
+	}
+	waitFor(t, waitTimeout, "the worker to consume every acceptance", f.workerCaughtUp)
+
+	seen := w.seenTypes()
+	for _, typ := range seen {
+		if typ != "StartAccepted" {
+			t.Errorf("the worker was handed a %s event", typ)
+		}
+	}
+	if len(seen) < len(accepted) {
+		t.Errorf("the worker was handed %d events, want at least the %d acceptances", len(seen), len(accepted))
+	}
+	executed := f.probe.executed()
+	for _, id := range accepted {
+		if !executed[id] {
+			t.Errorf("accepted run %s was never executed", id)
+		}
+	}
+	if len(executed) != len(accepted) {
+		t.Errorf("the provider executed %d runs, want the %d accepted ones", len(executed), len(accepted))
+	}
+	// The store did record every other kind of event meanwhile.
+	for _, typ := range []string{"StartDeduped", "StartScopeBusy", "StartBlocked", "RunStarted", "RunSucceeded",
+		"UserCreated", "MembershipGranted", "ProviderConnectionCreated", "ProviderConnectionRenamed", "ProviderConnectionMadeDefault"} {
+		if n := f.count(`SELECT count(*) FROM events WHERE event_type = $1`, typ); n == 0 {
+			t.Errorf("the workload recorded no %s event", typ)
+		}
+	}
+	t.Logf("outcomes %v; worker handed %d events", outcomes, len(seen))
+}
+
+// accepted -> running -> succeeded frees the scope for the next start.
+func TestAcceptedRunSucceedsAndFreesScope(t *testing.T) {
+	f := newFixture(t)
+	conn := f.connection("Graph")
+	scope := domain.ConnectionScope(conn.ID)
+	f.runWorker(config("worker-1"), 5*time.Second)
+
+	run := f.accept(conn.ID)
+	f.waitStatus(run.ID, domain.StatusSucceeded)
+
+	var epoch int64
+	var workerID string
+	var leaseCleared bool
+	err := f.pool.QueryRow(f.ctx, `SELECT epoch, worker_id, lease_expires_at IS NULL FROM runs WHERE id = $1`, run.ID).
+		Scan(&epoch, &workerID, &leaseCleared)
+	if err != nil {
+		t.Fatalf("runs row: %v", err)
+	}
+	if epoch != 1 || workerID != "worker-1" || !leaseCleared {
+		t.Errorf("runs row: epoch %d, worker %q, lease cleared %v; want 1, worker-1, true", epoch, workerID, leaseCleared)
+	}
+	want := []string{"StartAccepted", "RunStarted", "RunSucceeded"}
+	if got := types(f.stream(string(scope))); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("scope stream = %v, want %v", got, want)
+	}
+	if n := f.count(`SELECT count(*) FROM scopes WHERE scope_id = $1 AND state->'active' IS NOT NULL`, string(scope)); n != 0 {
+		t.Errorf("the scope is still held after the run succeeded")
+	}
+
+	next := f.accept(conn.ID, domain.SurfaceComplianceSnapshot)
+	f.waitStatus(next.ID, domain.StatusSucceeded)
+	if f.probe.calls(run.ID) != 1 || f.probe.calls(next.ID) != 1 {
+		t.Errorf("provider calls: %d and %d, want 1 each", f.probe.calls(run.ID), f.probe.calls(next.ID))
+	}
+}
+
+// The worker executes against the connection pinned at acceptance, never
+// against the tenant's default as it is at execution time.
+func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
+	f := newFixture(t)
+	pinned := f.connection("Pinned", recording, asDefault)
+	later := f.connection("Later default", recording)
+	groupsSync := gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceGroupsSync, TenantID: f.tenant.ID}
+
+	// Accepted while no worker runs: pinned to the default of that moment.
+	first := f.start(groupsSync)
+	if first.Outcome != domain.OutcomeAccepted || first.Run.ProviderConnection == nil || first.Run.ProviderConnection.ID != pinned.ID {
+		t.Fatalf("first start = %s pinned to %+v, want accepted on %s", first.Outcome, first.Run.ProviderConnection, pinned.ID)
+	}
+	if _, err := f.svc.MakeDefault(f.ctx, f.owner, later.ID); err != nil {
+		t.Fatalf("make default: %v", err)
+	}
+	second := f.start(groupsSync)
+	if second.Outcome != domain.OutcomeAccepted || second.Run.ProviderConnection.ID != later.ID {
+		t.Fatalf("second start = %s pinned to %+v, want accepted on %s", second.Outcome, second.Run.ProviderConnection, later.ID)
+	}
+
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+	f.waitStatus(first.Run.ID, domain.StatusSucceeded)
+	f.waitStatus(second.Run.ID, domain.StatusSucceeded)
+	if got := f.probe.connectionOf(first.Run.ID); got != pinned.ID {
+		t.Errorf("first run executed against %q, want the pinned %s (the default is now %s)", got, pinned.ID, later.ID)
+	}
+	if got := f.probe.connectionOf(second.Run.ID); got != later.ID {
+		t.Errorf("second run executed against %q, want %s", got, later.ID)
+	}
+
+	// A pinned connection that became unusable fails the run; the worker
+	// never switches to the (usable) default instead.
+	w.stop(t)
+	third := f.start(groupsSync) // pinned to "later"
+	if third.Outcome != domain.OutcomeAccepted || third.Run.ProviderConnection.ID != later.ID {
+		t.Fatalf("third start = %s pinned to %+v, want accepted on %s", third.Outcome, third.Run.ProviderConnection, later.ID)
+	}
+	off := false
+	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, later.ID, gate.ConnectionPatch{Enabled: &off}); err != nil {
+		t.Fatalf("disable: %v", err)
+	}
+	// A usable default exists again; the run must still not use it.
+	fallback := f.connection("Fallback default", recording)
+	if _, err := f.svc.MakeDefault(f.ctx, f.owner, fallback.ID); err != nil {
+		t.Fatalf("make default: %v", err)
+	}
+	f.runWorker(config("worker-2"), 5*time.Second)
+	f.waitStatus(third.Run.ID, domain.StatusFailed)
+	if r := f.lastReason(third.Run.ID); r == nil || r.Code != domain.ReasonDisabled {
+		t.Errorf("third run failed with %+v, want provider_connection.disabled", r)
+	}
+	if got := f.probe.calls(third.Run.ID); got != 0 {
+		t.Errorf("the provider was called %d times for a run whose pinned connection is disabled (last against %q)", got, f.probe.connectionOf(third.Run.ID))
+	}
+}
+
+// Failures found during execution carry the same reason class as the
+// blocked start for the same problem.
+func TestExecutionFailuresShareReasonClassWithBlockedStarts(t *testing.T) {
+	f := newFixture(t)
+	blockedClass := func(change func(*gate.NewConnection)) domain.ReasonClass {
+		t.Helper()
+		c := f.connection("Blocked", change)
+		res := f.startOn(domain.SurfaceInventorySync, c.ID)
+		if res.Outcome != domain.OutcomeBlocked || res.Reason == nil {
+			t.Fatalf("start on a connection that is not ready = %s, want blocked", res.Outcome)
+		}
+		return res.Reason.Class
+	}
+	credentialsClass := blockedClass(badCreds)
+	consentClass := blockedClass(noConsent)
+	accessClass := blockedClass(disabled)
+
+	type tc struct {
+		name      string
+		change    []func(*gate.NewConnection)
+		after     *gate.ConnectionPatch // applied after acceptance, before execution
+		status    domain.RunStatus
+		code      domain.ReasonCode
+		class     domain.ReasonClass
+		calls     int
+		runID     string
+		connID    string
+		blockedAs domain.ReasonClass // the class of the matching blocked start
+	}
+	off, revoked, expired := false, domain.ConsentRevoked, domain.CredentialsExpired
+	cases := []*tc{
+		{name: "credentials rejected", change: []func(*gate.NewConnection){failWith(domain.ReasonCredentialsRejected)},
+			status: domain.StatusFailed, code: domain.ReasonCredentialsRejected, class: domain.ClassProviderCredentials, calls: 1, blockedAs: credentialsClass},
+		{name: "consent revoked", change: []func(*gate.NewConnection){failWith(domain.ReasonConsentRevoked)},
+			status: domain.StatusFailed, code: domain.ReasonConsentRevoked, class: domain.ClassProviderConsent, calls: 1, blockedAs: consentClass},
+		{name: "unavailable", change: []func(*gate.NewConnection){failWith(domain.ReasonUnavailable)},
+			status: domain.StatusFailed, code: domain.ReasonUnavailable, class: domain.ClassProviderUnavailable, calls: 1},
+		{name: "throttled past retries", change: []func(*gate.NewConnection){throttle(10)},
+			status: domain.StatusFailed, code: domain.ReasonThrottled, class: domain.ClassProviderThrottled, calls: 3},
+		{name: "throttled once", change: []func(*gate.NewConnection){throttle(1)},
+			status: domain.StatusSucceeded, calls: 2},
+		{name: "disabled after acceptance", after: &gate.ConnectionPatch{Enabled: &off},
+			status: domain.StatusFailed, code: domain.ReasonDisabled, class: domain.ClassProviderAccess, calls: 0, blockedAs: accessClass},
+		{name: "consent revoked after acceptance", after: &gate.ConnectionPatch{Consent: &revoked},
+			status: domain.StatusFailed, code: domain.ReasonConsentMissing, class: domain.ClassProviderConsent, calls: 0, blockedAs: consentClass},
+		{name: "credentials expired after acceptance", after: &gate.ConnectionPatch{Credentials: &expired},
+			status: domain.StatusFailed, code: domain.ReasonCredentialsInvalid, class: domain.ClassProviderCredentials, calls: 0, blockedAs: credentialsClass},
+	}
+	// Accept everything first, change connections, then let the worker run.
+	for _, c := range cases {
+		conn := f.connection(c.name, c.change...)
+		c.connID = conn.ID
+		c.runID = f.accept(conn.ID).ID
+		if c.after != nil {
+			if _, err := f.svc.UpdateConnection(f.ctx, f.owner, conn.ID, *c.after); err != nil {
+				t.Fatalf("%s: update connection: %v", c.name, err)
+			}
+		}
+	}
+	f.runWorker(config("worker-1"), 5*time.Second) // ThrottleRetries 2
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := f.on(t)
+			g.waitStatus(c.runID, c.status)
+			reason := g.lastReason(c.runID)
+			switch {
+			case c.status == domain.StatusSucceeded:
+				if reason != nil {
+					t.Errorf("succeeded run carries reason %+v", reason)
+				}
+			case reason == nil:
+				t.Fatalf("failed run has no reason")
+			default:
+				if reason.Code != c.code || reason.Class != c.class {
+					t.Errorf("reason = %s/%s, want %s/%s", reason.Code, reason.Class, c.code, c.class)
+				}
+				if c.blockedAs != "" && reason.Class != c.blockedAs {
+					t.Errorf("class %s differs from the matching blocked start's %s", reason.Class, c.blockedAs)
+				}
+			}
+			if got := f.probe.calls(c.runID); got != c.calls {
+				t.Errorf("provider called %d times, want %d", got, c.calls)
+			}
+			// Whatever the result, the scope is free again.
+			if n := g.count(`SELECT count(*) FROM runs WHERE scope_id = $1 AND status IN ('queued','running')`,
+				string(domain.ConnectionScope(c.connID))); n != 0 {
+				t.Errorf("%d runs still hold the scope", n)
+			}
+		})
+	}
+}
+
+// A worker that disappears mid-run leaves it to the reaper, which fails it
+// with execution.lost and frees the scope.
+func TestKilledWorkerRunIsReaped(t *testing.T) {
+	f := newFixture(t)
+	conn := f.connection("Slow", latency(5000))
+	a := f.runWorker(config("worker-a"), 0)
+	run := f.accept(conn.ID)
+	f.waitStatus(run.ID, domain.StatusRunning)
+	waitFor(t, waitTimeout, "the provider to be called", func() bool { return f.probe.calls(run.ID) == 1 })
+
+	a.stop(t) // grace 0: the running operation is abandoned to its lease
+	if err, returned := f.probe.ctxErr(run.ID); !returned || !errors.Is(err, context.Canceled) {
+		t.Errorf("abandoned execution: returned %v, ctx err %v; want it cancelled", returned, err)
+	}
+	if got := f.status(run.ID); got != "running" {
+		t.Fatalf("abandoned run is %s, want still running (nothing recorded)", got)
+	}
+	if got := types(f.events(run.ID)); fmt.Sprint(got) != "[StartAccepted RunStarted]" {
+		t.Fatalf("abandoned run's events = %v", got)
+	}
+	// Until it is reaped the run holds its scope.
+	if got := f.expect(domain.OutcomeDeduped, domain.SurfaceInventorySync, conn.ID); got.ID != run.ID {
+		t.Errorf("deduped onto %s, want %s", got.ID, run.ID)
+	}
+
+	f.runWorker(config("worker-b"), 5*time.Second) // its reaper ends the run
+	f.waitStatus(run.ID, domain.StatusFailed)
+	if r := f.lastReason(run.ID); r == nil || r.Code != domain.ReasonExecutionLost || r.Class != domain.ClassExecutionInterrupted {
+		t.Errorf("reaped run's reason = %+v, want execution.lost/execution_interrupted", r)
+	}
+	events := f.events(run.ID)
+	if last := events[len(events)-1]; last.Metadata.Actor != "system:reaper" {
+		t.Errorf("reaped by %q, want system:reaper", last.Metadata.Actor)
+	}
+	if got := f.probe.calls(run.ID); got != 1 {
+		t.Errorf("the run was executed %d times, want once (worker-b must not pick it up)", got)
+	}
+
+	// The scope is free: the next start is accepted and runs.
+	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, conn.ID, gate.ConnectionPatch{SetSimulation: true}); err != nil {
+		t.Fatalf("clear simulation: %v", err)
+	}
+	next := f.accept(conn.ID)
+	f.waitStatus(next.ID, domain.StatusSucceeded)
+}
+
+// Two workers on one database never both start a run.
+func TestTwoWorkersNeverStartTheSameRun(t *testing.T) {
+	f := newFixture(t)
+	const n = 50
+	conns := make([]gate.Connection, n)
+	for i := range conns {
+		conns[i] = f.connection(fmt.Sprintf("Connection %d", i), latency(10))
+	}
+	f.runWorker(config("worker-1"), 5*time.Second)
+	f.runWorker(config("worker-2"), 5*time.Second)
+
+	runs := make([]string, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := 0; g < 10; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += 10 {
+				resp, err := f.svc.Start(f.ctx, gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceInventorySync, ConnectionID: conns[i].ID})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if resp.Result.Outcome != domain.OutcomeAccepted {
+					errs <- fmt.Errorf("start %d: %s", i, resp.Result.Outcome)
+					return
+				}
+				runs[i] = resp.Result.Run.ID
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "every run to succeed", func() bool {
+		if n := f.count(`SELECT count(*) FROM runs WHERE status NOT IN ('queued','running','succeeded')`); n > 0 {
+			t.Fatalf("%d runs ended other than succeeded", n)
+		}
+		return f.count(`SELECT count(*) FROM runs WHERE status = 'succeeded'`) == n
+	})
+	for _, id := range runs {
+		if got := countType(f.events(id), "RunStarted"); got != 1 {
+			t.Errorf("run %s has %d RunStarted events, want 1", id, got)
+		}
+		if got := f.probe.calls(id); got != 1 {
+			t.Errorf("run %s was executed %d times, want 1", id, got)
+		}
+	}
+	rows, err := f.pool.Query(f.ctx, `SELECT worker_id, count(*) FROM runs GROUP BY worker_id ORDER BY worker_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var w string
+		var c int
+		if err := rows.Scan(&w, &c); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s started %d runs", w, c)
+	}
+}
+
+// A redelivered acceptance (the consumer group's offsets lost) executes
+// nothing a second time.
+func TestDuplicateDeliveryExecutesOnce(t *testing.T) {
+	f := newFixture(t)
+	var runs []string
+	for i := 0; i < 5; i++ {
+		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i)).ID).ID)
+	}
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+	for _, id := range runs {
+		f.waitStatus(id, domain.StatusSucceeded)
+	}
+	waitFor(t, waitTimeout, "the worker to acknowledge every acceptance", f.workerCaughtUp)
+	w.stop(t)
+
+	calls := f.probe.totalCalls()
+	events := f.count(`SELECT count(*) FROM events`)
+	started := f.count(`SELECT count(*) FROM events WHERE event_type = 'RunStarted'`)
+	if _, err := f.pool.Exec(f.ctx, `DELETE FROM watermill_offsets_starts_accepted WHERE consumer_group = $1`, worker.ConsumerGroup); err != nil {
+		t.Fatalf("reset offsets: %v", err)
+	}
+	again := f.runWorker(config("worker-2"), 5*time.Second)
+	waitFor(t, waitTimeout, "every acceptance to be delivered again", func() bool {
+		return len(again.seenTypes()) >= len(runs) && f.workerCaughtUp()
+	})
+	again.stop(t)
+
+	if got := f.probe.totalCalls(); got != calls {
+		t.Errorf("provider calls went from %d to %d after redelivery", calls, got)
+	}
+	if got := f.count(`SELECT count(*) FROM events WHERE event_type = 'RunStarted'`); got != started {
+		t.Errorf("RunStarted events went from %d to %d after redelivery", started, got)
+	}
+	if got := f.count(`SELECT count(*) FROM events`); got != events {
+		t.Errorf("redelivery recorded %d events", got-events)
+	}
+	for _, id := range runs {
+		if got := f.status(id); got != "succeeded" {
+			t.Errorf("run %s is %s after redelivery", id, got)
+		}
+	}
+}
+
+// A worker whose run was reaped cannot report a result afterwards.
+func TestStaleResultAfterReapIsRejected(t *testing.T) {
+	f := newFixture(t)
+	conn := f.connection("Graph")
+	run := f.accept(conn.ID)
+	claim, err := f.svc.BeginRun(f.ctx, run.ID, "stale-worker", 100*time.Millisecond)
+	if err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	f.runWorker(config("worker-1"), 5*time.Second) // its reaper ends the run; it must not execute it
+	f.waitStatus(run.ID, domain.StatusFailed)
+	if r := f.lastReason(run.ID); r == nil || r.Code != domain.ReasonExecutionLost {
+		t.Fatalf("reaped run's reason = %+v, want execution.lost", r)
+	}
+	before := len(f.events(run.ID))
+
+	stale := func(err error) bool {
+		return errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrStaleEpoch)
+	}
+	if err := f.svc.Succeed(f.ctx, claim); !stale(err) {
+		t.Errorf("late succeed: err = %v, want ErrRunNotActive or ErrStaleEpoch", err)
+	}
+	if err := f.svc.Fail(f.ctx, claim, domain.ReasonUnavailable); !stale(err) {
+		t.Errorf("late fail: err = %v, want ErrRunNotActive or ErrStaleEpoch", err)
+	}
+	if err := f.svc.Heartbeat(f.ctx, claim, lease); !errors.Is(err, gate.ErrLeaseLost) {
+		t.Errorf("late heartbeat: err = %v, want ErrLeaseLost", err)
+	}
+	if got := len(f.events(run.ID)); got != before {
+		t.Errorf("late reports recorded %d events", got-before)
+	}
+	if got := f.status(run.ID); got != "failed" {
+		t.Errorf("run is %s after late reports, want failed", got)
+	}
+	if r := f.lastReason(run.ID); r == nil || r.Code != domain.ReasonExecutionLost {
+		t.Errorf("reason after late reports = %+v, want execution.lost", r)
+	}
+	if got := f.probe.calls(run.ID); got != 0 {
+		t.Errorf("the worker executed a run another worker had begun (%d calls)", got)
+	}
+
+	// The next run on the scope is unaffected by the stale claim.
+	next := f.accept(conn.ID)
+	f.waitStatus(next.ID, domain.StatusSucceeded)
+	if err := f.svc.Succeed(f.ctx, claim); !stale(err) {
+		t.Errorf("late succeed after the next run: err = %v", err)
+	}
+}
+
+// A cancelled queued run never executes; a cancelled running run has its
+// provider call cancelled and never records a result.
+func TestCancellation(t *testing.T) {
+	f := newFixture(t)
+	queuedConn := f.connection("Queued")
+	marker := f.connection("Marker")
+	slow := f.connection("Slow", latency(5000))
+
+	queued := f.accept(queuedConn.ID)
+	if c, err := f.svc.CancelRun(f.ctx, f.owner, queued.ID); err != nil || c.WasRunning {
+		t.Fatalf("cancel queued = %+v, %v", c, err)
+	}
+	after := f.accept(marker.ID) // delivered after the cancelled one
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+	f.waitStatus(after.ID, domain.StatusSucceeded)
+	waitFor(t, waitTimeout, "the worker to consume every acceptance", f.workerCaughtUp)
+	if got := f.probe.calls(queued.ID); got != 0 {
+		t.Errorf("a run cancelled while queued was executed %d times", got)
+	}
+	if got := types(f.events(queued.ID)); fmt.Sprint(got) != "[StartAccepted RunCancelled]" {
+		t.Errorf("cancelled queued run's events = %v", got)
+	}
+
+	running := f.accept(slow.ID)
+	waitFor(t, waitTimeout, "the slow run to execute", func() bool { return f.probe.calls(running.ID) == 1 })
+	began := time.Now()
+	if c, err := f.svc.CancelRun(f.ctx, f.owner, running.ID); err != nil || !c.WasRunning {
+		t.Fatalf("cancel running = %+v, %v", c, err)
+	}
+	var ctxErr error
+	waitFor(t, 5*time.Second, "the provider call to be cancelled", func() bool {
+		var returned bool
+		ctxErr, returned = f.probe.ctxErr(running.ID)
+		return returned
+	})
+	took := time.Since(began)
+	if !errors.Is(ctxErr, context.Canceled) {
+		t.Errorf("provider's ctx err = %v, want context.Canceled", ctxErr)
+	}
+	if took > 2*time.Second {
+		t.Errorf("the provider call was cancelled %v after the run, want within a few heartbeats", took)
+	}
+	t.Logf("provider call cancelled %v after the run was", took)
+	if got := f.status(running.ID); got != "cancelled" {
+		t.Errorf("run is %s, want cancelled", got)
+	}
+	// Once the worker has stopped (and so finished with the run), nothing
+	// was recorded after the cancellation.
+	if d := w.stop(t); d > 4*time.Second {
+		t.Errorf("stopping the worker took %v: the cancelled run kept executing", d)
+	}
+	events := types(f.events(running.ID))
+	if fmt.Sprint(events) != "[StartAccepted RunStarted RunCancelled]" {
+		t.Errorf("cancelled running run's events = %v, want StartAccepted, RunStarted, RunCancelled", events)
+	}
+}
+
+// A worker never executes more than Concurrency runs at once.
+func TestBoundedConcurrency(t *testing.T) {
+	f := newFixture(t)
+	var runs []string
+	for i := 0; i < 6; i++ {
+		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i), latency(150)).ID).ID)
+	}
+	var maxRunning atomic.Int64
+	stop := make(chan struct{})
+	polled := make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			var n int64
+			if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM runs WHERE status = 'running'`).Scan(&n); err != nil {
+				continue
+			}
+			if n > maxRunning.Load() {
+				maxRunning.Store(n)
+			}
+		}
+	}()
+	cfg := config("worker-1")
+	cfg.Concurrency = 2
+	f.runWorker(cfg, 5*time.Second)
+	for _, id := range runs {
+		f.waitStatus(id, domain.StatusSucceeded)
+	}
+	close(stop)
+	<-polled
+	if p := f.probe.peak(); p != 2 {
+		t.Errorf("the provider saw at most %d concurrent executions, want 2 (Concurrency 2, 6 runs waiting)", p)
+	}
+	if m := maxRunning.Load(); m > 2 {
+		t.Errorf("%d runs were running at once, want at most 2", m)
+	}
+}
+
+// On shutdown with a grace period, Run returns only after the running
+// operation finished and its result was recorded.
+func TestGracefulShutdownFinishesRunningOperation(t *testing.T) {
+	f := newFixture(t)
+	conn := f.connection("Graph", latency(300))
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+	run := f.accept(conn.ID)
+	waitFor(t, waitTimeout, "the run to execute", func() bool { return f.probe.calls(run.ID) == 1 })
+	took := w.stop(t)
+	if got := f.status(run.ID); got != "succeeded" {
+		t.Errorf("run is %s when Run returned, want succeeded", got)
+	}
+	if err, _ := f.probe.ctxErr(run.ID); err != nil {
+		t.Errorf("the running operation's context was cancelled during the grace period: %v", err)
+	}
+	if took >= 5*time.Second {
+		t.Errorf("Run took %v to return, the whole grace period", took)
+	}
+	t.Logf("Run returned %v after cancellation", took)
+}
+
+// worker.New refuses a lease that does not outlast a heartbeat plus a margin.
+func TestNewRefusesShortLease(t *testing.T) {
+	for _, c := range []struct {
+		lease, heartbeat time.Duration
+		concurrency      int
+		ok               bool
+	}{
+		{lease: 199 * time.Millisecond, heartbeat: 100 * time.Millisecond, concurrency: 1},
+		{lease: 100 * time.Millisecond, heartbeat: 100 * time.Millisecond, concurrency: 1},
+		{lease: 200 * time.Millisecond, heartbeat: 100 * time.Millisecond, concurrency: 1, ok: true},
+		{lease: time.Second, heartbeat: 0, concurrency: 1},
+		{lease: time.Second, heartbeat: -time.Second, concurrency: 1},
+		{lease: time.Second, heartbeat: 100 * time.Millisecond, concurrency: 0},
+	} {
+		_, err := worker.New(worker.Config{Concurrency: c.concurrency, Lease: c.lease, Heartbeat: c.heartbeat}, nil, nil, nil, nil, nil)
+		if (err == nil) != c.ok {
+			t.Errorf("New(lease %v, heartbeat %v, concurrency %d): err = %v, want ok=%v", c.lease, c.heartbeat, c.concurrency, err, c.ok)
+		}
+		if c.concurrency > 0 {
+			if err := worker.CheckLease(c.lease, c.heartbeat); (err == nil) != c.ok {
+				t.Errorf("CheckLease(%v, %v) = %v, want ok=%v", c.lease, c.heartbeat, err, c.ok)
+			}
+		}
+	}
+}
