@@ -66,11 +66,15 @@ type StartBlocked struct {
 	At     time.Time `json:"at"`
 }
 
-// RunRef names a run and where it lives.
+// RunRef names a run and where it lives, and carries what its start asked
+// for and when it was accepted, so that readers of a lifecycle event (a
+// notification of the outcome, say) need nothing from earlier events.
 type RunRef struct {
-	RunID    string  `json:"run_id"`
-	ScopeID  ScopeID `json:"scope_id"`
-	TenantID string  `json:"tenant_id"`
+	RunID     string    `json:"run_id"`
+	ScopeID   ScopeID   `json:"scope_id"`
+	TenantID  string    `json:"tenant_id"`
+	Start     StartInfo `json:"start"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Ref returns r itself; it makes every lifecycle event a RunEvent.
@@ -93,25 +97,49 @@ type RunStarted struct {
 // RunSucceeded: the run finished well; the scope is free.
 type RunSucceeded struct {
 	RunRef
-	Epoch int64     `json:"epoch"`
-	At    time.Time `json:"at"`
+	StartedAt *time.Time `json:"started_at"`
+	Epoch     int64      `json:"epoch"`
+	At        time.Time  `json:"at"`
 }
 
 // RunFailed: the run failed (or its worker was lost); the scope is free.
 type RunFailed struct {
 	RunRef
-	Epoch  int64     `json:"epoch"`
-	Reason Reason    `json:"reason"`
-	At     time.Time `json:"at"`
+	StartedAt *time.Time `json:"started_at"`
+	Epoch     int64      `json:"epoch"`
+	Reason    Reason     `json:"reason"`
+	At        time.Time  `json:"at"`
 }
 
 // RunCancelled: an operator cancelled the run; the scope is free.
 type RunCancelled struct {
 	RunRef
-	ActorID    string    `json:"actor_id"`
-	WasRunning bool      `json:"was_running"`
-	Reason     Reason    `json:"reason"`
-	At         time.Time `json:"at"`
+	StartedAt  *time.Time `json:"started_at"`
+	ActorID    string     `json:"actor_id"`
+	WasRunning bool       `json:"was_running"`
+	Reason     Reason     `json:"reason"`
+	At         time.Time  `json:"at"`
+}
+
+// Ended returns the run as a terminal lifecycle event leaves it, built
+// from the event alone.
+func Ended(e RunEvent) (Run, bool) {
+	var r Run
+	var started *time.Time
+	switch e := e.(type) {
+	case RunSucceeded:
+		started = e.StartedAt
+	case RunFailed:
+		started = e.StartedAt
+	case RunCancelled:
+		started = e.StartedAt
+	default:
+		return Run{}, false
+	}
+	ref := e.Ref()
+	r = ref.Start.run(ref.RunID, StatusQueued, ref.CreatedAt)
+	r.StartedAt = started
+	return r.Apply(e), true
 }
 
 func (StartAccepted) EventType() string  { return "StartAccepted" }

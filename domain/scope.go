@@ -133,7 +133,7 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		return RunSucceeded{RunRef: a.ref(), Epoch: c.Epoch, At: c.At}, nil
+		return RunSucceeded{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, At: c.At}, nil
 	case MarkFailed:
 		a, err := s.running(c.RunID, c.Epoch)
 		if err != nil {
@@ -143,19 +143,19 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 		if !ok || !c.Reason.EndsRuns() {
 			return nil, fmt.Errorf("fail run %s with %q: %w", c.RunID, c.Reason, ErrInvalidCommand)
 		}
-		return RunFailed{RunRef: a.ref(), Epoch: c.Epoch, Reason: reason, At: c.At}, nil
+		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: reason, At: c.At}, nil
 	case MarkLost:
 		a, err := s.running(c.RunID, c.Epoch)
 		if err != nil {
 			return nil, err
 		}
-		return RunFailed{RunRef: a.ref(), Epoch: c.Epoch, Reason: MustReason(ReasonExecutionLost), At: c.At}, nil
+		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: MustReason(ReasonExecutionLost), At: c.At}, nil
 	case Cancel:
 		a, err := s.active(c.RunID)
 		if err != nil {
 			return nil, err
 		}
-		return RunCancelled{RunRef: a.ref(), ActorID: c.ActorID, WasRunning: a.Status == StatusRunning,
+		return RunCancelled{RunRef: a.ref(), StartedAt: a.StartedAt, ActorID: c.ActorID, WasRunning: a.Status == StatusRunning,
 			Reason: MustReason(ReasonCancelled), At: c.At}, nil
 	}
 	return nil, fmt.Errorf("command %T: %w", cmd, ErrInvalidCommand)
@@ -206,7 +206,7 @@ func (s ScopeState) running(runID string, epoch int64) (*ActiveRun, error) {
 }
 
 func (a *ActiveRun) ref() RunRef {
-	return RunRef{RunID: a.RunID, ScopeID: a.Start.ScopeID, TenantID: a.Start.TenantID}
+	return RunRef{RunID: a.RunID, ScopeID: a.Start.ScopeID, TenantID: a.Start.TenantID, Start: a.Start, CreatedAt: a.CreatedAt}
 }
 
 // Evolve returns the state after e. Events that do not concern the scope's

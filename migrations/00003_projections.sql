@@ -78,11 +78,6 @@ CREATE TABLE projections.ops_notifications (
 );
 CREATE INDEX ops_notifications_user ON projections.ops_notifications (user_id, id DESC);
 
--- What the notifications projector remembers of accepted runs until they end.
-CREATE TABLE projections.notify_runs (
-    run_id  TEXT PRIMARY KEY,
-    run     JSONB NOT NULL
-);
 
 -- +goose Down
 DROP SCHEMA projections CASCADE;

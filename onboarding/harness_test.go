@@ -455,6 +455,11 @@ func newFixture(t *testing.T, opts harnessOptions) *fixture {
 	dbURL := newDatabase(t)
 	f := &fixture{dbURL: dbURL, db: pgtest.Connect(t, dbURL)}
 	f.h = startHarness(t, dbURL, opts)
+	t.Cleanup(func() {
+		if t.Failed() {
+			f.dumpEvents(t)
+		}
+	})
 
 	var ws struct{ ID string }
 	f.h.must(t, 201, "POST", "/api/v1/admin/workspaces", adminToken, map[string]any{"name": "MSP"}, &ws)
@@ -547,11 +552,22 @@ func (f *fixture) continueBootstrap(t *testing.T, sessionID, token string) reply
 	return f.h.call(t, "POST", "/api/v1/onboarding-sessions/"+sessionID+"/bootstrap/continue", token, nil)
 }
 
-// operation reads a run over the monitoring API.
+// operation reads a run over the monitoring API; it waits for the run to
+// be there (read-your-writes is bounded, see the report).
 func (f *fixture) operation(t *testing.T, id string) run {
 	t.Helper()
 	var r run
-	f.h.must(t, 200, "GET", "/api/v1/operations/"+id, f.owner.Token, nil, &r)
+	eventually(t, 30*time.Second, "run "+id+" in monitoring", func() (bool, string) {
+		rep := f.h.call(t, "GET", "/api/v1/operations/"+id, f.owner.Token, nil)
+		if rep.Status == 404 {
+			return false, rep.String()
+		}
+		if rep.Status != 200 {
+			t.Fatalf("%s: want 200", rep)
+		}
+		rep.decode(t, &r)
+		return true, ""
+	})
 	return r
 }
 
@@ -620,20 +636,46 @@ func (f *fixture) runStatus(t *testing.T, id string) string {
 	return s
 }
 
-// auditCount counts tenant A's events over the audit API, as its owner.
+// auditCount counts tenant A's events over the audit API, as its owner,
+// once the audit trail shows every event committed for the tenant (the
+// trail only shows events below the cluster-wide snapshot xmin, so it may
+// lag while any older transaction of the PostgreSQL server is open).
 func (f *fixture) auditCount(t *testing.T) int {
 	t.Helper()
 	n := 0
+	eventually(t, 30*time.Second, "the audit trail caught up", func() (bool, string) {
+		var committed int
+		if err := f.db.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE tenant_id = $1`, f.tenant).Scan(&committed); err != nil {
+			t.Fatalf("count events: %v", err)
+		}
+		n = len(f.audit(t))
+		return n == committed, fmt.Sprintf("audit shows %d of %d committed events", n, committed)
+	})
+	return n
+}
+
+// auditEvent is an event of the audit trail.
+type auditEvent struct {
+	Position int64           `json:"position"`
+	Stream   string          `json:"stream"`
+	Type     string          `json:"type"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// audit reads tenant A's audit trail over HTTP, as its owner.
+func (f *fixture) audit(t *testing.T) []auditEvent {
+	t.Helper()
+	var all []auditEvent
 	after := ""
 	for {
 		var page struct {
-			Items     []json.RawMessage `json:"items"`
-			NextAfter *int64            `json:"next_after"`
+			Items     []auditEvent `json:"items"`
+			NextAfter *int64       `json:"next_after"`
 		}
 		f.h.must(t, 200, "GET", "/api/v1/audit/events?tenant_id="+f.tenant+"&limit=200"+after, f.owner.Token, nil, &page)
-		n += len(page.Items)
+		all = append(all, page.Items...)
 		if page.NextAfter == nil {
-			return n
+			return all
 		}
 		after = fmt.Sprintf("&after=%d", *page.NextAfter)
 	}
@@ -698,4 +740,28 @@ func strp(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// dumpEvents logs every event of the database with its commit timing.
+func (f *fixture) dumpEvents(t *testing.T) {
+	rows, err := f.db.Query(context.Background(), `SELECT position, tx_id::text, event_type, stream_id, recorded_at FROM events ORDER BY position`)
+	if err != nil {
+		t.Logf("dump events: %v", err)
+		return
+	}
+	defer rows.Close()
+	var first time.Time
+	for rows.Next() {
+		var pos int64
+		var tx, typ, stream string
+		var at time.Time
+		if err := rows.Scan(&pos, &tx, &typ, &stream, &at); err != nil {
+			t.Logf("dump events: %v", err)
+			return
+		}
+		if first.IsZero() {
+			first = at
+		}
+		t.Logf("%4d tx=%s +%8s %-32s %s", pos, tx, at.Sub(first).Round(time.Millisecond), typ, stream)
+	}
 }

@@ -1,6 +1,7 @@
 package onboarding_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -73,12 +74,12 @@ func TestRestoreFlow(t *testing.T) {
 		t.Fatalf("%d runs active during the restore", n)
 	}
 	f.simulate(t, conn, 50, nil) // later runs are quick; the running one keeps its latency
-	f.waitOperation(t, first.Run.ID, "succeeded", 10*time.Second)
+	f.waitOperation(t, first.Run.ID, "succeeded", 30*time.Second)
 	detail := struct {
 		DedupedCount   int `json:"deduped_count"`
 		ScopeBusyCount int `json:"scope_busy_count"`
 	}{}
-	eventually(t, 5*time.Second, "counts of answered starts", func() (bool, string) {
+	eventually(t, 30*time.Second, "counts of answered starts", func() (bool, string) {
 		f.h.must(t, 200, "GET", "/api/v1/operations/"+first.Run.ID, f.owner.Token, nil, &detail)
 		return detail.DedupedCount == 1 && detail.ScopeBusyCount == 1, ""
 	})
@@ -88,23 +89,23 @@ func TestRestoreFlow(t *testing.T) {
 	if second.Run.ID == first.Run.ID {
 		t.Fatalf("re-execution reused run %s", first.Run.ID)
 	}
-	f.waitOperation(t, second.Run.ID, "succeeded", 10*time.Second)
-	for _, filter := range []string{"restore.execute"} {
-		eventually(t, 5*time.Second, "both restore runs listed", func() (bool, string) {
-			var page struct {
-				Items []run `json:"items"`
+	f.waitOperation(t, second.Run.ID, "succeeded", 30*time.Second)
+	// The history is kept: both runs (and the blocked start) are listed.
+	eventually(t, 30*time.Second, "both restore runs listed", func() (bool, string) {
+		var page struct {
+			Items []run `json:"items"`
+		}
+		f.h.must(t, 200, "GET", "/api/v1/operations?tenant_id="+f.tenant+"&type=restore.execute&limit=200", f.owner.Token, nil, &page)
+		seen := map[string]string{}
+		for _, r := range page.Items {
+			if r.Type != "restore.execute" {
+				t.Fatalf("type filter let through %+v", r)
 			}
-			f.h.must(t, 200, "GET", "/api/v1/operations?tenant_id="+f.tenant+"&type="+filter+"&limit=200", f.owner.Token, nil, &page)
-			seen := map[string]string{}
-			for _, r := range page.Items {
-				if r.Type != "restore.execute" {
-					t.Fatalf("type filter let through %+v", r)
-				}
-				seen[r.ID] = r.Status
-			}
-			return seen[first.Run.ID] == "succeeded" && seen[second.Run.ID] == "succeeded" && seen[blocked.Run.ID] == "blocked", ""
-		})
-	}
+			seen[r.ID] = r.Status
+		}
+		return seen[first.Run.ID] == "succeeded" && seen[second.Run.ID] == "succeeded" && seen[blocked.Run.ID] == "blocked",
+			fmt.Sprint(seen)
+	})
 
 	// A preview with warnings needs them acknowledged.
 	var warned struct {
@@ -126,7 +127,7 @@ func TestRestoreFlow(t *testing.T) {
 	if strp(third.Run.Target) != warned.ID {
 		t.Fatalf("third restore: %+v", third.Run)
 	}
-	f.waitOperation(t, third.Run.ID, "succeeded", 10*time.Second)
+	f.waitOperation(t, third.Run.ID, "succeeded", 30*time.Second)
 
 	// restore.execute belongs to the owner alone.
 	f.h.call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+warned.ID+"/execute", f.operator.Token,

@@ -78,7 +78,7 @@ func TestVerificationAndAccess(t *testing.T) {
 	if ro.Steps.Verification.Status != "accepted" {
 		t.Fatalf("readonly view: %s", ro)
 	}
-	f.waitOperation(t, res.Run.ID, "succeeded", 10*time.Second)
+	f.waitOperation(t, res.Run.ID, "succeeded", 30*time.Second)
 
 	// A second verification is a fresh attempt through the gate.
 	again := expectStart(t, f.h.call(t, "POST", base+"/verify", f.owner.Token, nil), "accepted")

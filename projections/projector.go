@@ -41,10 +41,11 @@ type Projector struct {
 	Name string
 	// Tables are the tables it owns in the projections schema.
 	Tables []string
-	// Apply changes the read model for one event. It runs in the
-	// projector's transaction with search_path set to the target schema,
-	// so it names tables unqualified. Payload is the decoded event.
-	Apply func(ctx context.Context, tx pgx.Tx, e eventstore.Event, payload eventstore.Payload) error
+	// Apply queues the statements that project one event into b. The
+	// statements only write (so that many events can travel in one round
+	// trip) and name tables unqualified: they run with search_path set to
+	// the schema being built. Payload is the decoded event.
+	Apply func(b *pgx.Batch, e eventstore.Event, payload eventstore.Payload)
 }
 
 // All returns every projector.
@@ -52,18 +53,41 @@ func All() []Projector {
 	return []Projector{operationsProjector(), queueProjector(), notificationsProjector()}
 }
 
-// applyInTx applies events (in subscriber order) that are past p's
-// checkpoint, moves the checkpoint, and returns how many it applied.
-func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event) (int, error) {
-	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1 || ', public', true), pg_advisory_xact_lock_shared($2)`, schema, swapLock); err != nil {
-		return 0, fmt.Errorf("%s: prepare: %w", p.Name, err)
+// applyInTx applies the events (in subscriber order) that are past p's
+// checkpoint in schema, moves the checkpoint, and returns how many it
+// applied: two round trips whatever the number of events. With savepoint,
+// the work is wrapped in a savepoint that is rolled back on failure, so
+// that the caller's transaction stays usable.
+func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event, savepoint bool) (n int, err error) {
+	if savepoint {
+		defer func() {
+			if err != nil {
+				_, _ = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT projector`)
+			}
+		}()
 	}
+	// Lock first (a rebuild swaps schemas under the exclusive lock), then
+	// read the checkpoint in a statement of its own, which sees the swap.
+	// pgx prepares a batch's statements before running any of them, so
+	// this one names its schema rather than rely on the search_path.
+	var head pgx.Batch
+	if savepoint {
+		head.Queue(`SAVEPOINT projector`)
+	}
+	head.Queue(`SELECT set_config('search_path', $1 || ', public', true), pg_advisory_xact_lock_shared($2)`, schema, swapLock)
 	var cpTx, cpPos int64
-	err := tx.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM projection_checkpoints WHERE projector = $1 FOR UPDATE`, p.Name).Scan(&cpTx, &cpPos)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	head.Queue(`SELECT (tx_id::text)::bigint, position FROM `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` WHERE projector = $1`, p.Name).
+		QueryRow(func(row pgx.Row) error {
+			if err := row.Scan(&cpTx, &cpPos); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			return nil
+		})
+	if err := tx.SendBatch(ctx, &head).Close(); err != nil {
 		return 0, fmt.Errorf("%s: read checkpoint: %w", p.Name, err)
 	}
-	applied := 0
+
+	var body pgx.Batch
 	var last *eventstore.Event
 	for i := range events {
 		e := &events[i]
@@ -71,30 +95,33 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 			continue // applied before: redelivery
 		}
 		payload, err := reg.Decode(*e)
-		if errors.Is(err, eventstore.ErrUnknownEventType) {
-			payload = nil // an event this binary does not know; move past it
-		} else if err != nil {
+		if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
 			return 0, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		if payload != nil {
-			if err := p.Apply(ctx, tx, *e, payload); err != nil {
-				return 0, fmt.Errorf("%s: apply %s at %d: %w", p.Name, e.Type, e.Position, err)
-			}
+		if payload != nil { // an event this binary does not know is passed over
+			p.Apply(&body, *e, payload)
 		}
-		applied++
+		n++
 		last = e
 	}
 	if last == nil {
+		if savepoint {
+			_, err := tx.Exec(ctx, `RELEASE SAVEPOINT projector`)
+			return 0, err
+		}
 		return 0, nil
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
+	body.Queue(`INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
 		VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())
 		ON CONFLICT (projector) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at`,
 		p.Name, int64(last.TxID), last.Position)
-	if err != nil {
-		return 0, fmt.Errorf("%s: save checkpoint: %w", p.Name, err)
+	if savepoint {
+		body.Queue(`RELEASE SAVEPOINT projector`)
 	}
-	return applied, nil
+	if err := tx.SendBatch(ctx, &body).Close(); err != nil {
+		return 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, last.Position, err)
+	}
+	return n, nil
 }
 
 // Runner runs projectors as watermill subscribers.
@@ -132,21 +159,39 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 		return err
 	}
 	defer sub.Close()
-	msgs, err := sub.Subscribe(ctx, eventstore.TopicEvents)
+	// The handler works in the subscriber's transaction, and the subscriber
+	// ends that transaction as soon as its context ends, without waiting
+	// for the handler: a connection used by two goroutines at once. So the
+	// subscription's context ends only between messages, once ctx has.
+	subCtx, stopSub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSub()
+	msgs, err := sub.Subscribe(subCtx, eventstore.TopicEvents)
 	if err != nil {
 		return fmt.Errorf("%s: subscribe: %w", p.Name, err)
 	}
-	for msg := range msgs {
-		if err := r.handle(msg.Context(), p, msg); err != nil {
-			if ctx.Err() == nil {
-				r.Logger.Error("projector failed; message will be redelivered", "projector", p.Name, "err", err)
+	for {
+		var msg *message.Message
+		select {
+		case <-ctx.Done():
+		case msg = <-msgs:
+		}
+		if msg == nil || ctx.Err() != nil {
+			// Neither ack nor nack: the batch's transaction rolls back
+			// when the subscription ends, and is delivered again later.
+			stopSub()
+			return ctx.Err()
+		}
+		if err := r.handle(ctx, p, msg); err != nil {
+			if ctx.Err() != nil {
+				stopSub()
+				return ctx.Err()
 			}
+			r.Logger.Error("projector failed; message will be redelivered", "projector", p.Name, "err", err)
 			msg.Nack()
 			continue
 		}
 		msg.Ack()
 	}
-	return ctx.Err()
 }
 
 func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) error {
@@ -154,7 +199,7 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) 
 	if err != nil {
 		return err
 	}
-	wtx, ok := watermillsql.TxFromContext(ctx)
+	wtx, ok := watermillsql.TxFromContext(msg.Context())
 	if !ok {
 		return fmt.Errorf("%s: message %s carries no subscriber transaction", p.Name, msg.UUID)
 	}
@@ -167,18 +212,10 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) 
 	default:
 		return fmt.Errorf("%s: subscriber transaction is %T, not pgx", p.Name, wtx)
 	}
-	// A savepoint, so that a failed event rolls back alone and is redelivered.
-	sp, err := pgxTx.Begin(ctx)
+	// In a savepoint, so that a failed event rolls back alone and is redelivered.
+	n, err := applyInTx(ctx, pgxTx, r.Registry, LiveSchema, p, []eventstore.Event{e}, true)
 	if err != nil {
-		return fmt.Errorf("%s: savepoint: %w", p.Name, err)
-	}
-	n, err := applyInTx(ctx, sp, r.Registry, LiveSchema, p, []eventstore.Event{e})
-	if err != nil {
-		_ = sp.Rollback(ctx)
 		return err
-	}
-	if err := sp.Commit(ctx); err != nil {
-		return fmt.Errorf("%s: release savepoint: %w", p.Name, err)
 	}
 	if n > 0 && r.OnApplied != nil {
 		r.OnApplied(p.Name, e.RecordedAt)

@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"context"
-
 	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/domain"
@@ -15,17 +13,15 @@ func queueProjector() Projector {
 	return Projector{Name: "queue", Tables: []string{"ops_queue"}, Apply: applyQueue}
 }
 
-func applyQueue(ctx context.Context, tx pgx.Tx, _ eventstore.Event, payload eventstore.Payload) error {
-	var err error
+func applyQueue(b *pgx.Batch, _ eventstore.Event, payload eventstore.Payload) {
 	switch ev := payload.(type) {
 	case domain.StartAccepted:
-		_, err = tx.Exec(ctx, `INSERT INTO ops_queue (run_id, tenant_id, scope_id, type, status, queued_at)
+		b.Queue(`INSERT INTO ops_queue (run_id, tenant_id, scope_id, type, status, queued_at)
 			VALUES ($1, $2, $3, $4, 'queued', $5) ON CONFLICT (run_id) DO NOTHING`,
 			ev.RunID, ev.TenantID, string(ev.ScopeID), ev.Type, ev.At)
 	case domain.RunStarted:
-		_, err = tx.Exec(ctx, `UPDATE ops_queue SET status = 'running', started_at = $2 WHERE run_id = $1`, ev.RunID, ev.At)
+		b.Queue(`UPDATE ops_queue SET status = 'running', started_at = $2 WHERE run_id = $1`, ev.RunID, ev.At)
 	case domain.RunSucceeded, domain.RunFailed, domain.RunCancelled:
-		_, err = tx.Exec(ctx, `DELETE FROM ops_queue WHERE run_id = $1`, ev.(domain.RunEvent).Ref().RunID)
+		b.Queue(`DELETE FROM ops_queue WHERE run_id = $1`, ev.(domain.RunEvent).Ref().RunID)
 	}
-	return err
 }

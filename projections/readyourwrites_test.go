@@ -22,7 +22,7 @@ func TestReadYourWrites(t *testing.T) {
 	}
 	surfaces := []domain.Surface{domain.SurfaceInventorySync, domain.SurfaceComplianceSnapshot, domain.SurfaceConnectionCheck}
 
-	for i := 0; i < 15; i++ {
+	for i := 0; i < 10; i++ {
 		conn := conns[i%len(conns)]
 		run := f.expect(domain.OutcomeAccepted, connStart(op, surfaces[i%len(surfaces)], conn)).Run
 		v := f.getRun(run.ID)

@@ -141,24 +141,45 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	}
 	start := time.Now()
 	lastReport := start
-	var after int64
 	total := 0
-	for {
-		events, err := r.Store.ReadAll(ctx, after, replayPage)
-		if err != nil {
+	// Read the next page while the projectors apply the current one.
+	type page struct {
+		events []eventstore.Event
+		err    error
+	}
+	pages := make(chan page, 1)
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	go func() {
+		defer close(pages)
+		var after int64
+		for {
+			events, err := r.Store.ReadAll(readCtx, after, replayPage)
+			if err == nil && upTo != nil {
+				events = upTo.cut(events)
+			}
+			if err != nil || len(events) == 0 {
+				if err != nil {
+					pages <- page{err: err}
+				}
+				return
+			}
+			select {
+			case pages <- page{events: events}:
+			case <-readCtx.Done():
+				return
+			}
+			after = events[len(events)-1].Position
+		}
+	}()
+	for pg := range pages {
+		if pg.err != nil {
+			return ReplayStats{}, pg.err
+		}
+		if err := r.applyPage(ctx, schema, pg.events); err != nil {
 			return ReplayStats{}, err
 		}
-		if upTo != nil {
-			events = upTo.cut(events)
-		}
-		if len(events) == 0 {
-			break
-		}
-		if err := r.applyPage(ctx, schema, events); err != nil {
-			return ReplayStats{}, err
-		}
-		total += len(events)
-		after = events[len(events)-1].Position
+		total += len(pg.events)
 		if r.Progress != nil && time.Since(lastReport) > time.Second {
 			lastReport = time.Now()
 			fmt.Fprintf(r.Progress, "replayed %d events (%.0f events/s)\n", total, float64(total)/time.Since(start).Seconds())
@@ -172,7 +193,24 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	return stats, nil
 }
 
+// applyPage applies one page of events with every projector, each in a
+// transaction (and on a connection) of its own, in parallel.
 func (r *Replayer) applyPage(ctx context.Context, schema string, events []eventstore.Event) error {
+	projectors := All()
+	errs := make(chan error, len(projectors))
+	for _, p := range projectors {
+		go func() { errs <- r.applyProjectorPage(ctx, schema, p, events) }()
+	}
+	var first error
+	for range projectors {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Projector, events []eventstore.Event) error {
 	tx, err := r.Pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin replay: %w", err)
@@ -182,10 +220,8 @@ func (r *Replayer) applyPage(ctx context.Context, schema string, events []events
 	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 		return err
 	}
-	for _, p := range All() {
-		if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, events); err != nil {
-			return err
-		}
+	if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, events, false); err != nil {
+		return err
 	}
 	return tx.Commit(ctx)
 }
@@ -218,7 +254,7 @@ func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string) error 
 			if len(upto) == 0 {
 				break
 			}
-			if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, upto); err != nil {
+			if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, upto, false); err != nil {
 				return err
 			}
 			after = upto[len(upto)-1].Position

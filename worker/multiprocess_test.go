@@ -326,6 +326,27 @@ func TestMultiProcess(t *testing.T) {
 	}, &off)
 	targets := append(append([]string{}, conns...), off.ID)
 
+	{ // DEBUG warm-up
+		w0 := time.Now()
+		var res domain.StartResult
+		client.must(t, 202, "POST", "/api/v1/provider-connections/"+conns[0]+"/check", user.Token, nil, &res)
+		waitFor(t, waitTimeout, "warm-up", func() bool {
+			var st string
+			_ = pool.QueryRow(ctx, `SELECT status FROM runs WHERE id=$1`, res.Run.ID).Scan(&st)
+			return st == "succeeded"
+		})
+		t.Logf("DEBUG warm-up run succeeded %v after acceptance", time.Since(w0))
+		for i := 0; i < 3; i++ {
+			w0 = time.Now()
+			client.must(t, 202, "POST", "/api/v1/provider-connections/"+conns[i+1]+"/check", user.Token, nil, &res)
+			waitFor(t, waitTimeout, "warm-up", func() bool {
+				var st string
+				_ = pool.QueryRow(ctx, `SELECT status FROM runs WHERE id=$1`, res.Run.ID).Scan(&st)
+				return st == "succeeded"
+			})
+			t.Logf("DEBUG warm-up run %d succeeded %v after acceptance", i, time.Since(w0))
+		}
+	}
 	// The one-active-run-per-connection invariant, watched while the workload runs.
 	var violations []string
 	var polls atomic.Int64
@@ -358,7 +379,7 @@ func TestMultiProcess(t *testing.T) {
 	}()
 
 	// ~200 starts from concurrent clients, alternating between the api processes.
-	const clients, perClient = 16, 13
+	const clients, perClient = 8, 25
 	surfaces := []string{"inventory-sync", "compliance-snapshot", "check"}
 	wantStatus := map[domain.Outcome]int{
 		domain.OutcomeAccepted: http.StatusAccepted, domain.OutcomeDeduped: http.StatusOK,
@@ -502,6 +523,16 @@ func TestMultiProcess(t *testing.T) {
 		t.Errorf("two active runs on one scope: %s", v)
 	}
 
+	{ // DEBUG timeline
+		rows, _ := pool.Query(ctx, `SELECT metadata->>'correlation_id', event_type, recorded_at, COALESCE(metadata->>'actor','') FROM events WHERE event_type IN ('StartAccepted','RunStarted','RunSucceeded','RunFailed') ORDER BY position`)
+		for rows.Next() {
+			var id, typ, actor string
+			var at time.Time
+			_ = rows.Scan(&id, &typ, &at, &actor)
+			t.Logf("DEBUG %s %s %s %s", at.Format("15:04:05.000"), id, typ, actor)
+		}
+		rows.Close()
+	}
 	// Exactly one RunStarted per accepted run.
 	for id := range accepted {
 		events, err := store.ReadCorrelated(ctx, id, 1000)
