@@ -205,7 +205,7 @@ func TestPresentRunEveryStatus(t *testing.T) {
 	}{
 		{base, domain.StatusQueued, domain.ToneInfo, "", "/api/v1/operations/run-1"},
 		{startedRun, domain.StatusRunning, domain.ToneInfo, "", "/api/v1/operations/run-1"},
-		{startedRun.Apply(domain.RunSucceeded{RunRef: ref("run-1", inventory), Epoch: 1, At: at(2)}),
+		{startedRun.Apply(succeeded("run-1", inventory).(domain.RunSucceeded)),
 			domain.StatusSucceeded, domain.ToneSuccess, "", "/api/v1/operations/run-1"},
 		{startedRun.Apply(failed("run-1", inventory, domain.ReasonCredentialsRejected).(domain.RunFailed)),
 			domain.StatusFailed, domain.ToneDanger, domain.ReasonCredentialsRejected, "/api/v1/provider-connections/" + connID},

@@ -64,7 +64,8 @@ func TestScopeStateMachine(t *testing.T) {
 	}
 }
 
-// The model: runs by id with their status, scope and epoch; connection
+// The model: runs by id with their status, scope, epoch, what their start
+// asked for, when it was accepted and when it started; connection
 // usability; restore runs' previews. Canonical types come from the
 // contract table of registry_test.go, not from the domain's registry.
 
@@ -73,6 +74,9 @@ type mRun struct {
 	scope                            domain.ScopeID
 	status                           domain.RunStatus
 	epoch                            int64
+	start                            domain.StartInfo
+	createdAt                        time.Time
+	startedAt                        *time.Time // nil until it starts
 }
 
 type mConn struct {
@@ -337,6 +341,14 @@ func (s *sequence) record(scope domain.ScopeID, e domain.Event) {
 	case domain.RunEvent:
 		id := e.Ref().RunID
 		s.w.runs[id] = s.w.runs[id].Apply(e)
+		// A terminal event alone gives the run the whole history gives.
+		ended, ok := domain.Ended(e)
+		if ok != s.w.runs[id].Status.Terminal() {
+			s.failf("Ended(%s) ok=%v for a %s run", e.EventType(), ok, s.w.runs[id].Status)
+		}
+		if ok && !reflect.DeepEqual(ended, s.w.runs[id]) {
+			s.failf("Ended(%s) =\n  %#v\nprojected\n  %#v", e.EventType(), ended, s.w.runs[id])
+		}
 	}
 }
 
@@ -398,7 +410,7 @@ func (s *sequence) start() {
 	case want != "":
 		expected = domain.StartBlocked{RunID: runID, StartInfo: si, Reason: catalogReason(want), At: s.clock}
 		s.addRun(&mRun{id: runID, typ: sf.typ, canonical: canonical, target: target, conn: conn,
-			scope: si.ScopeID, status: domain.StatusBlocked})
+			scope: si.ScopeID, status: domain.StatusBlocked, start: si, createdAt: s.clock})
 	case holder != nil && holder.canonical == canonical && holder.target == target:
 		expected = domain.StartDeduped{RunID: holder.id, StartInfo: si, At: s.clock}
 	case holder != nil:
@@ -406,7 +418,7 @@ func (s *sequence) start() {
 	default:
 		expected = domain.StartAccepted{RunID: runID, StartInfo: si, At: s.clock}
 		s.addRun(&mRun{id: runID, typ: sf.typ, canonical: canonical, target: target, conn: conn,
-			scope: si.ScopeID, status: domain.StatusQueued})
+			scope: si.ScopeID, status: domain.StatusQueued, start: si, createdAt: s.clock})
 	}
 	if !reflect.DeepEqual(e, expected) {
 		s.failf("start answered\n  %#v\nmodel expects\n  %#v", e, expected)
@@ -485,10 +497,12 @@ func (s *sequence) lifecycle(kind string) {
 	var expected domain.Event
 	var next domain.RunStatus
 	var nextEpoch int64
+	var nextStartedAt, startedAt *time.Time
+	var ref domain.RunRef
 	if r != nil {
-		nextEpoch = r.epoch
+		nextEpoch, nextStartedAt, startedAt = r.epoch, r.startedAt, r.startedAt
+		ref = domain.RunRef{RunID: runID, ScopeID: scope, TenantID: propTenant, Start: r.start, CreatedAt: r.createdAt}
 	}
-	ref := domain.RunRef{RunID: runID, ScopeID: scope, TenantID: propTenant}
 	switch {
 	case !isActive:
 		wantErr = domain.ErrRunNotActive
@@ -496,12 +510,13 @@ func (s *sequence) lifecycle(kind string) {
 		if r.status == domain.StatusRunning {
 			wantErr = domain.ErrRunAlreadyStarted
 		} else {
-			next, nextEpoch = domain.StatusRunning, r.epoch+1
+			clock := s.clock
+			next, nextEpoch, nextStartedAt = domain.StatusRunning, r.epoch+1, &clock
 			expected = domain.RunStarted{RunRef: ref, Epoch: r.epoch + 1, WorkerID: "worker-p", At: s.clock}
 		}
 	case kind == "cancel":
 		next = domain.StatusCancelled
-		expected = domain.RunCancelled{RunRef: ref, ActorID: "user-p", WasRunning: r.status == domain.StatusRunning,
+		expected = domain.RunCancelled{RunRef: ref, StartedAt: startedAt, ActorID: "user-p", WasRunning: r.status == domain.StatusRunning,
 			Reason: catalogReason("operation.cancelled"), At: s.clock}
 	case r.status == domain.StatusQueued:
 		wantErr = domain.ErrRunNotStarted
@@ -509,16 +524,16 @@ func (s *sequence) lifecycle(kind string) {
 		wantErr = domain.ErrStaleEpoch
 	case kind == "succeed":
 		next = domain.StatusSucceeded
-		expected = domain.RunSucceeded{RunRef: ref, Epoch: epoch, At: s.clock}
+		expected = domain.RunSucceeded{RunRef: ref, StartedAt: startedAt, Epoch: epoch, At: s.clock}
 	case kind == "lose":
 		next = domain.StatusFailed
-		expected = domain.RunFailed{RunRef: ref, Epoch: epoch, Reason: catalogReason("execution.lost"), At: s.clock}
+		expected = domain.RunFailed{RunRef: ref, StartedAt: startedAt, Epoch: epoch, Reason: catalogReason("execution.lost"), At: s.clock}
 	case kind == "fail":
 		if _, ok := contractClass(reason); !ok {
 			wantErr = domain.ErrInvalidCommand
 		} else {
 			next = domain.StatusFailed
-			expected = domain.RunFailed{RunRef: ref, Epoch: epoch, Reason: catalogReason(reason), At: s.clock}
+			expected = domain.RunFailed{RunRef: ref, StartedAt: startedAt, Epoch: epoch, Reason: catalogReason(reason), At: s.clock}
 		}
 	}
 
@@ -537,7 +552,7 @@ func (s *sequence) lifecycle(kind string) {
 	if !reflect.DeepEqual(e, expected) {
 		s.failf("%s answered\n  %#v\nmodel expects\n  %#v", kind, e, expected)
 	}
-	r.status, r.epoch = next, nextEpoch
+	r.status, r.epoch, r.startedAt = next, nextEpoch, nextStartedAt
 	s.record(scope, e)
 	s.trace[len(s.trace)-1] += " -> " + e.EventType()
 	s.seen[e.EventType()]++
@@ -565,6 +580,11 @@ func (s *sequence) check() {
 			}
 			if (got.StartedAt != nil) != (want.status == domain.StatusRunning) {
 				s.failf("%s holder %s: started_at %v with status %s", scope, got.RunID, got.StartedAt, got.Status)
+			}
+			if !reflect.DeepEqual(got.Start, want.start) || !got.CreatedAt.Equal(want.createdAt) ||
+				!reflect.DeepEqual(got.StartedAt, want.startedAt) {
+				s.failf("%s holder %s: start %+v created %v started %v, model start %+v created %v started %v",
+					scope, got.RunID, got.Start, got.CreatedAt, got.StartedAt, want.start, want.createdAt, want.startedAt)
 			}
 		}
 	}
@@ -595,6 +615,9 @@ func (s *sequence) check() {
 		}
 		if (run.FinishedAt != nil) != r.status.Terminal() {
 			s.failf("run %s (%s) finished_at %v", id, run.Status, run.FinishedAt)
+		}
+		if !run.CreatedAt.Equal(r.createdAt) || !reflect.DeepEqual(run.StartedAt, r.startedAt) {
+			s.failf("run %s created %v started %v, model created %v started %v", id, run.CreatedAt, run.StartedAt, r.createdAt, r.startedAt)
 		}
 	}
 }

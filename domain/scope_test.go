@@ -52,11 +52,16 @@ var (
 	noConn     = info(domain.OpGroupsSync, domain.SurfaceGroupsSync, "", nil)
 )
 
+// ref is the RunRef of run runID started with s and accepted at at(0), the
+// time accepted gives it.
 func ref(runID string, s domain.StartInfo) domain.RunRef {
-	return domain.RunRef{RunID: runID, ScopeID: s.ScopeID, TenantID: s.TenantID}
+	return domain.RunRef{RunID: runID, ScopeID: s.ScopeID, TenantID: s.TenantID, Start: s, CreatedAt: at(0)}
 }
 
-// Given-events helpers.
+// ptr returns a pointer to a copy of t.
+func ptr(t time.Time) *time.Time { return &t }
+
+// Given-events helpers: accepted at at(0), started at at(1), ended at at(2).
 
 func accepted(runID string, s domain.StartInfo) domain.Event {
 	return domain.StartAccepted{RunID: runID, StartInfo: s, At: at(0)}
@@ -67,15 +72,20 @@ func started(runID string, s domain.StartInfo) domain.Event {
 }
 
 func succeeded(runID string, s domain.StartInfo) domain.Event {
-	return domain.RunSucceeded{RunRef: ref(runID, s), Epoch: 1, At: at(2)}
+	return domain.RunSucceeded{RunRef: ref(runID, s), StartedAt: ptr(at(1)), Epoch: 1, At: at(2)}
 }
 
 func failed(runID string, s domain.StartInfo, code domain.ReasonCode) domain.Event {
-	return domain.RunFailed{RunRef: ref(runID, s), Epoch: 1, Reason: domain.MustReason(code), At: at(2)}
+	return domain.RunFailed{RunRef: ref(runID, s), StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.MustReason(code), At: at(2)}
 }
 
+// cancelled cancels a running run (started at at(1)) or a queued one.
 func cancelled(runID string, s domain.StartInfo, wasRunning bool) domain.Event {
-	return domain.RunCancelled{RunRef: ref(runID, s), ActorID: actorID, WasRunning: wasRunning,
+	var startedAt *time.Time
+	if wasRunning {
+		startedAt = ptr(at(1))
+	}
+	return domain.RunCancelled{RunRef: ref(runID, s), StartedAt: startedAt, ActorID: actorID, WasRunning: wasRunning,
 		Reason: domain.MustReason(domain.ReasonCancelled), At: at(2)}
 }
 
@@ -499,24 +509,24 @@ func TestLifecycle(t *testing.T) {
 
 		{name: "MarkSucceeded with the right epoch", given: running,
 			when: domain.MarkSucceeded{RunID: "run-1", Epoch: 1, At: at(5)},
-			then: domain.RunSucceeded{RunRef: r1, Epoch: 1, At: at(5)}},
+			then: domain.RunSucceeded{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, At: at(5)}},
 		{name: "MarkFailed with the right epoch", given: running,
 			when: domain.MarkFailed{RunID: "run-1", Epoch: 1, Reason: domain.ReasonThrottled, At: at(5)},
-			then: domain.RunFailed{RunRef: r1, Epoch: 1, Reason: domain.MustReason(domain.ReasonThrottled), At: at(5)}},
+			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.MustReason(domain.ReasonThrottled), At: at(5)}},
 		{name: "MarkFailed with a readiness reason found at execution", given: running,
 			when: domain.MarkFailed{RunID: "run-1", Epoch: 1, Reason: domain.ReasonDisabled, At: at(5)},
-			then: domain.RunFailed{RunRef: r1, Epoch: 1, Reason: domain.MustReason(domain.ReasonDisabled), At: at(5)}},
+			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.MustReason(domain.ReasonDisabled), At: at(5)}},
 		{name: "MarkLost fails with execution.lost", given: running,
 			when: domain.MarkLost{RunID: "run-1", Epoch: 1, At: at(5)},
-			then: domain.RunFailed{RunRef: r1, Epoch: 1, Reason: domain.Reason{Code: domain.ReasonExecutionLost,
+			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.Reason{Code: domain.ReasonExecutionLost,
 				Class: domain.ClassExecutionInterrupted, Message: domain.MustReason(domain.ReasonExecutionLost).Message}, At: at(5)}},
 		{name: "Cancel a queued run", given: queued,
 			when: domain.Cancel{RunID: "run-1", ActorID: "user-9", At: at(5)},
-			then: domain.RunCancelled{RunRef: r1, ActorID: "user-9", WasRunning: false, Reason: domain.Reason{
+			then: domain.RunCancelled{RunRef: r1, StartedAt: nil, ActorID: "user-9", WasRunning: false, Reason: domain.Reason{
 				Code: domain.ReasonCancelled, Class: domain.ClassCancelled, Message: domain.MustReason(domain.ReasonCancelled).Message}, At: at(5)}},
 		{name: "Cancel a running run", given: running,
 			when: domain.Cancel{RunID: "run-1", ActorID: "user-9", At: at(5)},
-			then: domain.RunCancelled{RunRef: r1, ActorID: "user-9", WasRunning: true,
+			then: domain.RunCancelled{RunRef: r1, StartedAt: ptr(at(1)), ActorID: "user-9", WasRunning: true,
 				Reason: domain.MustReason(domain.ReasonCancelled), At: at(5)}},
 
 		{name: "MarkFailed with a reason outside the catalog", given: running,
@@ -621,6 +631,62 @@ func TestEvolveIgnoresOtherRuns(t *testing.T) {
 	if a := running.Active; a.Status != domain.StatusRunning || a.Epoch != 1 || a.StartedAt == nil || !a.StartedAt.Equal(at(1)) {
 		t.Fatalf("running holder %+v", a)
 	}
+}
+
+// Ended builds a terminal event's run from the event alone: the same run
+// as folding the accepted run through every lifecycle event.
+func TestEnded(t *testing.T) {
+	cases := []struct {
+		name      string
+		start     domain.StartInfo
+		lifecycle []domain.Event // the last one is the terminal event
+		status    domain.RunStatus
+		startedAt *time.Time
+		reason    domain.ReasonCode
+	}{
+		{"succeeded", inventory,
+			[]domain.Event{started("run-1", inventory), succeeded("run-1", inventory)},
+			domain.StatusSucceeded, ptr(at(1)), ""},
+		{"failed with a reason", restore1,
+			[]domain.Event{started("run-1", restore1), failed("run-1", restore1, domain.ReasonThrottled)},
+			domain.StatusFailed, ptr(at(1)), domain.ReasonThrottled},
+		{"cancelled while queued", compliance,
+			[]domain.Event{cancelled("run-1", compliance, false)},
+			domain.StatusCancelled, nil, domain.ReasonCancelled},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			want, ok := domain.RunOf(accepted("run-1", c.start))
+			if !ok {
+				t.Fatal("RunOf(accepted) created no run")
+			}
+			for _, e := range c.lifecycle {
+				want = want.Apply(e.(domain.RunEvent))
+			}
+			last := c.lifecycle[len(c.lifecycle)-1].(domain.RunEvent)
+			got, ok := domain.Ended(last)
+			if !ok {
+				t.Fatalf("Ended(%s) ok=false", last.EventType())
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("Ended(%s)\n  %#v\nfolded\n  %#v", last.EventType(), got, want)
+			}
+			// The folded run is the one expected, so the comparison is not vacuous.
+			if want.ID != "run-1" || want.Status != c.status || !want.CreatedAt.Equal(at(0)) ||
+				!reflect.DeepEqual(want.StartedAt, c.startedAt) || want.FinishedAt == nil || !want.FinishedAt.Equal(at(2)) {
+				t.Fatalf("folded run %+v: want %s, created %v, started %v, finished %v", want, c.status, at(0), c.startedAt, at(2))
+			}
+			if (c.reason == "") != (want.Reason == nil) || (want.Reason != nil && want.Reason.Code != c.reason) {
+				t.Fatalf("folded run reason %+v, want %q", want.Reason, c.reason)
+			}
+		})
+	}
+	t.Run("RunStarted is not terminal", func(t *testing.T) {
+		got, ok := domain.Ended(started("run-1", inventory).(domain.RunEvent))
+		if ok || !reflect.DeepEqual(got, domain.Run{}) {
+			t.Fatalf("Ended(RunStarted) = %+v, %v; want zero run, false", got, ok)
+		}
+	})
 }
 
 func TestOutcomeOf(t *testing.T) {

@@ -258,7 +258,7 @@ func TestMultiProcess(t *testing.T) {
 		"OPSGATE_POLL_INTERVAL":  "50ms",
 		"OPSGATE_DB_MAX_CONNS":   "10",
 		"OPSGATE_SHUTDOWN_GRACE": "5s",
-		"OPSGATE_LOG_LEVEL":      "warn",
+		"OPSGATE_LOG_LEVEL":      "info",
 	}
 	env := processEnv(settings)
 
@@ -347,6 +347,25 @@ func TestMultiProcess(t *testing.T) {
 			t.Logf("DEBUG warm-up run %d succeeded %v after acceptance", i, time.Since(w0))
 		}
 	}
+	t.Cleanup(func() { // DEBUG timeline
+		rows, _ := pool.Query(context.Background(), `SELECT metadata->>'correlation_id', event_type, recorded_at, COALESCE(metadata->>'actor','') FROM events WHERE event_type IN ('StartAccepted','RunStarted','RunSucceeded','RunFailed','RunCancelled') ORDER BY position`)
+		for rows.Next() {
+			var id, typ, actor string
+			var at time.Time
+			_ = rows.Scan(&id, &typ, &at, &actor)
+			t.Logf("DEBUG %s %s %s %s", at.Format("15:04:05.000"), id, typ, actor)
+		}
+		rows.Close()
+		q, _ := pool.Query(context.Background(), `SELECT id, status, worker_id, lease_expires_at FROM runs WHERE status IN ('queued','running')`)
+		for q.Next() {
+			var id, st string
+			var w *string
+			var l *time.Time
+			_ = q.Scan(&id, &st, &w, &l)
+			t.Logf("DEBUG active %s %s %v %v", id, st, w, l)
+		}
+		q.Close()
+	})
 	// The one-active-run-per-connection invariant, watched while the workload runs.
 	var violations []string
 	var polls atomic.Int64
@@ -523,16 +542,6 @@ func TestMultiProcess(t *testing.T) {
 		t.Errorf("two active runs on one scope: %s", v)
 	}
 
-	{ // DEBUG timeline
-		rows, _ := pool.Query(ctx, `SELECT metadata->>'correlation_id', event_type, recorded_at, COALESCE(metadata->>'actor','') FROM events WHERE event_type IN ('StartAccepted','RunStarted','RunSucceeded','RunFailed') ORDER BY position`)
-		for rows.Next() {
-			var id, typ, actor string
-			var at time.Time
-			_ = rows.Scan(&id, &typ, &at, &actor)
-			t.Logf("DEBUG %s %s %s %s", at.Format("15:04:05.000"), id, typ, actor)
-		}
-		rows.Close()
-	}
 	// Exactly one RunStarted per accepted run.
 	for id := range accepted {
 		events, err := store.ReadCorrelated(ctx, id, 1000)
