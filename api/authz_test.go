@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -115,6 +116,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	f := newFixture(t)
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
 	run := expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted").Run.ID
+	f.waitRun(t, run)
 	var session struct{ ID string }
 	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, map[string]any{}, &session)
 	existing := map[string]string{"tenantId": f.tenantA, "connectionId": f.connA, "restoreRunId": restoreRun, "runId": run, "sessionId": session.ID}
@@ -260,6 +262,7 @@ func TestListsStayInTenant(t *testing.T) {
 	runsBy := map[string][]string{}
 	startAndCancel := func(u user, tenant string, sc surfaceCase, c string) {
 		res := expectStart(t, f.start(t, sc, startArgs{tenant: tenant, conn: c, token: u.Token}), "accepted")
+		f.waitRun(t, res.Run.ID)
 		f.mustJSON(t, 200, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", u.Token, nil, nil)
 		runsBy[u.ID] = append(runsBy[u.ID], res.Run.ID)
 	}
@@ -307,7 +310,10 @@ func TestListsStayInTenant(t *testing.T) {
 		}
 
 		var notes listed
-		f.mustJSON(t, 200, "GET", "/api/v1/me/notifications", u.Token, nil, &notes)
+		waitFor(t, u.Name+"'s notifications", 30*time.Second, func() bool {
+			f.mustJSON(t, 200, "GET", "/api/v1/me/notifications", u.Token, nil, &notes)
+			return len(notes.Items) >= len(runsBy[u.ID])
+		})
 		mine := map[string]bool{}
 		for _, id := range runsBy[u.ID] {
 			mine[id] = true

@@ -54,6 +54,7 @@ func TestMetrics(t *testing.T) {
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 	run := expectStart(t, f.start(t, inv, startArgs{conn: c}), "accepted").Run.ID
 	expectStart(t, f.start(t, inv, startArgs{conn: c}), "deduped")
+	f.waitRun(t, run)
 	f.mustJSON(t, 200, "GET", "/api/v1/operations/"+run, f.owner.Token, nil, nil)
 	f.call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")
 	f.call(t, "GET", "/api/v1/no-such-thing/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")

@@ -11,6 +11,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/onboarding"
+	"github.com/opsgate/opsgate/projections"
 )
 
 // Problem is an RFC 9457 problem document with a stable code.
@@ -49,7 +50,7 @@ func renderError(c echo.Context, err error) error {
 	var httpErr *echo.HTTPError
 	var unknownOp *onboarding.UnknownOperationError
 	switch {
-	case errors.Is(err, gate.ErrNotFound):
+	case errors.Is(err, gate.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return notFound(c)
 	case errors.As(err, &forbidden):
 		return problem(c, http.StatusForbidden, "forbidden", "Forbidden",

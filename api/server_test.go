@@ -322,7 +322,8 @@ func (s *testServer) call(t *testing.T, method, path, token string, body any, he
 	}
 	r := reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
 	if r.Status >= 500 {
-		t.Errorf("%s: server error; its log:\n%s", r, s.logs.linesWith(r.Header.Get(echo.HeaderXRequestID)))
+		t.Errorf("%s: server error; its log:\n%s\ntransactions holding the xmin horizon:\n%s",
+			r, s.logs.linesWith(r.Header.Get(echo.HeaderXRequestID)), s.horizonHolders())
 	}
 	if r.Header.Get(echo.HeaderXRequestID) == "" {
 		t.Errorf("%s: no X-Request-Id", r)
@@ -533,6 +534,53 @@ func (f *fixture) settledAuditCount(t *testing.T, tenant, token string) int {
 		return listed == stored
 	})
 	return listed
+}
+
+// waitRun waits until run id can be read; tests that are not about
+// read-your-writes use it before they act on a run they just started, so
+// that a projector held back by other tests' transactions (see
+// horizonHolders) does not fail them.
+func (f *fixture) waitRun(t *testing.T, id string) {
+	t.Helper()
+	waitFor(t, "run "+id+" to be readable", 30*time.Second, func() bool {
+		req, _ := http.NewRequest("GET", f.URL+"/api/v1/operations/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+f.owner.Token)
+		resp, err := f.client.Do(req)
+		if err != nil {
+			t.Fatalf("get run: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// horizonHolders lists the transactions of the whole cluster that hold a
+// transaction id for more than 200ms. The event store's readers only see
+// events below the oldest of them (pg_snapshot_xmin), whatever database
+// it runs in, so these explain a projector or the audit API lagging.
+func (s *testServer) horizonHolders() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rows, err := s.Pool.Query(ctx, `SELECT coalesce(datname, ''), state, extract(epoch FROM now() - xact_start)::float8,
+		left(regexp_replace(query, '\s+', ' ', 'g'), 80)
+		FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND now() - xact_start > interval '200 milliseconds'
+		ORDER BY xact_start`)
+	if err != nil {
+		return err.Error()
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var db, state, query string
+		var age float64
+		if rows.Scan(&db, &state, &age, &query) == nil {
+			out = append(out, fmt.Sprintf("  db=%s %s for %.2fs: %s", db, state, age, query))
+		}
+	}
+	if len(out) == 0 {
+		return "  (none now)"
+	}
+	return strings.Join(out, "\n")
 }
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -316,6 +316,7 @@ func TestStartOutcomes(t *testing.T) {
 				}
 			}
 			// The blocked run is a durable record.
+			f.waitRun(t, bl.Run.ID)
 			var detail runJSON
 			f.mustJSON(t, 200, "GET", bl.Run.Links.Self, f.owner.Token, nil, &detail)
 			if detail.Status != "blocked" || detail.Reason == nil || detail.Reason.Code != bl.Reason.Code {
@@ -333,10 +334,14 @@ func TestStartOutcomes(t *testing.T) {
 		})
 	}
 	// Nothing blocked, deduped or busy was queued.
+	// (The queue view is read without the read-your-writes barrier.)
 	var q struct {
 		Queued int `json:"queued"`
 	}
-	f.mustJSON(t, 200, "GET", "/api/v1/queue?tenant_id="+f.tenantA, f.owner.Token, nil, &q)
+	waitFor(t, "the queue to hold every accepted run", 30*time.Second, func() bool {
+		f.mustJSON(t, 200, "GET", "/api/v1/queue?tenant_id="+f.tenantA, f.owner.Token, nil, &q)
+		return q.Queued >= accepted
+	})
 	if q.Queued != accepted {
 		t.Errorf("queue holds %d runs, want the %d accepted", q.Queued, accepted)
 	}
@@ -367,7 +372,9 @@ func TestReadYourWrites(t *testing.T) {
 			c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 			res := expectStart(t, f.start(t, sc, startArgs{conn: c}), "accepted")
 			r := f.call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil)
-			r.expectStatus(t, 200)
+			if r.Status != 200 {
+				t.Fatalf("%s: a run just started must be readable at once\ntransactions holding the xmin horizon now:\n%s", r, f.horizonHolders())
+			}
 			var got runJSON
 			r.decode(t, &got)
 			want := res.Run
@@ -417,7 +424,7 @@ func TestIdempotencyKeys(t *testing.T) {
 	key := header{"Idempotency-Key", "verify-" + randomID()}
 
 	first := f.start(t, sc, startArgs{conn: c1}, key)
-	expectStart(t, first, "accepted")
+	f.waitRun(t, expectStart(t, first, "accepted").Run.ID)
 	f.unchanged(t, "a replay", func() {
 		again := f.start(t, sc, startArgs{conn: c1}, key)
 		if again.Status != first.Status || string(again.Body) != string(first.Body) {

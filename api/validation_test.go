@@ -141,7 +141,7 @@ func TestBadInput(t *testing.T) {
 
 	// Operation type filters accept the write-time and the canonical name.
 	groups := f.newConnection(t, f.tenantA, own, conn{})
-	expectStart(t, f.start(t, contractSurfaces[1], startArgs{conn: groups}), "accepted")
+	f.waitRun(t, expectStart(t, f.start(t, contractSurfaces[1], startArgs{conn: groups}), "accepted").Run.ID)
 	var legacy, canonical struct {
 		Items []runJSON `json:"items"`
 	}

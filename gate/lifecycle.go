@@ -213,3 +213,34 @@ func withActor(ctx context.Context, actor string) context.Context {
 	md.Actor = actor
 	return eventstore.WithMetadata(ctx, md)
 }
+
+// QueuedRuns returns up to limit accepted runs that have been queued for
+// longer than olderThan, oldest first, as their StartAccepted events. The
+// runs table is the durable queue: a worker sweeps it for runs whose
+// acceptance message it never got to (a crash after the message was
+// taken, a full local queue).
+func (s *Service) QueuedRuns(ctx context.Context, olderThan time.Duration, limit int) ([]domain.StartAccepted, error) {
+	rows, err := s.store.Pool().Query(ctx, `SELECT e.event_id, e.event_type, e.schema_version, e.payload FROM runs r
+		JOIN events e ON e.metadata ? 'correlation_id' AND e.metadata->>'correlation_id' = r.id AND e.event_type = 'StartAccepted'
+		WHERE r.status = 'queued' AND r.created_at < clock_timestamp() - $1 * interval '1 microsecond'
+		ORDER BY r.created_at LIMIT $2`, olderThan.Microseconds(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("find queued runs: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
+		var e eventstore.Event
+		return e, row.Scan(&e.ID, &e.Type, &e.SchemaVersion, &e.Data)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find queued runs: %w", err)
+	}
+	out := make([]domain.StartAccepted, 0, len(events))
+	for _, e := range events {
+		p, err := s.store.Registry().Decode(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.(domain.StartAccepted))
+	}
+	return out, nil
+}

@@ -87,6 +87,7 @@ CREATE TABLE runs (
 );
 CREATE UNIQUE INDEX runs_one_active_per_scope ON runs (scope_id) WHERE status IN ('queued', 'running');
 CREATE INDEX runs_lease ON runs (lease_expires_at) WHERE status = 'running';
+CREATE INDEX runs_queued ON runs (created_at) WHERE status = 'queued';
 
 -- Idempotency keys of start requests: the first answer is replayed to the
 -- same caller with the same key and body.

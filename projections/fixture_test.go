@@ -335,11 +335,16 @@ func (f *fixture) count(sql string, args ...any) int {
 }
 
 // snapshot returns every row of every read-model table (checkpoints with
-// updated_at), as text, sorted: two equal snapshots mean nothing changed.
+// updated_at), as text, sorted by table: two equal snapshots mean nothing
+// changed.
 func (f *fixture) snapshot() map[string][]string {
 	f.t.Helper()
 	out := map[string][]string{}
-	for _, table := range []string{"projection_checkpoints", "ops_runs", "ops_queue", "ops_notifications", "notify_runs"} {
+	tables := []string{"projection_checkpoints"}
+	for _, p := range projections.All() {
+		tables = append(tables, p.Tables...)
+	}
+	for _, table := range tables {
 		rows, err := f.pool.Query(f.ctx, fmt.Sprintf(`SELECT t::text FROM projections.%s t`, table))
 		if err != nil {
 			f.t.Fatalf("snapshot %s: %v", table, err)

@@ -67,25 +67,27 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 		}()
 	}
 	// Lock first (a rebuild swaps schemas under the exclusive lock), then
-	// read the checkpoint in a statement of its own, which sees the swap.
-	// pgx prepares a batch's statements before running any of them, so
-	// this one names its schema rather than rely on the search_path.
+	// read the checkpoint in a round trip of its own, which sees the swap.
+	// Not in the lock's batch: pgx prepares a batch's statements before it
+	// runs any of them, and preparing a statement locks the tables it
+	// names, so the projector would hold the checkpoint table while it
+	// waits for the swap lock, and deadlock with a rebuild that holds the
+	// swap lock and drops the old tables.
 	var head pgx.Batch
 	if savepoint {
 		head.Queue(`SAVEPOINT projector`)
 	}
 	head.Queue(`SELECT set_config('search_path', $1 || ', public', true), pg_advisory_xact_lock_shared($2)`, schema, swapLock)
-	var cpTx, cpPos int64
-	head.Queue(`SELECT (tx_id::text)::bigint, position FROM `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` WHERE projector = $1`, p.Name).
-		QueryRow(func(row pgx.Row) error {
-			if err := row.Scan(&cpTx, &cpPos); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			return nil
-		})
 	if err := tx.SendBatch(ctx, &head).Close(); err != nil {
+		return 0, fmt.Errorf("%s: lock: %w", p.Name, err)
+	}
+	var cpTx, cpPos int64
+	err = tx.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` WHERE projector = $1`, p.Name).
+		Scan(&cpTx, &cpPos)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("%s: read checkpoint: %w", p.Name, err)
 	}
+	err = nil
 
 	var body pgx.Batch
 	var last *eventstore.Event

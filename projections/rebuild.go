@@ -285,18 +285,20 @@ func (c checkpoint) cut(events []eventstore.Event) []eventstore.Event {
 // slowestCheckpoint is the least advanced live checkpoint (the zero point
 // if some projector has applied nothing).
 func (r *Replayer) slowestCheckpoint(ctx context.Context) (checkpoint, error) {
+	// One statement, so that the count and the least checkpoint are read
+	// together while live projectors move on.
 	var c checkpoint
 	var n int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*), coalesce(min((tx_id::text)::bigint), 0) FROM `+LiveSchema+`.projection_checkpoints`).Scan(&n, &c.tx)
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) OVER (), (tx_id::text)::bigint, position FROM `+LiveSchema+`.projection_checkpoints
+		ORDER BY tx_id, position LIMIT 1`).Scan(&n, &c.tx, &c.pos)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return checkpoint{}, nil
+	}
 	if err != nil {
 		return c, fmt.Errorf("read live checkpoints: %w", err)
 	}
 	if n < len(All()) {
 		return checkpoint{}, nil
-	}
-	err = r.Pool.QueryRow(ctx, `SELECT min(position) FROM `+LiveSchema+`.projection_checkpoints WHERE (tx_id::text)::bigint = $1`, c.tx).Scan(&c.pos)
-	if err != nil {
-		return c, fmt.Errorf("read live checkpoints: %w", err)
 	}
 	return c, nil
 }

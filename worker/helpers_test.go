@@ -22,12 +22,14 @@ import (
 	"github.com/opsgate/opsgate/worker"
 )
 
-// Short timings, so that leases, heartbeats and reaping happen within a
-// test. The lease is the shortest worker.New accepts with some margin: a
-// healthy run must never be reaped because one heartbeat was late under -race.
+// Short timings, so that heartbeats, cancellation and reaping happen
+// within a test. The lease is kept well above the heartbeat (20 beats): a
+// healthy run must never be reaped because heartbeats were late on a
+// loaded machine or under -race. Tests of reaping itself use shorter
+// leases on their own claims.
 const (
 	heartbeat       = 50 * time.Millisecond
-	lease           = 300 * time.Millisecond
+	lease           = time.Second
 	reapInterval    = 50 * time.Millisecond
 	pollInterval    = 20 * time.Millisecond
 	throttleBackoff = 5 * time.Millisecond

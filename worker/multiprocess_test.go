@@ -326,46 +326,41 @@ func TestMultiProcess(t *testing.T) {
 	}, &off)
 	targets := append(append([]string{}, conns...), off.ID)
 
-	{ // DEBUG warm-up
-		w0 := time.Now()
-		var res domain.StartResult
-		client.must(t, 202, "POST", "/api/v1/provider-connections/"+conns[0]+"/check", user.Token, nil, &res)
-		waitFor(t, waitTimeout, "warm-up", func() bool {
-			var st string
-			_ = pool.QueryRow(ctx, `SELECT status FROM runs WHERE id=$1`, res.Run.ID).Scan(&st)
-			return st == "succeeded"
-		})
-		t.Logf("DEBUG warm-up run succeeded %v after acceptance", time.Since(w0))
-		for i := 0; i < 3; i++ {
-			w0 = time.Now()
-			client.must(t, 202, "POST", "/api/v1/provider-connections/"+conns[i+1]+"/check", user.Token, nil, &res)
-			waitFor(t, waitTimeout, "warm-up", func() bool {
-				var st string
-				_ = pool.QueryRow(ctx, `SELECT status FROM runs WHERE id=$1`, res.Run.ID).Scan(&st)
-				return st == "succeeded"
-			})
-			t.Logf("DEBUG warm-up run %d succeeded %v after acceptance", i, time.Since(w0))
-		}
-	}
-	t.Cleanup(func() { // DEBUG timeline
-		rows, _ := pool.Query(context.Background(), `SELECT metadata->>'correlation_id', event_type, recorded_at, COALESCE(metadata->>'actor','') FROM events WHERE event_type IN ('StartAccepted','RunStarted','RunSucceeded','RunFailed','RunCancelled') ORDER BY position`)
-		for rows.Next() {
-			var id, typ, actor string
-			var at time.Time
-			_ = rows.Scan(&id, &typ, &at, &actor)
-			t.Logf("DEBUG %s %s %s %s", at.Format("15:04:05.000"), id, typ, actor)
-		}
-		rows.Close()
-		q, _ := pool.Query(context.Background(), `SELECT id, status, worker_id, lease_expires_at FROM runs WHERE status IN ('queued','running')`)
-		for q.Next() {
-			var id, st string
-			var w *string
-			var l *time.Time
-			_ = q.Scan(&id, &st, &w, &l)
-			t.Logf("DEBUG active %s %s %v %v", id, st, w, l)
-		}
-		q.Close()
+	// One start end to end before the workload: the pipeline is live.
+	var first domain.StartResult
+	client.must(t, http.StatusAccepted, "POST", "/api/v1/provider-connections/"+conns[0]+"/check", user.Token, nil, &first)
+	waitFor(t, waitTimeout, "the first run to succeed", func() bool {
+		var status string
+		err := pool.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, first.Run.ID).Scan(&status)
+		return err == nil && status == "succeeded"
 	})
+	t.Logf("first run succeeded after %v", time.Since(t0))
+
+	// On failure, show the runs' timeline.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rows, err := pool.Query(ctx, `SELECT recorded_at, event_type, metadata->>'correlation_id', COALESCE(metadata->>'actor', '')
+			FROM events WHERE stream_id LIKE 'scope-%' ORDER BY position`)
+		if err != nil {
+			t.Logf("timeline: %v", err)
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var at time.Time
+			var typ, run, actor string
+			if err := rows.Scan(&at, &typ, &run, &actor); err != nil {
+				t.Logf("timeline: %v", err)
+				return
+			}
+			t.Logf("timeline %s %-14s %s %s", at.Format("15:04:05.000"), typ, run, actor)
+		}
+	})
+
 	// The one-active-run-per-connection invariant, watched while the workload runs.
 	var violations []string
 	var polls atomic.Int64

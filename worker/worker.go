@@ -50,6 +50,10 @@ type Config struct {
 	ThrottleBackoff time.Duration
 	// ReapInterval is how often expired leases are reaped.
 	ReapInterval time.Duration
+	// SweepInterval is how often the runs table is swept for accepted runs
+	// still queued after SweepAfter.
+	SweepInterval time.Duration
+	SweepAfter    time.Duration
 	// ID names this worker in RunStarted events; generated when empty.
 	ID string
 	// OnEvent, if set, sees the type of every event delivered to the worker
@@ -90,8 +94,6 @@ type Worker struct {
 	registry  *eventstore.Registry
 	providers Providers
 	logger    *slog.Logger
-	slots     chan struct{}
-	running   sync.WaitGroup
 }
 
 // New returns a worker; it refuses a lease that does not outlast the
@@ -113,9 +115,14 @@ func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore
 	if cfg.ReapInterval == 0 {
 		cfg.ReapInterval = cfg.Heartbeat
 	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = 2 * time.Second
+	}
+	if cfg.SweepAfter == 0 {
+		cfg.SweepAfter = 5 * time.Second
+	}
 	return &Worker{
 		cfg: cfg, pool: pool, gate: svc, registry: registry, providers: providers, logger: logger,
-		slots: make(chan struct{}, cfg.Concurrency),
 	}, nil
 }
 
@@ -125,6 +132,13 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Run takes work until ctx ends, then stops taking work and waits up to
 // grace for running operations; those still running afterwards are
 // abandoned to their leases (the reaper of any process ends them).
+//
+// Acceptance messages are acknowledged as soon as they are in the local
+// queue, so the subscription never waits on execution (a waiting
+// subscriber would hold back every other consumer of the database). The
+// runs table is the durable queue behind the messages: a sweeper hands
+// the executors accepted runs that stayed queued (a message taken by a
+// process that crashed, a local queue that was full).
 func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	execCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	defer abandon()
@@ -134,8 +148,6 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 		PollInterval:  w.cfg.PollInterval,
 		Wake:          w.cfg.Wake,
 		Logger:        w.logger,
-		BatchSize:     1,
-		AckDeadline:   time.Hour, // waiting for a free slot is backpressure, not a failure
 	})
 	if err != nil {
 		return err
@@ -144,25 +156,48 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("worker: subscribe: %w", err)
 	}
-	var reaper sync.WaitGroup
-	reaper.Add(1)
-	go func() { defer reaper.Done(); w.reap(ctx) }()
+	queue := make(chan domain.StartAccepted, 4*w.cfg.Concurrency)
+	var background, executors sync.WaitGroup
+	background.Add(2)
+	go func() { defer background.Done(); w.reap(ctx) }()
+	go func() { defer background.Done(); w.sweep(ctx, queue) }()
+	for range w.cfg.Concurrency {
+		executors.Add(1)
+		go func() {
+			defer executors.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case accepted := <-queue:
+					if ctx.Err() == nil {
+						w.claimAndExecute(ctx, execCtx, accepted)
+					}
+				}
+			}
+		}()
+	}
 
 	for msg := range msgs {
-		if err := w.dispatch(ctx, execCtx, msg); err != nil {
+		accepted, err := w.decode(msg)
+		if err != nil {
 			if ctx.Err() == nil {
-				w.logger.Error("dispatch failed; message will be redelivered", "err", err)
+				w.logger.Error("undecodable acceptance; will be redelivered", "err", err)
 			}
 			msg.Nack()
 			continue
 		}
+		select {
+		case queue <- accepted:
+		default: // full: the run stays queued in the database and the sweeper brings it back
+		}
 		msg.Ack()
 	}
 	_ = sub.Close()
-	reaper.Wait()
+	background.Wait()
 
 	done := make(chan struct{})
-	go func() { w.running.Wait(); close(done) }()
+	go func() { executors.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(grace):
@@ -173,48 +208,73 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	return nil
 }
 
-// dispatch claims the accepted run of msg and starts executing it. It
-// waits for a free slot first, so a worker never claims more than it can run.
-func (w *Worker) dispatch(ctx, execCtx context.Context, msg *message.Message) error {
+func (w *Worker) decode(msg *message.Message) (domain.StartAccepted, error) {
 	e, err := eventstore.DecodeMessage(msg)
 	if err != nil {
-		return err
+		return domain.StartAccepted{}, err
 	}
 	if w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e.Type)
 	}
 	payload, err := w.registry.Decode(e)
 	if err != nil {
-		return err
+		return domain.StartAccepted{}, err
 	}
 	accepted, ok := payload.(domain.StartAccepted)
 	if !ok {
-		return fmt.Errorf("worker: %s on the acceptance topic", e.Type)
+		return domain.StartAccepted{}, fmt.Errorf("worker: %s on the acceptance topic", e.Type)
 	}
-	select {
-	case w.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return accepted, nil
+}
+
+// claimAndExecute records RunStarted for an accepted run (exactly one
+// worker succeeds) and executes it.
+func (w *Worker) claimAndExecute(ctx, execCtx context.Context, accepted domain.StartAccepted) {
 	claim, err := w.gate.BeginRun(ctx, accepted.RunID, w.cfg.ID, w.cfg.Lease)
 	if errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrRunAlreadyStarted) {
-		<-w.slots // cancelled while queued, or another worker has it: nothing to do
-		return nil
+		return // cancelled while queued, or another worker has it: nothing to do
 	}
 	if err != nil {
-		<-w.slots
-		return fmt.Errorf("begin run %s: %w", accepted.RunID, err)
+		if ctx.Err() == nil {
+			w.logger.Warn("could not begin run; the sweeper will offer it again", "run_id", accepted.RunID, "err", err)
+		}
+		return
 	}
 	if w.cfg.OnPickup != nil {
 		w.cfg.OnPickup(time.Since(accepted.At))
 	}
-	w.running.Add(1)
-	go func() {
-		defer w.running.Done()
-		defer func() { <-w.slots }()
-		w.execute(execCtx, accepted, claim)
-	}()
-	return nil
+	w.execute(execCtx, accepted, claim)
+}
+
+// sweep offers the executors accepted runs that stayed queued longer than
+// SweepAfter, as many as the local queue has room for.
+func (w *Worker) sweep(ctx context.Context, queue chan<- domain.StartAccepted) {
+	t := time.NewTicker(w.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		room := cap(queue) - len(queue)
+		if room == 0 {
+			continue
+		}
+		runs, err := w.gate.QueuedRuns(ctx, w.cfg.SweepAfter, room)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.logger.Warn("sweeping queued runs failed", "err", err)
+			}
+			continue
+		}
+		for _, accepted := range runs {
+			select {
+			case queue <- accepted:
+			default:
+			}
+		}
+	}
 }
 
 // execute runs one claimed run to its end and records the result, unless

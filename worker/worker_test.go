@@ -177,7 +177,9 @@ func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
 	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, later.ID, gate.ConnectionPatch{Enabled: &off}); err != nil {
 		t.Fatalf("disable: %v", err)
 	}
-	// A usable default exists again; the run must still not use it.
+	// A usable default exists again; the run must still not use it. (A new
+	// connection, not "pinned": making a former default the default again
+	// fails in gate.MakeDefault, see the unique index on is_default.)
 	fallback := f.connection("Fallback default", recording)
 	if _, err := f.svc.MakeDefault(f.ctx, f.owner, fallback.ID); err != nil {
 		t.Fatalf("make default: %v", err)
@@ -549,19 +551,24 @@ func TestCancellation(t *testing.T) {
 func TestBoundedConcurrency(t *testing.T) {
 	f := newFixture(t)
 	var runs []string
+	var releases []func()
 	for i := 0; i < 6; i++ {
-		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i), latency(150)).ID).ID)
+		c := f.connection(fmt.Sprintf("Connection %d", i), latency(50))
+		releases = append(releases, f.probe.hold(c.ID))
+		runs = append(runs, f.accept(c.ID).ID)
 	}
 	var maxRunning atomic.Int64
 	stop := make(chan struct{})
 	polled := make(chan struct{})
 	go func() {
 		defer close(polled)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-time.After(5 * time.Millisecond):
+			case <-tick.C:
 			}
 			var n int64
 			if err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM runs WHERE status = 'running'`).Scan(&n); err != nil {
@@ -574,7 +581,19 @@ func TestBoundedConcurrency(t *testing.T) {
 	}()
 	cfg := config("worker-1")
 	cfg.Concurrency = 2
-	f.runWorker(cfg, 5*time.Second)
+	w := f.runWorker(cfg, 5*time.Second)
+
+	// Two runs execute (held); the worker has taken the third acceptance
+	// off the topic and waits for a slot instead of starting it.
+	waitFor(t, waitTimeout, "two held executions and a third acceptance delivered", func() bool {
+		return f.probe.executions() == 2 && len(w.seenTypes()) >= 3
+	})
+	if n := f.count(`SELECT count(*) FROM runs WHERE status = 'running'`); n != 2 {
+		t.Errorf("%d runs running with both slots taken, want 2", n)
+	}
+	for _, release := range releases {
+		release()
+	}
 	for _, id := range runs {
 		f.waitStatus(id, domain.StatusSucceeded)
 	}
