@@ -129,17 +129,29 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"operator", f.operator.Token, domain.RoleOperator},
 		{"owner", f.owner.Token, domain.RoleOwner},
 	}
-	var notFoundBody string
+	// Every 404 is byte-for-byte the first one; only X-Request-Id differs.
+	var first reply
 	sameNotFound := func(t *testing.T, r reply) {
 		t.Helper()
 		r.expectProblem(t, 404, "not_found")
-		if id := r.Header.Get(echo.HeaderXRequestID); strings.Contains(string(r.Body), id) {
+		id := r.Header.Get(echo.HeaderXRequestID)
+		if strings.Contains(string(r.Body), id) {
 			t.Errorf("%s: 404 body holds the request id", r)
 		}
-		if notFoundBody == "" {
-			notFoundBody = string(r.Body)
-		} else if string(r.Body) != notFoundBody {
-			t.Errorf("%s: 404 body differs from %s", r, notFoundBody)
+		if first.Body == nil {
+			first = r
+			return
+		}
+		if string(r.Body) != string(first.Body) {
+			t.Errorf("%s: 404 body differs from %s", r, first.Body)
+		}
+		for _, h := range []string{"Content-Type", "Content-Length", "WWW-Authenticate"} {
+			if r.Header.Get(h) != first.Header.Get(h) {
+				t.Errorf("%s: 404 header %s %q differs from %q", r, h, r.Header.Get(h), first.Header.Get(h))
+			}
+		}
+		if id == first.Header.Get(echo.HeaderXRequestID) {
+			t.Errorf("%s: two requests share X-Request-Id %s", r, id)
 		}
 	}
 
@@ -262,7 +274,7 @@ func TestListsStayInTenant(t *testing.T) {
 	runsBy := map[string][]string{}
 	startAndCancel := func(u user, tenant string, sc surfaceCase, c string) {
 		res := expectStart(t, f.start(t, sc, startArgs{tenant: tenant, conn: c, token: u.Token}), "accepted")
-		f.waitRun(t, res.Run.ID)
+		f.waitRun(t, res.Run.ID, u.Token)
 		f.mustJSON(t, 200, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", u.Token, nil, nil)
 		runsBy[u.ID] = append(runsBy[u.ID], res.Run.ID)
 	}

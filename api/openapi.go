@@ -141,7 +141,9 @@ func openAPIDocument() map[string]any {
 			op["security"] = []any{map[string]any{"adminBearer": []any{}}}
 		}
 		if ep.request != "" {
-			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": ref(ep.request)}}}
+			// Tenant starts and new onboarding sessions may omit the body.
+			required := ep.request != "TenantStart" && ep.request != "NewOnboardingSession"
+			op["requestBody"] = map[string]any{"required": required, "content": map[string]any{"application/json": map[string]any{"schema": ref(ep.request)}}}
 		}
 		responses := map[string]any{}
 		for status, schema := range withCommonProblems(ep) {

@@ -103,16 +103,31 @@ func TestMain(m *testing.M) {
 // server returns the package's test server, starting it on first use.
 func server(t *testing.T) *testServer {
 	t.Helper()
-	shared.once.Do(func() { shared.server, shared.err = startServer() })
+	shared.once.Do(func() {
+		shared.server, shared.err = startServer(true, func(fn func()) { shared.cleanup = append(shared.cleanup, fn) })
+	})
 	if shared.err != nil {
 		t.Fatalf("start test server: %v", shared.err)
 	}
 	return shared.server
 }
 
-// startServer creates and migrates a database and serves the API on it;
-// TestMain stops everything and drops the database.
-func startServer() (*testServer, error) {
+// privateServer is a server of its own for t, with or without projector
+// runners (without them it is an api-only process whose projectors are
+// down or behind).
+func privateServer(t *testing.T, projectors bool) *testServer {
+	t.Helper()
+	s, err := startServer(projectors, t.Cleanup)
+	if err != nil {
+		t.Fatalf("start test server: %v", err)
+	}
+	return s
+}
+
+// startServer creates and migrates a database and serves the API on it,
+// with projector runners when asked; cleanup registers what stops
+// everything and drops the database (last registered runs first).
+func startServer(projectors bool, cleanup func(func())) (*testServer, error) {
 	base := os.Getenv("DATABASE_URL")
 	if base == "" {
 		return nil, errors.New("DATABASE_URL is not set: run the tests with `make test`, which starts a private PostgreSQL")
@@ -129,7 +144,7 @@ func startServer() (*testServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create database: %w", err)
 	}
-	shared.cleanup = append(shared.cleanup, func() {
+	cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if conn, err := pgx.Connect(ctx, base); err == nil {
@@ -147,7 +162,7 @@ func startServer() (*testServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	shared.cleanup = append(shared.cleanup, pool.Close)
+	cleanup(pool.Close)
 	if err := migrations.Apply(ctx, pool, nil); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -170,6 +185,9 @@ func startServer() (*testServer, error) {
 		OnApplied: metrics.ObserveProjection,
 	}
 	for _, p := range projections.All() {
+		if !projectors {
+			break
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -192,7 +210,7 @@ func startServer() (*testServer, error) {
 		}),
 	})
 	hs := httptest.NewServer(e)
-	shared.cleanup = append(shared.cleanup, func() {
+	cleanup(func() {
 		hs.Close()
 		stop()
 		wg.Wait()
@@ -389,7 +407,11 @@ func newExclusiveFixture(t *testing.T) *fixture {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	s := server(t)
+	return newFixtureOn(t, server(t))
+}
+
+func newFixtureOn(t *testing.T, s *testServer) *fixture {
+	t.Helper()
 	f := &fixture{testServer: s}
 	var ws struct{ ID string }
 	s.mustJSON(t, 201, "POST", "/api/v1/admin/workspaces", testAdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
@@ -540,11 +562,15 @@ func (f *fixture) settledAuditCount(t *testing.T, tenant, token string) int {
 // read-your-writes use it before they act on a run they just started, so
 // that a projector held back by other tests' transactions (see
 // horizonHolders) does not fail them.
-func (f *fixture) waitRun(t *testing.T, id string) {
+func (f *fixture) waitRun(t *testing.T, id string, token ...string) {
 	t.Helper()
 	waitFor(t, "run "+id+" to be readable", 30*time.Second, func() bool {
 		req, _ := http.NewRequest("GET", f.URL+"/api/v1/operations/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+f.owner.Token)
+		tok := f.owner.Token
+		if len(token) > 0 {
+			tok = token[0]
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := f.client.Do(req)
 		if err != nil {
 			t.Fatalf("get run: %v", err)
@@ -579,6 +605,19 @@ func (s *testServer) horizonHolders() string {
 	}
 	if len(out) == 0 {
 		return "  (none now)"
+	}
+	return strings.Join(out, "\n")
+}
+
+// foreignHorizonHolders is horizonHolders limited to other databases.
+func (s *testServer) foreignHorizonHolders() string {
+	var own string
+	_ = s.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&own)
+	var out []string
+	for _, l := range strings.Split(s.horizonHolders(), "\n") {
+		if strings.HasPrefix(l, "  db=") && !strings.HasPrefix(l, "  db="+own+" ") {
+			out = append(out, l)
+		}
 	}
 	return strings.Join(out, "\n")
 }

@@ -173,8 +173,12 @@ func (s *Service) makeDefault(ctx context.Context, tx *eventstore.Tx, c Connecti
 	if previous == c.ID {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = (id = $2), updated_at = $3
-		WHERE tenant_id = $1 AND (is_default OR id = $2)`, c.TenantID, c.ID, s.now()); err != nil {
+	// Two statements: the unique index on the default is checked row by row.
+	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = false, updated_at = $2
+		WHERE tenant_id = $1 AND is_default`, c.TenantID, s.now()); err != nil {
+		return fmt.Errorf("clear default connection: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = true, updated_at = $2 WHERE id = $1`, c.ID, s.now()); err != nil {
 		return fmt.Errorf("set default connection: %w", err)
 	}
 	return appendOne(ctx, tx, "connection-"+c.ID, domain.ProviderConnectionMadeDefault{

@@ -56,7 +56,7 @@ type Service struct {
 // New returns a gate over store. The store must have been built with
 // NewRegistry and Route.
 func New(store *eventstore.Store) *Service {
-	return &Service{store: store, now: func() time.Time { return time.Now().UTC() }}
+	return &Service{store: store, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 // Store returns the event store of the gate.

@@ -35,7 +35,7 @@ type Service struct {
 
 // New returns the onboarding service.
 func New(g *gate.Service) *Service {
-	return &Service{gate: g, store: g.Store(), now: func() time.Time { return time.Now().UTC() }}
+	return &Service{gate: g, store: g.Store(), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 func stream(id string) string { return "onboarding-" + id }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -382,49 +380,9 @@ func diffSnapshots(t testing.TB, what string, before, after map[string][]string)
 
 // freshDatabase returns the URL of a fresh migrated database, dropped when
 // the test ends.
-//
-// pgtest.NewDatabase creates such a database but (as of this writing)
-// answers the server's own URL: it sets pgx.ConnConfig.Database and
-// returns ConnString(), which is the string the config was parsed from.
-// Until pgtest is fixed, clone pgtest's template under a name of our own.
 func freshDatabase(t testing.TB) string {
 	t.Helper()
-	base := pgtest.URL(t)
-	got := pgtest.NewDatabase(t)
-	if databaseOf(t, got) != databaseOf(t, base) {
-		return got // pgtest is fixed
-	}
-	u, err := url.Parse(base)
-	if err != nil || u.Scheme == "" {
-		t.Fatalf("DATABASE_URL must be a postgres:// URL for the pgtest workaround: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", base, err)
-	}
-	defer admin.Close(ctx)
-	name := fmt.Sprintf("opsgate_test_proj_%d_%d", time.Now().UnixNano(), seq.Add(1))
-	template := "opsgate_template_" + migrations.Fingerprint()
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
-		t.Fatalf("create test database from %s: %v", template, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Logf("drop %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
+	return pgtest.NewDatabase(t)
 }
 
 func databaseOf(t testing.TB, connString string) string {

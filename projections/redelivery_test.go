@@ -122,7 +122,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	tn := f.tenant("Burst")
 	owner := f.user("owner", domain.RoleOwner, tn.ID)
 	op := f.user("operator", domain.RoleOperator, tn.ID)
-	const writers, perWriter, connsPerWriter = 8, 150, 3
+	const writers, perWriter, connsPerWriter = 8, 250, 3
 	conns := make([][]string, writers)
 	for i := range conns {
 		for j := 0; j < connsPerWriter; j++ {
@@ -132,7 +132,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	w := &world{f: f, outcomes: map[domain.Outcome]int{}, deduped: map[string]int{}, scopeBusy: map[string]int{},
 		ops: map[string]int{}, rejected: map[string]int{}}
 
-	// The burst: 1,200 starts on 24 connections, mostly deduped or busy,
+	// The burst: 2,000 starts on 24 connections, mostly deduped or busy,
 	// now and then the active run finishes so that new runs are accepted.
 	var writing sync.WaitGroup
 	var writeErr atomic.Value

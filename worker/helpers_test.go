@@ -33,6 +33,8 @@ const (
 	reapInterval    = 50 * time.Millisecond
 	pollInterval    = 20 * time.Millisecond
 	throttleBackoff = 5 * time.Millisecond
+	sweepInterval   = 50 * time.Millisecond
+	sweepAfter      = 300 * time.Millisecond
 	// waitTimeout bounds every wait for a condition.
 	waitTimeout = 30 * time.Second
 	// testTimeout bounds every database call of a test.
@@ -563,6 +565,9 @@ func config(id string) worker.Config {
 	return worker.Config{
 		ID: id, Concurrency: 4, Lease: lease, Heartbeat: heartbeat, PollInterval: pollInterval,
 		ReapInterval: reapInterval, ThrottleBackoff: throttleBackoff, ThrottleRetries: 2,
+		// Sweep often, so that every test also sees runs offered twice
+		// (by their message and by the sweeper).
+		SweepInterval: sweepInterval, SweepAfter: sweepAfter,
 	}
 }
 

@@ -607,6 +607,69 @@ func TestBoundedConcurrency(t *testing.T) {
 	}
 }
 
+// Acceptance messages that a worker took and then lost (it crashed after
+// acknowledging them) are recovered from the runs table by the sweeper.
+func TestSweepRecoversLostMessages(t *testing.T) {
+	f := newFixture(t)
+	var runs []string
+	for i := 0; i < 3; i++ {
+		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i)).ID).ID)
+	}
+	// The worker's consumer group has consumed every acceptance already.
+	_, err := f.pool.Exec(f.ctx, `INSERT INTO watermill_offsets_starts_accepted (consumer_group, offset_acked, last_processed_transaction_id)
+		SELECT $1, "offset", transaction_id FROM watermill_starts_accepted ORDER BY transaction_id DESC, "offset" DESC LIMIT 1
+		ON CONFLICT (consumer_group) DO UPDATE SET offset_acked = excluded.offset_acked,
+			last_processed_transaction_id = excluded.last_processed_transaction_id`, worker.ConsumerGroup)
+	if err != nil {
+		t.Fatalf("mark acceptances consumed: %v", err)
+	}
+	w := f.runWorker(config("worker-1"), 5*time.Second)
+	for _, id := range runs {
+		f.waitStatus(id, domain.StatusSucceeded)
+		if got := countType(f.events(id), "RunStarted"); got != 1 {
+			t.Errorf("run %s has %d RunStarted events, want 1", id, got)
+		}
+		if got := f.probe.calls(id); got != 1 {
+			t.Errorf("run %s executed %d times, want 1", id, got)
+		}
+	}
+	if seen := w.seenTypes(); len(seen) != 0 {
+		t.Errorf("the worker was handed %v; the test meant to recover runs without messages", seen)
+	}
+}
+
+// A worker whose local queue is full drops acceptances (after
+// acknowledging them); the sweeper brings those runs back, and each still
+// executes exactly once.
+func TestFullLocalQueueIsSwept(t *testing.T) {
+	f := newFixture(t)
+	first := f.connection("First")
+	release := f.probe.hold(first.ID)
+	runs := []string{f.accept(first.ID).ID}
+	for i := 0; i < 9; i++ {
+		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i)).ID).ID)
+	}
+	cfg := config("worker-1")
+	cfg.Concurrency = 1 // a local queue of 4
+	w := f.runWorker(cfg, 5*time.Second)
+	waitFor(t, waitTimeout, "every acceptance delivered while the only executor is held", func() bool {
+		return f.probe.calls(runs[0]) == 1 && len(w.seenTypes()) >= len(runs) && f.workerCaughtUp()
+	})
+	release()
+	for _, id := range runs {
+		f.waitStatus(id, domain.StatusSucceeded)
+		if got := countType(f.events(id), "RunStarted"); got != 1 {
+			t.Errorf("run %s has %d RunStarted events, want 1", id, got)
+		}
+		if got := f.probe.calls(id); got != 1 {
+			t.Errorf("run %s executed %d times, want 1", id, got)
+		}
+	}
+	if p := f.probe.peak(); p != 1 {
+		t.Errorf("%d concurrent executions with Concurrency 1", p)
+	}
+}
+
 // On shutdown with a grace period, Run returns only after the running
 // operation finished and its result was recorded.
 func TestGracefulShutdownFinishesRunningOperation(t *testing.T) {
