@@ -20,8 +20,13 @@ run:
 	@$(with_db) exec $(GO) run ./cmd/opsgate serve
 
 # Run every test; each package creates its own database from DATABASE_URL.
+# The request decoders are fuzzed briefly first (FUZZTIME each; 0 skips).
 # Extra go test flags: make test TESTFLAGS='-run TestX -v'.
+FUZZTIME ?= 5s
 test:
+	@if [ "$(FUZZTIME)" != "0" ]; then for f in FuzzDecodeStartBody FuzzDecodeConnection; do \
+		out="$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./api 2>&1)" || \
+		{ printf '%s\nfuzzing %s failed\n' "$$out" "$$f"; exit 1; }; done; fi
 	@$(with_db) $(GO) test -count=1 -timeout 15m $(TESTFLAGS) ./...
 
 # Run the benchmark; make bench QUICK=1 for a short run.

@@ -5,20 +5,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -45,82 +42,6 @@ const (
 // accepts connections of any provider, and the worker looks the adapter up
 // by name.
 const providerRecording = "recording"
-
-var (
-	dbSeq                       atomic.Int64
-	pgtestChecked, pgtestBroken atomic.Bool
-	pgtestMu                    sync.Mutex
-)
-
-// freshDatabase returns the URL of a fresh migrated database, dropped when
-// the test ends.
-//
-// pgtest.NewDatabase creates such a database but (as of this writing)
-// answers the server's URL instead of the new database's: it sets
-// pgx.ConnConfig.Database and returns ConnString(), which is the string
-// the config was parsed from. Every test would then share DATABASE_URL's
-// own database. Until pgtest is fixed, clone pgtest's template (which
-// NewDatabase made sure exists) under a name of our own.
-func freshDatabase(t testing.TB) string {
-	t.Helper()
-	base := pgtest.URL(t)
-	pgtestMu.Lock()
-	if !pgtestChecked.Load() {
-		got := pgtest.NewDatabase(t) // also makes sure the template exists
-		broken := databaseOf(t, got) == databaseOf(t, base)
-		pgtestBroken.Store(broken)
-		pgtestChecked.Store(true)
-		pgtestMu.Unlock()
-		if !broken {
-			return got
-		}
-	} else {
-		pgtestMu.Unlock()
-		if !pgtestBroken.Load() {
-			return pgtest.NewDatabase(t)
-		}
-	}
-	u, err := url.Parse(base)
-	if err != nil || u.Scheme == "" {
-		t.Fatalf("DATABASE_URL must be a postgres:// URL for the pgtest workaround: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", base, err)
-	}
-	defer admin.Close(ctx)
-	name := fmt.Sprintf("opsgate_test_worker_%d_%d", time.Now().UnixNano(), dbSeq.Add(1))
-	template := "opsgate_template_" + migrations.Fingerprint()
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, template)); err != nil {
-		t.Fatalf("create test database from %s: %v", template, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Logf("drop %s: %v", name, err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
-
-func databaseOf(t testing.TB, connString string) string {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		t.Fatalf("parse %s: %v", connString, err)
-	}
-	return cfg.Database
-}
 
 // waitFor polls cond until it holds, failing the test at the deadline.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
@@ -306,7 +227,7 @@ func (f *fixture) on(t testing.TB) *fixture {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	logger := testLogger(t, slog.LevelWarn)
-	pool := pgtest.Connect(t, freshDatabase(t))
+	pool := pgtest.NewPool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithLogger(logger))

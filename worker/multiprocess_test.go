@@ -243,7 +243,7 @@ func TestMultiProcess(t *testing.T) {
 	t0 := time.Now()
 	bin := opsgateBinary(t)
 	t.Logf("binary built in %v", time.Since(t0))
-	dbURL := freshDatabase(t)
+	dbURL := pgtest.NewDatabase(t)
 	pool := pgtest.Connect(t, dbURL)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route))
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

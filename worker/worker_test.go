@@ -177,11 +177,9 @@ func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
 	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, later.ID, gate.ConnectionPatch{Enabled: &off}); err != nil {
 		t.Fatalf("disable: %v", err)
 	}
-	// A usable default exists again; the run must still not use it. (A new
-	// connection, not "pinned": making a former default the default again
-	// fails in gate.MakeDefault, see the unique index on is_default.)
-	fallback := f.connection("Fallback default", recording)
-	if _, err := f.svc.MakeDefault(f.ctx, f.owner, fallback.ID); err != nil {
+	// The first connection, usable, is the default again; the run must
+	// still not switch to it.
+	if _, err := f.svc.MakeDefault(f.ctx, f.owner, pinned.ID); err != nil {
 		t.Fatalf("make default: %v", err)
 	}
 	f.runWorker(config("worker-2"), 5*time.Second)
