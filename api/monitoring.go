@@ -194,10 +194,16 @@ func (h *handlers) cancelOperation(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	if _, err := h.gate.CancelRun(ctx, userID(c), id); err != nil {
+	cancelled, err := h.gate.CancelRun(ctx, userID(c), id)
+	if err != nil {
 		return err
 	}
 	v, err := h.reader.GetRun(ctx, id)
+	if errors.Is(err, projections.ErrNotFound) {
+		// The read model is behind: answer from the event itself.
+		run, _ := domain.Ended(cancelled)
+		v, err = projections.RunView{Run: run}, nil
+	}
 	if err != nil {
 		return err
 	}

@@ -86,7 +86,6 @@ func schemas() map[string]any {
 		"OnboardingSession":    session,
 		"NewOnboardingSession": obj([]string{}, map[string]any{"provider_connection_id": str()}),
 		"Bootstrap":            obj([]string{"operations"}, map[string]any{"operations": array(str())}),
-		"StartResultOrProblem": map[string]any{"oneOf": []any{ref("StartResult"), ref("Problem")}},
 		"Problem": obj([]string{"type", "title", "status", "detail", "code"}, map[string]any{
 			"type": str(), "title": str(), "status": integer(), "detail": str(), "code": str()}),
 		"Status":    obj([]string{"status"}, map[string]any{"status": str()}),

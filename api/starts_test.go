@@ -387,8 +387,7 @@ func TestReadYourWrites(t *testing.T) {
 				got.Surface != want.Surface || got.Links != want.Links || *got.ProviderConnection != *want.ProviderConnection {
 				t.Fatalf("read back %+v\nwant %+v", got, want)
 			}
-			// PostgreSQL keeps microseconds; see TestStartTimestampsMatchReadModel.
-			if !got.CreatedAt.Equal(want.CreatedAt.Truncate(time.Microsecond)) {
+			if !got.CreatedAt.Equal(want.CreatedAt) {
 				t.Errorf("created_at reads back as %s, the StartResult said %s", got.CreatedAt.Format(time.RFC3339Nano), want.CreatedAt.Format(time.RFC3339Nano))
 			}
 			var page struct {
@@ -405,7 +404,6 @@ func TestReadYourWrites(t *testing.T) {
 // TestStartTimestampsMatchReadModel: the run a StartResult shows and the
 // same run read back carry the same created_at.
 func TestStartTimestampsMatchReadModel(t *testing.T) {
-	knownBug(t, "gate stamps runs with nanoseconds (time.Now) while PostgreSQL and the read model keep microseconds")
 	t.Parallel()
 	f := newFixture(t)
 	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -203,9 +204,8 @@ func TestPanicIsProblem(t *testing.T) {
 			e.GET("/boom", func(echo.Context) error { panic("kaboom") })
 			e.POST("/boom-after-read", func(c echo.Context) error {
 				_, _ = io.ReadAll(c.Request().Body)
-				var m map[string]int
-				m["x"]++ // nil map: a runtime error panic
-				return nil
+				var runs []string
+				return errors.New(runs[len(runs)]) // index out of range: a runtime error panic
 			})
 		},
 	})

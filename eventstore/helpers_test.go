@@ -333,10 +333,10 @@ func countRows(t testing.TB, ctx context.Context, pool *pgxpool.Pool, table stri
 }
 
 // readAllAtLeast pages through ReadAll until it returns at least n events.
-// ReadAll stops below the oldest transaction in flight on the whole server
-// (transaction ids are cluster-wide), so a transaction in some other
-// database, even a CREATE DATABASE of another test, can hold back events
-// that were just committed here for a moment.
+// ReadAll stops below the oldest transaction in flight that may belong to
+// this database; one of another database that ends while ReadAll looks
+// cannot be placed and counts, so events just committed here can be held
+// back for a moment.
 func readAllAtLeast(t testing.TB, ctx context.Context, store *eventstore.Store, page, n int) []eventstore.Event {
 	t.Helper()
 	var out []eventstore.Event

@@ -297,7 +297,8 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion int64
 // ReadAll returns up to limit events after the event at afterPosition (0:
 // from the beginning), in the order subscribers see them: by transaction id,
 // then position, and only events of transactions older than every
-// transaction still in flight. An event that commits late is therefore
+// transaction of this database still in flight (opsgate_horizon, see
+// migrations/00005_horizon.sql). An event that commits late is therefore
 // returned late, after events that reached the store before it, but never
 // skipped by a reader that pages with the last position it saw.
 func (s *Store) ReadAll(ctx context.Context, afterPosition int64, limit int) ([]Event, error) {
@@ -331,7 +332,7 @@ func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPo
 		}
 		afterPos = afterPosition
 	}
-	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < pg_snapshot_xmin(pg_current_snapshot())`
+	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < opsgate_horizon()`
 	args := []any{afterTx, afterPos, limit}
 	if tenantID != "" {
 		where += ` AND tenant_id = $4`

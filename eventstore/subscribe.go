@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -123,7 +124,10 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 }
 
 // readCommittedSchema is watermill's PostgreSQL schema with READ COMMITTED
-// subscriber transactions. Its select reads below pg_snapshot_xmin within a
+// subscriber transactions, reading below this database's horizon
+// (opsgate_horizon) rather than below the oldest transaction of the whole
+// server, so that a long transaction in another database does not hold
+// our subscribers back. Its select reads below pg_snapshot_xmin within a
 // single statement, which needs no wider snapshot; handlers that write in
 // the subscriber's transaction (TxFromContext) then see every commit made
 // before each of their statements, as the rest of opsgate does.
@@ -141,4 +145,19 @@ func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
 	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
 	})
+}
+
+// SelectQuery is watermill's, with the server-wide horizon replaced by
+// this database's.
+func (s readCommittedSchema) SelectQuery(params watermillsql.SelectQueryParams) (watermillsql.Query, error) {
+	q, err := s.DefaultPostgreSQLSchema.SelectQuery(params)
+	if err != nil {
+		return q, err
+	}
+	const serverWide = "pg_snapshot_xmin(pg_current_snapshot())"
+	if !strings.Contains(q.Query, serverWide) {
+		return q, fmt.Errorf("watermill's select query no longer reads below %s; review readCommittedSchema", serverWide)
+	}
+	q.Query = strings.Replace(q.Query, serverWide, "opsgate_horizon()", 1)
+	return q, nil
 }

@@ -73,6 +73,10 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 		if req.IdempotencyKey != "" {
 			prior, found, err := s.lookupIdempotent(ctx, tx, req)
 			if err != nil || found {
+				if err == nil {
+					// A replay is still a start: authorization comes first.
+					err = authorize(ctx, tx, req.ActorID, prior.Result.Run.TenantID, req.Surface.Capability)
+				}
 				resp = prior
 				return err
 			}

@@ -385,11 +385,3 @@ func freshDatabase(t testing.TB) string {
 	return pgtest.NewDatabase(t)
 }
 
-func databaseOf(t testing.TB, connString string) string {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		t.Fatalf("parse %s: %v", connString, err)
-	}
-	return cfg.Database
-}

@@ -211,6 +211,9 @@ type QueueStats struct {
 // tenantIDs (all tenants when nil).
 func (r *Reader) Queue(ctx context.Context, tenantIDs []string) (QueueStats, error) {
 	var s QueueStats
+	if _, err := r.CatchUp(ctx, "queue"); err != nil {
+		return s, err
+	}
 	err := r.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
 		extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = 'queued'))::float8
 		FROM projections.ops_queue WHERE $1::text[] IS NULL OR tenant_id = ANY($1)`, tenantIDs).

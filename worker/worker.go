@@ -327,7 +327,7 @@ func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, cla
 	}
 	cancel()
 	<-beats
-	record := context.WithoutCancel(ctx)
+	record := eventstore.WithMetadata(context.WithoutCancel(ctx), eventstore.Metadata{Actor: "worker:" + w.cfg.ID})
 	var err error
 	if reason == "" {
 		err = w.gate.Succeed(record, claim)
