@@ -384,4 +384,3 @@ func freshDatabase(t testing.TB) string {
 	t.Helper()
 	return pgtest.NewDatabase(t)
 }
-
