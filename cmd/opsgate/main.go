@@ -92,12 +92,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func openPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+// openPool opens a connection pool; params are run-time settings as
+// name, value pairs for every connection of the pool.
+func openPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	pc.MaxConns = cfg.DBMaxConns
+	for i := 0; i+1 < len(params); i += 2 {
+		pc.ConnConfig.RuntimeParams[params[i]] = params[i+1]
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)

@@ -64,6 +64,17 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	}
 	migrated.Store(true)
 
+	// Subscribers (projectors, the worker's and the process manager's
+	// subscriptions) commit their offsets, checkpoints and read-model rows
+	// without waiting for the WAL flush: what a crash loses of them is lost
+	// together and simply delivered again. Decisions and their events use
+	// the main pool and are durable at commit.
+	subPool, err := openPool(ctx, cfg, "synchronous_commit", "off")
+	if err != nil {
+		return err
+	}
+	defer subPool.Close()
+
 	notifier := eventstore.NewNotifier(pool, logger)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
@@ -80,7 +91,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	go func() { defer wg.Done(); notifier.Run(bg) }()
 	if roles["projector"] {
 		runner := &projections.Runner{
-			Pool: pool, Registry: store.Registry(), Logger: logger,
+			Pool: subPool, Registry: store.Registry(), Logger: logger,
 			Wake: notifier.Subscribe, PollInterval: cfg.PollInterval,
 			OnApplied: metrics.ObserveProjection,
 		}
@@ -99,7 +110,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		w, err := worker.New(worker.Config{
 			Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
 			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(),
-		}, pool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
+		}, subPool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
 		if err != nil {
 			return err
 		}
@@ -108,7 +119,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := onboard.RunManager(bg, pool, notifier.Subscribe(), cfg.PollInterval, logger); err != nil && bg.Err() == nil {
+			if err := onboard.RunManager(bg, subPool, notifier.Subscribe(), cfg.PollInterval, logger); err != nil && bg.Err() == nil {
 				logger.Error("bootstrap process manager stopped", "err", err)
 			}
 		}()
