@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,9 @@ func renderError(c echo.Context, err error) error {
 			"This session has no pending bootstrap operations.")
 	case errors.As(err, &unknownOp):
 		return problem(c, http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return problem(c, http.StatusServiceUnavailable, "request_timeout", "Request timed out",
+			"The request took longer than the server allows; nothing was recorded unless the answer said so. Try again.")
 	case errors.Is(err, errUnauthorized):
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="opsgate"`)
 		return problem(c, http.StatusUnauthorized, "unauthorized", "Unauthorized", "Send a valid bearer token.")

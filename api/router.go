@@ -25,6 +25,9 @@ type Config struct {
 	Routes func(e *echo.Echo)
 	// Metrics observes each request; may be nil.
 	Metrics RequestObserver
+	// RequestTimeout, if positive, is the deadline of each request's
+	// context: database work of a request that overstays it is cancelled.
+	RequestTimeout time.Duration
 }
 
 // RequestObserver records request counts and latencies by route.
@@ -66,6 +69,11 @@ func NewEcho(cfg Config) *echo.Echo {
 			}
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			ctx := context.WithValue(req.Context(), requestIDKey{}, id)
+			if cfg.RequestTimeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
+				defer cancel()
+			}
 			req = req.WithContext(ctx)
 			// Cap the reader itself: Content-Length can be absent (chunked).
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes)

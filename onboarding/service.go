@@ -28,9 +28,10 @@ var (
 
 // Service runs onboarding sessions through the gate.
 type Service struct {
-	gate  *gate.Service
-	store *eventstore.Store
-	now   func() time.Time
+	gate       *gate.Service
+	store      *eventstore.Store
+	now        func() time.Time
+	afterBatch func()
 }
 
 // New returns the onboarding service.

@@ -55,50 +55,57 @@ func All() []Projector {
 
 // applyInTx applies the events (in subscriber order) that are past p's
 // checkpoint in schema, moves the checkpoint, and returns how many it
-// applied: two round trips whatever the number of events. With savepoint,
-// the work is wrapped in a savepoint that is rolled back on failure, so
-// that the caller's transaction stays usable.
-func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event, savepoint bool) (n int, err error) {
-	if savepoint {
-		defer func() {
-			if err != nil {
-				_, _ = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT projector`)
-			}
-		}()
+// applied: a few round trips whatever the number of events.
+func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event) (int, error) {
+	cp, err := enter(ctx, tx, schema, p)
+	if err != nil {
+		return 0, err
 	}
-	// Lock first (a rebuild swaps schemas under the exclusive lock), then
-	// read the checkpoint in a round trip of its own, which sees the swap.
-	// Not in the lock's batch: pgx prepares a batch's statements before it
-	// runs any of them, and preparing a statement locks the tables it
+	_, n, err := applyEvents(ctx, tx, reg, p, events, cp, false)
+	return n, err
+}
+
+// enter prepares tx to project into schema for p: it sets the search_path,
+// takes the swap lock shared (held until the transaction ends, so no
+// rebuild swaps schemas under it) and returns p's checkpoint in schema.
+func enter(ctx context.Context, tx pgx.Tx, schema string, p Projector) (checkpoint, error) {
+	// The checkpoint is read in a round trip of its own, after the lock,
+	// and not in the lock's batch: pgx prepares a batch's statements before
+	// it runs any of them, and preparing a statement locks the tables it
 	// names, so the projector would hold the checkpoint table while it
 	// waits for the swap lock, and deadlock with a rebuild that holds the
 	// swap lock and drops the old tables.
-	var head pgx.Batch
-	if savepoint {
-		head.Queue(`SAVEPOINT projector`)
+	if _, err := tx.Exec(ctx, `SELECT set_config('search_path', $1 || ', public', true), pg_advisory_xact_lock_shared($2)`, schema, swapLock); err != nil {
+		return checkpoint{}, fmt.Errorf("%s: lock: %w", p.Name, err)
 	}
-	head.Queue(`SELECT set_config('search_path', $1 || ', public', true), pg_advisory_xact_lock_shared($2)`, schema, swapLock)
-	if err := tx.SendBatch(ctx, &head).Close(); err != nil {
-		return 0, fmt.Errorf("%s: lock: %w", p.Name, err)
-	}
-	var cpTx, cpPos int64
-	err = tx.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` WHERE projector = $1`, p.Name).
-		Scan(&cpTx, &cpPos)
+	var cp checkpoint
+	err := tx.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` WHERE projector = $1`, p.Name).
+		Scan(&cp.tx, &cp.pos)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("%s: read checkpoint: %w", p.Name, err)
+		return checkpoint{}, fmt.Errorf("%s: read checkpoint: %w", p.Name, err)
 	}
-	err = nil
+	return cp, nil
+}
 
+// applyEvents sends, in one batch, the statements of the events past cp
+// and the move of the checkpoint, and returns the new checkpoint. With
+// savepoint, the batch runs in a savepoint that is rolled back on failure,
+// so that the caller's transaction stays usable.
+func applyEvents(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, p Projector, events []eventstore.Event, cp checkpoint, savepoint bool) (checkpoint, int, error) {
 	var body pgx.Batch
+	if savepoint {
+		body.Queue(`SAVEPOINT projector`)
+	}
+	n := 0
 	var last *eventstore.Event
 	for i := range events {
 		e := &events[i]
-		if int64(e.TxID) < cpTx || (int64(e.TxID) == cpTx && e.Position <= cpPos) {
+		if int64(e.TxID) < cp.tx || (int64(e.TxID) == cp.tx && e.Position <= cp.pos) {
 			continue // applied before: redelivery
 		}
 		payload, err := reg.Decode(*e)
 		if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
-			return 0, fmt.Errorf("%s: %w", p.Name, err)
+			return cp, 0, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		if payload != nil { // an event this binary does not know is passed over
 			p.Apply(&body, *e, payload)
@@ -107,11 +114,7 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 		last = e
 	}
 	if last == nil {
-		if savepoint {
-			_, err := tx.Exec(ctx, `RELEASE SAVEPOINT projector`)
-			return 0, err
-		}
-		return 0, nil
+		return cp, 0, nil
 	}
 	body.Queue(`INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
 		VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())
@@ -121,9 +124,12 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 		body.Queue(`RELEASE SAVEPOINT projector`)
 	}
 	if err := tx.SendBatch(ctx, &body).Close(); err != nil {
-		return 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, last.Position, err)
+		if savepoint {
+			_, _ = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT projector`)
+		}
+		return cp, 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, last.Position, err)
 	}
-	return n, nil
+	return checkpoint{tx: int64(last.TxID), pos: last.Position}, n, nil
 }
 
 // Runner runs projectors as watermill subscribers.
@@ -136,6 +142,9 @@ type Runner struct {
 	Wake func() <-chan struct{}
 	// PollInterval is the fallback poll of an idle projector.
 	PollInterval time.Duration
+	// AfterBatch, if set, is called after each committed batch (see
+	// eventstore.SubscriberConfig).
+	AfterBatch func()
 	// OnApplied is called after each applied event with its recorded time
 	// (for the lag metric); may be nil.
 	OnApplied func(projector string, recordedAt time.Time)
@@ -156,6 +165,7 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 		Wake:          wake,
 		Logger:        r.Logger,
 		BatchSize:     500,
+		AfterBatch:    r.AfterBatch,
 	})
 	if err != nil {
 		return err
@@ -171,6 +181,7 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 	if err != nil {
 		return fmt.Errorf("%s: subscribe: %w", p.Name, err)
 	}
+	var sess session
 	for {
 		var msg *message.Message
 		select {
@@ -183,7 +194,7 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 			stopSub()
 			return ctx.Err()
 		}
-		if err := r.handle(ctx, p, msg); err != nil {
+		if err := r.handle(ctx, p, msg, &sess); err != nil {
 			if ctx.Err() != nil {
 				stopSub()
 				return ctx.Err()
@@ -196,7 +207,15 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 	}
 }
 
-func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) error {
+// session is what a projector knows of the subscriber transaction it is
+// working in: entered once per transaction (search_path, shared swap
+// lock, checkpoint), after which each event costs one round trip.
+type session struct {
+	tx pgx.Tx
+	cp checkpoint
+}
+
+func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, sess *session) error {
 	e, err := eventstore.DecodeMessage(msg)
 	if err != nil {
 		return err
@@ -214,11 +233,19 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message) 
 	default:
 		return fmt.Errorf("%s: subscriber transaction is %T, not pgx", p.Name, wtx)
 	}
+	if sess.tx != pgxTx {
+		cp, err := enter(ctx, pgxTx, LiveSchema, p)
+		if err != nil {
+			return err
+		}
+		*sess = session{tx: pgxTx, cp: cp}
+	}
 	// In a savepoint, so that a failed event rolls back alone and is redelivered.
-	n, err := applyInTx(ctx, pgxTx, r.Registry, LiveSchema, p, []eventstore.Event{e}, true)
+	cp, n, err := applyEvents(ctx, pgxTx, r.Registry, p, []eventstore.Event{e}, sess.cp, true)
 	if err != nil {
 		return err
 	}
+	sess.cp = cp
 	if n > 0 && r.OnApplied != nil {
 		r.OnApplied(p.Name, e.RecordedAt)
 	}

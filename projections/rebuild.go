@@ -220,7 +220,7 @@ func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Proj
 	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 		return err
 	}
-	if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, events, false); err != nil {
+	if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, events); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -254,7 +254,7 @@ func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string) error 
 			if len(upto) == 0 {
 				break
 			}
-			if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, upto, false); err != nil {
+			if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, upto); err != nil {
 				return err
 			}
 			after = upto[len(upto)-1].Position

@@ -80,6 +80,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)
 	onboard := onboarding.New(svc)
+	onboard.SetAfterBatch(notifier.Committed)
 	metrics := api.NewMetrics(pool)
 
 	// Background roles stop when bg is cancelled, after the API drained.
@@ -93,7 +94,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		runner := &projections.Runner{
 			Pool: subPool, Registry: store.Registry(), Logger: logger,
 			Wake: notifier.Subscribe, PollInterval: cfg.PollInterval,
-			OnApplied: metrics.ObserveProjection,
+			OnApplied: metrics.ObserveProjection, AfterBatch: notifier.Committed,
 		}
 		for _, p := range projections.All() {
 			wg.Add(1)
@@ -109,7 +110,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	if roles["worker"] {
 		w, err := worker.New(worker.Config{
 			Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
-			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(),
+			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(), AfterBatch: notifier.Committed,
 		}, subPool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
 		if err != nil {
 			return err
@@ -150,9 +151,10 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		fmt.Fprintf(stdout, "OPSGATE_ADMIN_TOKEN was not set; the admin token of this process is:\n  %s\n", adminToken)
 	}
 	e := api.NewEcho(api.Config{
-		Logger:  logger,
-		Ready:   api.Health{Migrated: migrated, Ping: pool.Ping},
-		Metrics: metrics,
+		Logger:         logger,
+		Ready:          api.Health{Migrated: migrated, Ping: pool.Ping},
+		Metrics:        metrics,
+		RequestTimeout: cfg.RequestTimeout,
 		Routes: api.Routes(api.Deps{
 			Gate:       svc,
 			Reader:     projections.NewReader(pool, cfg.ReadYourWritesWait),

@@ -64,7 +64,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		DBMaxConns:         32,
 		RequestTimeout:     15 * time.Second,
 		ShutdownGrace:      20 * time.Second,
-		PollInterval:       250 * time.Millisecond,
+		PollInterval:       100 * time.Millisecond,
 		WorkerConcurrency:  8,
 		Lease:              30 * time.Second,
 		Heartbeat:          5 * time.Second,
