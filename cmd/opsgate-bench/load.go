@@ -38,6 +38,12 @@ func summarise(latencies []time.Duration, errors int, elapsed time.Duration) sta
 // load runs op from concurrency goroutines for duration (or until n ops
 // when n > 0) and summarises the latencies of the successful ones.
 func load(ctx context.Context, concurrency int, duration time.Duration, n int, op func(ctx context.Context, worker, i int) error) stats {
+	return pacedLoadFn(ctx, concurrency, duration, n, 0, op)
+}
+
+// pacedLoadFn is load where each goroutine starts an op at most every
+// interval; the wait is not part of the measured latency.
+func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n int, interval time.Duration, op func(ctx context.Context, worker, i int) error) stats {
 	var (
 		mu   sync.Mutex
 		all  []time.Duration
@@ -58,11 +64,15 @@ func load(ctx context.Context, concurrency int, duration time.Duration, n int, o
 					break
 				}
 				t0 := time.Now()
-				if err := op(ctx, w, i); err != nil {
+				err := op(ctx, w, i)
+				if err != nil {
 					errs.Add(1)
-					continue
+				} else {
+					local = append(local, time.Since(t0))
 				}
-				local = append(local, time.Since(t0))
+				if interval > 0 {
+					time.Sleep(time.Until(t0.Add(interval)))
+				}
 			}
 			mu.Lock()
 			all = append(all, local...)

@@ -135,13 +135,28 @@ func pacedLoad(ctx context.Context, c *client, fx *fixture, concurrency int, rat
 		rate = 1
 	}
 	interval := time.Duration(float64(time.Second) * float64(concurrency) / rate)
-	return load(ctx, concurrency, d, 0, func(ctx context.Context, w, i int) error {
-		next := time.Now().Add(interval)
-		defer func() { time.Sleep(time.Until(next)) }()
+	return pacedLoadFn(ctx, concurrency, d, 0, interval, func(ctx context.Context, w, i int) error {
 		conn := fx.conns[i%len(fx.conns)]
 		_, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", fx.token, nil, nil)
 		return err
 	})
+}
+
+// drain waits until the projectors have applied every committed event and
+// returns how long that took.
+func drain(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) time.Duration {
+	start := time.Now()
+	for time.Since(start) < limit {
+		var behind bool
+		err := pool.QueryRow(ctx, `SELECT count(*) < 3 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
+			FROM projections.projection_checkpoints c,
+			     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h`).Scan(&behind)
+		if err == nil && !behind {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
 }
 
 func insertBaseline(ctx context.Context, dbURL string, concurrency int, d time.Duration) stats {
