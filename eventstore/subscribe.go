@@ -43,6 +43,13 @@ func DecodeMessageBody(body []byte) (Event, error) {
 	return e, nil
 }
 
+// ReaderApplicationName is the application_name of connections that never
+// append events (subscribers: projectors, the worker's and the process
+// manager's subscriptions). Readers do not wait for their transactions
+// (see migrations/00005_horizon.sql), so a subscriber's own transaction
+// does not hold back the others. Never append events on such a connection.
+const ReaderApplicationName = "opsgate_reader"
+
 // SubscriberConfig configures a watermill subscriber on the store's topics.
 type SubscriberConfig struct {
 	// ConsumerGroup names the reader; each group sees every event once

@@ -69,7 +69,9 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	// without waiting for the WAL flush: what a crash loses of them is lost
 	// together and simply delivered again. Decisions and their events use
 	// the main pool and are durable at commit.
-	subPool, err := openPool(ctx, cfg, "synchronous_commit", "off")
+	// Named as readers, their transactions do not hold back other readers
+	// (eventstore.ReaderApplicationName): they never append events.
+	subPool, err := openPool(ctx, cfg, "synchronous_commit", "off", "application_name", eventstore.ReaderApplicationName)
 	if err != nil {
 		return err
 	}
