@@ -53,10 +53,16 @@ func All() []Projector {
 	return []Projector{operationsProjector(), queueProjector(), notificationsProjector()}
 }
 
+// decoder turns a stored event into its payload (*eventstore.Registry, or
+// a page decoded once for every projector of a replay).
+type decoder interface {
+	Decode(e eventstore.Event) (eventstore.Payload, error)
+}
+
 // applyInTx applies the events (in subscriber order) that are past p's
 // checkpoint in schema, moves the checkpoint, and returns how many it
 // applied: a few round trips whatever the number of events.
-func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event) (int, error) {
+func applyInTx(ctx context.Context, tx pgx.Tx, reg decoder, schema string, p Projector, events []eventstore.Event) (int, error) {
 	cp, err := enter(ctx, tx, schema, p)
 	if err != nil {
 		return 0, err
@@ -91,7 +97,7 @@ func enter(ctx context.Context, tx pgx.Tx, schema string, p Projector) (checkpoi
 // and the move of the checkpoint, and returns the new checkpoint. With
 // savepoint, the batch runs in a savepoint that is rolled back on failure,
 // so that the caller's transaction stays usable.
-func applyEvents(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, p Projector, events []eventstore.Event, cp checkpoint, savepoint bool) (checkpoint, int, error) {
+func applyEvents(ctx context.Context, tx pgx.Tx, reg decoder, p Projector, events []eventstore.Event, cp checkpoint, savepoint bool) (checkpoint, int, error) {
 	var body pgx.Batch
 	if savepoint {
 		body.Queue(`SAVEPOINT projector`)

@@ -144,12 +144,19 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	total := 0
 	// Read the next page while the projectors apply the current one.
 	type page struct {
-		events []eventstore.Event
-		err    error
+		events  []eventstore.Event
+		decoded decodedPage
+		err     error
 	}
 	pages := make(chan page, 1)
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
+	sendErr := func(err error) {
+		select {
+		case pages <- page{err: err}:
+		case <-readCtx.Done():
+		}
+	}
 	go func() {
 		defer close(pages)
 		var after int64
@@ -160,12 +167,17 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 			}
 			if err != nil || len(events) == 0 {
 				if err != nil {
-					pages <- page{err: err}
+					sendErr(err)
 				}
 				return
 			}
+			decoded, err := decodePage(r.Store.Registry(), events)
+			if err != nil {
+				sendErr(err)
+				return
+			}
 			select {
-			case pages <- page{events: events}:
+			case pages <- page{events: events, decoded: decoded}:
 			case <-readCtx.Done():
 				return
 			}
@@ -176,7 +188,7 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 		if pg.err != nil {
 			return ReplayStats{}, pg.err
 		}
-		if err := r.applyPage(ctx, schema, pg.events); err != nil {
+		if err := r.applyPage(ctx, schema, pg.events, pg.decoded); err != nil {
 			return ReplayStats{}, err
 		}
 		total += len(pg.events)
@@ -195,11 +207,11 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 
 // applyPage applies one page of events with every projector, each in a
 // transaction (and on a connection) of its own, in parallel.
-func (r *Replayer) applyPage(ctx context.Context, schema string, events []eventstore.Event) error {
+func (r *Replayer) applyPage(ctx context.Context, schema string, events []eventstore.Event, decoded decodedPage) error {
 	projectors := All()
 	errs := make(chan error, len(projectors))
 	for _, p := range projectors {
-		go func() { errs <- r.applyProjectorPage(ctx, schema, p, events) }()
+		go func() { errs <- r.applyProjectorPage(ctx, schema, p, events, decoded) }()
 	}
 	var first error
 	for range projectors {
@@ -210,7 +222,7 @@ func (r *Replayer) applyPage(ctx context.Context, schema string, events []events
 	return first
 }
 
-func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Projector, events []eventstore.Event) error {
+func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Projector, events []eventstore.Event, decoded decodedPage) error {
 	tx, err := r.Pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin replay: %w", err)
@@ -220,7 +232,7 @@ func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Proj
 	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 		return err
 	}
-	if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, events); err != nil {
+	if _, err := applyInTx(ctx, tx, decoded, schema, p, events); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
@@ -301,4 +313,32 @@ func (r *Replayer) slowestCheckpoint(ctx context.Context) (checkpoint, error) {
 		return checkpoint{}, nil
 	}
 	return c, nil
+}
+
+// decodedPage holds the payloads of a page of events, decoded once (while
+// the previous page is applied) for every projector.
+type decodedPage map[int64]eventstore.Payload
+
+func decodePage(reg *eventstore.Registry, events []eventstore.Event) (decodedPage, error) {
+	page := make(decodedPage, len(events))
+	for _, e := range events {
+		p, err := reg.Decode(e)
+		if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
+			return nil, err
+		}
+		page[e.Position] = p
+	}
+	return page, nil
+}
+
+// Decode returns the payload decoded with the page.
+func (d decodedPage) Decode(e eventstore.Event) (eventstore.Payload, error) {
+	p, ok := d[e.Position]
+	if !ok {
+		return nil, fmt.Errorf("event at position %d is not in the decoded page", e.Position)
+	}
+	if p == nil {
+		return nil, eventstore.ErrUnknownEventType
+	}
+	return p, nil
 }
