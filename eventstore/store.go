@@ -170,7 +170,7 @@ func (t *Tx) Append(ctx context.Context, stream string, expectedVersion int64, p
 	if expectedVersion != AnyVersion && current != expectedVersion {
 		return nil, &VersionConflictError{Stream: stream, Expected: expectedVersion, Actual: current}
 	}
-	return t.insert(ctx, stream, current, payloads)
+	return t.insert(ctx, stream, current, records(ctx, payloads))
 }
 
 // AppendAt appends payloads to stream as versions version+1, ... without
@@ -182,17 +182,41 @@ func (t *Tx) AppendAt(ctx context.Context, stream string, version int64, payload
 	if len(payloads) == 0 {
 		return nil, nil
 	}
-	return t.insert(ctx, stream, version, payloads)
+	return t.insert(ctx, stream, version, records(ctx, payloads))
 }
 
-func (t *Tx) insert(ctx context.Context, stream string, current int64, payloads []Payload) ([]Event, error) {
+// Record is a payload with metadata of its own, for appending events that
+// answer different requests in one go.
+type Record struct {
+	Payload  Payload
+	Metadata Metadata
+}
+
+// AppendRecordsAt is AppendAt for records that each carry their metadata.
+func (t *Tx) AppendRecordsAt(ctx context.Context, stream string, version int64, recs ...Record) ([]Event, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	return t.insert(ctx, stream, version, recs)
+}
+
+func records(ctx context.Context, payloads []Payload) []Record {
 	md := MetadataFrom(ctx)
-	events := make([]Event, len(payloads))
+	recs := make([]Record, len(payloads))
+	for i, p := range payloads {
+		recs[i] = Record{Payload: p, Metadata: md}
+	}
+	return recs
+}
+
+func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Record) ([]Event, error) {
+	events := make([]Event, len(recs))
 	var sql strings.Builder
 	sql.WriteString(`INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata) VALUES `)
-	args := make([]any, 0, len(payloads)*8)
-	for i, p := range payloads {
-		name, version, data, err := t.store.registry.encode(p)
+	args := make([]any, 0, len(recs)*8)
+	for i, rec := range recs {
+		md := rec.Metadata
+		name, version, data, err := t.store.registry.encode(rec.Payload)
 		if err != nil {
 			return nil, fmt.Errorf("append to %s: %w", stream, err)
 		}

@@ -51,6 +51,8 @@ type Service struct {
 	now   func() time.Time
 	// tokens caches token hash -> user id of known tokens.
 	tokens sync.Map
+	// groups holds the per-scope groups of starts (group.go).
+	groups sync.Map
 }
 
 // New returns a gate over store. The store must have been built with

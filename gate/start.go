@@ -63,6 +63,9 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 	if !ok {
 		return StartResponse{}, invalid("operation", "%q is not an operation type", opName)
 	}
+	if groupable(req, op) {
+		return s.startGrouped(ctx, req, op)
+	}
 	var resp StartResponse
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		if req.Prepare != nil {
