@@ -220,3 +220,27 @@ func TestDatabaseRefusesSecondActiveRun(t *testing.T) {
 		t.Errorf("active run status = %s, want queued", got)
 	}
 }
+
+// TestHotScopeStartsAreGrouped checks that starts racing on one connection
+// share transactions (group.go) and still each get their own decision:
+// one event per start, versions contiguous, one winner.
+func TestHotScopeStartsAreGrouped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	conn := f.connection("Graph")
+	reqs := sameOperation(f, conn.ID)
+	results := race(t, f, []*gate.Service{f.svc}, reqs)
+	checkOneWinner(t, f, domain.ConnectionScope(conn.ID), reqs, results)
+	events := f.stream(string(domain.ConnectionScope(conn.ID)))
+	if len(events) != racers {
+		t.Fatalf("%d events for %d starts", len(events), racers)
+	}
+	txs := map[uint64]bool{}
+	for _, e := range events {
+		txs[e.TxID] = true
+	}
+	if len(txs) == racers {
+		t.Errorf("%d starts racing on one connection took %d transactions: none was grouped", racers, len(txs))
+	}
+	t.Logf("%d starts decided in %d transactions", racers, len(txs))
+}
