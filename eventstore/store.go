@@ -356,7 +356,7 @@ func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPo
 		}
 		afterPos = afterPosition
 	}
-	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < opsgate_horizon()`
+	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < (SELECT opsgate_horizon())`
 	args := []any{afterTx, afterPos, limit}
 	if tenantID != "" {
 		where += ` AND tenant_id = $4`

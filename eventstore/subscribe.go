@@ -177,6 +177,6 @@ func (s readCommittedSchema) SelectQuery(params watermillsql.SelectQueryParams) 
 	if !strings.Contains(q.Query, serverWide) {
 		return q, fmt.Errorf("watermill's select query no longer reads below %s; review readCommittedSchema", serverWide)
 	}
-	q.Query = strings.Replace(q.Query, serverWide, "opsgate_horizon()", 1)
+	q.Query = strings.Replace(q.Query, serverWide, "(SELECT opsgate_horizon())", 1) // an InitPlan: evaluated once per query
 	return q, nil
 }
