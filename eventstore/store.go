@@ -362,7 +362,7 @@ func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPo
 		where += ` AND tenant_id = $4`
 		args = append(args, tenantID)
 	}
-	rows, err := q.Query(ctx, selectEvents+` WHERE `+where+` ORDER BY tx_id, position LIMIT $3`, args...)
+	rows, err := q.Query(ctx, selectEvents+` WHERE `+where+` ORDER BY events.tx_id, events.position LIMIT $3`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
 	}

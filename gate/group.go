@@ -77,6 +77,12 @@ func (s *Service) lead(g *scopeGroup, connectionID string) {
 		n := min(len(g.waiting), groupWindow)
 		if n == 0 {
 			g.leading = false
+			// Forget the idle group so that the map does not grow with every
+			// connection ever used. A start that still holds g becomes its
+			// leader; one that looks the scope up anew makes a new group.
+			// Two groups of one scope are only less efficient: the scope's
+			// lock keeps their decisions apart.
+			s.groups.CompareAndDelete(connectionID, g)
 			g.mu.Unlock()
 			return
 		}

@@ -37,7 +37,7 @@ func NewReader(pool *pgxpool.Pool, wait time.Duration) *Reader {
 // read after a timeout is served as it stands.
 func (r *Reader) CatchUp(ctx context.Context, projector string) (bool, error) {
 	var headTx, headPos int64
-	err := r.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1`).Scan(&headTx, &headPos)
+	err := r.pool.QueryRow(ctx, `SELECT (e.tx_id::text)::bigint, e.position FROM events e ORDER BY e.tx_id DESC, e.position DESC LIMIT 1`).Scan(&headTx, &headPos)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return true, nil
 	}
