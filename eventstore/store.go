@@ -147,6 +147,12 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return t.tx.QueryRow(ctx, sql, args...)
 }
 
+// SendBatch sends the statements of b in one round trip within the
+// transaction (state kept beside the events).
+func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.tx.SendBatch(ctx, b)
+}
+
 // StreamVersion returns the version of stream's newest event, 0 for none.
 func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	var v int64

@@ -2,11 +2,12 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -175,20 +176,15 @@ func (s *Service) decideGroup(connectionID string, batch []*groupedStart) {
 		if _, err := tx.AppendRecordsAt(ctx, string(scope), version, records...); err != nil {
 			return fmt.Errorf("append to %s: %w", scope, err)
 		}
-		next, err := json.Marshal(state)
-		if err != nil {
-			return fmt.Errorf("encode scope %s: %w", scope, err)
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
-			string(scope), conn.TenantID, version+int64(len(records)), next)
-		if err != nil {
-			return fmt.Errorf("save scope %s: %w", scope, err)
+		var b pgx.Batch
+		if err := queueScopeSave(&b, scope, conn.TenantID, version+int64(len(records)), state); err != nil {
+			return err
 		}
 		for _, e := range decided {
-			if err := mirrorRun(ctx, tx, e); err != nil {
-				return err
-			}
+			queueMirror(&b, e)
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("save scope %s and its runs: %w", scope, err)
 		}
 		return nil
 	})

@@ -245,42 +245,48 @@ func (s *Service) record(ctx context.Context, tx *eventstore.Tx, scope domain.Sc
 	if _, err := tx.AppendAt(ctx, string(scope), version, event); err != nil {
 		return fmt.Errorf("append to %s: %w", scope, err)
 	}
-	next, err := json.Marshal(domain.Evolve(state, event))
+	var b pgx.Batch
+	if err := queueScopeSave(&b, scope, tenantID, version+1, domain.Evolve(state, event)); err != nil {
+		return err
+	}
+	queueMirror(&b, event)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("save scope %s and its runs: %w", scope, err)
+	}
+	return nil
+}
+
+// queueScopeSave queues the upsert of a scope's snapshot.
+func queueScopeSave(b *pgx.Batch, scope domain.ScopeID, tenantID string, version int64, state domain.ScopeState) error {
+	next, err := json.Marshal(state)
 	if err != nil {
 		return fmt.Errorf("encode scope %s: %w", scope, err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, $4)
+	b.Queue(`INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
-		string(scope), tenantID, version+1, next)
-	if err != nil {
-		return fmt.Errorf("save scope %s: %w", scope, err)
-	}
-	return mirrorRun(ctx, tx, event)
+		string(scope), tenantID, version, next)
+	return nil
 }
 
-// mirrorRun keeps the runs table in step with a scope event.
-func mirrorRun(ctx context.Context, tx *eventstore.Tx, event domain.Event) error {
-	var err error
+// queueMirror queues the statement that keeps the runs table in step with
+// a scope event (none for deduped and busy answers).
+func queueMirror(b *pgx.Batch, event domain.Event) {
 	switch e := event.(type) {
 	case domain.StartAccepted:
-		_, err = tx.Exec(ctx, `INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
+		b.Queue(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'queued', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
 	case domain.StartBlocked:
-		_, err = tx.Exec(ctx, `INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
+		b.Queue(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'blocked', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
 	case domain.RunStarted:
-		_, err = tx.Exec(ctx, `UPDATE runs SET status = 'running', epoch = $2, worker_id = $3 WHERE id = $1`, e.RunID, e.Epoch, e.WorkerID)
+		b.Queue(`UPDATE runs SET status = 'running', epoch = $2, worker_id = $3 WHERE id = $1`, e.RunID, e.Epoch, e.WorkerID)
 	case domain.RunSucceeded:
-		_, err = tx.Exec(ctx, `UPDATE runs SET status = 'succeeded', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		b.Queue(`UPDATE runs SET status = 'succeeded', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	case domain.RunFailed:
-		_, err = tx.Exec(ctx, `UPDATE runs SET status = 'failed', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		b.Queue(`UPDATE runs SET status = 'failed', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	case domain.RunCancelled:
-		_, err = tx.Exec(ctx, `UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		b.Queue(`UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	}
-	if err != nil {
-		return fmt.Errorf("mirror %s into runs: %w", event.EventType(), err)
-	}
-	return nil
 }
 
 var errIdempotencyRace = errors.New("idempotency key taken concurrently")
