@@ -30,12 +30,14 @@ import (
 // adminToken is the admin token of every harness.
 const adminToken = "oga_onboarding-test-admin"
 
-// Timings of the harness: the worker as the brief asks, and the fallback
-// poll of every subscriber.
+// Timings of the harness: a short heartbeat, a lease long enough that a
+// loaded machine (several test packages at once) does not reap a healthy
+// run between two late heartbeats, and the fallback poll of every
+// subscriber.
 const (
 	pollInterval = 20 * time.Millisecond
 	heartbeat    = 50 * time.Millisecond
-	lease        = 500 * time.Millisecond
+	lease        = 2 * time.Second
 )
 
 // syncBuffer collects a harness's logs; they are printed when a test fails.
