@@ -402,3 +402,35 @@ func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit 
 	}
 	return events, nil
 }
+
+// ReadUpTo returns up to limit events after the event at afterPosition (0:
+// from the beginning) and at or before (upToTxID, upToPosition), in the
+// order of ReadAll. It does not stop at the horizon: the caller vouches
+// that everything up to that point was committed (a consumer's
+// checkpoint), so it can be read back even while other transactions
+// hold the horizon lower.
+func (s *Store) ReadUpTo(ctx context.Context, afterPosition int64, upToTxID uint64, upToPosition int64, limit int) ([]Event, error) {
+	var afterTx int64
+	afterPos := int64(-1)
+	if afterPosition > 0 {
+		err := s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, afterPosition).Scan(&afterTx)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("read after %d: %w", afterPosition, ErrUnknownPosition)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+		}
+		afterPos = afterPosition
+	}
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE (tx_id, position) > ($1::bigint::text::xid8, $2)
+		AND (tx_id, position) <= ($3::bigint::text::xid8, $4) ORDER BY events.tx_id, events.position LIMIT $5`,
+		afterTx, afterPos, int64(upToTxID), upToPosition, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+	}
+	return events, nil
+}

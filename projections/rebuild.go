@@ -258,7 +258,10 @@ func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string) error 
 		}
 		live := checkpoint{tx: liveTx, pos: livePos}
 		for {
-			events, err := r.Store.ReadAll(ctx, after, replayPage)
+			// Everything up to the live checkpoint was committed (the live
+			// projector applied it), so read it without waiting for the
+			// horizon, which other open transactions may hold lower.
+			events, err := r.Store.ReadUpTo(ctx, after, uint64(live.tx), live.pos, replayPage)
 			if err != nil {
 				return err
 			}
