@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -123,9 +122,4 @@ func newRequestID() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// IsClientGone reports errors caused by a client that went away.
-func IsClientGone(err error) bool {
-	return errors.Is(err, context.Canceled)
 }

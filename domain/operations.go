@@ -135,11 +135,15 @@ func LookupSurface(name string) (Surface, bool) {
 	return Surface{}, false
 }
 
+// Bootstrappable reports whether an onboarding bootstrap may select o:
+// operations that need a target (a restore run) may not.
+func (o Operation) Bootstrappable() bool { return o.TargetKey == "" }
+
 // BootstrapOperations are the operations an onboarding bootstrap may select.
 func BootstrapOperations() []Operation {
 	var ops []Operation
 	for _, op := range operations {
-		if op.TargetKey == "" {
+		if op.Bootstrappable() {
 			ops = append(ops, op)
 		}
 	}

@@ -332,35 +332,21 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion int64
 // returned late, after events that reached the store before it, but never
 // skipped by a reader that pages with the last position it saw.
 func (s *Store) ReadAll(ctx context.Context, afterPosition int64, limit int) ([]Event, error) {
-	return s.readAll(ctx, s.pool, "", afterPosition, limit)
+	return s.readAll(ctx, "", afterPosition, limit)
 }
 
 // ReadTenant is ReadAll restricted to events recorded for tenantID.
 func (s *Store) ReadTenant(ctx context.Context, tenantID string, afterPosition int64, limit int) ([]Event, error) {
-	return s.readAll(ctx, s.pool, tenantID, afterPosition, limit)
+	return s.readAll(ctx, tenantID, afterPosition, limit)
 }
 
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPosition int64, limit int) ([]Event, error) {
+func (s *Store) readAll(ctx context.Context, tenantID string, afterPosition int64, limit int) ([]Event, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	var (
-		afterTx  int64
-		afterPos int64 = -1
-	)
-	if afterPosition > 0 {
-		err := s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, afterPosition).Scan(&afterTx)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("read after %d: %w", afterPosition, ErrUnknownPosition)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
-		}
-		afterPos = afterPosition
+	afterTx, afterPos, err := s.after(ctx, afterPosition)
+	if err != nil {
+		return nil, err
 	}
 	where := `(tx_id, position) > ($1::bigint::text::xid8, $2) AND tx_id < (SELECT opsgate_horizon())`
 	args := []any{afterTx, afterPos, limit}
@@ -368,7 +354,7 @@ func (s *Store) readAll(ctx context.Context, q querier, tenantID string, afterPo
 		where += ` AND tenant_id = $4`
 		args = append(args, tenantID)
 	}
-	rows, err := q.Query(ctx, selectEvents+` WHERE `+where+` ORDER BY events.tx_id, events.position LIMIT $3`, args...)
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE `+where+` ORDER BY events.tx_id, events.position LIMIT $3`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
 	}
@@ -410,17 +396,9 @@ func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit 
 // checkpoint), so it can be read back even while other transactions
 // hold the horizon lower.
 func (s *Store) ReadUpTo(ctx context.Context, afterPosition int64, upToTxID uint64, upToPosition int64, limit int) ([]Event, error) {
-	var afterTx int64
-	afterPos := int64(-1)
-	if afterPosition > 0 {
-		err := s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, afterPosition).Scan(&afterTx)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("read after %d: %w", afterPosition, ErrUnknownPosition)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
-		}
-		afterPos = afterPosition
+	afterTx, afterPos, err := s.after(ctx, afterPosition)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.pool.Query(ctx, selectEvents+` WHERE (tx_id, position) > ($1::bigint::text::xid8, $2)
 		AND (tx_id, position) <= ($3::bigint::text::xid8, $4) ORDER BY events.tx_id, events.position LIMIT $5`,
@@ -433,4 +411,20 @@ func (s *Store) ReadUpTo(ctx context.Context, afterPosition int64, upToTxID uint
 		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
 	}
 	return events, nil
+}
+
+// after returns the point in commit order of the event at position (the
+// beginning for 0), for reading on from it.
+func (s *Store) after(ctx context.Context, position int64) (txID, pos int64, err error) {
+	if position <= 0 {
+		return 0, -1, nil
+	}
+	err = s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, position).Scan(&txID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, fmt.Errorf("read after %d: %w", position, ErrUnknownPosition)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read after %d: %w", position, err)
+	}
+	return txID, position, nil
 }

@@ -146,7 +146,7 @@ func (s *Service) CreateConnection(ctx context.Context, actorID, tenantID string
 		if err != nil {
 			return fmt.Errorf("insert connection: %w", err)
 		}
-		ctx = withMetadata(ctx, actorID, tenantID, c.ID)
+		ctx = WithMetadata(ctx, actorID, tenantID, c.ID)
 		err = appendOne(ctx, tx, "connection-"+c.ID, domain.ProviderConnectionCreated{
 			ConnectionID: c.ID, TenantID: tenantID, Provider: c.Provider, DisplayName: c.DisplayName,
 			Consent: c.Consent, Credentials: c.Credentials, Enabled: c.Enabled, Simulation: c.Simulation, At: now,
@@ -200,7 +200,7 @@ func (s *Service) MakeDefault(ctx context.Context, actorID, connectionID string)
 		if err := authorize(ctx, tx, actorID, c.TenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
-		ctx = withMetadata(ctx, actorID, c.TenantID, c.ID)
+		ctx = WithMetadata(ctx, actorID, c.TenantID, c.ID)
 		if err := s.makeDefault(ctx, tx, c); err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func (s *Service) UpdateConnection(ctx context.Context, actorID, connectionID st
 			return fmt.Errorf("update connection: %w", err)
 		}
 		c.UpdatedAt = now
-		ctx = withMetadata(ctx, actorID, c.TenantID, c.ID)
+		ctx = WithMetadata(ctx, actorID, c.TenantID, c.ID)
 		payloads := make([]eventstore.Payload, len(events))
 		for i, e := range events {
 			payloads[i] = e

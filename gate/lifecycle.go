@@ -57,7 +57,7 @@ func (s *Service) onScope(ctx context.Context, runID string,
 		if err != nil {
 			return err
 		}
-		ctx = withMetadata(ctx, "", loc.tenantID, runID)
+		ctx = WithMetadata(ctx, "", loc.tenantID, runID)
 		if err := s.record(ctx, tx, loc.scope, loc.tenantID, state, version, event); err != nil {
 			return err
 		}

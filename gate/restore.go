@@ -47,7 +47,7 @@ func (s *Service) CreateRestoreRun(ctx context.Context, actorID, tenantID, name 
 		if err != nil {
 			return fmt.Errorf("insert restore run: %w", err)
 		}
-		ctx = withMetadata(ctx, actorID, tenantID, r.ID)
+		ctx = WithMetadata(ctx, actorID, tenantID, r.ID)
 		return appendOne(ctx, tx, "restore-run-"+r.ID, domain.RestoreRunCreated{
 			RestoreRunID: r.ID, TenantID: tenantID, Name: r.Name, Items: items, CreatedBy: actorID, At: now,
 		})
@@ -105,7 +105,7 @@ func (s *Service) PreviewRestoreRun(ctx context.Context, actorID, id string) (Re
 		if _, err := tx.Exec(ctx, `UPDATE restore_runs SET warnings = $2, previewed_at = $3 WHERE id = $1`, id, w, now); err != nil {
 			return fmt.Errorf("record preview: %w", err)
 		}
-		ctx = withMetadata(ctx, actorID, r.TenantID, id)
+		ctx = WithMetadata(ctx, actorID, r.TenantID, id)
 		if err := appendOne(ctx, tx, "restore-run-"+id, domain.RestoreRunPreviewed{
 			RestoreRunID: id, TenantID: r.TenantID, Warnings: warnings, PreviewedBy: actorID, At: now,
 		}); err != nil {

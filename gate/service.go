@@ -66,8 +66,9 @@ func (s *Service) Store() *eventstore.Store { return s.store }
 
 func newID() string { return ulid.Make().String() }
 
-// withMetadata adds the tenant and correlation to the request's metadata.
-func withMetadata(ctx context.Context, actorID, tenantID, correlationID string) context.Context {
+// WithMetadata adds the tenant and correlation (and the actor, unless
+// empty) to the metadata that appends in ctx record.
+func WithMetadata(ctx context.Context, actorID, tenantID, correlationID string) context.Context {
 	md := eventstore.MetadataFrom(ctx)
 	if actorID != "" {
 		md.Actor = actorID

@@ -212,7 +212,7 @@ func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartR
 	default:
 		run = state.Active.Run()
 	}
-	ctx = withMetadata(ctx, req.ActorID, tenantID, run.ID)
+	ctx = WithMetadata(ctx, req.ActorID, tenantID, run.ID)
 	if err := s.record(ctx, tx, scope, tenantID, state, version, event); err != nil {
 		return domain.StartResult{}, err
 	}

@@ -107,7 +107,7 @@ func (s *Service) CreateTenant(ctx context.Context, workspaceID, name string) (T
 		if _, err := tx.Exec(ctx, `INSERT INTO tenants (id, workspace_id, name, created_at) VALUES ($1, $2, $3, $4)`, t.ID, t.WorkspaceID, t.Name, now); err != nil {
 			return fmt.Errorf("insert tenant: %w", err)
 		}
-		ctx = withMetadata(ctx, "", t.ID, "")
+		ctx = WithMetadata(ctx, "", t.ID, "")
 		return appendOne(ctx, tx, "tenant-"+t.ID, domain.TenantCreated{TenantID: t.ID, WorkspaceID: workspaceID, Name: t.Name, At: now})
 	})
 	return t, err
@@ -173,7 +173,7 @@ func (s *Service) GrantMembership(ctx context.Context, userID, tenantID, role st
 		if err != nil {
 			return fmt.Errorf("upsert membership: %w", err)
 		}
-		ctx = withMetadata(ctx, "", tenantID, "")
+		ctx = WithMetadata(ctx, "", tenantID, "")
 		return appendOne(ctx, tx, "tenant-"+tenantID, domain.MembershipGranted{UserID: userID, TenantID: tenantID, Role: r, At: s.now()})
 	})
 	return m, err

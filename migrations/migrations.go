@@ -44,21 +44,6 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
 	return nil
 }
 
-// Pending reports whether migrations remain to be applied.
-func Pending(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	provider, err := goose.NewProvider(goose.DialectPostgres, db, files)
-	if err != nil {
-		return false, fmt.Errorf("load migrations: %w", err)
-	}
-	pending, err := provider.HasPending(ctx)
-	if err != nil {
-		return false, fmt.Errorf("check migrations: %w", err)
-	}
-	return pending, nil
-}
-
 // Fingerprint is a short hash of every migration file, so that a database
 // migrated from one set of files can be told apart from another.
 func Fingerprint() string {

@@ -67,7 +67,7 @@ func (s *Service) Create(ctx context.Context, actorID, tenantID, connectionID st
 			sess.ID, tenantID, body, now); err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
-		ctx = metadata(ctx, actorID, tenantID, sess.ID)
+		ctx = gate.WithMetadata(ctx, actorID, tenantID, sess.ID)
 		_, err := tx.Append(ctx, stream(sess.ID), eventstore.NoStream, domain.OnboardingSessionCreated{
 			SessionID: sess.ID, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: actorID, At: now})
 		return err
@@ -355,7 +355,7 @@ func selectItems(operations []string) ([]Item, error) {
 		if !ok {
 			return nil, &UnknownOperationError{Name: name}
 		}
-		if op.TargetKey != "" {
+		if !op.Bootstrappable() {
 			return nil, &gate.ValidationError{Field: "operations", Message: fmt.Sprintf("%s needs a target and cannot be bootstrapped", name)}
 		}
 		if seen[op.Canonical] {
@@ -424,20 +424,11 @@ func (s *Service) update(ctx context.Context, tx *eventstore.Tx, id string, fn f
 		payloads[i] = e
 	}
 	md := eventstore.MetadataFrom(ctx)
-	ctx = metadata(ctx, md.Actor, sess.TenantID, id)
+	ctx = gate.WithMetadata(ctx, md.Actor, sess.TenantID, id)
 	if _, err := tx.Append(ctx, stream(id), eventstore.AnyVersion, payloads...); err != nil {
 		return fmt.Errorf("record session %s: %w", id, err)
 	}
 	return nil
-}
-
-func metadata(ctx context.Context, actor, tenantID, correlation string) context.Context {
-	md := eventstore.MetadataFrom(ctx)
-	if actor != "" {
-		md.Actor = actor
-	}
-	md.TenantID, md.CorrelationID = tenantID, correlation
-	return eventstore.WithMetadata(ctx, md)
 }
 
 type rowQuerier interface {
