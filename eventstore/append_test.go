@@ -631,3 +631,49 @@ func TestReadAll(t *testing.T) {
 		t.Errorf("after the last event: %v, %v", tail, err)
 	}
 }
+
+// TestHistory reads the whole store in one statement, in the order of
+// ReadAll, with payloads but without metadata, and stops when told.
+func TestHistory(t *testing.T) {
+	ctx := testContext(t)
+	store := newStore(t)
+	var want []eventstore.Event
+	for i := range 120 {
+		events, err := store.Append(ctx, fmt.Sprintf("s-%d", i%5), eventstore.AnyVersion, itemAdded{Seq: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, events...)
+	}
+	paged := readAllAtLeast(t, ctx, store, 50, len(want))
+	var got []eventstore.Event
+	for e, err := range store.History(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e)
+	}
+	if !reflect.DeepEqual(ids(got), ids(paged)) {
+		t.Fatalf("history gave %d events, not the %d of ReadAll in its order", len(got), len(paged))
+	}
+	for i, e := range got {
+		p := paged[i]
+		if e.Position != p.Position || e.TxID != p.TxID || e.StreamID != p.StreamID || e.StreamVersion != p.StreamVersion ||
+			e.Type != p.Type || e.SchemaVersion != p.SchemaVersion || string(e.Data) != string(p.Data) {
+			t.Fatalf("event %d: history %+v, ReadAll %+v", i, e, p)
+		}
+	}
+
+	n := 0
+	for _, err := range store.History(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 10 {
+			break
+		}
+	}
+	if n != 10 {
+		t.Errorf("stopped after %d events, not 10", n)
+	}
+}

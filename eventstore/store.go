@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"strings"
 
@@ -370,9 +371,42 @@ const selectEvents = `SELECT position, (tx_id::text)::bigint, stream_id, stream_
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
 	var txID int64
-	err := row.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, &e.Data, &e.Metadata, &e.RecordedAt)
+	// The payload as bytes: jsonb is valid JSON, so there is nothing to check.
+	err := row.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data), &e.Metadata, &e.RecordedAt)
 	e.TxID = uint64(txID)
 	return e, err
+}
+
+// History yields every event below the reading horizon (see ReadAll), in
+// subscriber order, from one statement: one consistent view however long
+// the history, streamed rather than paged. It is the replay's read, so
+// events come without metadata and recorded time. Stop early by breaking
+// out of the loop.
+func (s *Store) History(ctx context.Context) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		rows, err := s.pool.Query(ctx, `SELECT position, (tx_id::text)::bigint, stream_id, stream_version, event_id, event_type, schema_version, payload
+			FROM events WHERE tx_id < (SELECT opsgate_horizon()) ORDER BY events.tx_id, events.position`)
+		if err != nil {
+			yield(Event{}, fmt.Errorf("read history: %w", err))
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e Event
+			var txID int64
+			if err := rows.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data)); err != nil {
+				yield(Event{}, fmt.Errorf("read history: %w", err))
+				return
+			}
+			e.TxID = uint64(txID)
+			if !yield(e, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(Event{}, fmt.Errorf("read history: %w", err))
+		}
+	}
 }
 
 // ReadCorrelated returns the events whose metadata names correlationID, in

@@ -340,7 +340,7 @@ func (f *fixture) snapshot() map[string][]string {
 	out := map[string][]string{}
 	tables := []string{"projection_checkpoints"}
 	for _, p := range projections.All() {
-		tables = append(tables, p.Tables...)
+		tables = append(tables, p.TableNames()...)
 	}
 	for _, table := range tables {
 		rows, err := f.pool.Query(f.ctx, fmt.Sprintf(`SELECT t::text FROM projections.%s t`, table))

@@ -3,8 +3,6 @@ package projections
 import (
 	"encoding/json"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 )
@@ -13,10 +11,15 @@ import (
 // outcome of an accepted run, addressed to its initiator alone, worded by
 // the presenter. Terminal events carry the whole run, so it reads nothing.
 func notificationsProjector() Projector {
-	return Projector{Name: "notifications", Tables: []string{"ops_notifications"}, Apply: applyNotifications}
+	notifications := newTable("ops_notifications", "id", "user_id", "tenant_id", "run_id", "status", "title", "body",
+		"tone", "next_steps", "reason", "created_at")
+	return Projector{Name: "notifications", Tables: []*table{notifications},
+		Apply: func(w rowWriter, _ eventstore.Event, payload eventstore.Payload) {
+			applyNotifications(w, notifications, payload)
+		}}
 }
 
-func applyNotifications(b *pgx.Batch, _ eventstore.Event, payload eventstore.Payload) {
+func applyNotifications(w rowWriter, notifications *table, payload eventstore.Payload) {
 	ev, ok := payload.(domain.RunEvent)
 	if !ok {
 		return
@@ -32,7 +35,6 @@ func applyNotifications(b *pgx.Batch, _ eventstore.Event, payload eventstore.Pay
 		reason, _ = json.Marshal(run.Reason)
 	}
 	// One terminal outcome per run, so the run's id names its notification.
-	b.Queue(`INSERT INTO ops_notifications (id, user_id, tenant_id, run_id, status, title, body, tone, next_steps, reason, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING`,
-		run.ID, run.InitiatorID, run.TenantID, run.ID, string(run.Status), msg.Title, msg.Body, string(msg.Tone), stepsJSON, reason, run.FinishedAt)
+	w.Insert(notifications, run.ID, run.InitiatorID, run.TenantID, run.ID, string(run.Status), msg.Title, msg.Body,
+		string(msg.Tone), stepsJSON, reason, run.FinishedAt)
 }

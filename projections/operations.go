@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"github.com/jackc/pgx/v5"
-
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 )
@@ -11,59 +9,61 @@ import (
 // included, with the counts of later starts answered deduped or
 // scope_busy with it.
 func operationsProjector() Projector {
-	return Projector{Name: "operations", Tables: []string{"ops_runs"}, Apply: applyOperations}
+	runs := newTable("ops_runs", "id", "tenant_id", "scope_id", "type", "canonical_type", "label", "status", "outcome",
+		"target", "connection_id", "connection_name", "provider", "initiator_id", "surface",
+		"reason_code", "reason_class", "reason_message", "created_at", "started_at", "finished_at",
+		"deduped_count", "scope_busy_count", "last_position")
+	return Projector{Name: "operations", Tables: []*table{runs},
+		Apply: func(w rowWriter, e eventstore.Event, payload eventstore.Payload) {
+			applyOperations(w, runs, e, payload)
+		}}
 }
 
-func applyOperations(b *pgx.Batch, e eventstore.Event, payload eventstore.Payload) {
+func applyOperations(w rowWriter, runs *table, e eventstore.Event, payload eventstore.Payload) {
 	switch ev := payload.(type) {
 	case domain.StartAccepted, domain.StartBlocked:
 		run, _ := domain.RunOf(ev)
-		insertRun(b, run, domain.OutcomeOf(ev), e.Position)
+		insertRun(w, runs, run, domain.OutcomeOf(ev), e.Position)
 	case domain.StartDeduped:
-		b.Queue(`UPDATE ops_runs SET deduped_count = deduped_count + 1, last_position = $2 WHERE id = $1`, ev.RunID, e.Position)
+		w.Update(runs, ev.RunID, increment("deduped_count"), set("last_position", e.Position))
 	case domain.StartScopeBusy:
-		b.Queue(`UPDATE ops_runs SET scope_busy_count = scope_busy_count + 1, last_position = $2 WHERE id = $1`, ev.RunID, e.Position)
+		w.Update(runs, ev.RunID, increment("scope_busy_count"), set("last_position", e.Position))
 	case domain.RunStarted:
-		b.Queue(`UPDATE ops_runs SET status = 'running', started_at = $2, last_position = $3 WHERE id = $1`, ev.RunID, ev.At, e.Position)
+		w.Update(runs, ev.RunID, set("status", string(domain.StatusRunning)), set("started_at", ev.At), set("last_position", e.Position))
 	case domain.RunSucceeded:
-		finishRun(b, ev.RunID, domain.StatusSucceeded, nil, ev.At, e.Position)
+		finishRun(w, runs, ev.RunID, domain.StatusSucceeded, nil, ev.At, e.Position)
 	case domain.RunFailed:
-		finishRun(b, ev.RunID, domain.StatusFailed, &ev.Reason, ev.At, e.Position)
+		finishRun(w, runs, ev.RunID, domain.StatusFailed, &ev.Reason, ev.At, e.Position)
 	case domain.RunCancelled:
-		finishRun(b, ev.RunID, domain.StatusCancelled, &ev.Reason, ev.At, e.Position)
+		finishRun(w, runs, ev.RunID, domain.StatusCancelled, &ev.Reason, ev.At, e.Position)
 	}
 }
 
-func insertRun(b *pgx.Batch, r domain.Run, outcome domain.Outcome, position int64) {
+func insertRun(w rowWriter, runs *table, r domain.Run, outcome domain.Outcome, position int64) {
 	var connID, connName, provider *string
 	if c := r.ProviderConnection; c != nil {
 		connID, connName, provider = &c.ID, &c.DisplayName, &c.Provider
 	}
-	var code, class, msg *string
-	if r.Reason != nil {
-		c, cl := string(r.Reason.Code), string(r.Reason.Class)
-		code, class, msg = &c, &cl, &r.Reason.Message
-	}
+	code, class, msg := reasonColumns(r.Reason)
 	scope := domain.TenantScope(r.TenantID)
 	if connID != nil {
 		scope = domain.ConnectionScope(*connID)
 	}
-	b.Queue(`INSERT INTO ops_runs (id, tenant_id, scope_id, type, canonical_type, label, status, outcome, target,
-		connection_id, connection_name, provider, initiator_id, surface, reason_code, reason_class, reason_message,
-		created_at, started_at, finished_at, last_position)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-		ON CONFLICT (id) DO NOTHING`,
-		r.ID, r.TenantID, string(scope), r.Type, r.CanonicalType, r.Label, string(r.Status), string(outcome), r.Target,
+	w.Insert(runs, r.ID, r.TenantID, string(scope), r.Type, r.CanonicalType, r.Label, string(r.Status), string(outcome), r.Target,
 		connID, connName, provider, r.InitiatorID, r.Surface, code, class, msg,
-		r.CreatedAt, r.StartedAt, r.FinishedAt, position)
+		r.CreatedAt, r.StartedAt, r.FinishedAt, 0, 0, position)
 }
 
-func finishRun(b *pgx.Batch, id string, status domain.RunStatus, reason *domain.Reason, at any, position int64) {
-	var code, class, msg *string
-	if reason != nil {
-		c, cl := string(reason.Code), string(reason.Class)
-		code, class, msg = &c, &cl, &reason.Message
+func finishRun(w rowWriter, runs *table, id string, status domain.RunStatus, reason *domain.Reason, at any, position int64) {
+	code, class, msg := reasonColumns(reason)
+	w.Update(runs, id, set("status", string(status)), set("reason_code", code), set("reason_class", class),
+		set("reason_message", msg), set("finished_at", at), set("last_position", position))
+}
+
+func reasonColumns(reason *domain.Reason) (code, class, msg *string) {
+	if reason == nil {
+		return nil, nil, nil
 	}
-	b.Queue(`UPDATE ops_runs SET status = $2, reason_code = $3, reason_class = $4, reason_message = $5,
-		finished_at = $6, last_position = $7 WHERE id = $1`, id, string(status), code, class, msg, at, position)
+	c, cl := string(reason.Code), string(reason.Class)
+	return &c, &cl, &reason.Message
 }

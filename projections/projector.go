@@ -40,12 +40,20 @@ type Projector struct {
 	// Name is the projector's consumer group and checkpoint key.
 	Name string
 	// Tables are the tables it owns in the projections schema.
-	Tables []string
-	// Apply queues the statements that project one event into b. The
-	// statements only write (so that many events can travel in one round
-	// trip) and name tables unqualified: they run with search_path set to
-	// the schema being built. Payload is the decoded event.
-	Apply func(b *pgx.Batch, e eventstore.Event, payload eventstore.Payload)
+	Tables []*table
+	// Apply writes the row changes that project one event (payload is
+	// the event decoded). Changes only write, so that many events can
+	// travel in one round trip live, and be folded in memory on replay.
+	Apply func(w rowWriter, e eventstore.Event, payload eventstore.Payload)
+}
+
+// TableNames returns the names of the tables p owns.
+func (p Projector) TableNames() []string {
+	names := make([]string, len(p.Tables))
+	for i, t := range p.Tables {
+		names[i] = t.name
+	}
+	return names
 }
 
 // All returns every projector.
@@ -114,7 +122,7 @@ func applyEvents(ctx context.Context, tx pgx.Tx, reg decoder, p Projector, event
 			return cp, 0, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		if payload != nil { // an event this binary does not know is passed over
-			p.Apply(&body, *e, payload)
+			p.Apply(sqlWriter{&body}, *e, payload)
 		}
 		n++
 		last = e

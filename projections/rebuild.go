@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,7 +24,7 @@ const (
 func allTables() []string {
 	tables := []string{"projection_checkpoints"}
 	for _, p := range All() {
-		tables = append(tables, p.Tables...)
+		tables = append(tables, p.TableNames()...)
 	}
 	return tables
 }
@@ -130,72 +131,63 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 }
 
 // replayInto recreates schema with the live tables' definitions and
-// applies the whole history to it with every projector.
+// replays the history (up to upTo, if given) into it: every projector's
+// changes are folded in memory, page by page, and the final rows written
+// with COPY, with each projector's checkpoint at the last event replayed.
+// PostgreSQL thus writes each row once, however many events shaped it.
 func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoint) (ReplayStats, error) {
+	// The tables are created without their indexes, which are built once
+	// the rows are in: cheaper than maintaining them row by row.
 	ddl := `DROP SCHEMA IF EXISTS ` + schema + ` CASCADE; CREATE SCHEMA ` + schema + `;`
 	for _, t := range allTables() {
-		ddl += fmt.Sprintf(` CREATE TABLE %s.%s (LIKE %s.%s INCLUDING ALL);`, schema, t, LiveSchema, t)
+		ddl += fmt.Sprintf(` CREATE TABLE %s.%s (LIKE %s.%s INCLUDING ALL EXCLUDING INDEXES);`, schema, t, LiveSchema, t)
 	}
 	if _, err := r.Pool.Exec(ctx, ddl); err != nil {
 		return ReplayStats{}, fmt.Errorf("create %s: %w", schema, err)
 	}
+	ctx, stop := context.WithCancel(ctx) // ends the reading if the fold fails
+	defer stop()
 	start := time.Now()
 	lastReport := start
+	projectors := All()
+	var tables []*table
+	for _, p := range projectors {
+		tables = append(tables, p.Tables...)
+	}
+	f := newFold(tables...)
 	total := 0
-	// Read the next page while the projectors apply the current one.
-	type page struct {
-		events  []eventstore.Event
-		decoded decodedPage
-		err     error
-	}
-	pages := make(chan page, 1)
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	sendErr := func(err error) {
-		select {
-		case pages <- page{err: err}:
-		case <-readCtx.Done():
-		}
-	}
-	go func() {
-		defer close(pages)
-		var after int64
-		for {
-			events, err := r.Store.ReadAll(readCtx, after, replayPage)
-			if err == nil && upTo != nil {
-				events = upTo.cut(events)
-			}
-			if err != nil || len(events) == 0 {
-				if err != nil {
-					sendErr(err)
-				}
-				return
-			}
-			decoded, err := decodePage(r.Store.Registry(), events)
-			if err != nil {
-				sendErr(err)
-				return
-			}
-			select {
-			case pages <- page{events: events, decoded: decoded}:
-			case <-readCtx.Done():
-				return
-			}
-			after = events[len(events)-1].Position
-		}
-	}()
-	for pg := range pages {
+	var last *eventstore.Event
+	for pg := range r.readPages(ctx, upTo) {
+		<-pg.ready
 		if pg.err != nil {
 			return ReplayStats{}, pg.err
 		}
-		if err := r.applyPage(ctx, schema, pg.events, pg.decoded); err != nil {
-			return ReplayStats{}, err
+		for i, e := range pg.events {
+			if pg.payloads[i] == nil {
+				continue // an event this binary does not know is passed over
+			}
+			for _, p := range projectors {
+				p.Apply(f, e, pg.payloads[i])
+			}
 		}
 		total += len(pg.events)
+		last = &pg.events[len(pg.events)-1]
 		if r.Progress != nil && time.Since(lastReport) > time.Second {
 			lastReport = time.Now()
 			fmt.Fprintf(r.Progress, "replayed %d events (%.0f events/s)\n", total, float64(total)/time.Since(start).Seconds())
 		}
+	}
+	if r.Progress != nil {
+		fmt.Fprintf(r.Progress, "folded %d events in %s; writing the rows\n", total, time.Since(start).Round(time.Millisecond))
+	}
+	if err := r.write(ctx, schema, f, tables, last); err != nil {
+		return ReplayStats{}, err
+	}
+	if r.Progress != nil {
+		fmt.Fprintf(r.Progress, "rows written after %s; building the indexes\n", time.Since(start).Round(time.Millisecond))
+	}
+	if err := r.index(ctx, schema); err != nil {
+		return ReplayStats{}, err
 	}
 	elapsed := time.Since(start)
 	stats := ReplayStats{Events: total, Elapsed: elapsed}
@@ -205,37 +197,166 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	return stats, nil
 }
 
-// applyPage applies one page of events with every projector, each in a
-// transaction (and on a connection) of its own, in parallel.
-func (r *Replayer) applyPage(ctx context.Context, schema string, events []eventstore.Event, decoded decodedPage) error {
-	projectors := All()
-	errs := make(chan error, len(projectors))
-	for _, p := range projectors {
-		go func() { errs <- r.applyProjectorPage(ctx, schema, p, events, decoded) }()
+// page is a page of the history with its payloads decoded (nil for an
+// event type this binary does not know) once ready is closed.
+type page struct {
+	events   []eventstore.Event
+	payloads []eventstore.Payload
+	err      error
+	ready    chan struct{}
+}
+
+func newPage() *page {
+	return &page{events: make([]eventstore.Event, 0, replayPage), ready: make(chan struct{})}
+}
+
+// readPages reads the history in subscriber order, up to upTo if given,
+// and decodes it on every core, a few pages ahead of the caller, which
+// receives the pages in order. A page with err ends it.
+func (r *Replayer) readPages(ctx context.Context, upTo *checkpoint) <-chan *page {
+	ordered := make(chan *page, 4)
+	undecoded := make(chan *page, 4)
+	for range runtime.GOMAXPROCS(0) {
+		go func() {
+			for pg := range undecoded {
+				pg.payloads = make([]eventstore.Payload, len(pg.events))
+				for i, e := range pg.events {
+					p, err := r.Store.Registry().Decode(e)
+					if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
+						pg.err = err
+						break
+					}
+					pg.payloads[i] = p
+				}
+				close(pg.ready)
+			}
+		}()
+	}
+	go func() {
+		defer close(ordered)
+		defer close(undecoded)
+		send := func(pg *page) bool {
+			select {
+			case ordered <- pg:
+			case <-ctx.Done():
+				return false
+			}
+			if pg.err != nil {
+				close(pg.ready)
+				return false
+			}
+			undecoded <- pg
+			return true
+		}
+		pg := newPage()
+		for e, err := range r.Store.History(ctx) {
+			if err != nil {
+				send(&page{err: err, ready: make(chan struct{})})
+				return
+			}
+			if upTo != nil && upTo.before(e) {
+				break
+			}
+			pg.events = append(pg.events, e)
+			if len(pg.events) == replayPage {
+				if !send(pg) {
+					return
+				}
+				pg = newPage()
+			}
+		}
+		if len(pg.events) > 0 {
+			send(pg)
+		}
+	}()
+	return ordered
+}
+
+// write copies the folded rows of each table into schema, in parallel
+// (each table in a transaction of its own: schema is not live yet), and
+// sets every projector's checkpoint to last.
+func (r *Replayer) write(ctx context.Context, schema string, f *fold, tables []*table, last *eventstore.Event) error {
+	errs := make(chan error, len(tables))
+	for _, t := range tables {
+		go func() {
+			conn, err := r.Pool.Acquire(ctx)
+			if err != nil {
+				errs <- fmt.Errorf("copy %s: %w", t.name, err)
+				return
+			}
+			defer conn.Release()
+			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				// Rebuildable rows: no need to wait for the flush.
+				if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+					return err
+				}
+				_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, t.name}, t.columns, f.copySource(t))
+				return err
+			})
+			if err != nil {
+				err = fmt.Errorf("copy %s: %w", t.name, err)
+			}
+			errs <- err
+		}()
 	}
 	var first error
-	for range projectors {
+	for range tables {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil || last == nil {
+		return first
+	}
+	var b pgx.Batch
+	for _, p := range All() {
+		b.Queue(`INSERT INTO `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` (projector, tx_id, position, updated_at)
+			VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())`, p.Name, int64(last.TxID), last.Position)
+	}
+	if err := r.Pool.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("write checkpoints: %w", err)
+	}
+	return nil
+}
+
+// index gives the tables of schema the indexes and key constraints of
+// their live counterparts, under the same names.
+func (r *Replayer) index(ctx context.Context, schema string) error {
+	rows, err := r.Pool.Query(ctx, `
+		SELECT format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', $2::text, t.relname, c.conname, pg_get_constraintdef(c.oid))
+		FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+		WHERE n.nspname = $1 AND c.contype IN ('p', 'u', 'x')
+		UNION ALL
+		SELECT replace(pg_get_indexdef(i.indexrelid), format(' ON %I.', $1::text), format(' ON %I.', $2::text))
+		FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+		WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)`,
+		LiveSchema, schema)
+	if err != nil {
+		return fmt.Errorf("read the indexes of %s: %w", LiveSchema, err)
+	}
+	ddl, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read the indexes of %s: %w", LiveSchema, err)
+	}
+	errs := make(chan error, len(ddl))
+	for _, stmt := range ddl {
+		go func() {
+			// One statement with its settings, in one implicit transaction.
+			stmt := `SET LOCAL maintenance_work_mem = '256MB'; ` + stmt
+			if _, err := r.Pool.Exec(ctx, stmt); err != nil {
+				errs <- fmt.Errorf("index %s: %s: %w", schema, stmt, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range ddl {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
-}
-
-func (r *Replayer) applyProjectorPage(ctx context.Context, schema string, p Projector, events []eventstore.Event, decoded decodedPage) error {
-	tx, err := r.Pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin replay: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	// Replay writes are rebuildable: no need to wait for each flush.
-	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-		return err
-	}
-	if _, err := applyInTx(ctx, tx, decoded, schema, p, events); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
 }
 
 // catchUp brings every projector in schema to the live projector's
@@ -287,10 +408,15 @@ func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string) error 
 // checkpoint is a point in subscriber order.
 type checkpoint struct{ tx, pos int64 }
 
+// before reports whether c comes before e in subscriber order.
+func (c checkpoint) before(e eventstore.Event) bool {
+	return int64(e.TxID) > c.tx || (int64(e.TxID) == c.tx && e.Position > c.pos)
+}
+
 // cut returns the prefix of events at or before c.
 func (c checkpoint) cut(events []eventstore.Event) []eventstore.Event {
 	for i, e := range events {
-		if int64(e.TxID) > c.tx || (int64(e.TxID) == c.tx && e.Position > c.pos) {
+		if c.before(e) {
 			return events[:i]
 		}
 	}
@@ -316,32 +442,4 @@ func (r *Replayer) slowestCheckpoint(ctx context.Context) (checkpoint, error) {
 		return checkpoint{}, nil
 	}
 	return c, nil
-}
-
-// decodedPage holds the payloads of a page of events, decoded once (while
-// the previous page is applied) for every projector.
-type decodedPage map[int64]eventstore.Payload
-
-func decodePage(reg *eventstore.Registry, events []eventstore.Event) (decodedPage, error) {
-	page := make(decodedPage, len(events))
-	for _, e := range events {
-		p, err := reg.Decode(e)
-		if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
-			return nil, err
-		}
-		page[e.Position] = p
-	}
-	return page, nil
-}
-
-// Decode returns the payload decoded with the page.
-func (d decodedPage) Decode(e eventstore.Event) (eventstore.Payload, error) {
-	p, ok := d[e.Position]
-	if !ok {
-		return nil, fmt.Errorf("event at position %d is not in the decoded page", e.Position)
-	}
-	if p == nil {
-		return nil, eventstore.ErrUnknownEventType
-	}
-	return p, nil
 }

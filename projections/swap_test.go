@@ -49,7 +49,7 @@ func TestProjectorWaitingForTheSwapHoldsNoTable(t *testing.T) {
 	})
 	tables := "projections.projection_checkpoints"
 	for _, p := range projections.All() {
-		for _, tb := range p.Tables {
+		for _, tb := range p.TableNames() {
 			tables += ", projections." + tb
 		}
 	}

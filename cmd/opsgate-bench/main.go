@@ -34,6 +34,8 @@ type config struct {
 	replay      int
 	scopeEvents int
 	connections int
+	only        string
+	roles       string
 }
 
 type report struct {
@@ -49,9 +51,11 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread or replay")
+	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
-		replay: 1_000_000, scopeEvents: 100_000, connections: 1500}
+		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
 	}
@@ -97,7 +101,7 @@ func run(cfg config) error {
 	}
 
 	addr, pprofAddr := freeAddr(), freeAddr()
-	srv, err := startServer(ctx, bin, dbURL, addr, pprofAddr)
+	srv, err := startServer(ctx, bin, dbURL, addr, pprofAddr, cfg.roles)
 	if err != nil {
 		return err
 	}
@@ -113,6 +117,10 @@ func run(cfg config) error {
 	fx, err := setup(ctx, c, cfg.connections)
 	if err != nil {
 		return err
+	}
+
+	if cfg.only == "replay" {
+		return replayOnly(ctx, cfg, bin, dbURL, pool, fx, rep)
 	}
 
 	// growth, part 1: start latency on a store that is (nearly) empty.
@@ -132,6 +140,11 @@ func run(cfg config) error {
 		rep.Results[fmt.Sprintf("river_unique_c%d", conc)] = peer
 		rep.Ratios[fmt.Sprintf("spread_vs_baseline_c%d", conc)] = ratio(spread.Throughput, baseline.Throughput)
 		rep.Ratios[fmt.Sprintf("spread_vs_river_c%d", conc)] = ratio(spread.Throughput, peer.Throughput)
+	}
+
+	if cfg.only == "spread" {
+		printTable(os.Stdout, rep)
+		return nil
 	}
 
 	// Latency at half the maximum throughput: pace 32 clients at half of
@@ -188,6 +201,22 @@ func run(cfg config) error {
 
 	printTable(os.Stdout, rep)
 	return writeJSON(rep)
+}
+
+// replayOnly seeds the history and times a rebuild, and nothing else.
+func replayOnly(ctx context.Context, cfg config, bin, dbURL string, pool *pgxpool.Pool, fx *fixture, rep *report) error {
+	progress("replay: seeding the store to %d events", cfg.replay)
+	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
+		return err
+	}
+	progress("replay: opsgate projections rebuild")
+	events, perSec, err := rebuild(bin, dbURL)
+	if err != nil {
+		return err
+	}
+	rep.Replay["events"], rep.Replay["events_per_second"] = events, perSec
+	printTable(os.Stdout, rep)
+	return nil
 }
 
 func ratio(a, b float64) float64 {
@@ -248,8 +277,12 @@ type server struct{ cmd *exec.Cmd }
 
 const adminToken = "bench-admin-token-0123456789"
 
-func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr string) (*server, error) {
-	cmd := exec.Command(bin, "serve")
+func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
+	args := []string{"serve"}
+	if roles != "" {
+		args = append(args, "--roles", roles)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
 		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY=16")
 	logFile, err := os.Create(filepath.Join(os.TempDir(), "opsgate-bench-server.log"))

@@ -26,8 +26,8 @@ const usage = `usage: opsgate <command> [flags]
 commands:
   serve [--roles api,projector,worker]  serve the roles given (default: all three)
   migrate                               apply database migrations and exit
-  projections rebuild                   rebuild every read model from the event history and swap it in
-  projections verify                    rebuild into scratch tables and report differences (exit 1)
+  projections rebuild [--cpuprofile f]  rebuild every read model from the event history and swap it in
+  projections verify [--cpuprofile f]   rebuild into scratch tables and report differences (exit 1)
 
 configuration comes from the environment; see README.md.
 `

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/debug"
+	"runtime/pprof"
 
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
@@ -15,9 +19,32 @@ import (
 
 // projectionsCommand runs `opsgate projections rebuild|verify`.
 func projectionsCommand(ctx context.Context, cfg config.Config, args []string, logger *slog.Logger, stdout, stderr io.Writer) int {
-	if len(args) != 1 || (args[0] != "rebuild" && args[0] != "verify") {
-		fmt.Fprintln(stderr, "usage: opsgate projections rebuild|verify")
+	usage := func() int {
+		fmt.Fprintln(stderr, "usage: opsgate projections rebuild|verify [--cpuprofile file]")
 		return 2
+	}
+	if len(args) < 1 || (args[0] != "rebuild" && args[0] != "verify") {
+		return usage()
+	}
+	fs := flag.NewFlagSet("projections "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the replay to `file`")
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
+		return usage()
+	}
+	if os.Getenv("GOGC") == "" {
+		// A replay holds every read-model row in memory until it writes
+		// them: collecting at each doubling of a heap that only grows is
+		// wasted work.
+		debug.SetGCPercent(400)
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			logger.Error("cpu profile", "err", err)
+			return 1
+		}
+		defer stop()
 	}
 	pool, err := openPool(ctx, cfg)
 	if err != nil {
@@ -56,4 +83,17 @@ func projectionsCommand(ctx context.Context, cfg config.Config, args []string, l
 		}
 		return 1
 	}
+}
+
+// startCPUProfile profiles the process into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -1,0 +1,82 @@
+package projections
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestFoldActsLikeTheStatements checks the replay fold against the
+// semantics of the statements the live writer sends: INSERT ... ON
+// CONFLICT DO NOTHING, UPDATE and DELETE of the row with the key, if any.
+func TestFoldActsLikeTheStatements(t *testing.T) {
+	items := newTable("items", "id", "name", "hits", "seen")
+	f := newFold(items)
+	f.Insert(items, "a", "first", 0, nil)
+	f.Insert(items, "a", "second", 5, nil) // conflict: nothing happens
+	f.Insert(items, "b", "bee", 0, nil)
+	f.Update(items, "a", increment("hits"), set("seen", 7))
+	f.Update(items, "a", increment("hits"))
+	f.Update(items, "missing", increment("hits")) // no row: nothing happens
+	f.Delete(items, "b")
+	f.Delete(items, "missing")
+	f.Insert(items, "c", "sea", 0, nil)
+	f.Insert(items, "b", "bee again", 0, nil) // a deleted key may come back
+
+	got := rowsOf(t, f.copySource(items))
+	want := [][]any{{"a", "first", 2, 7}, {"c", "sea", 0, nil}, {"b", "bee again", 0, nil}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+}
+
+func TestSQLWriterStatements(t *testing.T) {
+	items := newTable("items", "id", "name", "hits")
+	var b pgx.Batch
+	w := sqlWriter{&b}
+	w.Insert(items, "a", "x", 0)
+	w.Update(items, "a", increment("hits"), set("name", "y"))
+	w.Delete(items, "a")
+	want := []struct {
+		sql  string
+		args []any
+	}{
+		{"INSERT INTO items (id, name, hits) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING", []any{"a", "x", 0}},
+		{"UPDATE items SET hits = hits + $2, name = $3 WHERE id = $1", []any{"a", 1, "y"}},
+		{"DELETE FROM items WHERE id = $1", []any{"a"}},
+	}
+	if len(b.QueuedQueries) != len(want) {
+		t.Fatalf("%d statements queued, want %d", len(b.QueuedQueries), len(want))
+	}
+	for i, q := range b.QueuedQueries {
+		if q.SQL != want[i].sql || !reflect.DeepEqual(q.Arguments, want[i].args) {
+			t.Errorf("statement %d: %q %v, want %q %v", i, q.SQL, q.Arguments, want[i].sql, want[i].args)
+		}
+	}
+}
+
+func TestFoldRejectsUnknownColumn(t *testing.T) {
+	items := newTable("items", "id", "name")
+	f := newFold(items)
+	f.Insert(items, "a", "x")
+	defer func() {
+		if recover() == nil {
+			t.Error("an update of a column the table does not have did not panic")
+		}
+	}()
+	f.Update(items, "a", set("nope", 1))
+}
+
+func rowsOf(t *testing.T, src pgx.CopyFromSource) [][]any {
+	t.Helper()
+	var rows [][]any
+	for src.Next() {
+		v, err := src.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, v)
+	}
+	return rows
+}
