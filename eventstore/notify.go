@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
 )
 
 // NotifyChannel is the PostgreSQL LISTEN/NOTIFY channel on which a commit
@@ -18,10 +19,13 @@ const NotifyChannel = "opsgate_events"
 // commits of others. A wake-up carries no data and may be lost or
 // repeated; subscribers still poll as a fallback, so correctness never
 // depends on it. NOTIFY is sent outside the appending transaction and
-// coalesced, so it adds nothing to the commit path.
+// coalesced, so it adds nothing to the commit path. Each notification
+// names the notifier that sent it, which ignores its own: its subscribers
+// were woken at the commit already.
 type Notifier struct {
 	pool    *pgxpool.Pool
 	logger  *slog.Logger
+	id      string
 	mu      sync.Mutex
 	subs    []chan struct{}
 	pending chan struct{}
@@ -29,7 +33,7 @@ type Notifier struct {
 
 // NewNotifier returns a notifier over pool; call Run to start it.
 func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger) *Notifier {
-	return &Notifier{pool: pool, logger: logger, pending: make(chan struct{}, 1)}
+	return &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), pending: make(chan struct{}, 1)}
 }
 
 // Subscribe returns a channel that receives after commits.
@@ -78,7 +82,7 @@ func (n *Notifier) send(ctx context.Context) {
 			return
 		case <-n.pending:
 		}
-		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, '')`, NotifyChannel); err != nil && ctx.Err() == nil {
+		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, n.id); err != nil && ctx.Err() == nil {
 			n.logger.Warn("notify failed; subscribers fall back to polling", "err", err)
 		}
 	}
@@ -109,9 +113,12 @@ func (n *Notifier) listenOnce(ctx context.Context) error {
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `UNLISTEN `+NotifyChannel) //nolint:errcheck
 	for {
-		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+		note, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
-		n.broadcast()
+		if note.Payload != n.id {
+			n.broadcast()
+		}
 	}
 }

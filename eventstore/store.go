@@ -91,7 +91,11 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer pgtx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	if err := fn(ctx, &Tx{tx: pgtx, store: s}); err != nil {
+	tx := &Tx{tx: pgtx, store: s}
+	if err := fn(ctx, tx); err != nil {
+		return err
+	}
+	if err := tx.flush(ctx); err != nil {
 		return err
 	}
 	if err := pgtx.Commit(ctx); err != nil {
@@ -117,17 +121,54 @@ func (s *Store) WithStreamLock(ctx context.Context, stream string, fn func(ctx c
 }
 
 // Tx is an open store transaction.
+//
+// Statements whose answer nobody waits for (the outbox messages of an
+// append, and whatever the caller passes to Defer) are held back and sent
+// together, in one round trip, just before the transaction's next
+// statement or its commit. Program order is kept; an error of a held-back
+// statement is returned by the call that sends it (at the latest, by
+// InTx's commit).
 type Tx struct {
-	tx    pgx.Tx
-	store *Store
+	tx       pgx.Tx
+	store    *Store
+	deferred pgx.Batch
 }
+
+// Defer holds back a statement that returns nothing the caller needs, to
+// be sent with the transaction's next round trip.
+func (t *Tx) Defer(sql string, args ...any) {
+	t.deferred.Queue(sql, args...)
+}
+
+// flush sends the held-back statements.
+func (t *Tx) flush(ctx context.Context) error {
+	if t.deferred.Len() == 0 {
+		return nil
+	}
+	b := t.deferred
+	t.deferred = pgx.Batch{}
+	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("deferred statements: %w", err)
+	}
+	return nil
+}
+
+// QueueLock queues the lock of stream into b (see Lock), for a caller that
+// reads what the lock guards in the same round trip: a batch runs its
+// statements in order, so the reads after the lock see every commit made
+// before the lock was granted.
+func QueueLock(b *pgx.Batch, stream string) {
+	b.Queue(lockStream, stream)
+}
+
+const lockStream = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
 
 // Lock takes stream's transaction-scoped lock. Take locks before the first
 // write of the transaction: the transaction id is assigned at the first
 // write, and readers order by it, so a writer that waited for a stream sorts
 // after the writer it waited for.
 func (t *Tx) Lock(ctx context.Context, stream string) error {
-	if _, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, stream); err != nil {
+	if _, err := t.Exec(ctx, lockStream, stream); err != nil {
 		return fmt.Errorf("lock %s: %w", stream, err)
 	}
 	return nil
@@ -135,29 +176,56 @@ func (t *Tx) Lock(ctx context.Context, stream string) error {
 
 // Exec runs a statement in the transaction (state kept beside the events).
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.flush(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	return t.tx.Exec(ctx, sql, args...)
 }
 
 // Query runs a query in the transaction.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
 	return t.tx.Query(ctx, sql, args...)
 }
 
 // QueryRow runs a query returning one row in the transaction.
 func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := t.flush(ctx); err != nil {
+		return errRow{err}
+	}
 	return t.tx.QueryRow(ctx, sql, args...)
 }
 
 // SendBatch sends the statements of b in one round trip within the
-// transaction (state kept beside the events).
+// transaction (state kept beside the events); the caller closes the
+// results before its next statement.
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if err := t.flush(ctx); err != nil {
+		return errBatch{err}
+	}
 	return t.tx.SendBatch(ctx, b)
 }
+
+// errRow and errBatch carry the error of held-back statements to a caller
+// that expected a row or batch results.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+type errBatch struct{ err error }
+
+func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
+func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
+func (b errBatch) Close() error                     { return b.err }
+func (b errBatch) Tx() pgx.Tx                       { return nil }
 
 // StreamVersion returns the version of stream's newest event, 0 for none.
 func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	var v int64
-	err := t.tx.QueryRow(ctx,
+	err := t.QueryRow(ctx,
 		`SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, stream).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("version of %s: %w", stream, err)
@@ -245,7 +313,7 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 	}
 	sql.WriteString(` RETURNING position, (tx_id::text)::bigint, recorded_at`)
 
-	rows, err := t.tx.Query(ctx, sql.String(), args...)
+	rows, err := t.Query(ctx, sql.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
@@ -274,10 +342,12 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 	return events, nil
 }
 
-// publish writes events to their watermill topics in this transaction.
+// publish writes events to their watermill topics in this transaction:
+// watermill's publisher builds the inserts, which are held back until the
+// transaction's next round trip.
 func (t *Tx) publish(ctx context.Context, events []Event) error {
 	publisher, err := watermillsql.NewPublisher(
-		watermillsql.TxFromPgx(t.tx),
+		deferringExecutor{t},
 		watermillsql.PublisherConfig{SchemaAdapter: watermillsql.DefaultPostgreSQLSchema{}},
 		t.store.logger,
 	)
@@ -303,6 +373,25 @@ func (t *Tx) publish(ctx context.Context, events []Event) error {
 	}
 	return nil
 }
+
+// deferringExecutor is the watermill executor of publish: each statement
+// is held back on the transaction (Tx.Defer). watermill's publisher only
+// executes its inserts and reads nothing back.
+type deferringExecutor struct{ t *Tx }
+
+func (e deferringExecutor) ExecContext(_ context.Context, query string, args ...any) (watermillsql.Result, error) {
+	e.t.Defer(query, args...)
+	return deferredResult{}, nil
+}
+
+func (e deferringExecutor) QueryContext(context.Context, string, ...any) (watermillsql.Rows, error) {
+	return nil, errors.New("publish: watermill queried through a deferring executor")
+}
+
+// deferredResult is the result of a held-back statement: nothing known yet.
+type deferredResult struct{}
+
+func (deferredResult) RowsAffected() (int64, error) { return 0, errors.New("statement not sent yet") }
 
 func nullIfEmpty(s string) any {
 	if s == "" {

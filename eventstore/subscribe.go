@@ -67,13 +67,7 @@ type SubscriberConfig struct {
 	// AckDeadline bounds how long a message may stay unacknowledged before
 	// it is redelivered. Default 30s.
 	AckDeadline time.Duration
-	// AfterBatch, if set, is called after the subscriber committed a batch
-	// of messages. A subscriber's transaction holds back what every reader
-	// of the database may read (readers stop below the oldest open
-	// transaction), so its end is worth a wake-up of the others
-	// (Notifier.Committed).
-	AfterBatch func()
-	Logger     *slog.Logger
+	Logger      *slog.Logger
 }
 
 // NewSubscriber returns a watermill-sql subscriber over the store's tables.
@@ -99,10 +93,9 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 		ResendInterval: cfg.PollInterval,
 		RetryInterval:  time.Second,
 		BackoffManager: &wakeBackoff{
-			inner:      watermillsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second),
-			poll:       cfg.PollInterval,
-			wake:       cfg.Wake,
-			afterBatch: cfg.AfterBatch,
+			inner: watermillsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second),
+			poll:  cfg.PollInterval,
+			wake:  cfg.Wake,
 		},
 		SchemaAdapter:  readCommittedSchema{watermillsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize}},
 		OffsetsAdapter: watermillsql.DefaultPostgreSQLOffsetsAdapter{},
@@ -118,18 +111,14 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 // sleeping the whole interval. watermill calls HandleError between queries,
 // so blocking here is the subscriber's idle wait.
 type wakeBackoff struct {
-	inner      watermillsql.BackoffManager
-	poll       time.Duration
-	wake       <-chan struct{}
-	afterBatch func()
+	inner watermillsql.BackoffManager
+	poll  time.Duration
+	wake  <-chan struct{}
 }
 
 // HandleError runs after each query's transaction has ended.
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	d := b.inner.HandleError(logger, noMsg, err)
-	if err == nil && !noMsg && b.afterBatch != nil {
-		b.afterBatch()
-	}
 	if err != nil || !noMsg || b.wake == nil {
 		return d
 	}

@@ -103,26 +103,34 @@ func (s *Service) decideGroup(connectionID string, batch []*groupedStart) {
 		for _, p := range batch {
 			p.err, p.res = nil, domain.StartResult{}
 		}
-		if err := tx.Lock(ctx, string(scope)); err != nil {
+		// One round trip: the lock, then the connection, the initiators'
+		// roles and the scope, read as of the lock.
+		var b pgx.Batch
+		eventstore.QueueLock(&b, string(scope))
+		var conn *Connection
+		b.Queue(selectConnection+` WHERE id = $1`, connectionID).Query(func(rows pgx.Rows) error {
+			c, err := pgx.CollectExactlyOneRow(rows, scanConnection)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("load connection %s: %w", connectionID, err)
+			}
+			conn = &c
+			return nil
+		})
+		roles := queueMemberRoles(&b, connectionID, batch)
+		var state domain.ScopeState
+		var version int64
+		queueLoadScope(&b, scope, &state, &version)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return err
 		}
-		conn, err := loadConnection(ctx, tx, connectionID)
-		if errors.Is(err, ErrNotFound) {
+		if conn == nil {
 			for _, p := range batch {
 				p.err = ErrNotFound
 			}
 			return nil
-		}
-		if err != nil {
-			return err
-		}
-		roles, err := memberRoles(ctx, tx, conn.TenantID, batch)
-		if err != nil {
-			return err
-		}
-		state, version, err := loadScope(ctx, tx, scope)
-		if err != nil {
-			return err
 		}
 		facts := func(op domain.Operation) domain.Facts {
 			return domain.Facts{Blocked: domain.Preflight(op, conn.readiness(), nil)}
@@ -176,15 +184,11 @@ func (s *Service) decideGroup(connectionID string, batch []*groupedStart) {
 		if _, err := tx.AppendRecordsAt(ctx, string(scope), version, records...); err != nil {
 			return fmt.Errorf("append to %s: %w", scope, err)
 		}
-		var b pgx.Batch
-		if err := queueScopeSave(&b, scope, conn.TenantID, version+int64(len(records)), state); err != nil {
+		if err := deferScopeSave(tx, scope, conn.TenantID, version+int64(len(records)), state); err != nil {
 			return err
 		}
 		for _, e := range decided {
-			queueMirror(&b, e)
-		}
-		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return fmt.Errorf("save scope %s and its runs: %w", scope, err)
+			deferMirror(tx, e, 0)
 		}
 		return nil
 	})
@@ -196,24 +200,25 @@ func (s *Service) decideGroup(connectionID string, batch []*groupedStart) {
 	}
 }
 
-// memberRoles returns the roles on tenantID of the batch's initiators.
-func memberRoles(ctx context.Context, tx *eventstore.Tx, tenantID string, batch []*groupedStart) (map[string]domain.Role, error) {
+// queueMemberRoles queues the read of the roles of the batch's initiators
+// on the tenant of connectionID into b; the map is filled when b is sent.
+func queueMemberRoles(b *pgx.Batch, connectionID string, batch []*groupedStart) map[string]domain.Role {
 	actors := make([]string, 0, len(batch))
 	for _, p := range batch {
 		actors = append(actors, p.req.ActorID)
 	}
-	rows, err := tx.Query(ctx, `SELECT user_id, role FROM memberships WHERE tenant_id = $1 AND user_id = ANY($2)`, tenantID, actors)
-	if err != nil {
-		return nil, fmt.Errorf("look up memberships: %w", err)
-	}
-	defer rows.Close()
 	roles := map[string]domain.Role{}
-	for rows.Next() {
+	b.Queue(`SELECT m.user_id, m.role FROM memberships m JOIN provider_connections c ON c.tenant_id = m.tenant_id
+		WHERE c.id = $1 AND m.user_id = ANY($2)`, connectionID, actors).Query(func(rows pgx.Rows) error {
 		var user, role string
-		if err := rows.Scan(&user, &role); err != nil {
-			return nil, err
+		_, err := pgx.ForEachRow(rows, []any{&user, &role}, func() error {
+			roles[user] = domain.Role(role)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("look up memberships: %w", err)
 		}
-		roles[user] = domain.Role(role)
-	}
-	return roles, rows.Err()
+		return nil
+	})
+	return roles
 }

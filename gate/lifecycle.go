@@ -46,25 +46,21 @@ func (s *Service) onScope(ctx context.Context, runID string,
 		if err != nil {
 			return err
 		}
-		if err := tx.Lock(ctx, string(loc.scope)); err != nil {
-			return err
-		}
-		state, version, err := loadScope(ctx, tx, loc.scope)
-		if err != nil {
-			return err
+		var b pgx.Batch
+		eventstore.QueueLock(&b, string(loc.scope))
+		var state domain.ScopeState
+		var version int64
+		queueLoadScope(&b, loc.scope, &state, &version)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("lock and load scope %s: %w", loc.scope, err)
 		}
 		event, err = decide(ctx, tx, loc, state)
 		if err != nil {
 			return err
 		}
 		ctx = WithMetadata(ctx, "", loc.tenantID, runID)
-		if err := s.record(ctx, tx, loc.scope, loc.tenantID, state, version, event); err != nil {
-			return err
-		}
-		if started, ok := event.(domain.RunStarted); ok {
-			return extendLease(ctx, tx, runID, started.Epoch, leaseFrom(ctx))
-		}
-		return nil
+		// A RunStarted gets the lease of ctx with its mirror row.
+		return s.record(ctx, tx, loc.scope, loc.tenantID, state, version, event)
 	})
 	return event, err
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -223,69 +224,82 @@ func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartR
 func loadScope(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID) (domain.ScopeState, int64, error) {
 	var state domain.ScopeState
 	var version int64
-	var raw []byte
-	err := tx.QueryRow(ctx, `SELECT version, state FROM scopes WHERE scope_id = $1`, string(scope)).Scan(&version, &raw)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return state, 0, nil
-	}
-	if err != nil {
-		return state, 0, fmt.Errorf("load scope %s: %w", scope, err)
-	}
-	if err := json.Unmarshal(raw, &state); err != nil {
-		return state, 0, fmt.Errorf("decode scope %s: %w", scope, err)
+	var b pgx.Batch
+	queueLoadScope(&b, scope, &state, &version)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return state, 0, err
 	}
 	return state, version, nil
 }
 
-// record appends event to the scope's stream at the expected version,
-// saves the evolved state and mirrors the run's status into runs, all in
-// tx. The caller holds the scope's lock.
+// queueLoadScope queues the read of a scope's state and version (zero for
+// a scope with no history) into b.
+func queueLoadScope(b *pgx.Batch, scope domain.ScopeID, state *domain.ScopeState, version *int64) {
+	b.Queue(`SELECT version, state FROM scopes WHERE scope_id = $1`, string(scope)).QueryRow(func(row pgx.Row) error {
+		var raw []byte
+		err := row.Scan(version, &raw)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("load scope %s: %w", scope, err)
+		}
+		if err := json.Unmarshal(raw, state); err != nil {
+			return fmt.Errorf("decode scope %s: %w", scope, err)
+		}
+		return nil
+	})
+}
+
+// record appends event to the scope's stream at the expected version and
+// holds back, for the commit's round trip, the save of the evolved state
+// and the mirror of the run's status into runs. The caller holds the
+// scope's lock.
 func (s *Service) record(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, tenantID string,
 	state domain.ScopeState, version int64, event domain.Event) error {
 	if _, err := tx.AppendAt(ctx, string(scope), version, event); err != nil {
 		return fmt.Errorf("append to %s: %w", scope, err)
 	}
-	var b pgx.Batch
-	if err := queueScopeSave(&b, scope, tenantID, version+1, domain.Evolve(state, event)); err != nil {
+	if err := deferScopeSave(tx, scope, tenantID, version+1, domain.Evolve(state, event)); err != nil {
 		return err
 	}
-	queueMirror(&b, event)
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("save scope %s and its runs: %w", scope, err)
-	}
+	deferMirror(tx, event, leaseFrom(ctx))
 	return nil
 }
 
-// queueScopeSave queues the upsert of a scope's snapshot.
-func queueScopeSave(b *pgx.Batch, scope domain.ScopeID, tenantID string, version int64, state domain.ScopeState) error {
+// deferScopeSave holds back the upsert of a scope's snapshot.
+func deferScopeSave(tx *eventstore.Tx, scope domain.ScopeID, tenantID string, version int64, state domain.ScopeState) error {
 	next, err := json.Marshal(state)
 	if err != nil {
 		return fmt.Errorf("encode scope %s: %w", scope, err)
 	}
-	b.Queue(`INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, $4)
+	tx.Defer(`INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
 		string(scope), tenantID, version, next)
 	return nil
 }
 
-// queueMirror queues the statement that keeps the runs table in step with
-// a scope event (none for deduped and busy answers).
-func queueMirror(b *pgx.Batch, event domain.Event) {
+// deferMirror holds back the statement that keeps the runs table in step
+// with a scope event (none for deduped and busy answers). A run that
+// starts gets its first lease with it.
+func deferMirror(tx *eventstore.Tx, event domain.Event, lease time.Duration) {
 	switch e := event.(type) {
 	case domain.StartAccepted:
-		b.Queue(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
+		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'queued', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
 	case domain.StartBlocked:
-		b.Queue(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
+		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'blocked', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
 	case domain.RunStarted:
-		b.Queue(`UPDATE runs SET status = 'running', epoch = $2, worker_id = $3 WHERE id = $1`, e.RunID, e.Epoch, e.WorkerID)
+		tx.Defer(`UPDATE runs SET status = 'running', epoch = $2, worker_id = $3,
+			lease_expires_at = clock_timestamp() + $4 * interval '1 microsecond' WHERE id = $1`,
+			e.RunID, e.Epoch, e.WorkerID, lease.Microseconds())
 	case domain.RunSucceeded:
-		b.Queue(`UPDATE runs SET status = 'succeeded', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		tx.Defer(`UPDATE runs SET status = 'succeeded', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	case domain.RunFailed:
-		b.Queue(`UPDATE runs SET status = 'failed', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		tx.Defer(`UPDATE runs SET status = 'failed', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	case domain.RunCancelled:
-		b.Queue(`UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = $1`, e.RunID)
+		tx.Defer(`UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	}
 }
 

@@ -12,10 +12,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 )
 
-// SetAfterBatch sets what the process manager calls after each batch it
-// committed (Notifier.Committed, to wake the other subscribers).
-func (s *Service) SetAfterBatch(fn func()) { s.afterBatch = fn }
-
 // ManagerConsumerGroup is the process manager's consumer group.
 const ManagerConsumerGroup = "onboarding.bootstrap"
 
@@ -24,8 +20,6 @@ const ManagerConsumerGroup = "onboarding.bootstrap"
 func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-chan struct{}, poll time.Duration, logger *slog.Logger) error {
 	sub, err := eventstore.NewSubscriber(pool, eventstore.SubscriberConfig{
 		ConsumerGroup: ManagerConsumerGroup, PollInterval: poll, Wake: wake, Logger: logger,
-		// Its batches end transactions that hold back other readers.
-		AfterBatch: s.afterBatch,
 	})
 	if err != nil {
 		return err

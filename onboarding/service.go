@@ -28,10 +28,9 @@ var (
 
 // Service runs onboarding sessions through the gate.
 type Service struct {
-	gate       *gate.Service
-	store      *eventstore.Store
-	now        func() time.Time
-	afterBatch func()
+	gate  *gate.Service
+	store *eventstore.Store
+	now   func() time.Time
 }
 
 // New returns the onboarding service.

@@ -156,9 +156,6 @@ type Runner struct {
 	Wake func() <-chan struct{}
 	// PollInterval is the fallback poll of an idle projector.
 	PollInterval time.Duration
-	// AfterBatch, if set, is called after each committed batch (see
-	// eventstore.SubscriberConfig).
-	AfterBatch func()
 	// OnApplied is called after each applied event with its recorded time
 	// (for the lag metric); may be nil.
 	OnApplied func(projector string, recordedAt time.Time)
@@ -179,7 +176,6 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 		Wake:          wake,
 		Logger:        r.Logger,
 		BatchSize:     500,
-		AfterBatch:    r.AfterBatch,
 	})
 	if err != nil {
 		return err

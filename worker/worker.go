@@ -42,10 +42,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// PollInterval is the subscriber's fallback poll.
 	PollInterval time.Duration
-	// Wake, if set, wakes the idle subscriber after commits; AfterBatch is
-	// called after each batch it committed (see eventstore.SubscriberConfig).
-	Wake       <-chan struct{}
-	AfterBatch func()
+	// Wake, if set, wakes the idle subscriber after commits.
+	Wake <-chan struct{}
 	// ThrottleRetries is how often a throttled call is retried, with
 	// exponential backoff from ThrottleBackoff, before the run fails.
 	ThrottleRetries int
@@ -149,7 +147,6 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 		ConsumerGroup: ConsumerGroup,
 		PollInterval:  w.cfg.PollInterval,
 		Wake:          w.cfg.Wake,
-		AfterBatch:    w.cfg.AfterBatch,
 		Logger:        w.logger,
 	})
 	if err != nil {

@@ -51,7 +51,7 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
@@ -119,8 +119,14 @@ func run(cfg config) error {
 		return err
 	}
 
-	if cfg.only == "replay" {
+	switch cfg.only {
+	case "replay":
 		return replayOnly(ctx, cfg, bin, dbURL, pool, fx, rep)
+	case "freshness":
+		progress("freshness: commit-to-read-model lag and worker pickup")
+		rep.Results["freshness_operations_view_lag"], rep.Results["freshness_worker_pickup"] = freshness(ctx, c, pool, fx, 400)
+		printTable(os.Stdout, rep)
+		return nil
 	}
 
 	// growth, part 1: start latency on a store that is (nearly) empty.

@@ -82,7 +82,6 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)
 	onboard := onboarding.New(svc)
-	onboard.SetAfterBatch(notifier.Committed)
 	metrics := api.NewMetrics(pool)
 
 	// Background roles stop when bg is cancelled, after the API drained.
@@ -96,7 +95,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		runner := &projections.Runner{
 			Pool: subPool, Registry: store.Registry(), Logger: logger,
 			Wake: notifier.Subscribe, PollInterval: cfg.PollInterval,
-			OnApplied: metrics.ObserveProjection, AfterBatch: notifier.Committed,
+			OnApplied: metrics.ObserveProjection,
 		}
 		for _, p := range projections.All() {
 			wg.Add(1)
@@ -112,7 +111,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	if roles["worker"] {
 		w, err := worker.New(worker.Config{
 			Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
-			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(), AfterBatch: notifier.Committed,
+			PollInterval: cfg.PollInterval, Wake: notifier.Subscribe(),
 		}, subPool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
 		if err != nil {
 			return err
