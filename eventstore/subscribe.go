@@ -67,7 +67,13 @@ type SubscriberConfig struct {
 	// AckDeadline bounds how long a message may stay unacknowledged before
 	// it is redelivered. Default 30s.
 	AckDeadline time.Duration
-	Logger      *slog.Logger
+	// BeforeAck, if set, runs on the subscriber's goroutine after the last
+	// message of a batch was acknowledged and before the subscriber
+	// records the acknowledgement in its transaction and commits: a
+	// handler that queued its writes in that transaction sends them here.
+	// An error rolls the transaction back; the batch is delivered again.
+	BeforeAck func() error
+	Logger    *slog.Logger
 }
 
 // NewSubscriber returns a watermill-sql subscriber over the store's tables.
@@ -98,7 +104,7 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 			wake:  cfg.Wake,
 		},
 		SchemaAdapter:  readCommittedSchema{watermillsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize}},
-		OffsetsAdapter: watermillsql.DefaultPostgreSQLOffsetsAdapter{},
+		OffsetsAdapter: beforeAckOffsets{beforeAck: cfg.BeforeAck},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("new subscriber %s: %w", cfg.ConsumerGroup, err)
@@ -129,6 +135,24 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	case <-timer.C:
 	}
 	return 0
+}
+
+// beforeAckOffsets is watermill's PostgreSQL offsets adapter, calling
+// beforeAck when watermill asks for the query that acknowledges a batch:
+// that is after the batch's last message was acknowledged and before the
+// query runs in the batch's transaction.
+type beforeAckOffsets struct {
+	watermillsql.DefaultPostgreSQLOffsetsAdapter
+	beforeAck func() error
+}
+
+func (o beforeAckOffsets) AckMessageQuery(params watermillsql.AckMessageQueryParams) (watermillsql.Query, error) {
+	if o.beforeAck != nil {
+		if err := o.beforeAck(); err != nil {
+			return watermillsql.Query{}, err
+		}
+	}
+	return o.DefaultPostgreSQLOffsetsAdapter.AckMessageQuery(params)
 }
 
 // readCommittedSchema is watermill's PostgreSQL schema with READ COMMITTED

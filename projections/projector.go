@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
@@ -75,8 +76,16 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg decoder, schema string, p Pro
 	if err != nil {
 		return 0, err
 	}
-	_, n, err := applyEvents(ctx, tx, reg, p, events, cp, false)
-	return n, err
+	var b pgx.Batch
+	next, n, err := queueEvents(&b, reg, p, events, cp)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	queueCheckpoint(&b, p, next)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, next.pos, err)
+	}
+	return n, nil
 }
 
 // enter prepares tx to project into schema for p: it sets the search_path,
@@ -101,49 +110,34 @@ func enter(ctx context.Context, tx pgx.Tx, schema string, p Projector) (checkpoi
 	return cp, nil
 }
 
-// applyEvents sends, in one batch, the statements of the events past cp
-// and the move of the checkpoint, and returns the new checkpoint. With
-// savepoint, the batch runs in a savepoint that is rolled back on failure,
-// so that the caller's transaction stays usable.
-func applyEvents(ctx context.Context, tx pgx.Tx, reg decoder, p Projector, events []eventstore.Event, cp checkpoint, savepoint bool) (checkpoint, int, error) {
-	var body pgx.Batch
-	if savepoint {
-		body.Queue(`SAVEPOINT projector`)
-	}
+// queueEvents queues into b the row changes of the events past cp (in
+// subscriber order) and returns the checkpoint after them and how many
+// there were. Events at or before cp were applied before: redelivery.
+func queueEvents(b *pgx.Batch, reg decoder, p Projector, events []eventstore.Event, cp checkpoint) (checkpoint, int, error) {
 	n := 0
-	var last *eventstore.Event
-	for i := range events {
-		e := &events[i]
-		if int64(e.TxID) < cp.tx || (int64(e.TxID) == cp.tx && e.Position <= cp.pos) {
-			continue // applied before: redelivery
+	for _, e := range events {
+		if !cp.before(e) {
+			continue
 		}
-		payload, err := reg.Decode(*e)
+		payload, err := reg.Decode(e)
 		if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
 			return cp, 0, fmt.Errorf("%s: %w", p.Name, err)
 		}
 		if payload != nil { // an event this binary does not know is passed over
-			p.Apply(sqlWriter{&body}, *e, payload)
+			p.Apply(sqlWriter{b}, e, payload)
 		}
+		cp = checkpoint{tx: int64(e.TxID), pos: e.Position}
 		n++
-		last = e
 	}
-	if last == nil {
-		return cp, 0, nil
-	}
-	body.Queue(`INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
+	return cp, n, nil
+}
+
+// queueCheckpoint queues the move of p's checkpoint to cp.
+func queueCheckpoint(b *pgx.Batch, p Projector, cp checkpoint) {
+	b.Queue(`INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
 		VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())
 		ON CONFLICT (projector) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at`,
-		p.Name, int64(last.TxID), last.Position)
-	if savepoint {
-		body.Queue(`RELEASE SAVEPOINT projector`)
-	}
-	if err := tx.SendBatch(ctx, &body).Close(); err != nil {
-		if savepoint {
-			_, _ = tx.Exec(ctx, `ROLLBACK TO SAVEPOINT projector`)
-		}
-		return cp, 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, last.Position, err)
-	}
-	return checkpoint{tx: int64(last.TxID), pos: last.Position}, n, nil
+		p.Name, cp.tx, cp.pos)
 }
 
 // Runner runs projectors as watermill subscribers.
@@ -164,18 +158,24 @@ type Runner struct {
 // Run runs p until ctx ends. Each batch of messages is applied in the
 // subscriber's own transaction (watermill-sql's TxFromContext), so the
 // read-model rows, the projector's checkpoint and watermill's offset all
-// commit together, once per batch.
+// commit together, once per batch. The handler only queues each event's
+// statements; they are sent in one round trip with the checkpoint just
+// before watermill acknowledges the batch (SubscriberConfig.BeforeAck).
+// A failure there rolls the whole batch back, to be delivered again.
 func (r *Runner) Run(ctx context.Context, p Projector) error {
 	var wake <-chan struct{}
 	if r.Wake != nil {
 		wake = r.Wake()
 	}
+	sess := &session{}
+	flushCtx := context.WithoutCancel(ctx)
 	sub, err := eventstore.NewSubscriber(r.Pool, eventstore.SubscriberConfig{
 		ConsumerGroup: "projector." + p.Name,
 		PollInterval:  r.PollInterval,
 		Wake:          wake,
 		Logger:        r.Logger,
 		BatchSize:     500,
+		BeforeAck:     func() error { return r.flush(flushCtx, p, sess) },
 	})
 	if err != nil {
 		return err
@@ -191,7 +191,6 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 	if err != nil {
 		return fmt.Errorf("%s: subscribe: %w", p.Name, err)
 	}
-	var sess session
 	for {
 		var msg *message.Message
 		select {
@@ -204,7 +203,7 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 			stopSub()
 			return ctx.Err()
 		}
-		if err := r.handle(ctx, p, msg, &sess); err != nil {
+		if err := r.handle(ctx, p, msg, sess); err != nil {
 			if ctx.Err() != nil {
 				stopSub()
 				return ctx.Err()
@@ -219,10 +218,15 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 
 // session is what a projector knows of the subscriber transaction it is
 // working in: entered once per transaction (search_path, shared swap
-// lock, checkpoint), after which each event costs one round trip.
+// lock, checkpoint), then the statements of the events handled since the
+// last flush. The handler and the flush run on different goroutines (the
+// flush on watermill's, between the last ack of a batch and its commit).
 type session struct {
-	tx pgx.Tx
-	cp checkpoint
+	mu      sync.Mutex
+	tx      pgx.Tx
+	cp      checkpoint // after the last event queued
+	pending pgx.Batch
+	queued  []time.Time // recorded times of the events queued
 }
 
 func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, sess *session) error {
@@ -243,21 +247,46 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, 
 	default:
 		return fmt.Errorf("%s: subscriber transaction is %T, not pgx", p.Name, wtx)
 	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
 	if sess.tx != pgxTx {
+		// A new transaction: whatever an earlier one queued rolled back with it.
 		cp, err := enter(ctx, pgxTx, LiveSchema, p)
 		if err != nil {
 			return err
 		}
-		*sess = session{tx: pgxTx, cp: cp}
+		sess.tx, sess.cp, sess.pending, sess.queued = pgxTx, cp, pgx.Batch{}, nil
 	}
-	// In a savepoint, so that a failed event rolls back alone and is redelivered.
-	cp, n, err := applyEvents(ctx, pgxTx, r.Registry, p, []eventstore.Event{e}, sess.cp, true)
+	cp, n, err := queueEvents(&sess.pending, r.Registry, p, []eventstore.Event{e}, sess.cp)
 	if err != nil {
 		return err
 	}
 	sess.cp = cp
-	if n > 0 && r.OnApplied != nil {
-		r.OnApplied(p.Name, e.RecordedAt)
+	if n > 0 {
+		sess.queued = append(sess.queued, e.RecordedAt)
+	}
+	return nil
+}
+
+// flush sends the session's queued statements and the move of the
+// checkpoint, in the subscriber's transaction, before it acknowledges.
+func (r *Runner) flush(ctx context.Context, p Projector, sess *session) error {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if len(sess.queued) == 0 {
+		return nil // only redeliveries: nothing to apply
+	}
+	b, queued := sess.pending, sess.queued
+	sess.pending, sess.queued = pgx.Batch{}, nil
+	queueCheckpoint(&b, p, sess.cp)
+	if err := sess.tx.SendBatch(ctx, &b).Close(); err != nil {
+		sess.tx = nil // the transaction rolls back: enter the next one afresh
+		return fmt.Errorf("%s: apply up to position %d: %w", p.Name, sess.cp.pos, err)
+	}
+	if r.OnApplied != nil {
+		for _, at := range queued {
+			r.OnApplied(p.Name, at)
+		}
 	}
 	return nil
 }
