@@ -169,7 +169,7 @@ func startServer(projectors bool, cleanup func(func())) (*testServer, error) {
 
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	notifier := eventstore.NewNotifier(pool, logger)
+	notifier := eventstore.NewNotifier(pool, logger, 0)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)

@@ -22,18 +22,26 @@ const NotifyChannel = "opsgate_events"
 // coalesced, so it adds nothing to the commit path. Each notification
 // names the notifier that sent it, which ignores its own: its subscribers
 // were woken at the commit already.
+//
+// Subscribers are woken delay after the first commit of a burst rather
+// than at each commit, so that they read the burst in one batch: each
+// read costs every subscriber a transaction, and a start sets off several
+// commits (the decision, then the worker's) within a few milliseconds.
 type Notifier struct {
 	pool    *pgxpool.Pool
 	logger  *slog.Logger
 	id      string
+	delay   time.Duration
 	mu      sync.Mutex
 	subs    []chan struct{}
+	timer   *time.Timer // pending wake-up of a burst
 	pending chan struct{}
 }
 
-// NewNotifier returns a notifier over pool; call Run to start it.
-func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger) *Notifier {
-	return &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), pending: make(chan struct{}, 1)}
+// NewNotifier returns a notifier over pool that wakes subscribers delay
+// after a commit (at once for 0); call Run to start it.
+func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, delay time.Duration) *Notifier {
+	return &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), delay: delay, pending: make(chan struct{}, 1)}
 }
 
 // Subscribe returns a channel that receives after commits.
@@ -47,16 +55,32 @@ func (n *Notifier) Subscribe() <-chan struct{} {
 
 // Committed announces a commit of this process.
 func (n *Notifier) Committed() {
-	n.broadcast()
+	n.wake()
 	select {
 	case n.pending <- struct{}{}:
 	default:
 	}
 }
 
-func (n *Notifier) broadcast() {
+// wake wakes the subscribers now, or delay from the first commit of a burst.
+func (n *Notifier) wake() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.delay <= 0 {
+		n.broadcastLocked()
+		return
+	}
+	if n.timer == nil {
+		n.timer = time.AfterFunc(n.delay, func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			n.timer = nil
+			n.broadcastLocked()
+		})
+	}
+}
+
+func (n *Notifier) broadcastLocked() {
 	for _, ch := range n.subs {
 		select {
 		case ch <- struct{}{}:
@@ -118,7 +142,7 @@ func (n *Notifier) listenOnce(ctx context.Context) error {
 			return err
 		}
 		if note.Payload != n.id {
-			n.broadcast()
+			n.wake()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -91,7 +92,11 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 	if cfg.Logger != nil {
 		logger = watermillLogger(cfg.Logger)
 	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
 	ack := cfg.AckDeadline
+	drained := &atomic.Bool{}
 	sub, err := watermillsql.NewSubscriber(watermillsql.BeginnerFromPgx(pool), watermillsql.SubscriberConfig{
 		ConsumerGroup:  cfg.ConsumerGroup,
 		AckDeadline:    &ack,
@@ -99,12 +104,13 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 		ResendInterval: cfg.PollInterval,
 		RetryInterval:  time.Second,
 		BackoffManager: &wakeBackoff{
-			inner: watermillsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second),
-			poll:  cfg.PollInterval,
-			wake:  cfg.Wake,
+			inner:   watermillsql.NewDefaultBackoffManager(cfg.PollInterval, time.Second),
+			poll:    cfg.PollInterval,
+			wake:    cfg.Wake,
+			drained: drained,
 		},
 		SchemaAdapter:  readCommittedSchema{watermillsql.DefaultPostgreSQLSchema{SubscribeBatchSize: cfg.BatchSize}},
-		OffsetsAdapter: beforeAckOffsets{beforeAck: cfg.BeforeAck},
+		OffsetsAdapter: ackingOffsets{beforeAck: cfg.BeforeAck, batchSize: cfg.BatchSize, drained: drained},
 	}, logger)
 	if err != nil {
 		return nil, fmt.Errorf("new subscriber %s: %w", cfg.ConsumerGroup, err)
@@ -115,17 +121,23 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 // wakeBackoff is watermill's default backoff, except that an idle
 // subscriber waits for a wake-up (bounded by the poll interval) instead of
 // sleeping the whole interval. watermill calls HandleError between queries,
-// so blocking here is the subscriber's idle wait.
+// so blocking here is the subscriber's idle wait. A subscriber is idle
+// when its query found nothing, and also after a batch shorter than the
+// batch size: that batch took everything there was to read, so another
+// query right away would only find nothing (a commit meanwhile has left a
+// wake-up, which ends the wait at once).
 type wakeBackoff struct {
-	inner watermillsql.BackoffManager
-	poll  time.Duration
-	wake  <-chan struct{}
+	inner   watermillsql.BackoffManager
+	poll    time.Duration
+	wake    <-chan struct{}
+	drained *atomic.Bool
 }
 
 // HandleError runs after each query's transaction has ended.
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
 	d := b.inner.HandleError(logger, noMsg, err)
-	if err != nil || !noMsg || b.wake == nil {
+	drained := b.drained.Swap(false)
+	if err != nil || (!noMsg && !drained) || b.wake == nil {
 		return d
 	}
 	timer := time.NewTimer(b.poll)
@@ -137,21 +149,27 @@ func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, er
 	return 0
 }
 
-// beforeAckOffsets is watermill's PostgreSQL offsets adapter, calling
-// beforeAck when watermill asks for the query that acknowledges a batch:
-// that is after the batch's last message was acknowledged and before the
-// query runs in the batch's transaction.
-type beforeAckOffsets struct {
+// ackingOffsets is watermill's PostgreSQL offsets adapter, called when
+// watermill asks for the query that acknowledges a batch: that is after
+// the batch's last message was acknowledged and before the query runs in
+// the batch's transaction. It calls beforeAck there, and notes whether the
+// batch drained what there was to read.
+type ackingOffsets struct {
 	watermillsql.DefaultPostgreSQLOffsetsAdapter
 	beforeAck func() error
+	batchSize int
+	drained   *atomic.Bool
 }
 
-func (o beforeAckOffsets) AckMessageQuery(params watermillsql.AckMessageQueryParams) (watermillsql.Query, error) {
+func (o ackingOffsets) AckMessageQuery(params watermillsql.AckMessageQueryParams) (watermillsql.Query, error) {
 	if o.beforeAck != nil {
 		if err := o.beforeAck(); err != nil {
 			return watermillsql.Query{}, err
 		}
 	}
+	rows := params.Rows
+	allAcked := len(rows) > 0 && rows[len(rows)-1].Offset == params.LastRow.Offset
+	o.drained.Store(allAcked && len(rows) < o.batchSize)
 	return o.DefaultPostgreSQLOffsetsAdapter.AckMessageQuery(params)
 }
 

@@ -116,7 +116,7 @@ func startHarness(t *testing.T, dbURL string, opts harnessOptions) *harness {
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	notifier := eventstore.NewNotifier(pool, logger)
+	notifier := eventstore.NewNotifier(pool, logger, 0)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)

@@ -74,7 +74,7 @@ func newFixture(t testing.TB) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	logger := testLogger()
-	notifier := eventstore.NewNotifier(pool, logger)
+	notifier := eventstore.NewNotifier(pool, logger, 0)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithCommitHook(notifier.Committed))
 	f := &fixture{
 		t: t, ctx: ctx, pool: pool, store: store, svc: gate.New(store), notifier: notifier, logger: logger,

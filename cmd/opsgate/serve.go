@@ -77,7 +77,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 	}
 	defer subPool.Close()
 
-	notifier := eventstore.NewNotifier(pool, logger)
+	notifier := eventstore.NewNotifier(pool, logger, cfg.WakeDelay)
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
 		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
 	svc := gate.New(store)

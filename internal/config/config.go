@@ -37,6 +37,9 @@ type Config struct {
 	// PollInterval is the subscribers' fallback poll when no wake-up
 	// arrives (OPSGATE_POLL_INTERVAL).
 	PollInterval time.Duration
+	// WakeDelay is how long a subscriber woken by a commit waits before it
+	// reads, so that the commits of a burst are read in one batch.
+	WakeDelay time.Duration
 	// WorkerConcurrency bounds operations executing at once per worker
 	// process (OPSGATE_WORKER_CONCURRENCY).
 	WorkerConcurrency int
@@ -65,6 +68,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		RequestTimeout:     15 * time.Second,
 		ShutdownGrace:      20 * time.Second,
 		PollInterval:       100 * time.Millisecond,
+		WakeDelay:          5 * time.Millisecond,
 		WorkerConcurrency:  8,
 		Lease:              30 * time.Second,
 		Heartbeat:          5 * time.Second,
@@ -109,6 +113,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("OPSGATE_REQUEST_TIMEOUT", &c.RequestTimeout)
 	dur("OPSGATE_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	dur("OPSGATE_POLL_INTERVAL", &c.PollInterval)
+	dur("OPSGATE_WAKE_DELAY", &c.WakeDelay)
 	num("OPSGATE_WORKER_CONCURRENCY", &c.WorkerConcurrency, 1, 1024)
 	dur("OPSGATE_LEASE", &c.Lease)
 	dur("OPSGATE_HEARTBEAT", &c.Heartbeat)
