@@ -366,3 +366,10 @@ func readAllPaged(t testing.TB, ctx context.Context, store *eventstore.Store, af
 		after = batch[len(batch)-1].Position
 	}
 }
+
+// countOf returns how many times the event was delivered.
+func (c *collector) countOf(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count[id]
+}
