@@ -17,6 +17,8 @@ type stats struct {
 	P50ms      float64 `json:"p50_ms"`
 	P95ms      float64 `json:"p95_ms"`
 	P99ms      float64 `json:"p99_ms"`
+	// FirstError is the first error of the scenario, if any.
+	FirstError string `json:"first_error,omitempty"`
 }
 
 func summarise(latencies []time.Duration, errors int, elapsed time.Duration) stats {
@@ -48,6 +50,8 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 		mu   sync.Mutex
 		all  []time.Duration
 		errs atomic.Int64
+		once sync.Once
+		first string
 		seq  atomic.Int64
 		wg   sync.WaitGroup
 	)
@@ -67,6 +71,7 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 				err := op(ctx, w, i)
 				if err != nil {
 					errs.Add(1)
+					once.Do(func() { first = err.Error() })
 				} else {
 					local = append(local, time.Since(t0))
 				}
@@ -80,5 +85,7 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 		}()
 	}
 	wg.Wait()
-	return summarise(all, int(errs.Load()), time.Since(start))
+	st := summarise(all, int(errs.Load()), time.Since(start))
+	st.FirstError = first
+	return st
 }

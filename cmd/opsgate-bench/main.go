@@ -176,8 +176,10 @@ func run(cfg config) error {
 		rep.Checks["hot_scope_history"] = "never two active runs"
 	}
 
-	progress("waiting for the projectors to drain the backlog of the hot scope")
-	rep.Checks["projector_backlog_drain_after_hot_scope"] = drain(ctx, pool, 5*time.Minute).Round(time.Millisecond).String()
+	progress("waiting for the projectors and the worker to drain their backlogs")
+	projectorsDrained, workerDrained := drain(ctx, pool, 5*time.Minute)
+	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
+	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
 	progress("freshness: commit-to-read-model lag and worker pickup")
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag

@@ -146,19 +146,38 @@ func pacedLoad(ctx context.Context, c *client, fx *fixture, concurrency int, rat
 
 // drain waits until the projectors have applied every committed event and
 // returns how long that took.
-func drain(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) time.Duration {
+// drain waits until every projector has applied the last event, and
+// until the worker has no queued or running run left, and returns how
+// long each took.
+func drain(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) (projectors, worker time.Duration) {
 	start := time.Now()
-	for time.Since(start) < limit {
-		var behind bool
-		err := pool.QueryRow(ctx, `SELECT count(*) < 3 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
-			FROM projections.projection_checkpoints c,
-			     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h`).Scan(&behind)
-		if err == nil && !behind {
-			break
+	projectorsDone, workerDone := false, false
+	for time.Since(start) < limit && !(projectorsDone && workerDone) {
+		if !projectorsDone {
+			var behind bool
+			err := pool.QueryRow(ctx, `SELECT count(*) < 3 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
+				FROM projections.projection_checkpoints c,
+				     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h`).Scan(&behind)
+			if err == nil && !behind {
+				projectorsDone, projectors = true, time.Since(start)
+			}
+		}
+		if !workerDone {
+			var active int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM runs WHERE status IN ('queued', 'running')`).Scan(&active)
+			if err == nil && active == 0 {
+				workerDone, worker = true, time.Since(start)
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return time.Since(start)
+	if !projectorsDone {
+		projectors = time.Since(start)
+	}
+	if !workerDone {
+		worker = time.Since(start)
+	}
+	return projectors, worker
 }
 
 func insertBaseline(ctx context.Context, dbURL string, concurrency int, d time.Duration) stats {
@@ -300,7 +319,7 @@ func freshness(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, 
 			return err
 		}
 		if res.Outcome != "accepted" {
-			return errors.New("not accepted")
+			return fmt.Errorf("start on %s answered %s, not accepted", conn, res.Outcome)
 		}
 		lag, ok := w.wait(res.Run.ID, 5*time.Second)
 		if !ok {
@@ -314,6 +333,7 @@ func freshness(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, 
 	})
 	elapsed := time.Duration(run.Seconds * float64(time.Second))
 	lag := summarise(lags, run.Errors, elapsed)
+	lag.FirstError = run.FirstError
 	var pickups []time.Duration
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -501,6 +521,11 @@ func printTable(w io.Writer, rep *report) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t\n", k, s.Count, s.Errors, s.Throughput, s.P50ms, s.P95ms, s.P99ms)
 	}
 	tw.Flush()
+	for _, k := range order {
+		if s := rep.Results[k]; s.FirstError != "" {
+			fmt.Fprintf(w, "%s: %d errors, the first: %s\n", k, s.Errors, s.FirstError)
+		}
+	}
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
 		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32",
