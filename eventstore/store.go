@@ -85,20 +85,26 @@ func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64
 
 // InTx runs fn in one READ COMMITTED transaction and commits if fn returns
 // nil. Everything fn appends is published in the same transaction.
+// The transaction begins with its first round trip: a first batch
+// carries the BEGIN with it.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
-	pgtx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	defer pgtx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	tx := &Tx{tx: pgtx, store: s}
+	defer conn.Release()
+	tx := &Tx{conn: conn, store: s}
+	defer tx.rollback(context.WithoutCancel(ctx))
 	if err := fn(ctx, tx); err != nil {
 		return err
+	}
+	if tx.tx == nil {
+		return nil // nothing was sent: nothing to commit
 	}
 	if err := tx.flush(ctx); err != nil {
 		return err
 	}
-	if err := pgtx.Commit(ctx); err != nil {
+	if err := tx.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	if s.onCommit != nil {
@@ -129,9 +135,32 @@ func (s *Store) WithStreamLock(ctx context.Context, stream string, fn func(ctx c
 // statement is returned by the call that sends it (at the latest, by
 // InTx's commit).
 type Tx struct {
-	tx       pgx.Tx
+	conn     *pgxpool.Conn
+	tx       pgx.Tx // nil until the first round trip
 	store    *Store
 	deferred pgx.Batch
+}
+
+var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+
+// begin begins the transaction if no round trip has yet.
+func (t *Tx) begin(ctx context.Context) error {
+	if t.tx != nil {
+		return nil
+	}
+	tx, err := t.conn.BeginTx(ctx, readCommitted)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	t.tx = tx
+	return nil
+}
+
+// rollback ends the transaction if it began and was not committed.
+func (t *Tx) rollback(ctx context.Context) {
+	if t.tx != nil {
+		_ = t.tx.Rollback(ctx) // a no-op after commit
+	}
 }
 
 // Defer holds back a statement that returns nothing the caller needs, to
@@ -163,6 +192,13 @@ func QueueLock(b *pgx.Batch, stream string) {
 
 const lockStream = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
 
+// QueueLockFrom is QueueLock for the stream that query names (its one
+// column, in its first row if any; none: no lock), for a caller that
+// learns the stream in the same round trip.
+func QueueLockFrom(b *pgx.Batch, query string, args ...any) {
+	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended(stream, 0)) FROM (`+query+` LIMIT 1) AS q(stream)`, args...)
+}
+
 // Lock takes stream's transaction-scoped lock. Take locks before the first
 // write of the transaction: the transaction id is assigned at the first
 // write, and readers order by it, so a writer that waited for a stream sorts
@@ -176,6 +212,9 @@ func (t *Tx) Lock(ctx context.Context, stream string) error {
 
 // Exec runs a statement in the transaction (state kept beside the events).
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.begin(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	if err := t.flush(ctx); err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -184,6 +223,9 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 
 // Query runs a query in the transaction.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.begin(ctx); err != nil {
+		return nil, err
+	}
 	if err := t.flush(ctx); err != nil {
 		return nil, err
 	}
@@ -192,6 +234,9 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 
 // QueryRow runs a query returning one row in the transaction.
 func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := t.begin(ctx); err != nil {
+		return errRow{err}
+	}
 	if err := t.flush(ctx); err != nil {
 		return errRow{err}
 	}
@@ -200,8 +245,18 @@ func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 
 // SendBatch sends the statements of b in one round trip within the
 // transaction (state kept beside the events); the caller closes the
-// results before its next statement.
+// results before its next statement. The first round trip of the
+// transaction begins it, so read b's results through the callbacks of
+// its queued queries (or Close), not by position.
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.tx == nil {
+		first := &pgx.Batch{}
+		first.BeginTx(readCommitted)
+		first.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
+		br := t.conn.SendBatch(ctx, first)
+		t.tx = br.Tx()
+		return br
+	}
 	if err := t.flush(ctx); err != nil {
 		return errBatch{err}
 	}

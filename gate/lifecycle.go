@@ -20,19 +20,21 @@ type runLocation struct {
 	typ      string
 }
 
-func locateRun(ctx context.Context, q queryRower, runID string) (runLocation, error) {
-	var loc runLocation
-	var scope string
-	err := q.QueryRow(ctx, `SELECT scope_id, tenant_id, surface, type FROM runs WHERE id = $1`, runID).
-		Scan(&scope, &loc.tenantID, &loc.surface, &loc.typ)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return loc, ErrNotFound
-	}
-	if err != nil {
-		return loc, fmt.Errorf("locate run %s: %w", runID, err)
-	}
-	loc.scope = domain.ScopeID(scope)
-	return loc, nil
+// queueLocateRun queues the read of where runID lives into b; found
+// reports whether it exists once b was sent.
+func queueLocateRun(b *pgx.Batch, runID string, loc *runLocation, found *bool) {
+	b.Queue(`SELECT scope_id, tenant_id, surface, type FROM runs WHERE id = $1`, runID).QueryRow(func(row pgx.Row) error {
+		var scope string
+		err := row.Scan(&scope, &loc.tenantID, &loc.surface, &loc.typ)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("locate run %s: %w", runID, err)
+		}
+		loc.scope, *found = domain.ScopeID(scope), true
+		return nil
+	})
 }
 
 // onScope runs decide against the current state of the scope of runID, in
@@ -42,18 +44,23 @@ func (s *Service) onScope(ctx context.Context, runID string,
 	decide func(ctx context.Context, tx *eventstore.Tx, loc runLocation, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
 	var event domain.Event
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		loc, err := locateRun(ctx, tx, runID)
-		if err != nil {
-			return err
-		}
+		// One round trip: where the run lives, the lock of its scope, and
+		// the scope's state as of the lock. A run never changes scope.
 		var b pgx.Batch
-		eventstore.QueueLock(&b, string(loc.scope))
+		var loc runLocation
+		var found bool
+		queueLocateRun(&b, runID, &loc, &found)
+		eventstore.QueueLockFrom(&b, `SELECT scope_id FROM runs WHERE id = $1`, runID)
 		var state domain.ScopeState
 		var version int64
-		queueLoadScope(&b, loc.scope, &state, &version)
+		queueLoadScopeOf(&b, runID, &state, &version)
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-			return fmt.Errorf("lock and load scope %s: %w", loc.scope, err)
+			return fmt.Errorf("lock the scope of run %s: %w", runID, err)
 		}
+		if !found {
+			return ErrNotFound
+		}
+		var err error
 		event, err = decide(ctx, tx, loc, state)
 		if err != nil {
 			return err

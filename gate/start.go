@@ -235,7 +235,16 @@ func loadScope(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID) (do
 // queueLoadScope queues the read of a scope's state and version (zero for
 // a scope with no history) into b.
 func queueLoadScope(b *pgx.Batch, scope domain.ScopeID, state *domain.ScopeState, version *int64) {
-	b.Queue(`SELECT version, state FROM scopes WHERE scope_id = $1`, string(scope)).QueryRow(func(row pgx.Row) error {
+	queueScopeRead(b, string(scope), `SELECT version, state FROM scopes WHERE scope_id = $1`, string(scope), state, version)
+}
+
+// queueLoadScopeOf is queueLoadScope for the scope of runID.
+func queueLoadScopeOf(b *pgx.Batch, runID string, state *domain.ScopeState, version *int64) {
+	queueScopeRead(b, "of run "+runID, `SELECT version, state FROM scopes WHERE scope_id = (SELECT scope_id FROM runs WHERE id = $1)`, runID, state, version)
+}
+
+func queueScopeRead(b *pgx.Batch, scope, query, arg string, state *domain.ScopeState, version *int64) {
+	b.Queue(query, arg).QueryRow(func(row pgx.Row) error {
 		var raw []byte
 		err := row.Scan(version, &raw)
 		if errors.Is(err, pgx.ErrNoRows) {
