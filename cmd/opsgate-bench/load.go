@@ -47,13 +47,13 @@ func load(ctx context.Context, concurrency int, duration time.Duration, n int, o
 // interval; the wait is not part of the measured latency.
 func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n int, interval time.Duration, op func(ctx context.Context, worker, i int) error) stats {
 	var (
-		mu   sync.Mutex
-		all  []time.Duration
-		errs atomic.Int64
-		once sync.Once
+		mu    sync.Mutex
+		all   []time.Duration
+		errs  atomic.Int64
+		once  sync.Once
 		first string
-		seq  atomic.Int64
-		wg   sync.WaitGroup
+		seq   atomic.Int64
+		wg    sync.WaitGroup
 	)
 	deadline := time.Now().Add(duration)
 	start := time.Now()

@@ -447,8 +447,11 @@ func seedScope(ctx context.Context, pool *pgxpool.Pool, fx *fixture, conn string
 	if err != nil {
 		return fmt.Errorf("seed scope: %w", err)
 	}
-	_, err = pool.Exec(ctx, `UPDATE scopes SET version = $2 WHERE scope_id = $1`, scope, version+int64(n))
-	return err
+	if _, err := pool.Exec(ctx, `UPDATE scopes SET version = $2 WHERE scope_id = $1`, scope, version+int64(n)); err != nil {
+		return err
+	}
+	settle(ctx, pool)
+	return nil
 }
 
 // seedHistory grows the store to total events with complete synthetic run
@@ -482,8 +485,20 @@ func seedHistory(ctx context.Context, pool *pgxpool.Pool, fx *fixture, total int
 	}
 	// A long-lived store has been vacuumed (hint bits set, visibility map
 	// current); a freshly seeded one would make the first reader pay for that.
-	_, err := pool.Exec(ctx, `VACUUM ANALYZE events`)
-	return err
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE events`); err != nil {
+		return err
+	}
+	settle(ctx, pool)
+	return nil
+}
+
+// settle flushes what seeding wrote, so that the figures that follow
+// compare store sizes rather than a checkpoint running meanwhile. It
+// needs the right to CHECKPOINT; without it the figures carry that noise.
+func settle(ctx context.Context, pool *pgxpool.Pool) {
+	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
+		progress("no CHECKPOINT after seeding (%v); the next figures include background flushing", err)
+	}
 }
 
 var rebuildLine = regexp.MustCompile(`from (\d+) events in .* \((\d+) events/s\)`)
