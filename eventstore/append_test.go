@@ -633,7 +633,7 @@ func TestReadAll(t *testing.T) {
 }
 
 // TestHistory reads the whole store in one statement, in the order of
-// ReadAll, with payloads but without metadata, and stops when told.
+// ReadAll, with what a fold needs, and stops when told.
 func TestHistory(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
@@ -653,13 +653,13 @@ func TestHistory(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if !reflect.DeepEqual(ids(got), ids(paged)) {
-		t.Fatalf("history gave %d events, not the %d of ReadAll in its order", len(got), len(paged))
+	if len(got) != len(paged) {
+		t.Fatalf("history gave %d events, ReadAll %d", len(got), len(paged))
 	}
 	for i, e := range got {
 		p := paged[i]
-		if e.Position != p.Position || e.TxID != p.TxID || e.StreamID != p.StreamID || e.StreamVersion != p.StreamVersion ||
-			e.Type != p.Type || e.SchemaVersion != p.SchemaVersion || string(e.Data) != string(p.Data) {
+		if e.Position != p.Position || e.TxID != p.TxID || e.Type != p.Type || e.SchemaVersion != p.SchemaVersion ||
+			string(e.Data) != string(p.Data) {
 			t.Fatalf("event %d: history %+v, ReadAll %+v", i, e, p)
 		}
 	}

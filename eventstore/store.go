@@ -524,11 +524,12 @@ func scanEvent(row pgx.CollectableRow) (Event, error) {
 // History yields every event below the reading horizon (see ReadAll), in
 // subscriber order, from one statement: one consistent view however long
 // the history, streamed rather than paged. It is the replay's read, so
-// events come without metadata and recorded time. Stop early by breaking
-// out of the loop.
+// events come with what a fold needs (position, transaction, type, schema
+// version and payload) and nothing else. Stop early by breaking out of
+// the loop.
 func (s *Store) History(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
-		rows, err := s.pool.Query(ctx, `SELECT position, (tx_id::text)::bigint, stream_id, stream_version, event_id, event_type, schema_version, payload
+		rows, err := s.pool.Query(ctx, `SELECT position, (tx_id::text)::bigint, event_type, schema_version, payload
 			FROM events WHERE tx_id < (SELECT opsgate_horizon()) ORDER BY events.tx_id, events.position`)
 		if err != nil {
 			yield(Event{}, fmt.Errorf("read history: %w", err))
@@ -538,7 +539,7 @@ func (s *Store) History(ctx context.Context) iter.Seq2[Event, error] {
 		for rows.Next() {
 			var e Event
 			var txID int64
-			if err := rows.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data)); err != nil {
+			if err := rows.Scan(&e.Position, &txID, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data)); err != nil {
 				yield(Event{}, fmt.Errorf("read history: %w", err))
 				return
 			}
