@@ -262,3 +262,70 @@ func (f *fixture) checkpoint(name string) string {
 	}
 	return cp
 }
+
+// TestFailedBatchIsAppliedOnceLater: a projector's statements for a batch
+// go to the database in one round trip just before the batch is
+// acknowledged. When that round trip fails, the whole batch (rows,
+// checkpoint and watermill's offset) rolls back and is delivered again:
+// once the failure is gone every event is applied exactly once.
+func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := f.pool.Exec(f.ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// A switch that makes every write to ops_runs fail while it is on.
+	// A sequence counts the failures: it moves even in a rolled-back transaction.
+	exec(`CREATE TABLE public.fail_ops_runs (on_ bool)`)
+	exec(`INSERT INTO public.fail_ops_runs VALUES (true)`)
+	exec(`CREATE SEQUENCE public.fail_ops_runs_count`)
+	exec(`CREATE FUNCTION public.fail_ops_runs() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF EXISTS (SELECT 1 FROM public.fail_ops_runs WHERE on_) THEN
+				PERFORM nextval('public.fail_ops_runs_count');
+				RAISE EXCEPTION 'ops_runs is failing on purpose';
+			END IF;
+			RETURN NEW;
+		END $$`)
+	exec(`CREATE TRIGGER fail_ops_runs BEFORE INSERT OR UPDATE ON projections.ops_runs FOR EACH ROW EXECUTE FUNCTION public.fail_ops_runs()`)
+
+	var applied atomic.Int64
+	f.startProjectorsWith(f.runner(func(p string, _ time.Time) {
+		if p == "operations" {
+			applied.Add(1)
+		}
+	}))
+	tn := f.tenant("Failing")
+	owner := f.user("owner", domain.RoleOwner, tn.ID)
+	conn := f.connection(owner, tn.ID, "Graph").ID
+	f.waitCaughtUp(30 * time.Second) // the tenant's events write no ops_runs row
+	before := applied.Load()
+	first := f.start(connStart(owner, domain.SurfaceInventorySync, conn))
+	f.start(connStart(owner, domain.SurfaceInventorySync, conn)) // deduped: an update of the same row
+	waitFor(t, 30*time.Second, "the operations projector to fail twice", func() bool {
+		return f.count(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.fail_ops_runs_count`) >= 2
+	})
+	f.waitCaughtUp(30*time.Second, "queue")
+	// The queue projector moved on; operations keeps failing and applies nothing.
+	if n := f.count(`SELECT count(*) FROM projections.ops_runs`); n != 0 {
+		t.Fatalf("%d ops_runs rows while every write to it fails", n)
+	}
+	if n := applied.Load() - before; n != 0 {
+		t.Fatalf("the operations projector reported %d events applied while its writes fail", n)
+	}
+
+	exec(`UPDATE public.fail_ops_runs SET on_ = false`)
+	f.waitCaughtUp(30 * time.Second)
+	run := f.getRun(first.Run.ID)
+	if run.DedupedCount != 1 {
+		t.Errorf("deduped count %d after the failed batches, want 1", run.DedupedCount)
+	}
+	if n, events := applied.Load(), f.count(`SELECT count(*) FROM events`); n != int64(events) {
+		t.Errorf("the operations projector applied %d events, want each of the %d once", n, events)
+	}
+	exec(`DROP TRIGGER fail_ops_runs ON projections.ops_runs`)
+	f.verifyClean("after the failed batches")
+}
