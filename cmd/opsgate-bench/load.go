@@ -89,3 +89,30 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 	st.FirstError = first
 	return st
 }
+
+// interleave measures a and b one operation at a time, alternating in
+// rounds of n each, so that both see the same machine over the same
+// minutes: on a shared machine, two figures measured one after the other
+// differ by more than what is compared.
+func interleave(ctx context.Context, rounds, n int, a, b func(ctx context.Context, i int) error) (stats, stats) {
+	var lat [2][]time.Duration
+	var errs [2]int
+	var busy [2]time.Duration
+	ops := [2]func(context.Context, int) error{a, b}
+	for r := 0; r < rounds && ctx.Err() == nil; r++ {
+		for side, op := range ops {
+			for k := range n {
+				t0 := time.Now()
+				err := op(ctx, r*n+k)
+				d := time.Since(t0)
+				busy[side] += d
+				if err != nil {
+					errs[side]++
+					continue
+				}
+				lat[side] = append(lat[side], d)
+			}
+		}
+	}
+	return summarise(lat[0], errs[0], busy[0]), summarise(lat[1], errs[1], busy[1])
+}

@@ -129,10 +129,6 @@ func run(cfg config) error {
 		return nil
 	}
 
-	// growth, part 1: start latency on a store that is (nearly) empty.
-	progress("growth: start latency on an empty store")
-	rep.Results["growth_empty_store"] = startLoad(ctx, c, fx, fx.conns[:200], 1, 0, 300)
-
 	for _, conc := range []int{1, 8, 32} {
 		progress("spread at concurrency %d: opsgate, single-INSERT baseline, River", conc)
 		spread := startLoad(ctx, c, fx, fx.conns, conc, cfg.spreadTime, 0)
@@ -190,15 +186,36 @@ func run(cfg config) error {
 	if err := seedScope(ctx, pool, fx, large, cfg.scopeEvents); err != nil {
 		return err
 	}
-	rep.Results["growth_scope_10_events"] = startLoad(ctx, c, fx, []string{small}, 1, 0, 300)
-	rep.Results["growth_scope_large"] = startLoad(ctx, c, fx, []string{large}, 1, 0, 300)
+	rep.Results["growth_scope_10_events"], rep.Results["growth_scope_large"] =
+		interleave(ctx, 10, 30, startsOn(c, fx, []string{small}), startsOn(c, fx, []string{large}))
 	rep.Ratios["growth_scope_p50_large_vs_small"] = ratio(rep.Results["growth_scope_large"].P50ms, rep.Results["growth_scope_10_events"].P50ms)
 
 	progress("replay: seeding the store to %d events", cfg.replay)
 	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
 		return err
 	}
-	rep.Results["growth_large_store"] = startLoad(ctx, c, fx, fx.conns[:200], 1, 0, 300)
+	// The empty store is a second database with a server of its own, so
+	// that the two stores are measured side by side.
+	progress("growth: an empty store beside the large one")
+	emptyURL, dropEmpty, err := createDatabase(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer dropEmpty()
+	emptyAddr := freeAddr()
+	emptySrv, err := startServer(ctx, bin, emptyURL, emptyAddr, freeAddr(), cfg.roles)
+	if err != nil {
+		return err
+	}
+	defer emptySrv.stop()
+	emptyClient := newClient("http://" + emptyAddr)
+	emptyFx, err := setup(ctx, emptyClient, 200)
+	if err != nil {
+		return err
+	}
+	rep.Results["growth_large_store"], rep.Results["growth_empty_store"] =
+		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(emptyClient, emptyFx, emptyFx.conns))
+	emptySrv.stop()
 	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
 	progress("replay: opsgate projections rebuild")
 	events, perSec, err := rebuild(bin, dbURL)
@@ -253,7 +270,7 @@ func createDatabase(ctx context.Context, base string) (string, func(), error) {
 		return "", nil, fmt.Errorf("connect %s: %w", base, err)
 	}
 	defer admin.Close(ctx)
-	name := fmt.Sprintf("opsgate_bench_%d", time.Now().Unix())
+	name := fmt.Sprintf("opsgate_bench_%d", time.Now().UnixNano())
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", nil, fmt.Errorf("create database: %w", err)
 	}

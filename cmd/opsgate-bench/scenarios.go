@@ -117,18 +117,28 @@ var operations = []string{"inventory-sync", "compliance-snapshot", "check"}
 // startLoad posts starts spread over conns; each client walks its own
 // stride of the connections.
 func startLoad(ctx context.Context, c *client, fx *fixture, conns []string, concurrency int, d time.Duration, n int) stats {
-	return load(ctx, concurrency, d, n, func(ctx context.Context, w, i int) error {
-		conn := conns[i%len(conns)]
-		var res struct{ Outcome string }
-		status, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/"+operations[(i/len(conns))%len(operations)], fx.token, nil, &res)
-		if err != nil {
-			return err
-		}
-		if res.Outcome == "" || status >= 500 {
-			return fmt.Errorf("start answered %d", status)
-		}
-		return nil
+	return load(ctx, concurrency, d, n, func(ctx context.Context, _, i int) error {
+		return startOne(ctx, c, fx, conns, i)
 	})
+}
+
+// startOne makes the i-th start of a rotation over conns and operations.
+func startOne(ctx context.Context, c *client, fx *fixture, conns []string, i int) error {
+	conn := conns[i%len(conns)]
+	var res struct{ Outcome string }
+	status, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/"+operations[(i/len(conns))%len(operations)], fx.token, nil, &res)
+	if err != nil {
+		return err
+	}
+	if res.Outcome == "" || status >= 500 {
+		return fmt.Errorf("start answered %d", status)
+	}
+	return nil
+}
+
+// startsOn returns an operation for interleave: the i-th start over conns.
+func startsOn(c *client, fx *fixture, conns []string) func(context.Context, int) error {
+	return func(ctx context.Context, i int) error { return startOne(ctx, c, fx, conns, i) }
 }
 
 // pacedLoad issues starts at a fixed rate from concurrency clients.
@@ -144,8 +154,6 @@ func pacedLoad(ctx context.Context, c *client, fx *fixture, concurrency int, rat
 	})
 }
 
-// drain waits until the projectors have applied every committed event and
-// returns how long that took.
 // drain waits until every projector has applied the last event, and
 // until the worker has no queued or running run left, and returns how
 // long each took.
