@@ -230,14 +230,18 @@ func (w *Worker) decode(msg *message.Message) (domain.StartAccepted, error) {
 // claimAndExecute records RunStarted for an accepted run (exactly one
 // worker succeeds) and executes it.
 func (w *Worker) claimAndExecute(ctx, execCtx context.Context, accepted domain.StartAccepted) {
-	claim, err := w.gate.BeginRun(ctx, accepted.RunID, w.cfg.ID, w.cfg.Lease)
+	// A claim that has begun is not cut short by the worker's stop: its
+	// commit could land after the cancellation was noticed, leaving a run
+	// started that nobody executes until its lease runs out. The drain
+	// lets it run within the grace period instead.
+	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.Lease)
+	defer cancel()
+	claim, err := w.gate.BeginRun(claimCtx, accepted.RunID, w.cfg.ID, w.cfg.Lease)
 	if errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrRunAlreadyStarted) {
 		return // cancelled while queued, or another worker has it: nothing to do
 	}
 	if err != nil {
-		if ctx.Err() == nil {
-			w.logger.Warn("could not begin run; the sweeper will offer it again", "run_id", accepted.RunID, "err", err)
-		}
+		w.logger.Warn("could not begin run; the sweeper will offer it again", "run_id", accepted.RunID, "err", err)
 		return
 	}
 	if w.cfg.OnPickup != nil {
