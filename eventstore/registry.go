@@ -99,6 +99,53 @@ func (r *Registry) encode(p Payload) (name string, version int, data []byte, err
 	return name, reg.version, data, nil
 }
 
+// DecodeMessageBody returns the event of a message payload (see
+// encodeMessage) and its typed payload, reading the JSON once when the
+// event is of a known type at this binary's schema version: the payload
+// is decoded straight into its type. Otherwise it decodes the event, then
+// its payload with Decode (upcasting it). The returned event's Data is
+// left empty on the one-pass path.
+func (r *Registry) DecodeMessageBody(eventType string, body []byte) (Event, Payload, error) {
+	if reg, ok := r.types[eventType]; ok {
+		ptr, value := reg.newValue()
+		env := typedEnvelope{Data: ptr}
+		if err := json.Unmarshal(body, &env); err != nil {
+			return Event{}, nil, fmt.Errorf("decode event message: %w", err)
+		}
+		if env.Type == eventType && env.SchemaVersion == reg.version {
+			return env.Event, value(), nil
+		}
+	}
+	e, err := DecodeMessageBody(body)
+	if err != nil {
+		return Event{}, nil, err
+	}
+	p, err := r.Decode(e)
+	return e, p, err
+}
+
+// typedEnvelope is an event message with the payload decoded into Data, a
+// pointer to its type (the shallower "data" field wins over Event's).
+type typedEnvelope struct {
+	Event
+	Data any `json:"data"`
+}
+
+// newValue returns a pointer to a new zero payload of the type, and a
+// function that returns the payload as registered (pointer or value).
+func (t registered) newValue() (any, func() Payload) {
+	typ := t.goType
+	isPtr := typ.Kind() == reflect.Pointer
+	if isPtr {
+		typ = typ.Elem()
+	}
+	ptr := reflect.New(typ)
+	if isPtr {
+		return ptr.Interface(), func() Payload { return ptr.Interface().(Payload) }
+	}
+	return ptr.Interface(), func() Payload { return ptr.Elem().Interface().(Payload) }
+}
+
 // Decode returns the typed payload of e, upcast to the current schema version.
 func (r *Registry) Decode(e Event) (Payload, error) {
 	reg, ok := r.types[e.Type]
@@ -116,17 +163,9 @@ func (r *Registry) Decode(e Event) (Payload, error) {
 		}
 		data = up
 	}
-	typ := reg.goType
-	isPtr := typ.Kind() == reflect.Pointer
-	if isPtr {
-		typ = typ.Elem()
-	}
-	ptr := reflect.New(typ)
-	if err := json.Unmarshal(data, ptr.Interface()); err != nil {
+	ptr, value := reg.newValue()
+	if err := json.Unmarshal(data, ptr); err != nil {
 		return nil, fmt.Errorf("decode %s at position %d: %w", e.Type, e.Position, err)
 	}
-	if isPtr {
-		return ptr.Interface().(Payload), nil
-	}
-	return ptr.Elem().Interface().(Payload), nil
+	return value(), nil
 }

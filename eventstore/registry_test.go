@@ -166,3 +166,50 @@ func TestRegisterProgrammingErrors(t *testing.T) {
 		t.Errorf("types %v", got)
 	}
 }
+
+// TestDecodeMessageBodyReadsOnce: a message of a known type at the current
+// schema version decodes in one pass to what the two passes give; an older
+// version is upcast; an unknown type gives the event and ErrUnknownEventType.
+func TestDecodeMessageBodyReadsOnce(t *testing.T) {
+	reg := newRegistry()
+	body := func(e eventstore.Event) []byte {
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	current := eventstore.Event{Position: 7, StreamID: "people", StreamVersion: 2, ID: "e-1", Type: "test.person",
+		SchemaVersion: 2, Data: json.RawMessage(`{"full_name":"Grace Hopper"}`), TxID: 42,
+		Metadata: eventstore.Metadata{Actor: "u-1", CorrelationID: "run-1"}}
+	e, p, err := reg.DecodeMessageBody("test.person", body(current))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := p.(*person); !ok || got.FullName != "Grace Hopper" {
+		t.Fatalf("payload %#v", p)
+	}
+	want := current
+	want.Data = nil
+	if e.Position != want.Position || e.TxID != want.TxID || e.ID != want.ID || e.StreamID != want.StreamID ||
+		e.StreamVersion != want.StreamVersion || e.Metadata != want.Metadata || e.Data != nil {
+		t.Errorf("event %+v, want %+v", e, want)
+	}
+	twoPass, err := reg.Decode(current)
+	if err != nil || *twoPass.(*person) != *p.(*person) {
+		t.Errorf("Decode gives %#v (%v), one pass %#v", twoPass, err, p)
+	}
+
+	old := current
+	old.SchemaVersion, old.Data = 1, json.RawMessage(`{"name":"Ada Lovelace"}`)
+	if _, p, err := reg.DecodeMessageBody("test.person", body(old)); err != nil || p.(*person).FullName != "Ada Lovelace" {
+		t.Errorf("version 1 message: %#v, %v", p, err)
+	}
+
+	unknown := current
+	unknown.Type = "test.unregistered"
+	e, p, err = reg.DecodeMessageBody("test.unregistered", body(unknown))
+	if !errors.Is(err, eventstore.ErrUnknownEventType) || p != nil || e.Position != 7 {
+		t.Errorf("unknown type: %+v, %#v, %v", e, p, err)
+	}
+}

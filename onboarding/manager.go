@@ -30,7 +30,7 @@ func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-cha
 		return fmt.Errorf("onboarding: subscribe: %w", err)
 	}
 	for msg := range msgs {
-		if err := s.handle(ctx, msg.Payload); err != nil {
+		if err := s.handle(ctx, msg.Metadata.Get("event_type"), msg.Payload); err != nil {
 			if ctx.Err() == nil {
 				logger.Error("bootstrap step failed; will be retried", "err", err)
 			}
@@ -42,17 +42,22 @@ func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-cha
 	return ctx.Err()
 }
 
-func (s *Service) handle(ctx context.Context, body []byte) error {
-	e, err := eventstore.DecodeMessageBody(body)
-	if err != nil {
-		return err
+// handle reacts to the end of a run. The message's metadata names the
+// event's type, so that every other event is passed over unread.
+func (s *Service) handle(ctx context.Context, eventType string, body []byte) error {
+	if eventType == "" { // a message without the metadata: read the type from the event
+		e, err := eventstore.DecodeMessageBody(body)
+		if err != nil {
+			return err
+		}
+		eventType = e.Type
 	}
-	switch e.Type {
+	switch eventType {
 	case "RunSucceeded", "RunFailed", "RunCancelled":
 	default:
 		return nil
 	}
-	payload, err := s.store.Registry().Decode(e)
+	_, payload, err := s.store.Registry().DecodeMessageBody(eventType, body)
 	if err != nil {
 		return err
 	}

@@ -63,9 +63,20 @@ func All() []Projector {
 }
 
 // decoder turns a stored event into its payload (*eventstore.Registry, or
-// a page decoded once for every projector of a replay).
+// decodedAs for a message whose payload was decoded with it).
 type decoder interface {
 	Decode(e eventstore.Event) (eventstore.Payload, error)
+}
+
+// decodedAs is the decoder of one event already decoded (nil: a type this
+// binary does not know).
+type decodedAs struct{ payload eventstore.Payload }
+
+func (d decodedAs) Decode(eventstore.Event) (eventstore.Payload, error) {
+	if d.payload == nil {
+		return nil, eventstore.ErrUnknownEventType
+	}
+	return d.payload, nil
 }
 
 // applyInTx applies the events (in subscriber order) that are past p's
@@ -230,9 +241,9 @@ type session struct {
 }
 
 func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, sess *session) error {
-	e, err := eventstore.DecodeMessage(msg)
-	if err != nil {
-		return err
+	e, payload, err := r.Registry.DecodeMessageBody(msg.Metadata.Get("event_type"), msg.Payload)
+	if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
+		return fmt.Errorf("%s: message %s: %w", p.Name, msg.UUID, err)
 	}
 	wtx, ok := watermillsql.TxFromContext(msg.Context())
 	if !ok {
@@ -257,7 +268,7 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, 
 		}
 		sess.tx, sess.cp, sess.pending, sess.queued = pgxTx, cp, pgx.Batch{}, nil
 	}
-	cp, n, err := queueEvents(&sess.pending, r.Registry, p, []eventstore.Event{e}, sess.cp)
+	cp, n, err := queueEvents(&sess.pending, decodedAs{payload}, p, []eventstore.Event{e}, sess.cp)
 	if err != nil {
 		return err
 	}

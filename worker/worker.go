@@ -209,16 +209,12 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 }
 
 func (w *Worker) decode(msg *message.Message) (domain.StartAccepted, error) {
-	e, err := eventstore.DecodeMessage(msg)
-	if err != nil {
-		return domain.StartAccepted{}, err
-	}
-	if w.cfg.OnEvent != nil {
+	e, payload, err := w.registry.DecodeMessageBody(msg.Metadata.Get("event_type"), msg.Payload)
+	if e.Type != "" && w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e.Type)
 	}
-	payload, err := w.registry.Decode(e)
 	if err != nil {
-		return domain.StartAccepted{}, err
+		return domain.StartAccepted{}, fmt.Errorf("message %s: %w", msg.UUID, err)
 	}
 	accepted, ok := payload.(domain.StartAccepted)
 	if !ok {
