@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/opsgate/opsgate/eventstore"
 )
 
@@ -64,6 +66,44 @@ func TestDeferredStatementsKeepOrderAndFailTheCommit(t *testing.T) {
 	}
 	if n := countRows(t, ctx, pool, "watermill_events"); n != 1 {
 		t.Errorf("%d messages after the failed transaction, want only the first", n)
+	}
+}
+
+// TestDeferredBeforeTheFirstRoundTrip: statements held back before the
+// transaction sent anything go with its first round trip, ahead of the
+// caller's batch, or with the commit when nothing else is sent.
+func TestDeferredBeforeTheFirstRoundTrip(t *testing.T) {
+	ctx := testContext(t)
+	store := newStore(t)
+	pool := store.Pool()
+	if _, err := pool.Exec(ctx, `CREATE TABLE deferred_first (n INT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	err := store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		tx.Defer(`INSERT INTO deferred_first VALUES (1)`)
+		var b pgx.Batch
+		var n int
+		b.Queue(`SELECT count(*) FROM deferred_first`).QueryRow(func(row pgx.Row) error { return row.Scan(&n) })
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return err
+		}
+		if n != 1 {
+			t.Errorf("the caller's batch saw %d rows, not the one held back before it", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		tx.Defer(`INSERT INTO deferred_first VALUES (2)`)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := countRows(t, ctx, pool, "deferred_first"); n != 2 {
+		t.Errorf("%d rows committed, want 2", n)
 	}
 }
 

@@ -98,10 +98,10 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	if err := fn(ctx, tx); err != nil {
 		return err
 	}
-	if tx.tx == nil {
-		return nil // nothing was sent: nothing to commit
+	if tx.tx == nil && tx.deferred.Len() == 0 {
+		return nil // nothing to send: nothing to commit
 	}
-	if err := tx.flush(ctx); err != nil {
+	if err := tx.ready(ctx); err != nil {
 		return err
 	}
 	if err := tx.tx.Commit(ctx); err != nil {
@@ -143,16 +143,22 @@ type Tx struct {
 
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
 
-// begin begins the transaction if no round trip has yet.
-func (t *Tx) begin(ctx context.Context) error {
-	if t.tx != nil {
+// ready prepares the transaction for a statement of its own: it begins
+// the transaction, or sends the held-back statements, if either is due.
+func (t *Tx) ready(ctx context.Context) error {
+	if t.deferred.Len() > 0 {
+		if err := t.SendBatch(ctx, &pgx.Batch{}).Close(); err != nil {
+			return fmt.Errorf("held-back statements: %w", err)
+		}
 		return nil
 	}
-	tx, err := t.conn.BeginTx(ctx, readCommitted)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+	if t.tx == nil {
+		tx, err := t.conn.BeginTx(ctx, readCommitted)
+		if err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		t.tx = tx
 	}
-	t.tx = tx
 	return nil
 }
 
@@ -167,19 +173,6 @@ func (t *Tx) rollback(ctx context.Context) {
 // be sent with the transaction's next round trip.
 func (t *Tx) Defer(sql string, args ...any) {
 	t.deferred.Queue(sql, args...)
-}
-
-// flush sends the held-back statements.
-func (t *Tx) flush(ctx context.Context) error {
-	if t.deferred.Len() == 0 {
-		return nil
-	}
-	b := t.deferred
-	t.deferred = pgx.Batch{}
-	if err := t.tx.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("deferred statements: %w", err)
-	}
-	return nil
 }
 
 // QueueLock queues the lock of stream into b (see Lock), for a caller that
@@ -212,10 +205,7 @@ func (t *Tx) Lock(ctx context.Context, stream string) error {
 
 // Exec runs a statement in the transaction (state kept beside the events).
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := t.begin(ctx); err != nil {
-		return pgconn.CommandTag{}, err
-	}
-	if err := t.flush(ctx); err != nil {
+	if err := t.ready(ctx); err != nil {
 		return pgconn.CommandTag{}, err
 	}
 	return t.tx.Exec(ctx, sql, args...)
@@ -223,10 +213,7 @@ func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandT
 
 // Query runs a query in the transaction.
 func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if err := t.begin(ctx); err != nil {
-		return nil, err
-	}
-	if err := t.flush(ctx); err != nil {
+	if err := t.ready(ctx); err != nil {
 		return nil, err
 	}
 	return t.tx.Query(ctx, sql, args...)
@@ -234,48 +221,38 @@ func (t *Tx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, erro
 
 // QueryRow runs a query returning one row in the transaction.
 func (t *Tx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if err := t.begin(ctx); err != nil {
-		return errRow{err}
-	}
-	if err := t.flush(ctx); err != nil {
+	if err := t.ready(ctx); err != nil {
 		return errRow{err}
 	}
 	return t.tx.QueryRow(ctx, sql, args...)
 }
 
 // SendBatch sends the statements of b in one round trip within the
-// transaction (state kept beside the events); the caller closes the
-// results before its next statement. The first round trip of the
-// transaction begins it, so read b's results through the callbacks of
-// its queued queries (or Close), not by position.
+// transaction (state kept beside the events), after the held-back ones
+// and, in the transaction's first round trip, its BEGIN; the caller
+// closes the results before its next statement. Read b's results through
+// the callbacks of its queued queries (or Close), not by position.
 func (t *Tx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	all := &pgx.Batch{}
 	if t.tx == nil {
-		first := &pgx.Batch{}
-		first.BeginTx(readCommitted)
-		first.QueuedQueries = append(first.QueuedQueries, b.QueuedQueries...)
-		br := t.conn.SendBatch(ctx, first)
+		all.BeginTx(readCommitted)
+	}
+	all.QueuedQueries = append(all.QueuedQueries, t.deferred.QueuedQueries...)
+	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
+	t.deferred = pgx.Batch{}
+	if t.tx == nil {
+		br := t.conn.SendBatch(ctx, all)
 		t.tx = br.Tx()
 		return br
 	}
-	if err := t.flush(ctx); err != nil {
-		return errBatch{err}
-	}
-	return t.tx.SendBatch(ctx, b)
+	return t.tx.SendBatch(ctx, all)
 }
 
-// errRow and errBatch carry the error of held-back statements to a caller
-// that expected a row or batch results.
+// errRow carries the error of readying the transaction to a caller that
+// expected a row.
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
-
-type errBatch struct{ err error }
-
-func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
-func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
-func (b errBatch) QueryRow() pgx.Row                { return errRow(b) }
-func (b errBatch) Close() error                     { return b.err }
-func (b errBatch) Tx() pgx.Tx                       { return nil }
 
 // StreamVersion returns the version of stream's newest event, 0 for none.
 func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {

@@ -2,6 +2,7 @@ package onboarding
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,21 +44,18 @@ func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-cha
 }
 
 // handle reacts to the end of a run. The message's metadata names the
-// event's type, so that every other event is passed over unread.
+// event's type, so that every other event is passed over unread (a
+// message without it is read, and passed over by the switch below).
 func (s *Service) handle(ctx context.Context, eventType string, body []byte) error {
-	if eventType == "" { // a message without the metadata: read the type from the event
-		e, err := eventstore.DecodeMessageBody(body)
-		if err != nil {
-			return err
-		}
-		eventType = e.Type
-	}
 	switch eventType {
-	case "RunSucceeded", "RunFailed", "RunCancelled":
+	case "RunSucceeded", "RunFailed", "RunCancelled", "":
 	default:
 		return nil
 	}
 	_, payload, err := s.store.Registry().DecodeMessageBody(eventType, body)
+	if errors.Is(err, eventstore.ErrUnknownEventType) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

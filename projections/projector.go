@@ -92,7 +92,7 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg decoder, schema string, p Pro
 	if err != nil || n == 0 {
 		return 0, err
 	}
-	queueCheckpoint(&b, p, next)
+	queueCheckpoint(&b, "projection_checkpoints", p.Name, next)
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return 0, fmt.Errorf("%s: apply up to position %d: %w", p.Name, next.pos, err)
 	}
@@ -143,12 +143,13 @@ func queueEvents(b *pgx.Batch, reg decoder, p Projector, events []eventstore.Eve
 	return cp, n, nil
 }
 
-// queueCheckpoint queues the move of p's checkpoint to cp.
-func queueCheckpoint(b *pgx.Batch, p Projector, cp checkpoint) {
-	b.Queue(`INSERT INTO projection_checkpoints (projector, tx_id, position, updated_at)
+// queueCheckpoint queues the move of projector's checkpoint in table (a
+// checkpoints table, named as the caller's search_path finds it) to cp.
+func queueCheckpoint(b *pgx.Batch, table, projector string, cp checkpoint) {
+	b.Queue(`INSERT INTO `+table+` (projector, tx_id, position, updated_at)
 		VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())
 		ON CONFLICT (projector) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = excluded.updated_at`,
-		p.Name, cp.tx, cp.pos)
+		projector, cp.tx, cp.pos)
 }
 
 // Runner runs projectors as watermill subscribers.
@@ -289,7 +290,7 @@ func (r *Runner) flush(ctx context.Context, p Projector, sess *session) error {
 	}
 	b, queued := sess.pending, sess.queued
 	sess.pending, sess.queued = pgx.Batch{}, nil
-	queueCheckpoint(&b, p, sess.cp)
+	queueCheckpoint(&b, "projection_checkpoints", p.Name, sess.cp)
 	if err := sess.tx.SendBatch(ctx, &b).Close(); err != nil {
 		sess.tx = nil // the transaction rolls back: enter the next one afresh
 		return fmt.Errorf("%s: apply up to position %d: %w", p.Name, sess.cp.pos, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/opsgate/opsgate/eventstore"
 )
@@ -180,13 +181,16 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "folded %d events in %s; writing the rows\n", total, time.Since(start).Round(time.Millisecond))
 	}
-	if err := r.write(ctx, schema, f, tables, last); err != nil {
+	if err := r.write(ctx, schema, f, tables); err != nil {
 		return ReplayStats{}, err
 	}
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "rows written after %s; building the indexes\n", time.Since(start).Round(time.Millisecond))
 	}
 	if err := r.index(ctx, schema); err != nil {
+		return ReplayStats{}, err
+	}
+	if err := r.checkpointAll(ctx, schema, last); err != nil {
 		return ReplayStats{}, err
 	}
 	elapsed := time.Since(start)
@@ -273,45 +277,43 @@ func (r *Replayer) readPages(ctx context.Context, upTo *checkpoint) <-chan *page
 }
 
 // write copies the folded rows of each table into schema, in parallel
-// (each table in a transaction of its own: schema is not live yet), and
-// sets every projector's checkpoint to last.
-func (r *Replayer) write(ctx context.Context, schema string, f *fold, tables []*table, last *eventstore.Event) error {
-	errs := make(chan error, len(tables))
+// (each table in a transaction of its own: schema is not live yet).
+func (r *Replayer) write(ctx context.Context, schema string, f *fold, tables []*table) error {
+	g, gctx := errgroup.WithContext(ctx)
 	for _, t := range tables {
-		go func() {
-			conn, err := r.Pool.Acquire(ctx)
+		g.Go(func() error {
+			conn, err := r.Pool.Acquire(gctx)
 			if err != nil {
-				errs <- fmt.Errorf("copy %s: %w", t.name, err)
-				return
+				return fmt.Errorf("copy %s: %w", t.name, err)
 			}
 			defer conn.Release()
-			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			err = pgx.BeginFunc(gctx, conn, func(tx pgx.Tx) error {
 				// Rebuildable rows: no need to wait for the flush.
-				if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				if _, err := tx.Exec(gctx, `SET LOCAL synchronous_commit = off`); err != nil {
 					return err
 				}
-				_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, t.name}, t.columns, f.copySource(t))
+				_, err := tx.CopyFrom(gctx, pgx.Identifier{schema, t.name}, t.columns, f.copySource(t))
 				return err
 			})
 			if err != nil {
-				err = fmt.Errorf("copy %s: %w", t.name, err)
+				return fmt.Errorf("copy %s: %w", t.name, err)
 			}
-			errs <- err
-		}()
+			return nil
+		})
 	}
-	var first error
-	for range tables {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	if first != nil || last == nil {
-		return first
+	return g.Wait()
+}
+
+// checkpointAll sets every projector's checkpoint in schema to last (the
+// checkpoints table has its key by then: see index).
+func (r *Replayer) checkpointAll(ctx context.Context, schema string, last *eventstore.Event) error {
+	if last == nil {
+		return nil
 	}
 	var b pgx.Batch
+	at := checkpoint{tx: int64(last.TxID), pos: last.Position}
 	for _, p := range All() {
-		b.Queue(`INSERT INTO `+pgx.Identifier{schema, "projection_checkpoints"}.Sanitize()+` (projector, tx_id, position, updated_at)
-			VALUES ($1, $2::bigint::text::xid8, $3, clock_timestamp())`, p.Name, int64(last.TxID), last.Position)
+		queueCheckpoint(&b, pgx.Identifier{schema, "projection_checkpoints"}.Sanitize(), p.Name, at)
 	}
 	if err := r.Pool.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("write checkpoints: %w", err)
@@ -338,25 +340,17 @@ func (r *Replayer) index(ctx context.Context, schema string) error {
 	if err != nil {
 		return fmt.Errorf("read the indexes of %s: %w", LiveSchema, err)
 	}
-	errs := make(chan error, len(ddl))
+	g, gctx := errgroup.WithContext(ctx)
 	for _, stmt := range ddl {
-		go func() {
+		g.Go(func() error {
 			// One statement with its settings, in one implicit transaction.
-			stmt := `SET LOCAL maintenance_work_mem = '256MB'; ` + stmt
-			if _, err := r.Pool.Exec(ctx, stmt); err != nil {
-				errs <- fmt.Errorf("index %s: %s: %w", schema, stmt, err)
-				return
+			if _, err := r.Pool.Exec(gctx, `SET LOCAL maintenance_work_mem = '256MB'; `+stmt); err != nil {
+				return fmt.Errorf("index %s: %s: %w", schema, stmt, err)
 			}
-			errs <- nil
-		}()
+			return nil
+		})
 	}
-	var first error
-	for range ddl {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // catchUp brings every projector in schema to the live projector's

@@ -217,12 +217,9 @@ func run(cfg config) error {
 		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(emptyClient, emptyFx, emptyFx.conns))
 	emptySrv.stop()
 	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
-	progress("replay: opsgate projections rebuild")
-	events, perSec, err := rebuild(bin, dbURL)
-	if err != nil {
+	if err := replay(bin, dbURL, rep); err != nil {
 		return err
 	}
-	rep.Replay["events"], rep.Replay["events_per_second"] = events, perSec
 
 	printTable(os.Stdout, rep)
 	return writeJSON(rep)
@@ -234,13 +231,21 @@ func replayOnly(ctx context.Context, cfg config, bin, dbURL string, pool *pgxpoo
 	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
 		return err
 	}
+	if err := replay(bin, dbURL, rep); err != nil {
+		return err
+	}
+	printTable(os.Stdout, rep)
+	return nil
+}
+
+// replay times `opsgate projections rebuild` into rep.
+func replay(bin, dbURL string, rep *report) error {
 	progress("replay: opsgate projections rebuild")
 	events, perSec, err := rebuild(bin, dbURL)
 	if err != nil {
 		return err
 	}
 	rep.Replay["events"], rep.Replay["events_per_second"] = events, perSec
-	printTable(os.Stdout, rep)
 	return nil
 }
 
