@@ -13,7 +13,7 @@ with_db = url="$${DATABASE_URL:-}"; \
 	export DATABASE_URL="$$url";
 
 .DEFAULT_GOAL := build
-.PHONY: run test bench lint build db-start db-stop db-url
+.PHONY: run test bench soak lint build db-start db-stop db-url
 
 # Serve API, projectors and worker in one process.
 run:
@@ -33,6 +33,12 @@ test:
 bench:
 	@$(with_db) $(GO) run ./cmd/opsgate-bench $(if $(QUICK),-quick)
 
+# The fault test (docs/RELIABILITY.md): several processes on a PostgreSQL cluster of
+# its own under .data/soak, SIGKILLs of each role and a database crash; exits 1 on
+# any breach. SHORT=1 for the shorter variant that make test also runs.
+soak:
+	@$(GO) run ./cmd/opsgate-soak $(if $(SHORT),-short)
+
 lint:
 	@out="$$(find . \( -path ./.data -o -path ./.git -o -path ./bin \) -prune \
 		-o -name '*.go' -exec gofmt -l {} +)" || exit 1; \
@@ -49,6 +55,7 @@ db-start:
 
 db-stop:
 	@$(GO) run ./cmd/devdb stop
+	@$(GO) run ./cmd/devdb -state .data/soak stop 2>/dev/null
 
 db-url:
 	@$(GO) run ./cmd/devdb url

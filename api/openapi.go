@@ -81,7 +81,8 @@ func withConflict(r map[int]string) map[int]string {
 }
 
 // withCommonProblems adds the problems any endpoint of its kind answers:
-// 400 for bad ids, queries or bodies on every authenticated endpoint, and
+// 400 for bad ids, queries or bodies and 503 while the database is
+// unavailable on every authenticated endpoint, and
 // 413 for a body over the limit on every endpoint that reads one.
 func withCommonProblems(ep endpoint) map[int]string {
 	out := map[int]string{}
@@ -95,6 +96,8 @@ func withCommonProblems(ep endpoint) map[int]string {
 	}
 	if ep.auth != "" {
 		add(http.StatusBadRequest)
+		// database_unavailable and request_timeout, with Retry-After.
+		add(http.StatusServiceUnavailable)
 	}
 	if ep.method == http.MethodPost || ep.method == http.MethodPatch {
 		add(http.StatusRequestEntityTooLarge)

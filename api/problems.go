@@ -87,6 +87,7 @@ func renderError(c echo.Context, err error) error {
 	case errors.As(err, &unknownOp):
 		return problem(c, http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
 	case errors.Is(err, context.DeadlineExceeded):
+		c.Response().Header().Set("Retry-After", "1")
 		return problem(c, http.StatusServiceUnavailable, "request_timeout", "Request timed out",
 			"The request took longer than the server allows; nothing was recorded unless the answer said so. Try again.")
 	case errors.Is(err, errUnauthorized):

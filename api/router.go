@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/eventstore"
 )
 
 // MaxBodyBytes caps every request body (contract section 5).
@@ -49,8 +51,14 @@ func NewEcho(cfg Config) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	logger := cfg.Logger
+	outage := newOutageLog(logger, 5*time.Second)
 	e.HTTPErrorHandler = func(err error, c echo.Context) {
 		if c.Response().Committed {
+			return
+		}
+		if eventstore.IsUnavailable(err) {
+			outage.note(c.Request().Context(), err)
+			_ = unavailable(c)
 			return
 		}
 		if rerr := renderError(c, err); rerr != nil {
@@ -94,7 +102,9 @@ func NewEcho(cfg Config) *echo.Echo {
 					cfg.Metrics.ObserveRequest(req.Method, routeOf(c), status, elapsed)
 				}
 				level := slog.LevelInfo
-				if status >= 500 {
+				if status >= 500 && status != http.StatusServiceUnavailable {
+					// 503s are the database's absence or a timeout, logged
+					// once per burst; anything else is a bug.
 					level = slog.LevelError
 				}
 				logger.Log(ctx, level, "request", "request_id", id, "method", req.Method, "route", routeOf(c),

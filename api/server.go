@@ -50,7 +50,8 @@ func registerHealth(e *echo.Echo, ready Readiness, logger *slog.Logger) {
 	})
 	e.GET("/readyz", func(c echo.Context) error {
 		if err := ready.Ready(c.Request().Context()); err != nil {
-			logger.WarnContext(c.Request().Context(), "not ready", "err", err)
+			logger.DebugContext(c.Request().Context(), "not ready", "err", err)
+			c.Response().Header().Set("Retry-After", "1")
 			return problem(c, http.StatusServiceUnavailable, "not_ready", "Not ready", err.Error())
 		}
 		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/faultproxy"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
@@ -104,7 +106,7 @@ func TestMain(m *testing.M) {
 func server(t *testing.T) *testServer {
 	t.Helper()
 	shared.once.Do(func() {
-		shared.server, shared.err = startServer(true, func(fn func()) { shared.cleanup = append(shared.cleanup, fn) })
+		shared.server, shared.err = startServer(serverOptions{projectors: true}, func(fn func()) { shared.cleanup = append(shared.cleanup, fn) })
 	})
 	if shared.err != nil {
 		t.Fatalf("start test server: %v", shared.err)
@@ -117,17 +119,27 @@ func server(t *testing.T) *testServer {
 // down or behind).
 func privateServer(t *testing.T, projectors bool) *testServer {
 	t.Helper()
-	s, err := startServer(projectors, t.Cleanup)
+	s, err := startServer(serverOptions{projectors: projectors}, t.Cleanup)
 	if err != nil {
 		t.Fatalf("start test server: %v", err)
 	}
 	return s
 }
 
+// serverOptions shape a test server.
+type serverOptions struct {
+	// projectors runs the projector runners.
+	projectors bool
+	// via, if set, is the proxy every connection of the server goes
+	// through (the database itself is reached directly to create it).
+	via *faultproxy.Proxy
+}
+
 // startServer creates and migrates a database and serves the API on it,
 // with projector runners when asked; cleanup registers what stops
 // everything and drops the database (last registered runs first).
-func startServer(projectors bool, cleanup func(func())) (*testServer, error) {
+func startServer(o serverOptions, cleanup func(func())) (*testServer, error) {
+	projectors := o.projectors
 	base := os.Getenv("DATABASE_URL")
 	if base == "" {
 		return nil, errors.New("DATABASE_URL is not set: run the tests with `make test`, which starts a private PostgreSQL")
@@ -158,6 +170,14 @@ func startServer(projectors bool, cleanup func(func())) (*testServer, error) {
 	}
 	cfg.ConnConfig.Database = name
 	cfg.MaxConns = 40
+	if o.via != nil {
+		host, port, err := net.SplitHostPort(o.via.Addr())
+		if err != nil {
+			return nil, err
+		}
+		p, _ := strconv.Atoi(port)
+		cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -202,7 +222,7 @@ func startServer(projectors bool, cleanup func(func())) (*testServer, error) {
 		Metrics: metrics,
 		Routes: api.Routes(api.Deps{
 			Gate:       svc,
-			Reader:     projections.NewReader(pool, 2*time.Second),
+			Reader:     projections.NewReader(pool, 2*time.Second, store),
 			Store:      store,
 			AdminToken: testAdminToken,
 			Metrics:    metrics,
@@ -288,10 +308,27 @@ func (r reply) expectStatus(t *testing.T, status int) {
 // header is an extra request header.
 type header struct{ key, value string }
 
-// call sends a request. body is nil (none), []byte or string (sent as is),
-// io.Reader (sent chunked) or anything else (sent as JSON). The answer is
-// checked against the OpenAPI document.
+// call sends a request (see send) and fails the test on a 5xx answer or
+// one without a request id. The answer is checked against the OpenAPI
+// document.
 func (s *testServer) call(t *testing.T, method, path, token string, body any, headers ...header) reply {
+	t.Helper()
+	r := s.send(t, method, path, token, body, headers...)
+	if r.Status >= 500 {
+		t.Errorf("%s: server error; its log:\n%s\ntransactions holding the xmin horizon:\n%s",
+			r, s.logs.linesWith(r.Header.Get(echo.HeaderXRequestID)), s.horizonHolders())
+	}
+	if r.Header.Get(echo.HeaderXRequestID) == "" {
+		t.Errorf("%s: no X-Request-Id", r)
+	}
+	s.doc.check(t, r)
+	return r
+}
+
+// send sends a request and returns the answer. body is nil (none), []byte
+// or string (sent as is), io.Reader (sent chunked) or anything else (sent
+// as JSON).
+func (s *testServer) send(t *testing.T, method, path, token string, body any, headers ...header) reply {
 	t.Helper()
 	var rd io.Reader
 	length := int64(0)
@@ -338,16 +375,7 @@ func (s *testServer) call(t *testing.T, method, path, token string, body any, he
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	r := reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
-	if r.Status >= 500 {
-		t.Errorf("%s: server error; its log:\n%s\ntransactions holding the xmin horizon:\n%s",
-			r, s.logs.linesWith(r.Header.Get(echo.HeaderXRequestID)), s.horizonHolders())
-	}
-	if r.Header.Get(echo.HeaderXRequestID) == "" {
-		t.Errorf("%s: no X-Request-Id", r)
-	}
-	s.doc.check(t, r)
-	return r
+	return reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
 
 // mustJSON decodes a successful answer with status into dst (may be nil).

@@ -144,7 +144,7 @@ func (s *Service) Fail(ctx context.Context, c Claim, reason domain.ReasonCode) e
 // with execution.lost, freeing their scopes. It returns how many it ended.
 func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 	rows, err := s.store.Pool().Query(ctx, `SELECT id, epoch FROM runs
-		WHERE status = 'running' AND lease_expires_at < clock_timestamp() ORDER BY lease_expires_at LIMIT $1`, limit)
+		WHERE status = 'running' AND `+leaseExpired+` ORDER BY lease_expires_at LIMIT $1`, limit)
 	if err != nil {
 		return 0, fmt.Errorf("find expired leases: %w", err)
 	}
@@ -166,7 +166,7 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 			var stillExpired bool
 			// FOR UPDATE: a heartbeat committing meanwhile is waited for
 			// and seen, and one arriving later waits for this decision.
-			err := tx.QueryRow(ctx, `SELECT lease_expires_at < clock_timestamp() FROM runs
+			err := tx.QueryRow(ctx, `SELECT `+leaseExpired+` FROM runs
 				WHERE id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE`,
 				e.id, e.epoch).Scan(&stillExpired)
 			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !stillExpired) {
@@ -190,6 +190,14 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 }
 
 var errLeaseRenewed = errors.New("lease renewed or run ended")
+
+// leaseExpired is true of a runs row whose lease has expired: its expiry
+// is past, and a whole lease has passed since the database server
+// started. No holder could renew its lease while the server was down, so
+// after a restart every lease gets its full length again before it may
+// be reaped (migrations/00008_lease_length.sql).
+const leaseExpired = `(lease_expires_at < clock_timestamp()
+	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
 
 // CancelRun cancels a queued or running run on behalf of actorID, who
 // needs the capability of the surface the run was started from.

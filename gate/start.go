@@ -300,8 +300,8 @@ func deferMirror(tx *eventstore.Tx, event domain.Event, lease time.Duration) {
 		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'blocked', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
 	case domain.RunStarted:
-		tx.Defer(`UPDATE runs SET status = 'running', epoch = $2, worker_id = $3,
-			lease_expires_at = clock_timestamp() + $4 * interval '1 microsecond' WHERE id = $1`,
+		tx.Defer(`UPDATE runs SET status = 'running', epoch = $2, worker_id = $3, lease_us = $4::bigint,
+			lease_expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond' WHERE id = $1`,
 			e.RunID, e.Epoch, e.WorkerID, lease.Microseconds())
 	case domain.RunSucceeded:
 		tx.Defer(`UPDATE runs SET status = 'succeeded', lease_expires_at = NULL WHERE id = $1`, e.RunID)

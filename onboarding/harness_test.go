@@ -174,7 +174,7 @@ func startHarness(t *testing.T, dbURL string, opts harnessOptions) *harness {
 		Metrics: metrics,
 		Routes: api.Routes(api.Deps{
 			Gate:       svc,
-			Reader:     projections.NewReader(pool, 2*time.Second),
+			Reader:     projections.NewReader(pool, 2*time.Second, store),
 			Store:      store,
 			AdminToken: adminToken,
 			Metrics:    metrics,

@@ -78,7 +78,7 @@ func newFixture(t testing.TB) *fixture {
 	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithCommitHook(notifier.Committed))
 	f := &fixture{
 		t: t, ctx: ctx, pool: pool, store: store, svc: gate.New(store), notifier: notifier, logger: logger,
-		reader:   projections.NewReader(pool, readerWait),
+		reader:   projections.NewReader(pool, readerWait, store),
 		replayer: &projections.Replayer{Pool: pool, Store: store},
 	}
 	nctx, ncancel := context.WithCancel(ctx)

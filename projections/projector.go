@@ -220,10 +220,15 @@ func (r *Runner) Run(ctx context.Context, p Projector) error {
 				stopSub()
 				return ctx.Err()
 			}
-			r.Logger.Error("projector failed; message will be redelivered", "projector", p.Name, "err", err)
-			msg.Nack()
-			continue
+			r.Logger.Error("projector failed; its batch will be delivered again", "projector", p.Name, "err", err)
 		}
+		// Acknowledged even when it failed: watermill redelivers a nacked
+		// message in the same transaction until the ack deadline, and a
+		// failure here may be that transaction's (its connection died with
+		// the database). A failed batch is failed as a whole instead: the
+		// session fails every message after it, and the flush before the
+		// batch's acknowledgement fails, which rolls the transaction back;
+		// the subscriber delivers the batch again in a new transaction.
 		msg.Ack()
 	}
 }
@@ -239,12 +244,16 @@ type session struct {
 	cp      checkpoint // after the last event queued
 	pending pgx.Batch
 	queued  []time.Time // recorded times of the events queued
+	// failed is the error that failed the batch of transaction failedTx:
+	// its later messages are passed over and its flush fails.
+	failed   error
+	failedTx pgx.Tx
 }
 
 func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, sess *session) error {
 	e, payload, err := r.Registry.DecodeMessageBody(msg.Metadata.Get("event_type"), msg.Payload)
-	if err != nil && !errors.Is(err, eventstore.ErrUnknownEventType) {
-		return fmt.Errorf("%s: message %s: %w", p.Name, msg.UUID, err)
+	if errors.Is(err, eventstore.ErrUnknownEventType) {
+		err = nil // passed over by queueEvents
 	}
 	wtx, ok := watermillsql.TxFromContext(msg.Context())
 	if !ok {
@@ -261,17 +270,30 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, 
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if sess.failed != nil {
+		if sess.failedTx == pgxTx {
+			return nil // the batch failed already: passed over, delivered again later
+		}
+		sess.failed, sess.failedTx = nil, nil
+	}
+	fail := func(err error) error {
+		sess.failed, sess.failedTx, sess.tx = err, pgxTx, nil
+		return err
+	}
 	if sess.tx != pgxTx {
 		// A new transaction: whatever an earlier one queued rolled back with it.
 		cp, err := enter(ctx, pgxTx, LiveSchema, p)
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		sess.tx, sess.cp, sess.pending, sess.queued = pgxTx, cp, pgx.Batch{}, nil
 	}
+	if err != nil {
+		return fail(fmt.Errorf("%s: message %s: %w", p.Name, msg.UUID, err))
+	}
 	cp, n, err := queueEvents(&sess.pending, decodedAs{payload}, p, []eventstore.Event{e}, sess.cp)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	sess.cp = cp
 	if n > 0 {
@@ -285,6 +307,10 @@ func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, 
 func (r *Runner) flush(ctx context.Context, p Projector, sess *session) error {
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if err := sess.failed; err != nil {
+		sess.failed, sess.failedTx = nil, nil
+		return err
+	}
 	if len(sess.queued) == 0 {
 		return nil // only redeliveries: nothing to apply
 	}

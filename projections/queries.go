@@ -22,12 +22,16 @@ type Reader struct {
 	pool *pgxpool.Pool
 	// wait bounds how long a read waits for the projectors to catch up.
 	wait time.Duration
+	// history answers a run's read when the projections are late.
+	history History
 }
 
 // NewReader returns a reader over pool whose reads wait up to wait for the
-// projectors to reach every event committed before the read began.
-func NewReader(pool *pgxpool.Pool, wait time.Duration) *Reader {
-	return &Reader{pool: pool, wait: wait}
+// projectors to reach every event committed before the read began. A run
+// read that waited in vain is answered from history (nil: from the read
+// model as it stands).
+func NewReader(pool *pgxpool.Pool, wait time.Duration, history History) *Reader {
+	return &Reader{pool: pool, wait: wait, history: history}
 }
 
 // CatchUp is the read-your-writes barrier: it waits (up to the reader's
@@ -130,10 +134,25 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// GetRun returns one run of the Operations view.
+// GetRun returns one run of the Operations view. When the operations
+// projector is too late to have applied every event committed before the
+// read (the projector process is down, say), the run is folded from its
+// events in the store instead: a run the store knows is never answered as
+// missing, and a client reads back at once what it was just answered.
 func (r *Reader) GetRun(ctx context.Context, id string) (RunView, error) {
-	if _, err := r.CatchUp(ctx, "operations"); err != nil {
+	caughtUp, err := r.CatchUp(ctx, "operations")
+	if err != nil {
 		return RunView{}, err
+	}
+	if !caughtUp && r.history != nil {
+		v, found, err := runFromHistory(ctx, r.history, id)
+		if err != nil {
+			return RunView{}, err
+		}
+		if !found {
+			return RunView{}, ErrNotFound
+		}
+		return v, nil
 	}
 	rows, err := r.pool.Query(ctx, selectRun+` WHERE id = $1`, id)
 	if err != nil {

@@ -204,7 +204,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 			}
 			select {
 			case <-wroteAll:
-				ok, err := projections.NewReader(f.pool, 0).CatchUp(f.ctx, "operations")
+				ok, err := projections.NewReader(f.pool, 0, nil).CatchUp(f.ctx, "operations")
 				if err != nil {
 					t.Fatalf("catch up: %v", err)
 				}
@@ -329,3 +329,66 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	exec(`DROP TRIGGER fail_ops_runs ON projections.ops_runs`)
 	f.verifyClean("after the failed batches")
 }
+
+// TestKilledConnectionRecoversAtOnce: when the connection of a projector's
+// batch dies (the database restarted, or the backend was terminated), the
+// projector starts the batch again in a new transaction within a second
+// or so, instead of redelivering the message into the dead transaction
+// until watermill's ack deadline (30 s) runs out.
+func TestKilledConnectionRecoversAtOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.startProjectors()
+	tn := f.tenant("Severed")
+	owner := f.user("owner", domain.RoleOwner, tn.ID)
+	conn := f.connection(owner, tn.ID, "Graph").ID
+	f.waitCaughtUp(30 * time.Second)
+
+	// Hold the swap lock, so that each projector's next batch waits in its
+	// first statement; then terminate those backends, as a restart would.
+	holder, err := f.pool.Acquire(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Release()
+	if _, err := holder.Exec(f.ctx, `SELECT pg_advisory_lock($1)`, swapLock); err != nil {
+		t.Fatal(err)
+	}
+	f.start(connStart(owner, domain.SurfaceInventorySync, conn))
+	waiting := func() []int32 {
+		rows, err := f.pool.Query(f.ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+			AND objid = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, swapLock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	waitFor(t, 30*time.Second, "every projector to wait for the swap lock", func() bool { return len(waiting()) == len(projectorNames) })
+	for _, pid := range waiting() {
+		if _, err := f.pool.Exec(f.ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := holder.Exec(f.ctx, `SELECT pg_advisory_unlock($1)`, swapLock); err != nil {
+		t.Fatal(err)
+	}
+
+	now := projections.NewReader(f.pool, 0, nil)
+	waitFor(t, 5*time.Second, "every projector to apply the start after its connection was killed", func() bool {
+		for _, name := range projectorNames {
+			if ok, err := now.CatchUp(f.ctx, name); err != nil || !ok {
+				return false
+			}
+		}
+		return true
+	})
+	f.verifyClean("after the killed connections")
+}
+
+// swapLock is the advisory lock a rebuild takes to swap schemas, and each
+// projector batch shared (projections.swapLock).
+const swapLock = 727_100

@@ -44,6 +44,9 @@ type Config struct {
 	PollInterval time.Duration
 	// Wake, if set, wakes the idle subscriber after commits.
 	Wake <-chan struct{}
+	// ResultBackoff is the first wait before recording a result again
+	// after a failure (the database away); it doubles up to Heartbeat.
+	ResultBackoff time.Duration
 	// ThrottleRetries is how often a throttled call is retried, with
 	// exponential backoff from ThrottleBackoff, before the run fails.
 	ThrottleRetries int
@@ -112,6 +115,9 @@ func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore
 	if cfg.ThrottleBackoff == 0 {
 		cfg.ThrottleBackoff = 200 * time.Millisecond
 	}
+	if cfg.ResultBackoff == 0 {
+		cfg.ResultBackoff = 50 * time.Millisecond
+	}
 	if cfg.ReapInterval == 0 {
 		cfg.ReapInterval = cfg.Heartbeat
 	}
@@ -121,8 +127,11 @@ func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore
 	if cfg.SweepAfter == 0 {
 		cfg.SweepAfter = 5 * time.Second
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	return &Worker{
-		cfg: cfg, pool: pool, gate: svc, registry: registry, providers: providers, logger: logger,
+		cfg: cfg, pool: pool, gate: svc, registry: registry, providers: providers, logger: logger.With("worker_id", cfg.ID),
 	}, nil
 }
 
@@ -280,18 +289,46 @@ func (w *Worker) sweep(ctx context.Context, queue chan<- domain.StartAccepted) {
 // execute runs one claimed run to its end and records the result, unless
 // the claim was lost meanwhile (cancelled or reaped): then nothing it
 // found may count, and it records nothing.
+//
+// The lease is kept for the whole of it: heartbeats go on while the
+// result is recorded, and a result that cannot be recorded (the database
+// is away) is tried again, with backoff, for as long as the lease holds.
+// Work that was done is thus reported done once the database is back,
+// and only a lease that truly expired ends the run execution.lost.
 func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, claim gate.Claim) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	logger := w.logger.With("run_id", claim.RunID, "epoch", claim.Epoch)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	lost := make(chan struct{})
+	stopBeats := w.keepLease(ctx, claim, logger, func() {
+		close(lost)
+		stopRun() // cancelled or reaped: stop cooperatively
+	})
+	defer stopBeats()
 
-	var lost sync.Once
-	lostCh := make(chan struct{})
-	beats := make(chan struct{})
+	reason := w.run(runCtx, accepted)
+	select {
+	case <-lost:
+		logger.Info("claim lost (cancelled or reaped); result discarded")
+		return
+	default:
+	}
+	if ctx.Err() != nil {
+		return // abandoned at shutdown: the lease will expire and the reaper ends it
+	}
+	w.record(ctx, claim, reason, lost, logger)
+}
+
+// keepLease heartbeats claim every Heartbeat until the returned stop is
+// called; onLost runs once if the lease turns out to be gone.
+func (w *Worker) keepLease(ctx context.Context, claim gate.Claim, logger *slog.Logger, onLost func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		defer close(beats)
+		defer close(done)
 		t := time.NewTicker(w.cfg.Heartbeat)
 		defer t.Stop()
+		failing := false
 		for {
 			select {
 			case <-ctx.Done():
@@ -299,47 +336,67 @@ func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, cla
 			case <-t.C:
 			}
 			err := w.gate.Heartbeat(ctx, claim, w.cfg.Lease)
-			if errors.Is(err, gate.ErrLeaseLost) {
-				lost.Do(func() { close(lostCh) })
-				cancel() // cancelled or reaped: stop cooperatively
+			switch {
+			case errors.Is(err, gate.ErrLeaseLost):
+				onLost()
 				return
-			}
-			if err != nil && ctx.Err() == nil {
-				logger.Warn("heartbeat failed", "err", err)
+			case err != nil && ctx.Err() == nil:
+				if !failing {
+					logger.Warn("heartbeat failed; retrying at the next beat", "err", err)
+				}
+				failing = true
+			case err == nil && failing:
+				logger.Info("heartbeat recovered")
+				failing = false
 			}
 		}
 	}()
+	return func() { cancel(); <-done }
+}
 
-	reason := w.run(ctx, accepted)
-	select {
-	case <-lostCh:
-		logger.Info("claim lost (cancelled or reaped); result discarded")
-		cancel()
-		<-beats
-		return
-	default:
-	}
-	if ctx.Err() != nil {
-		// Abandoned at shutdown: the lease will expire and the reaper ends it.
-		cancel()
-		<-beats
-		return
-	}
-	cancel()
-	<-beats
-	record := eventstore.WithMetadata(context.WithoutCancel(ctx), eventstore.Metadata{Actor: "worker:" + w.cfg.ID})
-	var err error
-	if reason == "" {
-		err = w.gate.Succeed(record, claim)
-	} else {
-		err = w.gate.Fail(record, claim, reason)
-	}
-	switch {
-	case err == nil:
-	case errors.Is(err, domain.ErrStaleEpoch), errors.Is(err, domain.ErrRunNotActive):
-		logger.Info("result rejected: the claim was lost", "err", err)
-	default:
-		logger.Error("recording the result failed; the lease will expire", "err", err)
+// record records the run's result, trying again with backoff while the
+// lease holds (lost closes when it does not) and the worker has not
+// abandoned the run. The epoch fences every attempt: a result the scope
+// no longer expects is refused and dropped.
+func (w *Worker) record(ctx context.Context, claim gate.Claim, reason domain.ReasonCode, lost <-chan struct{}, logger *slog.Logger) {
+	ctx = eventstore.WithMetadata(ctx, eventstore.Metadata{Actor: "worker:" + w.cfg.ID})
+	backoff := w.cfg.ResultBackoff
+	for attempt := 1; ; attempt++ {
+		var err error
+		if reason == "" {
+			err = w.gate.Succeed(ctx, claim)
+		} else {
+			err = w.gate.Fail(ctx, claim, reason)
+		}
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				logger.Info("result recorded after retries", "attempts", attempt)
+			}
+			return
+		case errors.Is(err, domain.ErrStaleEpoch), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrRunNotStarted):
+			logger.Info("result rejected: the claim was lost", "err", err)
+			return
+		case ctx.Err() != nil:
+			logger.Warn("result not recorded: the worker stopped; the lease will expire", "err", err)
+			return
+		}
+		if attempt == 1 {
+			logger.Warn("recording the result failed; retrying while the lease holds", "err", err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-lost:
+			t.Stop()
+			logger.Info("claim lost (cancelled or reaped) before the result could be recorded")
+			return
+		case <-ctx.Done():
+			t.Stop()
+			logger.Warn("result not recorded: the worker stopped; the lease will expire")
+			return
+		}
+		backoff = min(2*backoff, w.cfg.Heartbeat)
 	}
 }
 
@@ -350,7 +407,7 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 	if pinned == nil {
 		return domain.ReasonMissingDefault
 	}
-	conn, err := w.gate.Connection(ctx, pinned.ID)
+	conn, err := w.connection(ctx, pinned.ID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ""
@@ -396,6 +453,27 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 		default:
 			return domain.ReasonUnavailable
 		}
+	}
+}
+
+// connection reads the pinned connection as it is now. While the database
+// is unavailable it tries again (the lease is held meanwhile): our own
+// database being away is no reason to fail the run as the provider's.
+func (w *Worker) connection(ctx context.Context, id string) (gate.Connection, error) {
+	backoff := w.cfg.ResultBackoff
+	for {
+		conn, err := w.gate.Connection(ctx, id)
+		if err == nil || !eventstore.IsUnavailable(err) {
+			return conn, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return gate.Connection{}, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, w.cfg.Heartbeat)
 	}
 }
 

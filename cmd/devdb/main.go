@@ -4,7 +4,11 @@
 //
 //	go run ./cmd/devdb start   # initialise if needed, start if stopped, print DATABASE_URL
 //	go run ./cmd/devdb stop    # stop the cluster if it is running
+//	go run ./cmd/devdb crash   # stop it at once, as a crash would (pg_ctl stop -m immediate)
 //	go run ./cmd/devdb url     # print DATABASE_URL without starting anything
+//
+// -state DIR (before the command) names another state directory under the repository
+// root, for a second cluster of its own: make soak crashes .data/soak, never .data.
 //
 // State lives in .data/ under the repository root: the port (.data/port), a lock file
 // serialising concurrent invocations (.data/devdb.lock), the cluster (.data/pg) and its
@@ -26,6 +30,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"log"
 	"net"
@@ -47,22 +52,30 @@ const (
 	install   = "apt-get install postgresql-15"
 )
 
+const usage = "usage: devdb [-state DIR] start|stop|crash|url"
+
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("devdb: ")
-	if len(os.Args) != 2 {
-		log.Fatal("usage: devdb start|stop|url")
+	state := flag.String("state", ".data", "the cluster's state directory, relative to the repository root")
+	flag.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
+	flag.Parse()
+	if flag.NArg() != 1 || filepath.IsAbs(*state) || strings.HasPrefix(filepath.Clean(*state), "..") {
+		log.Fatal(usage)
 	}
+	stateDir = filepath.Clean(*state)
 	var err error
-	switch os.Args[1] {
+	switch flag.Arg(0) {
 	case "start":
 		err = start()
 	case "stop":
-		err = stop()
+		err = stop("fast")
+	case "crash":
+		err = stop("immediate")
 	case "url":
 		err = printURL()
 	default:
-		err = fmt.Errorf("unknown command %q; usage: devdb start|stop|url", os.Args[1])
+		err = fmt.Errorf("unknown command %q; %s", flag.Arg(0), usage)
 	}
 	if err != nil {
 		log.Fatal(err)
@@ -80,9 +93,13 @@ type cluster struct {
 	logFile string              // server log, beside pgdata
 }
 
-// repoHash identifies the checkout: it seeds the port and names a relocated cluster.
+// repoHash identifies the checkout and the state directory: it seeds the port and names
+// a relocated cluster.
 func (c *cluster) repoHash() [sha256.Size]byte {
-	return sha256.Sum256([]byte(c.repo))
+	if c.state == filepath.Join(c.repo, ".data") {
+		return sha256.Sum256([]byte(c.repo)) // as before -state existed: same port, same place
+	}
+	return sha256.Sum256([]byte(c.state))
 }
 
 func (c *cluster) url() string {
@@ -127,8 +144,13 @@ func start() error {
 	return nil
 }
 
-// stop stops the cluster if it is running. A missing or stopped cluster is not an error.
-func stop() error {
+// stateDir is the state directory relative to the repository root (-state).
+var stateDir = ".data"
+
+// stop stops the cluster if it is running, in pg_ctl's mode (fast: roll back and
+// disconnect; immediate: abort, as in a crash, recovered at the next start). A missing
+// or stopped cluster is not an error.
+func stop(mode string) error {
 	c, unlock, err := open(false)
 	if err != nil || c == nil {
 		return err
@@ -147,7 +169,7 @@ func stop() error {
 		}
 		return err
 	}
-	return c.command("pg_ctl", "-D", c.pgdata, "-m", "fast", "-w", "-t", "60", "stop").Run()
+	return c.command("pg_ctl", "-D", c.pgdata, "-m", mode, "-w", "-t", "60", "stop").Run()
 }
 
 // printURL prints the DATABASE_URL, choosing the port if none is recorded yet.
@@ -171,10 +193,13 @@ func open(create bool) (*cluster, func(), error) {
 	if _, err := os.Stat(filepath.Join(repo, "go.mod")); err != nil {
 		return nil, nil, fmt.Errorf("run devdb from the repository root (no go.mod in %s)", repo)
 	}
-	c := &cluster{repo: repo, state: filepath.Join(repo, ".data")}
+	c := &cluster{repo: repo, state: filepath.Join(repo, stateDir)}
 	if _, err := os.Stat(c.state); errors.Is(err, os.ErrNotExist) && !create {
 		log.Printf("no %s, nothing to do", c.state)
 		return nil, nil, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(c.state), 0o755); err != nil {
+		return nil, nil, err
 	}
 	// 0755 whatever the umask, so that the postgres user can reach .data/pg. A
 	// concurrent devdb may create it first.

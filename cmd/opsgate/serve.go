@@ -158,7 +158,7 @@ func serve(ctx context.Context, cfg config.Config, roles roleSet, logger *slog.L
 		RequestTimeout: cfg.RequestTimeout,
 		Routes: api.Routes(api.Deps{
 			Gate:       svc,
-			Reader:     projections.NewReader(pool, cfg.ReadYourWritesWait),
+			Reader:     projections.NewReader(pool, cfg.ReadYourWritesWait, store),
 			Store:      store,
 			AdminToken: adminToken,
 			Metrics:    metrics,

@@ -1,0 +1,91 @@
+package api_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/opsgate/opsgate/internal/faultproxy"
+)
+
+// TestReadWithProjectorStopped: with no projector running, the
+// read-your-writes wait times out; a run the event store knows is then
+// answered from the store, never 404, and an unknown one stays 404.
+func TestReadWithProjectorStopped(t *testing.T) {
+	t.Parallel()
+	f := newFixtureOn(t, privateServer(t, false))
+	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "deduped")
+	expectStart(t, f.start(t, contractSurfaces[6], startArgs{conn: f.connA}), "scope_busy")
+
+	var got struct {
+		runJSON
+		Message        messageJSON `json:"message"`
+		DedupedCount   int         `json:"deduped_count"`
+		ScopeBusyCount int         `json:"scope_busy_count"`
+	}
+	f.mustJSON(t, 200, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil, &got)
+	if got.ID != res.Run.ID || got.Status != "queued" || got.ProviderConnection == nil || got.ProviderConnection.ID != f.connA {
+		t.Errorf("run from the store: %+v, want the queued run %s pinned to %s", got.runJSON, res.Run.ID, f.connA)
+	}
+	if got.DedupedCount != 1 || got.ScopeBusyCount != 1 {
+		t.Errorf("counts from the store: deduped %d, scope busy %d; want 1 and 1", got.DedupedCount, got.ScopeBusyCount)
+	}
+	if got.Message.Title != "Inventory sync queued" {
+		t.Errorf("message %+v", got.Message)
+	}
+	// A non-member still gets the same 404 as for a run that does not exist.
+	f.call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.outsider.Token, nil).expectProblem(t, 404, "not_found")
+	f.call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")
+}
+
+// TestDatabaseUnavailable: while the server cannot reach the database,
+// starts and reads answer 503 database_unavailable with Retry-After (not
+// 500), /readyz says not ready, and the outage is logged once, not once
+// per request; once it is back, starts are accepted again.
+func TestDatabaseUnavailable(t *testing.T) {
+	t.Parallel()
+	proxy, _, err := faultproxy.ForDatabase(os.Getenv("DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	s, err := startServer(serverOptions{projectors: true, via: proxy}, t.Cleanup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixtureOn(t, s)
+	f.call(t, "GET", "/readyz", "", nil).expectStatus(t, 200)
+
+	proxy.Cut()
+	for range 3 {
+		r := f.do(t, "POST", "/api/v1/provider-connections/"+f.connA+"/inventory-sync", f.owner.Token)
+		r.expectProblem(t, 503, "database_unavailable")
+		if r.Header.Get("Retry-After") == "" {
+			t.Errorf("%s: no Retry-After", r)
+		}
+		f.do(t, "GET", "/api/v1/operations?tenant_id="+f.tenantA, f.owner.Token).expectProblem(t, 503, "database_unavailable")
+		f.do(t, "GET", "/api/v1/provider-connections/"+f.connA, f.owner.Token).expectProblem(t, 503, "database_unavailable")
+	}
+	ready := f.do(t, "GET", "/readyz", "")
+	ready.expectProblem(t, 503, "not_ready")
+	if n := strings.Count(s.logs.String(), "database unavailable"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once:\n%s", n, s.logs.linesWith("database unavailable"))
+	}
+	if lines := s.logs.linesWith("level=ERROR"); strings.Contains(lines, "request failed") {
+		t.Errorf("requests were logged as failures during the outage:\n%s", lines)
+	}
+
+	proxy.Restore()
+	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	f.call(t, "GET", "/readyz", "", nil).expectStatus(t, 200)
+}
+
+// do sends a request without a body whose answer may be a 5xx (call
+// fails the test on those), checking it against the OpenAPI document.
+func (s *testServer) do(t *testing.T, method, path, token string) reply {
+	t.Helper()
+	r := s.send(t, method, path, token, nil)
+	s.doc.check(t, r)
+	return r
+}

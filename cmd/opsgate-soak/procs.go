@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// binaries are the programs a soak runs, built once.
+type binaries struct {
+	opsgate, devdb string
+}
+
+// build compiles cmd/opsgate and cmd/devdb of the repository at root into dir.
+func build(root, dir string) (binaries, error) {
+	b := binaries{opsgate: filepath.Join(dir, "opsgate"), devdb: filepath.Join(dir, "devdb")}
+	for pkg, out := range map[string]string{"./cmd/opsgate": b.opsgate, "./cmd/devdb": b.devdb} {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return b, nil
+}
+
+// database is the soak's own PostgreSQL cluster (cmd/devdb -state), which
+// the soak may crash without touching the cluster of make run and make test.
+type database struct {
+	root, devdb, state string
+}
+
+func (d database) run(command string) (string, error) {
+	cmd := exec.Command(d.devdb, "-state", d.state, command)
+	cmd.Dir = d.root
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("devdb %s: %w\n%s", command, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// start starts the cluster (initialising it the first time) and returns its URL.
+func (d database) start() (string, error) { return d.run("start") }
+
+// crash stops the cluster at once, as a crash would: pg_ctl stop -m immediate.
+func (d database) crash() error { _, err := d.run("crash"); return err }
+
+// stop stops the cluster cleanly.
+func (d database) stop() error { _, err := d.run("stop"); return err }
+
+// process is one opsgate process of the soak; it can be killed and
+// started again under the same name.
+type process struct {
+	name  string
+	roles string
+	addr  string // api processes: the HTTP address
+	env   []string
+	bin   string
+	logs  string // the log file, appended to by every incarnation
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	killed map[int]time.Time // pid -> when it was SIGKILLed
+}
+
+func (p *process) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f, err := os.OpenFile(p.logs, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(p.bin, "serve", "--roles", p.roles)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(exited) }()
+	p.cmd, p.exited = cmd, exited
+	return nil
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *process) kill() {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	if p.killed == nil {
+		p.killed = map[int]time.Time{}
+	}
+	if cmd != nil {
+		p.killed[cmd.Process.Pid] = time.Now()
+	}
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// stop sends SIGTERM and waits up to grace, then kills.
+func (p *process) stop(grace time.Duration) {
+	p.mu.Lock()
+	cmd, exited := p.cmd, p.exited
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+	}
+}
+
+// killedAt returns when the incarnation with pid was SIGKILLed, if it was.
+func (p *process) killedAt(pid int) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.killed[pid]
+	return at, ok
+}
+
+// waitReady waits until an api process answers /readyz with 200.
+func waitReady(ctx context.Context, addr string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/readyz", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready within %s", addr, limit)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSoakShort runs the short soak (make soak SHORT=1): fewer faults and
+// a shorter load than make soak, with every check of the full run.
+func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the soak takes about a minute; it is skipped with -short")
+	}
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	cfg := shortConfig(filepath.Dir(strings.TrimSpace(string(gomod))))
+	var table strings.Builder
+	cfg.out, cfg.progress = &table, testLog{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := soak(ctx, cfg)
+	if err != nil {
+		t.Fatalf("soak: %v", err)
+	}
+	t.Log(table.String())
+	if n := rep.breaches(); n > 0 {
+		t.Fatalf("%d check(s) breached; the table and the logs' location are above", n)
+	}
+}
+
+// testLog writes progress lines to the test's log.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
