@@ -13,7 +13,7 @@ func (h *handlers) createWorkspace(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	w, err := h.gate.CreateWorkspace(c.Request().Context(), body.Name)
+	w, err := h.tenancy.CreateWorkspace(c.Request().Context(), actor(c), body.Name)
 	if err != nil {
 		return err
 	}
@@ -32,7 +32,7 @@ func (h *handlers) createTenant(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := h.gate.CreateTenant(c.Request().Context(), id, body.Name)
+	t, err := h.tenancy.CreateTenant(c.Request().Context(), actor(c), id, body.Name)
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func (h *handlers) createUser(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	u, err := h.gate.CreateUser(c.Request().Context(), body.Email, body.Name)
+	u, err := h.tenancy.CreateUser(c.Request().Context(), actor(c), body.Email, body.Name)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func (h *handlers) grantMembership(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := h.gate.GrantMembership(c.Request().Context(), user, tenant, body.Role)
+	m, err := h.tenancy.GrantMembership(c.Request().Context(), actor(c), user, tenant, body.Role)
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/domain"
 )
 
 // Authenticator resolves a bearer token to a user id.
@@ -21,6 +20,13 @@ type Authenticator interface {
 func userID(c echo.Context) string {
 	id, _ := c.Get("user_id").(string)
 	return id
+}
+
+// actor returns who asks, as the events the request records name them:
+// the authenticated user (or the admin) and the request's id.
+func actor(c echo.Context) domain.Actor {
+	id, _ := c.Get("actor").(string)
+	return domain.Actor{ID: id, RequestID: RequestID(c.Request().Context())}
 }
 
 func bearer(c echo.Context) (string, bool) {
@@ -42,14 +48,14 @@ func requireUser(auth Authenticator) echo.MiddlewareFunc {
 				return errUnauthorized
 			}
 			id, err := auth.Authenticate(c.Request().Context(), token)
-			if errors.Is(err, gate.ErrNotFound) {
+			if errors.Is(err, domain.ErrNotFound) {
 				return errUnauthorized
 			}
 			if err != nil {
 				return err
 			}
 			c.Set("user_id", id)
-			setActor(c, id)
+			c.Set("actor", id)
 			return next(c)
 		}
 	}
@@ -63,19 +69,8 @@ func requireAdmin(adminToken string) echo.MiddlewareFunc {
 			if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(adminToken)) != 1 {
 				return errUnauthorized
 			}
-			setActor(c, "admin")
+			c.Set("actor", domain.ActorAdmin.ID)
 			return next(c)
 		}
 	}
-}
-
-// setActor records who acts, and the request id, in the metadata of every
-// event the request appends.
-func setActor(c echo.Context, actor string) {
-	req := c.Request()
-	md := eventstore.MetadataFrom(req.Context())
-	md.Actor = actor
-	md.RequestID = RequestID(req.Context())
-	md.CorrelationID = ""
-	c.SetRequest(req.WithContext(eventstore.WithMetadata(req.Context(), md)))
 }

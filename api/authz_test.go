@@ -118,7 +118,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	run := expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted").Run.ID
 	f.waitRun(t, run)
 	var session struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, map[string]any{}, &session)
+	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, map[string]any{}, &session)
 	existing := map[string]string{"tenantId": f.tenantA, "connectionId": f.connA, "restoreRunId": restoreRun, "runId": run, "sessionId": session.ID}
 
 	callers := []caller{
@@ -133,7 +133,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	var first reply
 	sameNotFound := func(t *testing.T, r reply) {
 		t.Helper()
-		r.expectProblem(t, 404, "not_found")
+		r.ExpectProblem(t, 404, "not_found")
 		id := r.Header.Get(echo.HeaderXRequestID)
 		if strings.Contains(string(r.Body), id) {
 			t.Errorf("%s: 404 body holds the request id", r)
@@ -197,12 +197,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 			for _, v := range variants {
 				path := fill(route.Path, v.ids)
 				for _, c := range callers {
-					r := f.call(t, route.Method, path, c.token, rule.body(f))
+					r := f.Call(t, route.Method, path, c.token, rule.body(f))
 					covered++
 					label := fmt.Sprintf("%s as %s on %s ids", key, c.name, v.name)
 					switch {
 					case c.token == "":
-						r.expectProblem(t, 401, "unauthorized")
+						r.ExpectProblem(t, 401, "unauthorized")
 						if r.Header.Get("WWW-Authenticate") == "" {
 							t.Errorf("%s: 401 without WWW-Authenticate", label)
 						}
@@ -218,7 +218,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 					case v.random:
 						sameNotFound(t, r)
 					case !c.role.Can(rule.capability):
-						p := r.expectProblem(t, 403, "forbidden")
+						p := r.ExpectProblem(t, 403, "forbidden")
 						if !strings.Contains(p.Detail, string(rule.capability)) {
 							t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, rule.capability)
 						}
@@ -238,29 +238,29 @@ func TestAuthorizationMatrix(t *testing.T) {
 		for _, tenant := range []string{f.tenantA, randomID()} {
 			path := q.path + "?tenant_id=" + tenant
 			for _, c := range callers {
-				r := f.call(t, q.method, path, c.token, nil)
+				r := f.Call(t, q.method, path, c.token, nil)
 				label := fmt.Sprintf("%s %s as %s", q.method, path, c.name)
 				switch {
 				case c.token == "":
-					r.expectProblem(t, 401, "unauthorized")
+					r.ExpectProblem(t, 401, "unauthorized")
 				case c.role == "" || tenant != f.tenantA:
 					sameNotFound(t, r)
 				case !c.role.Can(q.capability):
-					if p := r.expectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, string(q.capability)) {
+					if p := r.ExpectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, string(q.capability)) {
 						t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, q.capability)
 					}
 				default:
-					r.expectStatus(t, 200)
+					r.ExpectStatus(t, 200)
 				}
 			}
 		}
 	}
 	// An unknown token is anonymous.
-	f.call(t, "GET", "/api/v1/operations", "ogu_unknown", nil).expectProblem(t, 401, "unauthorized")
-	f.call(t, "GET", "/api/v1/operations/"+run, "ogu_unknown", nil).expectProblem(t, 401, "unauthorized")
+	f.Call(t, "GET", "/api/v1/operations", "ogu_unknown", nil).ExpectProblem(t, 401, "unauthorized")
+	f.Call(t, "GET", "/api/v1/operations/"+run, "ogu_unknown", nil).ExpectProblem(t, 401, "unauthorized")
 	// The admin token is no user token, and user tokens are no admin token.
-	f.call(t, "GET", "/api/v1/operations", testAdminToken, nil).expectProblem(t, 401, "unauthorized")
-	f.call(t, "POST", "/api/v1/admin/workspaces", f.owner.Token, map[string]any{"name": "x"}).expectProblem(t, 401, "unauthorized")
+	f.Call(t, "GET", "/api/v1/operations", testAdminToken, nil).ExpectProblem(t, 401, "unauthorized")
+	f.Call(t, "POST", "/api/v1/admin/workspaces", f.owner.Token, map[string]any{"name": "x"}).ExpectProblem(t, 401, "unauthorized")
 	t.Logf("%d matrix requests", covered)
 }
 
@@ -275,7 +275,7 @@ func TestListsStayInTenant(t *testing.T) {
 	startAndCancel := func(u user, tenant string, sc surfaceCase, c string) {
 		res := expectStart(t, f.start(t, sc, startArgs{tenant: tenant, conn: c, token: u.Token}), "accepted")
 		f.waitRun(t, res.Run.ID, u.Token)
-		f.mustJSON(t, 200, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", u.Token, nil, nil)
+		f.Must(t, 200, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", u.Token, nil, nil)
 		runsBy[u.ID] = append(runsBy[u.ID], res.Run.ID)
 	}
 	startAndCancel(f.owner, f.tenantA, contractSurfaces[0], "")
@@ -301,7 +301,7 @@ func TestListsStayInTenant(t *testing.T) {
 			allowed[f.tenantC] = true
 		}
 		var ops listed
-		f.mustJSON(t, 200, "GET", "/api/v1/operations?limit=200", u.Token, nil, &ops)
+		f.Must(t, 200, "GET", "/api/v1/operations?limit=200", u.Token, nil, &ops)
 		if len(ops.Items) == 0 {
 			t.Errorf("%s lists no operations", u.Name)
 		}
@@ -316,14 +316,14 @@ func TestListsStayInTenant(t *testing.T) {
 		if u.ID == f.outsider.ID {
 			foreign = f.connA
 		}
-		f.mustJSON(t, 200, "GET", "/api/v1/operations?provider_connection_id="+foreign, u.Token, nil, &other)
+		f.Must(t, 200, "GET", "/api/v1/operations?provider_connection_id="+foreign, u.Token, nil, &other)
 		if len(other.Items) != 0 {
 			t.Errorf("%s lists %d runs of a foreign connection", u.Name, len(other.Items))
 		}
 
 		var notes listed
 		waitFor(t, u.Name+"'s notifications", 30*time.Second, func() bool {
-			f.mustJSON(t, 200, "GET", "/api/v1/me/notifications", u.Token, nil, &notes)
+			f.Must(t, 200, "GET", "/api/v1/me/notifications", u.Token, nil, &notes)
 			return len(notes.Items) >= len(runsBy[u.ID])
 		})
 		mine := map[string]bool{}
@@ -341,7 +341,7 @@ func TestListsStayInTenant(t *testing.T) {
 	}
 	// The queue and connection lists are scoped the same way.
 	var conns listed
-	f.mustJSON(t, 200, "GET", "/api/v1/tenants/"+f.tenantB+"/provider-connections", f.outsider.Token, nil, &conns)
+	f.Must(t, 200, "GET", "/api/v1/tenants/"+f.tenantB+"/provider-connections", f.outsider.Token, nil, &conns)
 	for _, c := range conns.Items {
 		if c.TenantID != f.tenantB {
 			t.Errorf("tenant B's connections hold %s of %s", c.ID, c.TenantID)

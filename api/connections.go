@@ -6,8 +6,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/gate"
 )
 
 // connectionBody is the body of POST .../provider-connections.
@@ -22,18 +22,18 @@ type connectionBody struct {
 }
 
 // decodeConnection decodes and checks the shape of a new connection.
-func decodeConnection(raw []byte) (gate.NewConnection, error) {
+func decodeConnection(raw []byte) (connections.NewConnection, error) {
 	var b connectionBody
 	if err := decodeStrict(raw, &b, false); err != nil {
-		return gate.NewConnection{}, err
+		return connections.NewConnection{}, err
 	}
 	enabled := true
 	if b.Enabled != nil {
 		enabled = *b.Enabled
 	}
-	return gate.NewConnection{
+	return connections.NewConnection{
 		Provider: b.Provider, DisplayName: b.DisplayName, IsDefault: b.IsDefault,
-		Consent: b.Consent, Credentials: b.Credentials, Enabled: enabled, Simulation: b.Simulation,
+		Consent: domain.Consent(b.Consent), Credentials: domain.Credentials(b.Credentials), Enabled: enabled, Simulation: b.Simulation,
 	}, nil
 }
 
@@ -48,12 +48,12 @@ type connectionPatchBody struct {
 
 // decodeConnectionPatch decodes a connection patch; "simulation": null
 // clears the simulation settings.
-func decodeConnectionPatch(raw []byte) (gate.ConnectionPatch, error) {
+func decodeConnectionPatch(raw []byte) (connections.Patch, error) {
 	var b connectionPatchBody
 	if err := decodeStrict(raw, &b, false); err != nil {
-		return gate.ConnectionPatch{}, err
+		return connections.Patch{}, err
 	}
-	p := gate.ConnectionPatch{DisplayName: b.DisplayName, Consent: b.Consent, Credentials: b.Credentials, Enabled: b.Enabled}
+	p := connections.Patch{DisplayName: b.DisplayName, Consent: (*domain.Consent)(b.Consent), Credentials: (*domain.Credentials)(b.Credentials), Enabled: b.Enabled}
 	if b.Simulation != nil {
 		p.SetSimulation = true
 		if string(*b.Simulation) != "null" {
@@ -80,7 +80,7 @@ func (h *handlers) createConnection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := h.gate.CreateConnection(c.Request().Context(), userID(c), tenant, in)
+	conn, err := h.conns.Create(c.Request().Context(), actor(c), tenant, in)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func (h *handlers) listConnections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	list, err := h.gate.ListConnections(c.Request().Context(), userID(c), tenant)
+	list, err := h.conns.List(c.Request().Context(), userID(c), tenant)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (h *handlers) getConnection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := h.gate.GetConnection(c.Request().Context(), userID(c), id)
+	conn, err := h.conns.Get(c.Request().Context(), userID(c), id)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (h *handlers) updateConnection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := h.gate.UpdateConnection(c.Request().Context(), userID(c), id, patch)
+	conn, err := h.conns.Update(c.Request().Context(), actor(c), id, patch)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (h *handlers) makeDefault(c echo.Context) error {
 	if _, err := readBody(c); err != nil {
 		return err
 	}
-	conn, err := h.gate.MakeDefault(c.Request().Context(), userID(c), id)
+	conn, err := h.conns.MakeDefault(c.Request().Context(), actor(c), id)
 	if err != nil {
 		return err
 	}

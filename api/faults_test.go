@@ -1,11 +1,13 @@
 package api_test
 
 import (
-	"os"
 	"strings"
 	"testing"
 
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/faultproxy"
+	"github.com/opsgate/opsgate/internal/pgtest"
 )
 
 // TestReadWithProjectorStopped: with no projector running, the
@@ -24,7 +26,7 @@ func TestReadWithProjectorStopped(t *testing.T) {
 		DedupedCount   int         `json:"deduped_count"`
 		ScopeBusyCount int         `json:"scope_busy_count"`
 	}
-	f.mustJSON(t, 200, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil, &got)
+	f.Must(t, 200, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil, &got)
 	if got.ID != res.Run.ID || got.Status != "queued" || got.ProviderConnection == nil || got.ProviderConnection.ID != f.connA {
 		t.Errorf("run from the store: %+v, want the queued run %s pinned to %s", got.runJSON, res.Run.ID, f.connA)
 	}
@@ -35,8 +37,8 @@ func TestReadWithProjectorStopped(t *testing.T) {
 		t.Errorf("message %+v", got.Message)
 	}
 	// A non-member still gets the same 404 as for a run that does not exist.
-	f.call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.outsider.Token, nil).expectProblem(t, 404, "not_found")
-	f.call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")
+	f.Call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.outsider.Token, nil).ExpectProblem(t, 404, "not_found")
+	f.Call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).ExpectProblem(t, 404, "not_found")
 }
 
 // TestDatabaseUnavailable: while the server cannot reach the database,
@@ -45,47 +47,36 @@ func TestReadWithProjectorStopped(t *testing.T) {
 // per request; once it is back, starts are accepted again.
 func TestDatabaseUnavailable(t *testing.T) {
 	t.Parallel()
-	proxy, _, err := faultproxy.ForDatabase(os.Getenv("DATABASE_URL"))
+	proxy, proxied, err := faultproxy.ForDatabase(pgtest.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
-	s, err := startServer(serverOptions{projectors: true, via: proxy}, t.Cleanup)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Every connection of the server goes through the proxy.
+	s := newServer(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{API: true, Projector: true}))
 	f := newFixtureOn(t, s)
-	f.call(t, "GET", "/readyz", "", nil).expectStatus(t, 200)
+	f.Send(t, "GET", "/readyz", "", nil).ExpectStatus(t, 200)
 
 	proxy.Cut()
 	for range 3 {
-		r := f.do(t, "POST", "/api/v1/provider-connections/"+f.connA+"/inventory-sync", f.owner.Token)
-		r.expectProblem(t, 503, "database_unavailable")
+		r := f.Send(t, "POST", "/api/v1/provider-connections/"+f.connA+"/inventory-sync", f.owner.Token, nil)
+		r.ExpectProblem(t, 503, "database_unavailable")
 		if r.Header.Get("Retry-After") == "" {
 			t.Errorf("%s: no Retry-After", r)
 		}
-		f.do(t, "GET", "/api/v1/operations?tenant_id="+f.tenantA, f.owner.Token).expectProblem(t, 503, "database_unavailable")
-		f.do(t, "GET", "/api/v1/provider-connections/"+f.connA, f.owner.Token).expectProblem(t, 503, "database_unavailable")
+		f.Send(t, "GET", "/api/v1/operations?tenant_id="+f.tenantA, f.owner.Token, nil).ExpectProblem(t, 503, "database_unavailable")
+		f.Send(t, "GET", "/api/v1/provider-connections/"+f.connA, f.owner.Token, nil).ExpectProblem(t, 503, "database_unavailable")
 	}
-	ready := f.do(t, "GET", "/readyz", "")
-	ready.expectProblem(t, 503, "not_ready")
-	if n := strings.Count(s.logs.String(), "database unavailable"); n != 1 {
-		t.Errorf("the outage was logged %d times, want once:\n%s", n, s.logs.linesWith("database unavailable"))
+	ready := f.Send(t, "GET", "/readyz", "", nil)
+	ready.ExpectProblem(t, 503, "not_ready")
+	if n := strings.Count(s.Logs.String(), "database unavailable"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once:\n%s", n, s.Logs.With("database unavailable"))
 	}
-	if lines := s.logs.linesWith("level=ERROR"); strings.Contains(lines, "request failed") {
+	if lines := s.Logs.With("level=ERROR"); strings.Contains(lines, "request failed") {
 		t.Errorf("requests were logged as failures during the outage:\n%s", lines)
 	}
 
 	proxy.Restore()
 	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
-	f.call(t, "GET", "/readyz", "", nil).expectStatus(t, 200)
-}
-
-// do sends a request without a body whose answer may be a 5xx (call
-// fails the test on those), checking it against the OpenAPI document.
-func (s *testServer) do(t *testing.T, method, path, token string) reply {
-	t.Helper()
-	r := s.send(t, method, path, token, nil)
-	s.doc.check(t, r)
-	return r
+	f.Send(t, "GET", "/readyz", "", nil).ExpectStatus(t, 200)
 }

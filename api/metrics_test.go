@@ -55,14 +55,14 @@ func TestMetrics(t *testing.T) {
 	run := expectStart(t, f.start(t, inv, startArgs{conn: c}), "accepted").Run.ID
 	expectStart(t, f.start(t, inv, startArgs{conn: c}), "deduped")
 	f.waitRun(t, run)
-	f.mustJSON(t, 200, "GET", "/api/v1/operations/"+run, f.owner.Token, nil, nil)
-	f.call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")
-	f.call(t, "GET", "/api/v1/no-such-thing/"+randomID(), f.owner.Token, nil).expectProblem(t, 404, "not_found")
-	f.call(t, "GET", "/nowhere/"+randomID(), "", nil).expectProblem(t, 404, "not_found")
-	f.call(t, "DELETE", "/api/v1/operations/"+randomID(), f.owner.Token, nil)
+	f.Must(t, 200, "GET", "/api/v1/operations/"+run, f.owner.Token, nil, nil)
+	f.Call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).ExpectProblem(t, 404, "not_found")
+	f.Call(t, "GET", "/api/v1/no-such-thing/"+randomID(), f.owner.Token, nil).ExpectProblem(t, 404, "not_found")
+	f.Call(t, "GET", "/nowhere/"+randomID(), "", nil).ExpectProblem(t, 404, "not_found")
+	f.Call(t, "DELETE", "/api/v1/operations/"+randomID(), f.owner.Token, nil)
 
-	r := f.call(t, "GET", "/metrics", "", nil)
-	r.expectStatus(t, 200)
+	r := f.Call(t, "GET", "/metrics", "", nil)
+	r.ExpectStatus(t, 200)
 	samples := parseMetrics(t, string(r.Body))
 
 	routes := map[string]bool{"unmatched": true}

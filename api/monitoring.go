@@ -11,7 +11,6 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -91,11 +90,11 @@ func (h *handlers) listOperations(c echo.Context) error {
 		f.CanonicalType = op.Canonical
 	}
 	if tenant != "" {
-		if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+		if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
 			return err
 		}
 		f.TenantIDs = []string{tenant}
-	} else if f.TenantIDs, err = h.gate.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+	} else if f.TenantIDs, err = h.tenancy.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
 		return err
 	}
 	runs, next, err := h.reader.ListRuns(ctx, f)
@@ -109,7 +108,7 @@ func (h *handlers) listOperations(c echo.Context) error {
 	return c.JSON(http.StatusOK, page(items, next))
 }
 
-// visibleRun returns a run the caller may view, else gate.ErrNotFound.
+// visibleRun returns a run the caller may view, else domain.ErrNotFound.
 func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
 	id, err := pathID(c, "runId")
 	if err != nil {
@@ -117,12 +116,12 @@ func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
 	}
 	v, err := h.reader.GetRun(c.Request().Context(), id)
 	if errors.Is(err, projections.ErrNotFound) {
-		return v, gate.ErrNotFound
+		return v, domain.ErrNotFound
 	}
 	if err != nil {
 		return v, err
 	}
-	if err := h.gate.Authorize(c.Request().Context(), userID(c), v.TenantID, domain.CapOperationsView); err != nil {
+	if err := h.tenancy.Authorize(c.Request().Context(), userID(c), v.TenantID, domain.CapOperationsView); err != nil {
 		return v, err
 	}
 	return v, nil
@@ -194,7 +193,7 @@ func (h *handlers) cancelOperation(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	cancelled, err := h.gate.CancelRun(ctx, userID(c), id)
+	cancelled, err := h.gate.CancelRun(ctx, actor(c), id)
 	if err != nil {
 		return err
 	}
@@ -235,7 +234,7 @@ func (h *handlers) auditEvents(c echo.Context) error {
 			return badQuery("after must be the position of an event")
 		}
 	}
-	if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapAuditRead); err != nil {
+	if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapAuditRead); err != nil {
 		return err
 	}
 	events, err := h.store.ReadTenant(ctx, tenant, after, limit)
@@ -277,11 +276,11 @@ func (h *handlers) queue(c echo.Context) error {
 	}
 	var tenants []string
 	if tenant != "" {
-		if err := h.gate.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+		if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
 			return err
 		}
 		tenants = []string{tenant}
-	} else if tenants, err = h.gate.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+	} else if tenants, err = h.tenancy.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
 		return err
 	}
 	if tenants == nil {

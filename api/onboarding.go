@@ -30,7 +30,7 @@ func (h *handlers) createOnboardingSession(c echo.Context) error {
 			return err
 		}
 	}
-	sess, err := h.onboarding.Create(c.Request().Context(), userID(c), tenant, conn)
+	sess, err := h.onboarding.Create(c.Request().Context(), actor(c), tenant, conn)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func onboardingRequest(c echo.Context, dst any) (onboarding.Request, error) {
 	if err := decodeStrict(raw, dst, dst == nil || isEmptyBody(dst)); err != nil {
 		return onboarding.Request{}, err
 	}
-	r := onboarding.Request{ActorID: userID(c), SessionID: id}
+	r := onboarding.Request{Actor: actor(c), SessionID: id}
 	if key := c.Request().Header.Get(IdempotencyKeyHeader); key != "" {
 		if len(key) > 255 {
 			return r, &badRequest{code: "invalid_idempotency_key", detail: "Idempotency-Key is longer than 255 characters"}

@@ -45,13 +45,13 @@ func notFound(c echo.Context) error {
 
 // renderError maps application errors to problems in one place.
 func renderError(c echo.Context, err error) error {
-	var forbidden *gate.ForbiddenError
-	var validation *gate.ValidationError
+	var forbidden *domain.ForbiddenError
+	var validation *domain.ValidationError
 	var maxBytes *http.MaxBytesError
 	var httpErr *echo.HTTPError
 	var unknownOp *onboarding.UnknownOperationError
 	switch {
-	case errors.Is(err, gate.ErrNotFound), errors.Is(err, projections.ErrNotFound):
+	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return notFound(c)
 	case errors.As(err, &forbidden):
 		return problem(c, http.StatusForbidden, "forbidden", "Forbidden",
@@ -70,7 +70,7 @@ func renderError(c echo.Context, err error) error {
 	case errors.Is(err, gate.ErrIdempotencyKeyReused):
 		return problem(c, http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
 			"This Idempotency-Key was used before with a different request.")
-	case errors.Is(err, gate.ErrConflict):
+	case errors.Is(err, domain.ErrConflict):
 		return problem(c, http.StatusConflict, "conflict", "Conflict", err.Error())
 	case errors.Is(err, domain.ErrRunNotActive):
 		return problem(c, http.StatusConflict, "run_not_active", "Run not active",

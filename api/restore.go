@@ -19,7 +19,7 @@ func (h *handlers) createRestoreRun(c echo.Context) error {
 	if err := bind(c, &body); err != nil {
 		return err
 	}
-	r, err := h.gate.CreateRestoreRun(c.Request().Context(), userID(c), tenant, body.Name, body.Items)
+	r, err := h.restores.Create(c.Request().Context(), actor(c), tenant, body.Name, body.Items)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func (h *handlers) previewRestoreRun(c echo.Context) error {
 	if _, err := readBody(c); err != nil {
 		return err
 	}
-	r, err := h.gate.PreviewRestoreRun(c.Request().Context(), userID(c), id)
+	r, err := h.restores.Preview(c.Request().Context(), actor(c), id)
 	if err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func (h *handlers) getRestoreRun(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := h.gate.GetRestoreRun(c.Request().Context(), userID(c), id)
+	r, err := h.restores.Get(c.Request().Context(), userID(c), id)
 	if err != nil {
 		return err
 	}

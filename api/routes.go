@@ -3,26 +3,35 @@ package api
 import (
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/restores"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 // Deps are the application services the handlers call.
 type Deps struct {
-	Gate       *gate.Service
-	Reader     *projections.Reader
-	Store      *eventstore.Store
-	AdminToken string
-	Metrics    *Metrics
-	Onboarding *onboarding.Service
+	Tenancy     *tenancy.Service
+	Connections *connections.Service
+	Restores    *restores.Service
+	Gate        *gate.Service
+	Onboarding  *onboarding.Service
+	Reader      *projections.Reader
+	Store       *eventstore.Store
+	AdminToken  string
+	Metrics     *Metrics
 }
 
 type handlers struct {
-	onboarding *onboarding.Service
+	tenancy    *tenancy.Service
+	conns      *connections.Service
+	restores   *restores.Service
 	gate       *gate.Service
+	onboarding *onboarding.Service
 	reader     *projections.Reader
 	store      *eventstore.Store
 	metrics    *Metrics
@@ -50,7 +59,8 @@ func startRoutes() []startRoute {
 // Routes returns the registration of every endpoint of contract sections
 // 3 to 7 (health endpoints are registered by NewEcho).
 func Routes(d Deps) func(e *echo.Echo) {
-	h := &handlers{onboarding: d.Onboarding, gate: d.Gate, reader: d.Reader, store: d.Store, metrics: d.Metrics}
+	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, gate: d.Gate,
+		onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics}
 	return func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
@@ -63,9 +73,9 @@ func Routes(d Deps) func(e *echo.Echo) {
 		admin.POST("/users", h.createUser)
 		admin.POST("/memberships", h.grantMembership)
 
-		v1 := e.Group("/api/v1", requireUser(d.Gate))
+		v1 := e.Group("/api/v1", requireUser(d.Tenancy))
 		for _, r := range startRoutes() {
-			e.POST(r.path, h.start(r.surface), requireUser(d.Gate))
+			e.POST(r.path, h.start(r.surface), requireUser(d.Tenancy))
 		}
 		v1.POST("/tenants/:tenantId/provider-connections", h.createConnection)
 		v1.GET("/tenants/:tenantId/provider-connections", h.listConnections)

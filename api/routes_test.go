@@ -64,7 +64,7 @@ func TestStartRoutesUseTheOneHandler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read onboarding/service.go: %v", err)
 	}
-	if !strings.Contains(string(src), "s.gate.Start(") {
+	if !strings.Contains(string(src), "s.gate.StartTx(") {
 		t.Errorf("onboarding/service.go does not start through the gate")
 	}
 }

@@ -1,394 +1,59 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/opsgate/opsgate/api"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
-	"github.com/opsgate/opsgate/internal/faultproxy"
-	"github.com/opsgate/opsgate/migrations"
-	"github.com/opsgate/opsgate/onboarding"
-	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/internal/config"
 )
 
 // testAdminToken is the admin token of the test server.
-const testAdminToken = "oga_test-admin-token"
+const testAdminToken = apptest.AdminToken
 
-// testServer is the API wired the way cmd/opsgate/serve.go wires it (store
-// with gate.Route and the notifier's commit hook, the gate, projector
-// runners, a Reader with a 2s read-your-writes wait, metrics, the
-// onboarding service), served by httptest. No worker runs, so accepted runs
-// stay queued and keep their scope busy.
-//
-// One server on one fresh database serves every test of the package: each
-// test works in tenants of its own (newFixture). A database per test would
-// cost a CREATE DATABASE per test, and a running CREATE DATABASE holds a
-// transaction id that stalls every projector of the cluster (see the
-// report on pg_snapshot_xmin), which made read-your-writes flaky.
+// testServer is an application of the test kit serving the API, its
+// projectors running but no worker: accepted runs stay queued and keep
+// their scope busy.
 type testServer struct {
-	URL    string
-	Echo   *echo.Echo
-	Pool   *pgxpool.Pool
-	Store  *eventstore.Store
-	Gate   *gate.Service
-	client *http.Client
-	doc    *apiDoc
-	logs   *syncBuffer
+	*apptest.App
+	Echo *echo.Echo
 }
 
-// syncBuffer collects the server's logs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// Exchanges, as the test kit sends and checks them (every one against the
+// OpenAPI document).
+type (
+	reply  = apptest.Reply
+	header = apptest.Header
+)
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// linesWith returns the logged lines that contain s.
-func (b *syncBuffer) linesWith(s string) string {
-	var out []string
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.Contains(l, s) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
-var shared struct {
-	once    sync.Once
-	server  *testServer
-	err     error
-	cleanup []func()
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	for i := len(shared.cleanup) - 1; i >= 0; i-- {
-		shared.cleanup[i]()
-	}
-	os.Exit(code)
-}
-
-// server returns the package's test server, starting it on first use.
+// server returns a server of t's own.
 func server(t *testing.T) *testServer {
 	t.Helper()
-	shared.once.Do(func() {
-		shared.server, shared.err = startServer(serverOptions{projectors: true}, func(fn func()) { shared.cleanup = append(shared.cleanup, fn) })
-	})
-	if shared.err != nil {
-		t.Fatalf("start test server: %v", shared.err)
-	}
-	return shared.server
+	return privateServer(t, true)
 }
 
-// privateServer is a server of its own for t, with or without projector
-// runners (without them it is an api-only process whose projectors are
-// down or behind).
+// privateServer is a server for t, with or without projectors (without
+// them it is an api-only process whose projectors are down or behind).
 func privateServer(t *testing.T, projectors bool) *testServer {
 	t.Helper()
-	s, err := startServer(serverOptions{projectors: projectors}, t.Cleanup)
-	if err != nil {
-		t.Fatalf("start test server: %v", err)
-	}
-	return s
+	return newServer(t, apptest.Roles(app.Roles{API: true, Projector: projectors}),
+		apptest.Configure(func(c *config.Config) { c.ReadYourWritesWait = 2 * time.Second }))
 }
 
-// serverOptions shape a test server.
-type serverOptions struct {
-	// projectors runs the projector runners.
-	projectors bool
-	// via, if set, is the proxy every connection of the server goes
-	// through (the database itself is reached directly to create it).
-	via *faultproxy.Proxy
-}
-
-// startServer creates and migrates a database and serves the API on it,
-// with projector runners when asked; cleanup registers what stops
-// everything and drops the database (last registered runs first).
-func startServer(o serverOptions, cleanup func(func())) (*testServer, error) {
-	projectors := o.projectors
-	base := os.Getenv("DATABASE_URL")
-	if base == "" {
-		return nil, errors.New("DATABASE_URL is not set: run the tests with `make test`, which starts a private PostgreSQL")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", base, err)
-	}
-	name := fmt.Sprintf("opsgate_test_api_%d", time.Now().UnixNano())
-	_, err = admin.Exec(ctx, `CREATE DATABASE `+name)
-	admin.Close(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create database: %w", err)
-	}
-	cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, base); err == nil {
-			_, _ = conn.Exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`)
-			conn.Close(ctx)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(base)
-	if err != nil {
-		return nil, err
-	}
-	cfg.ConnConfig.Database = name
-	cfg.MaxConns = 40
-	if o.via != nil {
-		host, port, err := net.SplitHostPort(o.via.Addr())
-		if err != nil {
-			return nil, err
-		}
-		p, _ := strconv.Atoi(port)
-		cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	cleanup(pool.Close)
-	if err := migrations.Apply(ctx, pool, nil); err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
-
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	notifier := eventstore.NewNotifier(pool, logger, 0)
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
-		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
-	svc := gate.New(store)
-	metrics := api.NewMetrics(pool)
-
-	bg, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); notifier.Run(bg) }()
-	runner := &projections.Runner{
-		Pool: pool, Registry: store.Registry(), Logger: logger,
-		Wake: notifier.Subscribe, PollInterval: 100 * time.Millisecond,
-		OnApplied: metrics.ObserveProjection,
-	}
-	for _, p := range projections.All() {
-		if !projectors {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := runner.Run(bg, p); err != nil && bg.Err() == nil {
-				logger.Error("projector stopped", "projector", p.Name, "err", err)
-			}
-		}()
-	}
-	e := api.NewEcho(api.Config{
-		Logger:  logger,
-		Ready:   api.Health{Ping: pool.Ping},
-		Metrics: metrics,
-		Routes: api.Routes(api.Deps{
-			Gate:       svc,
-			Reader:     projections.NewReader(pool, 2*time.Second, store),
-			Store:      store,
-			AdminToken: testAdminToken,
-			Metrics:    metrics,
-			Onboarding: onboarding.New(svc),
-		}),
-	})
-	hs := httptest.NewServer(e)
-	cleanup(func() {
-		hs.Close()
-		stop()
-		wg.Wait()
-	})
-	s := &testServer{URL: hs.URL, Echo: e, Pool: pool, Store: store, Gate: svc, client: hs.Client(), logs: logs}
-	if s.doc, err = loadDoc(s); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// reply is an HTTP answer.
-type reply struct {
-	Method, Path string
-	Status       int
-	Header       http.Header
-	Body         []byte
-}
-
-func (r reply) String() string {
-	return fmt.Sprintf("%s %s -> %d %s", r.Method, r.Path, r.Status, r.Body)
-}
-
-// object decodes the body as a JSON object.
-func (r reply) object(t *testing.T) map[string]any {
+func newServer(t *testing.T, opts ...apptest.Option) *testServer {
 	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(r.Body, &m); err != nil {
-		t.Fatalf("%s: body is not a JSON object: %v", r, err)
-	}
-	return m
-}
-
-// decode decodes the body into dst.
-func (r reply) decode(t *testing.T, dst any) {
-	t.Helper()
-	if err := json.Unmarshal(r.Body, dst); err != nil {
-		t.Fatalf("%s: decode: %v", r, err)
-	}
-}
-
-// problemBody is an application/problem+json body.
-type problemBody struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Code   string `json:"code"`
-}
-
-// expectProblem checks r is a problem with status and code.
-func (r reply) expectProblem(t *testing.T, status int, code string) problemBody {
-	t.Helper()
-	if r.Status != status {
-		t.Fatalf("%s: want status %d (%s)", r, status, code)
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
-		t.Fatalf("%s: content type %q, want application/problem+json", r, ct)
-	}
-	var p problemBody
-	r.decode(t, &p)
-	if p.Code != code || p.Status != status || p.Title == "" || p.Detail == "" || p.Type == "" {
-		t.Fatalf("%s: want problem code %q status %d with type, title and detail", r, code, status)
-	}
-	return p
-}
-
-func (r reply) expectStatus(t *testing.T, status int) {
-	t.Helper()
-	if r.Status != status {
-		t.Fatalf("%s: want status %d", r, status)
-	}
-}
-
-// header is an extra request header.
-type header struct{ key, value string }
-
-// call sends a request (see send) and fails the test on a 5xx answer or
-// one without a request id. The answer is checked against the OpenAPI
-// document.
-func (s *testServer) call(t *testing.T, method, path, token string, body any, headers ...header) reply {
-	t.Helper()
-	r := s.send(t, method, path, token, body, headers...)
-	if r.Status >= 500 {
-		t.Errorf("%s: server error; its log:\n%s\ntransactions holding the xmin horizon:\n%s",
-			r, s.logs.linesWith(r.Header.Get(echo.HeaderXRequestID)), s.horizonHolders())
-	}
-	if r.Header.Get(echo.HeaderXRequestID) == "" {
-		t.Errorf("%s: no X-Request-Id", r)
-	}
-	s.doc.check(t, r)
-	return r
-}
-
-// send sends a request and returns the answer. body is nil (none), []byte
-// or string (sent as is), io.Reader (sent chunked) or anything else (sent
-// as JSON).
-func (s *testServer) send(t *testing.T, method, path, token string, body any, headers ...header) reply {
-	t.Helper()
-	var rd io.Reader
-	length := int64(0)
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd, length = bytes.NewReader(b), int64(len(b))
-	case string:
-		rd, length = strings.NewReader(b), int64(len(b))
-	case io.Reader:
-		rd, length = b, -1
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("encode body: %v", err)
-		}
-		rd, length = bytes.NewReader(raw), int64(len(raw))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, rd)
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	req.ContentLength = length
-	if length < 0 {
-		req.TransferEncoding = []string{"chunked"}
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for _, h := range headers {
-		req.Header.Set(h.key, h.value)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
-}
-
-// mustJSON decodes a successful answer with status into dst (may be nil).
-func (s *testServer) mustJSON(t *testing.T, status int, method, path, token string, body, dst any) reply {
-	t.Helper()
-	r := s.call(t, method, path, token, body)
-	if r.Status != status {
-		t.Fatalf("%s: want %d", r, status)
-	}
-	if dst != nil {
-		r.decode(t, dst)
-	}
-	return r
+	a := apptest.Start(t, opts...)
+	return &testServer{App: a, Echo: a.Handler.(*echo.Echo)}
 }
 
 // eventCount is the number of events in the store.
@@ -442,7 +107,7 @@ func newFixtureOn(t *testing.T, s *testServer) *fixture {
 	t.Helper()
 	f := &fixture{testServer: s}
 	var ws struct{ ID string }
-	s.mustJSON(t, 201, "POST", "/api/v1/admin/workspaces", testAdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
+	s.Must(t, 201, "POST", "/api/v1/admin/workspaces", testAdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
 	f.workspace = ws.ID
 	f.tenantA = f.newTenant(t, "Fabrikam")
 	f.tenantB = f.newTenant(t, "Northwind")
@@ -461,7 +126,7 @@ func newFixtureOn(t *testing.T, s *testServer) *fixture {
 func (f *fixture) newTenant(t *testing.T, name string) string {
 	t.Helper()
 	var tn struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/admin/tenants", testAdminToken, map[string]any{"workspace_id": f.workspace, "name": name}, &tn)
+	f.Must(t, 201, "POST", "/api/v1/admin/tenants", testAdminToken, map[string]any{"workspace_id": f.workspace, "name": name}, &tn)
 	return tn.ID
 }
 
@@ -473,7 +138,7 @@ func (f *fixture) newUser(t *testing.T, name, tenant, role string) user {
 		Token string `json:"token"`
 	}
 	email := fmt.Sprintf("%s-%d@example.test", name, userSeq.Add(1))
-	f.mustJSON(t, 201, "POST", "/api/v1/admin/users", testAdminToken, map[string]any{"email": email, "name": name}, &u)
+	f.Must(t, 201, "POST", "/api/v1/admin/users", testAdminToken, map[string]any{"email": email, "name": name}, &u)
 	if u.Token == "" {
 		t.Fatalf("user %s: no token in the answer", name)
 	}
@@ -485,7 +150,7 @@ func (f *fixture) newUser(t *testing.T, name, tenant, role string) user {
 
 func (f *fixture) grant(t *testing.T, userID, tenant, role string) {
 	t.Helper()
-	f.mustJSON(t, 201, "POST", "/api/v1/admin/memberships", testAdminToken,
+	f.Must(t, 201, "POST", "/api/v1/admin/memberships", testAdminToken,
 		map[string]any{"user_id": userID, "tenant_id": tenant, "role": role}, nil)
 }
 
@@ -510,7 +175,7 @@ func (f *fixture) newConnection(t *testing.T, tenant, token string, c conn) stri
 		c.Name = "Graph " + strconv.FormatInt(userSeq.Add(1), 10)
 	}
 	var out struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+tenant+"/provider-connections", token, map[string]any{
+	f.Must(t, 201, "POST", "/api/v1/tenants/"+tenant+"/provider-connections", token, map[string]any{
 		"provider": "simulated", "display_name": c.Name, "is_default": c.Default,
 		"consent": c.Consent, "credentials": c.Credentials, "enabled": !c.Disabled,
 	}, &out)
@@ -521,10 +186,10 @@ func (f *fixture) newConnection(t *testing.T, tenant, token string, c conn) stri
 func (f *fixture) newRestoreRun(t *testing.T, items string, preview bool) string {
 	t.Helper()
 	var r struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/restore-runs", f.owner.Token,
+	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/restore-runs", f.owner.Token,
 		json.RawMessage(`{"name":"Mailbox restore","items":`+items+`}`), &r)
 	if preview {
-		f.mustJSON(t, 200, "POST", "/api/v1/restore-runs/"+r.ID+"/preview", f.owner.Token, nil, nil)
+		f.Must(t, 200, "POST", "/api/v1/restore-runs/"+r.ID+"/preview", f.owner.Token, nil, nil)
 	}
 	return r.ID
 }
@@ -543,7 +208,7 @@ func (f *fixture) auditCount(t *testing.T, tenant, token string) int {
 			Items     []json.RawMessage `json:"items"`
 			NextAfter *int64            `json:"next_after"`
 		}
-		f.mustJSON(t, 200, "GET", path, token, nil, &page)
+		f.Must(t, 200, "GET", path, token, nil, &page)
 		n += len(page.Items)
 		if page.NextAfter == nil {
 			return n
@@ -587,24 +252,15 @@ func (f *fixture) settledAuditCount(t *testing.T, tenant, token string) int {
 }
 
 // waitRun waits until run id can be read; tests that are not about
-// read-your-writes use it before they act on a run they just started, so
-// that a projector held back by other tests' transactions (see
-// horizonHolders) does not fail them.
+// read-your-writes use it before they act on a run they just started.
 func (f *fixture) waitRun(t *testing.T, id string, token ...string) {
 	t.Helper()
+	tok := f.owner.Token
+	if len(token) > 0 {
+		tok = token[0]
+	}
 	waitFor(t, "run "+id+" to be readable", 30*time.Second, func() bool {
-		req, _ := http.NewRequest("GET", f.URL+"/api/v1/operations/"+id, nil)
-		tok := f.owner.Token
-		if len(token) > 0 {
-			tok = token[0]
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := f.client.Do(req)
-		if err != nil {
-			t.Fatalf("get run: %v", err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		return f.Send(t, "GET", "/api/v1/operations/"+id, tok, nil).Status == 200
 	})
 }
 
@@ -653,11 +309,5 @@ func (s *testServer) foreignHorizonHolders() string {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // a polling pause, not synchronisation
-	}
+	apptest.WaitFor(t, timeout, what, cond)
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/sha256"
+	"net/http"
 
 	"github.com/labstack/echo/v4"
 
@@ -28,7 +29,7 @@ func decodeStartBody(surface domain.Surface, raw []byte) (startBody, error) {
 	if err := decodeStrict(raw, &b, true); err != nil {
 		return b, err
 	}
-	if surface.Scope != "tenant" && b.ProviderConnectionID != nil {
+	if surface.Scope != domain.ScopeTenant && b.ProviderConnectionID != nil {
 		return b, &badRequest{code: "unknown_field", detail: `json: unknown field "provider_connection_id" is not accepted here`}
 	}
 	if surface.Operation != domain.OpRestoreExecute && (b.Confirm != nil || b.AcknowledgeWarnings != nil) {
@@ -60,10 +61,10 @@ func requestHash(c echo.Context, body []byte) []byte {
 // made by this function and calls the one gate; none decides anything.
 func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		req := gate.StartRequest{ActorID: userID(c), Surface: surface}
+		req := gate.StartRequest{Actor: actor(c), Surface: surface}
 		var err error
 		switch surface.Scope {
-		case "tenant":
+		case domain.ScopeTenant:
 			if req.TenantID, err = pathID(c, "tenantId"); err != nil {
 				return err
 			}
@@ -72,7 +73,7 @@ func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 					return err
 				}
 			}
-		case "connection":
+		case domain.ScopeConnection:
 			if req.ConnectionID, err = pathID(c, "connectionId"); err != nil {
 				return err
 			}
@@ -112,5 +113,19 @@ func (h *handlers) renderStart(c echo.Context, resp gate.StartResponse, opType s
 	if resp.Replayed {
 		c.Response().Header().Set("Idempotent-Replayed", "true")
 	}
-	return c.JSON(gate.StatusOf(res.Outcome), res)
+	return c.JSON(StatusOf(res.Outcome), res)
+}
+
+// StatusOf is the HTTP status of an outcome (contract section 5).
+func StatusOf(o domain.Outcome) int {
+	switch o {
+	case domain.OutcomeAccepted:
+		return http.StatusAccepted
+	case domain.OutcomeDeduped:
+		return http.StatusOK
+	case domain.OutcomeScopeBusy:
+		return http.StatusConflict
+	default:
+		return http.StatusUnprocessableEntity
+	}
 }

@@ -80,7 +80,7 @@ func (f *fixture) start(t *testing.T, sc surfaceCase, a startArgs, headers ...he
 		a.token = f.owner.Token
 	}
 	path, body := f.startPathBody(sc, a)
-	return f.call(t, "POST", path, a.token, body, headers...)
+	return f.Call(t, "POST", path, a.token, body, headers...)
 }
 
 // Wire shapes of contract section 5.
@@ -151,7 +151,7 @@ func expectStart(t *testing.T, r reply, outcome string) startResult {
 	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 		t.Errorf("%s: content type %q", r, ct)
 	}
-	raw := r.object(t)
+	raw := r.Object(t)
 	for _, k := range []string{"outcome", "run", "reason", "next_steps", "message"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("%s: StartResult lacks %q", r, k)
@@ -164,7 +164,7 @@ func expectStart(t *testing.T, r reply, outcome string) startResult {
 		}
 	}
 	var res startResult
-	r.decode(t, &res)
+	r.Decode(t, &res)
 	if res.Outcome != outcome {
 		t.Fatalf("%s: outcome %q, want %q", r, res.Outcome, outcome)
 	}
@@ -318,7 +318,7 @@ func TestStartOutcomes(t *testing.T) {
 			// The blocked run is a durable record.
 			f.waitRun(t, bl.Run.ID)
 			var detail runJSON
-			f.mustJSON(t, 200, "GET", bl.Run.Links.Self, f.owner.Token, nil, &detail)
+			f.Must(t, 200, "GET", bl.Run.Links.Self, f.owner.Token, nil, &detail)
 			if detail.Status != "blocked" || detail.Reason == nil || detail.Reason.Code != bl.Reason.Code {
 				t.Errorf("blocked run reads back as %s %+v", detail.Status, detail.Reason)
 			}
@@ -339,7 +339,7 @@ func TestStartOutcomes(t *testing.T) {
 		Queued int `json:"queued"`
 	}
 	waitFor(t, "the queue to hold every accepted run", 30*time.Second, func() bool {
-		f.mustJSON(t, 200, "GET", "/api/v1/queue?tenant_id="+f.tenantA, f.owner.Token, nil, &q)
+		f.Must(t, 200, "GET", "/api/v1/queue?tenant_id="+f.tenantA, f.owner.Token, nil, &q)
 		return q.Queued >= accepted
 	})
 	if q.Queued != accepted {
@@ -357,7 +357,7 @@ func TestTenantStartUsesDefault(t *testing.T) {
 	checkRunIs(t, res, sc, f.tenantA, f.connA, f.owner.ID)
 	// A connection of another tenant is no choice at all.
 	r := f.start(t, sc, startArgs{conn: f.connB})
-	r.expectProblem(t, 404, "not_found")
+	r.ExpectProblem(t, 404, "not_found")
 }
 
 // TestReadYourWrites: a run a start answered can be read at once.
@@ -371,7 +371,7 @@ func TestReadYourWrites(t *testing.T) {
 			}
 			c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 			res := expectStart(t, f.start(t, sc, startArgs{conn: c}), "accepted")
-			r := f.call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil)
+			r := f.Call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil)
 			if r.Status != 200 {
 				if foreign := f.foreignHorizonHolders(); foreign != "" {
 					knownBug(t, "the event store's readers see events only below the cluster-wide pg_snapshot_xmin, so "+
@@ -380,7 +380,7 @@ func TestReadYourWrites(t *testing.T) {
 				t.Fatalf("%s: a run just started must be readable at once\ntransactions holding the xmin horizon now:\n%s", r, f.horizonHolders())
 			}
 			var got runJSON
-			r.decode(t, &got)
+			r.Decode(t, &got)
 			want := res.Run
 			if got.ID != want.ID || got.Status != want.Status || got.Type != want.Type || got.CanonicalType != want.CanonicalType ||
 				got.Label != want.Label || got.TenantID != want.TenantID || got.InitiatorID != want.InitiatorID ||
@@ -393,7 +393,7 @@ func TestReadYourWrites(t *testing.T) {
 			var page struct {
 				Items []runJSON `json:"items"`
 			}
-			f.mustJSON(t, 200, "GET", "/api/v1/operations?limit=1&tenant_id="+f.tenantA, f.operator.Token, nil, &page)
+			f.Must(t, 200, "GET", "/api/v1/operations?limit=1&tenant_id="+f.tenantA, f.operator.Token, nil, &page)
 			if len(page.Items) != 1 || page.Items[0].ID != want.ID {
 				t.Fatalf("newest run listed is %+v, want %s", page.Items, want.ID)
 			}
@@ -408,7 +408,7 @@ func TestStartTimestampsMatchReadModel(t *testing.T) {
 	f := newFixture(t)
 	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
 	var got runJSON
-	f.mustJSON(t, 200, "GET", res.Run.Links.Self, f.owner.Token, nil, &got)
+	f.Must(t, 200, "GET", res.Run.Links.Self, f.owner.Token, nil, &got)
 	if !got.CreatedAt.Equal(res.Run.CreatedAt) {
 		t.Errorf("created_at reads back as %s, the StartResult said %s",
 			got.CreatedAt.Format(time.RFC3339Nano), res.Run.CreatedAt.Format(time.RFC3339Nano))
@@ -424,7 +424,7 @@ func TestReadModelBehind(t *testing.T) {
 	t.Parallel()
 	f := newFixtureOn(t, privateServer(t, false))
 	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
-	r := f.call(t, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", f.owner.Token, nil)
+	r := f.Call(t, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", f.owner.Token, nil)
 	if r.Status == 404 || (r.Status >= 500 && r.Status != 503) {
 		t.Errorf("cancel of an existing queued run: %s", r)
 	}
@@ -440,7 +440,7 @@ func TestIdempotencyKeys(t *testing.T) {
 	sc := contractSurfaces[0]
 	c1 := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 	c2 := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	key := header{"Idempotency-Key", "verify-" + randomID()}
+	key := header{Key: "Idempotency-Key", Value: "verify-" + randomID()}
 
 	first := f.start(t, sc, startArgs{conn: c1}, key)
 	f.waitRun(t, expectStart(t, first, "accepted").Run.ID)
@@ -456,16 +456,16 @@ func TestIdempotencyKeys(t *testing.T) {
 	var page struct {
 		Items []runJSON `json:"items"`
 	}
-	f.mustJSON(t, 200, "GET", "/api/v1/operations?provider_connection_id="+c1, f.owner.Token, nil, &page)
+	f.Must(t, 200, "GET", "/api/v1/operations?provider_connection_id="+c1, f.owner.Token, nil, &page)
 	if len(page.Items) != 1 {
 		t.Errorf("%d runs on the connection after a replay, want 1", len(page.Items))
 	}
 
 	f.unchanged(t, "a reused key", func() {
 		// Same key, different body.
-		f.start(t, sc, startArgs{conn: c2}, key).expectProblem(t, 422, "idempotency_key_reused")
+		f.start(t, sc, startArgs{conn: c2}, key).ExpectProblem(t, 422, "idempotency_key_reused")
 		// Same key and body, another surface.
-		f.start(t, contractSurfaces[1], startArgs{conn: c1}, key).expectProblem(t, 422, "idempotency_key_reused")
+		f.start(t, contractSurfaces[1], startArgs{conn: c1}, key).ExpectProblem(t, 422, "idempotency_key_reused")
 	})
 
 	// Keys belong to their user: another user's same key is a new request.
@@ -477,7 +477,7 @@ func TestIdempotencyKeys(t *testing.T) {
 
 	// A blocked answer is replayed too, without a second blocked run.
 	blocked := f.newConnection(t, f.tenantA, f.owner.Token, conn{Credentials: "expired"})
-	bkey := header{"Idempotency-Key", "blocked-" + randomID()}
+	bkey := header{Key: "Idempotency-Key", Value: "blocked-" + randomID()}
 	b1 := f.start(t, sc, startArgs{conn: blocked}, bkey)
 	expectStart(t, b1, "blocked")
 	f.unchanged(t, "a blocked replay", func() {
@@ -497,10 +497,10 @@ func TestIdempotencyReplayIsAuthorized(t *testing.T) {
 	sc := contractSurfaces[0]
 	u := f.newUser(t, "demoted", f.tenantA, "operator")
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	key := header{"Idempotency-Key", "k-" + randomID()}
+	key := header{Key: "Idempotency-Key", Value: "k-" + randomID()}
 	expectStart(t, f.start(t, sc, startArgs{conn: c, token: u.Token}, key), "accepted")
 	f.grant(t, u.ID, f.tenantA, "readonly")
-	f.start(t, sc, startArgs{conn: c, token: u.Token}, key).expectProblem(t, 403, "forbidden")
+	f.start(t, sc, startArgs{conn: c, token: u.Token}, key).ExpectProblem(t, 403, "forbidden")
 }
 
 // TestRestoreSafeguards: confirm, warnings and preview rules of restore
@@ -514,7 +514,7 @@ func TestRestoreSafeguards(t *testing.T) {
 		Previewed bool     `json:"previewed"`
 		Warnings  []string `json:"warnings"`
 	}
-	f.mustJSON(t, 200, "POST", "/api/v1/restore-runs/"+warned+"/preview", f.owner.Token, nil, &preview)
+	f.Must(t, 200, "POST", "/api/v1/restore-runs/"+warned+"/preview", f.owner.Token, nil, &preview)
 	if !preview.Previewed || len(preview.Warnings) == 0 {
 		t.Fatalf("preview of an overwrite answered %+v, want warnings", preview)
 	}
@@ -523,14 +523,14 @@ func TestRestoreSafeguards(t *testing.T) {
 		for _, body := range []any{nil, map[string]any{}, map[string]any{"confirm": false}, map[string]any{"acknowledge_warnings": true}} {
 			r := f.start(t, sc, startArgs{restoreRun: warned, body: body, noConfirm: true})
 			if body == nil {
-				r = f.call(t, "POST", fill(sc.path, map[string]string{"tenantId": f.tenantA, "restoreRunId": warned}), f.owner.Token, nil)
+				r = f.Call(t, "POST", fill(sc.path, map[string]string{"tenantId": f.tenantA, "restoreRunId": warned}), f.owner.Token, nil)
 			}
-			r.expectProblem(t, 422, "confirmation_required")
+			r.ExpectProblem(t, 422, "confirmation_required")
 		}
 	})
 	f.unchanged(t, "restore without acknowledging warnings", func() {
 		for _, body := range []any{map[string]any{"confirm": true}, map[string]any{"confirm": true, "acknowledge_warnings": false}} {
-			f.start(t, sc, startArgs{restoreRun: warned, body: body}).expectProblem(t, 422, "warnings_not_acknowledged")
+			f.start(t, sc, startArgs{restoreRun: warned, body: body}).ExpectProblem(t, 422, "warnings_not_acknowledged")
 		}
 	})
 	res := expectStart(t, f.start(t, sc, startArgs{restoreRun: warned, body: map[string]any{"confirm": true, "acknowledge_warnings": true}}), "accepted")
@@ -545,14 +545,14 @@ func TestRestoreSafeguards(t *testing.T) {
 	}
 	// Only owners execute restores; the preview needs the same capability.
 	r := f.start(t, sc, startArgs{restoreRun: fresh, conn: c, token: f.operator.Token})
-	if p := r.expectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, "restore.execute") {
+	if p := r.ExpectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, "restore.execute") {
 		t.Errorf("403 detail %q does not name restore.execute", p.Detail)
 	}
 	// A restore run of another tenant is not found through tenant A.
 	var other struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantB+"/restore-runs", f.outsider.Token,
+	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantB+"/restore-runs", f.outsider.Token,
 		json.RawMessage(`{"name":"B restore","items":[]}`), &other)
-	f.start(t, sc, startArgs{restoreRun: other.ID}).expectProblem(t, 404, "not_found")
+	f.start(t, sc, startArgs{restoreRun: other.ID}).ExpectProblem(t, 404, "not_found")
 }
 
 // TestAuditTrailOfAStart: a start's event is in the tenant's audit trail
@@ -588,7 +588,7 @@ func TestAuditTrailOfAStart(t *testing.T) {
 		Items []event `json:"items"`
 	}
 	f.settledAuditCount(t, f.tenantA, f.auditor.Token)
-	f.mustJSON(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+f.tenantA, f.auditor.Token, nil, &audit)
+	f.Must(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+f.tenantA, f.auditor.Token, nil, &audit)
 	e := find(audit.Items)
 	if e == nil {
 		t.Fatalf("the audit trail holds no event of run %s", run)
@@ -605,10 +605,10 @@ func TestAuditTrailOfAStart(t *testing.T) {
 		Items []event `json:"items"`
 	}
 	f.waitRun(t, run)
-	f.mustJSON(t, 200, "GET", "/api/v1/operations/"+run+"/events", f.readonly.Token, nil, &history)
+	f.Must(t, 200, "GET", "/api/v1/operations/"+run+"/events", f.readonly.Token, nil, &history)
 	if h := find(history.Items); h == nil || h.Position != e.Position {
 		t.Errorf("the run's history %+v lacks its start event", history.Items)
 	}
 	// The operator reads runs but not the audit trail.
-	f.call(t, "GET", "/api/v1/audit/events?tenant_id="+f.tenantA, f.operator.Token, nil).expectProblem(t, 403, "forbidden")
+	f.Call(t, "GET", "/api/v1/audit/events?tenant_id="+f.tenantA, f.operator.Token, nil).ExpectProblem(t, 403, "forbidden")
 }

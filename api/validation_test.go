@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // badCase is one bad request and the problem it must get.
@@ -34,7 +35,7 @@ func TestBadInput(t *testing.T) {
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
 	expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted")
 	var session struct{ ID string }
-	f.mustJSON(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, nil, &session)
+	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, nil, &session)
 	bootstrap := "/api/v1/onboarding-sessions/" + session.ID + "/bootstrap"
 	verify := "/api/v1/tenants/" + f.tenantA + "/verify"
 	check := "/api/v1/provider-connections/" + f.connA + "/check"
@@ -109,7 +110,7 @@ func TestBadInput(t *testing.T) {
 		{"notifications bad cursor", "GET", "/api/v1/me/notifications?cursor=x", own, nil, nil, 400, "invalid_id"},
 		{"queue bad tenant", "GET", "/api/v1/queue?tenant_id=x", own, nil, nil, 400, "invalid_id"},
 		// Headers.
-		{"idempotency key too long", "POST", verify, own, `{}`, []header{{"Idempotency-Key", strings.Repeat("k", 256)}}, 400, "invalid_idempotency_key"},
+		{"idempotency key too long", "POST", verify, own, `{}`, []header{{Key: "Idempotency-Key", Value: strings.Repeat("k", 256)}}, 400, "invalid_idempotency_key"},
 		// Well-formed but invalid values: 422, still nothing recorded.
 		{"connection without provider", "POST", conns, own, `{"display_name":"X"}`, nil, 422, "validation_failed"},
 		{"connection bad consent", "POST", conns, own, `{"provider":"simulated","display_name":"X","consent":"maybe"}`, nil, 422, "validation_failed"},
@@ -129,13 +130,13 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		f.unchanged(t, c.name, func() {
-			r := f.call(t, c.method, c.path, c.token, c.body, c.headers...)
+			r := f.Call(t, c.method, c.path, c.token, c.body, c.headers...)
 			if r.Status != c.status {
 				t.Errorf("%s: %s, want %d %s", c.name, r, c.status, c.code)
 				return
 			}
 			if c.code != "" {
-				r.expectProblem(t, c.status, c.code)
+				r.ExpectProblem(t, c.status, c.code)
 			}
 		})
 	}
@@ -146,8 +147,8 @@ func TestBadInput(t *testing.T) {
 	var legacy, canonical struct {
 		Items []runJSON `json:"items"`
 	}
-	f.mustJSON(t, 200, "GET", "/api/v1/operations?type=entra_group_sync", own, nil, &legacy)
-	f.mustJSON(t, 200, "GET", "/api/v1/operations?type=directory.groups.sync", own, nil, &canonical)
+	f.Must(t, 200, "GET", "/api/v1/operations?type=entra_group_sync", own, nil, &legacy)
+	f.Must(t, 200, "GET", "/api/v1/operations?type=directory.groups.sync", own, nil, &canonical)
 	if len(legacy.Items) == 0 || len(legacy.Items) != len(canonical.Items) {
 		t.Errorf("type filter: %d runs by write-time type, %d by canonical name", len(legacy.Items), len(canonical.Items))
 	}
@@ -175,12 +176,12 @@ func TestBodyTooLarge(t *testing.T) {
 	}
 	for _, p := range paths {
 		f.unchanged(t, "413 with Content-Length on "+p.path, func() {
-			f.call(t, p.method, p.path, p.token, big()).expectProblem(t, 413, "payload_too_large")
+			f.Call(t, p.method, p.path, p.token, big()).ExpectProblem(t, 413, "payload_too_large")
 		})
 		f.unchanged(t, "413 chunked on "+p.path, func() {
 			// An io.Reader body is sent chunked, without Content-Length.
-			r := f.call(t, p.method, p.path, p.token, io.MultiReader(bytes.NewReader(big())))
-			r.expectProblem(t, 413, "payload_too_large")
+			r := f.Call(t, p.method, p.path, p.token, io.MultiReader(bytes.NewReader(big())))
+			r.ExpectProblem(t, 413, "payload_too_large")
 		})
 	}
 	// Exactly at the limit is still read (and then judged on its content).
@@ -189,14 +190,14 @@ func TestBodyTooLarge(t *testing.T) {
 	if len(atLimit) != api.MaxBodyBytes {
 		t.Fatalf("at-limit body is %d bytes", len(atLimit))
 	}
-	f.call(t, "POST", paths[0].path, f.owner.Token, atLimit).expectProblem(t, 400, "invalid_id")
+	f.Call(t, "POST", paths[0].path, f.owner.Token, atLimit).ExpectProblem(t, 400, "invalid_id")
 }
 
 // TestPanicIsProblem: a panic in a handler is a 500 problem with a
 // request id, logged, and the server keeps serving.
 func TestPanicIsProblem(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &apptest.Logs{}
 	e := api.NewEcho(api.Config{
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Ready:  api.Health{},
@@ -227,7 +228,7 @@ func TestPanicIsProblem(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		r := reply{Method: tc.method, Path: tc.path, Status: resp.StatusCode, Header: resp.Header, Body: body}
-		p := r.expectProblem(t, 500, "internal")
+		p := r.ExpectProblem(t, 500, "internal")
 		id := resp.Header.Get(echo.HeaderXRequestID)
 		if id == "" || (tc.reqID != "" && id != tc.reqID) {
 			t.Errorf("%s: X-Request-Id %q (sent %q)", tc.path, id, tc.reqID)

@@ -99,21 +99,34 @@ type Surface struct {
 	Operation string
 	// Capability is what the initiator needs on the tenant.
 	Capability Capability
-	// Scope says what the path names: "tenant", "connection" or "onboarding".
-	Scope string
+	// Scope says what the start names: a tenant, a connection or an
+	// onboarding session.
+	Scope SurfaceScope
 }
+
+// SurfaceScope is what a surface's start names.
+type SurfaceScope string
+
+// What starts name: a tenant (and optionally a connection of it), a
+// connection, or an onboarding session (which names its tenant and
+// optionally its connection).
+const (
+	ScopeTenant     SurfaceScope = "tenant"
+	ScopeConnection SurfaceScope = "connection"
+	ScopeOnboarding SurfaceScope = "onboarding"
+)
 
 // Surfaces of contract section 3.
 var (
-	SurfaceTenantVerification     = Surface{"tenant_verification", OpConnectionCheck, CapTenantVerify, "tenant"}
-	SurfaceGroupsSync             = Surface{"directory_groups_sync", OpGroupsSync, CapDirectoryGroupsSync, "tenant"}
-	SurfaceRoleDefinitionsSync    = Surface{"role_definitions_sync", OpRoleDefinitionsSync, CapDirectoryRoleDefinitionsSync, "tenant"}
-	SurfaceRestoreExecute         = Surface{"restore_execute", OpRestoreExecute, CapRestoreExecute, "tenant"}
-	SurfaceConnectionCheck        = Surface{"connection_check", OpConnectionCheck, CapProviderConnectionCheck, "connection"}
-	SurfaceInventorySync          = Surface{"inventory_sync", OpInventorySync, CapInventorySync, "connection"}
-	SurfaceComplianceSnapshot     = Surface{"compliance_snapshot", OpComplianceSnapshot, CapComplianceSnapshot, "connection"}
-	SurfaceOnboardingVerification = Surface{"onboarding_verification", OpConnectionCheck, CapOnboardingRun, "onboarding"}
-	SurfaceOnboardingBootstrap    = Surface{"onboarding_bootstrap", "", CapOnboardingRun, "onboarding"}
+	SurfaceTenantVerification     = Surface{"tenant_verification", OpConnectionCheck, CapTenantVerify, ScopeTenant}
+	SurfaceGroupsSync             = Surface{"directory_groups_sync", OpGroupsSync, CapDirectoryGroupsSync, ScopeTenant}
+	SurfaceRoleDefinitionsSync    = Surface{"role_definitions_sync", OpRoleDefinitionsSync, CapDirectoryRoleDefinitionsSync, ScopeTenant}
+	SurfaceRestoreExecute         = Surface{"restore_execute", OpRestoreExecute, CapRestoreExecute, ScopeTenant}
+	SurfaceConnectionCheck        = Surface{"connection_check", OpConnectionCheck, CapProviderConnectionCheck, ScopeConnection}
+	SurfaceInventorySync          = Surface{"inventory_sync", OpInventorySync, CapInventorySync, ScopeConnection}
+	SurfaceComplianceSnapshot     = Surface{"compliance_snapshot", OpComplianceSnapshot, CapComplianceSnapshot, ScopeConnection}
+	SurfaceOnboardingVerification = Surface{"onboarding_verification", OpConnectionCheck, CapOnboardingRun, ScopeOnboarding}
+	SurfaceOnboardingBootstrap    = Surface{"onboarding_bootstrap", "", CapOnboardingRun, ScopeOnboarding}
 )
 
 // Surfaces lists every surface.

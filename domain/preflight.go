@@ -1,25 +1,49 @@
 package domain
 
+// Consent is the state of a provider connection's admin consent.
+type Consent string
+
 // Consent states of a provider connection.
 const (
-	ConsentGranted = "granted"
-	ConsentMissing = "missing"
-	ConsentRevoked = "revoked"
+	ConsentGranted Consent = "granted"
+	ConsentMissing Consent = "missing"
+	ConsentRevoked Consent = "revoked"
 )
+
+// ParseConsent returns the consent state named s.
+func ParseConsent(s string) (Consent, bool) {
+	switch c := Consent(s); c {
+	case ConsentGranted, ConsentMissing, ConsentRevoked:
+		return c, true
+	}
+	return "", false
+}
+
+// Credentials is the state of a provider connection's credentials.
+type Credentials string
 
 // Credential states of a provider connection.
 const (
-	CredentialsValid   = "valid"
-	CredentialsExpired = "expired"
-	CredentialsInvalid = "invalid"
-	CredentialsMissing = "missing"
+	CredentialsValid   Credentials = "valid"
+	CredentialsExpired Credentials = "expired"
+	CredentialsInvalid Credentials = "invalid"
+	CredentialsMissing Credentials = "missing"
 )
+
+// ParseCredentials returns the credentials state named s.
+func ParseCredentials(s string) (Credentials, bool) {
+	switch c := Credentials(s); c {
+	case CredentialsValid, CredentialsExpired, CredentialsInvalid, CredentialsMissing:
+		return c, true
+	}
+	return "", false
+}
 
 // ConnectionReadiness is what the preflight knows of a connection.
 type ConnectionReadiness struct {
 	Enabled     bool
-	Consent     string
-	Credentials string
+	Consent     Consent
+	Credentials Credentials
 }
 
 // RestoreReadiness is what the preflight knows of a restore run.

@@ -80,8 +80,9 @@ type mRun struct {
 }
 
 type mConn struct {
-	enabled              bool
-	consent, credentials string
+	enabled     bool
+	consent     domain.Consent
+	credentials domain.Credentials
 }
 
 type model struct {
@@ -178,8 +179,8 @@ const propTenant = "tenant-p"
 var (
 	propConns     = []string{"conn-a", "conn-b"}
 	propTargets   = []string{"rr-1", "rr-2"}
-	consentStates = []string{domain.ConsentGranted, domain.ConsentMissing, domain.ConsentRevoked}
-	credStates    = []string{domain.CredentialsValid, domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing}
+	consentStates = []domain.Consent{domain.ConsentGranted, domain.ConsentMissing, domain.ConsentRevoked}
+	credStates    = []domain.Credentials{domain.CredentialsValid, domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing}
 	failReasons   = []domain.ReasonCode{
 		domain.ReasonCredentialsRejected, domain.ReasonConsentRevoked, domain.ReasonThrottled, domain.ReasonUnavailable,
 		domain.ReasonExecutionLost, domain.ReasonDisabled, domain.ReasonConsentMissing, domain.ReasonCredentialsInvalid,
@@ -229,8 +230,8 @@ func runSequence(t *testing.T, seed, base uint64, index int, seen map[string]int
 	for _, c := range propConns {
 		s.m.conns[c] = &mConn{
 			enabled:     s.chance(0.85),
-			consent:     s.biased(0.8, consentStates),
-			credentials: s.biased(0.8, credStates),
+			consent:     biased(s, 0.8, consentStates),
+			credentials: biased(s, 0.8, credStates),
 		}
 	}
 	for _, rr := range propTargets {
@@ -274,7 +275,7 @@ func runSequence(t *testing.T, seed, base uint64, index int, seen map[string]int
 }
 
 // biased returns xs[0] with probability p, otherwise any of xs.
-func (s *sequence) biased(p float64, xs []string) string {
+func biased[T any](s *sequence, p float64, xs []T) T {
 	if s.chance(p) {
 		return xs[0]
 	}
@@ -288,9 +289,9 @@ func (s *sequence) changeConnection() {
 	case 0:
 		c.enabled = s.chance(0.6)
 	case 1:
-		c.consent = s.biased(0.6, consentStates)
+		c.consent = biased(s, 0.6, consentStates)
 	default:
-		c.credentials = s.biased(0.6, credStates)
+		c.credentials = biased(s, 0.6, credStates)
 	}
 	s.trace = append(s.trace, fmt.Sprintf("connection %s: %+v", id, *c))
 }

@@ -219,7 +219,7 @@ func TestSurfacesMatchTheContract(t *testing.T) {
 			t.Errorf("LookupSurface(%q) failed", want.name)
 			continue
 		}
-		if s.Name != want.name || s.Operation != want.typ || string(s.Capability) != want.capability || s.Scope != want.scope {
+		if s.Name != want.name || s.Operation != want.typ || string(s.Capability) != want.capability || string(s.Scope) != want.scope {
 			t.Errorf("surface %q = %+v, want %+v", want.name, s, want)
 		}
 		if s.Operation != "" {

@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // RunStatus is the status of a run.
 type RunStatus string
@@ -135,4 +138,17 @@ func (r Run) Apply(e RunEvent) Run {
 		r.Status, r.FinishedAt, r.Reason = StatusCancelled, &at, &reason
 	}
 	return r
+}
+
+// CheckLease refuses a lease that does not outlast a heartbeat interval
+// plus a margin of one more interval: with less, one slow heartbeat would
+// let the reaper end a healthy run.
+func CheckLease(lease, heartbeat time.Duration) error {
+	if heartbeat <= 0 {
+		return fmt.Errorf("heartbeat interval %s must be positive", heartbeat)
+	}
+	if lease < 2*heartbeat {
+		return fmt.Errorf("lease %s is shorter than the heartbeat interval %s plus a margin of one more interval (%s at least)", lease, heartbeat, 2*heartbeat)
+	}
+	return nil
 }

@@ -457,8 +457,8 @@ func TestPreflightOrder(t *testing.T) {
 		{"restore readiness unknown", domain.OpRestoreExecute, &ready, nil, domain.ReasonPreviewRequired},
 		{"restore previewed", domain.OpRestoreExecute, &ready, previewed, ""},
 	}
-	for _, cred := range []string{domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing} {
-		cases = append(cases, tc{"credentials " + cred, domain.OpGroupsSync,
+	for _, cred := range []domain.Credentials{domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing} {
+		cases = append(cases, tc{"credentials " + string(cred), domain.OpGroupsSync,
 			with(func(c *domain.ConnectionReadiness) { c.Credentials = cred }), nil, domain.ReasonCredentialsInvalid})
 	}
 	for _, op := range domain.Operations() {

@@ -55,8 +55,8 @@ type ProviderConnectionCreated struct {
 	TenantID     string      `json:"tenant_id"`
 	Provider     string      `json:"provider"`
 	DisplayName  string      `json:"display_name"`
-	Consent      string      `json:"consent"`
-	Credentials  string      `json:"credentials"`
+	Consent      Consent     `json:"consent"`
+	Credentials  Credentials `json:"credentials"`
 	Enabled      bool        `json:"enabled"`
 	Simulation   *Simulation `json:"simulation,omitempty"`
 	At           time.Time   `json:"at"`
@@ -74,16 +74,16 @@ type ProviderConnectionRenamed struct {
 type ProviderConnectionConsentChanged struct {
 	ConnectionID string    `json:"connection_id"`
 	TenantID     string    `json:"tenant_id"`
-	Consent      string    `json:"consent"`
+	Consent      Consent   `json:"consent"`
 	At           time.Time `json:"at"`
 }
 
 // ProviderConnectionCredentialsChanged: the credentials' state changed.
 type ProviderConnectionCredentialsChanged struct {
-	ConnectionID string    `json:"connection_id"`
-	TenantID     string    `json:"tenant_id"`
-	Credentials  string    `json:"credentials"`
-	At           time.Time `json:"at"`
+	ConnectionID string      `json:"connection_id"`
+	TenantID     string      `json:"tenant_id"`
+	Credentials  Credentials `json:"credentials"`
+	At           time.Time   `json:"at"`
 }
 
 // ProviderConnectionEnabledChanged: the connection was enabled or disabled.

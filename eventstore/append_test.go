@@ -188,7 +188,7 @@ func TestConcurrentAppendUniqueKey(t *testing.T) {
 	firstDone := make(chan error, 1)
 	go func() {
 		firstDone <- store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-			events, err := tx.Append(ctx, "hot", eventstore.NoStream, marker{"winner"})
+			events, err := tx.AppendPayloads(ctx, "hot", eventstore.NoStream, marker{"winner"})
 			if err != nil {
 				return err
 			}
@@ -357,11 +357,9 @@ func TestWithStreamLockSerialisesOneStream(t *testing.T) {
 	for i := range writers {
 		wg.Go(func() {
 			errs[i] = store.WithStreamLock(ctx, "hot", func(ctx context.Context, tx *eventstore.Tx) error {
-				v, err := tx.StreamVersion(ctx, "hot")
-				if err != nil {
-					return err
-				}
-				_, err = tx.Append(ctx, "hot", v, itemAdded{Writer: i})
+				// Under the lock no other writer can move the stream: the
+				// version each writer reads is the one it appends after.
+				_, err := tx.Append(ctx, "hot", eventstore.Records(eventstore.Metadata{}, itemAdded{Writer: i}))
 				return err
 			})
 		})
@@ -459,17 +457,16 @@ func TestMetadataAndTenants(t *testing.T) {
 	md1 := eventstore.Metadata{Actor: "alice", TenantID: "t1", CorrelationID: "corr-1", CausationID: "cause-1", RequestID: "req-1"}
 	md2 := eventstore.Metadata{Actor: "bob", TenantID: "t2"}
 	mdNone := eventstore.Metadata{Actor: "system"}
-	if got := eventstore.MetadataFrom(ctx); got != (eventstore.Metadata{}) {
-		t.Fatalf("metadata of a bare context = %+v", got)
-	}
-	if got := eventstore.MetadataFrom(eventstore.WithMetadata(ctx, md1)); got != md1 {
-		t.Fatalf("MetadataFrom = %+v", got)
-	}
 
 	var t1IDs []string
 	appendAs := func(md eventstore.Metadata, stream string, payloads ...eventstore.Payload) []eventstore.Event {
 		t.Helper()
-		events, err := store.Append(eventstore.WithMetadata(ctx, md), stream, eventstore.AnyVersion, payloads...)
+		var events []eventstore.Event
+		err := store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+			var err error
+			events, err = tx.Append(ctx, stream, eventstore.Records(md, payloads...))
+			return err
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -489,9 +486,9 @@ func TestMetadataAndTenants(t *testing.T) {
 	appendAs(md1, "d", marker{"5"})
 	appendAs(md2, "a", marker{"6"})
 	appendAs(md1, "a", marker{"7"})
-	// InTx carries the metadata of its context into every append.
-	err := store.InTx(eventstore.WithMetadata(ctx, md1), func(ctx context.Context, tx *eventstore.Tx) error {
-		events, err := tx.Append(ctx, "e", eventstore.NoStream, marker{"8"})
+	// Records of one append may carry different metadata.
+	err := store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		events, err := tx.Append(ctx, "e", []eventstore.Record{{Payload: marker{"8"}, Metadata: md1}}, eventstore.ExpectVersion(eventstore.NoStream))
 		if err == nil {
 			t1IDs = append(t1IDs, events[0].ID)
 		}

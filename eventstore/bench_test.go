@@ -33,7 +33,7 @@ func BenchmarkAppend(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					_, err = tx.Append(ctx, "hot", v, marker{"x"})
+					_, err = tx.AppendPayloads(ctx, "hot", v, marker{"x"})
 					return err
 				})
 				if err != nil {

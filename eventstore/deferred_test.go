@@ -25,7 +25,7 @@ func TestDeferredStatementsKeepOrderAndFailTheCommit(t *testing.T) {
 	}
 
 	err := store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		if _, err := tx.Append(ctx, "s", eventstore.NoStream, marker{"a"}); err != nil {
+		if _, err := tx.AppendPayloads(ctx, "s", eventstore.NoStream, marker{"a"}); err != nil {
 			return err
 		}
 		tx.Defer(`INSERT INTO deferred_log VALUES (1)`)
@@ -52,7 +52,7 @@ func TestDeferredStatementsKeepOrderAndFailTheCommit(t *testing.T) {
 	}
 
 	err = store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		if _, err := tx.Append(ctx, "s", 1, marker{"b"}); err != nil {
+		if _, err := tx.AppendPayloads(ctx, "s", 1, marker{"b"}); err != nil {
 			return err
 		}
 		tx.Defer(`INSERT INTO deferred_log VALUES (1)`) // a duplicate key: fails when sent

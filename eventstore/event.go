@@ -1,7 +1,6 @@
 package eventstore
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,19 +33,6 @@ type Metadata struct {
 	CorrelationID string `json:"correlation_id,omitempty"`
 	CausationID   string `json:"causation_id,omitempty"`
 	RequestID     string `json:"request_id,omitempty"`
-}
-
-type metadataKey struct{}
-
-// WithMetadata returns a context whose appends record md.
-func WithMetadata(ctx context.Context, md Metadata) context.Context {
-	return context.WithValue(ctx, metadataKey{}, md)
-}
-
-// MetadataFrom returns the metadata set by WithMetadata, or the zero value.
-func MetadataFrom(ctx context.Context) Metadata {
-	md, _ := ctx.Value(metadataKey{}).(Metadata)
-	return md
 }
 
 // Expected stream versions with a special meaning.

@@ -74,9 +74,12 @@ const (
 	testTimeout     = 5 * time.Minute
 )
 
+// noRoute sends every event on TopicEvents alone.
+func noRoute(string) []string { return nil }
+
 func newStore(t testing.TB) *eventstore.Store {
 	t.Helper()
-	return eventstore.New(newPool(t), newRegistry())
+	return eventstore.New(newPool(t), newRegistry(), noRoute)
 }
 
 // newPool returns a pool on a fresh migrated database of the test's own,

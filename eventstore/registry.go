@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // Payload is the body of an event. EventType returns the stored name of the
@@ -99,30 +101,37 @@ func (r *Registry) encode(p Payload) (name string, version int, data []byte, err
 	return name, reg.version, data, nil
 }
 
-// DecodeMessageBody returns the event of a message payload (see
-// encodeMessage) and its typed payload, reading the JSON once when the
-// event is of a known type at this binary's schema version: the payload
-// is decoded straight into its type. Otherwise it decodes the event, then
-// its payload with Decode (upcasting it). The returned event's Data is
-// left empty on the one-pass path.
-func (r *Registry) DecodeMessageBody(eventType string, body []byte) (Event, Payload, error) {
+// DecodeMessage returns the event a watermill message of the store
+// carries (see encodeMessage) and its typed payload, reading the JSON once
+// when the event is of a known type at this binary's schema version: the
+// payload is decoded straight into its type, and the returned event's Data
+// is left empty. Otherwise it decodes the event, then its payload with
+// Decode (upcasting it). An event of a type this binary does not know
+// returns the event and ErrUnknownEventType.
+func (r *Registry) DecodeMessage(msg *message.Message) (Event, Payload, error) {
+	eventType := MessageType(msg)
 	if reg, ok := r.types[eventType]; ok {
 		ptr, value := reg.newValue()
 		env := typedEnvelope{Data: ptr}
-		if err := json.Unmarshal(body, &env); err != nil {
-			return Event{}, nil, fmt.Errorf("decode event message: %w", err)
+		if err := json.Unmarshal(msg.Payload, &env); err != nil {
+			return Event{}, nil, fmt.Errorf("message %s: decode event: %w", msg.UUID, err)
 		}
 		if env.Type == eventType && env.SchemaVersion == reg.version {
 			return env.Event, value(), nil
 		}
 	}
-	e, err := DecodeMessageBody(body)
+	e, err := decodeMessageBody(msg.Payload)
 	if err != nil {
-		return Event{}, nil, err
+		return Event{}, nil, fmt.Errorf("message %s: %w", msg.UUID, err)
 	}
 	p, err := r.Decode(e)
 	return e, p, err
 }
+
+// MessageType returns the event type a message of the store carries
+// (from its metadata, without reading the payload), for a consumer that
+// passes over most events unread; "" for a message without it.
+func MessageType(msg *message.Message) string { return msg.Metadata.Get("event_type") }
 
 // typedEnvelope is an event message with the payload decoded into Data, a
 // pointer to its type (the shallower "data" field wins over Event's).

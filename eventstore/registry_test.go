@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/opsgate/opsgate/eventstore"
@@ -167,22 +168,24 @@ func TestRegisterProgrammingErrors(t *testing.T) {
 	}
 }
 
-// TestDecodeMessageBodyReadsOnce: a message of a known type at the current
+// TestDecodeMessageReadsOnce: a message of a known type at the current
 // schema version decodes in one pass to what the two passes give; an older
 // version is upcast; an unknown type gives the event and ErrUnknownEventType.
-func TestDecodeMessageBodyReadsOnce(t *testing.T) {
+func TestDecodeMessageReadsOnce(t *testing.T) {
 	reg := newRegistry()
-	body := func(e eventstore.Event) []byte {
+	body := func(e eventstore.Event) *message.Message {
 		b, err := json.Marshal(e)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return b
+		msg := message.NewMessage(e.ID, b)
+		msg.Metadata.Set("event_type", e.Type)
+		return msg
 	}
 	current := eventstore.Event{Position: 7, StreamID: "people", StreamVersion: 2, ID: "e-1", Type: "test.person",
 		SchemaVersion: 2, Data: json.RawMessage(`{"full_name":"Grace Hopper"}`), TxID: 42,
 		Metadata: eventstore.Metadata{Actor: "u-1", CorrelationID: "run-1"}}
-	e, p, err := reg.DecodeMessageBody("test.person", body(current))
+	e, p, err := reg.DecodeMessage(body(current))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,13 +205,13 @@ func TestDecodeMessageBodyReadsOnce(t *testing.T) {
 
 	old := current
 	old.SchemaVersion, old.Data = 1, json.RawMessage(`{"name":"Ada Lovelace"}`)
-	if _, p, err := reg.DecodeMessageBody("test.person", body(old)); err != nil || p.(*person).FullName != "Ada Lovelace" {
+	if _, p, err := reg.DecodeMessage(body(old)); err != nil || p.(*person).FullName != "Ada Lovelace" {
 		t.Errorf("version 1 message: %#v, %v", p, err)
 	}
 
 	unknown := current
 	unknown.Type = "test.unregistered"
-	e, p, err = reg.DecodeMessageBody("test.unregistered", body(unknown))
+	e, p, err = reg.DecodeMessage(body(unknown))
 	if !errors.Is(err, eventstore.ErrUnknownEventType) || p != nil || e.Position != 7 {
 		t.Errorf("unknown type: %+v, %#v, %v", e, p, err)
 	}

@@ -24,20 +24,18 @@ const TopicEvents = "events"
 type Store struct {
 	pool     *pgxpool.Pool
 	registry *Registry
-	route    func(eventType string) []string
+	route    Route
 	logger   watermill.LoggerAdapter
 	onCommit func()
 }
 
+// Route returns the topics an event of eventType travels on besides
+// TopicEvents (or none); each topic needs its watermill tables in the
+// migrations.
+type Route func(eventType string) []string
+
 // Option configures a Store.
 type Option func(*Store)
-
-// WithRoute makes events of some types travel on further topics besides
-// TopicEvents. route returns the extra topics of an event type (or none);
-// each topic needs its watermill tables in the migrations.
-func WithRoute(route func(eventType string) []string) Option {
-	return func(s *Store) { s.route = route }
-}
 
 // WithCommitHook calls fn after every committed transaction of the store
 // (for example Notifier.Committed, to wake subscribers).
@@ -50,14 +48,15 @@ func WithLogger(logger *slog.Logger) Option {
 	return func(s *Store) { s.logger = watermillLogger(logger) }
 }
 
-// New returns a store over pool that encodes payloads with registry.
-func New(pool *pgxpool.Pool, registry *Registry, opts ...Option) *Store {
-	s := &Store{
-		pool:     pool,
-		registry: registry,
-		route:    func(string) []string { return nil },
-		logger:   watermill.NopLogger{},
+// New returns a store over pool that encodes payloads with registry and
+// publishes each event on TopicEvents and on the topics route gives it.
+// The route is required: a consumer of a topic the store does not feed
+// would wait forever.
+func New(pool *pgxpool.Pool, registry *Registry, route Route, opts ...Option) *Store {
+	if route == nil {
+		panic("eventstore: New needs a route (return nil for events that travel on TopicEvents alone)")
 	}
+	s := &Store{pool: pool, registry: registry, route: route, logger: watermill.NopLogger{}}
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -69,19 +68,6 @@ func (s *Store) Registry() *Registry { return s.registry }
 
 // Pool returns the connection pool of the store.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
-// Append appends payloads to stream in a transaction of its own, checking
-// that the stream is at expectedVersion (AnyVersion skips the check). A
-// mismatch, also one caused by a concurrent append, is a *VersionConflictError.
-func (s *Store) Append(ctx context.Context, stream string, expectedVersion int64, payloads ...Payload) ([]Event, error) {
-	var out []Event
-	err := s.InTx(ctx, func(ctx context.Context, tx *Tx) error {
-		var err error
-		out, err = tx.Append(ctx, stream, expectedVersion, payloads...)
-		return err
-	})
-	return out, err
-}
 
 // InTx runs fn in one READ COMMITTED transaction and commits if fn returns
 // nil. Everything fn appends is published in the same transaction.
@@ -111,19 +97,6 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 		s.onCommit()
 	}
 	return nil
-}
-
-// WithStreamLock runs fn in one transaction that first takes stream's lock,
-// so that concurrent deciders on one stream queue in the database and each
-// sees every event committed before it. The lock is released at commit or
-// rollback.
-func (s *Store) WithStreamLock(ctx context.Context, stream string, fn func(ctx context.Context, tx *Tx) error) error {
-	return s.InTx(ctx, func(ctx context.Context, tx *Tx) error {
-		if err := tx.Lock(ctx, stream); err != nil {
-			return err
-		}
-		return fn(ctx, tx)
-	})
 }
 
 // Tx is an open store transaction.
@@ -254,8 +227,8 @@ type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
 
-// StreamVersion returns the version of stream's newest event, 0 for none.
-func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
+// streamVersion returns the version of stream's newest event, 0 for none.
+func (t *Tx) streamVersion(ctx context.Context, stream string) (int64, error) {
 	var v int64
 	err := t.QueryRow(ctx,
 		`SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, stream).Scan(&v)
@@ -265,55 +238,68 @@ func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	return v, nil
 }
 
-// Append appends payloads to stream within the transaction; see Store.Append.
-func (t *Tx) Append(ctx context.Context, stream string, expectedVersion int64, payloads ...Payload) ([]Event, error) {
-	if len(payloads) == 0 {
-		return nil, nil
-	}
-	current, err := t.StreamVersion(ctx, stream)
-	if err != nil {
-		return nil, err
-	}
-	if expectedVersion != AnyVersion && current != expectedVersion {
-		return nil, &VersionConflictError{Stream: stream, Expected: expectedVersion, Actual: current}
-	}
-	return t.insert(ctx, stream, current, records(ctx, payloads))
-}
-
-// AppendAt appends payloads to stream as versions version+1, ... without
-// first reading the stream's version: for a caller that holds the stream's
-// lock and knows its version (from a snapshot kept in the same
-// transactions). A wrong version still fails, with a *VersionConflictError,
-// on the unique key of stream and version, and aborts the transaction.
-func (t *Tx) AppendAt(ctx context.Context, stream string, version int64, payloads ...Payload) ([]Event, error) {
-	if len(payloads) == 0 {
-		return nil, nil
-	}
-	return t.insert(ctx, stream, version, records(ctx, payloads))
-}
-
-// Record is a payload with metadata of its own, for appending events that
-// answer different requests in one go.
+// Record is a payload with the metadata it is recorded with.
 type Record struct {
 	Payload  Payload
 	Metadata Metadata
 }
 
-// AppendRecordsAt is AppendAt for records that each carry their metadata.
-func (t *Tx) AppendRecordsAt(ctx context.Context, stream string, version int64, recs ...Record) ([]Event, error) {
-	if len(recs) == 0 {
-		return nil, nil
-	}
-	return t.insert(ctx, stream, version, recs)
-}
-
-func records(ctx context.Context, payloads []Payload) []Record {
-	md := MetadataFrom(ctx)
+// Records returns payloads as records that share md.
+func Records(md Metadata, payloads ...Payload) []Record {
 	recs := make([]Record, len(payloads))
 	for i, p := range payloads {
 		recs[i] = Record{Payload: p, Metadata: md}
 	}
 	return recs
+}
+
+// AppendOption says what Append may assume of the stream's version.
+type AppendOption func(*appendOptions)
+
+type appendOptions struct {
+	expect int64 // AnyVersion: no check
+	at     int64 // >= 0: the stream is at this version, read nothing
+}
+
+// ExpectVersion makes Append check that the stream is at version v
+// (NoStream: it does not exist yet); a mismatch, also one caused by a
+// concurrent append, is a *VersionConflictError.
+func ExpectVersion(v int64) AppendOption {
+	return func(o *appendOptions) { o.expect = v }
+}
+
+// AtVersion tells Append that the stream is at version v, for a caller
+// that holds the stream's lock and knows its version (from a snapshot kept
+// in the same transactions): the version is not read. A wrong version
+// still fails, with a *VersionConflictError, on the unique key of stream
+// and version, and aborts the transaction.
+func AtVersion(v int64) AppendOption {
+	return func(o *appendOptions) { o.at = v }
+}
+
+// Append appends recs to stream within the transaction, as the versions
+// after the stream's current one, and publishes them in the same
+// transaction. By default it checks nothing about the stream's version;
+// see ExpectVersion and AtVersion.
+func (t *Tx) Append(ctx context.Context, stream string, recs []Record, opts ...AppendOption) ([]Event, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	o := appendOptions{expect: AnyVersion, at: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	current := o.at
+	if current < 0 {
+		var err error
+		if current, err = t.streamVersion(ctx, stream); err != nil {
+			return nil, err
+		}
+	}
+	if o.expect != AnyVersion && current != o.expect {
+		return nil, &VersionConflictError{Stream: stream, Expected: o.expect, Actual: current}
+	}
+	return t.insert(ctx, stream, current, recs)
 }
 
 func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Record) ([]Event, error) {
@@ -446,18 +432,14 @@ func (s *Store) ReadStream(ctx context.Context, stream string, fromVersion int64
 	return events, nil
 }
 
-// ReadAll returns up to limit events after the event at afterPosition (0:
-// from the beginning), in the order subscribers see them: by transaction id,
-// then position, and only events of transactions older than every
-// transaction of this database still in flight (opsgate_horizon, see
-// migrations/00005_horizon.sql). An event that commits late is therefore
-// returned late, after events that reached the store before it, but never
-// skipped by a reader that pages with the last position it saw.
-func (s *Store) ReadAll(ctx context.Context, afterPosition int64, limit int) ([]Event, error) {
-	return s.readAll(ctx, "", afterPosition, limit)
-}
-
-// ReadTenant is ReadAll restricted to events recorded for tenantID.
+// ReadTenant returns up to limit events recorded for tenantID after the
+// event at afterPosition (0: from the beginning), in the order subscribers
+// see them: by transaction id, then position, and only events of
+// transactions older than every transaction of this database still in
+// flight (opsgate_horizon, see migrations/00005_horizon.sql). An event
+// that commits late is therefore returned late, after events that reached
+// the store before it, but never skipped by a reader that pages with the
+// last position it saw.
 func (s *Store) ReadTenant(ctx context.Context, tenantID string, afterPosition int64, limit int) ([]Event, error) {
 	return s.readAll(ctx, tenantID, afterPosition, limit)
 }

@@ -60,7 +60,7 @@ func TestStress(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					appended, err = tx.Append(ctx, stream, v, payloads...)
+					appended, err = tx.AppendPayloads(ctx, stream, v, payloads...)
 					if err != nil {
 						return err
 					}

@@ -1,8 +1,10 @@
 package eventstore
 
 import (
+	"context"
 	stdsql "database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -26,17 +28,8 @@ func encodeMessage(e Event) (*message.Message, error) {
 	return msg, nil
 }
 
-// DecodeMessage returns the event a watermill message carries.
-func DecodeMessage(msg *message.Message) (Event, error) {
-	e, err := DecodeMessageBody(msg.Payload)
-	if err != nil {
-		return Event{}, fmt.Errorf("message %s: %w", msg.UUID, err)
-	}
-	return e, nil
-}
-
-// DecodeMessageBody returns the event of a message payload.
-func DecodeMessageBody(body []byte) (Event, error) {
+// decodeMessageBody returns the event of a message payload.
+func decodeMessageBody(body []byte) (Event, error) {
 	var e Event
 	if err := json.Unmarshal(body, &e); err != nil {
 		return Event{}, fmt.Errorf("decode event message: %w", err)
@@ -135,6 +128,9 @@ type wakeBackoff struct {
 
 // HandleError runs after each query's transaction has ended.
 func (b *wakeBackoff) HandleError(logger watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	if errors.Is(err, context.Canceled) {
+		return b.poll // the subscription is stopping: nothing to report
+	}
 	d := b.inner.HandleError(logger, noMsg, err)
 	drained := b.drained.Swap(false)
 	if err != nil || (!noMsg && !drained) || b.wake == nil {

@@ -25,7 +25,7 @@ func TestRollbackPublishesNothing(t *testing.T) {
 
 	var rolledBack []eventstore.Event
 	err := store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		events, err := tx.Append(ctx, "s", eventstore.NoStream, marker{"rolled back"}, marker{"me too"})
+		events, err := tx.AppendPayloads(ctx, "s", eventstore.NoStream, marker{"rolled back"}, marker{"me too"})
 		if err != nil {
 			return err
 		}
@@ -37,12 +37,12 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	}
 	// A failing append later in the transaction rolls back the earlier one.
 	err = store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		events, err := tx.Append(ctx, "s", eventstore.NoStream, marker{"before failure"})
+		events, err := tx.AppendPayloads(ctx, "s", eventstore.NoStream, marker{"before failure"})
 		if err != nil {
 			return err
 		}
 		rolledBack = append(rolledBack, events...)
-		_, err = tx.Append(ctx, "s", 1, unregistered{})
+		_, err = tx.AppendPayloads(ctx, "s", 1, unregistered{})
 		return err
 	})
 	if !errors.Is(err, eventstore.ErrUnknownEventType) {
@@ -50,12 +50,12 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	}
 	// So does a version conflict inside WithStreamLock.
 	err = store.WithStreamLock(ctx, "s", func(ctx context.Context, tx *eventstore.Tx) error {
-		events, err := tx.Append(ctx, "t", eventstore.NoStream, marker{"conflicted"})
+		events, err := tx.AppendPayloads(ctx, "t", eventstore.NoStream, marker{"conflicted"})
 		if err != nil {
 			return err
 		}
 		rolledBack = append(rolledBack, events...)
-		_, err = tx.Append(ctx, "s", 7, marker{"x"})
+		_, err = tx.AppendPayloads(ctx, "s", 7, marker{"x"})
 		return err
 	})
 	if !errors.Is(err, eventstore.ErrVersionConflict) {
@@ -123,7 +123,7 @@ func TestLateCommitIsDelivered(t *testing.T) {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			events, err := tx.Append(ctx, "stream-a", eventstore.NoStream, marker{"A"})
+			events, err := tx.AppendPayloads(ctx, "stream-a", eventstore.NoStream, marker{"A"})
 			if err != nil {
 				return err
 			}
@@ -151,7 +151,7 @@ func TestLateCommitIsDelivered(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		events, err := tx.Append(ctx, "stream-b", eventstore.NoStream, marker{"B"})
+		events, err := tx.AppendPayloads(ctx, "stream-b", eventstore.NoStream, marker{"B"})
 		if err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func TestOpenTransactionHoldsBackLaterCommits(t *testing.T) {
 	aDone := make(chan error, 1)
 	go func() {
 		aDone <- store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-			events, err := tx.Append(ctx, "stream-a", eventstore.NoStream, marker{"A"})
+			events, err := tx.AppendPayloads(ctx, "stream-a", eventstore.NoStream, marker{"A"})
 			if err != nil {
 				return err
 			}

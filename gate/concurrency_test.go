@@ -9,7 +9,8 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
-	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 const racers = 100
@@ -155,12 +156,12 @@ func TestConcurrentMixedOperations(t *testing.T) {
 	checkOneWinner(t, f, domain.ConnectionScope(conn.ID), reqs, results)
 }
 
-// twoServices returns a fixture on a fresh database and two gate services
-// on two independent pools of it, as two processes would have.
+// twoServices returns a fixture on a fresh database and the gates of two
+// applications on it, as two processes would have.
 func twoServices(t *testing.T) (*fixture, []*gate.Service) {
-	url := freshDatabase(t)
-	f := newFixtureOn(t, pgtest.Connect(t, url))
-	return f, []*gate.Service{f.svc, newService(pgtest.Connect(t, url))}
+	f := newFixture(t)
+	other := apptest.Start(t, apptest.OnDatabase(f.app.DatabaseURL), apptest.Roles(app.Roles{}))
+	return f, []*gate.Service{f.svc, other.Gate}
 }
 
 func TestConcurrentSameOperationTwoServices(t *testing.T) {

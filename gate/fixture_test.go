@@ -3,71 +3,51 @@ package gate_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
-	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
-// testTimeout bounds every database call of a test, so that a deadlock
-// fails the test instead of hanging the package.
-const testTimeout = 2 * time.Minute
+// worker is the actor of the results the tests record.
+var worker = domain.ActorWorker("test")
 
-// newService builds a gate over pool the way the application wires it.
-func newService(pool *pgxpool.Pool) *gate.Service {
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route))
-	return gate.New(store)
-}
-
-// fixture is one fresh database with a workspace, a tenant and a user in
-// each role on it, plus an outsider who is a member of no tenant.
+// fixture is one fresh application (no roles running: the tests drive the
+// gate themselves) with a workspace, a tenant and a user in each role on
+// it, plus an outsider who is a member of no tenant.
 type fixture struct {
 	t     testing.TB
 	ctx   context.Context
+	app   *apptest.App
 	pool  *pgxpool.Pool
 	svc   *gate.Service
 	store *eventstore.Store
 
-	workspace gate.Workspace
-	tenant    gate.Tenant
+	workspace tenancy.Workspace
+	tenant    tenancy.Tenant
 
 	owner, operator, auditor, readonly, outsider string
 }
 
-var fixtureSeq atomic.Int64
-
-// newFixture returns a fixture on a fresh migrated database.
+// newFixture returns a fixture on a fresh database.
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	return newFixtureOn(t, pgtest.Connect(t, freshDatabase(t)))
+	return newFixtureOn(t, apptest.Start(t, apptest.Roles(app.Roles{})))
 }
 
-// freshDatabase returns the URL of a fresh migrated database, dropped when
-// the test ends.
-func freshDatabase(t testing.TB) string {
+// newFixtureOn returns a fixture on a, whose database must be fresh.
+func newFixtureOn(t testing.TB, a *apptest.App) *fixture {
 	t.Helper()
-	return pgtest.NewDatabase(t)
-}
-
-// newFixtureOn returns a fixture on pool, whose database must be fresh.
-func newFixtureOn(t testing.TB, pool *pgxpool.Pool) *fixture {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	svc := newService(pool)
-	f := &fixture{t: t, ctx: ctx, pool: pool, svc: svc, store: svc.Store()}
-	var err error
-	if f.workspace, err = svc.CreateWorkspace(ctx, "Contoso MSP"); err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	f := &fixture{t: t, ctx: a.Ctx, app: a, pool: a.Pool, svc: a.Gate, store: a.Store}
+	f.workspace = a.Workspace("Contoso MSP")
 	f.tenant = f.newTenant("Fabrikam")
 	f.owner = f.newUser("owner", f.tenant.ID, domain.RoleOwner)
 	f.operator = f.newUser("operator", f.tenant.ID, domain.RoleOperator)
@@ -85,23 +65,15 @@ func (f *fixture) on(t testing.TB) *fixture {
 }
 
 // newTenant creates a tenant in the fixture's workspace.
-func (f *fixture) newTenant(name string) gate.Tenant {
+func (f *fixture) newTenant(name string) tenancy.Tenant {
 	f.t.Helper()
-	tenant, err := f.svc.CreateTenant(f.ctx, f.workspace.ID, name)
-	if err != nil {
-		f.t.Fatalf("create tenant %s: %v", name, err)
-	}
-	return tenant
+	return f.app.On(f.t).Tenant(f.workspace.ID, name)
 }
 
 // newUser creates a user and, when tenantID is set, grants it role there.
 func (f *fixture) newUser(name, tenantID string, role domain.Role) string {
 	f.t.Helper()
-	n := fixtureSeq.Add(1)
-	u, err := f.svc.CreateUser(f.ctx, fmt.Sprintf("%s-%d@example.test", name, n), name)
-	if err != nil {
-		f.t.Fatalf("create user %s: %v", name, err)
-	}
+	u := f.app.On(f.t).User(name)
 	if tenantID != "" {
 		f.grant(u.ID, tenantID, role)
 	}
@@ -110,63 +82,40 @@ func (f *fixture) newUser(name, tenantID string, role domain.Role) string {
 
 func (f *fixture) grant(userID, tenantID string, role domain.Role) {
 	f.t.Helper()
-	if _, err := f.svc.GrantMembership(f.ctx, userID, tenantID, string(role)); err != nil {
-		f.t.Fatalf("grant %s on %s: %v", role, tenantID, err)
-	}
+	f.app.On(f.t).Grant(userID, tenantID, role)
 }
 
 // connection creates a ready simulated connection on the fixture's tenant
 // (consent granted, credentials valid, enabled, not default); change
 // adjusts the request first.
-func (f *fixture) connection(name string, change ...func(*gate.NewConnection)) gate.Connection {
+func (f *fixture) connection(name string, change ...func(*connections.NewConnection)) connections.Connection {
 	f.t.Helper()
 	return f.connectionOn(f.tenant.ID, name, change...)
 }
 
-func (f *fixture) connectionOn(tenantID, name string, change ...func(*gate.NewConnection)) gate.Connection {
+func (f *fixture) connectionOn(tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
 	f.t.Helper()
-	in := gate.NewConnection{
-		Provider: gate.ProviderSimulated, DisplayName: name,
-		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
-	}
-	for _, c := range change {
-		c(&in)
-	}
-	c, err := f.svc.CreateConnection(f.ctx, f.owner, tenantID, in)
-	if err != nil {
-		f.t.Fatalf("create connection %s: %v", name, err)
-	}
-	return c
+	return f.app.On(f.t).Connection(f.owner, tenantID, name, change...)
 }
 
 // Connection request tweaks.
-func asDefault(in *gate.NewConnection) { in.IsDefault = true }
-func disabled(in *gate.NewConnection)  { in.Enabled = false }
-func consent(v string) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { in.Consent = v }
-}
-func credentials(v string) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { in.Credentials = v }
-}
+var (
+	asDefault   = apptest.AsDefault
+	disabled    = apptest.Disabled
+	consent     = apptest.Consent
+	credentials = apptest.Credentials
+)
 
-// connStart is a start from a connection-scoped surface.
-func connStart(actor string, surface domain.Surface, connectionID string) gate.StartRequest {
-	return gate.StartRequest{ActorID: actor, Surface: surface, ConnectionID: connectionID}
-}
-
-// tenantStart is a start from a tenant-scoped surface; connectionID "" uses
-// the tenant's default.
-func tenantStart(actor string, surface domain.Surface, tenantID, connectionID string) gate.StartRequest {
-	return gate.StartRequest{ActorID: actor, Surface: surface, TenantID: tenantID, ConnectionID: connectionID}
-}
+// Starts of the connection- and tenant-scoped surfaces.
+var (
+	connStart   = apptest.ConnStart
+	tenantStart = apptest.TenantStart
+)
 
 // start runs req through the gate and fails the test on an error.
 func (f *fixture) start(req gate.StartRequest) domain.StartResult {
 	f.t.Helper()
-	resp, err := f.svc.Start(f.ctx, req)
-	if err != nil {
-		f.t.Fatalf("start %s: %v", req.Surface.Name, err)
-	}
+	resp := f.app.On(f.t).Start(req)
 	if resp.Replayed {
 		f.t.Fatalf("start %s: unexpected replay", req.Surface.Name)
 	}
@@ -176,32 +125,14 @@ func (f *fixture) start(req gate.StartRequest) domain.StartResult {
 // accept starts req and fails the test unless it was accepted.
 func (f *fixture) accept(req gate.StartRequest) domain.StartResult {
 	f.t.Helper()
-	res := f.start(req)
-	if res.Outcome != domain.OutcomeAccepted {
-		f.t.Fatalf("start %s: outcome %s (%+v), want accepted", req.Surface.Name, res.Outcome, res.Reason)
-	}
-	return res
+	return f.app.On(f.t).Expect(domain.OutcomeAccepted, req)
 }
 
 // stream returns the events of a stream.
-func (f *fixture) stream(id string) []eventstore.Event {
-	f.t.Helper()
-	events, err := f.store.ReadStream(f.ctx, id, 1)
-	if err != nil {
-		f.t.Fatalf("read %s: %v", id, err)
-	}
-	return events
-}
+func (f *fixture) stream(id string) []eventstore.Event { return f.app.On(f.t).Stream(id) }
 
 // decode returns the typed payload of e.
-func (f *fixture) decode(e eventstore.Event) eventstore.Payload {
-	f.t.Helper()
-	p, err := f.store.Registry().Decode(e)
-	if err != nil {
-		f.t.Fatalf("decode %s: %v", e.Type, err)
-	}
-	return p
-}
+func (f *fixture) decode(e eventstore.Event) eventstore.Payload { return f.app.On(f.t).Decode(e) }
 
 // eventCount is the number of events in the store.
 func (f *fixture) eventCount() int {
@@ -271,15 +202,4 @@ func (f *fixture) activeRunID(id domain.ScopeID) string {
 }
 
 // waitFor polls cond until it holds, failing the test at the deadline.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+var waitFor = apptest.WaitFor

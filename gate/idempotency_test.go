@@ -63,7 +63,7 @@ func TestIdempotencyKeyReplaysFirstAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("begin: %v", err)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	late, err := f.svc.Start(f.ctx, req)

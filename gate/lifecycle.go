@@ -10,6 +10,8 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 // runLocation is where a run lives, from the runs table.
@@ -38,9 +40,10 @@ func queueLocateRun(b *pgx.Batch, runID string, loc *runLocation, found *bool) {
 }
 
 // onScope runs decide against the current state of the scope of runID, in
-// one transaction under the scope's lock, and records its event. It
-// returns the event recorded.
-func (s *Service) onScope(ctx context.Context, runID string,
+// one transaction under the scope's lock, and records its event with by
+// as its actor (a started run gets a lease of length lease). It returns
+// the event recorded.
+func (s *Service) onScope(ctx context.Context, by domain.Actor, runID string, lease time.Duration,
 	decide func(ctx context.Context, tx *eventstore.Tx, loc runLocation, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
 	var event domain.Event
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
@@ -58,25 +61,16 @@ func (s *Service) onScope(ctx context.Context, runID string,
 			return fmt.Errorf("lock the scope of run %s: %w", runID, err)
 		}
 		if !found {
-			return ErrNotFound
+			return domain.ErrNotFound
 		}
 		var err error
 		event, err = decide(ctx, tx, loc, state)
 		if err != nil {
 			return err
 		}
-		ctx = WithMetadata(ctx, "", loc.tenantID, runID)
-		// A RunStarted gets the lease of ctx with its mirror row.
-		return s.record(ctx, tx, loc.scope, loc.tenantID, state, version, event)
+		return s.record(ctx, tx, loc.scope, journal.Meta(by, loc.tenantID, runID), state, version, event, lease)
 	})
 	return event, err
-}
-
-type leaseKey struct{}
-
-func leaseFrom(ctx context.Context) time.Duration {
-	d, _ := ctx.Value(leaseKey{}).(time.Duration)
-	return d
 }
 
 // Claim is a worker's hold on a run it started.
@@ -90,9 +84,7 @@ type Claim struct {
 // domain.ErrRunNotActive when another worker began it or it ended (for
 // example cancelled while queued): exactly one worker ever begins a run.
 func (s *Service) BeginRun(ctx context.Context, runID, workerID string, lease time.Duration) (Claim, error) {
-	ctx = context.WithValue(ctx, leaseKey{}, lease)
-	ctx = withActor(ctx, "worker:"+workerID)
-	e, err := s.onScope(ctx, runID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+	e, err := s.onScope(ctx, domain.ActorWorker(workerID), runID, lease, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
 		return domain.Decide(st, domain.MarkStarted{RunID: runID, WorkerID: workerID, At: s.now()}, domain.Facts{})
 	})
 	if err != nil {
@@ -122,19 +114,20 @@ func extendLease(ctx context.Context, db interface {
 	return nil
 }
 
-// Succeed records a claim's success; a stale claim is rejected with
-// domain.ErrStaleEpoch or domain.ErrRunNotActive and records nothing.
-func (s *Service) Succeed(ctx context.Context, c Claim) error {
-	_, err := s.onScope(ctx, c.RunID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+// Succeed records a claim's success on behalf of by; a stale claim is
+// rejected with domain.ErrStaleEpoch or domain.ErrRunNotActive and records
+// nothing.
+func (s *Service) Succeed(ctx context.Context, by domain.Actor, c Claim) error {
+	_, err := s.onScope(ctx, by, c.RunID, 0, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
 		return domain.Decide(st, domain.MarkSucceeded{RunID: c.RunID, Epoch: c.Epoch, At: s.now()}, domain.Facts{})
 	})
 	return err
 }
 
-// Fail records a claim's failure with a reason from the catalog; a stale
-// claim is rejected and records nothing.
-func (s *Service) Fail(ctx context.Context, c Claim, reason domain.ReasonCode) error {
-	_, err := s.onScope(ctx, c.RunID, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+// Fail records a claim's failure with a reason from the catalog on behalf
+// of by; a stale claim is rejected and records nothing.
+func (s *Service) Fail(ctx context.Context, by domain.Actor, c Claim, reason domain.ReasonCode) error {
+	_, err := s.onScope(ctx, by, c.RunID, 0, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
 		return domain.Decide(st, domain.MarkFailed{RunID: c.RunID, Epoch: c.Epoch, Reason: reason, At: s.now()}, domain.Facts{})
 	})
 	return err
@@ -159,10 +152,9 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find expired leases: %w", err)
 	}
-	ctx = withActor(ctx, "system:reaper")
 	n := 0
 	for _, e := range list {
-		_, err := s.onScope(ctx, e.id, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+		_, err := s.onScope(ctx, domain.ActorSystem("reaper"), e.id, 0, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
 			var stillExpired bool
 			// FOR UPDATE: a heartbeat committing meanwhile is waited for
 			// and seen, and one arriving later waits for this decision.
@@ -199,30 +191,23 @@ var errLeaseRenewed = errors.New("lease renewed or run ended")
 const leaseExpired = `(lease_expires_at < clock_timestamp()
 	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
 
-// CancelRun cancels a queued or running run on behalf of actorID, who
-// needs the capability of the surface the run was started from.
-func (s *Service) CancelRun(ctx context.Context, actorID, runID string) (domain.RunCancelled, error) {
-	ctx = withActor(ctx, actorID)
-	e, err := s.onScope(ctx, runID, func(ctx context.Context, tx *eventstore.Tx, loc runLocation, st domain.ScopeState) (domain.Event, error) {
+// CancelRun cancels a queued or running run on behalf of by, who needs
+// the capability of the surface the run was started from.
+func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) (domain.RunCancelled, error) {
+	e, err := s.onScope(ctx, by, runID, 0, func(ctx context.Context, tx *eventstore.Tx, loc runLocation, st domain.ScopeState) (domain.Event, error) {
 		capability := domain.MustOperation(loc.typ).Capability
 		if surface, ok := domain.LookupSurface(loc.surface); ok {
 			capability = surface.Capability
 		}
-		if err := authorize(ctx, tx, actorID, loc.tenantID, capability); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, loc.tenantID, capability); err != nil {
 			return nil, err
 		}
-		return domain.Decide(st, domain.Cancel{RunID: runID, ActorID: actorID, At: s.now()}, domain.Facts{})
+		return domain.Decide(st, domain.Cancel{RunID: runID, ActorID: by.ID, At: s.now()}, domain.Facts{})
 	})
 	if err != nil {
 		return domain.RunCancelled{}, err
 	}
 	return e.(domain.RunCancelled), nil
-}
-
-func withActor(ctx context.Context, actor string) context.Context {
-	md := eventstore.MetadataFrom(ctx)
-	md.Actor = actor
-	return eventstore.WithMetadata(ctx, md)
 }
 
 // QueuedRuns returns up to limit accepted runs that have been queued for

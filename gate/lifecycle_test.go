@@ -7,6 +7,8 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // leaseLong is a lease no test outlives.
@@ -20,7 +22,7 @@ func TestLifecycleBeginSucceedFreesScope(t *testing.T) {
 	run := f.accept(connStart(f.operator, domain.SurfaceInventorySync, conn.ID)).Run
 
 	// A result for a run still queued is refused.
-	if err := f.svc.Succeed(f.ctx, gate.Claim{RunID: run.ID, Epoch: 0}); !errors.Is(err, domain.ErrRunNotStarted) {
+	if err := f.svc.Succeed(f.ctx, worker, gate.Claim{RunID: run.ID, Epoch: 0}); !errors.Is(err, domain.ErrRunNotStarted) {
 		t.Errorf("succeed while queued: err = %v, want ErrRunNotStarted", err)
 	}
 
@@ -48,7 +50,7 @@ func TestLifecycleBeginSucceedFreesScope(t *testing.T) {
 		t.Errorf("start while running = %s (%s), want deduped on a running run", res.Outcome, res.Run.Status)
 	}
 
-	if err := f.svc.Succeed(f.ctx, claim); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	if row := f.runRow(run.ID); row.Status != "succeeded" {
@@ -57,7 +59,7 @@ func TestLifecycleBeginSucceedFreesScope(t *testing.T) {
 	if got := f.activeRunID(scope); got != "" {
 		t.Errorf("scope still held by %s", got)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); !errors.Is(err, domain.ErrRunNotActive) {
+	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("second succeed: err = %v, want ErrRunNotActive", err)
 	}
 	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
@@ -92,16 +94,16 @@ func TestLifecycleFailWithCatalogReason(t *testing.T) {
 	}
 
 	before := len(f.stream(string(scope)))
-	if err := f.svc.Fail(f.ctx, claim, "no.such.reason"); !errors.Is(err, domain.ErrInvalidCommand) {
+	if err := f.svc.Fail(f.ctx, worker, claim, "no.such.reason"); !errors.Is(err, domain.ErrInvalidCommand) {
 		t.Errorf("fail with an unknown reason: err = %v, want ErrInvalidCommand", err)
 	}
-	if err := f.svc.Fail(f.ctx, claim, domain.ReasonDeduped); !errors.Is(err, domain.ErrInvalidCommand) {
+	if err := f.svc.Fail(f.ctx, worker, claim, domain.ReasonDeduped); !errors.Is(err, domain.ErrInvalidCommand) {
 		t.Errorf("fail with start.deduped (a reason that never ends a run): err = %v, want ErrInvalidCommand", err)
 	}
-	if err := f.svc.Fail(f.ctx, gate.Claim{RunID: run.ID, Epoch: claim.Epoch + 1}, domain.ReasonThrottled); !errors.Is(err, domain.ErrStaleEpoch) {
+	if err := f.svc.Fail(f.ctx, worker, gate.Claim{RunID: run.ID, Epoch: claim.Epoch + 1}, domain.ReasonThrottled); !errors.Is(err, domain.ErrStaleEpoch) {
 		t.Errorf("fail from a future epoch: err = %v, want ErrStaleEpoch", err)
 	}
-	if err := f.svc.Succeed(f.ctx, gate.Claim{RunID: run.ID, Epoch: claim.Epoch - 1}); !errors.Is(err, domain.ErrStaleEpoch) {
+	if err := f.svc.Succeed(f.ctx, worker, gate.Claim{RunID: run.ID, Epoch: claim.Epoch - 1}); !errors.Is(err, domain.ErrStaleEpoch) {
 		t.Errorf("succeed from a stale epoch: err = %v, want ErrStaleEpoch", err)
 	}
 	if after := len(f.stream(string(scope))); after != before {
@@ -111,7 +113,7 @@ func TestLifecycleFailWithCatalogReason(t *testing.T) {
 		t.Errorf("runs row status = %s after rejected results, want running", row.Status)
 	}
 
-	if err := f.svc.Fail(f.ctx, claim, domain.ReasonThrottled); err != nil {
+	if err := f.svc.Fail(f.ctx, worker, claim, domain.ReasonThrottled); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	if row := f.runRow(run.ID); row.Status != "failed" {
@@ -135,18 +137,18 @@ func TestLifecycleCancel(t *testing.T) {
 	scope := domain.ConnectionScope(conn.ID)
 	run := f.accept(connStart(f.operator, domain.SurfaceInventorySync, conn.ID)).Run
 
-	if _, err := f.svc.CancelRun(f.ctx, f.outsider, run.ID); !errors.Is(err, gate.ErrNotFound) {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(f.outsider), run.ID); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("outsider cancel: err = %v, want ErrNotFound", err)
 	}
-	var fe *gate.ForbiddenError
-	if _, err := f.svc.CancelRun(f.ctx, f.readonly, run.ID); !errors.As(err, &fe) || fe.Capability != domain.CapInventorySync {
+	var fe *domain.ForbiddenError
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(f.readonly), run.ID); !errors.As(err, &fe) || fe.Capability != domain.CapInventorySync {
 		t.Errorf("readonly cancel: err = %v, want ForbiddenError naming inventory.sync", err)
 	}
 	if got := f.runRow(run.ID).Status; got != "queued" {
 		t.Fatalf("refused cancels changed the run to %s", got)
 	}
 
-	cancelled, err := f.svc.CancelRun(f.ctx, f.operator, run.ID)
+	cancelled, err := f.svc.CancelRun(f.ctx, apptest.As(f.operator), run.ID)
 	if err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
@@ -162,10 +164,10 @@ func TestLifecycleCancel(t *testing.T) {
 	if _, err := f.svc.BeginRun(f.ctx, run.ID, "worker-1", leaseLong); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("begin after cancel: err = %v, want ErrRunNotActive", err)
 	}
-	if _, err := f.svc.CancelRun(f.ctx, f.operator, run.ID); !errors.Is(err, domain.ErrRunNotActive) {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(f.operator), run.ID); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("second cancel: err = %v, want ErrRunNotActive", err)
 	}
-	if _, err := f.svc.CancelRun(f.ctx, f.operator, "01HZZZZZZZZZZZZZZZZZZZZZZZ"); !errors.Is(err, gate.ErrNotFound) {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(f.operator), "01HZZZZZZZZZZZZZZZZZZZZZZZ"); !errors.Is(err, domain.ErrNotFound) {
 		t.Errorf("cancel of an unknown run: err = %v, want ErrNotFound", err)
 	}
 
@@ -175,13 +177,13 @@ func TestLifecycleCancel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("begin: %v", err)
 	}
-	if c, err := f.svc.CancelRun(f.ctx, f.owner, next.ID); err != nil || !c.WasRunning {
+	if c, err := f.svc.CancelRun(f.ctx, apptest.As(f.owner), next.ID); err != nil || !c.WasRunning {
 		t.Fatalf("cancel running = %+v, %v", c, err)
 	}
 	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
 		t.Errorf("heartbeat after cancel: err = %v, want ErrLeaseLost", err)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); !errors.Is(err, domain.ErrRunNotActive) {
+	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("succeed after cancel: err = %v, want ErrRunNotActive", err)
 	}
 	if got := f.runRow(next.ID).Status; got != "cancelled" {
@@ -239,7 +241,7 @@ func TestReapExpiredLease(t *testing.T) {
 
 	// The lost worker comes back: everything it reports is refused.
 	versionBefore := len(events)
-	if err := f.svc.Succeed(f.ctx, claim); !errors.Is(err, domain.ErrRunNotActive) {
+	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("late succeed: err = %v, want ErrRunNotActive", err)
 	}
 	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
@@ -323,7 +325,46 @@ func TestReapDoesNotEndRunRenewedMeanwhile(t *testing.T) {
 	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); err != nil {
 		t.Errorf("heartbeat: %v", err)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
 		t.Errorf("succeed: %v", err)
+	}
+}
+
+// TestRecordedTimesAreTheClocks: every decision records the time of the
+// application's clock (injected here), so a run's times say when each
+// step was decided, to the microsecond, whatever the wall clock did.
+func TestRecordedTimesAreTheClocks(t *testing.T) {
+	t.Parallel()
+	clock := apptest.NewClock(time.Date(2026, 3, 1, 9, 30, 0, 123456000, time.UTC))
+	f := newFixtureOn(t, apptest.Start(t, apptest.Roles(app.Roles{}), apptest.With(app.WithClock(clock.Now))))
+	conn := f.connection("Graph")
+	accepted := clock.Now()
+	run := f.accept(connStart(f.owner, domain.SurfaceInventorySync, conn.ID)).Run
+	if !run.CreatedAt.Equal(accepted) {
+		t.Errorf("accepted at %v, the clock said %v", run.CreatedAt, accepted)
+	}
+	clock.Advance(90 * time.Second)
+	claim, err := f.svc.BeginRun(f.ctx, run.ID, "w", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Minute)
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
+		t.Fatal(err)
+	}
+	var started, finished time.Time
+	for _, e := range f.app.RunEvents(run.ID) {
+		switch p := f.decode(e).(type) {
+		case domain.RunStarted:
+			started = p.At
+		case domain.RunSucceeded:
+			finished = p.At
+		}
+	}
+	if want := accepted.Add(90 * time.Second); !started.Equal(want) {
+		t.Errorf("started at %v, want %v", started, want)
+	}
+	if want := accepted.Add(90*time.Second + 5*time.Minute); !finished.Equal(want) {
+		t.Errorf("finished at %v, want %v", finished, want)
 	}
 }

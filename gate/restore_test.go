@@ -8,28 +8,30 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/restores"
 )
 
 // createRestoreRun drafts a restore run on the fixture's tenant as its owner.
-func (f *fixture) createRestoreRun(items string) gate.RestoreRun {
+func (f *fixture) createRestoreRun(items string) restores.RestoreRun {
 	f.t.Helper()
 	return f.createRestoreRunOn(f.tenant.ID, items)
 }
 
 // createRestoreRunOn drafts a restore run on tenantID; the fixture's owner
 // must own that tenant.
-func (f *fixture) createRestoreRunOn(tenantID, items string) gate.RestoreRun {
+func (f *fixture) createRestoreRunOn(tenantID, items string) restores.RestoreRun {
 	f.t.Helper()
-	r, err := f.svc.CreateRestoreRun(f.ctx, f.owner, tenantID, "restore", json.RawMessage(items))
+	r, err := f.app.Restores.Create(f.ctx, apptest.As(f.owner), tenantID, "restore", json.RawMessage(items))
 	if err != nil {
 		f.t.Fatalf("create restore run: %v", err)
 	}
 	return r
 }
 
-func (f *fixture) previewRestoreRun(id string) gate.RestoreRun {
+func (f *fixture) previewRestoreRun(id string) restores.RestoreRun {
 	f.t.Helper()
-	r, err := f.svc.PreviewRestoreRun(f.ctx, f.owner, id)
+	r, err := f.app.Restores.Preview(f.ctx, apptest.As(f.owner), id)
 	if err != nil {
 		f.t.Fatalf("preview restore run: %v", err)
 	}

@@ -1,27 +1,32 @@
 package gate
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/restores"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 // StartRequest is one request to begin an operation, as a surface saw it.
 type StartRequest struct {
-	ActorID string
+	// Actor is who asks; the decision is recorded with it.
+	Actor   domain.Actor
 	Surface domain.Surface
 	// Operation is the selected operation of surfaces that start several
 	// (onboarding bootstrap); others name theirs.
 	Operation string
-	// TenantID is the tenant of a tenant-scoped surface.
+	// TenantID is the tenant of a tenant or onboarding surface.
 	TenantID string
 	// ConnectionID is the connection of a connection-scoped surface, or the
 	// explicit choice on a tenant-scoped one ("" for the default).
@@ -36,12 +41,6 @@ type StartRequest struct {
 	// request (surface, path and body).
 	IdempotencyKey string
 	RequestHash    []byte
-	// Prepare, if set, runs first in the decision's transaction, before
-	// any lock of the gate's (a process manager takes its own lock there).
-	Prepare func(ctx context.Context, tx *eventstore.Tx) error
-	// Then, if set, runs in the decision's transaction after it was
-	// recorded (a process manager records its follow-up state there).
-	Then func(ctx context.Context, tx *eventstore.Tx, result domain.StartResult) error
 }
 
 // StartResponse is the gate's answer: the StartResult, and whether it is
@@ -51,185 +50,246 @@ type StartResponse struct {
 	Replayed bool
 }
 
-// Start decides a start: authorize -> resolve the connection -> preflight
-// -> decide against the scope -> append, all in one transaction under the
-// scope's lock. Authorization failures are ErrNotFound or *ForbiddenError
-// and record nothing; so are restore safeguards.
+// Start decides a start: it resolves the scope the start names (the
+// connection, the tenant's default, or the tenant), then decides it with
+// every other start waiting on that scope at the moment, in one
+// transaction under the scope's lock (group.go, decide). Authorization
+// failures (domain.ErrNotFound, *domain.ForbiddenError) and restore
+// safeguards record nothing.
 func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, error) {
+	p, err := s.prepare(ctx, s.store.Pool(), req)
+	if err != nil {
+		return StartResponse{}, err
+	}
+	return s.submit(ctx, p)
+}
+
+// StartTx decides a start alone in the caller's transaction, for a caller
+// that records state of its own with the decision (an onboarding session
+// records the run it admitted) and commits both, or neither. The caller
+// may hold locks of its own, as long as every transaction takes them
+// before any scope's lock.
+func (s *Service) StartTx(ctx context.Context, tx *eventstore.Tx, req StartRequest) (StartResponse, error) {
+	p, err := s.prepare(ctx, tx, req)
+	if err != nil {
+		return StartResponse{}, err
+	}
+	if err := s.decide(ctx, tx, p.scope, []*pending{p}); err != nil {
+		return StartResponse{}, err
+	}
+	return p.resp, p.err
+}
+
+// pending is a start on its way through the gate: what it asks, the scope
+// and tenant it was resolved to, and its answer once decided.
+type pending struct {
+	ctx context.Context
+	req StartRequest
+	op  domain.Operation
+	// tenantID is the tenant the start is authorized on; connectionID the
+	// connection it names or defaults to ("" for none: the tenant's scope).
+	tenantID, connectionID string
+	scope                  domain.ScopeID
+
+	resp StartResponse
+	err  error
+	done chan struct{}
+}
+
+// prepare resolves what req starts and on which scope. A connection's
+// tenant never changes, and the default is the one at click time, so
+// both may be read before the scope's lock.
+func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRequest) (*pending, error) {
 	opName := req.Surface.Operation
 	if opName == "" {
 		opName = req.Operation
 	}
 	op, ok := domain.LookupOperation(opName)
 	if !ok {
-		return StartResponse{}, invalid("operation", "%q is not an operation type", opName)
+		return nil, domain.Invalid("operation", "%q is not an operation type", opName)
 	}
-	if groupable(req, op) {
-		return s.startGrouped(ctx, req, op)
-	}
-	var resp StartResponse
-	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		if req.Prepare != nil {
-			if err := req.Prepare(ctx, tx); err != nil {
-				return err
-			}
-		}
-		if req.IdempotencyKey != "" {
-			prior, found, err := s.lookupIdempotent(ctx, tx, req)
-			if err != nil || found {
-				if err == nil {
-					// A replay is still a start: authorization comes first.
-					err = authorize(ctx, tx, req.ActorID, prior.Result.Run.TenantID, req.Surface.Capability)
-				}
-				resp = prior
-				return err
-			}
-		}
-		result, err := s.decideStart(ctx, tx, req, op)
+	p := &pending{ctx: ctx, req: req, op: op, connectionID: req.ConnectionID}
+	switch req.Surface.Scope {
+	case domain.ScopeConnection:
+		tenant, err := s.conns.TenantOf(ctx, q, req.ConnectionID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		resp = StartResponse{Result: result}
-		if req.Then != nil {
-			if err := req.Then(ctx, tx, result); err != nil {
-				return err
+		p.tenantID = tenant
+	default: // the start names its tenant, and perhaps a connection of it
+		p.tenantID = req.TenantID
+		if p.connectionID == "" {
+			id, err := s.conns.Default(ctx, q, req.TenantID)
+			if err != nil {
+				return nil, err
 			}
+			p.connectionID = id
 		}
-		if req.IdempotencyKey != "" {
-			return s.rememberIdempotent(ctx, tx, req, result)
-		}
-		return nil
-	})
-	if errors.Is(err, errIdempotencyRace) {
-		// Another request with the same key committed first: answer its result.
-		return s.Start(ctx, req)
 	}
-	if err != nil {
-		return StartResponse{}, err
+	p.scope = domain.TenantScope(p.tenantID)
+	if p.connectionID != "" {
+		p.scope = domain.ConnectionScope(p.connectionID)
 	}
-	return resp, nil
+	return p, nil
 }
 
-func (s *Service) decideStart(ctx context.Context, tx *eventstore.Tx, req StartRequest, op domain.Operation) (domain.StartResult, error) {
-	tenantID := req.TenantID
-	var conn *Connection
-	if req.Surface.Scope == "connection" {
-		// The path names the scope: lock it first, then read the
-		// connection once, as of the lock.
-		if err := tx.Lock(ctx, string(domain.ConnectionScope(req.ConnectionID))); err != nil {
-			return domain.StartResult{}, err
-		}
-		c, err := loadConnection(ctx, tx, req.ConnectionID)
-		if err != nil {
-			return domain.StartResult{}, err
-		}
-		tenantID, conn = c.TenantID, &c
-	}
-	// A tenant that does not exist has no members: ErrNotFound either way.
-	if err := authorize(ctx, tx, req.ActorID, tenantID, req.Surface.Capability); err != nil {
-		return domain.StartResult{}, err
-	}
+// facts are what the decisions of one batch read in the round trip that
+// takes the scope's lock, so all of them as of the lock.
+type facts struct {
+	conn     *connections.Loaded // nil for the tenant's scope
+	roles    tenancy.Roles
+	state    domain.ScopeState
+	version  int64
+	prior    map[idempotencyKey]stored
+	restores map[string]*restores.Loaded
+}
 
+// decide decides the batch of starts on scope in tx: load -> decide each
+// -> record all. One round trip takes the scope's lock (and those of the
+// batch's idempotency keys) and reads, as of the lock, everything the
+// decisions depend on; each start is then decided against the state the
+// previous ones left, with its own event and answer; one append records
+// them all, and the scope's snapshot, the runs rows and the idempotency
+// keys follow in the commit's round trip. A start that fails on its own
+// (not a member, a missing capability, a restore safeguard, a reused key)
+// gets its error and records nothing; the others go on.
+func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, batch []*pending) error {
+	f, err := s.load(ctx, tx, scope, batch)
+	if err != nil {
+		return err
+	}
+	var recs []eventstore.Record
+	var decided []domain.Event
+	var remember []remembered
+	tenantID := "" // the scope's tenant: that of every start it recorded
+	for _, p := range batch {
+		if p.err = p.ctx.Err(); p.err != nil {
+			continue // the caller is gone: decide nothing for it
+		}
+		event, err := s.decideOne(p, f)
+		if err != nil {
+			p.err = err
+			continue
+		}
+		if event == nil {
+			continue // a replay
+		}
+		run := p.resp.Result.Run
+		recs = append(recs, eventstore.Record{Payload: event, Metadata: journal.Meta(p.req.Actor, p.tenantID, run.ID)})
+		tenantID = p.tenantID
+		decided = append(decided, event)
+		f.state = domain.Evolve(f.state, event)
+		if p.req.IdempotencyKey != "" {
+			k := idempotencyKey{p.req.Actor.ID, p.req.IdempotencyKey}
+			f.prior[k] = stored{hash: p.req.RequestHash, result: p.resp.Result}
+			remember = append(remember, remembered{key: k, hash: p.req.RequestHash, result: p.resp.Result})
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if _, err := tx.Append(ctx, scope.String(), recs, eventstore.AtVersion(f.version)); err != nil {
+		return fmt.Errorf("append to %s: %w", scope, err)
+	}
+	if err := deferScopeSave(tx, scope, tenantID, f.version+int64(len(recs)), f.state); err != nil {
+		return err
+	}
+	for _, e := range decided {
+		deferMirror(tx, e, 0)
+	}
+	return s.deferRemember(tx, remember)
+}
+
+// load takes the locks of a batch and reads its facts, in one round trip.
+func (s *Service) load(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, batch []*pending) (*facts, error) {
+	var b pgx.Batch
+	eventstore.QueueLock(&b, scope.String())
+	keys := queueKeyLocks(&b, batch)
+	f := &facts{restores: map[string]*restores.Loaded{}}
+	if id := batch[0].connectionID; id != "" {
+		f.conn = connections.QueueLoad(&b, id)
+	}
+	var users, tenants []string
+	for _, p := range batch {
+		users = append(users, p.req.Actor.ID)
+		if !slices.Contains(tenants, p.tenantID) {
+			tenants = append(tenants, p.tenantID)
+		}
+		if id := p.req.RestoreRunID; p.op.TargetKey != "" && f.restores[id] == nil {
+			f.restores[id] = restores.QueueLoad(&b, id)
+		}
+	}
+	f.roles = tenancy.QueueRoles(&b, users, tenants)
+	queueLoadScope(&b, scope, &f.state, &f.version)
+	f.prior = queueLookupKeys(&b, keys)
+	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("load scope %s: %w", scope, err)
+	}
+	return f, nil
+}
+
+// decideOne decides p against the facts of its batch: it returns the
+// event to record (nil for a replay) with p.resp set, or p's own error.
+// The order is the contract's precedence: authorization, then the
+// request's own safeguards, then the decision (readiness, then deduped,
+// busy, accepted).
+func (s *Service) decideOne(p *pending, f *facts) (domain.Event, error) {
+	role, member := f.roles.Of(p.req.Actor.ID, p.tenantID)
+	if err := tenancy.Check(role, member, p.req.Surface.Capability); err != nil {
+		return nil, err
+	}
+	if p.req.IdempotencyKey != "" {
+		if prior, ok := f.prior[idempotencyKey{p.req.Actor.ID, p.req.IdempotencyKey}]; ok {
+			if !prior.matches(p.req.RequestHash) {
+				return nil, ErrIdempotencyKeyReused
+			}
+			p.resp = StartResponse{Result: prior.result, Replayed: true}
+			return nil, nil
+		}
+	}
 	var restore *domain.RestoreReadiness
 	target := ""
-	if op.TargetKey != "" {
-		r, err := loadRestoreRun(ctx, tx, req.RestoreRunID)
-		if err != nil {
-			return domain.StartResult{}, err
+	if p.op.TargetKey != "" {
+		r := f.restores[p.req.RestoreRunID].R
+		if r == nil || r.TenantID != p.tenantID {
+			return nil, domain.ErrNotFound
 		}
-		if r.TenantID != tenantID {
-			return domain.StartResult{}, ErrNotFound
+		if p.op.Destructive && !p.req.Confirm {
+			return nil, ErrConfirmationRequired
 		}
-		if op.Destructive && !req.Confirm {
-			return domain.StartResult{}, ErrConfirmationRequired
-		}
-		if len(r.Warnings) > 0 && !req.AcknowledgeWarnings {
-			return domain.StartResult{}, ErrWarningsNotAcknowledged
+		if len(r.Warnings) > 0 && !p.req.AcknowledgeWarnings {
+			return nil, ErrWarningsNotAcknowledged
 		}
 		restore = &domain.RestoreReadiness{Previewed: r.Previewed}
 		target = r.ID
 	}
-
-	scope := domain.TenantScope(tenantID)
-	if conn == nil {
-		// Resolve the connection chosen at click time, then lock its
-		// scope and read it again as of the lock.
-		id := req.ConnectionID
-		if id == "" {
-			c, err := defaultConnection(ctx, tx, tenantID)
-			if err != nil {
-				return domain.StartResult{}, err
-			}
-			if c != nil {
-				id = c.ID
-			}
-		}
-		if id != "" {
-			scope = domain.ConnectionScope(id)
-		}
-		if err := tx.Lock(ctx, string(scope)); err != nil {
-			return domain.StartResult{}, err
-		}
-		if id != "" {
-			c, err := loadConnection(ctx, tx, id)
-			if err != nil {
-				return domain.StartResult{}, err
-			}
-			if c.TenantID != tenantID {
-				return domain.StartResult{}, ErrNotFound
-			}
-			conn = &c
-		}
-	} else {
-		scope = domain.ConnectionScope(conn.ID)
-	}
 	var ref *domain.ConnectionRef
 	var readiness *domain.ConnectionReadiness
-	if conn != nil {
-		ref, readiness = conn.Ref(), conn.readiness()
-	}
-	facts := domain.Facts{Blocked: domain.Preflight(op, readiness, restore)}
-
-	state, version, err := loadScope(ctx, tx, scope)
-	if err != nil {
-		return domain.StartResult{}, err
+	if f.conn != nil {
+		c := f.conn.C
+		if c == nil || c.TenantID != p.tenantID {
+			return nil, domain.ErrNotFound
+		}
+		ref, readiness = c.Ref(), c.Readiness()
 	}
 	cmd := domain.StartCommand{
-		RunID: newID(),
+		RunID: journal.NewID(),
 		Start: domain.StartInfo{
-			TenantID: tenantID, ScopeID: scope, Type: op.Type, CanonicalType: op.Canonical, Label: op.Label,
-			Surface: req.Surface.Name, InitiatorID: req.ActorID, Target: target, Connection: ref,
+			TenantID: p.tenantID, ScopeID: p.scope, Type: p.op.Type, CanonicalType: p.op.Canonical, Label: p.op.Label,
+			Surface: p.req.Surface.Name, InitiatorID: p.req.Actor.ID, Target: target, Connection: ref,
 		},
 		At: s.now(),
 	}
-	event, err := domain.Decide(state, cmd, facts)
+	event, err := domain.Decide(f.state, cmd, domain.Facts{Blocked: domain.Preflight(p.op, readiness, restore)})
 	if err != nil {
-		return domain.StartResult{}, fmt.Errorf("decide start on %s: %w", scope, err)
+		return nil, fmt.Errorf("decide start on %s: %w", p.scope, err)
 	}
-	var run domain.Run
-	switch e := event.(type) {
-	case domain.StartAccepted, domain.StartBlocked:
-		run, _ = domain.RunOf(e)
-	default:
-		run = state.Active.Run()
+	run, created := domain.RunOf(event)
+	if !created {
+		run = f.state.Active.Run() // deduped or busy: the run holding the scope
 	}
-	ctx = WithMetadata(ctx, req.ActorID, tenantID, run.ID)
-	if err := s.record(ctx, tx, scope, tenantID, state, version, event); err != nil {
-		return domain.StartResult{}, err
-	}
-	return domain.PresentStart(op.Label, domain.OutcomeOf(event), run), nil
-}
-
-// loadScope returns a scope's current state and version.
-func loadScope(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID) (domain.ScopeState, int64, error) {
-	var state domain.ScopeState
-	var version int64
-	var b pgx.Batch
-	queueLoadScope(&b, scope, &state, &version)
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return state, 0, err
-	}
-	return state, version, nil
+	p.resp = StartResponse{Result: domain.PresentStart(p.op.Label, domain.OutcomeOf(event), run)}
+	return event, nil
 }
 
 // queueLoadScope queues the read of a scope's state and version (zero for
@@ -260,19 +320,19 @@ func queueScopeRead(b *pgx.Batch, scope, query, arg string, state *domain.ScopeS
 	})
 }
 
-// record appends event to the scope's stream at the expected version and
-// holds back, for the commit's round trip, the save of the evolved state
-// and the mirror of the run's status into runs. The caller holds the
-// scope's lock.
-func (s *Service) record(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, tenantID string,
-	state domain.ScopeState, version int64, event domain.Event) error {
-	if _, err := tx.AppendAt(ctx, string(scope), version, event); err != nil {
+// record appends a lifecycle event to the scope's stream at the expected
+// version and holds back, for the commit's round trip, the save of the
+// evolved state and the mirror of the run's status into runs (a started
+// run gets a lease of length lease). The caller holds the scope's lock.
+func (s *Service) record(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, md eventstore.Metadata,
+	state domain.ScopeState, version int64, event domain.Event, lease time.Duration) error {
+	if _, err := tx.Append(ctx, scope.String(), []eventstore.Record{{Payload: event, Metadata: md}}, eventstore.AtVersion(version)); err != nil {
 		return fmt.Errorf("append to %s: %w", scope, err)
 	}
-	if err := deferScopeSave(tx, scope, tenantID, version+1, domain.Evolve(state, event)); err != nil {
+	if err := deferScopeSave(tx, scope, md.TenantID, version+1, domain.Evolve(state, event)); err != nil {
 		return err
 	}
-	deferMirror(tx, event, leaseFrom(ctx))
+	deferMirror(tx, event, lease)
 	return nil
 }
 
@@ -290,7 +350,7 @@ func deferScopeSave(tx *eventstore.Tx, scope domain.ScopeID, tenantID string, ve
 
 // deferMirror holds back the statement that keeps the runs table in step
 // with a scope event (none for deduped and busy answers). A run that
-// starts gets its first lease with it.
+// starts gets its first lease, of length lease, with it.
 func deferMirror(tx *eventstore.Tx, event domain.Event, lease time.Duration) {
 	switch e := event.(type) {
 	case domain.StartAccepted:
@@ -309,58 +369,5 @@ func deferMirror(tx *eventstore.Tx, event domain.Event, lease time.Duration) {
 		tx.Defer(`UPDATE runs SET status = 'failed', lease_expires_at = NULL WHERE id = $1`, e.RunID)
 	case domain.RunCancelled:
 		tx.Defer(`UPDATE runs SET status = 'cancelled', lease_expires_at = NULL WHERE id = $1`, e.RunID)
-	}
-}
-
-var errIdempotencyRace = errors.New("idempotency key taken concurrently")
-
-func (s *Service) lookupIdempotent(ctx context.Context, tx *eventstore.Tx, req StartRequest) (StartResponse, bool, error) {
-	var hash, body []byte
-	err := tx.QueryRow(ctx, `SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2`,
-		req.ActorID, req.IdempotencyKey).Scan(&hash, &body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return StartResponse{}, false, nil
-	}
-	if err != nil {
-		return StartResponse{}, false, fmt.Errorf("look up idempotency key: %w", err)
-	}
-	if !bytes.Equal(hash, req.RequestHash) {
-		return StartResponse{}, true, ErrIdempotencyKeyReused
-	}
-	var result domain.StartResult
-	if err := json.Unmarshal(body, &result); err != nil {
-		return StartResponse{}, true, fmt.Errorf("decode stored response: %w", err)
-	}
-	return StartResponse{Result: result, Replayed: true}, true, nil
-}
-
-func (s *Service) rememberIdempotent(ctx context.Context, tx *eventstore.Tx, req StartRequest, result domain.StartResult) error {
-	body, err := json.Marshal(result)
-	if err != nil {
-		return fmt.Errorf("encode response: %w", err)
-	}
-	tag, err := tx.Exec(ctx, `INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-		req.ActorID, req.IdempotencyKey, req.RequestHash, StatusOf(result.Outcome), body, s.now())
-	if err != nil {
-		return fmt.Errorf("remember idempotency key: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return errIdempotencyRace
-	}
-	return nil
-}
-
-// StatusOf is the HTTP status of an outcome (contract section 5).
-func StatusOf(o domain.Outcome) int {
-	switch o {
-	case domain.OutcomeAccepted:
-		return 202
-	case domain.OutcomeDeduped:
-		return 200
-	case domain.OutcomeScopeBusy:
-		return 409
-	default:
-		return 422
 	}
 }

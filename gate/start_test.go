@@ -6,9 +6,11 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 func TestStartAcceptedPinsConnectionAndQueuesRun(t *testing.T) {
@@ -23,7 +25,7 @@ func TestStartAcceptedPinsConnectionAndQueuesRun(t *testing.T) {
 	if run.Status != domain.StatusQueued || run.Type != domain.OpInventorySync || run.CanonicalType != "inventory.sync" {
 		t.Errorf("run = %+v, want a queued inventory.sync", run)
 	}
-	want := domain.ConnectionRef{ID: conn.ID, DisplayName: "Graph production", Provider: gate.ProviderSimulated}
+	want := domain.ConnectionRef{ID: conn.ID, DisplayName: "Graph production", Provider: connections.ProviderSimulated}
 	if run.ProviderConnection == nil || *run.ProviderConnection != want {
 		t.Errorf("pinned connection = %+v, want %+v", run.ProviderConnection, want)
 	}
@@ -137,7 +139,7 @@ func TestStartBlocked(t *testing.T) {
 		// tenantScope: recorded on the tenant's scope (no connection resolved).
 		tenantScope bool
 	}
-	connFor := func(change ...func(*gate.NewConnection)) func(*fixture) gate.StartRequest {
+	connFor := func(change ...func(*connections.NewConnection)) func(*fixture) gate.StartRequest {
 		return func(f *fixture) gate.StartRequest {
 			c := f.connection("conn", change...)
 			return connStart(f.operator, domain.SurfaceInventorySync, c.ID)
@@ -232,7 +234,7 @@ func TestStartBlockedTakesPrecedenceOverActiveRun(t *testing.T) {
 	conn := f.connection("Graph")
 	first := f.accept(connStart(f.operator, domain.SurfaceInventorySync, conn.ID))
 
-	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, conn.ID, gate.ConnectionPatch{Consent: ptr(domain.ConsentRevoked)}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), conn.ID, connections.Patch{Consent: ptr(domain.ConsentRevoked)}); err != nil {
 		t.Fatalf("revoke consent: %v", err)
 	}
 	res := f.start(connStart(f.operator, domain.SurfaceInventorySync, conn.ID))
@@ -296,13 +298,13 @@ func TestStartAuthorization(t *testing.T) {
 	before := f.eventCount()
 	for name, req := range notFound {
 		_, err := f.svc.Start(f.ctx, req)
-		if !errors.Is(err, gate.ErrNotFound) {
+		if !errors.Is(err, domain.ErrNotFound) {
 			t.Errorf("%s: err = %v, want ErrNotFound", name, err)
 		}
 	}
 	for name, tc := range forbidden {
 		_, err := f.svc.Start(f.ctx, tc.req)
-		var fe *gate.ForbiddenError
+		var fe *domain.ForbiddenError
 		if !errors.As(err, &fe) || fe.Capability != tc.cap {
 			t.Errorf("%s: err = %v, want ForbiddenError naming %s", name, err, tc.cap)
 		}
@@ -323,9 +325,9 @@ func TestStartUnknownOperationIsInvalid(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.connection("Graph", asDefault)
-	_, err := f.svc.Start(f.ctx, gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceOnboardingBootstrap,
+	_, err := f.svc.Start(f.ctx, gate.StartRequest{Actor: apptest.As(f.owner), Surface: domain.SurfaceOnboardingBootstrap,
 		TenantID: f.tenant.ID, Operation: "no.such.operation"})
-	var ve *gate.ValidationError
+	var ve *domain.ValidationError
 	if !errors.As(err, &ve) {
 		t.Fatalf("err = %v, want a ValidationError", err)
 	}
@@ -356,10 +358,10 @@ func TestPinning(t *testing.T) {
 	}
 
 	// Making B the default and renaming A afterwards changes nothing about the run.
-	if _, err := f.svc.MakeDefault(f.ctx, f.owner, b.ID); err != nil {
+	if _, err := f.app.Connections.MakeDefault(f.ctx, apptest.As(f.owner), b.ID); err != nil {
 		t.Fatalf("make B default: %v", err)
 	}
-	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, a.ID, gate.ConnectionPatch{DisplayName: ptr("Connection A (renamed)")}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), a.ID, connections.Patch{DisplayName: ptr("Connection A (renamed)")}); err != nil {
 		t.Fatalf("rename A: %v", err)
 	}
 	state, _ := f.scope(domain.ConnectionScope(a.ID))

@@ -362,11 +362,11 @@ func TestBootstrapValidation(t *testing.T) {
 	}
 	for _, c := range cases {
 		unchanged(t, c.name, before, func() {
-			f.h.call(t, "POST", path, f.owner.Token, c.body).expectProblem(t, c.status, c.code)
+			f.h.call(t, "POST", path, f.owner.Token, c.body).ExpectProblem(t, c.status, c.code)
 		})
 	}
 	unchanged(t, "continue before bootstrap", before, func() {
-		f.continueBootstrap(t, sid, f.owner.Token).expectProblem(t, 409, "nothing_to_continue")
+		f.continueBootstrap(t, sid, f.owner.Token).ExpectProblem(t, 409, "nothing_to_continue")
 	})
 	if s := f.session(t, sid); s.Status != "open" || len(s.Steps.Bootstrap.Items) != 0 {
 		t.Fatalf("invalid bootstraps changed the session: %s", s)
@@ -382,13 +382,13 @@ func TestBootstrapValidation(t *testing.T) {
 	})
 	before = f.auditCount(t)
 	unchanged(t, "second bootstrap, same first operation", before, func() {
-		f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot").expectProblem(t, 409, "bootstrap_already_requested")
+		f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot").ExpectProblem(t, 409, "bootstrap_already_requested")
 	})
 	unchanged(t, "second bootstrap, other operation", before, func() {
-		f.bootstrap(t, sid, f.owner.Token, "compliance.snapshot").expectProblem(t, 409, "bootstrap_already_requested")
+		f.bootstrap(t, sid, f.owner.Token, "compliance.snapshot").ExpectProblem(t, 409, "bootstrap_already_requested")
 	})
 	unchanged(t, "continue while running", before, func() {
-		f.continueBootstrap(t, sid, f.owner.Token).expectProblem(t, 409, "bootstrap_in_progress")
+		f.continueBootstrap(t, sid, f.owner.Token).ExpectProblem(t, 409, "bootstrap_in_progress")
 	})
 	if st := f.runStatuses(t, scope); len(st) != 1 {
 		t.Fatalf("conflicting requests made runs: %v", st)
@@ -408,9 +408,9 @@ func TestBootstrapValidation(t *testing.T) {
 	eventually(t, 30*time.Second, "scope free", func() (bool, string) { return f.activeOn(t, scope) == 0, "" })
 	before = f.auditCount(t)
 	unchanged(t, "continue when completed", before, func() {
-		f.continueBootstrap(t, sid, f.owner.Token).expectProblem(t, 409, "nothing_to_continue")
+		f.continueBootstrap(t, sid, f.owner.Token).ExpectProblem(t, 409, "nothing_to_continue")
 	})
 	unchanged(t, "bootstrap when completed", before, func() {
-		f.bootstrap(t, sid, f.owner.Token, "entra_group_sync").expectProblem(t, 409, "bootstrap_already_requested")
+		f.bootstrap(t, sid, f.owner.Token, "entra_group_sync").ExpectProblem(t, 409, "bootstrap_already_requested")
 	})
 }

@@ -1,15 +1,9 @@
 package onboarding_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,17 +12,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
-	"github.com/opsgate/opsgate/api"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/onboarding"
-	"github.com/opsgate/opsgate/projections"
-	"github.com/opsgate/opsgate/worker"
 )
 
 // adminToken is the admin token of every harness.
-const adminToken = "oga_onboarding-test-admin"
+const adminToken = apptest.AdminToken
 
 // Timings of the harness: a short heartbeat, a lease long enough that a
 // loaded machine (several test packages at once) does not reap a healthy
@@ -40,43 +30,19 @@ const (
 	lease        = 2 * time.Second
 )
 
-// syncBuffer collects a harness's logs; they are printed when a test fails.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// harness is one opsgate process wired like cmd/opsgate/serve.go with
-// every role (api, projector, worker + the bootstrap process manager),
-// served by httptest on a database it does not own: it can be stopped and
-// another harness started on the same database.
+// harness is one opsgate process with every role (api, projector, worker
+// + the bootstrap process manager), from the test kit, on a database it
+// does not own: it can be stopped and another harness started on the
+// same database.
 type harness struct {
-	URL    string
-	Pool   *pgxpool.Pool
-	client *http.Client
-	logs   *syncBuffer
-
-	stopOnce sync.Once
-	stop     func()
+	*apptest.App
 }
 
 // harnessOptions tune a harness.
 type harnessOptions struct {
 	// Grace is how long a stopping worker lets running operations finish
-	// (serve.go's shutdown grace); 0 abandons them to their leases, as a
-	// crash would.
+	// (the shutdown grace); 0 abandons them to their leases, as a crash
+	// would.
 	Grace time.Duration
 }
 
@@ -104,206 +70,27 @@ func databaseOf(t *testing.T, connString string) string {
 // ends unless stopped before.
 func startHarness(t *testing.T, dbURL string, opts harnessOptions) *harness {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(dbURL)
-	if err != nil {
-		t.Fatalf("parse %s: %v", dbURL, err)
-	}
-	cfg.MaxConns = 30
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	notifier := eventstore.NewNotifier(pool, logger, 0)
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route),
-		eventstore.WithLogger(logger), eventstore.WithCommitHook(notifier.Committed))
-	svc := gate.New(store)
-	onboard := onboarding.New(svc)
-	metrics := api.NewMetrics(pool)
-
-	// As in serve.go: the worker runs on the process context (it stops
-	// taking work first and drains within the grace period); everything
-	// else runs on the background context, cancelled after the API drained.
-	procCtx, stopProcess := context.WithCancel(context.Background())
-	bg, stopBackground := context.WithCancel(context.Background())
-	var bgWG, workerWG sync.WaitGroup
-
-	bgWG.Add(1)
-	go func() { defer bgWG.Done(); notifier.Run(bg) }()
-	runner := &projections.Runner{
-		Pool: pool, Registry: store.Registry(), Logger: logger,
-		Wake: notifier.Subscribe, PollInterval: pollInterval,
-		OnApplied: metrics.ObserveProjection,
-	}
-	for _, p := range projections.All() {
-		bgWG.Add(1)
-		go func() {
-			defer bgWG.Done()
-			if err := runner.Run(bg, p); err != nil && bg.Err() == nil {
-				logger.Error("projector stopped", "projector", p.Name, "err", err)
-			}
-		}()
-	}
-	w, err := worker.New(worker.Config{
-		Concurrency: 4, Lease: lease, Heartbeat: heartbeat,
-		PollInterval: pollInterval, Wake: notifier.Subscribe(),
-	}, pool, svc, store.Registry(), worker.Providers{gate.ProviderSimulated: worker.Simulated{}}, logger)
-	if err != nil {
-		t.Fatalf("worker: %v", err)
-	}
-	bgWG.Add(1)
-	go func() {
-		defer bgWG.Done()
-		if err := onboard.RunManager(bg, pool, notifier.Subscribe(), pollInterval, logger); err != nil && bg.Err() == nil {
-			logger.Error("bootstrap process manager stopped", "err", err)
-		}
-	}()
-	workerWG.Add(1)
-	go func() {
-		defer workerWG.Done()
-		if err := w.Run(procCtx, opts.Grace); err != nil {
-			logger.Error("worker stopped", "err", err)
-		}
-	}()
-
-	e := api.NewEcho(api.Config{
-		Logger:  logger,
-		Ready:   api.Health{Ping: pool.Ping},
-		Metrics: metrics,
-		Routes: api.Routes(api.Deps{
-			Gate:       svc,
-			Reader:     projections.NewReader(pool, 2*time.Second, store),
-			Store:      store,
-			AdminToken: adminToken,
-			Metrics:    metrics,
-			Onboarding: onboard,
-		}),
-	})
-	hs := httptest.NewServer(e)
-	h := &harness{URL: hs.URL, Pool: pool, client: hs.Client(), logs: logs}
-	h.stop = func() {
-		stopProcess() // the worker stops taking work and drains
-		hs.Close()    // no new requests; in-flight ones finish
-		stopBackground()
-		bgWG.Wait()
-		workerWG.Wait()
-		pool.Close()
-	}
-	t.Cleanup(func() {
-		h.Stop()
-		if t.Failed() {
-			t.Logf("harness logs:\n%s", logs.String())
-		}
-	})
-	return h
+	return &harness{apptest.Start(t, apptest.OnDatabase(dbURL), apptest.Configure(func(c *config.Config) {
+		c.ShutdownGrace, c.PollInterval, c.Heartbeat, c.Lease = opts.Grace, pollInterval, heartbeat, lease
+		c.ReadYourWritesWait = 2 * time.Second
+	}))}
 }
-
-// Stop stops everything the harness started and waits for it.
-func (h *harness) Stop() { h.stopOnce.Do(h.stop) }
 
 // reply is an HTTP answer.
-type reply struct {
-	Method, Path string
-	Status       int
-	Header       http.Header
-	Body         []byte
-}
-
-func (r reply) String() string {
-	return fmt.Sprintf("%s %s -> %d %s", r.Method, r.Path, r.Status, r.Body)
-}
-
-func (r reply) decode(t *testing.T, dst any) {
-	t.Helper()
-	if err := json.Unmarshal(r.Body, dst); err != nil {
-		t.Fatalf("%s: decode: %v", r, err)
-	}
-}
-
-// problemBody is an application/problem+json body.
-type problemBody struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Code   string `json:"code"`
-}
-
-// expectProblem checks r is a problem with status and code.
-func (r reply) expectProblem(t *testing.T, status int, code string) problemBody {
-	t.Helper()
-	if r.Status != status {
-		t.Fatalf("%s: want status %d (%s)", r, status, code)
-	}
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
-		t.Fatalf("%s: content type %q, want application/problem+json", r, ct)
-	}
-	var p problemBody
-	r.decode(t, &p)
-	if p.Code != code || p.Status != status || p.Title == "" || p.Detail == "" || p.Type == "" {
-		t.Fatalf("%s: want problem code %q status %d with type, title and detail", r, code, status)
-	}
-	return p
-}
+type reply = apptest.Reply
 
 // call sends a request; body nil sends none, anything else is sent as JSON
 // (a string as is).
 func (h *harness) call(t *testing.T, method, path, token string, body any) reply {
 	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatalf("encode body: %v", err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, h.URL+path, rd)
-	if err != nil {
-		t.Fatalf("new request: %v", err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	r := reply{Method: method, Path: path, Status: resp.StatusCode, Header: resp.Header, Body: raw}
-	if r.Status >= 500 {
-		t.Fatalf("%s: server error", r)
-	}
-	return r
+	return h.Call(t, method, path, token, body)
 }
 
 // must sends a request, wants status and decodes the answer into dst
 // (may be nil).
 func (h *harness) must(t *testing.T, status int, method, path, token string, body, dst any) reply {
 	t.Helper()
-	r := h.call(t, method, path, token, body)
-	if r.Status != status {
-		t.Fatalf("%s: want %d", r, status)
-	}
-	if dst != nil {
-		r.decode(t, dst)
-	}
-	return r
+	return h.Must(t, status, method, path, token, body, dst)
 }
 
 // Shapes of contract section 5, as clients decode them.
@@ -363,7 +150,7 @@ func expectStart(t *testing.T, r reply, outcome string) startResult {
 		t.Fatalf("%s: want %d (%s)", r, want, outcome)
 	}
 	var res startResult
-	r.decode(t, &res)
+	r.Decode(t, &res)
 	if res.Outcome != outcome || res.Run.ID == "" || res.Message.Title == "" {
 		t.Fatalf("%s: want outcome %s with a run and a message", r, outcome)
 	}
@@ -567,7 +354,7 @@ func (f *fixture) operation(t *testing.T, id string) run {
 		if rep.Status != 200 {
 			t.Fatalf("%s: want 200", rep)
 		}
-		rep.decode(t, &r)
+		rep.Decode(t, &r)
 		return true, ""
 	})
 	return r

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
@@ -31,7 +32,7 @@ func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-cha
 		return fmt.Errorf("onboarding: subscribe: %w", err)
 	}
 	for msg := range msgs {
-		if err := s.handle(ctx, msg.Metadata.Get("event_type"), msg.Payload); err != nil {
+		if err := s.handle(ctx, msg); err != nil {
 			if ctx.Err() == nil {
 				logger.Error("bootstrap step failed; will be retried", "err", err)
 			}
@@ -46,13 +47,13 @@ func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-cha
 // handle reacts to the end of a run. The message's metadata names the
 // event's type, so that every other event is passed over unread (a
 // message without it is read, and passed over by the switch below).
-func (s *Service) handle(ctx context.Context, eventType string, body []byte) error {
-	switch eventType {
+func (s *Service) handle(ctx context.Context, msg *message.Message) error {
+	switch eventstore.MessageType(msg) {
 	case "RunSucceeded", "RunFailed", "RunCancelled", "":
 	default:
 		return nil
 	}
-	_, payload, err := s.store.Registry().DecodeMessageBody(eventType, body)
+	_, payload, err := s.store.Registry().DecodeMessage(msg)
 	if errors.Is(err, eventstore.ErrUnknownEventType) {
 		return nil
 	}

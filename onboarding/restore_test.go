@@ -53,8 +53,8 @@ func TestRestoreFlow(t *testing.T) {
 		t.Fatalf("preview: %+v, want previewed without warnings", rr)
 	}
 	nothingRecorded("without confirm", func() {
-		execute(rr.ID, nil).expectProblem(t, 422, "confirmation_required")
-		execute(rr.ID, map[string]any{"confirm": false}).expectProblem(t, 422, "confirmation_required")
+		execute(rr.ID, nil).ExpectProblem(t, 422, "confirmation_required")
+		execute(rr.ID, map[string]any{"confirm": false}).ExpectProblem(t, 422, "confirmation_required")
 	})
 
 	first := expectStart(t, execute(rr.ID, confirm), "accepted")
@@ -119,9 +119,9 @@ func TestRestoreFlow(t *testing.T) {
 		t.Fatalf("preview of an overwrite: no warnings")
 	}
 	nothingRecorded("warnings not acknowledged", func() {
-		execute(warned.ID, confirm).expectProblem(t, 422, "warnings_not_acknowledged")
-		execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": false}).expectProblem(t, 422, "warnings_not_acknowledged")
-		execute(warned.ID, map[string]any{"acknowledge_warnings": true}).expectProblem(t, 422, "confirmation_required")
+		execute(warned.ID, confirm).ExpectProblem(t, 422, "warnings_not_acknowledged")
+		execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": false}).ExpectProblem(t, 422, "warnings_not_acknowledged")
+		execute(warned.ID, map[string]any{"acknowledge_warnings": true}).ExpectProblem(t, 422, "confirmation_required")
 	})
 	third := expectStart(t, execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": true}), "accepted")
 	if strp(third.Run.Target) != warned.ID {
@@ -131,5 +131,5 @@ func TestRestoreFlow(t *testing.T) {
 
 	// restore.execute belongs to the owner alone.
 	f.h.call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+warned.ID+"/execute", f.operator.Token,
-		map[string]any{"confirm": true, "acknowledge_warnings": true}).expectProblem(t, 403, "forbidden")
+		map[string]any{"confirm": true, "acknowledge_warnings": true}).ExpectProblem(t, 403, "forbidden")
 }

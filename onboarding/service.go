@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/oklog/ulid/v2"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 var (
@@ -28,32 +30,32 @@ var (
 
 // Service runs onboarding sessions through the gate.
 type Service struct {
-	gate  *gate.Service
-	store *eventstore.Store
-	now   func() time.Time
+	gate    *gate.Service
+	tenancy *tenancy.Service
+	conns   *connections.Service
+	store   *eventstore.Store
+	now     journal.Clock
 }
 
 // New returns the onboarding service.
-func New(g *gate.Service) *Service {
-	return &Service{gate: g, store: g.Store(), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+func New(store *eventstore.Store, g *gate.Service, t *tenancy.Service, conns *connections.Service, now journal.Clock) *Service {
+	return &Service{gate: g, tenancy: t, conns: conns, store: store, now: now}
 }
-
-func stream(id string) string { return "onboarding-" + id }
 
 // Create opens a session for a tenant; connectionID ("" for the default)
 // is the connection its steps use.
-func (s *Service) Create(ctx context.Context, actorID, tenantID, connectionID string) (Session, error) {
-	if err := s.gate.Authorize(ctx, actorID, tenantID, domain.CapOnboardingRun); err != nil {
+func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, connectionID string) (Session, error) {
+	if err := s.tenancy.Authorize(ctx, by.ID, tenantID, domain.CapOnboardingRun); err != nil {
 		return Session{}, err
 	}
 	if connectionID != "" {
-		c, err := s.gate.Connection(ctx, connectionID)
+		c, err := s.conns.Current(ctx, connectionID)
 		if err != nil || c.TenantID != tenantID {
-			return Session{}, gate.ErrNotFound
+			return Session{}, domain.ErrNotFound
 		}
 	}
 	now := s.now()
-	sess := Session{ID: ulid.Make().String(), TenantID: tenantID, CreatedBy: actorID, CreatedAt: now,
+	sess := Session{ID: journal.NewID(), TenantID: tenantID, CreatedBy: by.ID, CreatedAt: now,
 		Steps: Steps{Verification: VerificationStep{Status: VerificationNotRun, Attempts: []Attempt{}},
 			Bootstrap: BootstrapStep{Items: []Item{}}}}
 	if connectionID != "" {
@@ -66,21 +68,19 @@ func (s *Service) Create(ctx context.Context, actorID, tenantID, connectionID st
 			sess.ID, tenantID, body, now); err != nil {
 			return fmt.Errorf("insert session: %w", err)
 		}
-		ctx = gate.WithMetadata(ctx, actorID, tenantID, sess.ID)
-		_, err := tx.Append(ctx, stream(sess.ID), eventstore.NoStream, domain.OnboardingSessionCreated{
-			SessionID: sess.ID, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: actorID, At: now})
-		return err
+		return journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, tenantID, sess.ID),
+			domain.OnboardingSessionCreated{SessionID: sess.ID, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: by.ID, At: now})
 	})
 	return sess, err
 }
 
 // Get returns a session the caller may view.
-func (s *Service) Get(ctx context.Context, actorID, id string) (Session, error) {
+func (s *Service) Get(ctx context.Context, userID, id string) (Session, error) {
 	sess, err := load(ctx, s.store.Pool(), id)
 	if err != nil {
 		return Session{}, err
 	}
-	if err := s.gate.Authorize(ctx, actorID, sess.TenantID, domain.CapOperationsView); err != nil {
+	if err := s.tenancy.Authorize(ctx, userID, sess.TenantID, domain.CapOperationsView); err != nil {
 		return Session{}, err
 	}
 	return sess, nil
@@ -88,7 +88,7 @@ func (s *Service) Get(ctx context.Context, actorID, id string) (Session, error) 
 
 // Request carries what a start request adds to an onboarding step.
 type Request struct {
-	ActorID        string
+	Actor          domain.Actor
 	SessionID      string
 	IdempotencyKey string
 	RequestHash    []byte
@@ -96,7 +96,7 @@ type Request struct {
 
 func (s *Service) startRequest(r Request, sess Session, surface domain.Surface, op string) gate.StartRequest {
 	req := gate.StartRequest{
-		ActorID: r.ActorID, Surface: surface, Operation: op, TenantID: sess.TenantID,
+		Actor: r.Actor, Surface: surface, Operation: op, TenantID: sess.TenantID,
 		IdempotencyKey: r.IdempotencyKey, RequestHash: r.RequestHash,
 	}
 	if sess.ProviderConnectionID != nil {
@@ -105,16 +105,34 @@ func (s *Service) startRequest(r Request, sess Session, surface domain.Surface, 
 	return req
 }
 
-// Verify runs the verification step: a provider.connection.check through the gate.
+// inSession runs fn in one transaction that holds the session's lock,
+// with the session as of the lock. Every transaction that starts through
+// the gate for a session takes the session's lock first, then the gate's.
+func (s *Service) inSession(ctx context.Context, id string, fn func(ctx context.Context, tx *eventstore.Tx, sess Session) error) error {
+	return s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		if err := journal.Lock(ctx, tx, domain.OnboardingStream(id)); err != nil {
+			return err
+		}
+		sess, err := load(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, tx, sess)
+	})
+}
+
+// Verify runs the verification step: a provider.connection.check through
+// the gate, recorded on the session in the same transaction.
 func (s *Service) Verify(ctx context.Context, r Request) (gate.StartResponse, error) {
-	sess, err := load(ctx, s.store.Pool(), r.SessionID)
-	if err != nil {
-		return gate.StartResponse{}, err
-	}
-	req := s.startRequest(r, sess, domain.SurfaceOnboardingVerification, "")
-	req.Prepare = lockSession(r.SessionID)
-	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
-		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+	var resp gate.StartResponse
+	err := s.inSession(ctx, r.SessionID, func(ctx context.Context, tx *eventstore.Tx, sess Session) error {
+		var err error
+		resp, err = s.gate.StartTx(ctx, tx, s.startRequest(r, sess, domain.SurfaceOnboardingVerification, ""))
+		if err != nil || resp.Replayed {
+			return err
+		}
+		res := resp.Result
+		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
 			now := s.now()
 			sess.Steps.Verification.Attempts = append(sess.Steps.Verification.Attempts,
 				Attempt{RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: now, Links: res.Run.Links})
@@ -122,8 +140,8 @@ func (s *Service) Verify(ctx context.Context, r Request) (gate.StartResponse, er
 			return []domain.Event{domain.OnboardingVerificationAttempted{SessionID: sess.ID, TenantID: sess.TenantID,
 				RunID: res.Run.ID, Outcome: res.Outcome, At: now}}
 		})
-	}
-	return s.gate.Start(ctx, req)
+	})
+	return resp, err
 }
 
 // Bootstrap selects operations and admits the first through the gate; the
@@ -135,26 +153,27 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 	}
 	// Authorization comes first (contract section 2): a non-member must
 	// get the same 404 as for a missing session, whatever the body says.
-	if err := s.gate.Authorize(ctx, r.ActorID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+	if err := s.tenancy.Authorize(ctx, r.Actor.ID, sess.TenantID, domain.CapOnboardingRun); err != nil {
 		return gate.StartResponse{}, err
 	}
 	items, err := selectItems(operations)
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
-	req := s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, items[0].Type)
-	req.Prepare = lockSession(r.SessionID)
-	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
-		current, err := load(ctx, tx, r.SessionID)
-		if err != nil {
+	var resp gate.StartResponse
+	err = s.inSession(ctx, r.SessionID, func(ctx context.Context, tx *eventstore.Tx, sess Session) error {
+		var err error
+		resp, err = s.gate.StartTx(ctx, tx, s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, items[0].Type))
+		if err != nil || resp.Replayed {
 			return err
 		}
-		if len(current.Steps.Bootstrap.Items) > 0 {
+		if len(sess.Steps.Bootstrap.Items) > 0 {
 			return ErrBootstrapRequested // rolls the decision back: nothing recorded
 		}
-		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+		res := resp.Result
+		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
 			now := s.now()
-			initiator := r.ActorID
+			initiator := r.Actor.ID
 			sess.Steps.Bootstrap.InitiatorID = &initiator
 			sess.Steps.Bootstrap.Items = items
 			sess.attempted(0, res, now)
@@ -163,12 +182,12 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 				types[i] = it.Type
 			}
 			return []domain.Event{
-				domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.ActorID, At: now},
+				domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: now},
 				attemptedEvent(sess, 0, res, now),
 			}
 		}, admitted(res, r.SessionID, 0)...)
-	}
-	return s.gate.Start(ctx, req)
+	})
+	return resp, err
 }
 
 // Continue retries the first pending bootstrap operation through the gate.
@@ -177,7 +196,7 @@ func (s *Service) Continue(ctx context.Context, r Request) (gate.StartResponse, 
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
-	if err := s.gate.Authorize(ctx, r.ActorID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+	if err := s.tenancy.Authorize(ctx, r.Actor.ID, sess.TenantID, domain.CapOnboardingRun); err != nil {
 		return gate.StartResponse{}, err
 	}
 	next := sess.Steps.Bootstrap.nextPending()
@@ -187,31 +206,28 @@ func (s *Service) Continue(ctx context.Context, r Request) (gate.StartResponse, 
 	if next < 0 {
 		return gate.StartResponse{}, ErrNothingToContinue
 	}
-	return s.startItem(ctx, r, sess, next, -1, "")
+	return s.startItem(ctx, r, next, nil)
 }
 
-// startItem starts item next of the session through the gate; when
-// finishedIdx >= 0 it first records that item's run as finished with
-// status, in the same transaction, unless that was done already.
-func (s *Service) startItem(ctx context.Context, r Request, sess Session, next int, finishedIdx int, finishedRun string) (gate.StartResponse, error) {
-	var status domain.RunStatus
-	var reason *domain.Reason
-	if f, ok := ctx.Value(finishKey{}).(finish); ok {
-		status, reason = f.status, f.reason
-	}
-	req := s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, sess.Steps.Bootstrap.Items[next].Type)
-	req.Prepare = func(ctx context.Context, tx *eventstore.Tx) error {
-		if err := lockSession(r.SessionID)(ctx, tx); err != nil {
-			return err
-		}
-		current, err := load(ctx, tx, r.SessionID)
-		if err != nil {
-			return err
-		}
-		b := current.Steps.Bootstrap
-		if finishedIdx >= 0 {
-			it := b.Items[finishedIdx]
-			if it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != finishedRun {
+// finish is the end of an admitted item's run, recorded with the start of
+// the next item.
+type finish struct {
+	index  int
+	runID  string
+	status domain.RunStatus
+	reason *domain.Reason
+}
+
+// startItem starts item next of the session through the gate; with done
+// set it first records that item's run as finished, in the same
+// transaction, unless that was done already (errHandled).
+func (s *Service) startItem(ctx context.Context, r Request, next int, done *finish) (gate.StartResponse, error) {
+	var resp gate.StartResponse
+	err := s.inSession(ctx, r.SessionID, func(ctx context.Context, tx *eventstore.Tx, sess Session) error {
+		b := sess.Steps.Bootstrap
+		if done != nil {
+			it := b.Items[done.index]
+			if it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != done.runID {
 				return errHandled
 			}
 		} else if b.active() >= 0 {
@@ -219,29 +235,25 @@ func (s *Service) startItem(ctx context.Context, r Request, sess Session, next i
 		} else if b.nextPending() != next {
 			return ErrNothingToContinue
 		}
-		return nil
-	}
-	req.Then = func(ctx context.Context, tx *eventstore.Tx, res domain.StartResult) error {
-		return s.update(ctx, tx, r.SessionID, func(sess *Session) []domain.Event {
+		var err error
+		resp, err = s.gate.StartTx(ctx, tx, s.startRequest(r, sess, domain.SurfaceOnboardingBootstrap, b.Items[next].Type))
+		if err != nil || resp.Replayed {
+			return err
+		}
+		res := resp.Result
+		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
 			now := s.now()
 			var events []domain.Event
-			if finishedIdx >= 0 {
-				sess.finished(finishedIdx, status, reason)
+			if done != nil {
+				sess.finished(done.index, done.status, done.reason)
 				events = append(events, domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
-					Index: finishedIdx, RunID: finishedRun, Status: status, Reason: reason, At: now})
+					Index: done.index, RunID: done.runID, Status: done.status, Reason: done.reason, At: now})
 			}
 			sess.attempted(next, res, now)
 			return append(events, attemptedEvent(sess, next, res, now))
 		}, admitted(res, r.SessionID, next)...)
-	}
-	return s.gate.Start(ctx, req)
-}
-
-type finishKey struct{}
-
-type finish struct {
-	status domain.RunStatus
-	reason *domain.Reason
+	})
+	return resp, err
 }
 
 // OnRunEnded is the process manager's reaction to the end of a run: if
@@ -280,19 +292,17 @@ func (s *Service) OnRunEnded(ctx context.Context, runID string, status domain.Ru
 		}
 	}
 	if next < 0 {
-		return s.recordFinished(ctx, sessionID, idx, runID, status, reason)
+		return s.recordFinished(ctx, domain.Actor{ID: deref(b.InitiatorID), CausedBy: runID}, sessionID, idx, runID, status, reason)
 	}
-	r := Request{ActorID: deref(b.InitiatorID), SessionID: sessionID}
-	ctx = context.WithValue(ctx, finishKey{}, finish{status: status, reason: reason})
-	ctx = eventstore.WithMetadata(ctx, eventstore.Metadata{Actor: deref(b.InitiatorID), CausationID: runID})
-	_, err = s.startItem(ctx, r, sess, next, idx, runID)
+	r := Request{Actor: domain.Actor{ID: deref(b.InitiatorID), CausedBy: runID}, SessionID: sessionID}
+	_, err = s.startItem(ctx, r, next, &finish{index: idx, runID: runID, status: status, reason: reason})
 	switch {
 	case err == nil, errors.Is(err, errHandled):
 		return nil
-	case errors.Is(err, gate.ErrNotFound), isForbidden(err):
+	case errors.Is(err, domain.ErrNotFound), isForbidden(err):
 		// The initiator lost access meanwhile: record the end only; the
 		// rest stays pending for someone who may continue.
-		return s.recordFinished(ctx, sessionID, idx, runID, status, reason)
+		return s.recordFinished(ctx, r.Actor, sessionID, idx, runID, status, reason)
 	}
 	return err
 }
@@ -306,19 +316,12 @@ func (b *BootstrapStep) nextPendingExcept(skip int) int {
 	return -1
 }
 
-func (s *Service) recordFinished(ctx context.Context, sessionID string, idx int, runID string, status domain.RunStatus, reason *domain.Reason) error {
-	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		if err := lockSession(sessionID)(ctx, tx); err != nil {
-			return err
-		}
-		current, err := load(ctx, tx, sessionID)
-		if err != nil {
-			return err
-		}
+func (s *Service) recordFinished(ctx context.Context, by domain.Actor, sessionID string, idx int, runID string, status domain.RunStatus, reason *domain.Reason) error {
+	err := s.inSession(ctx, sessionID, func(ctx context.Context, tx *eventstore.Tx, current Session) error {
 		if it := current.Steps.Bootstrap.Items[idx]; it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != runID {
 			return errHandled
 		}
-		return s.update(ctx, tx, sessionID, func(sess *Session) []domain.Event {
+		return s.update(ctx, tx, by, current, func(sess *Session) []domain.Event {
 			sess.finished(idx, status, reason)
 			return []domain.Event{domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
 				Index: idx, RunID: runID, Status: status, Reason: reason, At: s.now()}}
@@ -331,7 +334,7 @@ func (s *Service) recordFinished(ctx context.Context, sessionID string, idx int,
 }
 
 func isForbidden(err error) bool {
-	var f *gate.ForbiddenError
+	var f *domain.ForbiddenError
 	return errors.As(err, &f)
 }
 
@@ -345,7 +348,7 @@ func deref(s *string) string {
 // selectItems validates the selected operations of a bootstrap.
 func selectItems(operations []string) ([]Item, error) {
 	if len(operations) == 0 {
-		return nil, &gate.ValidationError{Field: "operations", Message: "select at least one operation"}
+		return nil, domain.Invalid("operations", "select at least one operation")
 	}
 	seen := map[string]bool{}
 	items := make([]Item, 0, len(operations))
@@ -355,10 +358,10 @@ func selectItems(operations []string) ([]Item, error) {
 			return nil, &UnknownOperationError{Name: name}
 		}
 		if !op.Bootstrappable() {
-			return nil, &gate.ValidationError{Field: "operations", Message: fmt.Sprintf("%s needs a target and cannot be bootstrapped", name)}
+			return nil, domain.Invalid("operations", "%s needs a target and cannot be bootstrapped", name)
 		}
 		if seen[op.Canonical] {
-			return nil, &gate.ValidationError{Field: "operations", Message: fmt.Sprintf("%s is selected twice", name)}
+			return nil, domain.Invalid("operations", "%s is selected twice", name)
 		}
 		seen[op.Canonical] = true
 		items = append(items, Item{Index: i, Type: op.Type, CanonicalType: op.Canonical, Label: op.Label,
@@ -394,40 +397,24 @@ type stmt struct {
 	args []any
 }
 
-func lockSession(id string) func(ctx context.Context, tx *eventstore.Tx) error {
-	return func(ctx context.Context, tx *eventstore.Tx) error { return tx.Lock(ctx, stream(id)) }
-}
-
-// update changes a session's state with fn, saves it, appends the events
-// fn returns to the session's stream and runs the extra statements.
-func (s *Service) update(ctx context.Context, tx *eventstore.Tx, id string, fn func(*Session) []domain.Event, extra ...stmt) error {
-	sess, err := load(ctx, tx, id)
-	if err != nil {
-		return err
-	}
+// update changes sess (as of the session's lock) with fn, saves it,
+// appends the events fn returns to the session's stream with by as their
+// actor and runs the extra statements.
+func (s *Service) update(ctx context.Context, tx *eventstore.Tx, by domain.Actor, sess Session, fn func(*Session) []domain.Event, extra ...stmt) error {
 	events := fn(&sess)
 	body, err := json.Marshal(sess)
 	if err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `UPDATE onboarding_sessions SET state = $2, updated_at = $3 WHERE id = $1`, id, body, s.now()); err != nil {
-		return fmt.Errorf("save session %s: %w", id, err)
+	if _, err := tx.Exec(ctx, `UPDATE onboarding_sessions SET state = $2, updated_at = $3 WHERE id = $1`, sess.ID, body, s.now()); err != nil {
+		return fmt.Errorf("save session %s: %w", sess.ID, err)
 	}
 	for _, st := range extra {
 		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
-			return fmt.Errorf("save session %s: %w", id, err)
+			return fmt.Errorf("save session %s: %w", sess.ID, err)
 		}
 	}
-	payloads := make([]eventstore.Payload, len(events))
-	for i, e := range events {
-		payloads[i] = e
-	}
-	md := eventstore.MetadataFrom(ctx)
-	ctx = gate.WithMetadata(ctx, md.Actor, sess.TenantID, id)
-	if _, err := tx.Append(ctx, stream(id), eventstore.AnyVersion, payloads...); err != nil {
-		return fmt.Errorf("record session %s: %w", id, err)
-	}
-	return nil
+	return journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, sess.TenantID, sess.ID), events...)
 }
 
 type rowQuerier interface {
@@ -438,7 +425,7 @@ func load(ctx context.Context, q rowQuerier, id string) (Session, error) {
 	var body []byte
 	err := q.QueryRow(ctx, `SELECT state FROM onboarding_sessions WHERE id = $1`, id).Scan(&body)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Session{}, gate.ErrNotFound
+		return Session{}, domain.ErrNotFound
 	}
 	if err != nil {
 		return Session{}, fmt.Errorf("load session %s: %w", id, err)

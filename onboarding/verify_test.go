@@ -34,9 +34,9 @@ func TestVerificationAndAccess(t *testing.T) {
 	for _, rq := range requests {
 		t.Run(strings.ReplaceAll(rq.name, " ", "_"), func(t *testing.T) {
 			absent := f.h.call(t, rq.method, missing+rq.suffix, f.outsider.Token, rq.body)
-			absent.expectProblem(t, 404, "not_found")
+			absent.ExpectProblem(t, 404, "not_found")
 			hidden := f.h.call(t, rq.method, base+rq.suffix, f.outsider.Token, rq.body)
-			hidden.expectProblem(t, 404, "not_found")
+			hidden.ExpectProblem(t, 404, "not_found")
 			if !bytes.Equal(hidden.Body, absent.Body) {
 				t.Fatalf("non-member answer differs from a missing session:\n%s\n%s", hidden, absent)
 			}
@@ -47,7 +47,7 @@ func TestVerificationAndAccess(t *testing.T) {
 				}
 				return
 			}
-			p := r.expectProblem(t, 403, "forbidden")
+			p := r.ExpectProblem(t, 403, "forbidden")
 			if !strings.Contains(p.Detail, "onboarding.run") {
 				t.Fatalf("403 does not name onboarding.run: %s", r)
 			}
@@ -89,6 +89,6 @@ func TestVerificationAndAccess(t *testing.T) {
 
 	// Creating a session needs onboarding.run; non-members get 404.
 	path := "/api/v1/tenants/" + f.tenant + "/onboarding-sessions"
-	f.h.call(t, "POST", path, f.readonly.Token, map[string]any{}).expectProblem(t, 403, "forbidden")
-	f.h.call(t, "POST", path, f.outsider.Token, map[string]any{}).expectProblem(t, 404, "not_found")
+	f.h.call(t, "POST", path, f.readonly.Token, map[string]any{}).ExpectProblem(t, 403, "forbidden")
+	f.h.call(t, "POST", path, f.outsider.Token, map[string]any{}).ExpectProblem(t, 404, "not_found")
 }

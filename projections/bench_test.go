@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // BenchmarkProjectionLag measures the commit-to-read-model lag of the
@@ -46,7 +47,7 @@ func BenchmarkProjectionLag(b *testing.B) {
 		// Free the scope for the next iteration, outside the measurement,
 		// and let the projectors settle so iterations do not overlap.
 		b.StopTimer()
-		if _, err := f.svc.CancelRun(f.ctx, owner, run.ID); err != nil {
+		if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), run.ID); err != nil {
 			b.Fatalf("cancel: %v", err)
 		}
 		f.waitCaughtUp(10 * time.Second)

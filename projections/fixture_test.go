@@ -10,23 +10,22 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
-	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/tenancy"
 )
-
-// testTimeout bounds every database call of a test, so that a deadlock
-// fails the test instead of hanging the package.
-const testTimeout = 80 * time.Second
 
 // readerWait bounds the Reader's read-your-writes wait. Subscribers read
 // only below the oldest transaction in flight anywhere in the cluster, so
@@ -41,13 +40,15 @@ const leaseLong = 5 * time.Minute
 // projectorNames are the names Reader.CatchUp accepts.
 var projectorNames = []string{"operations", "queue", "notifications"}
 
-var seq atomic.Int64
+// worker is the actor of the results the tests record.
+var worker = domain.ActorWorker("test")
 
-// fixture is a fresh database wired the way the application wires it:
-// gate over an event store whose commits wake the projectors.
+// fixture is a fresh application whose notifier runs but no role: the
+// tests run the projectors they need (startProjectors).
 type fixture struct {
 	t        testing.TB
 	ctx      context.Context
+	app      *apptest.App
 	pool     *pgxpool.Pool
 	store    *eventstore.Store
 	svc      *gate.Service
@@ -56,7 +57,7 @@ type fixture struct {
 	reader   *projections.Reader
 	replayer *projections.Replayer
 
-	workspace gate.Workspace
+	workspace tenancy.Workspace
 }
 
 func testLogger() *slog.Logger {
@@ -70,35 +71,20 @@ func testLogger() *slog.Logger {
 // notifier running (until the test ends) but no projectors.
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	pool := pgtest.Connect(t, freshDatabase(t))
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	logger := testLogger()
-	notifier := eventstore.NewNotifier(pool, logger, 0)
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithCommitHook(notifier.Committed))
+	a := apptest.Start(t, apptest.Roles(app.Roles{}), apptest.Configure(func(c *config.Config) { c.ReadYourWritesWait = readerWait }))
 	f := &fixture{
-		t: t, ctx: ctx, pool: pool, store: store, svc: gate.New(store), notifier: notifier, logger: logger,
-		reader:   projections.NewReader(pool, readerWait, store),
-		replayer: &projections.Replayer{Pool: pool, Store: store},
+		t: t, ctx: a.Ctx, app: a, pool: a.Pool, store: a.Store, svc: a.Gate, notifier: a.Notifier, logger: testLogger(),
+		reader:   a.Reader,
+		replayer: &projections.Replayer{Pool: a.Pool, Store: a.Store},
 	}
-	nctx, ncancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); notifier.Run(nctx) }()
-	t.Cleanup(func() { ncancel(); wg.Wait() })
-
-	ws, err := f.svc.CreateWorkspace(ctx, "Contoso MSP")
-	if err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
-	f.workspace = ws
+	f.workspace = a.Workspace("Contoso MSP")
 	return f
 }
 
 // runner returns a projector runner over the fixture's database.
 func (f *fixture) runner(onApplied func(string, time.Time)) *projections.Runner {
 	return &projections.Runner{
-		Pool: f.pool, Registry: f.store.Registry(), Logger: f.logger,
+		Pool: f.app.ReaderPool, Registry: f.store.Registry(), Logger: f.logger,
 		Wake: f.notifier.Subscribe, PollInterval: 50 * time.Millisecond, OnApplied: onApplied,
 	}
 }
@@ -210,40 +196,21 @@ func (f *fixture) verifyClean(what string) projections.ReplayStats {
 }
 
 // waitFor polls cond until it holds, failing the test at the deadline.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	pause := time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(pause) // poll interval, not synchronisation: cond decides
-		pause = min(2*pause, 20*time.Millisecond)
-	}
-}
+var waitFor = apptest.WaitFor
 
 // tenant creates a tenant in the fixture's workspace.
-func (f *fixture) tenant(name string) gate.Tenant {
+func (f *fixture) tenant(name string) tenancy.Tenant {
 	f.t.Helper()
-	tn, err := f.svc.CreateTenant(f.ctx, f.workspace.ID, name)
-	if err != nil {
-		f.t.Fatalf("create tenant %s: %v", name, err)
-	}
-	return tn
+	return f.app.On(f.t).Tenant(f.workspace.ID, name)
 }
 
 // user creates a user and grants it role on each tenant.
 func (f *fixture) user(name string, role domain.Role, tenantIDs ...string) string {
 	f.t.Helper()
-	u, err := f.svc.CreateUser(f.ctx, fmt.Sprintf("%s-%d@example.test", name, seq.Add(1)), name)
-	if err != nil {
-		f.t.Fatalf("create user %s: %v", name, err)
-	}
+	a := f.app.On(f.t)
+	u := a.User(name)
 	for _, tid := range tenantIDs {
-		if _, err := f.svc.GrantMembership(f.ctx, u.ID, tid, string(role)); err != nil {
-			f.t.Fatalf("grant %s on %s: %v", role, tid, err)
-		}
+		a.Grant(u.ID, tid, role)
 	}
 	return u.ID
 }
@@ -251,58 +218,35 @@ func (f *fixture) user(name string, role domain.Role, tenantIDs ...string) strin
 // connection creates a ready simulated connection (consent granted,
 // credentials valid, enabled, not default) as owner; change adjusts the
 // request first.
-func (f *fixture) connection(owner, tenantID, name string, change ...func(*gate.NewConnection)) gate.Connection {
+func (f *fixture) connection(owner, tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
 	f.t.Helper()
-	in := gate.NewConnection{
-		Provider: gate.ProviderSimulated, DisplayName: name,
-		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
-	}
-	for _, c := range change {
-		c(&in)
-	}
-	c, err := f.svc.CreateConnection(f.ctx, owner, tenantID, in)
-	if err != nil {
-		f.t.Fatalf("create connection %s: %v", name, err)
-	}
-	return c
+	return f.app.On(f.t).Connection(owner, tenantID, name, change...)
 }
 
 // Connection request tweaks.
-func asDefault(in *gate.NewConnection) { in.IsDefault = true }
-func disabled(in *gate.NewConnection)  { in.Enabled = false }
-func consent(v string) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { in.Consent = v }
-}
-func credentials(v string) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { in.Credentials = v }
-}
+var (
+	asDefault   = apptest.AsDefault
+	disabled    = apptest.Disabled
+	consent     = apptest.Consent
+	credentials = apptest.Credentials
+)
 
-func connStart(actor string, surface domain.Surface, connectionID string) gate.StartRequest {
-	return gate.StartRequest{ActorID: actor, Surface: surface, ConnectionID: connectionID}
-}
-
-func tenantStart(actor string, surface domain.Surface, tenantID, connectionID string) gate.StartRequest {
-	return gate.StartRequest{ActorID: actor, Surface: surface, TenantID: tenantID, ConnectionID: connectionID}
-}
+// Starts of the connection- and tenant-scoped surfaces.
+var (
+	connStart   = apptest.ConnStart
+	tenantStart = apptest.TenantStart
+)
 
 // start runs req through the gate and fails the test on an error.
 func (f *fixture) start(req gate.StartRequest) domain.StartResult {
 	f.t.Helper()
-	resp, err := f.svc.Start(f.ctx, req)
-	if err != nil {
-		f.t.Fatalf("start %s: %v", req.Surface.Name, err)
-	}
-	return resp.Result
+	return f.app.On(f.t).Start(req).Result
 }
 
 // expect starts req and fails the test unless the outcome is want.
 func (f *fixture) expect(want domain.Outcome, req gate.StartRequest) domain.StartResult {
 	f.t.Helper()
-	res := f.start(req)
-	if res.Outcome != want {
-		f.t.Fatalf("start %s: outcome %s (reason %+v), want %s", req.Surface.Name, res.Outcome, res.Reason, want)
-	}
-	return res
+	return f.app.On(f.t).Expect(want, req)
 }
 
 func (f *fixture) begin(runID string) gate.Claim {
@@ -376,11 +320,4 @@ func diffSnapshots(t testing.TB, what string, before, after map[string][]string)
 			}
 		}
 	}
-}
-
-// freshDatabase returns the URL of a fresh migrated database, dropped when
-// the test ends.
-func freshDatabase(t testing.TB) string {
-	t.Helper()
-	return pgtest.NewDatabase(t)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -31,19 +32,19 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	f.expect(domain.OutcomeDeduped, tenantStart(bob, domain.SurfaceGroupsSync, tn.ID, ""))
 	f.expect(domain.OutcomeScopeBusy, connStart(bob, domain.SurfaceInventorySync, connA.ID))
 	c := f.begin(okRun.ID)
-	if err := f.svc.Succeed(f.ctx, c); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, c); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	// Bob's inventory sync fails.
 	failRun := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceInventorySync, connB.ID)).Run
 	c = f.begin(failRun.ID)
-	if err := f.svc.Fail(f.ctx, c, domain.ReasonCredentialsRejected); err != nil {
+	if err := f.svc.Fail(f.ctx, worker, c, domain.ReasonCredentialsRejected); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	// Alice's compliance snapshot is cancelled by the owner while running.
 	cancelRun := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceComplianceSnapshot, connC.ID)).Run
 	f.begin(cancelRun.ID)
-	if _, err := f.svc.CancelRun(f.ctx, owner, cancelRun.ID); err != nil {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), cancelRun.ID); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	// Bob's start on a disabled connection is blocked: no notification.
@@ -148,10 +149,10 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	}
 
 	// Ending the pending run notifies Alice once more; re-cancelling it is refused.
-	if _, err := f.svc.CancelRun(f.ctx, bob, pending.ID); err != nil {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(bob), pending.ID); err != nil {
 		t.Fatalf("cancel pending: %v", err)
 	}
-	if _, err := f.svc.CancelRun(f.ctx, owner, pending.ID); err == nil {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), pending.ID); err == nil {
 		t.Fatal("second cancel accepted")
 	}
 	if got := notes(alice); len(got) != 3 || got[0].RunID != pending.ID {

@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -48,8 +49,8 @@ func TestOperationsViewContent(t *testing.T) {
 	op1 := f.user("operator", domain.RoleOperator, t1.ID)
 	connA := f.connection(owner, t1.ID, "Graph A", asDefault)
 	connB := f.connection(owner, t1.ID, "Graph B")
-	refA := &domain.ConnectionRef{ID: connA.ID, DisplayName: "Graph A", Provider: gate.ProviderSimulated}
-	refB := &domain.ConnectionRef{ID: connB.ID, DisplayName: "Graph B", Provider: gate.ProviderSimulated}
+	refA := &domain.ConnectionRef{ID: connA.ID, DisplayName: "Graph A", Provider: connections.ProviderSimulated}
+	refB := &domain.ConnectionRef{ID: connB.ID, DisplayName: "Graph B", Provider: connections.ProviderSimulated}
 
 	// r1: groups sync on the default connection, deduped twice and met
 	// busy once, then started and succeeded. The connection is renamed
@@ -58,7 +59,7 @@ func TestOperationsViewContent(t *testing.T) {
 	f.expect(domain.OutcomeDeduped, tenantStart(op1, domain.SurfaceGroupsSync, t1.ID, ""))
 	f.expect(domain.OutcomeDeduped, tenantStart(owner, domain.SurfaceGroupsSync, t1.ID, connA.ID))
 	f.expect(domain.OutcomeScopeBusy, connStart(op1, domain.SurfaceInventorySync, connA.ID))
-	if _, err := f.svc.UpdateConnection(f.ctx, owner, connA.ID, gate.ConnectionPatch{DisplayName: strp("Graph A (renamed)")}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(owner), connA.ID, connections.Patch{DisplayName: strp("Graph A (renamed)")}); err != nil {
 		t.Fatalf("rename: %v", err)
 	}
 	v := f.getRun(r1.ID)
@@ -70,7 +71,7 @@ func TestOperationsViewContent(t *testing.T) {
 	if v.Status != domain.StatusRunning || v.StartedAt == nil || v.FinishedAt != nil {
 		t.Errorf("r1 running: status %s started %v finished %v", v.Status, v.StartedAt, v.FinishedAt)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	v = f.getRun(r1.ID)
@@ -100,7 +101,7 @@ func TestOperationsViewContent(t *testing.T) {
 	// r2: connection check on B, failed with throttling.
 	r2 := f.expect(domain.OutcomeAccepted, connStart(op1, domain.SurfaceConnectionCheck, connB.ID)).Run
 	c2 := f.begin(r2.ID)
-	if err := f.svc.Fail(f.ctx, c2, domain.ReasonThrottled); err != nil {
+	if err := f.svc.Fail(f.ctx, worker, c2, domain.ReasonThrottled); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	v = f.getRun(r2.ID)
@@ -112,7 +113,7 @@ func TestOperationsViewContent(t *testing.T) {
 
 	// r3: compliance snapshot on B, cancelled while queued.
 	r3 := f.expect(domain.OutcomeAccepted, connStart(op1, domain.SurfaceComplianceSnapshot, connB.ID)).Run
-	if _, err := f.svc.CancelRun(f.ctx, owner, r3.ID); err != nil {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), r3.ID); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	v = f.getRun(r3.ID)
@@ -125,7 +126,7 @@ func TestOperationsViewContent(t *testing.T) {
 	}
 
 	// r4: B disabled: the start is blocked, pinned to B, finished at once.
-	if _, err := f.svc.UpdateConnection(f.ctx, owner, connB.ID, gate.ConnectionPatch{Enabled: new(bool)}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(owner), connB.ID, connections.Patch{Enabled: new(bool)}); err != nil {
 		t.Fatalf("disable: %v", err)
 	}
 	r4 := f.expect(domain.OutcomeBlocked, connStart(op1, domain.SurfaceInventorySync, connB.ID)).Run
@@ -245,7 +246,7 @@ func TestOperationsViewPaging(t *testing.T) {
 			run = f.expect(domain.OutcomeBlocked, connStart(owner, domain.SurfaceInventorySync, off.ID)).Run
 		} else {
 			run = f.expect(domain.OutcomeAccepted, tenantStart(owner, domain.SurfaceTenantVerification, tn.ID, "")).Run
-			if _, err := f.svc.CancelRun(f.ctx, owner, run.ID); err != nil {
+			if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), run.ID); err != nil {
 				t.Fatalf("cancel: %v", err)
 			}
 		}

@@ -251,7 +251,7 @@ type session struct {
 }
 
 func (r *Runner) handle(ctx context.Context, p Projector, msg *message.Message, sess *session) error {
-	e, payload, err := r.Registry.DecodeMessageBody(msg.Metadata.Get("event_type"), msg.Payload)
+	e, payload, err := r.Registry.DecodeMessage(msg)
 	if errors.Is(err, eventstore.ErrUnknownEventType) {
 		err = nil // passed over by queueEvents
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -90,15 +91,15 @@ func TestQueueView(t *testing.T) {
 	expect("r1 running", mine, 2, 1, &r2)
 	claim2 := f.begin(r2.ID)
 	expect("r2 running", mine, 1, 2, &r3)
-	if err := f.svc.Succeed(f.ctx, claim1); err != nil {
+	if err := f.svc.Succeed(f.ctx, worker, claim1); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	expect("r1 succeeded", mine, 1, 1, &r3)
-	if _, err := f.svc.CancelRun(f.ctx, owner, r3.ID); err != nil {
+	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), r3.ID); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
 	expect("r3 cancelled while queued", mine, 0, 1, nil)
-	if err := f.svc.Fail(f.ctx, claim2, domain.ReasonUnavailable); err != nil {
+	if err := f.svc.Fail(f.ctx, worker, claim2, domain.ReasonUnavailable); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	expect("r2 failed", mine, 0, 0, nil)

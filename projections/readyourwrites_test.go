@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // TestReadYourWrites: a client that just got a StartResult, or just
@@ -34,7 +35,7 @@ func TestReadYourWrites(t *testing.T) {
 		if v := f.getRun(run.ID); v.DedupedCount != 1 {
 			t.Fatalf("iteration %d: deduped_count %d right after a dedupe, want 1", i, v.DedupedCount)
 		}
-		if _, err := f.svc.CancelRun(f.ctx, owner, run.ID); err != nil {
+		if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), run.ID); err != nil {
 			t.Fatalf("cancel: %v", err)
 		}
 		if v := f.getRun(run.ID); v.Status != domain.StatusCancelled || v.Reason == nil || v.Reason.Code != domain.ReasonCancelled {

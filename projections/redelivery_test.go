@@ -13,6 +13,7 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -148,11 +149,11 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 				if id := active[conn]; id != "" && r.Intn(40) == 0 {
 					var err error
 					if r.Intn(2) == 0 {
-						_, err = f.svc.CancelRun(f.ctx, owner, id)
+						_, err = f.svc.CancelRun(f.ctx, apptest.As(owner), id)
 					} else {
 						var c gate.Claim
 						if c, err = f.svc.BeginRun(f.ctx, id, "w", leaseLong); err == nil {
-							err = f.svc.Succeed(f.ctx, c)
+							err = f.svc.Succeed(f.ctx, worker, c)
 						}
 					}
 					if err != nil {

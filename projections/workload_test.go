@@ -17,9 +17,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 // world is a set of tenants, users and connections a random workload
@@ -37,7 +40,7 @@ type world struct {
 }
 
 type worldTenant struct {
-	tenant                    gate.Tenant
+	tenant                    tenancy.Tenant
 	owner, operator, readonly string
 	mu                        sync.Mutex
 	conns                     []string
@@ -71,7 +74,7 @@ func newWorld(f *fixture, tenants int) *world {
 	// A user who is a member of several tenants.
 	shared := f.user("shared", domain.RoleOperator)
 	for _, wt := range w.tenants[:min(2, len(w.tenants))] {
-		if _, err := f.svc.GrantMembership(f.ctx, shared, wt.tenant.ID, string(domain.RoleOperator)); err != nil {
+		if _, err := f.app.Tenancy.GrantMembership(f.ctx, apptest.Admin, shared, wt.tenant.ID, string(domain.RoleOperator)); err != nil {
 			f.t.Fatalf("grant: %v", err)
 		}
 	}
@@ -80,7 +83,7 @@ func newWorld(f *fixture, tenants int) *world {
 
 // tolerated are the refusals a concurrent random workload may meet.
 func tolerated(err error) bool {
-	var forbidden *gate.ForbiddenError
+	var forbidden *domain.ForbiddenError
 	return errors.As(err, &forbidden) ||
 		errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrRunAlreadyStarted) ||
 		errors.Is(err, domain.ErrRunNotStarted) || errors.Is(err, domain.ErrStaleEpoch) ||
@@ -199,12 +202,12 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 				if rng.Intn(4) == 0 {
 					items = `[{"item": 1, "overwrite": true}]`
 				}
-				r, err := f.svc.CreateRestoreRun(ctx, wt.owner, wt.tenant.ID, "restore", json.RawMessage(items))
+				r, err := f.app.Restores.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, "restore", json.RawMessage(items))
 				if err != nil {
 					return fmt.Errorf("create restore run: %w", err)
 				}
 				if rng.Intn(2) == 0 {
-					if _, err := f.svc.PreviewRestoreRun(ctx, wt.owner, r.ID); err != nil {
+					if _, err := f.app.Restores.Preview(ctx, apptest.As(wt.owner), r.ID); err != nil {
 						return fmt.Errorf("preview: %w", err)
 					}
 				}
@@ -245,9 +248,9 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 		}
 		claim := gate.Claim{RunID: id, Epoch: epoch}
 		if rng.Intn(3) == 0 {
-			return w.done("fail", f.svc.Fail(ctx, claim, pick(rng, executionReasons)))
+			return w.done("fail", f.svc.Fail(ctx, worker, claim, pick(rng, executionReasons)))
 		}
-		return w.done("succeed", f.svc.Succeed(ctx, claim))
+		return w.done("succeed", f.svc.Succeed(ctx, worker, claim))
 	case p < 86: // an operator cancels
 		id, _, tenantID, ok, err := w.randomRun(ctx, rng, "queued", "running")
 		if err != nil || !ok {
@@ -258,36 +261,36 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 		if rng.Intn(2) == 0 {
 			who = owner.owner
 		}
-		_, err = f.svc.CancelRun(ctx, who, id)
+		_, err = f.svc.CancelRun(ctx, apptest.As(who), id)
 		return w.done("cancel", err)
 	case p < 90: // the reaper
 		_, err := f.svc.ReapExpired(ctx, 10)
 		return w.done("reap", err)
 	case p < 96: // a connection changes
-		var patch gate.ConnectionPatch
+		var patch connections.Patch
 		switch rng.Intn(4) {
 		case 0:
 			v := rng.Intn(4) != 0
 			patch.Enabled = &v
 		case 1:
-			v := pick(rng, []string{domain.ConsentGranted, domain.ConsentGranted, domain.ConsentMissing, domain.ConsentRevoked})
+			v := pick(rng, []domain.Consent{domain.ConsentGranted, domain.ConsentGranted, domain.ConsentMissing, domain.ConsentRevoked})
 			patch.Consent = &v
 		case 2:
-			v := pick(rng, []string{domain.CredentialsValid, domain.CredentialsValid, domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing})
+			v := pick(rng, []domain.Credentials{domain.CredentialsValid, domain.CredentialsValid, domain.CredentialsExpired, domain.CredentialsInvalid, domain.CredentialsMissing})
 			patch.Credentials = &v
 		case 3:
 			v := fmt.Sprintf("Graph %d", rng.Intn(1000))
 			patch.DisplayName = &v
 		}
-		_, err := f.svc.UpdateConnection(ctx, wt.owner, pick(rng, conns), patch)
+		_, err := f.app.Connections.Update(ctx, apptest.As(wt.owner), pick(rng, conns), patch)
 		return w.done("update connection", err)
 	case p < 98: // the default changes
-		_, err := f.svc.MakeDefault(ctx, wt.owner, pick(rng, conns))
+		_, err := f.app.Connections.MakeDefault(ctx, apptest.As(wt.owner), pick(rng, conns))
 		return w.done("make default", err)
 	default: // a new connection
-		in := gate.NewConnection{Provider: gate.ProviderSimulated, DisplayName: "New", IsDefault: rng.Intn(2) == 0,
+		in := connections.NewConnection{Provider: connections.ProviderSimulated, DisplayName: "New", IsDefault: rng.Intn(2) == 0,
 			Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: rng.Intn(4) != 0}
-		c, err := f.svc.CreateConnection(ctx, wt.owner, wt.tenant.ID, in)
+		c, err := f.app.Connections.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, in)
 		if err == nil {
 			wt.mu.Lock()
 			wt.conns = append(wt.conns, c.ID)

@@ -8,10 +8,9 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/faultproxy"
-	"github.com/opsgate/opsgate/internal/pgtest"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -26,14 +25,14 @@ func TestResultRecordedAfterTheDatabaseReturns(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = proxy.Close() })
 	// The worker under test, its gate and its reaper reach the database
-	// only through the proxy; the test reads it directly.
-	pool := pgtest.Connect(t, proxied)
+	// only through the proxy (an application of its own on it); the test
+	// reads it directly.
+	cut := apptest.Start(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{}))
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithLogger(logger))
 	cfg := config("cut-off")
 	cfg.Heartbeat, cfg.Lease, cfg.ReapInterval = 100*time.Millisecond, 3*time.Second, 100*time.Millisecond
-	w, err := worker.New(cfg, pool, gate.New(store), store.Registry(), f.providers(), logger)
+	w, err := worker.New(cfg, cut.ReaderPool, cut.Gate, cut.Connections, cut.Store.Registry(), f.providers(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -12,10 +11,13 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
-	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/tenancy"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -44,18 +46,7 @@ const (
 const providerRecording = "recording"
 
 // waitFor polls cond until it holds, failing the test at the deadline.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+var waitFor = apptest.WaitFor
 
 // testLogger logs through t until the test ends (goroutines that outlive
 // it are then silenced instead of panicking).
@@ -200,129 +191,92 @@ func (p *probe) executed() map[string]bool {
 	return out
 }
 
-// fixture is a fresh database with a workspace, a tenant and its owner,
-// wired the way serve wires the worker.
+// fixture is a fresh application with a workspace, a tenant and its
+// owner. No role runs: each test runs the workers it needs (runWorker).
 type fixture struct {
 	t      testing.TB
 	ctx    context.Context
+	app    *apptest.App
 	pool   *pgxpool.Pool
 	svc    *gate.Service
 	store  *eventstore.Store
 	probe  *probe
 	logger *slog.Logger
 
-	workspace gate.Workspace
-	tenant    gate.Tenant
+	workspace tenancy.Workspace
+	tenant    tenancy.Tenant
 	owner     string
-	seq       *atomic.Int64
 }
 
 // on returns the fixture for use by subtest t.
 func (f *fixture) on(t testing.TB) *fixture {
 	g := *f
 	g.t = t
+	g.app = f.app.On(t)
 	return &g
 }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	logger := testLogger(t, slog.LevelWarn)
-	pool := pgtest.NewPool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route), eventstore.WithLogger(logger))
-	f := &fixture{t: t, ctx: ctx, pool: pool, svc: gate.New(store), store: store, probe: newProbe(), logger: logger, seq: new(atomic.Int64)}
-	var err error
-	if f.workspace, err = f.svc.CreateWorkspace(ctx, "Contoso MSP"); err != nil {
-		t.Fatalf("create workspace: %v", err)
-	}
+	return newFixtureOn(t, apptest.Start(t, apptest.Roles(app.Roles{})))
+}
+
+func newFixtureOn(t testing.TB, a *apptest.App) *fixture {
+	t.Helper()
+	f := &fixture{t: t, ctx: a.Ctx, app: a, pool: a.Pool, svc: a.Gate, store: a.Store, probe: newProbe(), logger: testLogger(t, slog.LevelWarn)}
+	f.workspace = a.Workspace("Contoso MSP")
 	f.tenant = f.newTenant("Fabrikam")
 	f.owner = f.newUser("owner", f.tenant.ID, domain.RoleOwner)
 	return f
 }
 
-func (f *fixture) newTenant(name string) gate.Tenant {
+func (f *fixture) newTenant(name string) tenancy.Tenant {
 	f.t.Helper()
-	tenant, err := f.svc.CreateTenant(f.ctx, f.workspace.ID, name)
-	if err != nil {
-		f.t.Fatalf("create tenant %s: %v", name, err)
-	}
-	return tenant
+	return f.app.On(f.t).Tenant(f.workspace.ID, name)
 }
 
 func (f *fixture) newUser(name, tenantID string, role domain.Role) string {
 	f.t.Helper()
-	u, err := f.svc.CreateUser(f.ctx, fmt.Sprintf("%s-%d@example.test", name, f.seq.Add(1)), name)
-	if err != nil {
-		f.t.Fatalf("create user %s: %v", name, err)
+	a := f.app.On(f.t)
+	if tenantID == "" {
+		return a.User(name).ID
 	}
-	if tenantID != "" {
-		if _, err := f.svc.GrantMembership(f.ctx, u.ID, tenantID, string(role)); err != nil {
-			f.t.Fatalf("grant %s: %v", role, err)
-		}
-	}
-	return u.ID
+	return a.Member(name, tenantID, role).ID
 }
 
 // Connection request tweaks.
-func asDefault(in *gate.NewConnection) { in.IsDefault = true }
-func disabled(in *gate.NewConnection)  { in.Enabled = false }
-func recording(in *gate.NewConnection) { in.Provider = providerRecording }
-func noConsent(in *gate.NewConnection) { in.Consent = domain.ConsentMissing }
-func badCreds(in *gate.NewConnection)  { in.Credentials = domain.CredentialsInvalid }
-func latency(ms int) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { simOf(in).LatencyMS = ms }
-}
-func failWith(code domain.ReasonCode) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { simOf(in).FailWith = &code }
-}
-func throttle(times int) func(*gate.NewConnection) {
-	return func(in *gate.NewConnection) { simOf(in).ThrottleTimes = times }
-}
-
-func simOf(in *gate.NewConnection) *domain.Simulation {
-	if in.Simulation == nil {
-		in.Simulation = &domain.Simulation{}
-	}
-	return in.Simulation
-}
+var (
+	asDefault = apptest.AsDefault
+	disabled  = apptest.Disabled
+	recording = apptest.Provider(providerRecording)
+	noConsent = apptest.Consent(domain.ConsentMissing)
+	badCreds  = apptest.Credentials(domain.CredentialsInvalid)
+	latency   = apptest.Latency
+	failWith  = apptest.FailWith
+	throttle  = apptest.Throttle
+)
 
 // connection creates a ready simulated connection on the fixture's tenant.
-func (f *fixture) connection(name string, change ...func(*gate.NewConnection)) gate.Connection {
+func (f *fixture) connection(name string, change ...func(*connections.NewConnection)) connections.Connection {
 	f.t.Helper()
 	return f.connectionOn(f.tenant.ID, name, change...)
 }
 
-func (f *fixture) connectionOn(tenantID, name string, change ...func(*gate.NewConnection)) gate.Connection {
+func (f *fixture) connectionOn(tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
 	f.t.Helper()
-	in := gate.NewConnection{
-		Provider: gate.ProviderSimulated, DisplayName: name,
-		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
-	}
-	for _, c := range change {
-		c(&in)
-	}
-	c, err := f.svc.CreateConnection(f.ctx, f.owner, tenantID, in)
-	if err != nil {
-		f.t.Fatalf("create connection %s: %v", name, err)
-	}
-	return c
+	return f.app.On(f.t).Connection(f.owner, tenantID, name, change...)
 }
 
 // start runs a start through the gate.
 func (f *fixture) start(req gate.StartRequest) domain.StartResult {
 	f.t.Helper()
-	resp, err := f.svc.Start(f.ctx, req)
-	if err != nil {
-		f.t.Fatalf("start %s: %v", req.Surface.Name, err)
-	}
-	return resp.Result
+	return f.app.On(f.t).Start(req).Result
 }
 
 // startOn starts a connection-scoped surface on connectionID.
 func (f *fixture) startOn(surface domain.Surface, connectionID string) domain.StartResult {
 	f.t.Helper()
-	return f.start(gate.StartRequest{ActorID: f.owner, Surface: surface, ConnectionID: connectionID})
+	return f.start(gate.StartRequest{Actor: apptest.As(f.owner), Surface: surface, ConnectionID: connectionID})
 }
 
 // expect starts a connection-scoped surface and checks its outcome.
@@ -384,32 +338,11 @@ func (f *fixture) count(sql string, args ...any) int {
 }
 
 // events returns the events recorded for a run, in commit order.
-func (f *fixture) events(runID string) []eventstore.Event {
-	f.t.Helper()
-	events, err := f.store.ReadCorrelated(f.ctx, runID, 1000)
-	if err != nil {
-		f.t.Fatalf("events of %s: %v", runID, err)
-	}
-	return events
-}
+func (f *fixture) events(runID string) []eventstore.Event { return f.app.On(f.t).RunEvents(runID) }
 
-func (f *fixture) stream(id string) []eventstore.Event {
-	f.t.Helper()
-	events, err := f.store.ReadStream(f.ctx, id, 1)
-	if err != nil {
-		f.t.Fatalf("read %s: %v", id, err)
-	}
-	return events
-}
+func (f *fixture) stream(id string) []eventstore.Event { return f.app.On(f.t).Stream(id) }
 
-func (f *fixture) decode(e eventstore.Event) eventstore.Payload {
-	f.t.Helper()
-	p, err := f.store.Registry().Decode(e)
-	if err != nil {
-		f.t.Fatalf("decode %s: %v", e.Type, err)
-	}
-	return p
-}
+func (f *fixture) decode(e eventstore.Event) eventstore.Payload { return f.app.On(f.t).Decode(e) }
 
 // countType is the number of events of type typ among events.
 func countType(events []eventstore.Event, typ string) int {
@@ -494,7 +427,7 @@ func config(id string) worker.Config {
 
 // providers serves the simulated provider (and the recording one) through the probe.
 func (f *fixture) providers() worker.Providers {
-	return worker.Providers{gate.ProviderSimulated: f.probe, providerRecording: f.probe}
+	return worker.Providers{connections.ProviderSimulated: f.probe, providerRecording: f.probe}
 }
 
 // runWorker starts a worker with cfg; grace is passed to Run. The worker
@@ -511,7 +444,7 @@ func (f *fixture) runWorker(cfg worker.Config, grace time.Duration) *runningWork
 			onEvent(typ)
 		}
 	}
-	w, err := worker.New(cfg, f.pool, f.svc, f.store.Registry(), f.providers(), f.logger)
+	w, err := worker.New(cfg, f.app.ReaderPool, f.svc, f.app.Connections, f.store.Registry(), f.providers(), f.logger)
 	if err != nil {
 		f.t.Fatalf("worker.New: %v", err)
 	}
@@ -531,3 +464,5 @@ func (f *fixture) workerCaughtUp() bool {
 		SELECT 1 FROM watermill_offsets_starts_accepted o WHERE o.consumer_group = $1
 		AND (o.last_processed_transaction_id, o.offset_acked) >= (m.transaction_id, m."offset"))`, worker.ConsumerGroup) == 0
 }
+
+var testWorker = domain.ActorWorker("test")

@@ -20,8 +20,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/pgtest"
 )
 
@@ -245,7 +244,7 @@ func TestMultiProcess(t *testing.T) {
 	t.Logf("binary built in %v", time.Since(t0))
 	dbURL := pgtest.NewDatabase(t)
 	pool := pgtest.Connect(t, dbURL)
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route))
+	store := app.NewStore(pool)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 

@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/gate"
 )
 
 // Job is one execution of an accepted run against its pinned connection.
 type Job struct {
 	RunID      string
 	Type       string
-	Connection gate.Connection
+	Connection connections.Connection
 	// Attempt counts from 1; it grows when a throttled call is retried.
 	Attempt int
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
@@ -66,24 +67,11 @@ type Config struct {
 	OnPickup func(time.Duration)
 }
 
-// CheckLease refuses a lease that does not outlast a heartbeat interval
-// plus a margin of one more interval: with less, one slow heartbeat would
-// let the reaper end a healthy run.
-func CheckLease(lease, heartbeat time.Duration) error {
-	if heartbeat <= 0 {
-		return fmt.Errorf("heartbeat interval %s must be positive", heartbeat)
-	}
-	if lease < 2*heartbeat {
-		return fmt.Errorf("lease %s is shorter than the heartbeat interval %s plus a margin of one more interval (%s at least)", lease, heartbeat, 2*heartbeat)
-	}
-	return nil
-}
-
 func (c *Config) validate() error {
 	if c.Concurrency < 1 {
 		return errors.New("worker: Concurrency must be at least 1")
 	}
-	if err := CheckLease(c.Lease, c.Heartbeat); err != nil {
+	if err := domain.CheckLease(c.Lease, c.Heartbeat); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
 	return nil
@@ -94,14 +82,16 @@ type Worker struct {
 	cfg       Config
 	pool      *pgxpool.Pool
 	gate      *gate.Service
+	conns     *connections.Service
 	registry  *eventstore.Registry
 	providers Providers
 	logger    *slog.Logger
 }
 
-// New returns a worker; it refuses a lease that does not outlast the
-// heartbeat interval plus a margin.
-func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore.Registry, providers Providers, logger *slog.Logger) (*Worker, error) {
+// New returns a worker that subscribes through pool, claims and records
+// through the gate and reads pinned connections through conns; it refuses
+// a lease that does not outlast the heartbeat interval plus a margin.
+func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, conns *connections.Service, registry *eventstore.Registry, providers Providers, logger *slog.Logger) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -131,7 +121,7 @@ func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, registry *eventstore
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{
-		cfg: cfg, pool: pool, gate: svc, registry: registry, providers: providers, logger: logger.With("worker_id", cfg.ID),
+		cfg: cfg, pool: pool, gate: svc, conns: conns, registry: registry, providers: providers, logger: logger.With("worker_id", cfg.ID),
 	}, nil
 }
 
@@ -218,7 +208,7 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 }
 
 func (w *Worker) decode(msg *message.Message) (domain.StartAccepted, error) {
-	e, payload, err := w.registry.DecodeMessageBody(msg.Metadata.Get("event_type"), msg.Payload)
+	e, payload, err := w.registry.DecodeMessage(msg)
 	if e.Type != "" && w.cfg.OnEvent != nil {
 		w.cfg.OnEvent(e.Type)
 	}
@@ -359,14 +349,14 @@ func (w *Worker) keepLease(ctx context.Context, claim gate.Claim, logger *slog.L
 // abandoned the run. The epoch fences every attempt: a result the scope
 // no longer expects is refused and dropped.
 func (w *Worker) record(ctx context.Context, claim gate.Claim, reason domain.ReasonCode, lost <-chan struct{}, logger *slog.Logger) {
-	ctx = eventstore.WithMetadata(ctx, eventstore.Metadata{Actor: "worker:" + w.cfg.ID})
+	by := domain.ActorWorker(w.cfg.ID)
 	backoff := w.cfg.ResultBackoff
 	for attempt := 1; ; attempt++ {
 		var err error
 		if reason == "" {
-			err = w.gate.Succeed(ctx, claim)
+			err = w.gate.Succeed(ctx, by, claim)
 		} else {
-			err = w.gate.Fail(ctx, claim, reason)
+			err = w.gate.Fail(ctx, by, claim, reason)
 		}
 		switch {
 		case err == nil:
@@ -459,10 +449,10 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 // connection reads the pinned connection as it is now. While the database
 // is unavailable it tries again (the lease is held meanwhile): our own
 // database being away is no reason to fail the run as the provider's.
-func (w *Worker) connection(ctx context.Context, id string) (gate.Connection, error) {
+func (w *Worker) connection(ctx context.Context, id string) (connections.Connection, error) {
 	backoff := w.cfg.ResultBackoff
 	for {
-		conn, err := w.gate.Connection(ctx, id)
+		conn, err := w.conns.Current(ctx, id)
 		if err == nil || !eventstore.IsUnavailable(err) {
 			return conn, err
 		}
@@ -470,7 +460,7 @@ func (w *Worker) connection(ctx context.Context, id string) (gate.Connection, er
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return gate.Connection{}, ctx.Err()
+			return connections.Connection{}, ctx.Err()
 		case <-t.C:
 		}
 		backoff = min(2*backoff, w.cfg.Heartbeat)

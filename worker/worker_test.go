@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -23,7 +25,7 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 	off := f.connection("Disabled", disabled)
 	unconsented := f.connection("No consent", noConsent)
 	noDefault := f.newTenant("No default")
-	if _, err := f.svc.GrantMembership(f.ctx, f.owner, noDefault.ID, string(domain.RoleOwner)); err != nil {
+	if _, err := f.app.Tenancy.GrantMembership(f.ctx, apptest.Admin, f.owner, noDefault.ID, string(domain.RoleOwner)); err != nil {
 		t.Fatalf("grant: %v", err)
 	}
 	w := f.runWorker(config("worker-1"), 5*time.Second)
@@ -46,7 +48,7 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 		}
 		f.expect(domain.OutcomeBlocked, domain.SurfaceConnectionCheck, off.ID)
 		f.expect(domain.OutcomeBlocked, domain.SurfaceInventorySync, unconsented.ID)
-		res := f.start(gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceTenantVerification, TenantID: noDefault.ID})
+		res := f.start(gate.StartRequest{Actor: apptest.As(f.owner), Surface: domain.SurfaceTenantVerification, TenantID: noDefault.ID})
 		if res.Outcome != domain.OutcomeBlocked || res.Reason == nil || res.Reason.Code != domain.ReasonMissingDefault {
 			t.Fatalf("tenant verification without a default = %s %+v, want blocked missing_default", res.Outcome, res.Reason)
 		}
@@ -58,10 +60,10 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 		f.newUser(fmt.Sprintf("operator-%d", round), f.tenant.ID, domain.RoleOperator)
 		extra := f.connection(fmt.Sprintf("Extra %d", round))
 		name := fmt.Sprintf("Renamed %d", round)
-		if _, err := f.svc.UpdateConnection(f.ctx, f.owner, extra.ID, gate.ConnectionPatch{DisplayName: &name}); err != nil {
+		if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), extra.ID, connections.Patch{DisplayName: &name}); err != nil {
 			t.Fatalf("rename: %v", err)
 		}
-		if _, err := f.svc.MakeDefault(f.ctx, f.owner, extra.ID); err != nil {
+		if _, err := f.app.Connections.MakeDefault(f.ctx, apptest.As(f.owner), extra.ID); err != nil {
 			t.Fatalf("make default: %v", err)
 		}
 
@@ -141,14 +143,14 @@ func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
 	f := newFixture(t)
 	pinned := f.connection("Pinned", recording, asDefault)
 	later := f.connection("Later default", recording)
-	groupsSync := gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceGroupsSync, TenantID: f.tenant.ID}
+	groupsSync := gate.StartRequest{Actor: apptest.As(f.owner), Surface: domain.SurfaceGroupsSync, TenantID: f.tenant.ID}
 
 	// Accepted while no worker runs: pinned to the default of that moment.
 	first := f.start(groupsSync)
 	if first.Outcome != domain.OutcomeAccepted || first.Run.ProviderConnection == nil || first.Run.ProviderConnection.ID != pinned.ID {
 		t.Fatalf("first start = %s pinned to %+v, want accepted on %s", first.Outcome, first.Run.ProviderConnection, pinned.ID)
 	}
-	if _, err := f.svc.MakeDefault(f.ctx, f.owner, later.ID); err != nil {
+	if _, err := f.app.Connections.MakeDefault(f.ctx, apptest.As(f.owner), later.ID); err != nil {
 		t.Fatalf("make default: %v", err)
 	}
 	second := f.start(groupsSync)
@@ -174,12 +176,12 @@ func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
 		t.Fatalf("third start = %s pinned to %+v, want accepted on %s", third.Outcome, third.Run.ProviderConnection, later.ID)
 	}
 	off := false
-	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, later.ID, gate.ConnectionPatch{Enabled: &off}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), later.ID, connections.Patch{Enabled: &off}); err != nil {
 		t.Fatalf("disable: %v", err)
 	}
 	// The first connection, usable, is the default again; the run must
 	// still not switch to it.
-	if _, err := f.svc.MakeDefault(f.ctx, f.owner, pinned.ID); err != nil {
+	if _, err := f.app.Connections.MakeDefault(f.ctx, apptest.As(f.owner), pinned.ID); err != nil {
 		t.Fatalf("make default: %v", err)
 	}
 	f.runWorker(config("worker-2"), 5*time.Second)
@@ -196,7 +198,7 @@ func TestRunExecutesAgainstPinnedConnection(t *testing.T) {
 // blocked start for the same problem.
 func TestExecutionFailuresShareReasonClassWithBlockedStarts(t *testing.T) {
 	f := newFixture(t)
-	blockedClass := func(change func(*gate.NewConnection)) domain.ReasonClass {
+	blockedClass := func(change func(*connections.NewConnection)) domain.ReasonClass {
 		t.Helper()
 		c := f.connection("Blocked", change)
 		res := f.startOn(domain.SurfaceInventorySync, c.ID)
@@ -211,8 +213,8 @@ func TestExecutionFailuresShareReasonClassWithBlockedStarts(t *testing.T) {
 
 	type tc struct {
 		name      string
-		change    []func(*gate.NewConnection)
-		after     *gate.ConnectionPatch // applied after acceptance, before execution
+		change    []func(*connections.NewConnection)
+		after     *connections.Patch // applied after acceptance, before execution
 		status    domain.RunStatus
 		code      domain.ReasonCode
 		class     domain.ReasonClass
@@ -223,21 +225,21 @@ func TestExecutionFailuresShareReasonClassWithBlockedStarts(t *testing.T) {
 	}
 	off, revoked, expired := false, domain.ConsentRevoked, domain.CredentialsExpired
 	cases := []*tc{
-		{name: "credentials rejected", change: []func(*gate.NewConnection){failWith(domain.ReasonCredentialsRejected)},
+		{name: "credentials rejected", change: []func(*connections.NewConnection){failWith(domain.ReasonCredentialsRejected)},
 			status: domain.StatusFailed, code: domain.ReasonCredentialsRejected, class: domain.ClassProviderCredentials, calls: 1, blockedAs: credentialsClass},
-		{name: "consent revoked", change: []func(*gate.NewConnection){failWith(domain.ReasonConsentRevoked)},
+		{name: "consent revoked", change: []func(*connections.NewConnection){failWith(domain.ReasonConsentRevoked)},
 			status: domain.StatusFailed, code: domain.ReasonConsentRevoked, class: domain.ClassProviderConsent, calls: 1, blockedAs: consentClass},
-		{name: "unavailable", change: []func(*gate.NewConnection){failWith(domain.ReasonUnavailable)},
+		{name: "unavailable", change: []func(*connections.NewConnection){failWith(domain.ReasonUnavailable)},
 			status: domain.StatusFailed, code: domain.ReasonUnavailable, class: domain.ClassProviderUnavailable, calls: 1},
-		{name: "throttled past retries", change: []func(*gate.NewConnection){throttle(10)},
+		{name: "throttled past retries", change: []func(*connections.NewConnection){throttle(10)},
 			status: domain.StatusFailed, code: domain.ReasonThrottled, class: domain.ClassProviderThrottled, calls: 3},
-		{name: "throttled once", change: []func(*gate.NewConnection){throttle(1)},
+		{name: "throttled once", change: []func(*connections.NewConnection){throttle(1)},
 			status: domain.StatusSucceeded, calls: 2},
-		{name: "disabled after acceptance", after: &gate.ConnectionPatch{Enabled: &off},
+		{name: "disabled after acceptance", after: &connections.Patch{Enabled: &off},
 			status: domain.StatusFailed, code: domain.ReasonDisabled, class: domain.ClassProviderAccess, calls: 0, blockedAs: accessClass},
-		{name: "consent revoked after acceptance", after: &gate.ConnectionPatch{Consent: &revoked},
+		{name: "consent revoked after acceptance", after: &connections.Patch{Consent: &revoked},
 			status: domain.StatusFailed, code: domain.ReasonConsentMissing, class: domain.ClassProviderConsent, calls: 0, blockedAs: consentClass},
-		{name: "credentials expired after acceptance", after: &gate.ConnectionPatch{Credentials: &expired},
+		{name: "credentials expired after acceptance", after: &connections.Patch{Credentials: &expired},
 			status: domain.StatusFailed, code: domain.ReasonCredentialsInvalid, class: domain.ClassProviderCredentials, calls: 0, blockedAs: credentialsClass},
 	}
 	// Accept everything first, change connections, then let the worker run.
@@ -246,7 +248,7 @@ func TestExecutionFailuresShareReasonClassWithBlockedStarts(t *testing.T) {
 		c.connID = conn.ID
 		c.runID = f.accept(conn.ID).ID
 		if c.after != nil {
-			if _, err := f.svc.UpdateConnection(f.ctx, f.owner, conn.ID, *c.after); err != nil {
+			if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), conn.ID, *c.after); err != nil {
 				t.Fatalf("%s: update connection: %v", c.name, err)
 			}
 		}
@@ -323,7 +325,7 @@ func TestKilledWorkerRunIsReaped(t *testing.T) {
 	}
 
 	// The scope is free: the next start is accepted and runs.
-	if _, err := f.svc.UpdateConnection(f.ctx, f.owner, conn.ID, gate.ConnectionPatch{SetSimulation: true}); err != nil {
+	if _, err := f.app.Connections.Update(f.ctx, apptest.As(f.owner), conn.ID, connections.Patch{SetSimulation: true}); err != nil {
 		t.Fatalf("clear simulation: %v", err)
 	}
 	next := f.accept(conn.ID)
@@ -334,7 +336,7 @@ func TestKilledWorkerRunIsReaped(t *testing.T) {
 func TestTwoWorkersNeverStartTheSameRun(t *testing.T) {
 	f := newFixture(t)
 	const n = 50
-	conns := make([]gate.Connection, n)
+	conns := make([]connections.Connection, n)
 	for i := range conns {
 		conns[i] = f.connection(fmt.Sprintf("Connection %d", i), latency(10))
 	}
@@ -349,7 +351,7 @@ func TestTwoWorkersNeverStartTheSameRun(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := g; i < n; i += 10 {
-				resp, err := f.svc.Start(f.ctx, gate.StartRequest{ActorID: f.owner, Surface: domain.SurfaceInventorySync, ConnectionID: conns[i].ID})
+				resp, err := f.svc.Start(f.ctx, gate.StartRequest{Actor: apptest.As(f.owner), Surface: domain.SurfaceInventorySync, ConnectionID: conns[i].ID})
 				if err != nil {
 					errs <- err
 					return
@@ -458,10 +460,10 @@ func TestStaleResultAfterReapIsRejected(t *testing.T) {
 	stale := func(err error) bool {
 		return errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrStaleEpoch)
 	}
-	if err := f.svc.Succeed(f.ctx, claim); !stale(err) {
+	if err := f.svc.Succeed(f.ctx, testWorker, claim); !stale(err) {
 		t.Errorf("late succeed: err = %v, want ErrRunNotActive or ErrStaleEpoch", err)
 	}
-	if err := f.svc.Fail(f.ctx, claim, domain.ReasonUnavailable); !stale(err) {
+	if err := f.svc.Fail(f.ctx, testWorker, claim, domain.ReasonUnavailable); !stale(err) {
 		t.Errorf("late fail: err = %v, want ErrRunNotActive or ErrStaleEpoch", err)
 	}
 	if err := f.svc.Heartbeat(f.ctx, claim, lease); !errors.Is(err, gate.ErrLeaseLost) {
@@ -483,7 +485,7 @@ func TestStaleResultAfterReapIsRejected(t *testing.T) {
 	// The next run on the scope is unaffected by the stale claim.
 	next := f.accept(conn.ID)
 	f.waitStatus(next.ID, domain.StatusSucceeded)
-	if err := f.svc.Succeed(f.ctx, claim); !stale(err) {
+	if err := f.svc.Succeed(f.ctx, testWorker, claim); !stale(err) {
 		t.Errorf("late succeed after the next run: err = %v", err)
 	}
 }
@@ -497,7 +499,7 @@ func TestCancellation(t *testing.T) {
 	slow := f.connection("Slow", latency(5000))
 
 	queued := f.accept(queuedConn.ID)
-	if c, err := f.svc.CancelRun(f.ctx, f.owner, queued.ID); err != nil || c.WasRunning {
+	if c, err := f.svc.CancelRun(f.ctx, apptest.As(f.owner), queued.ID); err != nil || c.WasRunning {
 		t.Fatalf("cancel queued = %+v, %v", c, err)
 	}
 	after := f.accept(marker.ID) // delivered after the cancelled one
@@ -514,7 +516,7 @@ func TestCancellation(t *testing.T) {
 	running := f.accept(slow.ID)
 	waitFor(t, waitTimeout, "the slow run to execute", func() bool { return f.probe.calls(running.ID) == 1 })
 	began := time.Now()
-	if c, err := f.svc.CancelRun(f.ctx, f.owner, running.ID); err != nil || !c.WasRunning {
+	if c, err := f.svc.CancelRun(f.ctx, apptest.As(f.owner), running.ID); err != nil || !c.WasRunning {
 		t.Fatalf("cancel running = %+v, %v", c, err)
 	}
 	var ctxErr error
@@ -703,12 +705,12 @@ func TestNewRefusesShortLease(t *testing.T) {
 		{lease: time.Second, heartbeat: -time.Second, concurrency: 1},
 		{lease: time.Second, heartbeat: 100 * time.Millisecond, concurrency: 0},
 	} {
-		_, err := worker.New(worker.Config{Concurrency: c.concurrency, Lease: c.lease, Heartbeat: c.heartbeat}, nil, nil, nil, nil, nil)
+		_, err := worker.New(worker.Config{Concurrency: c.concurrency, Lease: c.lease, Heartbeat: c.heartbeat}, nil, nil, nil, nil, nil, nil)
 		if (err == nil) != c.ok {
 			t.Errorf("New(lease %v, heartbeat %v, concurrency %d): err = %v, want ok=%v", c.lease, c.heartbeat, c.concurrency, err, c.ok)
 		}
 		if c.concurrency > 0 {
-			if err := worker.CheckLease(c.lease, c.heartbeat); (err == nil) != c.ok {
+			if err := domain.CheckLease(c.lease, c.heartbeat); (err == nil) != c.ok {
 				t.Errorf("CheckLease(%v, %v) = %v, want ok=%v", c.lease, c.heartbeat, err, c.ok)
 			}
 		}

@@ -22,8 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/app"
 )
 
 type client struct {
@@ -288,7 +287,7 @@ func hotScope(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, d
 // checkNeverTwoActive folds the hot scope's stream and fails if a start
 // was accepted while another run held the scope.
 func checkNeverTwoActive(ctx context.Context, pool *pgxpool.Pool, conn string) error {
-	store := eventstore.New(pool, gate.NewRegistry())
+	store := app.NewStore(pool)
 	events, err := store.ReadStream(ctx, string(domain.ConnectionScope(conn)), 1)
 	if err != nil {
 		return err

@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/migrations"
 )
@@ -62,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		roles, err := parseRoles(*rolesFlag)
+		roles, err := app.ParseRoles(*rolesFlag)
 		if err != nil {
 			fmt.Fprintf(stderr, "opsgate serve: %v\n", err)
 			return 2
@@ -73,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "migrate":
-		pool, err := openPool(ctx, cfg)
+		pool, err := app.OpenPool(ctx, cfg)
 		if err != nil {
 			logger.Error("connect", "err", err)
 			return 1
@@ -92,20 +92,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// openPool opens a connection pool; params are run-time settings as
-// name, value pairs for every connection of the pool.
-func openPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+// serve runs roles until ctx is cancelled (SIGTERM), then drains.
+func serve(ctx context.Context, cfg config.Config, roles app.Roles, logger *slog.Logger, stdout io.Writer) error {
+	a, err := app.New(ctx, cfg, roles, logger)
 	if err != nil {
-		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+		return err
 	}
-	pc.MaxConns = cfg.DBMaxConns
-	for i := 0; i+1 < len(params); i += 2 {
-		pc.ConnConfig.RuntimeParams[params[i]] = params[i+1]
+	defer a.Close()
+	var ln net.Listener
+	if roles.API {
+		if a.AdminTokenGenerated {
+			fmt.Fprintf(stdout, "OPSGATE_ADMIN_TOKEN was not set; the admin token of this process is:\n  %s\n", a.AdminToken)
+		}
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+		}
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		return nil, fmt.Errorf("open database pool: %w", err)
-	}
-	return pool, nil
+	return a.Run(ctx, ln)
 }

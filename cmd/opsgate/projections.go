@@ -10,8 +10,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/projections"
@@ -46,7 +45,7 @@ func projectionsCommand(ctx context.Context, cfg config.Config, args []string, l
 		}
 		defer stop()
 	}
-	pool, err := openPool(ctx, cfg)
+	pool, err := app.OpenPool(ctx, cfg)
 	if err != nil {
 		logger.Error("connect", "err", err)
 		return 1
@@ -56,7 +55,7 @@ func projectionsCommand(ctx context.Context, cfg config.Config, args []string, l
 		logger.Error("migrate", "err", err)
 		return 1
 	}
-	store := eventstore.New(pool, gate.NewRegistry(), eventstore.WithRoute(gate.Route))
+	store := app.NewStore(pool)
 	r := &projections.Replayer{Pool: pool, Store: store, Progress: stderr}
 	switch args[0] {
 	case "rebuild":

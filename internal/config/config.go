@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/opsgate/opsgate/worker"
+	"github.com/opsgate/opsgate/domain"
 )
 
 // Config is every setting of the opsgate service.
@@ -135,7 +135,7 @@ func (c Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("OPSGATE_HTTP_ADDR=%q is not host:port: %v", c.HTTPAddr, err))
 	}
-	if err := worker.CheckLease(c.Lease, c.Heartbeat); err != nil {
+	if err := domain.CheckLease(c.Lease, c.Heartbeat); err != nil {
 		errs = append(errs, fmt.Errorf("OPSGATE_LEASE and OPSGATE_HEARTBEAT: %w", err))
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {

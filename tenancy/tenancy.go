@@ -1,4 +1,9 @@
-package gate
+// Package tenancy holds who may do what: MSP workspaces, customer tenants,
+// users with their bearer tokens, and memberships that give a user a role
+// on a tenant. It authenticates tokens and authorizes capabilities for
+// every other service; a non-member of a tenant gets domain.ErrNotFound,
+// exactly as for a tenant that does not exist.
+package tenancy
 
 import (
 	"context"
@@ -8,12 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/journal"
 )
 
 // TokenPrefix starts every user token, so that a leaked token is
@@ -26,10 +33,11 @@ func HashToken(token string) []byte {
 	return sum[:]
 }
 
-func newToken() string {
+// NewToken returns a new random token with prefix.
+func NewToken(prefix string) string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
-	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Workspace is an MSP workspace.
@@ -60,99 +68,115 @@ type Membership struct {
 	Role     domain.Role `json:"role"`
 }
 
-func required(field, value string) error {
+// Service records tenancy and answers who may do what.
+type Service struct {
+	store *eventstore.Store
+	now   journal.Clock
+	// tokens caches token hash -> user id of known tokens.
+	tokens sync.Map
+}
+
+// New returns the tenancy service over store.
+func New(store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{store: store, now: now}
+}
+
+// Required checks a required, bounded text field.
+func Required(field, value string) error {
 	if strings.TrimSpace(value) == "" {
-		return invalid(field, "is required")
+		return domain.Invalid(field, "is required")
 	}
 	if len(value) > 200 {
-		return invalid(field, "is longer than 200 characters")
+		return domain.Invalid(field, "is longer than 200 characters")
 	}
 	return nil
 }
 
 // CreateWorkspace records a new workspace.
-func (s *Service) CreateWorkspace(ctx context.Context, name string) (Workspace, error) {
-	if err := required("name", name); err != nil {
+func (s *Service) CreateWorkspace(ctx context.Context, by domain.Actor, name string) (Workspace, error) {
+	if err := Required("name", name); err != nil {
 		return Workspace{}, err
 	}
-	w := Workspace{ID: newID(), Name: strings.TrimSpace(name)}
+	w := Workspace{ID: journal.NewID(), Name: strings.TrimSpace(name)}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		now := s.now()
 		if _, err := tx.Exec(ctx, `INSERT INTO workspaces (id, name, created_at) VALUES ($1, $2, $3)`, w.ID, w.Name, now); err != nil {
 			return fmt.Errorf("insert workspace: %w", err)
 		}
-		return appendOne(ctx, tx, "workspace-"+w.ID, domain.WorkspaceCreated{WorkspaceID: w.ID, Name: w.Name, At: now})
+		return journal.Append(ctx, tx, domain.WorkspaceStream(w.ID), journal.Meta(by, "", ""),
+			domain.WorkspaceCreated{WorkspaceID: w.ID, Name: w.Name, At: now})
 	})
 	return w, err
 }
 
 // CreateTenant records a new tenant in an existing workspace.
-func (s *Service) CreateTenant(ctx context.Context, workspaceID, name string) (Tenant, error) {
-	if err := required("workspace_id", workspaceID); err != nil {
+func (s *Service) CreateTenant(ctx context.Context, by domain.Actor, workspaceID, name string) (Tenant, error) {
+	if err := Required("workspace_id", workspaceID); err != nil {
 		return Tenant{}, err
 	}
-	if err := required("name", name); err != nil {
+	if err := Required("name", name); err != nil {
 		return Tenant{}, err
 	}
-	t := Tenant{ID: newID(), WorkspaceID: workspaceID, Name: strings.TrimSpace(name)}
+	t := Tenant{ID: journal.NewID(), WorkspaceID: workspaceID, Name: strings.TrimSpace(name)}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM workspaces WHERE id = $1)`, workspaceID).Scan(&exists); err != nil {
 			return fmt.Errorf("look up workspace: %w", err)
 		}
 		if !exists {
-			return invalid("workspace_id", "names no workspace")
+			return domain.Invalid("workspace_id", "names no workspace")
 		}
 		now := s.now()
 		if _, err := tx.Exec(ctx, `INSERT INTO tenants (id, workspace_id, name, created_at) VALUES ($1, $2, $3, $4)`, t.ID, t.WorkspaceID, t.Name, now); err != nil {
 			return fmt.Errorf("insert tenant: %w", err)
 		}
-		ctx = WithMetadata(ctx, "", t.ID, "")
-		return appendOne(ctx, tx, "tenant-"+t.ID, domain.TenantCreated{TenantID: t.ID, WorkspaceID: workspaceID, Name: t.Name, At: now})
+		return journal.Append(ctx, tx, domain.TenantStream(t.ID), journal.Meta(by, t.ID, ""),
+			domain.TenantCreated{TenantID: t.ID, WorkspaceID: workspaceID, Name: t.Name, At: now})
 	})
 	return t, err
 }
 
 // CreateUser records a new user and returns it with its token, the only
 // time the token is ever shown.
-func (s *Service) CreateUser(ctx context.Context, email, name string) (User, error) {
+func (s *Service) CreateUser(ctx context.Context, by domain.Actor, email, name string) (User, error) {
 	email = strings.TrimSpace(email)
-	if err := required("email", email); err != nil {
+	if err := Required("email", email); err != nil {
 		return User{}, err
 	}
 	if at := strings.Index(email, "@"); at < 1 || at == len(email)-1 || strings.ContainsAny(email, " \t\r\n") {
-		return User{}, invalid("email", "is not an email address")
+		return User{}, domain.Invalid("email", "is not an email address")
 	}
-	if err := required("name", name); err != nil {
+	if err := Required("name", name); err != nil {
 		return User{}, err
 	}
-	u := User{ID: newID(), Email: email, Name: strings.TrimSpace(name), Token: newToken()}
+	u := User{ID: journal.NewID(), Email: email, Name: strings.TrimSpace(name), Token: NewToken(TokenPrefix)}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		now := s.now()
 		_, err := tx.Exec(ctx, `INSERT INTO users (id, email, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
 			u.ID, u.Email, u.Name, HashToken(u.Token), now)
 		if isUniqueViolation(err) {
-			return fmt.Errorf("email %s is taken: %w", email, ErrConflict)
+			return fmt.Errorf("email %s is taken: %w", email, domain.ErrConflict)
 		}
 		if err != nil {
 			return fmt.Errorf("insert user: %w", err)
 		}
-		return appendOne(ctx, tx, "user-"+u.ID, domain.UserCreated{UserID: u.ID, Email: u.Email, Name: u.Name, At: now})
+		return journal.Append(ctx, tx, domain.UserStream(u.ID), journal.Meta(by, "", ""),
+			domain.UserCreated{UserID: u.ID, Email: u.Email, Name: u.Name, At: now})
 	})
 	return u, err
 }
 
 // GrantMembership gives a user a role on a tenant, replacing any other.
-func (s *Service) GrantMembership(ctx context.Context, userID, tenantID, role string) (Membership, error) {
-	if err := required("user_id", userID); err != nil {
+func (s *Service) GrantMembership(ctx context.Context, by domain.Actor, userID, tenantID, role string) (Membership, error) {
+	if err := Required("user_id", userID); err != nil {
 		return Membership{}, err
 	}
-	if err := required("tenant_id", tenantID); err != nil {
+	if err := Required("tenant_id", tenantID); err != nil {
 		return Membership{}, err
 	}
 	r, ok := domain.ParseRole(role)
 	if !ok {
-		return Membership{}, invalid("role", "must be one of owner, operator, auditor, readonly")
+		return Membership{}, domain.Invalid("role", "must be one of owner, operator, auditor, readonly")
 	}
 	m := Membership{UserID: userID, TenantID: tenantID, Role: r}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
@@ -163,18 +187,18 @@ func (s *Service) GrantMembership(ctx context.Context, userID, tenantID, role st
 			return fmt.Errorf("look up user and tenant: %w", err)
 		}
 		if users == 0 {
-			return invalid("user_id", "names no user")
+			return domain.Invalid("user_id", "names no user")
 		}
 		if tenants == 0 {
-			return invalid("tenant_id", "names no tenant")
+			return domain.Invalid("tenant_id", "names no tenant")
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO memberships (user_id, tenant_id, role) VALUES ($1, $2, $3)
 			ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role`, userID, tenantID, string(r))
 		if err != nil {
 			return fmt.Errorf("upsert membership: %w", err)
 		}
-		ctx = WithMetadata(ctx, "", tenantID, "")
-		return appendOne(ctx, tx, "tenant-"+tenantID, domain.MembershipGranted{UserID: userID, TenantID: tenantID, Role: r, At: s.now()})
+		return journal.Append(ctx, tx, domain.TenantStream(tenantID), journal.Meta(by, tenantID, ""),
+			domain.MembershipGranted{UserID: userID, TenantID: tenantID, Role: r, At: s.now()})
 	})
 	return m, err
 }
@@ -190,7 +214,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (string, error
 	var id string
 	err := s.store.Pool().QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, hash).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
+		return "", domain.ErrNotFound
 	}
 	if err != nil {
 		return "", fmt.Errorf("authenticate: %w", err)
@@ -199,31 +223,71 @@ func (s *Service) Authenticate(ctx context.Context, token string) (string, error
 	return id, nil
 }
 
-type queryRower interface {
+// RowQuerier runs a query for one row: a pool, or a transaction whose
+// reads must see what it locked.
+type RowQuerier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// authorize checks that userID may use capability on tenantID: a
-// non-member gets ErrNotFound, a member without it *ForbiddenError.
-func authorize(ctx context.Context, q queryRower, userID, tenantID string, capability domain.Capability) error {
+// AuthorizeIn checks, with q, that userID may use capability on tenantID:
+// a non-member gets domain.ErrNotFound, a member without it
+// *domain.ForbiddenError.
+func AuthorizeIn(ctx context.Context, q RowQuerier, userID, tenantID string, capability domain.Capability) error {
 	var role string
 	err := q.QueryRow(ctx, `SELECT role FROM memberships WHERE user_id = $1 AND tenant_id = $2`, userID, tenantID).Scan(&role)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNotFound
+		return domain.ErrNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("look up membership: %w", err)
 	}
-	if !domain.Role(role).Can(capability) {
-		return &ForbiddenError{Capability: capability}
+	return Check(domain.Role(role), true, capability)
+}
+
+// Check is the rule of AuthorizeIn for a role already read (member false:
+// no membership).
+func Check(role domain.Role, member bool, capability domain.Capability) error {
+	if !member {
+		return domain.ErrNotFound
+	}
+	if !role.Can(capability) {
+		return &domain.ForbiddenError{Capability: capability}
 	}
 	return nil
 }
 
-// Authorize checks that userID may use capability on tenantID (see
-// authorize); read endpoints call it before they answer.
+// Authorize is AuthorizeIn on the pool; read endpoints call it before they
+// answer.
 func (s *Service) Authorize(ctx context.Context, userID, tenantID string, capability domain.Capability) error {
-	return authorize(ctx, s.store.Pool(), userID, tenantID, capability)
+	return AuthorizeIn(ctx, s.store.Pool(), userID, tenantID, capability)
+}
+
+// Roles are the roles of some users on some tenants.
+type Roles map[[2]string]domain.Role
+
+// Of returns user's role on tenant, and whether there is one.
+func (r Roles) Of(userID, tenantID string) (domain.Role, bool) {
+	role, ok := r[[2]string{userID, tenantID}]
+	return role, ok
+}
+
+// QueueRoles queues into b the read of the roles of users on tenants; the
+// map is filled when b is sent.
+func QueueRoles(b *pgx.Batch, users, tenants []string) Roles {
+	roles := Roles{}
+	b.Queue(`SELECT user_id, tenant_id, role FROM memberships WHERE user_id = ANY($1) AND tenant_id = ANY($2)`, users, tenants).
+		Query(func(rows pgx.Rows) error {
+			var user, tenant, role string
+			_, err := pgx.ForEachRow(rows, []any{&user, &tenant, &role}, func() error {
+				roles[[2]string{user, tenant}] = domain.Role(role)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("look up memberships: %w", err)
+			}
+			return nil
+		})
+	return roles
 }
 
 // MemberTenants lists the tenants where userID holds capability.

@@ -1,0 +1,49 @@
+// Package gate is the one gate every start passes through. It owns the
+// ProtectedScope aggregate's streams: it decides starts (start.go, with
+// the starts waiting on one scope grouped into one transaction in
+// group.go), records the lifecycle of runs (lifecycle.go: claims, results,
+// cancels, the reaper) and answers repeated idempotent requests
+// (idempotency.go). Each decision is domain.Decide on the scope's state as
+// of the scope's lock, appended with the snapshot of the state it leaves
+// and the runs row it changes, in one transaction.
+//
+// The gate reads tenancy (who may start), connections (readiness, the
+// default) and restore drafts (previews); it never changes them.
+package gate
+
+import (
+	"sync"
+
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/journal"
+)
+
+// TopicStartsAccepted is the watermill topic that carries StartAccepted
+// events and nothing else; execution subscribes to it alone.
+const TopicStartsAccepted = "starts_accepted"
+
+// Route sends StartAccepted events to TopicStartsAccepted besides the
+// topic of all events; every store of opsgate is built with it.
+func Route(eventType string) []string {
+	if eventType == (domain.StartAccepted{}).EventType() {
+		return []string{TopicStartsAccepted}
+	}
+	return nil
+}
+
+// Service decides starts and records run lifecycles.
+type Service struct {
+	store *eventstore.Store
+	conns *connections.Service
+	now   journal.Clock
+	// groups holds the per-scope groups of starts (group.go).
+	groups sync.Map
+}
+
+// New returns the gate over store; conns resolves the connections starts
+// name or default to. The store must route with Route.
+func New(store *eventstore.Store, conns *connections.Service, now journal.Clock) *Service {
+	return &Service{store: store, conns: conns, now: now}
+}

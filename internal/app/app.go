@@ -1,0 +1,365 @@
+// Package app is opsgate's composition root: it builds the whole
+// application from the configuration (connection pools, the event store,
+// the write-side services, the gate, projectors, the worker, the bootstrap
+// process manager and the HTTP handler) for any subset of roles, and runs
+// it until its context ends. cmd/opsgate and the test kit
+// (internal/apptest) build the application here and nowhere else.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/config"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/migrations"
+	"github.com/opsgate/opsgate/onboarding"
+	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/restores"
+	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/worker"
+)
+
+// Roles are what a process does: serve the API, run the projectors, run
+// the worker (and the bootstrap process manager). Several processes with
+// any roles may share one database.
+type Roles struct {
+	API, Projector, Worker bool
+}
+
+// AllRoles is every role in one process.
+func AllRoles() Roles { return Roles{API: true, Projector: true, Worker: true} }
+
+// ParseRoles reads a comma-separated list of roles.
+func ParseRoles(s string) (Roles, error) {
+	var r Roles
+	for _, name := range strings.Split(s, ",") {
+		switch strings.TrimSpace(name) {
+		case "api":
+			r.API = true
+		case "projector":
+			r.Projector = true
+		case "worker":
+			r.Worker = true
+		case "":
+		default:
+			return r, fmt.Errorf("unknown role %q (roles are api, projector, worker)", strings.TrimSpace(name))
+		}
+	}
+	if r == (Roles{}) {
+		return r, errors.New("--roles names no role (roles are api, projector, worker)")
+	}
+	return r, nil
+}
+
+func (r Roles) String() string {
+	var out []string
+	for _, role := range []struct {
+		on   bool
+		name string
+	}{{r.API, "api"}, {r.Projector, "projector"}, {r.Worker, "worker"}} {
+		if role.on {
+			out = append(out, role.name)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Option adjusts what the configuration does not say: the clock, the
+// provider adapters, the worker's inner timings. Production needs none.
+type Option func(*options)
+
+type options struct {
+	clock     journal.Clock
+	providers worker.Providers
+	worker    func(*worker.Config)
+}
+
+// WithClock makes every service record times from clock.
+func WithClock(clock journal.Clock) Option { return func(o *options) { o.clock = clock } }
+
+// WithProviders replaces the worker's provider adapters.
+func WithProviders(p worker.Providers) Option { return func(o *options) { o.providers = p } }
+
+// WithWorkerConfig lets fn adjust the worker's configuration after it was
+// derived from the application's.
+func WithWorkerConfig(fn func(*worker.Config)) Option { return func(o *options) { o.worker = fn } }
+
+// App is the application of one process.
+type App struct {
+	cfg    config.Config
+	roles  Roles
+	logger *slog.Logger
+
+	// Pool is the main pool: decisions and their appends, reads.
+	Pool *pgxpool.Pool
+	// ReaderPool is the subscribers' pool: their transactions are named
+	// eventstore.ReaderApplicationName so that they do not hold back the
+	// reading horizon, and commit without waiting for the WAL flush.
+	ReaderPool  *pgxpool.Pool
+	Store       *eventstore.Store
+	Notifier    *eventstore.Notifier
+	Tenancy     *tenancy.Service
+	Connections *connections.Service
+	Restores    *restores.Service
+	Gate        *gate.Service
+	Onboarding  *onboarding.Service
+	Reader      *projections.Reader
+	Metrics     *api.Metrics
+	// Handler serves the API (nil without the api role).
+	Handler http.Handler
+	// AdminToken is the admin token: OPSGATE_ADMIN_TOKEN, or generated
+	// (AdminTokenGenerated) when it is unset.
+	AdminToken          string
+	AdminTokenGenerated bool
+
+	worker   *worker.Worker
+	migrated atomic.Bool
+}
+
+// NewRegistry returns the registry of every opsgate event.
+func NewRegistry() *eventstore.Registry {
+	reg := eventstore.NewRegistry()
+	for _, events := range [][]domain.Event{domain.ScopeEvents(), domain.TenancyEvents(), domain.OnboardingEvents()} {
+		for _, e := range events {
+			reg.Register(e)
+		}
+	}
+	return reg
+}
+
+// NewStore returns the event store of opsgate over pool: every event
+// registered, every topic routed (gate.Route).
+func NewStore(pool *pgxpool.Pool, opts ...eventstore.Option) *eventstore.Store {
+	return eventstore.New(pool, NewRegistry(), gate.Route, opts...)
+}
+
+// New connects to the database, migrates it (waiting up to a minute for a
+// database that is still starting) and builds the application for roles.
+// Close releases it.
+func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logger, opts ...Option) (*App, error) {
+	o := options{clock: journal.SystemClock, providers: worker.Providers{connections.ProviderSimulated: worker.Simulated{}}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	a := &App{cfg: cfg, roles: roles, logger: logger}
+	var err error
+	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if err := migrateWithRetry(ctx, a.Pool, logger); err != nil {
+		a.Pool.Close()
+		return nil, err
+	}
+	a.migrated.Store(true)
+	// Subscribers (projectors, the worker's and the process manager's
+	// subscriptions) commit their offsets, checkpoints and read-model rows
+	// without waiting for the WAL flush: what a crash loses of them is lost
+	// together and simply delivered again. Decisions and their events use
+	// the main pool and are durable at commit.
+	if a.ReaderPool, err = OpenPool(ctx, cfg, "synchronous_commit", "off", "application_name", eventstore.ReaderApplicationName); err != nil {
+		a.Pool.Close()
+		return nil, err
+	}
+
+	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
+	a.Store = NewStore(a.Pool, eventstore.WithLogger(logger), eventstore.WithCommitHook(a.Notifier.Committed))
+	a.Tenancy = tenancy.New(a.Store, o.clock)
+	a.Connections = connections.New(a.Store, o.clock)
+	a.Restores = restores.New(a.Store, o.clock)
+	a.Gate = gate.New(a.Store, a.Connections, o.clock)
+	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
+	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
+	a.Metrics = api.NewMetrics(a.Pool)
+
+	if roles.Worker {
+		wcfg := worker.Config{Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
+			PollInterval: cfg.PollInterval, Wake: a.Notifier.Subscribe()}
+		if o.worker != nil {
+			o.worker(&wcfg)
+		}
+		if a.worker, err = worker.New(wcfg, a.ReaderPool, a.Gate, a.Connections, a.Store.Registry(), o.providers, logger); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	if roles.API {
+		a.AdminToken = cfg.AdminToken
+		if a.AdminToken == "" {
+			a.AdminToken, a.AdminTokenGenerated = tenancy.NewToken("oga_"), true
+		}
+		a.Handler = api.NewEcho(api.Config{
+			Logger:         logger,
+			Ready:          api.Health{Migrated: &a.migrated, Ping: a.Pool.Ping},
+			Metrics:        a.Metrics,
+			RequestTimeout: cfg.RequestTimeout,
+			Routes: api.Routes(api.Deps{
+				Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Gate: a.Gate,
+				Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
+				AdminToken: a.AdminToken, Metrics: a.Metrics,
+			}),
+		})
+	}
+	return a, nil
+}
+
+// Close releases the pools.
+func (a *App) Close() {
+	if a.ReaderPool != nil {
+		a.ReaderPool.Close()
+	}
+	a.Pool.Close()
+}
+
+// WorkerID is the id of the process's worker ("" without the worker role).
+func (a *App) WorkerID() string {
+	if a.worker == nil {
+		return ""
+	}
+	return a.worker.ID()
+}
+
+// Run runs the roles until ctx ends, serving the API on ln (api role),
+// then drains: the HTTP server stops accepting and finishes in-flight
+// requests, the worker stops taking work and lets running operations
+// finish within the grace period (the rest is left to their leases), and
+// the background roles stop last.
+func (a *App) Run(ctx context.Context, ln net.Listener) error {
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopBackground()
+	wg.Go(func() { a.Notifier.Run(bg) })
+	if a.roles.Projector {
+		runner := &projections.Runner{
+			Pool: a.ReaderPool, Registry: a.Store.Registry(), Logger: a.logger,
+			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval,
+			OnApplied: a.Metrics.ObserveProjection,
+		}
+		for _, p := range projections.All() {
+			wg.Go(func() {
+				if err := runner.Run(bg, p); err != nil && bg.Err() == nil {
+					a.logger.Error("projector stopped", "projector", p.Name, "err", err)
+				}
+			})
+		}
+	}
+	if a.worker != nil {
+		// The bootstrap process manager drives onboarding sessions forward
+		// as their runs end; it runs wherever workers run.
+		wg.Go(func() {
+			if err := a.Onboarding.RunManager(bg, a.ReaderPool, a.Notifier.Subscribe(), a.cfg.PollInterval, a.logger); err != nil && bg.Err() == nil {
+				a.logger.Error("bootstrap process manager stopped", "err", err)
+			}
+		})
+		wg.Go(func() {
+			// The worker stops taking work when ctx ends and lets running
+			// operations finish within the grace period.
+			if err := a.worker.Run(ctx, a.cfg.ShutdownGrace); err != nil {
+				a.logger.Error("worker stopped", "err", err)
+			}
+		})
+	}
+	if a.cfg.PprofAddr != "" {
+		go servePprof(bg, a.cfg.PprofAddr, a.logger)
+	}
+	if !a.roles.API || ln == nil {
+		a.logger.Info("running", "roles", a.roles.String())
+		<-ctx.Done()
+		a.logger.Info("shutting down")
+		return nil
+	}
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       a.cfg.RequestTimeout,
+		WriteTimeout:      a.cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	a.logger.Info("serving", "addr", ln.Addr().String(), "roles", a.roles.String())
+	errCh := make(chan error, 1)
+	go func() { errCh <- srv.Serve(ln) }()
+	select {
+	case err := <-errCh:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	a.logger.Info("shutting down", "grace", a.cfg.ShutdownGrace.String())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		// The grace period ran out with requests in flight: they are cut.
+		a.logger.Warn("drain cut short at the end of the grace period", "err", err)
+		_ = srv.Close()
+	}
+	return nil
+}
+
+// OpenPool opens a connection pool on the configured database; params
+// are run-time settings (name, value pairs) of every connection.
+func OpenPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	pc.MaxConns = cfg.DBMaxConns
+	for i := 0; i+1 < len(params); i += 2 {
+		pc.ConnConfig.RuntimeParams[params[i]] = params[i+1]
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return pool, nil
+}
+
+// migrateWithRetry applies the migrations, waiting for a database that is
+// still starting, but not forever.
+func migrateWithRetry(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := pool.Ping(ctx)
+		if err == nil {
+			return migrations.Apply(ctx, pool, logger)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		logger.Warn("database not reachable yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// servePprof serves the profiler on its own listener until ctx ends.
+func servePprof(ctx context.Context, addr string, logger *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("pprof server stopped", "err", err)
+	}
+}
