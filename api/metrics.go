@@ -21,6 +21,10 @@ type Metrics struct {
 	latency      *prometheus.HistogramVec
 	starts       *prometheus.CounterVec
 	projectorLag *prometheus.HistogramVec
+	claims       *prometheus.CounterVec
+	claimWait    *prometheus.HistogramVec
+	completions  *prometheus.CounterVec
+	leaseLosses  *prometheus.CounterVec
 }
 
 // NewMetrics returns the metrics; pool (may be nil) feeds the gauges read
@@ -43,7 +47,20 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}, []string{"projector"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag,
+	m.claims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_executor_claims_total", Help: "Runs claimed, by executor (builtin for the built-in worker).",
+	}, []string{"executor"})
+	m.claimWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "opsgate_executor_claim_wait_seconds", Help: "How long a claim request waited (its long poll), by executor.",
+		Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30},
+	}, []string{"executor"})
+	m.completions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_executor_completions_total", Help: "Runs completed by their executor, by executor and status.",
+	}, []string{"executor", "status"})
+	m.leaseLosses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_executor_lease_losses_total", Help: "Heartbeats and completions refused because the lease was gone, by executor.",
+	}, []string{"executor"})
+	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pool != nil {
 		m.registry.MustRegister(&dbCollector{pool: pool})
@@ -65,6 +82,24 @@ func (m *Metrics) ObserveRequest(method, route string, status int, elapsed time.
 // ObserveStart records one start decision.
 func (m *Metrics) ObserveStart(outcome domain.Outcome, opType string) {
 	m.starts.WithLabelValues(string(outcome), opType).Inc()
+}
+
+// ObserveClaims records a claim request of executor that got n runs after
+// waiting waited.
+func (m *Metrics) ObserveClaims(executor string, n int, waited time.Duration) {
+	m.claims.WithLabelValues(executor).Add(float64(n))
+	m.claimWait.WithLabelValues(executor).Observe(waited.Seconds())
+}
+
+// ObserveCompletion records a run completed by executor with status.
+func (m *Metrics) ObserveCompletion(executor, status string) {
+	m.completions.WithLabelValues(executor, status).Inc()
+}
+
+// ObserveLeaseLoss records a heartbeat or completion of executor refused
+// because its lease was gone.
+func (m *Metrics) ObserveLeaseLoss(executor string) {
+	m.leaseLosses.WithLabelValues(executor).Inc()
 }
 
 // ObserveProjection records the lag of one projected event.

@@ -22,11 +22,21 @@ type RunDetail struct {
 	NextSteps      []domain.NextStep `json:"next_steps"`
 	DedupedCount   int               `json:"deduped_count"`
 	ScopeBusyCount int               `json:"scope_busy_count"`
+	// Summary is what the run's executor reported (null: nothing).
+	Summary json.RawMessage `json:"summary"`
+	// ConnectionChanges is what the run changed on its connection's
+	// readiness (null: nothing).
+	ConnectionChanges *domain.ReadinessChange `json:"connection_changes"`
 }
 
 func detailOf(v projections.RunView) RunDetail {
 	msg, steps := domain.PresentRun(v.Run)
-	return RunDetail{Run: v.Run, Message: msg, NextSteps: steps, DedupedCount: v.DedupedCount, ScopeBusyCount: v.ScopeBusyCount}
+	summary := v.Summary
+	if len(summary) == 0 {
+		summary = json.RawMessage("null")
+	}
+	return RunDetail{Run: v.Run, Message: msg, NextSteps: steps, DedupedCount: v.DedupedCount, ScopeBusyCount: v.ScopeBusyCount,
+		Summary: summary, ConnectionChanges: v.Changes}
 }
 
 // Page is a page of a list with the cursor of the next one.

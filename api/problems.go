@@ -50,6 +50,7 @@ func renderError(c echo.Context, err error) error {
 	var maxBytes *http.MaxBytesError
 	var httpErr *echo.HTTPError
 	var unknownOp *onboarding.UnknownOperationError
+	var leaseLost *gate.LeaseLostError
 	switch {
 	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return notFound(c)
@@ -72,6 +73,9 @@ func renderError(c echo.Context, err error) error {
 			"This Idempotency-Key was used before with a different request.")
 	case errors.Is(err, domain.ErrConflict):
 		return problem(c, http.StatusConflict, "conflict", "Conflict", err.Error())
+	case errors.As(err, &leaseLost):
+		return problem(c, http.StatusConflict, "lease_lost", "Lease lost",
+			fmt.Sprintf("The lease on run %s is gone: %s. Stop working on it; nothing more it reports will count.", leaseLost.RunID, leaseLostDetail(leaseLost.Why)))
 	case errors.Is(err, domain.ErrRunNotActive):
 		return problem(c, http.StatusConflict, "run_not_active", "Run not active",
 			"Only a queued or running run can be cancelled.")
@@ -118,6 +122,21 @@ func renderHTTPError(c echo.Context, he *echo.HTTPError) error {
 		return problem(c, he.Code, "bad_request", http.StatusText(he.Code), fmt.Sprint(he.Message))
 	}
 	return problem(c, http.StatusInternalServerError, "internal", "Internal error", "Something went wrong on our side.")
+}
+
+// leaseLostDetail words why a lease is gone.
+func leaseLostDetail(why string) string {
+	switch why {
+	case "reaped":
+		return "it expired and the run was ended as lost (or the executor was revoked)"
+	case "cancelled":
+		return "an operator cancelled the run"
+	case "completed":
+		return "the run was completed already"
+	case "not started":
+		return "the run was never claimed"
+	}
+	return "another executor holds the run"
 }
 
 // badRequest is a request that could not be parsed or validated.

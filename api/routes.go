@@ -6,6 +6,7 @@ import (
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
@@ -18,18 +19,22 @@ type Deps struct {
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Restores    *restores.Service
+	Executors   *executors.Service
 	Gate        *gate.Service
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
 	Store       *eventstore.Store
 	AdminToken  string
 	Metrics     *Metrics
+	Executor    ExecutorSettings
 }
 
 type handlers struct {
 	tenancy    *tenancy.Service
 	conns      *connections.Service
 	restores   *restores.Service
+	executors  *executors.Service
+	executor   ExecutorSettings
 	gate       *gate.Service
 	onboarding *onboarding.Service
 	reader     *projections.Reader
@@ -59,8 +64,8 @@ func startRoutes() []startRoute {
 // Routes returns the registration of every endpoint of contract sections
 // 3 to 7 (health endpoints are registered by NewEcho).
 func Routes(d Deps) func(e *echo.Echo) {
-	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, gate: d.Gate,
-		onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics}
+	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
+		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics}
 	return func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
@@ -72,6 +77,14 @@ func Routes(d Deps) func(e *echo.Echo) {
 		admin.POST("/tenants", h.createTenant)
 		admin.POST("/users", h.createUser)
 		admin.POST("/memberships", h.grantMembership)
+		admin.POST("/executors", h.registerExecutor)
+		admin.GET("/executors", h.listExecutors)
+		admin.DELETE("/executors/:executorId", h.revokeExecutor)
+
+		ex := e.Group("/api/v1/executor", requireExecutor(d.Executors))
+		ex.POST("/claims", h.claim)
+		ex.POST("/runs/:runId/heartbeat", h.heartbeat)
+		ex.POST("/runs/:runId/complete", h.complete)
 
 		v1 := e.Group("/api/v1", requireUser(d.Tenancy))
 		for _, r := range startRoutes() {

@@ -156,6 +156,7 @@ func (f *fixture) grant(t *testing.T, userID, tenant, role string) {
 
 // conn describes a connection to create; zero values make a ready one.
 type conn struct {
+	Provider    string // simulated unless set
 	Name        string
 	Default     bool
 	Consent     string // granted unless set
@@ -174,9 +175,12 @@ func (f *fixture) newConnection(t *testing.T, tenant, token string, c conn) stri
 	if c.Name == "" {
 		c.Name = "Graph " + strconv.FormatInt(userSeq.Add(1), 10)
 	}
+	if c.Provider == "" {
+		c.Provider = "simulated"
+	}
 	var out struct{ ID string }
 	f.Must(t, 201, "POST", "/api/v1/tenants/"+tenant+"/provider-connections", token, map[string]any{
-		"provider": "simulated", "display_name": c.Name, "is_default": c.Default,
+		"provider": c.Provider, "display_name": c.Name, "is_default": c.Default,
 		"consent": c.Consent, "credentials": c.Credentials, "enabled": !c.Disabled,
 	}, &out)
 	return out.ID

@@ -39,6 +39,18 @@ type Connection struct {
 	Simulation  *domain.Simulation `json:"simulation"`
 	CreatedAt   time.Time          `json:"created_at"`
 	UpdatedAt   time.Time          `json:"updated_at"`
+	// ReadinessChangedAt and ReadinessChangedBy say when consent,
+	// credentials or enablement last changed, and who changed them: an
+	// operator, or a run that found out during execution.
+	ReadinessChangedAt *time.Time `json:"readiness_changed_at"`
+	ReadinessChangedBy *ChangedBy `json:"readiness_changed_by"`
+	LastVerifiedAt     *time.Time `json:"last_verified_at"`
+}
+
+// ChangedBy is who changed a connection's readiness.
+type ChangedBy struct {
+	Kind string `json:"kind"` // operator or run
+	ID   string `json:"id"`
 }
 
 // Ref returns the connection as pinned into runs.
@@ -78,9 +90,9 @@ type Patch struct {
 type Service struct {
 	store *eventstore.Store
 	now   journal.Clock
-	// tenants caches connection id -> tenant id: a connection never
-	// changes tenant and is never deleted.
-	tenants sync.Map
+	// info caches connection id -> Info: a connection never changes
+	// tenant or provider and is never deleted.
+	info sync.Map
 }
 
 // New returns the connections service over store.
@@ -292,15 +304,20 @@ func (s *Service) Update(ctx context.Context, by domain.Actor, connectionID stri
 			out = c
 			return nil
 		}
+		if patch.Consent != nil || patch.Credentials != nil || patch.Enabled != nil {
+			for _, e := range events {
+				switch e.(type) {
+				case domain.ProviderConnectionConsentChanged, domain.ProviderConnectionCredentialsChanged, domain.ProviderConnectionEnabledChanged:
+					c.ReadinessChangedAt, c.ReadinessChangedBy = &now, &ChangedBy{Kind: "operator", ID: by.ID}
+				}
+			}
+		}
 		var sim []byte
 		if c.Simulation != nil {
 			sim, _ = json.Marshal(c.Simulation)
 		}
-		_, err = tx.Exec(ctx, `UPDATE provider_connections SET display_name = $2, consent = $3, credentials = $4,
-			enabled = $5, simulation = $6, updated_at = $7 WHERE id = $1`,
-			c.ID, c.DisplayName, string(c.Consent), string(c.Credentials), c.Enabled, sim, now)
-		if err != nil {
-			return fmt.Errorf("update connection: %w", err)
+		if err := save(ctx, tx, c, sim, now); err != nil {
+			return err
 		}
 		c.UpdatedAt = now
 		if err := journal.Append(ctx, tx, domain.ConnectionStream(c.ID), journal.Meta(by, c.TenantID, c.ID), events...); err != nil {
@@ -344,17 +361,23 @@ func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Connecti
 }
 
 const selectConnection = `SELECT id, tenant_id, provider, display_name, is_default, consent, credentials, enabled,
-	simulation, created_at, updated_at FROM provider_connections`
+	simulation, created_at, updated_at, readiness_changed_at, readiness_changed_by_kind, readiness_changed_by_id,
+	last_verified_at FROM provider_connections`
 
 func scanConnection(row pgx.CollectableRow) (Connection, error) {
 	var c Connection
 	var sim []byte
+	var byKind, byID *string
 	err := row.Scan(&c.ID, &c.TenantID, &c.Provider, &c.DisplayName, &c.IsDefault, (*string)(&c.Consent), (*string)(&c.Credentials),
-		&c.Enabled, &sim, &c.CreatedAt, &c.UpdatedAt)
+		&c.Enabled, &sim, &c.CreatedAt, &c.UpdatedAt, &c.ReadinessChangedAt, &byKind, &byID, &c.LastVerifiedAt)
 	if err == nil && sim != nil {
 		err = json.Unmarshal(sim, &c.Simulation)
 	}
+	if byKind != nil && byID != nil {
+		c.ReadinessChangedBy = &ChangedBy{Kind: *byKind, ID: *byID}
+	}
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	c.ReadinessChangedAt, c.LastVerifiedAt = utc(c.ReadinessChangedAt), utc(c.LastVerifiedAt)
 	return c, err
 }
 
@@ -415,22 +438,106 @@ func (s *Service) Default(ctx context.Context, q tenancy.RowQuerier, tenantID st
 	return id, nil
 }
 
-// TenantOf returns the tenant of connection id (domain.ErrNotFound if
-// none); known answers come from memory, as they never change.
-func (s *Service) TenantOf(ctx context.Context, q tenancy.RowQuerier, id string) (string, error) {
-	if t, ok := s.tenants.Load(id); ok {
-		return t.(string), nil
+// Info is what never changes about a connection: its tenant and provider.
+type Info struct {
+	TenantID, Provider string
+}
+
+// InfoOf returns the tenant and provider of connection id
+// (domain.ErrNotFound if none); known answers come from memory, as they
+// never change.
+func (s *Service) InfoOf(ctx context.Context, q tenancy.RowQuerier, id string) (Info, error) {
+	if i, ok := s.info.Load(id); ok {
+		return i.(Info), nil
 	}
-	var tenant string
-	err := q.QueryRow(ctx, `SELECT tenant_id FROM provider_connections WHERE id = $1`, id).Scan(&tenant)
+	var i Info
+	err := q.QueryRow(ctx, `SELECT tenant_id, provider FROM provider_connections WHERE id = $1`, id).Scan(&i.TenantID, &i.Provider)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", domain.ErrNotFound
+		return Info{}, domain.ErrNotFound
 	}
 	if err != nil {
-		return "", fmt.Errorf("look up the tenant of connection %s: %w", id, err)
+		return Info{}, fmt.Errorf("look up connection %s: %w", id, err)
 	}
-	s.tenants.Store(id, tenant)
-	return tenant, nil
+	s.info.Store(id, i)
+	return i, nil
+}
+
+// Learn records, in tx, what run learned during execution about the
+// readiness of connection id (learned: the states it found; verified: a
+// connection check succeeded), on behalf of by, and returns what changed
+// (nil: nothing). Each change is an event of the connection naming the
+// run. The caller holds the run's scope; the connection's own lock is
+// taken here, as every change of a connection does.
+func (s *Service) Learn(ctx context.Context, tx *eventstore.Tx, by domain.Actor, id, runID string, learned domain.Observations, verified bool) (*domain.ReadinessChange, error) {
+	if learned.Consent == nil && learned.Credentials == nil && !verified {
+		return nil, nil
+	}
+	if err := journal.Lock(ctx, tx, domain.ConnectionStream(id)); err != nil {
+		return nil, err
+	}
+	c, err := Load(ctx, tx, id)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var change domain.ReadinessChange
+	var events []domain.Event
+	if v := learned.Consent; v != nil && *v != c.Consent {
+		change.Consent = &domain.Change{From: string(c.Consent), To: string(*v)}
+		c.Consent = *v
+		events = append(events, domain.ProviderConnectionConsentChanged{ConnectionID: id, TenantID: c.TenantID, Consent: *v, RunID: runID, At: now})
+	}
+	if v := learned.Credentials; v != nil && *v != c.Credentials {
+		change.Credentials = &domain.Change{From: string(c.Credentials), To: string(*v)}
+		c.Credentials = *v
+		events = append(events, domain.ProviderConnectionCredentialsChanged{ConnectionID: id, TenantID: c.TenantID, Credentials: *v, RunID: runID, At: now})
+	}
+	if change.Consent != nil || change.Credentials != nil {
+		c.ReadinessChangedAt, c.ReadinessChangedBy = &now, &ChangedBy{Kind: "run", ID: runID}
+	}
+	if verified {
+		change.VerifiedAt, c.LastVerifiedAt = &now, &now
+		events = append(events, domain.ProviderConnectionVerified{ConnectionID: id, TenantID: c.TenantID, RunID: runID, At: now})
+	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	var sim []byte
+	if c.Simulation != nil {
+		sim, _ = json.Marshal(c.Simulation)
+	}
+	if err := save(ctx, tx, c, sim, now); err != nil {
+		return nil, err
+	}
+	if err := journal.Append(ctx, tx, domain.ConnectionStream(id), journal.Meta(by, c.TenantID, id), events...); err != nil {
+		return nil, err
+	}
+	return &change, nil
+}
+
+// save writes c's changeable fields to its row.
+func save(ctx context.Context, tx *eventstore.Tx, c Connection, sim []byte, now time.Time) error {
+	var byKind, byID *string
+	if c.ReadinessChangedBy != nil {
+		byKind, byID = &c.ReadinessChangedBy.Kind, &c.ReadinessChangedBy.ID
+	}
+	_, err := tx.Exec(ctx, `UPDATE provider_connections SET display_name = $2, consent = $3, credentials = $4,
+		enabled = $5, simulation = $6, updated_at = $7, readiness_changed_at = $8, readiness_changed_by_kind = $9,
+		readiness_changed_by_id = $10, last_verified_at = $11 WHERE id = $1`,
+		c.ID, c.DisplayName, string(c.Consent), string(c.Credentials), c.Enabled, sim, now,
+		c.ReadinessChangedAt, byKind, byID, c.LastVerifiedAt)
+	if err != nil {
+		return fmt.Errorf("update connection %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // Current returns a connection as it is now, without authorization: for

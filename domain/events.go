@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Event is a fact recorded in the event store. EventType is its stored
 // name: a constant, never derived from the Go type's name.
@@ -94,21 +97,27 @@ type RunStarted struct {
 	At       time.Time `json:"at"`
 }
 
-// RunSucceeded: the run finished well; the scope is free.
+// RunSucceeded: the run finished well; the scope is free. Summary is what
+// its executor reported (a JSON object), Changes what the run changed on
+// its connection's readiness.
 type RunSucceeded struct {
 	RunRef
-	StartedAt *time.Time `json:"started_at"`
-	Epoch     int64      `json:"epoch"`
-	At        time.Time  `json:"at"`
+	StartedAt *time.Time       `json:"started_at"`
+	Epoch     int64            `json:"epoch"`
+	Summary   json.RawMessage  `json:"summary,omitempty"`
+	Changes   *ReadinessChange `json:"connection_changes,omitempty"`
+	At        time.Time        `json:"at"`
 }
 
 // RunFailed: the run failed (or its worker was lost); the scope is free.
 type RunFailed struct {
 	RunRef
-	StartedAt *time.Time `json:"started_at"`
-	Epoch     int64      `json:"epoch"`
-	Reason    Reason     `json:"reason"`
-	At        time.Time  `json:"at"`
+	StartedAt *time.Time       `json:"started_at"`
+	Epoch     int64            `json:"epoch"`
+	Reason    Reason           `json:"reason"`
+	Summary   json.RawMessage  `json:"summary,omitempty"`
+	Changes   *ReadinessChange `json:"connection_changes,omitempty"`
+	At        time.Time        `json:"at"`
 }
 
 // RunCancelled: an operator cancelled the run; the scope is free.

@@ -11,9 +11,12 @@ const (
 	NeedsConsent           Prerequisite = "consent_granted"
 	NeedsValidCredentials  Prerequisite = "credentials_valid"
 	NeedsRestorePreview    Prerequisite = "restore_previewed"
+	NeedsExecutor          Prerequisite = "executor_available"
 )
 
-var providerAccess = []Prerequisite{NeedsConnectionEnabled, NeedsConsent, NeedsValidCredentials}
+// providerAccess is what every provider-backed operation needs: a usable
+// connection, and something that executes the operation for its provider.
+var providerAccess = []Prerequisite{NeedsConnectionEnabled, NeedsConsent, NeedsValidCredentials, NeedsExecutor}
 
 // Operation is one kind of provider-backed background operation.
 type Operation struct {

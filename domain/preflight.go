@@ -44,6 +44,9 @@ type ConnectionReadiness struct {
 	Enabled     bool
 	Consent     Consent
 	Credentials Credentials
+	// Executable: an executor (or the built-in worker) runs the
+	// operation for the connection's provider.
+	Executable bool
 }
 
 // RestoreReadiness is what the preflight knows of a restore run.
@@ -72,6 +75,10 @@ func Preflight(op Operation, conn *ConnectionReadiness, restore *RestoreReadines
 		case NeedsValidCredentials:
 			if conn.Credentials != CredentialsValid {
 				return ReasonCredentialsInvalid
+			}
+		case NeedsExecutor:
+			if !conn.Executable {
+				return ReasonNoExecutor
 			}
 		case NeedsRestorePreview:
 			if restore == nil || !restore.Previewed {

@@ -98,7 +98,7 @@ func stepsFor(run Run) []NextStep {
 func refsOf(run Run) StepRefs {
 	refs := StepRefs{TenantID: run.TenantID, RunID: run.ID}
 	if run.ProviderConnection != nil {
-		refs.ConnectionID = run.ProviderConnection.ID
+		refs.ConnectionID, refs.Provider = run.ProviderConnection.ID, run.ProviderConnection.Provider
 	}
 	if run.Target != nil && run.Type == OpRestoreExecute {
 		refs.RestoreRunID = *run.Target

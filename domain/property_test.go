@@ -378,7 +378,7 @@ func (s *sequence) start() {
 	if conn != "" {
 		si.ScopeID, si.Connection = domain.ConnectionScope(conn), propConnRef(conn)
 		c := s.m.conns[conn]
-		readiness = &domain.ConnectionReadiness{Enabled: c.enabled, Consent: c.consent, Credentials: c.credentials}
+		readiness = &domain.ConnectionReadiness{Enabled: c.enabled, Consent: c.consent, Credentials: c.credentials, Executable: true}
 	}
 	var restore *domain.RestoreReadiness
 	if target != "" {

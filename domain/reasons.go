@@ -1,6 +1,9 @@
 package domain
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // ReasonCode identifies why a start was blocked or a run failed.
 type ReasonCode string
@@ -12,6 +15,7 @@ const (
 	ReasonConsentMissing      ReasonCode = "provider_connection.consent_missing"
 	ReasonCredentialsInvalid  ReasonCode = "provider_connection.credentials_invalid"
 	ReasonPreviewRequired     ReasonCode = "restore_run.preview_required"
+	ReasonNoExecutor          ReasonCode = "provider.no_executor"
 	ReasonCredentialsRejected ReasonCode = "provider.credentials_rejected"
 	ReasonConsentRevoked      ReasonCode = "provider.consent_revoked"
 	ReasonThrottled           ReasonCode = "provider.throttled"
@@ -34,6 +38,7 @@ const (
 	ClassProviderConsent      ReasonClass = "provider_consent"
 	ClassProviderCredentials  ReasonClass = "provider_credentials"
 	ClassRestoreReadiness     ReasonClass = "restore_readiness"
+	ClassExecutionUnavailable ReasonClass = "execution_unavailable"
 	ClassProviderThrottled    ReasonClass = "provider_throttled"
 	ClassProviderUnavailable  ReasonClass = "provider_unavailable"
 	ClassExecutionInterrupted ReasonClass = "execution_interrupted"
@@ -58,7 +63,8 @@ type NextStep struct {
 }
 
 // stepTemplate is a next step whose href may name a resource of the
-// outcome: {connection}, {tenant}, {restore_run}, {run}.
+// outcome: {connection}, {tenant}, {restore_run}, {run}; its label may
+// name the connection's provider: {provider}.
 type stepTemplate struct {
 	label, action, href string
 }
@@ -81,19 +87,34 @@ var catalog = map[ReasonCode]catalogEntry{
 		[]stepTemplate{{"Enable the provider connection", "enable_connection", "/api/v1/provider-connections/{connection}"}}},
 	ReasonConsentMissing: {ClassProviderConsent,
 		"Admin consent for the provider connection was never granted or has been revoked.",
-		[]stepTemplate{{"Grant admin consent for the provider connection", "grant_consent", "/api/v1/provider-connections/{connection}"}}},
+		[]stepTemplate{
+			{"Grant admin consent for the provider connection", "grant_consent", "/api/v1/provider-connections/{connection}"},
+			checkAgain,
+		}},
 	ReasonCredentialsInvalid: {ClassProviderCredentials,
 		"The provider connection's credentials are missing, expired or invalid.",
-		[]stepTemplate{{"Update the provider connection's credentials", "update_credentials", "/api/v1/provider-connections/{connection}"}}},
+		[]stepTemplate{
+			{"Update the provider connection's credentials", "update_credentials", "/api/v1/provider-connections/{connection}"},
+			checkAgain,
+		}},
+	ReasonNoExecutor: {ClassExecutionUnavailable,
+		"No executor runs this operation for the connection's provider, so it would wait forever; nothing was queued.",
+		[]stepTemplate{{"Register an executor for provider {provider}", "register_executor", "/api/v1/admin/executors"}}},
 	ReasonPreviewRequired: {ClassRestoreReadiness,
 		"The restore run has not been previewed; a restore is only executed after its preview.",
 		[]stepTemplate{{"Preview the restore run", "preview_restore_run", "/api/v1/restore-runs/{restore_run}/preview"}}},
 	ReasonCredentialsRejected: {ClassProviderCredentials,
 		"The provider rejected the connection's credentials during execution.",
-		[]stepTemplate{{"Update the provider connection's credentials", "update_credentials", "/api/v1/provider-connections/{connection}"}}},
+		[]stepTemplate{
+			{"Update the provider connection's credentials", "update_credentials", "/api/v1/provider-connections/{connection}"},
+			checkAgain,
+		}},
 	ReasonConsentRevoked: {ClassProviderConsent,
 		"The provider reported during execution that admin consent was revoked.",
-		[]stepTemplate{{"Grant admin consent for the provider connection", "grant_consent", "/api/v1/provider-connections/{connection}"}}},
+		[]stepTemplate{
+			{"Grant admin consent for the provider connection", "grant_consent", "/api/v1/provider-connections/{connection}"},
+			checkAgain,
+		}},
 	ReasonThrottled: {ClassProviderThrottled,
 		"The provider kept throttling requests after every retry.",
 		[]stepTemplate{{"Start the operation again later", "retry_later", ""}}},
@@ -117,6 +138,11 @@ var catalog = map[ReasonCode]catalogEntry{
 		[]stepTemplate{{"Start the operation again if it is still needed", "retry", ""}}},
 }
 
+// checkAgain is the next step of every readiness problem: once it is
+// fixed, the connection check confirms it (and a succeeded check marks the
+// connection verified).
+var checkAgain = stepTemplate{"Run the connection check again", "run_connection_check", "/api/v1/provider-connections/{connection}/check"}
+
 // LookupReason returns the catalog entry of code.
 func LookupReason(code ReasonCode) (Reason, bool) {
 	e, ok := catalog[code]
@@ -131,6 +157,17 @@ func LookupReason(code ReasonCode) (Reason, bool) {
 func (c ReasonCode) EndsRuns() bool {
 	_, known := catalog[c]
 	return known && c != ReasonDeduped && c != ReasonScopeBusy
+}
+
+// Reported reports whether an executor may end a run with code: the
+// reasons found during execution (not the gate's preflight reasons, the
+// reaper's execution.lost or an operator's cancel).
+func (c ReasonCode) Reported() bool {
+	switch c {
+	case ReasonCredentialsRejected, ReasonConsentRevoked, ReasonThrottled, ReasonUnavailable:
+		return true
+	}
+	return false
 }
 
 // MustReason returns the catalog entry of a code known at compile time.
@@ -151,9 +188,10 @@ func ReasonCodes() []ReasonCode {
 	return codes
 }
 
-// StepRefs names the resources that next-step links may point at.
+// StepRefs names the resources that next-step links may point at, and
+// the provider that labels may name.
 type StepRefs struct {
-	TenantID, ConnectionID, RestoreRunID, RunID string
+	TenantID, ConnectionID, RestoreRunID, RunID, Provider string
 }
 
 // reasonSteps returns the catalog's next steps for code with links filled
@@ -162,7 +200,8 @@ func reasonSteps(code ReasonCode, refs StepRefs) []NextStep {
 	e := catalog[code]
 	steps := make([]NextStep, 0, len(e.steps))
 	for _, s := range e.steps {
-		steps = append(steps, NextStep{Label: s.label, Action: s.action, Href: fillHref(s.href, refs)})
+		label := strings.ReplaceAll(s.label, "{provider}", strconv.Quote(refs.Provider))
+		steps = append(steps, NextStep{Label: label, Action: s.action, Href: fillHref(s.href, refs)})
 	}
 	return steps
 }

@@ -1,8 +1,10 @@
 package domain
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -15,6 +17,11 @@ func ConnectionScope(connectionID string) ScopeID { return ScopeID("scope-connec
 
 // TenantScope is the scope on which starts without a connection are recorded.
 func TenantScope(tenantID string) ScopeID { return ScopeID("scope-tenant-" + tenantID) }
+
+// ConnectionID returns the connection of a connection's scope.
+func (s ScopeID) ConnectionID() (string, bool) {
+	return strings.CutPrefix(string(s), "scope-connection-")
+}
 
 // ScopeState is the ProtectedScope aggregate's state: the one run that
 // holds the scope, if any. Its size does not grow with history.
@@ -71,19 +78,22 @@ type MarkStarted struct {
 	At       time.Time
 }
 
-// MarkSucceeded records a run's success, fenced by the worker's epoch.
+// MarkSucceeded records a run's success, fenced by the worker's epoch,
+// with what its executor reported (a JSON object, or nothing).
 type MarkSucceeded struct {
-	RunID string
-	Epoch int64
-	At    time.Time
+	RunID   string
+	Epoch   int64
+	Summary json.RawMessage
+	At      time.Time
 }
 
 // MarkFailed records a run's failure, fenced by the worker's epoch.
 type MarkFailed struct {
-	RunID  string
-	Epoch  int64
-	Reason ReasonCode
-	At     time.Time
+	RunID   string
+	Epoch   int64
+	Reason  ReasonCode
+	Summary json.RawMessage
+	At      time.Time
 }
 
 // MarkLost ends a running run whose worker's lease at Epoch expired.
@@ -133,7 +143,7 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		return RunSucceeded{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, At: c.At}, nil
+		return RunSucceeded{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Summary: c.Summary, At: c.At}, nil
 	case MarkFailed:
 		a, err := s.running(c.RunID, c.Epoch)
 		if err != nil {
@@ -143,7 +153,7 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 		if !ok || !c.Reason.EndsRuns() {
 			return nil, fmt.Errorf("fail run %s with %q: %w", c.RunID, c.Reason, ErrInvalidCommand)
 		}
-		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: reason, At: c.At}, nil
+		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: reason, Summary: c.Summary, At: c.At}, nil
 	case MarkLost:
 		a, err := s.running(c.RunID, c.Epoch)
 		if err != nil {

@@ -415,7 +415,7 @@ func TestStartInvalid(t *testing.T) {
 }
 
 func TestPreflightOrder(t *testing.T) {
-	ready := domain.ConnectionReadiness{Enabled: true, Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid}
+	ready := domain.ConnectionReadiness{Enabled: true, Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Executable: true}
 	with := func(mod func(*domain.ConnectionReadiness)) *domain.ConnectionReadiness {
 		c := ready
 		mod(&c)
@@ -453,6 +453,13 @@ func TestPreflightOrder(t *testing.T) {
 			domain.ReasonCredentialsInvalid},
 		{"credentials unknown", domain.OpComplianceSnapshot,
 			with(func(c *domain.ConnectionReadiness) { c.Credentials = "" }), nil, domain.ReasonCredentialsInvalid},
+		{"no executor", domain.OpInventorySync,
+			with(func(c *domain.ConnectionReadiness) { c.Executable = false }), nil, domain.ReasonNoExecutor},
+		{"credentials beat no executor", domain.OpInventorySync,
+			with(func(c *domain.ConnectionReadiness) { c.Credentials, c.Executable = domain.CredentialsExpired, false }), nil,
+			domain.ReasonCredentialsInvalid},
+		{"no executor beats preview", domain.OpRestoreExecute,
+			with(func(c *domain.ConnectionReadiness) { c.Executable = false }), notPreviewed, domain.ReasonNoExecutor},
 		{"restore not previewed", domain.OpRestoreExecute, &ready, notPreviewed, domain.ReasonPreviewRequired},
 		{"restore readiness unknown", domain.OpRestoreExecute, &ready, nil, domain.ReasonPreviewRequired},
 		{"restore previewed", domain.OpRestoreExecute, &ready, previewed, ""},

@@ -70,20 +70,33 @@ type ProviderConnectionRenamed struct {
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionConsentChanged: consent was granted, found missing or revoked.
+// ProviderConnectionConsentChanged: consent was granted, found missing or
+// revoked, by an operator or, when RunID is set, learned by that run.
 type ProviderConnectionConsentChanged struct {
 	ConnectionID string    `json:"connection_id"`
 	TenantID     string    `json:"tenant_id"`
 	Consent      Consent   `json:"consent"`
+	RunID        string    `json:"run_id,omitempty"`
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionCredentialsChanged: the credentials' state changed.
+// ProviderConnectionCredentialsChanged: the credentials' state changed, by
+// an operator or, when RunID is set, learned by that run.
 type ProviderConnectionCredentialsChanged struct {
 	ConnectionID string      `json:"connection_id"`
 	TenantID     string      `json:"tenant_id"`
 	Credentials  Credentials `json:"credentials"`
+	RunID        string      `json:"run_id,omitempty"`
 	At           time.Time   `json:"at"`
+}
+
+// ProviderConnectionVerified: a connection check (run RunID) succeeded
+// against the connection.
+type ProviderConnectionVerified struct {
+	ConnectionID string    `json:"connection_id"`
+	TenantID     string    `json:"tenant_id"`
+	RunID        string    `json:"run_id"`
+	At           time.Time `json:"at"`
 }
 
 // ProviderConnectionEnabledChanged: the connection was enabled or disabled.
@@ -145,6 +158,7 @@ func (ProviderConnectionSimulationChanged) EventType() string {
 	return "ProviderConnectionSimulationChanged"
 }
 func (ProviderConnectionMadeDefault) EventType() string { return "ProviderConnectionMadeDefault" }
+func (ProviderConnectionVerified) EventType() string    { return "ProviderConnectionVerified" }
 func (RestoreRunCreated) EventType() string             { return "RestoreRunCreated" }
 func (RestoreRunPreviewed) EventType() string           { return "RestoreRunPreviewed" }
 
@@ -153,6 +167,7 @@ func TenancyEvents() []Event {
 	return []Event{WorkspaceCreated{}, TenantCreated{}, UserCreated{}, MembershipGranted{},
 		ProviderConnectionCreated{}, ProviderConnectionRenamed{}, ProviderConnectionConsentChanged{},
 		ProviderConnectionCredentialsChanged{}, ProviderConnectionEnabledChanged{},
-		ProviderConnectionSimulationChanged{}, ProviderConnectionMadeDefault{},
+		ProviderConnectionSimulationChanged{}, ProviderConnectionMadeDefault{}, ProviderConnectionVerified{},
+		ExecutorRegistered{}, ExecutorRevoked{},
 		RestoreRunCreated{}, RestoreRunPreviewed{}}
 }

@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/faultproxy"
+	"github.com/opsgate/opsgate/internal/pgtest"
 )
 
 // TestDeferredStatementsKeepOrderAndFailTheCommit: held-back statements
@@ -167,7 +170,7 @@ func TestNotifierWakesOncePerBurst(t *testing.T) {
 	wake := n.Subscribe()
 	start := time.Now()
 	for range 5 {
-		n.Committed()
+		n.Committed([]string{eventstore.TopicEvents})
 	}
 	select {
 	case <-wake:
@@ -183,4 +186,77 @@ func TestNotifierWakesOncePerBurst(t *testing.T) {
 		t.Error("a burst of commits woke the subscriber twice")
 	default:
 	}
+}
+
+// TestNotifierWakesTopicSubscribers: a subscriber of one topic is woken by
+// commits that published on it, in this process and through LISTEN/NOTIFY
+// in another, and not by commits on other topics alone.
+func TestNotifierWakesTopicSubscribers(t *testing.T) {
+	ctx := testContext(t)
+	store := newStore(t)
+	here := eventstore.NewNotifier(store.Pool(), nil, 0)
+	there := eventstore.NewNotifier(store.Pool(), nil, 0)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go here.Run(runCtx)
+	go there.Run(runCtx)
+	localTopic, localAll := here.SubscribeTopic("accepted"), here.Subscribe()
+	remoteTopic := there.SubscribeTopic("accepted")
+
+	here.Committed([]string{eventstore.TopicEvents})
+	recv(t, localAll, "a wake-up for every commit")
+	select {
+	case <-localTopic:
+		t.Fatal("a commit on another topic woke the topic's subscriber")
+	default:
+	}
+	// Another process's topic subscriber is woken through LISTEN/NOTIFY
+	// once it listens; commit until it is.
+	waitFor(t, 10*time.Second, "the other process's topic subscriber", func() bool {
+		here.Committed([]string{eventstore.TopicEvents, "accepted"})
+		select {
+		case <-remoteTopic:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	recv(t, localTopic, "the topic's own wake-up")
+}
+
+// TestNotifierWakesEveryoneAfterListeningAgain: a notification sent while
+// the LISTEN connection was down is lost, so listening again wakes every
+// subscriber and waiter to look for themselves; the first LISTEN does not.
+func TestNotifierWakesEveryoneAfterListeningAgain(t *testing.T) {
+	ctx := testContext(t)
+	direct := pgtest.NewDatabase(t)
+	proxy, proxied, err := faultproxy.ForDatabase(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	observer := pgtest.Connect(t, direct)
+	n := eventstore.NewNotifier(pgtest.Connect(t, proxied), slog.New(slog.DiscardHandler), 0)
+	topic, next := n.SubscribeTopic("accepted"), n.Next("accepted")
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go n.Run(runCtx)
+	listening := func() bool {
+		var k int
+		err := observer.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN `+eventstore.NotifyChannel+`'`).Scan(&k)
+		return err == nil && k == 1
+	}
+	waitFor(t, 10*time.Second, "the notifier listening", listening)
+	select {
+	case <-topic:
+		t.Fatal("the first LISTEN woke a subscriber")
+	case <-next:
+		t.Fatal("the first LISTEN woke a waiter")
+	default:
+	}
+	proxy.Cut() // drops the LISTEN connection
+	proxy.Restore()
+	recv(t, topic, "a wake-up after listening again")
+	recv(t, next, "the waiter's wake-up after listening again")
 }

@@ -3,6 +3,8 @@ package eventstore
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,22 +22,34 @@ const NotifyChannel = "opsgate_events"
 // repeated; subscribers still poll as a fallback, so correctness never
 // depends on it. NOTIFY is sent outside the appending transaction and
 // coalesced, so it adds nothing to the commit path. Each notification
-// names the notifier that sent it, which ignores its own: its subscribers
-// were woken at the commit already.
+// names the notifier that sent it, which ignores its own (its subscribers
+// were woken at the commit already), and the topics the commits published
+// on, so that a subscriber of one topic (executors waiting for accepted
+// starts) is woken by that topic's commits alone.
 //
 // Subscribers are woken delay after the first commit of a burst rather
 // than at each commit, so that they read the burst in one batch: each
 // read costs every subscriber a transaction, and a start sets off several
 // commits (the decision, then the worker's) within a few milliseconds.
 type Notifier struct {
-	pool    *pgxpool.Pool
-	logger  *slog.Logger
-	id      string
-	delay   time.Duration
+	pool   *pgxpool.Pool
+	logger *slog.Logger
+	id     string
+	delay  time.Duration
+
 	mu      sync.Mutex
-	subs    []chan struct{}
-	timer   *time.Timer // pending wake-up of a burst
+	subs    []subscription
+	nexts   map[string]chan struct{} // topic -> closed at its next wake-up
+	timer   *time.Timer              // pending wake-up of a burst
+	woken   []string                 // topics of the pending wake-up
+	toSend  []string                 // topics of the pending NOTIFY
 	pending chan struct{}
+}
+
+// subscription is a channel woken by commits on topic ("" for every commit).
+type subscription struct {
+	topic string
+	ch    chan struct{}
 }
 
 // NewNotifier returns a notifier over pool that wakes subscribers delay
@@ -45,27 +59,62 @@ func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, delay time.Duration) *
 }
 
 // Subscribe returns a channel that receives after commits.
-func (n *Notifier) Subscribe() <-chan struct{} {
+func (n *Notifier) Subscribe() <-chan struct{} { return n.SubscribeTopic("") }
+
+// SubscribeTopic returns a channel that receives after commits that
+// published on topic.
+func (n *Notifier) SubscribeTopic(topic string) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	n.mu.Lock()
-	n.subs = append(n.subs, ch)
+	n.subs = append(n.subs, subscription{topic: topic, ch: ch})
 	n.mu.Unlock()
 	return ch
 }
 
-// Committed announces a commit of this process.
-func (n *Notifier) Committed() {
-	n.wake()
+// Next returns a channel that is closed at the next wake-up of topic: for
+// a waiter that comes and goes (a long poll), where a subscription would
+// outlive it.
+func (n *Notifier) Next(topic string) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.nexts == nil {
+		n.nexts = map[string]chan struct{}{}
+	}
+	ch, ok := n.nexts[topic]
+	if !ok {
+		ch = make(chan struct{})
+		n.nexts[topic] = ch
+	}
+	return ch
+}
+
+// Committed announces a commit of this process that published on topics.
+func (n *Notifier) Committed(topics []string) {
+	n.wake(topics)
+	n.mu.Lock()
+	n.toSend = union(n.toSend, topics)
+	n.mu.Unlock()
 	select {
 	case n.pending <- struct{}{}:
 	default:
 	}
 }
 
-// wake wakes the subscribers now, or delay from the first commit of a burst.
-func (n *Notifier) wake() {
+func union(a, b []string) []string {
+	for _, t := range b {
+		if !slices.Contains(a, t) {
+			a = append(a, t)
+		}
+	}
+	return a
+}
+
+// wake wakes the subscribers of topics now, or delay from the first
+// commit of a burst.
+func (n *Notifier) wake(topics []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.woken = union(n.woken, topics)
 	if n.delay <= 0 {
 		n.broadcastLocked()
 		return
@@ -80,13 +129,37 @@ func (n *Notifier) wake() {
 	}
 }
 
+// wakeEveryone wakes the subscribers of every topic.
+func (n *Notifier) wakeEveryone() {
+	n.mu.Lock()
+	var topics []string
+	for _, s := range n.subs {
+		topics = append(topics, s.topic)
+	}
+	for topic := range n.nexts {
+		topics = append(topics, topic)
+	}
+	n.mu.Unlock()
+	n.wake(topics)
+}
+
 func (n *Notifier) broadcastLocked() {
-	for _, ch := range n.subs {
+	for _, s := range n.subs {
+		if s.topic != "" && !slices.Contains(n.woken, s.topic) {
+			continue
+		}
 		select {
-		case ch <- struct{}{}:
+		case s.ch <- struct{}{}:
 		default:
 		}
 	}
+	for topic, ch := range n.nexts {
+		if slices.Contains(n.woken, topic) {
+			close(ch)
+			delete(n.nexts, topic)
+		}
+	}
+	n.woken = n.woken[:0]
 }
 
 // Run sends coalesced NOTIFYs and listens for those of other processes
@@ -106,15 +179,19 @@ func (n *Notifier) send(ctx context.Context) {
 			return
 		case <-n.pending:
 		}
-		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, n.id); err != nil && ctx.Err() == nil {
+		n.mu.Lock()
+		payload := n.id + ":" + strings.Join(n.toSend, ",")
+		n.toSend = n.toSend[:0]
+		n.mu.Unlock()
+		if _, err := n.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, payload); err != nil && ctx.Err() == nil {
 			n.logger.Warn("notify failed; subscribers fall back to polling", "err", err)
 		}
 	}
 }
 
 func (n *Notifier) listen(ctx context.Context) {
-	for ctx.Err() == nil {
-		err := n.listenOnce(ctx)
+	for first := true; ctx.Err() == nil; first = false {
+		err := n.listenOnce(ctx, !first)
 		if ctx.Err() != nil {
 			return
 		}
@@ -126,7 +203,11 @@ func (n *Notifier) listen(ctx context.Context) {
 	}
 }
 
-func (n *Notifier) listenOnce(ctx context.Context) error {
+// listenOnce listens until the connection fails. Listening again after a
+// failure, it wakes every subscriber: a notification sent while nobody
+// listened is lost, and a long poll would otherwise sleep through the
+// commits of the gap.
+func (n *Notifier) listenOnce(ctx context.Context, again bool) error {
 	conn, err := n.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -135,14 +216,18 @@ func (n *Notifier) listenOnce(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, `LISTEN `+NotifyChannel); err != nil {
 		return err
 	}
+	if again {
+		n.wakeEveryone()
+	}
 	defer conn.Exec(context.WithoutCancel(ctx), `UNLISTEN `+NotifyChannel) //nolint:errcheck
 	for {
 		note, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		if note.Payload != n.id {
-			n.wake()
+		from, topics, _ := strings.Cut(note.Payload, ":")
+		if from != n.id {
+			n.wake(strings.Split(topics, ","))
 		}
 	}
 }

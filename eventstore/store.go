@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -26,7 +27,7 @@ type Store struct {
 	registry *Registry
 	route    Route
 	logger   watermill.LoggerAdapter
-	onCommit func()
+	onCommit func(topics []string)
 }
 
 // Route returns the topics an event of eventType travels on besides
@@ -38,8 +39,9 @@ type Route func(eventType string) []string
 type Option func(*Store)
 
 // WithCommitHook calls fn after every committed transaction of the store
-// (for example Notifier.Committed, to wake subscribers).
-func WithCommitHook(fn func()) Option {
+// that appended events, with the topics they were published on (for
+// example Notifier.Committed, to wake subscribers).
+func WithCommitHook(fn func(topics []string)) Option {
 	return func(s *Store) { s.onCommit = fn }
 }
 
@@ -93,8 +95,8 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	if err := tx.tx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if s.onCommit != nil {
-		s.onCommit()
+	if s.onCommit != nil && len(tx.topics) > 0 {
+		s.onCommit(tx.topics)
 	}
 	return nil
 }
@@ -112,6 +114,7 @@ type Tx struct {
 	tx       pgx.Tx // nil until the first round trip
 	store    *Store
 	deferred pgx.Batch
+	topics   []string // published on so far
 }
 
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
@@ -302,8 +305,56 @@ func (t *Tx) Append(ctx context.Context, stream string, recs []Record, opts ...A
 	return t.insert(ctx, stream, current, recs)
 }
 
+// StreamAppend is records to append to one stream at its known version
+// (see AtVersion).
+type StreamAppend struct {
+	Stream  string
+	At      int64
+	Records []Record
+}
+
+// AppendStreams appends to several streams at once, each after its known
+// version (the caller holds every stream's lock and knows its version, see
+// AtVersion), in one statement, and publishes the events in the same
+// transaction. It returns each stream's events.
+func (t *Tx) AppendStreams(ctx context.Context, appends []StreamAppend) ([][]Event, error) {
+	var events []Event
+	for _, a := range appends {
+		for i, rec := range a.Records {
+			events = append(events, Event{StreamID: a.Stream, StreamVersion: a.At + int64(i) + 1, Metadata: rec.Metadata})
+		}
+	}
+	var recs []Record
+	for _, a := range appends {
+		recs = append(recs, a.Records...)
+	}
+	if err := t.insertEvents(ctx, events, recs); err != nil {
+		return nil, err
+	}
+	out := make([][]Event, len(appends))
+	i := 0
+	for k, a := range appends {
+		out[k] = events[i : i+len(a.Records)]
+		i += len(a.Records)
+	}
+	return out, nil
+}
+
 func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Record) ([]Event, error) {
 	events := make([]Event, len(recs))
+	for i, rec := range recs {
+		events[i] = Event{StreamID: stream, StreamVersion: current + int64(i) + 1, Metadata: rec.Metadata}
+	}
+	if err := t.insertEvents(ctx, events, recs); err != nil {
+		return nil, err
+	}
+	return events, nil
+}
+
+// insertEvents inserts events (stream, version and metadata set; the
+// payload of each is its record's) in one statement and publishes them.
+func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) error {
+	stream := events[0].StreamID
 	var sql strings.Builder
 	sql.WriteString(`INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata) VALUES `)
 	args := make([]any, 0, len(recs)*8)
@@ -311,36 +362,28 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 		md := rec.Metadata
 		name, version, data, err := t.store.registry.encode(rec.Payload)
 		if err != nil {
-			return nil, fmt.Errorf("append to %s: %w", stream, err)
+			return fmt.Errorf("append to %s: %w", events[i].StreamID, err)
 		}
-		events[i] = Event{
-			StreamID:      stream,
-			StreamVersion: current + int64(i) + 1,
-			ID:            ulid.Make().String(),
-			Type:          name,
-			SchemaVersion: version,
-			Data:          data,
-			Metadata:      md,
-		}
+		events[i].ID, events[i].Type, events[i].SchemaVersion, events[i].Data = ulid.Make().String(), name, version, data
 		if i > 0 {
 			sql.WriteString(",")
 		}
 		n := len(args)
 		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
-		args = append(args, stream, events[i].StreamVersion, events[i].ID, name, version, nullIfEmpty(md.TenantID), data, md)
+		args = append(args, events[i].StreamID, events[i].StreamVersion, events[i].ID, name, version, nullIfEmpty(md.TenantID), data, md)
 	}
 	sql.WriteString(` RETURNING position, (tx_id::text)::bigint, recorded_at`)
 
 	rows, err := t.Query(ctx, sql.String(), args...)
 	if err != nil {
-		return nil, fmt.Errorf("append to %s: %w", stream, err)
+		return fmt.Errorf("append to %s: %w", stream, err)
 	}
 	i := 0
 	for rows.Next() {
 		var txID int64
 		if err := rows.Scan(&events[i].Position, &txID, &events[i].RecordedAt); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("append to %s: %w", stream, err)
+			return fmt.Errorf("append to %s: %w", stream, err)
 		}
 		events[i].TxID = uint64(txID)
 		i++
@@ -349,15 +392,16 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 	if err := rows.Err(); err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_stream_id_stream_version_key" {
-			actual := current + 1 // at least; the exact value is in a transaction we cannot see
-			return nil, &VersionConflictError{Stream: stream, Expected: current, Actual: actual}
+			e := events[0]
+			// The exact version is in a transaction we cannot see.
+			return &VersionConflictError{Stream: e.StreamID, Expected: e.StreamVersion - 1, Actual: e.StreamVersion}
 		}
-		return nil, fmt.Errorf("append to %s: %w", stream, err)
+		return fmt.Errorf("append to %s: %w", stream, err)
 	}
 	if err := t.publish(ctx, events); err != nil {
-		return nil, fmt.Errorf("append to %s: %w", stream, err)
+		return fmt.Errorf("append to %s: %w", stream, err)
 	}
-	return events, nil
+	return nil
 }
 
 // publish writes events to their watermill topics in this transaction:
@@ -387,6 +431,9 @@ func (t *Tx) publish(ctx context.Context, events []Event) error {
 	for topic, msgs := range byTopic {
 		if err := publisher.Publish(topic, msgs...); err != nil {
 			return fmt.Errorf("publish to %s: %w", topic, err)
+		}
+		if !slices.Contains(t.topics, topic) {
+			t.topics = append(t.topics, topic)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -203,3 +204,9 @@ func (f *fixture) activeRunID(id domain.ScopeID) string {
 
 // waitFor polls cond until it holds, failing the test at the deadline.
 var waitFor = apptest.WaitFor
+
+// beat heartbeats claim's lease (whoever holds it).
+func (f *fixture) beat(c gate.Claim, lease time.Duration) error {
+	_, err := f.svc.Heartbeat(f.ctx, gate.Claimant{}, c.RunID, c.Epoch, lease)
+	return err
+}

@@ -35,15 +35,18 @@ func Route(eventType string) []string {
 
 // Service decides starts and records run lifecycles.
 type Service struct {
-	store *eventstore.Store
-	conns *connections.Service
-	now   journal.Clock
+	store   *eventstore.Store
+	conns   *connections.Service
+	now     journal.Clock
+	builtin []string
 	// groups holds the per-scope groups of starts (group.go).
 	groups sync.Map
 }
 
 // New returns the gate over store; conns resolves the connections starts
-// name or default to. The store must route with Route.
-func New(store *eventstore.Store, conns *connections.Service, now journal.Clock) *Service {
-	return &Service{store: store, conns: conns, now: now}
+// name or default to; builtin are the providers the built-in worker
+// executes (every process of a deployment must agree on them). The store
+// must route with Route.
+func New(store *eventstore.Store, conns *connections.Service, now journal.Clock, builtin []string) *Service {
+	return &Service{store: store, conns: conns, now: now, builtin: builtin}
 }

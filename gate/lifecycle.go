@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,10 +17,11 @@ import (
 
 // runLocation is where a run lives, from the runs table.
 type runLocation struct {
-	scope    domain.ScopeID
-	tenantID string
-	surface  string
-	typ      string
+	scope        domain.ScopeID
+	tenantID     string
+	surface      string
+	typ          string
+	connectionID string // "" for a run on its tenant's scope
 }
 
 // queueLocateRun queues the read of where runID lives into b; found
@@ -35,14 +37,15 @@ func queueLocateRun(b *pgx.Batch, runID string, loc *runLocation, found *bool) {
 			return fmt.Errorf("locate run %s: %w", runID, err)
 		}
 		loc.scope, *found = domain.ScopeID(scope), true
+		loc.connectionID, _ = loc.scope.ConnectionID()
 		return nil
 	})
 }
 
 // onScope runs decide against the current state of the scope of runID, in
 // one transaction under the scope's lock, and records its event with by
-// as its actor (a started run gets a lease of length lease). It returns
-// the event recorded.
+// as its actor (a started run gets a lease of length lease); a nil event
+// records nothing. It returns the event recorded.
 func (s *Service) onScope(ctx context.Context, by domain.Actor, runID string, lease time.Duration,
 	decide func(ctx context.Context, tx *eventstore.Tx, loc runLocation, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
 	var event domain.Event
@@ -65,7 +68,7 @@ func (s *Service) onScope(ctx context.Context, by domain.Actor, runID string, le
 		}
 		var err error
 		event, err = decide(ctx, tx, loc, state)
-		if err != nil {
+		if err != nil || event == nil {
 			return err
 		}
 		return s.record(ctx, tx, loc.scope, journal.Meta(by, loc.tenantID, runID), state, version, event, lease)
@@ -79,89 +82,63 @@ type Claim struct {
 	Epoch int64
 }
 
-// BeginRun records that workerID started a queued run and gives it a lease
-// of the given length. It fails with domain.ErrRunAlreadyStarted or
-// domain.ErrRunNotActive when another worker began it or it ended (for
-// example cancelled while queued): exactly one worker ever begins a run.
-func (s *Service) BeginRun(ctx context.Context, runID, workerID string, lease time.Duration) (Claim, error) {
-	e, err := s.onScope(ctx, domain.ActorWorker(workerID), runID, lease, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
-		return domain.Decide(st, domain.MarkStarted{RunID: runID, WorkerID: workerID, At: s.now()}, domain.Facts{})
-	})
-	if err != nil {
-		return Claim{}, err
-	}
-	return Claim{RunID: runID, Epoch: e.(domain.RunStarted).Epoch}, nil
-}
-
-// Heartbeat extends the lease of a claim. ErrLeaseLost means the run was
-// reaped, cancelled or finished: the worker must stop and report nothing.
-func (s *Service) Heartbeat(ctx context.Context, c Claim, lease time.Duration) error {
-	return extendLease(ctx, s.store.Pool(), c.RunID, c.Epoch, lease)
-}
-
-func extendLease(ctx context.Context, db interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, runID string, epoch int64, lease time.Duration) error {
-	var ok bool
-	err := db.QueryRow(ctx, `UPDATE runs SET lease_expires_at = clock_timestamp() + $3 * interval '1 microsecond'
-		WHERE id = $1 AND epoch = $2 AND status = 'running' RETURNING true`, runID, epoch, lease.Microseconds()).Scan(&ok)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("heartbeat run %s at epoch %d: %w", runID, epoch, ErrLeaseLost)
-	}
-	if err != nil {
-		return fmt.Errorf("heartbeat run %s: %w", runID, err)
-	}
-	return nil
-}
-
 // Succeed records a claim's success on behalf of by; a stale claim is
-// rejected with domain.ErrStaleEpoch or domain.ErrRunNotActive and records
-// nothing.
+// rejected (ErrLeaseLost) and records nothing.
 func (s *Service) Succeed(ctx context.Context, by domain.Actor, c Claim) error {
-	_, err := s.onScope(ctx, by, c.RunID, 0, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
-		return domain.Decide(st, domain.MarkSucceeded{RunID: c.RunID, Epoch: c.Epoch, At: s.now()}, domain.Facts{})
-	})
+	_, _, err := s.Complete(ctx, Claimant{Actor: by}, Completion{RunID: c.RunID, Epoch: c.Epoch, Status: domain.StatusSucceeded})
 	return err
 }
 
 // Fail records a claim's failure with a reason from the catalog on behalf
-// of by; a stale claim is rejected and records nothing.
+// of by; a stale claim is rejected (ErrLeaseLost) and records nothing.
 func (s *Service) Fail(ctx context.Context, by domain.Actor, c Claim, reason domain.ReasonCode) error {
-	_, err := s.onScope(ctx, by, c.RunID, 0, func(_ context.Context, _ *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
-		return domain.Decide(st, domain.MarkFailed{RunID: c.RunID, Epoch: c.Epoch, Reason: reason, At: s.now()}, domain.Facts{})
-	})
+	_, _, err := s.Complete(ctx, Claimant{Actor: by}, Completion{RunID: c.RunID, Epoch: c.Epoch, Status: domain.StatusFailed, Reason: reason})
 	return err
 }
 
 // ReapExpired ends up to limit running runs whose lease expired as failed
 // with execution.lost, freeing their scopes. It returns how many it ended.
 func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
-	rows, err := s.store.Pool().Query(ctx, `SELECT id, epoch FROM runs
-		WHERE status = 'running' AND `+leaseExpired+` ORDER BY lease_expires_at LIMIT $1`, limit)
+	return s.endLost(ctx, domain.ActorSystem("reaper"), `SELECT id, epoch FROM runs
+		WHERE status = 'running' AND `+leaseExpired+` ORDER BY lease_expires_at LIMIT $1`, limit, leaseExpired)
+}
+
+// EndLeasesOf ends, on behalf of by, the runs holder holds (a revoked
+// executor's) as failed with execution.lost, as the reaper ends a lost
+// worker's, freeing their scopes. It returns how many it ended.
+func (s *Service) EndLeasesOf(ctx context.Context, by domain.Actor, holder string) (int, error) {
+	return s.endLost(ctx, by, `SELECT id, epoch FROM runs WHERE status = 'running' AND worker_id = $1`, holder, "true")
+}
+
+// endLost ends the runs query lists (id, epoch) as lost, each in a
+// decision of its own, if the condition still holds of its runs row as
+// of its scope's lock.
+func (s *Service) endLost(ctx context.Context, by domain.Actor, query string, arg any, condition string) (int, error) {
+	rows, err := s.store.Pool().Query(ctx, query, arg)
 	if err != nil {
-		return 0, fmt.Errorf("find expired leases: %w", err)
+		return 0, fmt.Errorf("find lost runs: %w", err)
 	}
-	type expired struct {
+	type lost struct {
 		id    string
 		epoch int64
 	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (expired, error) {
-		var e expired
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (lost, error) {
+		var e lost
 		return e, r.Scan(&e.id, &e.epoch)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("find expired leases: %w", err)
+		return 0, fmt.Errorf("find lost runs: %w", err)
 	}
 	n := 0
 	for _, e := range list {
-		_, err := s.onScope(ctx, domain.ActorSystem("reaper"), e.id, 0, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
-			var stillExpired bool
+		_, err := s.onScope(ctx, by, e.id, 0, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
+			var still bool
 			// FOR UPDATE: a heartbeat committing meanwhile is waited for
 			// and seen, and one arriving later waits for this decision.
-			err := tx.QueryRow(ctx, `SELECT `+leaseExpired+` FROM runs
+			err := tx.QueryRow(ctx, `SELECT `+condition+` FROM runs
 				WHERE id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE`,
-				e.id, e.epoch).Scan(&stillExpired)
-			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !stillExpired) {
+				e.id, e.epoch).Scan(&still)
+			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !still) {
 				return nil, errLeaseRenewed
 			}
 			if err != nil {
@@ -173,9 +150,9 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 		case err == nil:
 			n++
 		case errors.Is(err, errLeaseRenewed), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrStaleEpoch):
-			// finished or renewed meanwhile: nothing to reap
+			// finished or renewed meanwhile: nothing to end
 		default:
-			return n, fmt.Errorf("reap run %s: %w", e.id, err)
+			return n, fmt.Errorf("end lost run %s: %w", e.id, err)
 		}
 	}
 	return n, nil
@@ -210,33 +187,25 @@ func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) 
 	return e.(domain.RunCancelled), nil
 }
 
-// QueuedRuns returns up to limit accepted runs that have been queued for
-// longer than olderThan, oldest first, as their StartAccepted events. The
-// runs table is the durable queue: a worker sweeps it for runs whose
-// acceptance message it never got to (a crash after the message was
-// taken, a full local queue).
-func (s *Service) QueuedRuns(ctx context.Context, olderThan time.Duration, limit int) ([]domain.StartAccepted, error) {
-	rows, err := s.store.Pool().Query(ctx, `SELECT e.event_id, e.event_type, e.schema_version, e.payload FROM runs r
-		JOIN events e ON e.metadata ? 'correlation_id' AND e.metadata->>'correlation_id' = r.id AND e.event_type = 'StartAccepted'
-		WHERE r.status = 'queued' AND r.created_at < clock_timestamp() - $1 * interval '1 microsecond'
-		ORDER BY r.created_at LIMIT $2`, olderThan.Microseconds(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("find queued runs: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Event, error) {
-		var e eventstore.Event
-		return e, row.Scan(&e.ID, &e.Type, &e.SchemaVersion, &e.Data)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find queued runs: %w", err)
-	}
-	out := make([]domain.StartAccepted, 0, len(events))
-	for _, e := range events {
-		p, err := s.store.Registry().Decode(e)
-		if err != nil {
-			return nil, err
+// RunReaper reaps expired leases every interval until ctx ends. Every
+// process that serves executors (api) or is one (worker) runs it; the
+// reapers of several processes never end a run twice (each end is a
+// decision under the run's scope lock).
+func (s *Service) RunReaper(ctx context.Context, every time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		out = append(out, p.(domain.StartAccepted))
+		n, err := s.ReapExpired(ctx, 100)
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("reaping expired leases failed", "err", err)
+		}
+		if n > 0 {
+			logger.Info("ended runs whose executor was lost", "count", n)
+		}
 	}
-	return out, nil
 }

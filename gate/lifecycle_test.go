@@ -42,7 +42,7 @@ func TestLifecycleBeginSucceedFreesScope(t *testing.T) {
 	if _, err := f.svc.BeginRun(f.ctx, run.ID, "worker-2", leaseLong); !errors.Is(err, domain.ErrRunAlreadyStarted) {
 		t.Errorf("second begin: err = %v, want ErrRunAlreadyStarted", err)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); err != nil {
+	if err := f.beat(claim, leaseLong); err != nil {
 		t.Errorf("heartbeat: %v", err)
 	}
 	// While running, a new start of the same operation is deduped on the running run.
@@ -59,10 +59,19 @@ func TestLifecycleBeginSucceedFreesScope(t *testing.T) {
 	if got := f.activeRunID(scope); got != "" {
 		t.Errorf("scope still held by %s", got)
 	}
-	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
-		t.Errorf("second succeed: err = %v, want ErrRunNotActive", err)
+	// Repeating the same completion is answered again and records nothing;
+	// another one is refused.
+	before := len(f.stream(string(scope)))
+	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
+		t.Errorf("repeated succeed: err = %v, want nil", err)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
+	if err := f.svc.Fail(f.ctx, worker, claim, domain.ReasonUnavailable); !errors.Is(err, domain.ErrRunNotActive) || !errors.Is(err, gate.ErrLeaseLost) {
+		t.Errorf("fail after success: err = %v, want ErrRunNotActive and ErrLeaseLost", err)
+	}
+	if after := len(f.stream(string(scope))); after != before {
+		t.Errorf("the repeat and the refused completion recorded %d events", after-before)
+	}
+	if err := f.beat(claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
 		t.Errorf("heartbeat after success: err = %v, want ErrLeaseLost", err)
 	}
 
@@ -180,7 +189,7 @@ func TestLifecycleCancel(t *testing.T) {
 	if c, err := f.svc.CancelRun(f.ctx, apptest.As(f.owner), next.ID); err != nil || !c.WasRunning {
 		t.Fatalf("cancel running = %+v, %v", c, err)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
+	if err := f.beat(claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
 		t.Errorf("heartbeat after cancel: err = %v, want ErrLeaseLost", err)
 	}
 	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
@@ -244,7 +253,7 @@ func TestReapExpiredLease(t *testing.T) {
 	if err := f.svc.Succeed(f.ctx, worker, claim); !errors.Is(err, domain.ErrRunNotActive) {
 		t.Errorf("late succeed: err = %v, want ErrRunNotActive", err)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
+	if err := f.beat(claim, leaseLong); !errors.Is(err, gate.ErrLeaseLost) {
 		t.Errorf("heartbeat after reaping: err = %v, want ErrLeaseLost", err)
 	}
 	if got := f.runRow(run.ID).Status; got != "failed" {
@@ -322,7 +331,7 @@ func TestReapDoesNotEndRunRenewedMeanwhile(t *testing.T) {
 	if got := f.runRow(run.ID).Status; got != "running" {
 		t.Fatalf("renewed run status = %s, want running", got)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, leaseLong); err != nil {
+	if err := f.beat(claim, leaseLong); err != nil {
 		t.Errorf("heartbeat: %v", err)
 	}
 	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {

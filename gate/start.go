@@ -13,6 +13,7 @@ import (
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/internal/journal"
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
@@ -87,9 +88,10 @@ type pending struct {
 	req StartRequest
 	op  domain.Operation
 	// tenantID is the tenant the start is authorized on; connectionID the
-	// connection it names or defaults to ("" for none: the tenant's scope).
-	tenantID, connectionID string
-	scope                  domain.ScopeID
+	// connection it names or defaults to ("" for none: the tenant's
+	// scope), and provider that connection's.
+	tenantID, connectionID, provider string
+	scope                            domain.ScopeID
 
 	resp StartResponse
 	err  error
@@ -109,14 +111,13 @@ func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRe
 		return nil, domain.Invalid("operation", "%q is not an operation type", opName)
 	}
 	p := &pending{ctx: ctx, req: req, op: op, connectionID: req.ConnectionID}
-	switch req.Surface.Scope {
-	case domain.ScopeConnection:
-		tenant, err := s.conns.TenantOf(ctx, q, req.ConnectionID)
+	if req.Surface.Scope == domain.ScopeConnection {
+		info, err := s.conns.InfoOf(ctx, q, req.ConnectionID)
 		if err != nil {
 			return nil, err
 		}
-		p.tenantID = tenant
-	default: // the start names its tenant, and perhaps a connection of it
+		p.tenantID, p.provider = info.TenantID, info.Provider
+	} else { // the start names its tenant, and perhaps a connection of it
 		p.tenantID = req.TenantID
 		if p.connectionID == "" {
 			id, err := s.conns.Default(ctx, q, req.TenantID)
@@ -124,6 +125,13 @@ func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRe
 				return nil, err
 			}
 			p.connectionID = id
+		}
+		if p.connectionID != "" {
+			info, err := s.conns.InfoOf(ctx, q, p.connectionID)
+			if err != nil {
+				return nil, err
+			}
+			p.provider = info.Provider
 		}
 	}
 	p.scope = domain.TenantScope(p.tenantID)
@@ -137,6 +145,8 @@ func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRe
 // takes the scope's lock, so all of them as of the lock.
 type facts struct {
 	conn     *connections.Loaded // nil for the tenant's scope
+	builtin  bool                // the built-in worker executes the connection's provider
+	coverage *executors.Coverage // what registered executors run for it (nil when builtin)
 	roles    tenancy.Roles
 	state    domain.ScopeState
 	version  int64
@@ -208,6 +218,10 @@ func (s *Service) load(ctx context.Context, tx *eventstore.Tx, scope domain.Scop
 	f := &facts{restores: map[string]*restores.Loaded{}}
 	if id := batch[0].connectionID; id != "" {
 		f.conn = connections.QueueLoad(&b, id)
+		provider := batch[0].provider
+		if f.builtin = slices.Contains(s.builtin, provider); !f.builtin {
+			f.coverage = executors.QueueCoverage(&b, provider)
+		}
 	}
 	var users, tenants []string
 	for _, p := range batch {
@@ -271,6 +285,7 @@ func (s *Service) decideOne(p *pending, f *facts) (domain.Event, error) {
 			return nil, domain.ErrNotFound
 		}
 		ref, readiness = c.Ref(), c.Readiness()
+		readiness.Executable = f.builtin || f.coverage.Runs(p.op.Type)
 	}
 	cmd := domain.StartCommand{
 		RunID: journal.NewID(),
@@ -354,8 +369,8 @@ func deferScopeSave(tx *eventstore.Tx, scope domain.ScopeID, tenantID string, ve
 func deferMirror(tx *eventstore.Tx, event domain.Event, lease time.Duration) {
 	switch e := event.(type) {
 	case domain.StartAccepted:
-		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
-			VALUES ($1, $2, $3, $4, $5, 'queued', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)
+		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at, provider)
+			VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At, e.Connection.Provider)
 	case domain.StartBlocked:
 		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, 'blocked', $6)`, e.RunID, string(e.ScopeID), e.TenantID, e.Type, e.Surface, e.At)

@@ -50,6 +50,12 @@ func runFromHistory(ctx context.Context, h History, id string) (v RunView, found
 		case domain.RunEvent:
 			if found && ev.Ref().RunID == id {
 				v.Run = v.Run.Apply(ev)
+				switch end := ev.(type) {
+				case domain.RunSucceeded:
+					v.Summary, v.Changes = end.Summary, end.Changes
+				case domain.RunFailed:
+					v.Summary, v.Changes = end.Summary, end.Changes
+				}
 			}
 		}
 	}

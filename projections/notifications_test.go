@@ -49,8 +49,9 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	}
 	// Bob's start on a disabled connection is blocked: no notification.
 	f.expect(domain.OutcomeBlocked, connStart(bob, domain.SurfaceConnectionCheck, off.ID))
-	// Alice's run still queued: no notification yet.
-	pending := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceConnectionCheck, connB.ID)).Run
+	// Alice's run still queued: no notification yet. (Not on Graph B: the
+	// rejected credentials made it unready, and its starts are blocked.)
+	pending := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceConnectionCheck, connA.ID)).Run
 	// A lost worker of Bob's: one failure notification.
 	lost := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceComplianceSnapshot, connC.ID)).Run
 	if _, err := f.svc.BeginRun(f.ctx, lost.ID, "worker-lost", time.Microsecond); err != nil {

@@ -79,6 +79,10 @@ type RunView struct {
 	DedupedCount   int
 	ScopeBusyCount int
 	ScopeID        string
+	// Summary is what the run's executor reported; Changes what the run
+	// changed on its connection's readiness.
+	Summary json.RawMessage
+	Changes *domain.ReadinessChange
 }
 
 // RunFilter selects runs; empty fields do not filter. TenantIDs is
@@ -95,16 +99,25 @@ type RunFilter struct {
 
 const selectRun = `SELECT id, tenant_id, scope_id, type, canonical_type, label, status, target, connection_id, connection_name,
 	provider, initiator_id, surface, reason_code, reason_class, reason_message, created_at, started_at, finished_at,
-	deduped_count, scope_busy_count FROM projections.ops_runs`
+	deduped_count, scope_busy_count, summary, connection_changes FROM projections.ops_runs`
 
 func scanRun(row pgx.CollectableRow) (RunView, error) {
 	var v RunView
 	var connID, connName, provider, code, class, msg *string
+	var summary, changes []byte
 	err := row.Scan(&v.ID, &v.TenantID, &v.ScopeID, &v.Type, &v.CanonicalType, &v.Label, &v.Status, &v.Target,
 		&connID, &connName, &provider, &v.InitiatorID, &v.Surface, &code, &class, &msg,
-		&v.CreatedAt, &v.StartedAt, &v.FinishedAt, &v.DedupedCount, &v.ScopeBusyCount)
+		&v.CreatedAt, &v.StartedAt, &v.FinishedAt, &v.DedupedCount, &v.ScopeBusyCount, &summary, &changes)
 	if err != nil {
 		return v, err
+	}
+	if summary != nil {
+		v.Summary = summary
+	}
+	if changes != nil {
+		if err := json.Unmarshal(changes, &v.Changes); err != nil {
+			return v, err
+		}
 	}
 	if connID != nil {
 		v.ProviderConnection = &domain.ConnectionRef{ID: *connID, DisplayName: deref(connName), Provider: deref(provider)}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/faultproxy"
@@ -27,18 +28,20 @@ func TestResultRecordedAfterTheDatabaseReturns(t *testing.T) {
 	// The worker under test, its gate and its reaper reach the database
 	// only through the proxy (an application of its own on it); the test
 	// reads it directly.
-	cut := apptest.Start(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{}))
+	cut := apptest.Start(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{}), apptest.With(app.WithProviders(f.providers())))
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg := config("cut-off")
-	cfg.Heartbeat, cfg.Lease, cfg.ReapInterval = 100*time.Millisecond, 3*time.Second, 100*time.Millisecond
-	w, err := worker.New(cfg, cut.ReaderPool, cut.Gate, cut.Connections, cut.Store.Registry(), f.providers(), logger)
+	cfg.Heartbeat, cfg.Lease = 100*time.Millisecond, 3*time.Second
+	cfg.Wake = cut.Notifier.SubscribeTopic(gate.TopicStartsAccepted)
+	w, err := worker.New(cfg, cut.Gate, cut.Connections, f.providers(), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &runningWorker{w: w, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	go cut.Gate.RunReaper(ctx, 100*time.Millisecond, logger)
 	go func() { r.done <- w.Run(ctx, time.Second) }()
 	t.Cleanup(func() {
 		r.stop(t)

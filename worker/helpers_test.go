@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/connections"
@@ -32,8 +33,6 @@ const (
 	reapInterval    = 50 * time.Millisecond
 	pollInterval    = 20 * time.Millisecond
 	throttleBackoff = 5 * time.Millisecond
-	sweepInterval   = 50 * time.Millisecond
-	sweepAfter      = 300 * time.Millisecond
 	// waitTimeout bounds every wait for a condition.
 	waitTimeout = 30 * time.Second
 	// testTimeout bounds every database call of a test.
@@ -218,7 +217,14 @@ func (f *fixture) on(t testing.TB) *fixture {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	return newFixtureOn(t, apptest.Start(t, apptest.Roles(app.Roles{})))
+	p := newProbe()
+	// The probe serves both providers; the gate must know the built-in
+	// worker runs them (no worker role: each test runs its own workers).
+	a := apptest.Start(t, apptest.Roles(app.Roles{}),
+		apptest.With(app.WithProviders(worker.Providers{connections.ProviderSimulated: p, providerRecording: p})))
+	f := newFixtureOn(t, a)
+	f.probe = p
+	return f
 }
 
 func newFixtureOn(t testing.TB, a *apptest.App) *fixture {
@@ -386,15 +392,6 @@ type runningWorker struct {
 	w      *worker.Worker
 	cancel context.CancelFunc
 	done   chan error
-	mu     sync.Mutex
-	seen   []string
-}
-
-// seenTypes returns the event types the worker was handed so far.
-func (r *runningWorker) seenTypes() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.seen...)
 }
 
 // stop cancels the worker's context and waits for Run to return.
@@ -418,10 +415,7 @@ func (r *runningWorker) stop(t testing.TB) time.Duration {
 func config(id string) worker.Config {
 	return worker.Config{
 		ID: id, Concurrency: 4, Lease: lease, Heartbeat: heartbeat, PollInterval: pollInterval,
-		ReapInterval: reapInterval, ThrottleBackoff: throttleBackoff, ThrottleRetries: 2,
-		// Sweep often, so that every test also sees runs offered twice
-		// (by their message and by the sweeper).
-		SweepInterval: sweepInterval, SweepAfter: sweepAfter,
+		ThrottleBackoff: throttleBackoff, ThrottleRetries: 2,
 	}
 }
 
@@ -430,39 +424,49 @@ func (f *fixture) providers() worker.Providers {
 	return worker.Providers{connections.ProviderSimulated: f.probe, providerRecording: f.probe}
 }
 
-// runWorker starts a worker with cfg; grace is passed to Run. The worker
-// is stopped when the test ends.
+// runWorker starts a worker with cfg, woken by acceptances (unless cfg
+// says otherwise), and a reaper beside it, as a process with the worker
+// role runs them; grace is passed to Run. The worker is stopped when the
+// test ends.
 func (f *fixture) runWorker(cfg worker.Config, grace time.Duration) *runningWorker {
 	f.t.Helper()
-	r := &runningWorker{done: make(chan error, 1)}
-	onEvent := cfg.OnEvent
-	cfg.OnEvent = func(typ string) {
-		r.mu.Lock()
-		r.seen = append(r.seen, typ)
-		r.mu.Unlock()
-		if onEvent != nil {
-			onEvent(typ)
-		}
+	if cfg.Wake == nil {
+		cfg.Wake = f.app.Notifier.SubscribeTopic(gate.TopicStartsAccepted)
 	}
-	w, err := worker.New(cfg, f.app.ReaderPool, f.svc, f.app.Connections, f.store.Registry(), f.providers(), f.logger)
+	w, err := worker.New(cfg, f.svc, f.app.Connections, f.providers(), f.logger)
 	if err != nil {
 		f.t.Fatalf("worker.New: %v", err)
 	}
-	r.w = w
+	r := &runningWorker{w: w, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	go f.svc.RunReaper(ctx, reapInterval, f.logger)
 	go func() { r.done <- w.Run(ctx, grace) }()
 	f.t.Cleanup(func() { r.stop(f.t) })
 	return r
 }
 
-// workerCaughtUp reports whether the worker's consumer group has
-// acknowledged every message on the acceptance topic.
-func (f *fixture) workerCaughtUp() bool {
+// eventsOfType returns every event of type typ, in commit order.
+func (f *fixture) eventsOfType(typ string) []eventstore.Event {
 	f.t.Helper()
-	return f.count(`SELECT count(*) FROM watermill_starts_accepted m WHERE NOT EXISTS (
-		SELECT 1 FROM watermill_offsets_starts_accepted o WHERE o.consumer_group = $1
-		AND (o.last_processed_transaction_id, o.offset_acked) >= (m.transaction_id, m."offset"))`, worker.ConsumerGroup) == 0
+	rows, err := f.pool.Query(f.ctx, `SELECT position, event_type, schema_version, payload FROM events WHERE event_type = $1 ORDER BY position`, typ)
+	if err != nil {
+		f.t.Fatalf("events of type %s: %v", typ, err)
+	}
+	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Event, error) {
+		var e eventstore.Event
+		return e, r.Scan(&e.Position, &e.Type, &e.SchemaVersion, &e.Data)
+	})
+	if err != nil {
+		f.t.Fatalf("events of type %s: %v", typ, err)
+	}
+	return events
+}
+
+// beat heartbeats claim's lease (whoever holds it).
+func (f *fixture) beat(c gate.Claim, lease time.Duration) error {
+	_, err := f.svc.Heartbeat(f.ctx, gate.Claimant{}, c.RunID, c.Epoch, lease)
+	return err
 }
 
 var testWorker = domain.ActorWorker("test")

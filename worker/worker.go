@@ -1,14 +1,19 @@
-// Package worker executes accepted runs, and only those: it subscribes to
-// the topic that carries StartAccepted events and nothing else, so blocked,
-// deduped and busy starts cannot reach it by construction.
+// Package worker is the built-in executor: it runs accepted runs of the
+// providers it has adapters for (the simulated provider included), and
+// only those. It takes work the way every executor does, by claiming it
+// through the gate (gate.Claim, the same path the HTTP executors take):
+// only accepted runs are ever queued, so blocked, deduped and busy starts
+// cannot reach it by construction. It is woken by acceptances (the
+// acceptance topic's LISTEN/NOTIFY wake-ups) and looks again every poll
+// interval in case a wake-up was lost.
 //
-// For each accepted run it records RunStarted through the scope aggregate
-// (which admits exactly one worker, whatever the redeliveries), executes
-// against the connection pinned in the accepted event, and records
-// RunSucceeded or RunFailed with a reason from the one catalog. A running
-// run carries a lease with a fencing epoch that a heartbeat renews; a
-// reaper ends runs whose lease expired as failed/execution.lost, and a
-// result reported under a lost lease is rejected.
+// A claim is the run's RunStarted decision on its scope, with a fencing
+// epoch and a lease. The worker executes against the connection pinned at
+// acceptance, heartbeats the lease, and records RunSucceeded or RunFailed
+// with a reason from the one catalog through gate.Complete, fenced by the
+// epoch. The gate's reaper ends runs whose lease expired as
+// failed/execution.lost, and a result reported under a lost lease is
+// rejected.
 package worker
 
 import (
@@ -16,12 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/opsgate/opsgate/connections"
@@ -29,9 +34,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 )
-
-// ConsumerGroup is the worker's consumer group on gate.TopicStartsAccepted.
-const ConsumerGroup = "worker"
 
 // Config configures a worker.
 type Config struct {
@@ -41,9 +43,10 @@ type Config struct {
 	// how often it is renewed (and cancellation noticed).
 	Lease     time.Duration
 	Heartbeat time.Duration
-	// PollInterval is the subscriber's fallback poll.
+	// PollInterval is how often an idle worker looks for work when no
+	// wake-up came.
 	PollInterval time.Duration
-	// Wake, if set, wakes the idle subscriber after commits.
+	// Wake, if set, receives when a start was accepted (anywhere).
 	Wake <-chan struct{}
 	// ResultBackoff is the first wait before recording a result again
 	// after a failure (the database away); it doubles up to Heartbeat.
@@ -52,20 +55,25 @@ type Config struct {
 	// exponential backoff from ThrottleBackoff, before the run fails.
 	ThrottleRetries int
 	ThrottleBackoff time.Duration
-	// ReapInterval is how often expired leases are reaped.
-	ReapInterval time.Duration
-	// SweepInterval is how often the runs table is swept for accepted runs
-	// still queued after SweepAfter.
-	SweepInterval time.Duration
-	SweepAfter    time.Duration
-	// ID names this worker in RunStarted events; generated when empty.
+	// ID names this worker on the runs it claims; generated when empty.
 	ID string
-	// OnEvent, if set, sees the type of every event delivered to the worker
-	// (tests use it to prove that only acceptances arrive).
-	OnEvent func(eventType string)
-	// OnPickup, if set, is called with the time from acceptance to start.
+	// OnPickup, if set, is called with the time from acceptance to claim.
 	OnPickup func(time.Duration)
+	// Metrics, if set, counts the worker's claims, completions and lost
+	// leases, as those of the executor "builtin".
+	Metrics Metrics
 }
+
+// Metrics observes an executor's work (api.Metrics does).
+type Metrics interface {
+	ObserveClaims(executor string, n int, waited time.Duration)
+	ObserveCompletion(executor, status string)
+	ObserveLeaseLoss(executor string)
+}
+
+// metricsName is the built-in worker's name in executor metrics: one name
+// for every worker process, so that the label set stays bounded.
+const metricsName = "builtin"
 
 func (c *Config) validate() error {
 	if c.Concurrency < 1 {
@@ -80,18 +88,17 @@ func (c *Config) validate() error {
 // Worker executes accepted runs.
 type Worker struct {
 	cfg       Config
-	pool      *pgxpool.Pool
 	gate      *gate.Service
 	conns     *connections.Service
-	registry  *eventstore.Registry
 	providers Providers
+	claimant  gate.Claimant
 	logger    *slog.Logger
 }
 
-// New returns a worker that subscribes through pool, claims and records
-// through the gate and reads pinned connections through conns; it refuses
-// a lease that does not outlast the heartbeat interval plus a margin.
-func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, conns *connections.Service, registry *eventstore.Registry, providers Providers, logger *slog.Logger) (*Worker, error) {
+// New returns a worker that claims and records through the gate and reads
+// pinned connections through conns; it refuses a lease that does not
+// outlast the heartbeat interval plus a margin.
+func New(cfg Config, svc *gate.Service, conns *connections.Service, providers Providers, logger *slog.Logger) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -108,20 +115,16 @@ func New(cfg Config, pool *pgxpool.Pool, svc *gate.Service, conns *connections.S
 	if cfg.ResultBackoff == 0 {
 		cfg.ResultBackoff = 50 * time.Millisecond
 	}
-	if cfg.ReapInterval == 0 {
-		cfg.ReapInterval = cfg.Heartbeat
-	}
-	if cfg.SweepInterval == 0 {
-		cfg.SweepInterval = 2 * time.Second
-	}
-	if cfg.SweepAfter == 0 {
-		cfg.SweepAfter = 5 * time.Second
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	names := slices.Sorted(maps.Keys(providers))
 	return &Worker{
-		cfg: cfg, pool: pool, gate: svc, conns: conns, registry: registry, providers: providers, logger: logger.With("worker_id", cfg.ID),
+		cfg: cfg, gate: svc, conns: conns, providers: providers, logger: logger.With("worker_id", cfg.ID),
+		claimant: gate.Claimant{ID: cfg.ID, Actor: domain.ActorWorker(cfg.ID), Providers: names},
 	}, nil
 }
 
@@ -131,72 +134,46 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Run takes work until ctx ends, then stops taking work and waits up to
 // grace for running operations; those still running afterwards are
 // abandoned to their leases (the reaper of any process ends them).
-//
-// Acceptance messages are acknowledged as soon as they are in the local
-// queue, so the subscription never waits on execution (a waiting
-// subscriber would hold back every other consumer of the database). The
-// runs table is the durable queue behind the messages: a sweeper hands
-// the executors accepted runs that stayed queued (a message taken by a
-// process that crashed, a local queue that was full).
 func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	execCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	defer abandon()
-
-	sub, err := eventstore.NewSubscriber(w.pool, eventstore.SubscriberConfig{
-		ConsumerGroup: ConsumerGroup,
-		PollInterval:  w.cfg.PollInterval,
-		Wake:          w.cfg.Wake,
-		Logger:        w.logger,
-	})
-	if err != nil {
-		return err
-	}
-	msgs, err := sub.Subscribe(ctx, gate.TopicStartsAccepted)
-	if err != nil {
-		return fmt.Errorf("worker: subscribe: %w", err)
-	}
-	queue := make(chan domain.StartAccepted, 4*w.cfg.Concurrency)
-	var background, executors sync.WaitGroup
-	background.Add(2)
-	go func() { defer background.Done(); w.reap(ctx) }()
-	go func() { defer background.Done(); w.sweep(ctx, queue) }()
-	for range w.cfg.Concurrency {
-		executors.Add(1)
-		go func() {
-			defer executors.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case accepted := <-queue:
-					if ctx.Err() == nil {
-						w.claimAndExecute(ctx, execCtx, accepted)
-					}
-				}
+	slots := make(chan struct{}, w.cfg.Concurrency) // one per execution in progress
+	freed := make(chan struct{}, 1)
+	var running sync.WaitGroup
+	poll := time.NewTicker(w.cfg.PollInterval)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		if free := cap(slots) - len(slots); free > 0 {
+			claims := w.claim(ctx, free)
+			for _, c := range claims {
+				slots <- struct{}{}
+				running.Add(1)
+				go func() {
+					defer running.Done()
+					defer func() {
+						<-slots
+						select {
+						case freed <- struct{}{}:
+						default:
+						}
+					}()
+					w.execute(execCtx, c)
+				}()
 			}
-		}()
-	}
-
-	for msg := range msgs {
-		accepted, err := w.decode(msg)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.logger.Error("undecodable acceptance; will be redelivered", "err", err)
+			if len(claims) == free {
+				continue // there may be more waiting
 			}
-			msg.Nack()
-			continue
 		}
 		select {
-		case queue <- accepted:
-		default: // full: the run stays queued in the database and the sweeper brings it back
+		case <-ctx.Done():
+		case <-w.cfg.Wake:
+		case <-poll.C:
+		case <-freed:
 		}
-		msg.Ack()
 	}
-	_ = sub.Close()
-	background.Wait()
 
 	done := make(chan struct{})
-	go func() { executors.Wait(); close(done) }()
+	go func() { running.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(grace):
@@ -207,73 +184,28 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	return nil
 }
 
-func (w *Worker) decode(msg *message.Message) (domain.StartAccepted, error) {
-	e, payload, err := w.registry.DecodeMessage(msg)
-	if e.Type != "" && w.cfg.OnEvent != nil {
-		w.cfg.OnEvent(e.Type)
-	}
-	if err != nil {
-		return domain.StartAccepted{}, fmt.Errorf("message %s: %w", msg.UUID, err)
-	}
-	accepted, ok := payload.(domain.StartAccepted)
-	if !ok {
-		return domain.StartAccepted{}, fmt.Errorf("worker: %s on the acceptance topic", e.Type)
-	}
-	return accepted, nil
-}
-
-// claimAndExecute records RunStarted for an accepted run (exactly one
-// worker succeeds) and executes it.
-func (w *Worker) claimAndExecute(ctx, execCtx context.Context, accepted domain.StartAccepted) {
-	// A claim that has begun is not cut short by the worker's stop: its
-	// commit could land after the cancellation was noticed, leaving a run
-	// started that nobody executes until its lease runs out. The drain
-	// lets it run within the grace period instead.
+// claim claims up to n runs. A claim that has begun is not cut short by the
+// worker's stop: its commit could land after the cancellation was noticed,
+// leaving a run started that nobody executes until its lease runs out.
+func (w *Worker) claim(ctx context.Context, n int) []gate.Claimed {
 	claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.Lease)
 	defer cancel()
-	claim, err := w.gate.BeginRun(claimCtx, accepted.RunID, w.cfg.ID, w.cfg.Lease)
-	if errors.Is(err, domain.ErrRunNotActive) || errors.Is(err, domain.ErrRunAlreadyStarted) {
-		return // cancelled while queued, or another worker has it: nothing to do
-	}
+	claims, err := w.gate.Claim(claimCtx, w.claimant, n, w.cfg.Lease)
 	if err != nil {
-		w.logger.Warn("could not begin run; the sweeper will offer it again", "run_id", accepted.RunID, "err", err)
-		return
+		if ctx.Err() == nil {
+			w.logger.Warn("claiming runs failed; looking again at the next wake-up", "err", err)
+		}
+		return nil
 	}
 	if w.cfg.OnPickup != nil {
-		w.cfg.OnPickup(time.Since(accepted.At))
-	}
-	w.execute(execCtx, accepted, claim)
-}
-
-// sweep offers the executors accepted runs that stayed queued longer than
-// SweepAfter, as many as the local queue has room for.
-func (w *Worker) sweep(ctx context.Context, queue chan<- domain.StartAccepted) {
-	t := time.NewTicker(w.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		room := cap(queue) - len(queue)
-		if room == 0 {
-			continue
-		}
-		runs, err := w.gate.QueuedRuns(ctx, w.cfg.SweepAfter, room)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.logger.Warn("sweeping queued runs failed", "err", err)
-			}
-			continue
-		}
-		for _, accepted := range runs {
-			select {
-			case queue <- accepted:
-			default:
-			}
+		for _, c := range claims {
+			w.cfg.OnPickup(time.Since(c.Run.CreatedAt))
 		}
 	}
+	if w.cfg.Metrics != nil && len(claims) > 0 {
+		w.cfg.Metrics.ObserveClaims(metricsName, len(claims), 0)
+	}
+	return claims
 }
 
 // execute runs one claimed run to its end and records the result, unless
@@ -285,8 +217,8 @@ func (w *Worker) sweep(ctx context.Context, queue chan<- domain.StartAccepted) {
 // is away) is tried again, with backoff, for as long as the lease holds.
 // Work that was done is thus reported done once the database is back,
 // and only a lease that truly expired ends the run execution.lost.
-func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, claim gate.Claim) {
-	logger := w.logger.With("run_id", claim.RunID, "epoch", claim.Epoch)
+func (w *Worker) execute(ctx context.Context, claim gate.Claimed) {
+	logger := w.logger.With("run_id", claim.Run.ID, "epoch", claim.Epoch)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	lost := make(chan struct{})
@@ -296,7 +228,7 @@ func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, cla
 	})
 	defer stopBeats()
 
-	reason := w.run(runCtx, accepted)
+	reason := w.run(runCtx, claim.Run)
 	select {
 	case <-lost:
 		logger.Info("claim lost (cancelled or reaped); result discarded")
@@ -311,7 +243,7 @@ func (w *Worker) execute(ctx context.Context, accepted domain.StartAccepted, cla
 
 // keepLease heartbeats claim every Heartbeat until the returned stop is
 // called; onLost runs once if the lease turns out to be gone.
-func (w *Worker) keepLease(ctx context.Context, claim gate.Claim, logger *slog.Logger, onLost func()) (stop func()) {
+func (w *Worker) keepLease(ctx context.Context, claim gate.Claimed, logger *slog.Logger, onLost func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -325,9 +257,12 @@ func (w *Worker) keepLease(ctx context.Context, claim gate.Claim, logger *slog.L
 				return
 			case <-t.C:
 			}
-			err := w.gate.Heartbeat(ctx, claim, w.cfg.Lease)
+			_, err := w.gate.Heartbeat(ctx, w.claimant, claim.Run.ID, claim.Epoch, w.cfg.Lease)
 			switch {
 			case errors.Is(err, gate.ErrLeaseLost):
+				if w.cfg.Metrics != nil {
+					w.cfg.Metrics.ObserveLeaseLoss(metricsName)
+				}
 				onLost()
 				return
 			case err != nil && ctx.Err() == nil:
@@ -348,24 +283,28 @@ func (w *Worker) keepLease(ctx context.Context, claim gate.Claim, logger *slog.L
 // lease holds (lost closes when it does not) and the worker has not
 // abandoned the run. The epoch fences every attempt: a result the scope
 // no longer expects is refused and dropped.
-func (w *Worker) record(ctx context.Context, claim gate.Claim, reason domain.ReasonCode, lost <-chan struct{}, logger *slog.Logger) {
-	by := domain.ActorWorker(w.cfg.ID)
+func (w *Worker) record(ctx context.Context, claim gate.Claimed, reason domain.ReasonCode, lost <-chan struct{}, logger *slog.Logger) {
+	done := gate.Completion{RunID: claim.Run.ID, Epoch: claim.Epoch, Status: domain.StatusSucceeded}
+	if reason != "" {
+		done.Status, done.Reason = domain.StatusFailed, reason
+	}
 	backoff := w.cfg.ResultBackoff
 	for attempt := 1; ; attempt++ {
-		var err error
-		if reason == "" {
-			err = w.gate.Succeed(ctx, by, claim)
-		} else {
-			err = w.gate.Fail(ctx, by, claim, reason)
-		}
+		_, _, err := w.gate.Complete(ctx, w.claimant, done)
 		switch {
 		case err == nil:
 			if attempt > 1 {
 				logger.Info("result recorded after retries", "attempts", attempt)
 			}
+			if w.cfg.Metrics != nil {
+				w.cfg.Metrics.ObserveCompletion(metricsName, string(done.Status))
+			}
 			return
-		case errors.Is(err, domain.ErrStaleEpoch), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrRunNotStarted):
+		case errors.Is(err, gate.ErrLeaseLost):
 			logger.Info("result rejected: the claim was lost", "err", err)
+			if w.cfg.Metrics != nil {
+				w.cfg.Metrics.ObserveLeaseLoss(metricsName)
+			}
 			return
 		case ctx.Err() != nil:
 			logger.Warn("result not recorded: the worker stopped; the lease will expire", "err", err)
@@ -392,8 +331,8 @@ func (w *Worker) record(ctx context.Context, claim gate.Claim, reason domain.Rea
 
 // run executes the operation against the pinned connection and returns
 // the failure reason, or "" on success.
-func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.ReasonCode {
-	pinned := accepted.Connection
+func (w *Worker) run(ctx context.Context, run domain.Run) domain.ReasonCode {
+	pinned := run.ProviderConnection
 	if pinned == nil {
 		return domain.ReasonMissingDefault
 	}
@@ -404,7 +343,7 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 		}
 		return domain.ReasonUnavailable
 	}
-	op, _ := domain.LookupOperation(accepted.Type)
+	op, _ := domain.LookupOperation(run.Type)
 	// The pinned connection may have become unusable since acceptance: fail
 	// with the matching reason, never switch to another connection.
 	if code := domain.Preflight(domain.Operation{Prerequisites: providerOnly(op.Prerequisites)}, conn.Readiness(), nil); code != "" {
@@ -416,7 +355,7 @@ func (w *Worker) run(ctx context.Context, accepted domain.StartAccepted) domain.
 	}
 	backoff := w.cfg.ThrottleBackoff
 	for attempt := 1; ; attempt++ {
-		err := provider.Execute(ctx, Job{RunID: accepted.RunID, Type: accepted.Type, Connection: conn, Attempt: attempt})
+		err := provider.Execute(ctx, Job{RunID: run.ID, Type: run.Type, Connection: conn, Attempt: attempt})
 		var perr *ProviderError
 		switch {
 		case err == nil:
@@ -467,32 +406,14 @@ func (w *Worker) connection(ctx context.Context, id string) (connections.Connect
 	}
 }
 
-// providerOnly keeps the prerequisites about the connection.
+// providerOnly keeps the prerequisites about the connection itself (not
+// the restore's preview, nor who executes: this worker does).
 func providerOnly(ps []domain.Prerequisite) []domain.Prerequisite {
 	var out []domain.Prerequisite
 	for _, p := range ps {
-		if p != domain.NeedsRestorePreview {
+		if p != domain.NeedsRestorePreview && p != domain.NeedsExecutor {
 			out = append(out, p)
 		}
 	}
 	return out
-}
-
-func (w *Worker) reap(ctx context.Context) {
-	t := time.NewTicker(w.cfg.ReapInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := w.gate.ReapExpired(ctx, 100)
-		if err != nil && ctx.Err() == nil {
-			w.logger.Warn("reaping expired leases failed", "err", err)
-		}
-		if n > 0 {
-			w.logger.Info("ended runs whose worker was lost", "count", n)
-		}
-	}
 }

@@ -16,9 +16,10 @@ import (
 	"github.com/opsgate/opsgate/worker"
 )
 
-// The worker is handed acceptances and nothing else, whatever else the
-// gate and the tenancy commands record meanwhile.
-func TestWorkerSeesOnlyAcceptances(t *testing.T) {
+// The worker claims accepted runs and nothing else, whatever else the
+// gate and the tenancy commands record meanwhile: only acceptances queue
+// a run.
+func TestWorkerClaimsOnlyAcceptedRuns(t *testing.T) {
 	f := newFixture(t)
 	busy := f.connection("Busy")
 	other := f.connection("Other")
@@ -28,7 +29,7 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 	if _, err := f.app.Tenancy.GrantMembership(f.ctx, apptest.Admin, f.owner, noDefault.ID, string(domain.RoleOwner)); err != nil {
 		t.Fatalf("grant: %v", err)
 	}
-	w := f.runWorker(config("worker-1"), 5*time.Second)
+	f.runWorker(config("worker-1"), 5*time.Second)
 
 	var accepted []string
 	outcomes := map[domain.Outcome]int{}
@@ -71,16 +72,17 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 		f.waitStatus(run.ID, domain.StatusSucceeded)
 		f.waitStatus(side.ID, domain.StatusSucceeded)
 	}
-	waitFor(t, waitTimeout, "the worker to consume every acceptance", f.workerCaughtUp)
-
-	seen := w.seenTypes()
-	for _, typ := range seen {
-		if typ != "StartAccepted" {
-			t.Errorf("the worker was handed a %s event", typ)
-		}
+	claimed := map[string]bool{}
+	for _, e := range f.eventsOfType("RunStarted") {
+		claimed[f.decode(e).(domain.RunStarted).RunID] = true
 	}
-	if len(seen) < len(accepted) {
-		t.Errorf("the worker was handed %d events, want at least the %d acceptances", len(seen), len(accepted))
+	if len(claimed) != len(accepted) {
+		t.Errorf("the worker claimed %d runs, want the %d accepted ones", len(claimed), len(accepted))
+	}
+	for _, id := range accepted {
+		if !claimed[id] {
+			t.Errorf("accepted run %s was never claimed", id)
+		}
 	}
 	executed := f.probe.executed()
 	for _, id := range accepted {
@@ -98,7 +100,7 @@ func TestWorkerSeesOnlyAcceptances(t *testing.T) {
 			t.Errorf("the workload recorded no %s event", typ)
 		}
 	}
-	t.Logf("outcomes %v; worker handed %d events", outcomes, len(seen))
+	t.Logf("outcomes %v; the worker claimed %d runs", outcomes, len(claimed))
 }
 
 // accepted -> running -> succeeded frees the scope for the next start.
@@ -398,9 +400,9 @@ func TestTwoWorkersNeverStartTheSameRun(t *testing.T) {
 	}
 }
 
-// A redelivered acceptance (the consumer group's offsets lost) executes
-// nothing a second time.
-func TestDuplicateDeliveryExecutesOnce(t *testing.T) {
+// Runs that ended are never claimed again: a worker that starts after
+// every run succeeded executes nothing and records nothing.
+func TestEndedRunsAreNotClaimedAgain(t *testing.T) {
 	f := newFixture(t)
 	var runs []string
 	for i := 0; i < 5; i++ {
@@ -410,33 +412,26 @@ func TestDuplicateDeliveryExecutesOnce(t *testing.T) {
 	for _, id := range runs {
 		f.waitStatus(id, domain.StatusSucceeded)
 	}
-	waitFor(t, waitTimeout, "the worker to acknowledge every acceptance", f.workerCaughtUp)
 	w.stop(t)
 
+	lateConn := f.connection("Late")
 	calls := f.probe.totalCalls()
 	events := f.count(`SELECT count(*) FROM events`)
-	started := f.count(`SELECT count(*) FROM events WHERE event_type = 'RunStarted'`)
-	if _, err := f.pool.Exec(f.ctx, `DELETE FROM watermill_offsets_starts_accepted WHERE consumer_group = $1`, worker.ConsumerGroup); err != nil {
-		t.Fatalf("reset offsets: %v", err)
-	}
 	again := f.runWorker(config("worker-2"), 5*time.Second)
-	waitFor(t, waitTimeout, "every acceptance to be delivered again", func() bool {
-		return len(again.seenTypes()) >= len(runs) && f.workerCaughtUp()
-	})
+	// A run accepted now is claimed by the new worker: it is looking.
+	late := f.accept(lateConn.ID)
+	f.waitStatus(late.ID, domain.StatusSucceeded)
 	again.stop(t)
 
-	if got := f.probe.totalCalls(); got != calls {
-		t.Errorf("provider calls went from %d to %d after redelivery", calls, got)
+	if got := f.probe.totalCalls(); got != calls+1 {
+		t.Errorf("provider calls went from %d to %d; want only the late run's", calls, got)
 	}
-	if got := f.count(`SELECT count(*) FROM events WHERE event_type = 'RunStarted'`); got != started {
-		t.Errorf("RunStarted events went from %d to %d after redelivery", started, got)
-	}
-	if got := f.count(`SELECT count(*) FROM events`); got != events {
-		t.Errorf("redelivery recorded %d events", got-events)
+	if got := f.count(`SELECT count(*) FROM events`); got != events+3 {
+		t.Errorf("%d events recorded, want the late run's 3", got-events)
 	}
 	for _, id := range runs {
-		if got := f.status(id); got != "succeeded" {
-			t.Errorf("run %s is %s after redelivery", id, got)
+		if got := countType(f.events(id), "RunStarted"); got != 1 {
+			t.Errorf("run %s started %d times", id, got)
 		}
 	}
 }
@@ -466,7 +461,7 @@ func TestStaleResultAfterReapIsRejected(t *testing.T) {
 	if err := f.svc.Fail(f.ctx, testWorker, claim, domain.ReasonUnavailable); !stale(err) {
 		t.Errorf("late fail: err = %v, want ErrRunNotActive or ErrStaleEpoch", err)
 	}
-	if err := f.svc.Heartbeat(f.ctx, claim, lease); !errors.Is(err, gate.ErrLeaseLost) {
+	if err := f.beat(claim, lease); !errors.Is(err, gate.ErrLeaseLost) {
 		t.Errorf("late heartbeat: err = %v, want ErrLeaseLost", err)
 	}
 	if got := len(f.events(run.ID)); got != before {
@@ -505,7 +500,6 @@ func TestCancellation(t *testing.T) {
 	after := f.accept(marker.ID) // delivered after the cancelled one
 	w := f.runWorker(config("worker-1"), 5*time.Second)
 	f.waitStatus(after.ID, domain.StatusSucceeded)
-	waitFor(t, waitTimeout, "the worker to consume every acceptance", f.workerCaughtUp)
 	if got := f.probe.calls(queued.ID); got != 0 {
 		t.Errorf("a run cancelled while queued was executed %d times", got)
 	}
@@ -581,13 +575,11 @@ func TestBoundedConcurrency(t *testing.T) {
 	}()
 	cfg := config("worker-1")
 	cfg.Concurrency = 2
-	w := f.runWorker(cfg, 5*time.Second)
+	f.runWorker(cfg, 5*time.Second)
 
-	// Two runs execute (held); the worker has taken the third acceptance
-	// off the topic and waits for a slot instead of starting it.
-	waitFor(t, waitTimeout, "two held executions and a third acceptance delivered", func() bool {
-		return f.probe.executions() == 2 && len(w.seenTypes()) >= 3
-	})
+	// Two runs execute (held); the worker waits for a slot instead of
+	// claiming a third.
+	waitFor(t, waitTimeout, "two held executions", func() bool { return f.probe.executions() == 2 })
 	if n := f.count(`SELECT count(*) FROM runs WHERE status = 'running'`); n != 2 {
 		t.Errorf("%d runs running with both slots taken, want 2", n)
 	}
@@ -607,23 +599,18 @@ func TestBoundedConcurrency(t *testing.T) {
 	}
 }
 
-// Acceptance messages that a worker took and then lost (it crashed after
-// acknowledging them) are recovered from the runs table by the sweeper.
-func TestSweepRecoversLostMessages(t *testing.T) {
+// Runs accepted while no worker runs (every worker down, or busy) wait
+// queued, and the first worker that looks claims them, each exactly once,
+// without any wake-up.
+func TestRunsQueuedBeforeAWorkerStartsAreClaimed(t *testing.T) {
 	f := newFixture(t)
 	var runs []string
 	for i := 0; i < 3; i++ {
 		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i)).ID).ID)
 	}
-	// The worker's consumer group has consumed every acceptance already.
-	_, err := f.pool.Exec(f.ctx, `INSERT INTO watermill_offsets_starts_accepted (consumer_group, offset_acked, last_processed_transaction_id)
-		SELECT $1, "offset", transaction_id FROM watermill_starts_accepted ORDER BY transaction_id DESC, "offset" DESC LIMIT 1
-		ON CONFLICT (consumer_group) DO UPDATE SET offset_acked = excluded.offset_acked,
-			last_processed_transaction_id = excluded.last_processed_transaction_id`, worker.ConsumerGroup)
-	if err != nil {
-		t.Fatalf("mark acceptances consumed: %v", err)
-	}
-	w := f.runWorker(config("worker-1"), 5*time.Second)
+	cfg := config("worker-1")
+	cfg.Wake = make(chan struct{}) // never woken: it must look on its own
+	f.runWorker(cfg, 5*time.Second)
 	for _, id := range runs {
 		f.waitStatus(id, domain.StatusSucceeded)
 		if got := countType(f.events(id), "RunStarted"); got != 1 {
@@ -633,28 +620,25 @@ func TestSweepRecoversLostMessages(t *testing.T) {
 			t.Errorf("run %s executed %d times, want 1", id, got)
 		}
 	}
-	if seen := w.seenTypes(); len(seen) != 0 {
-		t.Errorf("the worker was handed %v; the test meant to recover runs without messages", seen)
-	}
 }
 
-// A worker whose local queue is full drops acceptances (after
-// acknowledging them); the sweeper brings those runs back, and each still
-// executes exactly once.
-func TestFullLocalQueueIsSwept(t *testing.T) {
+// A worker whose every slot is busy claims nothing more; once a slot
+// frees it claims the next run, and each still executes exactly once.
+func TestBusyWorkerClaimsWhenASlotFrees(t *testing.T) {
 	f := newFixture(t)
 	first := f.connection("First")
 	release := f.probe.hold(first.ID)
 	runs := []string{f.accept(first.ID).ID}
+	cfg := config("worker-1")
+	cfg.Concurrency = 1
+	f.runWorker(cfg, 5*time.Second)
+	waitFor(t, waitTimeout, "the first run to execute", func() bool { return f.probe.calls(runs[0]) == 1 })
 	for i := 0; i < 9; i++ {
 		runs = append(runs, f.accept(f.connection(fmt.Sprintf("Connection %d", i)).ID).ID)
 	}
-	cfg := config("worker-1")
-	cfg.Concurrency = 1 // a local queue of 4
-	w := f.runWorker(cfg, 5*time.Second)
-	waitFor(t, waitTimeout, "every acceptance delivered while the only executor is held", func() bool {
-		return f.probe.calls(runs[0]) == 1 && len(w.seenTypes()) >= len(runs) && f.workerCaughtUp()
-	})
+	if n := f.count(`SELECT count(*) FROM runs WHERE status = 'running'`); n != 1 {
+		t.Errorf("%d runs running while the only slot is busy, want 1", n)
+	}
 	release()
 	for _, id := range runs {
 		f.waitStatus(id, domain.StatusSucceeded)
@@ -705,7 +689,7 @@ func TestNewRefusesShortLease(t *testing.T) {
 		{lease: time.Second, heartbeat: -time.Second, concurrency: 1},
 		{lease: time.Second, heartbeat: 100 * time.Millisecond, concurrency: 0},
 	} {
-		_, err := worker.New(worker.Config{Concurrency: c.concurrency, Lease: c.lease, Heartbeat: c.heartbeat}, nil, nil, nil, nil, nil, nil)
+		_, err := worker.New(worker.Config{Concurrency: c.concurrency, Lease: c.lease, Heartbeat: c.heartbeat}, nil, nil, nil, nil)
 		if (err == nil) != c.ok {
 			t.Errorf("New(lease %v, heartbeat %v, concurrency %d): err = %v, want ok=%v", c.lease, c.heartbeat, c.concurrency, err, c.ok)
 		}

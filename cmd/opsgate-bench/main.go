@@ -36,6 +36,9 @@ type config struct {
 	connections int
 	only        string
 	roles       string
+	backlog     int // runs queued per side and round of the executor scenario
+	rounds      int
+	pickups     int
 }
 
 type report struct {
@@ -51,13 +54,15 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
-		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles}
+		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles,
+		backlog: 1000, rounds: 3, pickups: 500}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
+		cfg.backlog, cfg.pickups = 300, 200
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "opsgate-bench:", err)
@@ -98,6 +103,14 @@ func run(cfg config) error {
 	build.Dir = "bench/river"
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build the River peer: %v\n%s", err, out)
+	}
+
+	if cfg.only == "executors" {
+		if err := executorScenarios(ctx, cfg, bin, base, rep); err != nil {
+			return err
+		}
+		printTable(os.Stdout, rep)
+		return nil
 	}
 
 	addr, pprofAddr := freeAddr(), freeAddr()
@@ -180,6 +193,9 @@ func run(cfg config) error {
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag
 	rep.Results["freshness_worker_pickup"] = pickup
+	if err := executorScenarios(ctx, cfg, bin, base, rep); err != nil {
+		return err
+	}
 
 	progress("growth: %d earlier events on one scope", cfg.scopeEvents)
 	small, large := fx.conns[len(fx.conns)-1], fx.conns[len(fx.conns)-2]
@@ -303,27 +319,18 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-type server struct{ cmd *exec.Cmd }
+type server struct {
+	cmd *exec.Cmd
+	log string
+}
 
 const adminToken = "bench-admin-token-0123456789"
 
 func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
-	args := []string{"serve"}
-	if roles != "" {
-		args = append(args, "--roles", roles)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
-		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY=16")
-	logFile, err := os.Create(filepath.Join(os.TempDir(), "opsgate-bench-server.log"))
+	s, err := startProcess(bin, dbURL, addr, pprofAddr, roles)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start opsgate: %w", err)
-	}
-	s := &server{cmd: cmd}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/readyz")
@@ -337,7 +344,30 @@ func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr, roles string)
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.stop()
-	return nil, fmt.Errorf("opsgate did not become ready (log: %s)", logFile.Name())
+	return nil, fmt.Errorf("opsgate did not become ready (log: %s)", s.log)
+}
+
+// startProcess starts `opsgate serve` with roles (every role when empty)
+// and does not wait for it: a process without the api role serves no
+// HTTP to ask.
+func startProcess(bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
+	args := []string{"serve"}
+	if roles != "" {
+		args = append(args, "--roles", roles)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
+		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY=16")
+	logFile, err := os.CreateTemp("", "opsgate-bench-server-*.log")
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start opsgate: %w", err)
+	}
+	return &server{cmd: cmd, log: logFile.Name()}, nil
 }
 
 func (s *server) stop() {

@@ -87,28 +87,44 @@ func setup(ctx context.Context, c *client, n int) (*fixture, error) {
 	if _, err := c.do(ctx, "POST", "/api/v1/admin/memberships", adminToken, map[string]string{"user_id": user.ID, "tenant_id": tenant.ID, "role": "owner"}, nil); err != nil {
 		return nil, err
 	}
-	fx := &fixture{tenant: tenant.ID, user: user.ID, token: user.Token, conns: make([]string, n+1)}
+	fx := &fixture{tenant: tenant.ID, user: user.ID, token: user.Token}
+	conns, err := createConnections(ctx, c, fx, "simulated", n+1)
+	if err != nil {
+		return nil, err
+	}
+	fx.hot, fx.conns = conns[0], conns[1:]
+	return fx, nil
+}
+
+// createConnections creates n ready connections of provider in fx's
+// tenant; the first of a tenant becomes its default.
+func createConnections(ctx context.Context, c *client, fx *fixture, provider string, n int) ([]string, error) {
+	ids := make([]string, n)
 	var mu sync.Mutex
 	var firstErr error
-	st := load(ctx, 8, 0, n+1, func(ctx context.Context, _, i int) error {
+	st := load(ctx, 8, 0, n, func(ctx context.Context, _, i int) error {
+		body := map[string]any{"provider": provider, "display_name": fmt.Sprintf("bench %s %d", provider, i),
+			"is_default": i == 0 && provider == "simulated", "consent": "granted", "credentials": "valid", "enabled": true}
+		if provider == "simulated" {
+			body["simulation"] = map[string]any{"latency_ms": 0, "fail_with": nil}
+		}
 		var conn struct{ ID string }
-		_, err := c.do(ctx, "POST", "/api/v1/tenants/"+tenant.ID+"/provider-connections", user.Token, map[string]any{
-			"provider": "simulated", "display_name": fmt.Sprintf("bench %d", i), "is_default": i == 0,
-			"consent": "granted", "credentials": "valid", "enabled": true,
-			"simulation": map[string]any{"latency_ms": 0, "fail_with": nil}}, &conn)
+		_, err := c.do(ctx, "POST", "/api/v1/tenants/"+fx.tenant+"/provider-connections", fx.token, body, &conn)
 		mu.Lock()
 		defer mu.Unlock()
+		if err == nil && conn.ID == "" {
+			err = fmt.Errorf("connection %d of %s not created", i, provider)
+		}
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
-		fx.conns[i] = conn.ID
+		ids[i] = conn.ID
 		return err
 	})
 	if st.Errors > 0 {
-		return nil, fmt.Errorf("create connections: %w", firstErr)
+		return nil, fmt.Errorf("create %s connections: %w", provider, firstErr)
 	}
-	fx.hot, fx.conns = fx.conns[0], fx.conns[1:]
-	return fx, nil
+	return ids, nil
 }
 
 var operations = []string{"inventory-sync", "compliance-snapshot", "check"}
@@ -533,7 +549,8 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(tw, "scenario\tcount\terrors\tper second\tp50 ms\tp95 ms\tp99 ms\t")
 	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load", "hot_scope",
-		"freshness_operations_view_lag", "freshness_worker_pickup", "growth_empty_store", "growth_large_store",
+		"freshness_operations_view_lag", "freshness_worker_pickup",
+		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
 		"growth_scope_10_events", "growth_scope_large"}
 	for _, k := range order {
 		s, ok := rep.Results[k]
@@ -551,10 +568,14 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
 		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32",
-		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small"} {
-		fmt.Fprintf(w, "%-34s %.2fx\n", k, rep.Ratios[k])
+		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "executor_backlog_http_vs_builtin"} {
+		if v, ok := rep.Ratios[k]; ok {
+			fmt.Fprintf(w, "%-34s %.2fx\n", k, v)
+		}
 	}
-	fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s\n", "replay (projections rebuild)", rep.Replay["events"], rep.Replay["events_per_second"])
+	if len(rep.Replay) > 0 {
+		fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s\n", "replay (projections rebuild)", rep.Replay["events"], rep.Replay["events_per_second"])
+	}
 	for k, v := range rep.Checks {
 		fmt.Fprintf(w, "%-34s %s\n", k, v)
 	}

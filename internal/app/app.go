@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,7 @@ import (
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/internal/journal"
@@ -118,6 +121,7 @@ type App struct {
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Restores    *restores.Service
+	Executors   *executors.Service
 	Gate        *gate.Service
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
@@ -131,6 +135,7 @@ type App struct {
 
 	worker   *worker.Worker
 	migrated atomic.Bool
+	draining chan struct{} // closed when the HTTP server starts draining
 }
 
 // NewRegistry returns the registry of every opsgate event.
@@ -158,7 +163,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	for _, opt := range opts {
 		opt(&o)
 	}
-	a := &App{cfg: cfg, roles: roles, logger: logger}
+	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{})}
 	var err error
 	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
 		return nil, err
@@ -183,18 +188,19 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Tenancy = tenancy.New(a.Store, o.clock)
 	a.Connections = connections.New(a.Store, o.clock)
 	a.Restores = restores.New(a.Store, o.clock)
-	a.Gate = gate.New(a.Store, a.Connections, o.clock)
+	a.Executors = executors.New(a.Store, o.clock)
+	a.Gate = gate.New(a.Store, a.Connections, o.clock, slices.Sorted(maps.Keys(o.providers)))
 	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	a.Metrics = api.NewMetrics(a.Pool)
 
 	if roles.Worker {
 		wcfg := worker.Config{Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
-			PollInterval: cfg.PollInterval, Wake: a.Notifier.Subscribe()}
+			PollInterval: cfg.PollInterval, Wake: a.Notifier.SubscribeTopic(gate.TopicStartsAccepted), Metrics: a.Metrics}
 		if o.worker != nil {
 			o.worker(&wcfg)
 		}
-		if a.worker, err = worker.New(wcfg, a.ReaderPool, a.Gate, a.Connections, a.Store.Registry(), o.providers, logger); err != nil {
+		if a.worker, err = worker.New(wcfg, a.Gate, a.Connections, o.providers, logger); err != nil {
 			a.Close()
 			return nil, err
 		}
@@ -210,9 +216,12 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			Metrics:        a.Metrics,
 			RequestTimeout: cfg.RequestTimeout,
 			Routes: api.Routes(api.Deps{
-				Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Gate: a.Gate,
-				Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
+				Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Executors: a.Executors,
+				Gate: a.Gate, Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
 				AdminToken: a.AdminToken, Metrics: a.Metrics,
+				Executor: api.ExecutorSettings{Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
+					Accepted: func() <-chan struct{} { return a.Notifier.Next(gate.TopicStartsAccepted) },
+					Draining: a.draining},
 			}),
 		})
 	}
@@ -246,6 +255,10 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	defer wg.Wait()
 	defer stopBackground()
 	wg.Go(func() { a.Notifier.Run(bg) })
+	if a.roles.API || a.roles.Worker {
+		// Expired leases are reaped wherever executors are served or run.
+		wg.Go(func() { a.Gate.RunReaper(bg, a.cfg.Heartbeat, a.logger) })
+	}
 	if a.roles.Projector {
 		runner := &projections.Runner{
 			Pool: a.ReaderPool, Registry: a.Store.Registry(), Logger: a.logger,
@@ -302,6 +315,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	a.logger.Info("shutting down", "grace", a.cfg.ShutdownGrace.String())
+	close(a.draining) // long polls answer at once
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

@@ -1,0 +1,171 @@
+package executorclient
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Handler runs one claimed run and says how it ended. Its context ends
+// when the lease is lost (the run was cancelled or reaped): it should then
+// stop, and nothing it returns counts.
+type Handler func(ctx context.Context, c Claim) Result
+
+// Runner claims runs and runs them until its context ends.
+type Runner struct {
+	Client  *Client
+	Handler Handler
+	// Concurrency bounds the runs handled at once (default 1).
+	Concurrency int
+	// Wait is how long a claim waits for work when none is queued
+	// (default 20s; the server allows up to 30s).
+	Wait time.Duration
+	// Backoff is the first pause after a 5xx answer or a network error; it
+	// doubles up to MaxBackoff (defaults 200ms and 10s).
+	Backoff, MaxBackoff time.Duration
+	// Logger logs what went wrong (default: nothing).
+	Logger *slog.Logger
+}
+
+// Run claims and handles runs until ctx ends. It then stops claiming,
+// lets the runs in hand finish and reports them, and returns nil; it
+// returns an error only for a refusal no retry can mend (a revoked token,
+// say).
+func (r *Runner) Run(ctx context.Context) error {
+	r.defaults()
+	slots := make(chan struct{}, r.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	backoff := r.Backoff
+	for ctx.Err() == nil {
+		select {
+		case slots <- struct{}{}: // a free slot: claim at most as many as are free
+		case <-ctx.Done():
+			return nil
+		}
+		free := 1
+		for len(slots) < cap(slots) {
+			slots <- struct{}{}
+			free++
+		}
+		claims, err := r.Client.Claim(ctx, free, r.Wait)
+		for range free - len(claims) {
+			<-slots
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !temporary(err) {
+				return err
+			}
+			r.Logger.Warn("claiming failed; backing off", "err", err, "backoff", backoff)
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, r.MaxBackoff)
+			continue
+		}
+		backoff = r.Backoff
+		for _, c := range claims {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				r.handle(context.WithoutCancel(ctx), c)
+			}()
+		}
+	}
+	return nil
+}
+
+func (r *Runner) defaults() {
+	if r.Concurrency < 1 {
+		r.Concurrency = 1
+	}
+	if r.Wait <= 0 {
+		r.Wait = 20 * time.Second
+	}
+	if r.Backoff <= 0 {
+		r.Backoff = 200 * time.Millisecond
+	}
+	if r.MaxBackoff <= 0 {
+		r.MaxBackoff = 10 * time.Second
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// handle runs one claim: the handler under a heartbeat, then the
+// completion, retried while the lease holds.
+func (r *Runner) handle(ctx context.Context, c Claim) {
+	logger := r.Logger.With("run_id", c.Run.ID, "epoch", c.Lease.Epoch)
+	work, stop := context.WithCancel(ctx)
+	defer stop()
+	lost := make(chan struct{})
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		every := time.Duration(c.Lease.HeartbeatIntervalMS) * time.Millisecond
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+			}
+			_, err := r.Client.Heartbeat(work, c.Run.ID, c.Lease.Epoch)
+			if errors.Is(err, ErrLeaseLost) {
+				close(lost)
+				stop()
+				return
+			}
+			if err != nil && work.Err() == nil {
+				logger.Warn("heartbeat failed; trying again at the next beat", "err", err)
+			}
+		}
+	}()
+	result := r.Handler(work, c)
+	select {
+	case <-lost:
+		logger.Info("lease lost (cancelled or reaped); result dropped")
+		return
+	default:
+	}
+	backoff := r.Backoff
+	for {
+		_, err := r.Client.Complete(work, c.Run.ID, c.Lease.Epoch, result)
+		switch {
+		case err == nil:
+			stop()
+			<-beats
+			return
+		case errors.Is(err, ErrLeaseLost), !temporary(err):
+			logger.Warn("completion refused", "err", err)
+			stop()
+			<-beats
+			return
+		}
+		logger.Warn("completing failed; trying again while the lease holds", "err", err)
+		select {
+		case <-lost:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, r.MaxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

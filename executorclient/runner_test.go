@@ -1,0 +1,237 @@
+package executorclient_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/executorclient"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/internal/faultproxy"
+	"github.com/opsgate/opsgate/internal/pgtest"
+)
+
+// The reference client against a real opsgate: the API and projector
+// roles of the application, on a database of its own, and a connection of
+// a provider only this executor runs.
+
+const waitTimeout = 30 * time.Second
+
+type fixture struct {
+	*apptest.App
+	owner, conn, token, executorID string
+}
+
+func newFixture(t *testing.T, opts ...apptest.Option) *fixture {
+	t.Helper()
+	a := apptest.Start(t, append([]apptest.Option{apptest.Roles(app.Roles{API: true, Projector: true})}, opts...)...)
+	tenant := a.Tenant(a.Workspace("w").ID, "t")
+	owner := a.Member("owner", tenant.ID, domain.RoleOwner)
+	conn := a.Connection(owner.ID, tenant.ID, "acme", apptest.Provider("acme"))
+	ex, err := a.Executors.Register(a.Ctx, apptest.Admin, "jobs", []string{"acme"}, nil)
+	if err != nil {
+		t.Fatalf("register an executor: %v", err)
+	}
+	return &fixture{App: a, owner: owner.ID, conn: conn.ID, token: ex.Token, executorID: ex.ID}
+}
+
+// accept starts an inventory sync on the fixture's connection.
+func (f *fixture) accept(t *testing.T) string {
+	t.Helper()
+	res := f.On(t).Expect(domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn))
+	return res.Run.ID
+}
+
+// run runs r until stop is called, which returns Run's error; cancel
+// only signals the stop.
+func run(t *testing.T, r *executorclient.Runner) (cancel func(), stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(cancel)
+	return cancel, func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(waitTimeout):
+			t.Fatal("the runner did not stop")
+			return nil
+		}
+	}
+}
+
+// TestRunnerFinishesTheRunsInHandWhenStopped: stopping a runner stops its
+// claims but lets the handler finish, undisturbed, and reports the result
+// before Run returns.
+func TestRunnerFinishesTheRunsInHandWhenStopped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	var cancelled error // the handler's context's error when it was released
+	r := &executorclient.Runner{
+		Client: executorclient.New(f.URL, f.token), Wait: time.Second,
+		Handler: func(ctx context.Context, c executorclient.Claim) executorclient.Result {
+			close(started)
+			<-release
+			cancelled = ctx.Err()
+			return executorclient.Succeeded(map[string]any{"groups": 3})
+		},
+	}
+	cancel, stop := run(t, r)
+	runID := f.accept(t)
+	select {
+	case <-started:
+	case <-time.After(waitTimeout):
+		t.Fatal("the run was never handed to the handler")
+	}
+	cancel() // the runner is stopped while the handler still works
+	close(release)
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if cancelled != nil {
+		t.Errorf("stopping the runner cancelled the handler: %v", cancelled)
+	}
+	// Run has returned: the result must already be recorded.
+	if got := f.RunStatus(runID); got != domain.StatusSucceeded {
+		t.Errorf("run %s is %s when Run returned, want succeeded", runID, got)
+	}
+}
+
+// TestRunnerLosesTheLeaseOfACancelledRun: an operator cancels a run while
+// its handler works; the next heartbeat is answered lease_lost, the
+// handler's context ends, and what it returns is not recorded.
+func TestRunnerLosesTheLeaseOfACancelledRun(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	working, ended := make(chan string, 1), make(chan struct{})
+	r := &executorclient.Runner{
+		Client: executorclient.New(f.URL, f.token), Wait: time.Second,
+		Handler: func(ctx context.Context, c executorclient.Claim) executorclient.Result {
+			working <- c.Run.ID
+			<-ctx.Done()
+			close(ended)
+			return executorclient.Succeeded(nil)
+		},
+	}
+	_, stop := run(t, r)
+	runID := f.accept(t)
+	if got := <-working; got != runID {
+		t.Fatalf("handed run %s, want %s", got, runID)
+	}
+	if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(f.owner), runID); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	select {
+	case <-ended:
+	case <-time.After(waitTimeout):
+		t.Fatal("the handler's context did not end after the cancel")
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if got := f.RunStatus(runID); got != domain.StatusCancelled {
+		t.Errorf("run %s is %s, want cancelled", runID, got)
+	}
+	if n := f.Count(`SELECT count(*) FROM events WHERE event_type = 'RunSucceeded' AND payload->>'run_id' = $1`, runID); n != 0 {
+		t.Errorf("a result under a lost lease was recorded (%d RunSucceeded)", n)
+	}
+}
+
+// TestRunnerBacksOffWhileTheDatabaseIsAway: claims answered 503 while
+// opsgate cannot reach its database are retried with backoff, not
+// returned; once the database is back, a run is executed.
+func TestRunnerBacksOffWhileTheDatabaseIsAway(t *testing.T) {
+	t.Parallel()
+	proxy, proxied, err := faultproxy.ForDatabase(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	f := newFixture(t, apptest.OnDatabase(proxied))
+	logs := &syncBuffer{}
+	handled := make(chan string, 1)
+	r := &executorclient.Runner{
+		Client: executorclient.New(f.URL, f.token), Wait: 200 * time.Millisecond,
+		Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Handler: func(ctx context.Context, c executorclient.Claim) executorclient.Result {
+			handled <- c.Run.ID
+			return executorclient.Succeeded(nil)
+		},
+	}
+	_, stop := run(t, r)
+	proxy.Cut()
+	apptest.WaitFor(t, waitTimeout, "a claim answered 503 and backed off", func() bool {
+		return strings.Contains(logs.String(), "database_unavailable") && strings.Contains(logs.String(), "backing off")
+	})
+	proxy.Restore()
+	runID := f.accept(t)
+	select {
+	case got := <-handled:
+		if got != runID {
+			t.Fatalf("handed run %s, want %s", got, runID)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("the run was not executed after the database came back; client log:\n%s", logs)
+	}
+	apptest.WaitFor(t, waitTimeout, "the run succeeded", func() bool { return f.RunStatus(runID) == domain.StatusSucceeded })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestRunnerStopsOnARevokedToken: a refusal no retry mends (401 after
+// revocation) ends Run with the problem.
+func TestRunnerStopsOnARevokedToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if err := f.Executors.Revoke(f.Ctx, apptest.Admin, f.executorID); err != nil {
+		t.Fatal(err)
+	}
+	r := &executorclient.Runner{
+		Client: executorclient.New(f.URL, f.token), Wait: time.Second,
+		Handler: func(context.Context, executorclient.Claim) executorclient.Result {
+			t.Error("a revoked executor was handed a run")
+			return executorclient.Succeeded(nil)
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(f.Ctx) }()
+	select {
+	case err := <-done:
+		var p *executorclient.ProblemError
+		if !errors.As(err, &p) || p.Status != 401 {
+			t.Fatalf("Run returned %v, want the 401 problem", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Run kept going with a revoked token")
+	}
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

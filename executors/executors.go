@@ -1,0 +1,218 @@
+// Package executors holds the registry of executors: the platform's own
+// job code that claims accepted runs over HTTP (contract section 9). Each
+// executor runs the operations of the providers it registered for (and
+// only the types it listed, if it did), authenticates with a token of its
+// own (prefix oge_, stored hashed, valid on the executor endpoints only),
+// and can be revoked. The gate asks the registry whether anything runs a
+// start before it accepts it.
+package executors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/tenancy"
+)
+
+// TokenPrefix starts every executor token.
+const TokenPrefix = "oge_"
+
+// Executor is a registered executor. Token is set only in the answer to
+// its registration.
+type Executor struct {
+	ID             string     `json:"id"`
+	Name           string     `json:"name"`
+	Providers      []string   `json:"providers"`
+	OperationTypes []string   `json:"operation_types"` // nil: every type
+	CreatedAt      time.Time  `json:"created_at"`
+	LastSeenAt     *time.Time `json:"last_seen_at"`
+	RevokedAt      *time.Time `json:"revoked_at"`
+	Token          string     `json:"token,omitempty"`
+}
+
+// Runs reports whether e executes runs of opType on provider.
+func (e Executor) Runs(provider, opType string) bool {
+	return slices.Contains(e.Providers, provider) && (e.OperationTypes == nil || slices.Contains(e.OperationTypes, opType))
+}
+
+// Actor is e as the actor of what it records.
+func (e Executor) Actor() domain.Actor { return domain.ExecutorActor(e.ID) }
+
+// Service records executors and authenticates them.
+type Service struct {
+	store *eventstore.Store
+	now   journal.Clock
+}
+
+// New returns the registry over store.
+func New(store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{store: store, now: now}
+}
+
+// Register records a new executor of providers (and operationTypes, nil
+// for every type) and returns it with its token, the only time the token
+// is shown.
+func (s *Service) Register(ctx context.Context, by domain.Actor, name string, providers, operationTypes []string) (Executor, error) {
+	if err := tenancy.Required("name", name); err != nil {
+		return Executor{}, err
+	}
+	if len(providers) == 0 {
+		return Executor{}, domain.Invalid("providers", "name at least one provider")
+	}
+	var clean []string
+	for _, p := range providers {
+		p = strings.TrimSpace(p)
+		if err := tenancy.Required("providers", p); err != nil {
+			return Executor{}, err
+		}
+		if !slices.Contains(clean, p) {
+			clean = append(clean, p)
+		}
+	}
+	var types []string
+	if operationTypes != nil {
+		if len(operationTypes) == 0 {
+			return Executor{}, domain.Invalid("operation_types", "name at least one operation type, or send null for every type")
+		}
+		types = []string{}
+		for _, t := range operationTypes {
+			op, ok := domain.LookupOperation(t)
+			if !ok {
+				return Executor{}, domain.Invalid("operation_types", "%q is not an operation type", t)
+			}
+			if !slices.Contains(types, op.Type) {
+				types = append(types, op.Type)
+			}
+		}
+	}
+	now := s.now()
+	e := Executor{ID: journal.NewID(), Name: strings.TrimSpace(name), Providers: clean, OperationTypes: types,
+		CreatedAt: now, Token: tenancy.NewToken(TokenPrefix)}
+	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO executors (id, name, providers, operation_types, token_hash, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6)`, e.ID, e.Name, e.Providers, e.OperationTypes, tenancy.HashToken(e.Token), now)
+		if err != nil {
+			return fmt.Errorf("insert executor: %w", err)
+		}
+		return journal.Append(ctx, tx, domain.ExecutorStream(e.ID), journal.Meta(by, "", e.ID), domain.ExecutorRegistered{
+			ExecutorID: e.ID, Name: e.Name, Providers: e.Providers, OperationTypes: e.OperationTypes, At: now})
+	})
+	return e, err
+}
+
+// List returns every executor, revoked ones included, oldest first.
+func (s *Service) List(ctx context.Context) ([]Executor, error) {
+	rows, err := s.store.Pool().Query(ctx, selectExecutor+` ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list executors: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, scanExecutor)
+	if err != nil {
+		return nil, fmt.Errorf("list executors: %w", err)
+	}
+	if list == nil {
+		list = []Executor{}
+	}
+	return list, nil
+}
+
+// Revoke revokes executor id: its token stops working at once. It returns
+// domain.ErrNotFound for an executor that does not exist or was revoked
+// before. The caller ends the runs it held (gate.EndLeasesOf).
+func (s *Service) Revoke(ctx context.Context, by domain.Actor, id string) error {
+	return s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		now := s.now()
+		tag, err := tx.Exec(ctx, `UPDATE executors SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL`, id, now)
+		if err != nil {
+			return fmt.Errorf("revoke executor %s: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return domain.ErrNotFound
+		}
+		return journal.Append(ctx, tx, domain.ExecutorStream(id), journal.Meta(by, "", id), domain.ExecutorRevoked{ExecutorID: id, At: now})
+	})
+}
+
+// Authenticate returns the executor holding token, domain.ErrNotFound for
+// an unknown or revoked token, and notes that the executor was seen (at
+// most once a second).
+func (s *Service) Authenticate(ctx context.Context, token string) (Executor, error) {
+	rows, err := s.store.Pool().Query(ctx, selectExecutor+` WHERE token_hash = $1 AND revoked_at IS NULL`, tenancy.HashToken(token))
+	if err != nil {
+		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanExecutor)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Executor{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
+	}
+	now := s.now()
+	if e.LastSeenAt == nil || now.Sub(*e.LastSeenAt) >= time.Second {
+		if _, err := s.store.Pool().Exec(ctx, `UPDATE executors SET last_seen_at = $2 WHERE id = $1`, e.ID, now); err != nil {
+			return Executor{}, fmt.Errorf("note executor %s seen: %w", e.ID, err)
+		}
+		e.LastSeenAt = &now
+	}
+	return e, nil
+}
+
+// Coverage is which operation types executors run for one provider, read
+// in a batch: filled when the batch was sent.
+type Coverage struct {
+	all   bool
+	types []string
+}
+
+// Runs reports whether some executor runs opType.
+func (c *Coverage) Runs(opType string) bool { return c.all || slices.Contains(c.types, opType) }
+
+// QueueCoverage queues into b the read of which types the executors of
+// provider run.
+func QueueCoverage(b *pgx.Batch, provider string) *Coverage {
+	c := &Coverage{}
+	b.Queue(`SELECT operation_types FROM executors WHERE revoked_at IS NULL AND $1 = ANY(providers)`, provider).
+		Query(func(rows pgx.Rows) error {
+			var types []string
+			_, err := pgx.ForEachRow(rows, []any{&types}, func() error {
+				if types == nil {
+					c.all = true
+				}
+				c.types = append(c.types, types...)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("read the executors of %s: %w", provider, err)
+			}
+			return nil
+		})
+	return c
+}
+
+const selectExecutor = `SELECT id, name, providers, operation_types, created_at, last_seen_at, revoked_at FROM executors`
+
+func scanExecutor(row pgx.CollectableRow) (Executor, error) {
+	var e Executor
+	err := row.Scan(&e.ID, &e.Name, &e.Providers, &e.OperationTypes, &e.CreatedAt, &e.LastSeenAt, &e.RevokedAt)
+	e.CreatedAt = e.CreatedAt.UTC()
+	e.LastSeenAt, e.RevokedAt = utc(e.LastSeenAt), utc(e.RevokedAt)
+	return e, err
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
