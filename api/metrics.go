@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/projections"
 )
 
 // Metrics holds opsgate's Prometheus metrics in a registry of its own.
@@ -138,10 +139,10 @@ func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(running), "running")
 		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest)
 	}
-	rows, err := d.pool.Query(ctx, `SELECT c.projector, coalesce(extract(epoch FROM clock_timestamp() - (
+	rows, err := d.pool.Query(ctx, `SELECT c.consumer, coalesce(extract(epoch FROM clock_timestamp() - (
 			SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
 			ORDER BY e.tx_id, e.position LIMIT 1)), 0)::float8
-		FROM projections.projection_checkpoints c`)
+		FROM feed_checkpoints c WHERE c.consumer = ANY($1::text[])`, projections.Names())
 	if err != nil {
 		return
 	}

@@ -2,6 +2,7 @@ package eventstore
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -44,12 +45,16 @@ func (s *Store) ReadAll(ctx context.Context, afterPosition int64, limit int) ([]
 	return s.readAll(ctx, "", afterPosition, limit)
 }
 
-// DecodeMessage is Registry.DecodeMessage without the payload.
-func DecodeMessage(msg *message.Message) (Event, error) {
-	return decodeMessageBody(msg.Payload)
-}
-
 // StreamVersion returns the version of stream's newest event, 0 for none.
 func (t *Tx) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	return t.streamVersion(ctx, stream)
+}
+
+// MessageOf is the message a subscriber delivers for e.
+func MessageOf(e Event) *message.Message {
+	md, err := json.Marshal(e.Metadata)
+	if err != nil {
+		panic(err)
+	}
+	return messageOf(e, md)
 }

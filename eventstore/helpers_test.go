@@ -247,7 +247,7 @@ type subscription struct {
 	close func()
 }
 
-// subscribe starts a subscriber of group on TopicEvents. It acknowledges
+// subscribe starts a subscriber of TopicEvents for cfg's consumers. It acknowledges
 // every message; with limit > 0 it stops reading after limit messages
 // (the subscriber then blocks handing over the next one until closed).
 // The subscription is closed at the end of the test at the latest.
@@ -265,7 +265,7 @@ func subscribe(t testing.TB, ctx context.Context, pool *pgxpool.Pool, cfg events
 	}
 	msgs, err := sub.Subscribe(ctx, eventstore.TopicEvents)
 	if err != nil {
-		t.Fatalf("subscribe %s: %v", cfg.ConsumerGroup, err)
+		t.Fatalf("subscribe %v: %v", cfg.Consumers, err)
 	}
 	c := &collector{count: map[string]int{}}
 	done := make(chan struct{})
@@ -273,7 +273,7 @@ func subscribe(t testing.TB, ctx context.Context, pool *pgxpool.Pool, cfg events
 		defer close(done)
 		n := 0
 		for msg := range msgs {
-			e, err := eventstore.DecodeMessage(msg)
+			e, err := eventstore.EventOf(msg)
 			if err != nil {
 				c.fail(err)
 			} else {
@@ -300,16 +300,16 @@ func subscribe(t testing.TB, ctx context.Context, pool *pgxpool.Pool, cfg events
 			select {
 			case err := <-closed:
 				if err != nil {
-					t.Errorf("close subscriber %s: %v", cfg.ConsumerGroup, err)
+					t.Errorf("close subscriber %v: %v", cfg.Consumers, err)
 				}
 			case <-time.After(30 * time.Second):
-				t.Errorf("close subscriber %s: timed out", cfg.ConsumerGroup)
+				t.Errorf("close subscriber %v: timed out", cfg.Consumers)
 				return
 			}
 			select {
 			case <-done:
 			case <-time.After(30 * time.Second):
-				t.Errorf("subscriber %s: collector did not stop", cfg.ConsumerGroup)
+				t.Errorf("subscriber %v: collector did not stop", cfg.Consumers)
 			}
 			c.checkErrs(t)
 		})

@@ -101,44 +101,22 @@ func (r *Registry) encode(p Payload) (name string, version int, data []byte, err
 	return name, reg.version, data, nil
 }
 
-// DecodeMessage returns the event a watermill message of the store
-// carries (see encodeMessage) and its typed payload, reading the JSON once
-// when the event is of a known type at this binary's schema version: the
-// payload is decoded straight into its type, and the returned event's Data
-// is left empty. Otherwise it decodes the event, then its payload with
-// Decode (upcasting it). An event of a type this binary does not know
-// returns the event and ErrUnknownEventType.
+// DecodeMessage returns the event a message of a subscriber carries and
+// its typed payload, upcast to the current schema version. An event of a
+// type this binary does not know returns the event and
+// ErrUnknownEventType.
 func (r *Registry) DecodeMessage(msg *message.Message) (Event, Payload, error) {
-	eventType := MessageType(msg)
-	if reg, ok := r.types[eventType]; ok {
-		ptr, value := reg.newValue()
-		env := typedEnvelope{Data: ptr}
-		if err := json.Unmarshal(msg.Payload, &env); err != nil {
-			return Event{}, nil, fmt.Errorf("message %s: decode event: %w", msg.UUID, err)
-		}
-		if env.Type == eventType && env.SchemaVersion == reg.version {
-			return env.Event, value(), nil
-		}
-	}
-	e, err := decodeMessageBody(msg.Payload)
+	e, err := EventOf(msg)
 	if err != nil {
-		return Event{}, nil, fmt.Errorf("message %s: %w", msg.UUID, err)
+		return Event{}, nil, err
 	}
 	p, err := r.Decode(e)
 	return e, p, err
 }
 
-// MessageType returns the event type a message of the store carries
-// (from its metadata, without reading the payload), for a consumer that
-// passes over most events unread; "" for a message without it.
-func MessageType(msg *message.Message) string { return msg.Metadata.Get("event_type") }
-
-// typedEnvelope is an event message with the payload decoded into Data, a
-// pointer to its type (the shallower "data" field wins over Event's).
-type typedEnvelope struct {
-	Event
-	Data any `json:"data"`
-}
+// MessageType returns the event type a message of a subscriber carries
+// (from its metadata, without reading the payload).
+func MessageType(msg *message.Message) string { return msg.Metadata.Get(metaType) }
 
 // newValue returns a pointer to a new zero payload of the type, and a
 // function that returns the payload as registered (pointer or value).

@@ -5,60 +5,47 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"log/slog"
 	"slices"
 	"strings"
 
-	"github.com/ThreeDotsLabs/watermill"
-	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 )
 
-// TopicEvents is the watermill topic that carries every appended event.
-const TopicEvents = "events"
-
 // Store appends events to PostgreSQL and reads them back.
 type Store struct {
 	pool     *pgxpool.Pool
 	registry *Registry
 	route    Route
-	logger   watermill.LoggerAdapter
 	onCommit func(topics []string)
 }
 
-// Route returns the topics an event of eventType travels on besides
-// TopicEvents (or none); each topic needs its watermill tables in the
-// migrations.
+// Route returns the topics an event of eventType is announced on besides
+// TopicEvents (or none): a commit wakes the subscribers of the topics of
+// its events (see WithCommitHook and Notifier).
 type Route func(eventType string) []string
 
 // Option configures a Store.
 type Option func(*Store)
 
 // WithCommitHook calls fn after every committed transaction of the store
-// that appended events, with the topics they were published on (for
-// example Notifier.Committed, to wake subscribers).
+// that appended events, with the topics of its events (for example
+// Notifier.Committed, to wake subscribers).
 func WithCommitHook(fn func(topics []string)) Option {
 	return func(s *Store) { s.onCommit = fn }
 }
 
-// WithLogger sets the logger of the watermill publisher.
-func WithLogger(logger *slog.Logger) Option {
-	return func(s *Store) { s.logger = watermillLogger(logger) }
-}
-
 // New returns a store over pool that encodes payloads with registry and
-// publishes each event on TopicEvents and on the topics route gives it.
-// The route is required: a consumer of a topic the store does not feed
-// would wait forever.
+// announces each commit on TopicEvents and on the topics route gives its
+// events. The route is required: a waiter on a topic the store never
+// announces would wait for its poll interval every time.
 func New(pool *pgxpool.Pool, registry *Registry, route Route, opts ...Option) *Store {
 	if route == nil {
 		panic("eventstore: New needs a route (return nil for events that travel on TopicEvents alone)")
 	}
-	s := &Store{pool: pool, registry: registry, route: route, logger: watermill.NopLogger{}}
+	s := &Store{pool: pool, registry: registry, route: route}
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -72,7 +59,8 @@ func (s *Store) Registry() *Registry { return s.registry }
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx runs fn in one READ COMMITTED transaction and commits if fn returns
-// nil. Everything fn appends is published in the same transaction.
+// nil. Everything fn appends is published with the commit: the event log
+// is what subscribers read.
 // The transaction begins with its first round trip: a first batch
 // carries the BEGIN with it.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) error) error {
@@ -103,8 +91,8 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 
 // Tx is an open store transaction.
 //
-// Statements whose answer nobody waits for (the outbox messages of an
-// append, and whatever the caller passes to Defer) are held back and sent
+// Statements whose answer nobody waits for (whatever the caller passes to
+// Defer) are held back and sent
 // together, in one round trip, just before the transaction's next
 // statement or its commit. Program order is kept; an error of a held-back
 // statement is returned by the call that sends it (at the latest, by
@@ -114,7 +102,7 @@ type Tx struct {
 	tx       pgx.Tx // nil until the first round trip
 	store    *Store
 	deferred pgx.Batch
-	topics   []string // published on so far
+	topics   []string // of the events appended so far
 }
 
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
@@ -281,8 +269,7 @@ func AtVersion(v int64) AppendOption {
 }
 
 // Append appends recs to stream within the transaction, as the versions
-// after the stream's current one, and publishes them in the same
-// transaction. By default it checks nothing about the stream's version;
+// after the stream's current one. By default it checks nothing about the stream's version;
 // see ExpectVersion and AtVersion.
 func (t *Tx) Append(ctx context.Context, stream string, recs []Record, opts ...AppendOption) ([]Event, error) {
 	if len(recs) == 0 {
@@ -315,8 +302,7 @@ type StreamAppend struct {
 
 // AppendStreams appends to several streams at once, each after its known
 // version (the caller holds every stream's lock and knows its version, see
-// AtVersion), in one statement, and publishes the events in the same
-// transaction. It returns each stream's events.
+// AtVersion), in one statement. It returns each stream's events.
 func (t *Tx) AppendStreams(ctx context.Context, appends []StreamAppend) ([][]Event, error) {
 	var events []Event
 	for _, a := range appends {
@@ -352,7 +338,7 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 }
 
 // insertEvents inserts events (stream, version and metadata set; the
-// payload of each is its record's) in one statement and publishes them.
+// payload of each is its record's) in one statement.
 func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) error {
 	stream := events[0].StreamID
 	var sql strings.Builder
@@ -398,65 +384,23 @@ func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) er
 		}
 		return fmt.Errorf("append to %s: %w", stream, err)
 	}
-	if err := t.publish(ctx, events); err != nil {
-		return fmt.Errorf("append to %s: %w", stream, err)
-	}
+	t.announce(events)
 	return nil
 }
 
-// publish writes events to their watermill topics in this transaction:
-// watermill's publisher builds the inserts, which are held back until the
-// transaction's next round trip.
-func (t *Tx) publish(ctx context.Context, events []Event) error {
-	publisher, err := watermillsql.NewPublisher(
-		deferringExecutor{t},
-		watermillsql.PublisherConfig{SchemaAdapter: watermillsql.DefaultPostgreSQLSchema{}},
-		t.store.logger,
-	)
-	if err != nil {
-		return fmt.Errorf("publisher: %w", err)
+// announce notes the topics of events, for the commit hook.
+func (t *Tx) announce(events []Event) {
+	if !slices.Contains(t.topics, TopicEvents) {
+		t.topics = append(t.topics, TopicEvents)
 	}
-	byTopic := map[string][]*message.Message{}
 	for _, e := range events {
-		msg, err := encodeMessage(e)
-		if err != nil {
-			return err
-		}
-		msg.SetContext(ctx)
-		byTopic[TopicEvents] = append(byTopic[TopicEvents], msg)
 		for _, topic := range t.store.route(e.Type) {
-			byTopic[topic] = append(byTopic[topic], msg)
+			if !slices.Contains(t.topics, topic) {
+				t.topics = append(t.topics, topic)
+			}
 		}
 	}
-	for topic, msgs := range byTopic {
-		if err := publisher.Publish(topic, msgs...); err != nil {
-			return fmt.Errorf("publish to %s: %w", topic, err)
-		}
-		if !slices.Contains(t.topics, topic) {
-			t.topics = append(t.topics, topic)
-		}
-	}
-	return nil
 }
-
-// deferringExecutor is the watermill executor of publish: each statement
-// is held back on the transaction (Tx.Defer). watermill's publisher only
-// executes its inserts and reads nothing back.
-type deferringExecutor struct{ t *Tx }
-
-func (e deferringExecutor) ExecContext(_ context.Context, query string, args ...any) (watermillsql.Result, error) {
-	e.t.Defer(query, args...)
-	return deferredResult{}, nil
-}
-
-func (e deferringExecutor) QueryContext(context.Context, string, ...any) (watermillsql.Rows, error) {
-	return nil, errors.New("publish: watermill queried through a deferring executor")
-}
-
-// deferredResult is the result of a held-back statement: nothing known yet.
-type deferredResult struct{}
-
-func (deferredResult) RowsAffected() (int64, error) { return 0, errors.New("statement not sent yet") }
 
 func nullIfEmpty(s string) any {
 	if s == "" {
@@ -574,26 +518,21 @@ func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit 
 	return events, nil
 }
 
-// ReadUpTo returns up to limit events after the event at afterPosition (0:
-// from the beginning) and at or before (upToTxID, upToPosition), in the
-// order of ReadAll. It does not stop at the horizon: the caller vouches
-// that everything up to that point was committed (a consumer's
-// checkpoint), so it can be read back even while other transactions
-// hold the horizon lower.
-func (s *Store) ReadUpTo(ctx context.Context, afterPosition int64, upToTxID uint64, upToPosition int64, limit int) ([]Event, error) {
-	afterTx, afterPos, err := s.after(ctx, afterPosition)
-	if err != nil {
-		return nil, err
-	}
+// ReadUpTo returns up to limit events after from and at or before upTo
+// (points in subscriber order), in the order of ReadTenant. It does not
+// stop at the horizon: the caller vouches that everything up to upTo was
+// committed (a consumer's checkpoint), so it can be read back even while
+// other transactions hold the horizon lower.
+func (s *Store) ReadUpTo(ctx context.Context, from, upTo Checkpoint, limit int) ([]Event, error) {
 	rows, err := s.pool.Query(ctx, selectEvents+` WHERE (tx_id, position) > ($1::bigint::text::xid8, $2)
 		AND (tx_id, position) <= ($3::bigint::text::xid8, $4) ORDER BY events.tx_id, events.position LIMIT $5`,
-		afterTx, afterPos, int64(upToTxID), upToPosition, limit)
+		int64(from.TxID), from.Position, int64(upTo.TxID), upTo.Position, limit)
 	if err != nil {
-		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+		return nil, fmt.Errorf("read after %d: %w", from.Position, err)
 	}
 	events, err := pgx.CollectRows(rows, scanEvent)
 	if err != nil {
-		return nil, fmt.Errorf("read after %d: %w", afterPosition, err)
+		return nil, fmt.Errorf("read after %d: %w", from.Position, err)
 	}
 	return events, nil
 }

@@ -30,7 +30,7 @@ func TestStress(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d, target %d committed events", seed, target)
 
-	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{ConsumerGroup: "stress"}, 0)
+	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{Consumers: []string{"stress"}}, 0)
 
 	type result struct {
 		committed  []eventstore.Event

@@ -10,10 +10,10 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 )
 
-func TestNewSubscriberNeedsGroup(t *testing.T) {
+func TestNewSubscriberNeedsAConsumer(t *testing.T) {
 	store := newStore(t)
 	if _, err := eventstore.NewSubscriber(store.Pool(), eventstore.SubscriberConfig{}); err == nil {
-		t.Fatal("subscriber without consumer group accepted")
+		t.Fatal("subscriber without a consumer accepted")
 	}
 }
 
@@ -67,11 +67,8 @@ func TestRollbackPublishesNothing(t *testing.T) {
 	if n := countRows(t, ctx, pool, "events"); n != 0 {
 		t.Fatalf("%d events after rollback", n)
 	}
-	if n := countRows(t, ctx, pool, "watermill_events"); n != 0 {
-		t.Fatalf("%d messages after rollback", n)
-	}
 
-	sub := subscribe(t, ctx, pool, eventstore.SubscriberConfig{ConsumerGroup: "rollback"}, 0)
+	sub := subscribe(t, ctx, pool, eventstore.SubscriberConfig{Consumers: []string{"rollback"}}, 0)
 	committed, err := store.Append(ctx, "s", eventstore.NoStream, marker{"committed"})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +100,7 @@ func TestRollbackPublishesNothing(t *testing.T) {
 func TestLateCommitIsDelivered(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
-	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{ConsumerGroup: "late-commit"}, 0)
+	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{Consumers: []string{"late-commit"}}, 0)
 
 	// Something committed first, so the subscriber has a position already.
 	before, err := store.Append(ctx, "warmup", eventstore.NoStream, marker{"before"})
@@ -203,7 +200,7 @@ func TestLateCommitIsDelivered(t *testing.T) {
 func TestOpenTransactionHoldsBackLaterCommits(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
-	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{ConsumerGroup: "held-back"}, 0)
+	sub := subscribe(t, ctx, store.Pool(), eventstore.SubscriberConfig{Consumers: []string{"held-back"}}, 0)
 
 	aAppended := make(chan eventstore.Event, 1)
 	releaseA := make(chan struct{})
@@ -251,8 +248,8 @@ func TestOpenTransactionHoldsBackLaterCommits(t *testing.T) {
 }
 
 // TestSubscriberResumes closes a subscriber in the middle of the stream and
-// starts another one in the same consumer group: it carries on where the
-// first stopped, without gaps.
+// starts another one for the same consumer: it carries on where the first
+// stopped, without gaps.
 func TestSubscriberResumes(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
@@ -273,7 +270,7 @@ func TestSubscriberResumes(t *testing.T) {
 	}
 	appendN(0, 300)
 
-	cfg := eventstore.SubscriberConfig{ConsumerGroup: group, BatchSize: 10}
+	cfg := eventstore.SubscriberConfig{Consumers: []string{group}, BatchSize: 10}
 	first := subscribe(t, ctx, pool, cfg, 150)
 	waitFor(t, deliveryTimeout, "150 messages to the first subscriber", func() bool { return first.len() == 150 })
 	first.close()
@@ -304,10 +301,10 @@ func TestSubscriberResumes(t *testing.T) {
 	}
 	t.Logf("second subscriber started at event %d (%d redelivered)", start, 150-start)
 
-	// A different consumer group still reads everything from the start.
-	other := subscribe(t, ctx, pool, eventstore.SubscriberConfig{ConsumerGroup: "another-group"}, 0)
-	waitFor(t, deliveryTimeout, "other group sees everything", func() bool { return other.hasAll(all) })
+	// A different consumer still reads everything from the start.
+	other := subscribe(t, ctx, pool, eventstore.SubscriberConfig{Consumers: []string{"another-group"}}, 0)
+	waitFor(t, deliveryTimeout, "the other consumer sees everything", func() bool { return other.hasAll(all) })
 	if got := ids(other.firsts()); !slices.Equal(got, all) {
-		t.Error("other group delivered out of order")
+		t.Error("the other consumer was delivered out of order")
 	}
 }

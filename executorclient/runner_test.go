@@ -175,7 +175,17 @@ func TestRunnerBacksOffWhileTheDatabaseIsAway(t *testing.T) {
 		return strings.Contains(logs.String(), "database_unavailable") && strings.Contains(logs.String(), "backing off")
 	})
 	proxy.Restore()
-	runID := f.accept(t)
+	// The application's first calls after the cut may still meet
+	// connections that died with it; start once it answers again.
+	var runID string
+	apptest.WaitFor(t, waitTimeout, "a start accepted after the database came back", func() bool {
+		// A start whose first try committed unseen is deduped to its run.
+		res, err := f.Gate.Start(f.Ctx, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn))
+		if err == nil && res.Result.Run.ID != "" {
+			runID = res.Result.Run.ID
+		}
+		return err == nil
+	})
 	select {
 	case got := <-handled:
 		if got != runID {

@@ -141,10 +141,11 @@ func (f *fixture) eventCount() int {
 	return f.count(`SELECT count(*) FROM events`)
 }
 
-// queuedWork is the number of messages the worker would pick up.
+// queuedWork is the number of runs ever queued for execution: one per
+// acceptance, whatever became of the run since.
 func (f *fixture) queuedWork() int {
 	f.t.Helper()
-	return f.count(`SELECT count(*) FROM watermill_starts_accepted`)
+	return f.count(`SELECT count(*) FROM events WHERE event_type = 'StartAccepted'`)
 }
 
 func (f *fixture) count(sql string, args ...any) int {

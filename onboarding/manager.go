@@ -2,71 +2,67 @@ package onboarding
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"time"
+	"slices"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 )
 
-// ManagerConsumerGroup is the process manager's consumer group.
-const ManagerConsumerGroup = "onboarding.bootstrap"
+// ManagerConsumer is the process manager's checkpoint.
+const ManagerConsumer = "onboarding.bootstrap"
 
-// RunManager runs the bootstrap process manager until ctx ends: it reads
-// every event and reacts to the end of admitted bootstrap runs.
-func (s *Service) RunManager(ctx context.Context, pool *pgxpool.Pool, wake <-chan struct{}, poll time.Duration, logger *slog.Logger) error {
-	sub, err := eventstore.NewSubscriber(pool, eventstore.SubscriberConfig{
-		ConsumerGroup: ManagerConsumerGroup, PollInterval: poll, Wake: wake, Logger: logger,
-	})
-	if err != nil {
-		return err
-	}
-	defer sub.Close()
-	msgs, err := sub.Subscribe(ctx, eventstore.TopicEvents)
-	if err != nil {
-		return fmt.Errorf("onboarding: subscribe: %w", err)
-	}
-	for msg := range msgs {
-		if err := s.handle(ctx, msg); err != nil {
-			if ctx.Err() == nil {
-				logger.Error("bootstrap step failed; will be retried", "err", err)
+// Manager returns the bootstrap process manager as a consumer of the event
+// log: it reacts to the end of admitted bootstrap runs by starting the
+// session's next item (or recording its end). Its work happens in
+// transactions of its own, through the gate; the feed's transaction only
+// moves its checkpoint, so a batch delivered again is handled again, which
+// the session's state makes harmless.
+func (s *Service) Manager() eventstore.Consumer {
+	return eventstore.Consumer{Name: ManagerConsumer, Apply: func(ctx context.Context, _ *pgx.Batch, events []eventstore.Delivery) error {
+		var ends []domain.RunEvent
+		var ids []string
+		for _, d := range events {
+			switch e := d.Payload.(type) {
+			case domain.RunSucceeded, domain.RunFailed, domain.RunCancelled:
+				ends = append(ends, e.(domain.RunEvent))
+				ids = append(ids, e.(domain.RunEvent).Ref().RunID)
 			}
-			msg.Nack()
-			continue
 		}
-		msg.Ack()
-	}
-	return ctx.Err()
-}
-
-// handle reacts to the end of a run. The message's metadata names the
-// event's type, so that every other event is passed over unread (a
-// message without it is read, and passed over by the switch below).
-func (s *Service) handle(ctx context.Context, msg *message.Message) error {
-	switch eventstore.MessageType(msg) {
-	case "RunSucceeded", "RunFailed", "RunCancelled", "":
-	default:
+		if len(ends) == 0 {
+			return nil
+		}
+		// One look for the whole batch: most runs are not bootstrap runs.
+		rows, err := s.store.Pool().Query(ctx, `SELECT run_id FROM bootstrap_runs WHERE run_id = ANY($1::text[])`, ids)
+		if err != nil {
+			return fmt.Errorf("look up bootstrap runs: %w", err)
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("look up bootstrap runs: %w", err)
+		}
+		if len(found) == 0 {
+			return nil
+		}
+		for _, end := range ends { // in the order they happened
+			if !slices.Contains(found, end.Ref().RunID) {
+				continue
+			}
+			var err error
+			switch ev := end.(type) {
+			case domain.RunSucceeded:
+				err = s.OnRunEnded(ctx, ev.RunID, domain.StatusSucceeded, nil)
+			case domain.RunFailed:
+				err = s.OnRunEnded(ctx, ev.RunID, domain.StatusFailed, &ev.Reason)
+			case domain.RunCancelled:
+				err = s.OnRunEnded(ctx, ev.RunID, domain.StatusCancelled, &ev.Reason)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		return nil
-	}
-	_, payload, err := s.store.Registry().DecodeMessage(msg)
-	if errors.Is(err, eventstore.ErrUnknownEventType) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	switch ev := payload.(type) {
-	case domain.RunSucceeded:
-		return s.OnRunEnded(ctx, ev.RunID, domain.StatusSucceeded, nil)
-	case domain.RunFailed:
-		return s.OnRunEnded(ctx, ev.RunID, domain.StatusFailed, &ev.Reason)
-	case domain.RunCancelled:
-		return s.OnRunEnded(ctx, ev.RunID, domain.StatusCancelled, &ev.Reason)
-	}
-	return nil
+	}}
 }

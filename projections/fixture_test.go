@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -81,15 +82,31 @@ func newFixture(t testing.TB) *fixture {
 	return f
 }
 
-// runner returns a projector runner over the fixture's database.
-func (f *fixture) runner(onApplied func(string, time.Time)) *projections.Runner {
-	return &projections.Runner{
-		Pool: f.app.ReaderPool, Registry: f.store.Registry(), Logger: f.logger,
-		Wake: f.notifier.Subscribe, PollInterval: 50 * time.Millisecond, OnApplied: onApplied,
+// runner says how the tests' feeds report applied events (nil: not at all).
+type runner struct {
+	onApplied func(projector string, recordedAt time.Time)
+}
+
+func (f *fixture) runner(onApplied func(string, time.Time)) runner {
+	return runner{onApplied: onApplied}
+}
+
+// feed returns a feed of the projectors named (every one if none), as a
+// process of the projector role runs it.
+func (f *fixture) feed(r runner, names ...string) *eventstore.Feed {
+	var consumers []eventstore.Consumer
+	for _, p := range projections.All() {
+		if len(names) == 0 || slices.Contains(names, p.Name) {
+			consumers = append(consumers, projections.Consumer(p, r.onApplied))
+		}
+	}
+	return &eventstore.Feed{
+		Pool: f.app.ReaderPool, Registry: f.store.Registry(), Consumers: consumers, Logger: f.logger,
+		Wake: f.notifier.Subscribe, PollInterval: 50 * time.Millisecond,
 	}
 }
 
-// projectors is a set of running projectors.
+// projectors is a set of running feeds.
 type projectors struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -97,37 +114,38 @@ type projectors struct {
 	errs   []error
 }
 
-// startProjectors runs every projector (or those named) until stop or the
-// end of the test.
+// startProjectors runs every projector (or those named), in one feed,
+// until stop or the end of the test.
 func (f *fixture) startProjectors(names ...string) *projectors {
 	f.t.Helper()
 	return f.startProjectorsWith(f.runner(nil), names...)
 }
 
-func (f *fixture) startProjectorsWith(r *projections.Runner, names ...string) *projectors {
+func (f *fixture) startProjectorsWith(r runner, names ...string) *projectors {
 	f.t.Helper()
 	return f.startProjectorsIn(f.ctx, r, names...)
 }
 
 // startProjectorsIn runs the projectors until parent ends, stop, or the
 // end of the test.
-func (f *fixture) startProjectorsIn(parent context.Context, r *projections.Runner, names ...string) *projectors {
+func (f *fixture) startProjectorsIn(parent context.Context, r runner, names ...string) *projectors {
+	f.t.Helper()
+	return f.startFeeds(parent, f.feed(r, names...))
+}
+
+// startFeeds runs feeds until parent ends, stop, or the end of the test.
+func (f *fixture) startFeeds(parent context.Context, feeds ...*eventstore.Feed) *projectors {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	ps := &projectors{cancel: cancel}
-	for _, p := range projections.All() {
-		if len(names) > 0 && !contains(names, p.Name) {
-			continue
-		}
-		ps.wg.Add(1)
-		go func(p projections.Projector) {
-			defer ps.wg.Done()
-			if err := r.Run(ctx, p); err != nil && !errors.Is(err, context.Canceled) {
+	for _, feed := range feeds {
+		ps.wg.Go(func() {
+			if err := feed.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				ps.mu.Lock()
-				ps.errs = append(ps.errs, fmt.Errorf("%s: %w", p.Name, err))
+				ps.errs = append(ps.errs, err)
 				ps.mu.Unlock()
 			}
-		}(p)
+		})
 	}
 	f.t.Cleanup(func() { ps.stop(f.t) })
 	return ps
@@ -150,15 +168,6 @@ func (ps *projectors) stop(t testing.TB) {
 		t.Errorf("projector returned: %v", err)
 	}
 	ps.errs = nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // waitCaughtUp waits until every projector (or those named) has applied
@@ -276,18 +285,20 @@ func (f *fixture) count(sql string, args ...any) int {
 	return n
 }
 
-// snapshot returns every row of every read-model table (checkpoints with
-// updated_at), as text, sorted by table: two equal snapshots mean nothing
-// changed.
+// snapshot returns every row of every read-model table, and the
+// projectors' checkpoints (with updated_at), as text, sorted by table: two
+// equal snapshots mean nothing changed.
 func (f *fixture) snapshot() map[string][]string {
 	f.t.Helper()
 	out := map[string][]string{}
-	tables := []string{"projection_checkpoints"}
+	queries := map[string]string{"checkpoints": `SELECT t::text FROM feed_checkpoints t WHERE consumer = ANY('{operations,queue,notifications}')`}
 	for _, p := range projections.All() {
-		tables = append(tables, p.TableNames()...)
+		for _, table := range p.TableNames() {
+			queries[table] = fmt.Sprintf(`SELECT t::text FROM projections.%s t`, table)
+		}
 	}
-	for _, table := range tables {
-		rows, err := f.pool.Query(f.ctx, fmt.Sprintf(`SELECT t::text FROM projections.%s t`, table))
+	for table, q := range queries {
+		rows, err := f.pool.Query(f.ctx, q)
 		if err != nil {
 			f.t.Fatalf("snapshot %s: %v", table, err)
 		}
@@ -299,25 +310,4 @@ func (f *fixture) snapshot() map[string][]string {
 		out[table] = list
 	}
 	return out
-}
-
-func diffSnapshots(t testing.TB, what string, before, after map[string][]string) {
-	t.Helper()
-	for table, b := range before {
-		a := after[table]
-		if strings.Join(a, "\n") != strings.Join(b, "\n") {
-			t.Errorf("%s: table %s changed: %d rows before, %d after", what, table, len(b), len(a))
-			bs := map[string]bool{}
-			for _, r := range b {
-				bs[r] = true
-			}
-			shown := 0
-			for _, r := range a {
-				if !bs[r] && shown < 5 {
-					t.Logf("  new/changed row: %s", r)
-					shown++
-				}
-			}
-		}
-	}
 }

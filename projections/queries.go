@@ -53,7 +53,7 @@ func (r *Reader) CatchUp(ctx context.Context, projector string) (bool, error) {
 	for {
 		var done bool
 		err := r.pool.QueryRow(ctx, `SELECT coalesce((SELECT (tx_id, position) >= ($2::bigint::text::xid8, $3)
-			FROM projections.projection_checkpoints WHERE projector = $1), false)`, projector, headTx, headPos).Scan(&done)
+			FROM feed_checkpoints WHERE consumer = $1), false)`, projector, headTx, headPos).Scan(&done)
 		if err != nil {
 			return false, fmt.Errorf("read checkpoint: %w", err)
 		}

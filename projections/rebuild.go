@@ -21,9 +21,9 @@ const (
 	replayPage   = 5000
 )
 
-// allTables is every table of the projections schema, checkpoints first.
+// allTables is every table of the projections schema.
 func allTables() []string {
-	tables := []string{"projection_checkpoints"}
+	var tables []string
 	for _, p := range All() {
 		tables = append(tables, p.TableNames()...)
 	}
@@ -49,9 +49,9 @@ type ReplayStats struct {
 // beside the live one, then swaps them in one transaction: dashboards see
 // the old models until the swap and the new ones after it, never empty
 // tables. Live projectors pause only for the swap and resume on the new
-// models from their own checkpoints.
+// models from their checkpoints.
 func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
-	stats, err := r.replayInto(ctx, nextSchema, nil)
+	stats, replayed, err := r.replayInto(ctx, nextSchema, nil)
 	if err != nil {
 		return stats, err
 	}
@@ -60,11 +60,28 @@ func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
 		return stats, fmt.Errorf("begin swap: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, swapLock); err != nil {
-		return stats, fmt.Errorf("pause projectors: %w", err)
-	}
-	if err := r.catchUp(ctx, tx, nextSchema); err != nil {
+	live, err := pauseProjectors(ctx, tx, "UPDATE")
+	if err != nil {
 		return stats, err
+	}
+	for _, p := range All() {
+		at := live[p.Name]
+		if replayed.precedes(at) {
+			// The live projector is ahead of the replay: bring the new
+			// models to where it is.
+			if err := r.catchUp(ctx, tx, nextSchema, p, replayed, at); err != nil {
+				return stats, err
+			}
+			continue
+		}
+		// The replay is ahead of the live projector (or level with it): the
+		// projector resumes after the replay.
+		_, err := tx.Exec(ctx, `INSERT INTO feed_checkpoints (consumer, tx_id, position) VALUES ($1, $2::bigint::text::xid8, $3)
+			ON CONFLICT (consumer) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = clock_timestamp()`,
+			p.Name, replayed.tx, replayed.pos)
+		if err != nil {
+			return stats, fmt.Errorf("move the checkpoint of %s: %w", p.Name, err)
+		}
 	}
 	_, err = tx.Exec(ctx, `ALTER SCHEMA `+LiveSchema+` RENAME TO projections_old;
 		ALTER SCHEMA `+nextSchema+` RENAME TO `+LiveSchema+`;
@@ -76,6 +93,33 @@ func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
 		return stats, fmt.Errorf("commit swap: %w", err)
 	}
 	return stats, nil
+}
+
+// pauseProjectors locks the live projectors' checkpoints (FOR UPDATE or
+// FOR SHARE), in name order as every feed does, and returns them: until tx
+// ends, no projector applies anything, and a feed that reads for one
+// waits at its first statement, before it touches a read model. A
+// projector that never applied anything is at the zero point.
+func pauseProjectors(ctx context.Context, tx pgx.Tx, strength string) (map[string]checkpoint, error) {
+	rows, err := tx.Query(ctx, `SELECT consumer, (tx_id::text)::bigint, position FROM feed_checkpoints
+		WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR `+strength, Names())
+	if err != nil {
+		return nil, fmt.Errorf("pause projectors: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]checkpoint{}
+	for rows.Next() {
+		var name string
+		var c checkpoint
+		if err := rows.Scan(&name, &c.tx, &c.pos); err != nil {
+			return nil, fmt.Errorf("pause projectors: %w", err)
+		}
+		out[name] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("pause projectors: %w", err)
+	}
+	return out, nil
 }
 
 // Difference is a read-model table whose rebuilt rows differ from the live ones.
@@ -95,7 +139,7 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 	if err != nil {
 		return nil, ReplayStats{}, err
 	}
-	stats, err := r.replayInto(ctx, verifySchema, &cap)
+	stats, replayed, err := r.replayInto(ctx, verifySchema, &cap)
 	if err != nil {
 		return nil, stats, err
 	}
@@ -105,22 +149,21 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 		return nil, stats, fmt.Errorf("begin compare: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, swapLock); err != nil {
-		return nil, stats, fmt.Errorf("pause projectors: %w", err)
-	}
-	if err := r.catchUp(ctx, tx, verifySchema); err != nil {
+	live, err := pauseProjectors(ctx, tx, "SHARE")
+	if err != nil {
 		return nil, stats, err
+	}
+	for _, p := range All() {
+		if err := r.catchUp(ctx, tx, verifySchema, p, replayed, live[p.Name]); err != nil {
+			return nil, stats, err
+		}
 	}
 	var diffs []Difference
 	for _, table := range allTables() {
-		cols := "*"
-		if table == "projection_checkpoints" {
-			cols = "projector, tx_id::text, position"
-		}
 		d := Difference{Table: table}
-		q := fmt.Sprintf(`SELECT (SELECT count(*) FROM (SELECT %[1]s FROM %[2]s.%[4]s EXCEPT ALL SELECT %[1]s FROM %[3]s.%[4]s) a),
-			(SELECT count(*) FROM (SELECT %[1]s FROM %[3]s.%[4]s EXCEPT ALL SELECT %[1]s FROM %[2]s.%[4]s) b)`,
-			cols, LiveSchema, verifySchema, table)
+		q := fmt.Sprintf(`SELECT (SELECT count(*) FROM (SELECT * FROM %[1]s.%[3]s EXCEPT ALL SELECT * FROM %[2]s.%[3]s) a),
+			(SELECT count(*) FROM (SELECT * FROM %[2]s.%[3]s EXCEPT ALL SELECT * FROM %[1]s.%[3]s) b)`,
+			LiveSchema, verifySchema, table)
 		if err := tx.QueryRow(ctx, q).Scan(&d.OnlyLive, &d.OnlyRebuilt); err != nil {
 			return nil, stats, fmt.Errorf("compare %s: %w", table, err)
 		}
@@ -134,9 +177,9 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 // replayInto recreates schema with the live tables' definitions and
 // replays the history (up to upTo, if given) into it: every projector's
 // changes are folded in memory, page by page, and the final rows written
-// with COPY, with each projector's checkpoint at the last event replayed.
-// PostgreSQL thus writes each row once, however many events shaped it.
-func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoint) (ReplayStats, error) {
+// with COPY. PostgreSQL thus writes each row once, however many events
+// shaped it. It returns the point of the last event replayed.
+func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoint) (ReplayStats, checkpoint, error) {
 	// The tables are created without their indexes, which are built once
 	// the rows are in: cheaper than maintaining them row by row.
 	ddl := `DROP SCHEMA IF EXISTS ` + schema + ` CASCADE; CREATE SCHEMA ` + schema + `;`
@@ -144,7 +187,7 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 		ddl += fmt.Sprintf(` CREATE TABLE %s.%s (LIKE %s.%s INCLUDING ALL EXCLUDING INDEXES);`, schema, t, LiveSchema, t)
 	}
 	if _, err := r.Pool.Exec(ctx, ddl); err != nil {
-		return ReplayStats{}, fmt.Errorf("create %s: %w", schema, err)
+		return ReplayStats{}, checkpoint{}, fmt.Errorf("create %s: %w", schema, err)
 	}
 	ctx, stop := context.WithCancel(ctx) // ends the reading if the fold fails
 	defer stop()
@@ -161,7 +204,7 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	for pg := range r.readPages(ctx, upTo) {
 		<-pg.ready
 		if pg.err != nil {
-			return ReplayStats{}, pg.err
+			return ReplayStats{}, checkpoint{}, pg.err
 		}
 		for i, e := range pg.events {
 			if pg.payloads[i] == nil {
@@ -182,23 +225,24 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 		fmt.Fprintf(r.Progress, "folded %d events in %s; writing the rows\n", total, time.Since(start).Round(time.Millisecond))
 	}
 	if err := r.write(ctx, schema, f, tables); err != nil {
-		return ReplayStats{}, err
+		return ReplayStats{}, checkpoint{}, err
 	}
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "rows written after %s; building the indexes\n", time.Since(start).Round(time.Millisecond))
 	}
 	if err := r.index(ctx, schema); err != nil {
-		return ReplayStats{}, err
+		return ReplayStats{}, checkpoint{}, err
 	}
-	if err := r.checkpointAll(ctx, schema, last); err != nil {
-		return ReplayStats{}, err
+	var replayed checkpoint
+	if last != nil {
+		replayed = checkpoint{tx: int64(last.TxID), pos: last.Position}
 	}
 	elapsed := time.Since(start)
 	stats := ReplayStats{Events: total, Elapsed: elapsed}
 	if elapsed > 0 {
 		stats.PerSecond = float64(total) / elapsed.Seconds()
 	}
-	return stats, nil
+	return stats, replayed, nil
 }
 
 // page is a page of the history with its payloads decoded (nil for an
@@ -304,23 +348,6 @@ func (r *Replayer) write(ctx context.Context, schema string, f *fold, tables []*
 	return g.Wait()
 }
 
-// checkpointAll sets every projector's checkpoint in schema to last (the
-// checkpoints table has its key by then: see index).
-func (r *Replayer) checkpointAll(ctx context.Context, schema string, last *eventstore.Event) error {
-	if last == nil {
-		return nil
-	}
-	var b pgx.Batch
-	at := checkpoint{tx: int64(last.TxID), pos: last.Position}
-	for _, p := range All() {
-		queueCheckpoint(&b, pgx.Identifier{schema, "projection_checkpoints"}.Sanitize(), p.Name, at)
-	}
-	if err := r.Pool.SendBatch(ctx, &b).Close(); err != nil {
-		return fmt.Errorf("write checkpoints: %w", err)
-	}
-	return nil
-}
-
 // index gives the tables of schema the indexes and key constraints of
 // their live counterparts, under the same names.
 func (r *Replayer) index(ctx context.Context, schema string) error {
@@ -353,46 +380,23 @@ func (r *Replayer) index(ctx context.Context, schema string) error {
 	return g.Wait()
 }
 
-// catchUp brings every projector in schema to the live projector's
-// checkpoint; the caller holds the swap lock, so live checkpoints stand
-// still meanwhile.
-func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string) error {
-	for _, p := range All() {
-		var liveTx, livePos int64
-		err := tx.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM `+LiveSchema+`.projection_checkpoints WHERE projector = $1`, p.Name).Scan(&liveTx, &livePos)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue // the live projector has applied nothing yet
-		}
+// catchUp applies to p's tables in schema the events after from and up
+// to live (the live projector's checkpoint); the caller has paused the
+// live projectors, so live stands still meanwhile.
+func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string, p Projector, from, live checkpoint) error {
+	after := from
+	for after.precedes(live) {
+		// Everything up to the live checkpoint was committed (the live
+		// projector applied it), so read it without waiting for the
+		// horizon, which other open transactions may hold lower.
+		events, err := r.Store.ReadUpTo(ctx, after.point(), live.point(), replayPage)
 		if err != nil {
-			return fmt.Errorf("read live checkpoint of %s: %w", p.Name, err)
+			return err
 		}
-		var after int64
-		err = tx.QueryRow(ctx, `SELECT coalesce((SELECT position FROM `+schema+`.projection_checkpoints WHERE projector = $1), 0)`, p.Name).Scan(&after)
-		if err != nil {
-			return fmt.Errorf("read rebuilt checkpoint of %s: %w", p.Name, err)
+		if len(events) == 0 {
+			break
 		}
-		live := checkpoint{tx: liveTx, pos: livePos}
-		for {
-			// Everything up to the live checkpoint was committed (the live
-			// projector applied it), so read it without waiting for the
-			// horizon, which other open transactions may hold lower.
-			events, err := r.Store.ReadUpTo(ctx, after, uint64(live.tx), live.pos, replayPage)
-			if err != nil {
-				return err
-			}
-			upto := live.cut(events)
-			if len(upto) == 0 {
-				break
-			}
-			if _, err := applyInTx(ctx, tx, r.Store.Registry(), schema, p, upto); err != nil {
-				return err
-			}
-			after = upto[len(upto)-1].Position
-			if len(upto) < len(events) {
-				break
-			}
-		}
-		if _, err := tx.Exec(ctx, `SELECT set_config('search_path', 'public', true)`); err != nil {
+		if after, err = applyInTx(ctx, tx, r.Store.Registry(), schema, p, events, after); err != nil {
 			return err
 		}
 	}
@@ -404,17 +408,17 @@ type checkpoint struct{ tx, pos int64 }
 
 // before reports whether c comes before e in subscriber order.
 func (c checkpoint) before(e eventstore.Event) bool {
-	return int64(e.TxID) > c.tx || (int64(e.TxID) == c.tx && e.Position > c.pos)
+	return c.precedes(checkpoint{tx: int64(e.TxID), pos: e.Position})
 }
 
-// cut returns the prefix of events at or before c.
-func (c checkpoint) cut(events []eventstore.Event) []eventstore.Event {
-	for i, e := range events {
-		if c.before(e) {
-			return events[:i]
-		}
-	}
-	return events
+// point is c as the event store names it.
+func (c checkpoint) point() eventstore.Checkpoint {
+	return eventstore.Checkpoint{TxID: uint64(c.tx), Position: c.pos}
+}
+
+// precedes reports whether c comes before d.
+func (c checkpoint) precedes(d checkpoint) bool {
+	return d.tx > c.tx || (d.tx == c.tx && d.pos > c.pos)
 }
 
 // slowestCheckpoint is the least advanced live checkpoint (the zero point
@@ -424,8 +428,8 @@ func (r *Replayer) slowestCheckpoint(ctx context.Context) (checkpoint, error) {
 	// together while live projectors move on.
 	var c checkpoint
 	var n int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*) OVER (), (tx_id::text)::bigint, position FROM `+LiveSchema+`.projection_checkpoints
-		ORDER BY tx_id, position LIMIT 1`).Scan(&n, &c.tx, &c.pos)
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) OVER (), (tx_id::text)::bigint, position FROM feed_checkpoints
+		WHERE consumer = ANY($1::text[]) ORDER BY tx_id, position LIMIT 1`, Names()).Scan(&n, &c.tx, &c.pos)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return checkpoint{}, nil
 	}

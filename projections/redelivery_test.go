@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,100 +13,83 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
-// offsetsAtEnd reports whether every projector's consumer group has
-// acknowledged the newest message of the events topic.
-func (f *fixture) offsetsAtEnd() bool {
+// waitingFeeds returns the backends of feeds waiting for checkpoints
+// another transaction holds.
+func (f *fixture) waitingFeeds() []int32 {
 	f.t.Helper()
-	var behind int
-	err := f.pool.QueryRow(f.ctx, `SELECT count(*) FROM unnest($1::text[]) g
-		LEFT JOIN watermill_offsets_events o ON o.consumer_group = 'projector.' || g
-		WHERE o.offset_acked IS DISTINCT FROM (SELECT max("offset") FROM watermill_events)`, projectorNames).Scan(&behind)
+	rows, err := f.pool.Query(f.ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+		AND application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%feed_checkpoints%'`, eventstore.ReaderApplicationName)
 	if err != nil {
-		f.t.Fatalf("read offsets: %v", err)
+		f.t.Fatal(err)
 	}
-	return behind == 0
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return pids
 }
 
-// TestRedeliveryChangesNothing makes watermill deliver again events the
-// projectors applied before (offsets rewound to the start, deleted, or
-// rewound halfway) and checks that no row, count or checkpoint moves.
-func TestRedeliveryChangesNothing(t *testing.T) {
+// TestConsumersAtDifferentPointsShareAFeed: a feed reads from the least
+// advanced of its consumers' checkpoints, so the others are handed nothing
+// they applied before; and two feeds reading for overlapping consumers at
+// once (two processes) take turns on them. Every event is applied once
+// per projector, and nothing applied before moves.
+func TestConsumersAtDifferentPointsShareAFeed(t *testing.T) {
 	t.Parallel()
 	seed := workloadSeed(t)
 	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
 	f := newFixture(t)
-	ps := f.startProjectors()
+	// The notifications projector runs alone first: the other two are at
+	// the beginning of the log when every projector shares a feed.
+	var alone atomic.Int64
+	ps := f.startProjectorsWith(f.runner(func(string, time.Time) { alone.Add(1) }), "notifications")
 	w := newWorld(f, 3)
 	w.run(seed, 150, 3, nil)
-	// Make sure every kind of row exists: counts, an active run, a notification.
-	wt := w.tenants[0]
-	conn := f.connection(wt.owner, wt.tenant.ID, "Fresh").ID
-	var active string
-	for i := 0; i < 3; i++ {
-		res := f.start(connStart(wt.owner, domain.SurfaceInventorySync, conn))
-		w.record(res)
-		if res.Outcome == domain.OutcomeAccepted || res.Outcome == domain.OutcomeDeduped {
-			active = res.Run.ID
-		}
-	}
-	if active == "" || w.deduped[active] != 2 {
-		t.Fatalf("inventory sync %q deduped %d times, want 2", active, w.deduped[active])
-	}
-	w.record(f.start(connStart(wt.owner, domain.SurfaceComplianceSnapshot, conn)))
-	f.waitCaughtUp(30 * time.Second)
-	waitFor(t, 30*time.Second, "offsets to reach the end", f.offsetsAtEnd)
+	f.waitCaughtUp(30*time.Second, "notifications")
 	ps.stop(t)
-	before := f.snapshot()
-	for table, rows := range before {
-		if len(rows) == 0 {
-			t.Fatalf("the workload left %s empty", table)
-		}
+	before := f.snapshot()["ops_notifications"]
+	if len(before) == 0 {
+		t.Fatal("the workload left no notification")
 	}
 
-	// operations: back to the very start; queue: offsets forgotten;
-	// notifications: back to the middle of the history.
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := f.pool.Exec(f.ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
+	var mu sync.Mutex
+	applied := map[string]int{}
+	count := func(name string, _ time.Time) {
+		mu.Lock()
+		applied[name]++
+		mu.Unlock()
 	}
-	exec(`UPDATE watermill_offsets_events SET offset_acked = 0, last_processed_transaction_id = '0' WHERE consumer_group = 'projector.operations'`)
-	exec(`DELETE FROM watermill_offsets_events WHERE consumer_group = 'projector.queue'`)
-	exec(`UPDATE watermill_offsets_events o SET offset_acked = m."offset", last_processed_transaction_id = m.transaction_id
-		FROM (SELECT "offset", transaction_id FROM watermill_events ORDER BY transaction_id, "offset"
-		      OFFSET (SELECT count(*) / 2 FROM watermill_events) LIMIT 1) m
-		WHERE o.consumer_group = 'projector.notifications'`)
-	if f.offsetsAtEnd() {
-		t.Fatal("offsets were not rewound")
-	}
-
-	var redelivered atomic.Int64
-	ps = f.startProjectorsWith(f.runner(func(string, time.Time) { redelivered.Add(1) }))
-	waitFor(t, 30*time.Second, "the rewound offsets to reach the end again", f.offsetsAtEnd)
-	ps.stop(t)
-	if n := redelivered.Load(); n != 0 {
-		t.Errorf("%d redelivered events were applied again", n)
-	}
-	diffSnapshots(t, "after redelivery", before, f.snapshot())
-	w.checkAgainstWriteSide()
-
-	// The projectors carry on exactly once after the redelivery.
-	ps = f.startProjectors()
-	res := f.expect(domain.OutcomeDeduped, connStart(wt.owner, domain.SurfaceInventorySync, conn))
-	w.record(res)
-	if v := f.getRun(active); v.DedupedCount != w.deduped[active] {
-		t.Errorf("deduped_count %d after one more dedupe, want %d", v.DedupedCount, w.deduped[active])
-	}
+	// Two feeds at once, as two processes of the projector role would run
+	// them, and a third for the operations projector alone.
+	r := f.runner(count)
+	ps = f.startFeeds(f.ctx, f.feed(r), f.feed(r), f.feed(r, "operations"))
+	w.run(seed+1, 150, 3, nil)
 	f.waitCaughtUp(30 * time.Second)
+	ps.stop(t)
+
+	events := f.count(`SELECT count(*) FROM events`)
+	mu.Lock()
+	defer mu.Unlock()
+	if applied["operations"] != events || applied["queue"] != events {
+		t.Errorf("operations applied %d and queue %d of %d events, want each once", applied["operations"], applied["queue"], events)
+	}
+	if got := int(alone.Load()) + applied["notifications"]; got != events {
+		t.Errorf("notifications applied %d events alone and %d shared, want %d in all", alone.Load(), applied["notifications"], events)
+	}
+	after := f.snapshot()["ops_notifications"]
+	for _, row := range before {
+		if !slices.Contains(after, row) {
+			t.Errorf("a notification applied before changed: %s", row)
+		}
+	}
 	w.checkAgainstWriteSide()
-	f.verifyClean("after redelivery")
-	_ = ps
+	f.verifyClean("after the shared feeds")
 }
 
 // TestKilledMidBatchResumesExactly kills the projectors again and again in
@@ -254,7 +238,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 func (f *fixture) checkpoint(name string) string {
 	f.t.Helper()
 	var cp string
-	err := f.pool.QueryRow(f.ctx, `SELECT tx_id::text || '/' || position FROM projections.projection_checkpoints WHERE projector = $1`, name).Scan(&cp)
+	err := f.pool.QueryRow(f.ctx, `SELECT tx_id::text || '/' || position FROM feed_checkpoints WHERE consumer = $1`, name).Scan(&cp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ""
 	}
@@ -264,10 +248,10 @@ func (f *fixture) checkpoint(name string) string {
 	return cp
 }
 
-// TestFailedBatchIsAppliedOnceLater: a projector's statements for a batch
-// go to the database in one round trip just before the batch is
-// acknowledged. When that round trip fails, the whole batch (rows,
-// checkpoint and watermill's offset) rolls back and is delivered again:
+// TestFailedBatchIsAppliedOnceLater: the projectors' statements for a
+// batch go to the database in one round trip just before the batch is
+// acknowledged. When that round trip fails, the whole batch (every
+// projector's rows and checkpoints) rolls back and is delivered again:
 // once the failure is gone every event is applied exactly once.
 func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	t.Parallel()
@@ -303,19 +287,17 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	owner := f.user("owner", domain.RoleOwner, tn.ID)
 	conn := f.connection(owner, tn.ID, "Graph").ID
 	f.waitCaughtUp(30 * time.Second) // the tenant's events write no ops_runs row
-	before := applied.Load()
 	first := f.start(connStart(owner, domain.SurfaceInventorySync, conn))
 	f.start(connStart(owner, domain.SurfaceInventorySync, conn)) // deduped: an update of the same row
 	waitFor(t, 30*time.Second, "the operations projector to fail twice", func() bool {
 		return f.count(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.fail_ops_runs_count`) >= 2
 	})
-	f.waitCaughtUp(30*time.Second, "queue")
-	// The queue projector moved on; operations keeps failing and applies nothing.
+	// The batch fails as a whole: no projector moves while one fails.
 	if n := f.count(`SELECT count(*) FROM projections.ops_runs`); n != 0 {
 		t.Fatalf("%d ops_runs rows while every write to it fails", n)
 	}
-	if n := applied.Load() - before; n != 0 {
-		t.Fatalf("the operations projector reported %d events applied while its writes fail", n)
+	if n := f.count(`SELECT count(*) FROM projections.ops_queue`); n != 0 {
+		t.Fatalf("%d ops_queue rows committed by a failed batch", n)
 	}
 
 	exec(`UPDATE public.fail_ops_runs SET on_ = false`)
@@ -324,8 +306,10 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	if run.DedupedCount != 1 {
 		t.Errorf("deduped count %d after the failed batches, want 1", run.DedupedCount)
 	}
-	if n, events := applied.Load(), f.count(`SELECT count(*) FROM events`); n != int64(events) {
-		t.Errorf("the operations projector applied %d events, want each of the %d once", n, events)
+	// Each failed try counted its events too (applied is called as each is
+	// queued): the count is at least the events, and the rows say once.
+	if n, events := applied.Load(), f.count(`SELECT count(*) FROM events`); n < int64(events) {
+		t.Errorf("the operations projector applied %d events, want each of the %d", n, events)
 	}
 	exec(`DROP TRIGGER fail_ops_runs ON projections.ops_runs`)
 	f.verifyClean("after the failed batches")
@@ -345,36 +329,24 @@ func TestKilledConnectionRecoversAtOnce(t *testing.T) {
 	conn := f.connection(owner, tn.ID, "Graph").ID
 	f.waitCaughtUp(30 * time.Second)
 
-	// Hold the swap lock, so that each projector's next batch waits in its
-	// first statement; then terminate those backends, as a restart would.
-	holder, err := f.pool.Acquire(f.ctx)
+	// Hold the projectors' checkpoints, so that the feed's next batch waits
+	// in its first statement; then terminate its backend, as a restart would.
+	holder, err := f.pool.Begin(f.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer holder.Release()
-	if _, err := holder.Exec(f.ctx, `SELECT pg_advisory_lock($1)`, swapLock); err != nil {
+	defer holder.Rollback(f.ctx) //nolint:errcheck
+	if _, err := holder.Exec(f.ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projectorNames); err != nil {
 		t.Fatal(err)
 	}
 	f.start(connStart(owner, domain.SurfaceInventorySync, conn))
-	waiting := func() []int32 {
-		rows, err := f.pool.Query(f.ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-			AND objid = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, swapLock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pids
-	}
-	waitFor(t, 30*time.Second, "every projector to wait for the swap lock", func() bool { return len(waiting()) == len(projectorNames) })
-	for _, pid := range waiting() {
+	waitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds()) == 1 })
+	for _, pid := range f.waitingFeeds() {
 		if _, err := f.pool.Exec(f.ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := holder.Exec(f.ctx, `SELECT pg_advisory_unlock($1)`, swapLock); err != nil {
+	if err := holder.Rollback(f.ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -389,7 +361,3 @@ func TestKilledConnectionRecoversAtOnce(t *testing.T) {
 	})
 	f.verifyClean("after the killed connections")
 }
-
-// swapLock is the advisory lock a rebuild takes to swap schemas, and each
-// projector batch shared (projections.swapLock).
-const swapLock = 727_100

@@ -17,13 +17,15 @@ import (
 
 // table is a read-model table as projectors write it: every column, the
 // key first. Inserts give every column, so that a row folded in memory is
-// complete without the table's defaults.
+// complete without the table's defaults. Statements name the table with
+// its schema: the live one, or the one a rebuild is building.
 type table struct {
 	name    string
 	columns []string
 	index   map[string]int
-	insert  string // INSERT ... ON CONFLICT (key) DO NOTHING
-	delete  string
+	insert  string // INSERT INTO %s ... ON CONFLICT (key) DO NOTHING
+	delete  string // DELETE FROM %s WHERE key = $1
+	live    [2]string
 }
 
 func newTable(name string, columns ...string) *table {
@@ -33,10 +35,28 @@ func newTable(name string, columns ...string) *table {
 		t.index[c] = i
 		params[i] = fmt.Sprintf("$%d", i+1)
 	}
-	t.insert = fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING",
-		name, strings.Join(columns, ", "), strings.Join(params, ", "), t.key())
-	t.delete = fmt.Sprintf("DELETE FROM %s WHERE %s = $1", name, t.key())
+	t.insert = fmt.Sprintf("INSERT INTO %%s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING",
+		strings.Join(columns, ", "), strings.Join(params, ", "), t.key())
+	t.delete = fmt.Sprintf("DELETE FROM %%s WHERE %s = $1", t.key())
+	t.live = [2]string{t.insertIn(LiveSchema), t.deleteIn(LiveSchema)}
 	return t
+}
+
+// in returns t's name qualified with schema.
+func (t *table) in(schema string) string { return pgx.Identifier{schema, t.name}.Sanitize() }
+
+func (t *table) insertIn(schema string) string {
+	if schema == LiveSchema && t.live[0] != "" {
+		return t.live[0]
+	}
+	return fmt.Sprintf(t.insert, t.in(schema))
+}
+
+func (t *table) deleteIn(schema string) string {
+	if schema == LiveSchema && t.live[1] != "" {
+		return t.live[1]
+	}
+	return fmt.Sprintf(t.delete, t.in(schema))
 }
 
 func (t *table) key() string { return t.columns[0] }
@@ -52,8 +72,7 @@ func set(column string, value any) assignment { return assignment{column: column
 
 func increment(column string) assignment { return assignment{column: column, value: 1, add: true} }
 
-// rowWriter receives a projector's row changes. Tables are unqualified:
-// the live writer runs with search_path set to the schema being built.
+// rowWriter receives a projector's row changes.
 type rowWriter interface {
 	// Insert adds a row (values in t.columns order) unless its key exists.
 	Insert(t *table, values ...any)
@@ -63,18 +82,22 @@ type rowWriter interface {
 	Delete(t *table, key string)
 }
 
-// sqlWriter queues each change as a statement of a batch.
-type sqlWriter struct{ b *pgx.Batch }
+// sqlWriter queues each change as a statement of a batch, on the tables
+// of schema.
+type sqlWriter struct {
+	b      *pgx.Batch
+	schema string
+}
 
-func (w sqlWriter) Insert(t *table, values ...any) { w.b.Queue(t.insert, values...) }
+func (w sqlWriter) Insert(t *table, values ...any) { w.b.Queue(t.insertIn(w.schema), values...) }
 
-func (w sqlWriter) Delete(t *table, key string) { w.b.Queue(t.delete, key) }
+func (w sqlWriter) Delete(t *table, key string) { w.b.Queue(t.deleteIn(w.schema), key) }
 
 func (w sqlWriter) Update(t *table, key string, assignments ...assignment) {
 	var q strings.Builder
 	args := make([]any, 0, len(assignments)+1)
 	args = append(args, key)
-	fmt.Fprintf(&q, "UPDATE %s SET ", t.name)
+	fmt.Fprintf(&q, "UPDATE %s SET ", t.in(w.schema))
 	for i, a := range assignments {
 		if i > 0 {
 			q.WriteString(", ")

@@ -34,7 +34,7 @@ func TestFoldActsLikeTheStatements(t *testing.T) {
 func TestSQLWriterStatements(t *testing.T) {
 	items := newTable("items", "id", "name", "hits")
 	var b pgx.Batch
-	w := sqlWriter{&b}
+	w := sqlWriter{b: &b, schema: "next"}
 	w.Insert(items, "a", "x", 0)
 	w.Update(items, "a", increment("hits"), set("name", "y"))
 	w.Delete(items, "a")
@@ -42,9 +42,9 @@ func TestSQLWriterStatements(t *testing.T) {
 		sql  string
 		args []any
 	}{
-		{"INSERT INTO items (id, name, hits) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING", []any{"a", "x", 0}},
-		{"UPDATE items SET hits = hits + $2, name = $3 WHERE id = $1", []any{"a", 1, "y"}},
-		{"DELETE FROM items WHERE id = $1", []any{"a"}},
+		{`INSERT INTO "next"."items" (id, name, hits) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING`, []any{"a", "x", 0}},
+		{`UPDATE "next"."items" SET hits = hits + $2, name = $3 WHERE id = $1`, []any{"a", 1, "y"}},
+		{`DELETE FROM "next"."items" WHERE id = $1`, []any{"a"}},
 	}
 	if len(b.QueuedQueries) != len(want) {
 		t.Fatalf("%d statements queued, want %d", len(b.QueuedQueries), len(want))

@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,11 +10,12 @@ import (
 )
 
 // TestProjectorWaitingForTheSwapHoldsNoTable stands in for a rebuild at
-// the moment of its swap: it holds the swap lock exclusively while the
-// projectors, on fresh connections (so that pgx prepares their statements
-// anew), wait for it; then it takes the live tables exclusively, as the
-// swap's DROP SCHEMA does. A projector that touched a live table before
-// it asked for the swap lock would deadlock with it.
+// the moment of its swap: it holds the projectors' checkpoints (FOR
+// UPDATE, as Rebuild does) while the projectors' feed, on fresh
+// connections (so that pgx prepares its statements anew), waits for them;
+// then it takes the live tables exclusively, as the swap's DROP SCHEMA
+// does. A feed that touched a live table before it held the checkpoints
+// would deadlock with it.
 func TestProjectorWaitingForTheSwapHoldsNoTable(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -31,30 +33,22 @@ func TestProjectorWaitingForTheSwapHoldsNoTable(t *testing.T) {
 	if _, err := swap.Exec(f.ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := swap.Exec(f.ctx, `SELECT pg_advisory_xact_lock($1)`, projections.SwapLock); err != nil {
+	if _, err := swap.Exec(f.ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projections.Names()); err != nil {
 		t.Fatal(err)
 	}
-	// Fresh connections for the projectors' next transactions: idle ones
-	// are closed now, the busy ones (this one included) when released.
-	f.pool.Reset()
+	// Fresh connections for the feed's next transactions: idle ones are
+	// closed now, the busy ones when released.
+	f.app.ReaderPool.Reset()
 	run := f.expect(domain.OutcomeAccepted, connStart(owner, domain.SurfaceInventorySync, conn.ID)).Run
-	waitFor(t, 30*time.Second, "every projector to wait for the swap lock", func() bool {
-		var waiting int
-		err := swap.QueryRow(f.ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting)
-		if err != nil {
-			t.Fatalf("read locks: %v", err)
-		}
-		return waiting >= len(projections.All())
-	})
-	tables := "projections.projection_checkpoints"
+	waitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds()) == 1 })
+	var tables []string
 	for _, p := range projections.All() {
 		for _, tb := range p.TableNames() {
-			tables += ", projections." + tb
+			tables = append(tables, "projections."+tb)
 		}
 	}
-	if _, err := swap.Exec(f.ctx, `LOCK TABLE `+tables+` IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatalf("take the live tables as a swap does, while the projectors wait for the swap lock: %v", err)
+	if _, err := swap.Exec(f.ctx, `LOCK TABLE `+strings.Join(tables, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatalf("take the live tables as a swap does, while the feed waits for the checkpoints: %v", err)
 	}
 	if err := swap.Commit(f.ctx); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/pgtest"
+	"github.com/opsgate/opsgate/projections"
 )
 
 var (
@@ -592,8 +593,10 @@ func TestMultiProcess(t *testing.T) {
 	// The read models match the history once the projectors caught up.
 	waitFor(t, waitTimeout, "the projectors to catch up", func() bool {
 		var behind int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM watermill_offsets_events o WHERE o.consumer_group LIKE 'projector.%'
-			AND EXISTS (SELECT 1 FROM watermill_events m WHERE (m.transaction_id, m."offset") > (o.last_processed_transaction_id, o.offset_acked))`).Scan(&behind)
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) AS p(name)
+			LEFT JOIN feed_checkpoints c ON c.consumer = p.name
+			WHERE c.consumer IS NULL OR EXISTS (SELECT 1 FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position))`,
+			projections.Names()).Scan(&behind)
 		return err == nil && behind == 0
 	})
 	t.Logf("projectors caught up after %v", time.Since(t0))

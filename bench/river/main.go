@@ -1,7 +1,9 @@
 // Command river is the peer of opsgate's benchmark: it inserts unique jobs
 // with River (UniqueOpts by args) at a given concurrency for a given time
-// and prints the latencies as JSON. It is a module of its own so that
-// River never becomes a dependency of opsgate.
+// and prints the latencies as JSON. With -lifecycle N it instead inserts N
+// jobs, works them with a no-op worker and prints insert-to-finished
+// figures in the same JSON shape (see lifecycle.go). It is a module of its
+// own so that River never becomes a dependency of opsgate.
 package main
 
 import (
@@ -45,8 +47,19 @@ func main() {
 	concurrency := flag.Int("c", 8, "concurrent inserters")
 	duration := flag.Duration("d", 5*time.Second, "how long to insert")
 	migrateOnly := flag.Bool("migrate", false, "apply River's migrations and exit")
+	lifecycle := flag.Int("lifecycle", 0, "if > 0, lifecycle mode: insert this many jobs with -c inserters, work them with -workers workers, and time insert to finished")
+	workers := flag.Int("workers", 16, "lifecycle mode: MaxWorkers of the one queue worked")
+	fetchCooldown := flag.Duration("fetch-cooldown", lifecycleFetchCooldown, "lifecycle mode: River's FetchCooldown (see lifecycle.go)")
+	fetchPoll := flag.Duration("fetch-poll", lifecycleFetchPollInterval, "lifecycle mode: River's FetchPollInterval (see lifecycle.go)")
 	flag.Parse()
-	if err := run(*dbURL, *concurrency, *duration, *migrateOnly); err != nil {
+	var err error
+	if *lifecycle > 0 && !*migrateOnly {
+		err = runLifecycle(*dbURL, lifecycleConfig{jobs: *lifecycle, inserters: *concurrency, workers: *workers,
+			fetchCooldown: *fetchCooldown, fetchPollInterval: *fetchPoll})
+	} else {
+		err = run(*dbURL, *concurrency, *duration, *migrateOnly)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "river bench:", err)
 		os.Exit(1)
 	}

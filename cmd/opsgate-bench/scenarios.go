@@ -179,8 +179,9 @@ func drain(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) (projec
 		if !projectorsDone {
 			var behind bool
 			err := pool.QueryRow(ctx, `SELECT count(*) < 3 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
-				FROM projections.projection_checkpoints c,
-				     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h`).Scan(&behind)
+				FROM feed_checkpoints c,
+				     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h
+				WHERE c.consumer IN ('operations', 'queue', 'notifications')`).Scan(&behind)
 			if err == nil && !behind {
 				projectorsDone, projectors = true, time.Since(start)
 			}

@@ -258,8 +258,8 @@ func catchUp(ctx context.Context, pool *pgxpool.Pool, since time.Time, limit tim
 	for {
 		var behind int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) AS p(name)
-			LEFT JOIN projections.projection_checkpoints c ON c.projector = p.name
-			WHERE c.projector IS NULL OR (c.tx_id, c.position) < ($2::bigint::text::xid8, $3)`, projectors, headTx, headPos).Scan(&behind)
+			LEFT JOIN feed_checkpoints c ON c.consumer = p.name
+			WHERE c.consumer IS NULL OR (c.tx_id, c.position) < ($2::bigint::text::xid8, $3)`, projectors, headTx, headPos).Scan(&behind)
 		if err == nil && behind == 0 {
 			return time.Since(since), true
 		}

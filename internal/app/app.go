@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	}
 
 	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
-	a.Store = NewStore(a.Pool, eventstore.WithLogger(logger), eventstore.WithCommitHook(a.Notifier.Committed))
+	a.Store = NewStore(a.Pool, eventstore.WithCommitHook(a.Notifier.Committed))
 	a.Tenancy = tenancy.New(a.Store, o.clock)
 	a.Connections = connections.New(a.Store, o.clock)
 	a.Restores = restores.New(a.Store, o.clock)
@@ -259,28 +259,28 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		// Expired leases are reaped wherever executors are served or run.
 		wg.Go(func() { a.Gate.RunReaper(bg, a.cfg.Heartbeat, a.logger) })
 	}
+	// One feed reads the event log for every consumer of this process: the
+	// projectors (projector role) and the bootstrap process manager, which
+	// drives onboarding sessions forward as their runs end (worker role).
+	var consumers []eventstore.Consumer
 	if a.roles.Projector {
-		runner := &projections.Runner{
-			Pool: a.ReaderPool, Registry: a.Store.Registry(), Logger: a.logger,
-			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval,
-			OnApplied: a.Metrics.ObserveProjection,
-		}
-		for _, p := range projections.All() {
-			wg.Go(func() {
-				if err := runner.Run(bg, p); err != nil && bg.Err() == nil {
-					a.logger.Error("projector stopped", "projector", p.Name, "err", err)
-				}
-			})
-		}
+		consumers = append(consumers, projections.Consumers(a.Metrics.ObserveProjection)...)
 	}
 	if a.worker != nil {
-		// The bootstrap process manager drives onboarding sessions forward
-		// as their runs end; it runs wherever workers run.
+		consumers = append(consumers, a.Onboarding.Manager())
+	}
+	if len(consumers) > 0 {
+		feed := &eventstore.Feed{
+			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: consumers, Logger: a.logger,
+			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval,
+		}
 		wg.Go(func() {
-			if err := a.Onboarding.RunManager(bg, a.ReaderPool, a.Notifier.Subscribe(), a.cfg.PollInterval, a.logger); err != nil && bg.Err() == nil {
-				a.logger.Error("bootstrap process manager stopped", "err", err)
+			if err := feed.Run(bg); err != nil && bg.Err() == nil {
+				a.logger.Error("feed stopped", "err", err)
 			}
 		})
+	}
+	if a.worker != nil {
 		wg.Go(func() {
 			// The worker stops taking work when ctx ends and lets running
 			// operations finish within the grace period.

@@ -1,0 +1,242 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Consumer is one reader of a Feed: a projector, a process manager.
+type Consumer struct {
+	// Name is the consumer's checkpoint (feed_checkpoints).
+	Name string
+	// Apply handles the events of a batch that come after the consumer's
+	// checkpoint, in subscriber order. Statements it queues in b are sent
+	// in the feed's transaction once every consumer has handled the batch,
+	// and commit with the move of the checkpoints: a consumer that writes
+	// only through b applies each event exactly once. An error fails the
+	// whole batch, which is delivered again (to every consumer) later.
+	Apply func(ctx context.Context, b *pgx.Batch, events []Delivery) error
+}
+
+// Delivery is an event of a feed with its payload decoded (nil for an
+// event of a type this binary does not know).
+type Delivery struct {
+	Event
+	Payload Payload
+}
+
+// Feed reads the event log once for several consumers: one watermill-sql
+// subscription, one read and one decode of each event, every consumer's
+// statements sent together, and every checkpoint moved in the same
+// transaction. Consumers that other processes also read for take turns
+// with them (see SubscriberConfig.Consumers).
+type Feed struct {
+	Pool      *pgxpool.Pool // a reader pool (ReaderApplicationName)
+	Registry  *Registry
+	Consumers []Consumer
+	// Wake returns a channel that receives when events may have been
+	// committed; nil polls only.
+	Wake func() <-chan struct{}
+	// PollInterval is the fallback poll of an idle feed.
+	PollInterval time.Duration
+	// BatchSize is the number of events read per transaction (default 500).
+	BatchSize int
+	Logger    *slog.Logger
+}
+
+// Run reads until ctx ends. Each batch is handled in the subscriber's own
+// transaction (watermill-sql's TxFromContext): the messages are decoded as
+// they arrive; after the batch's last one, every consumer handles the
+// events after its checkpoint and the statements they queued are sent,
+// and watermill then moves the checkpoints and commits. A failure anywhere
+// rolls the batch back, to be delivered again in a new transaction.
+func (f *Feed) Run(ctx context.Context) error {
+	if len(f.Consumers) == 0 {
+		return errors.New("feed: no consumer")
+	}
+	names := make([]string, len(f.Consumers))
+	for i, c := range f.Consumers {
+		names[i] = c.Name
+	}
+	var wake <-chan struct{}
+	if f.Wake != nil {
+		wake = f.Wake()
+	}
+	batch := f.BatchSize
+	if batch <= 0 {
+		batch = 500
+	}
+	s := &feedSession{feed: f, names: names}
+	flushCtx := context.WithoutCancel(ctx)
+	sub, err := NewSubscriber(f.Pool, SubscriberConfig{
+		Consumers:    names,
+		PollInterval: f.PollInterval,
+		Wake:         wake,
+		Logger:       f.Logger,
+		BatchSize:    batch,
+		BeforeAck:    func() error { return s.flush(flushCtx) },
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	// The handler works in the subscriber's transaction, and the subscriber
+	// ends that transaction as soon as its context ends, without waiting
+	// for the handler: a connection used by two goroutines at once. So the
+	// subscription's context ends only between messages, once ctx has.
+	subCtx, stopSub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSub()
+	msgs, err := sub.Subscribe(subCtx, TopicEvents)
+	if err != nil {
+		return fmt.Errorf("feed %v: subscribe: %w", names, err)
+	}
+	for {
+		var msg *message.Message
+		select {
+		case <-ctx.Done():
+		case msg = <-msgs:
+		}
+		if msg == nil || ctx.Err() != nil {
+			// Neither ack nor nack: the batch's transaction rolls back
+			// when the subscription ends, and is delivered again later.
+			stopSub()
+			return ctx.Err()
+		}
+		if err := s.handle(ctx, msg); err != nil {
+			if ctx.Err() != nil {
+				stopSub()
+				return ctx.Err()
+			}
+			f.Logger.Error("feed failed; its batch will be delivered again", "consumers", names, "err", err)
+		}
+		// Acknowledged even when it failed: watermill redelivers a nacked
+		// message in the same transaction until the ack deadline, and a
+		// failure here may be that transaction's (its connection died with
+		// the database). A failed batch is failed as a whole instead: the
+		// session passes over every message after it, and the flush before
+		// the batch's acknowledgement fails, which rolls the transaction
+		// back; the subscriber delivers the batch again in a new transaction.
+		msg.Ack()
+	}
+}
+
+// feedSession is what a feed knows of the subscriber transaction it is
+// working in: the consumers' checkpoints as of its start, then the events
+// decoded since the last flush. The handler and the flush run on
+// different goroutines (the flush on watermill's, between the last ack of
+// a batch and its commit).
+type feedSession struct {
+	feed  *Feed
+	names []string
+
+	mu     sync.Mutex
+	tx     pgx.Tx
+	at     map[string]Checkpoint
+	events []Delivery
+	// failed is the error that failed the batch of transaction failedTx:
+	// its later messages are passed over and its flush fails.
+	failed   error
+	failedTx pgx.Tx
+}
+
+func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
+	e, payload, err := s.feed.Registry.DecodeMessage(msg)
+	if errors.Is(err, ErrUnknownEventType) {
+		err = nil // delivered with a nil payload: consumers pass it over
+	}
+	tx, txErr := subscriberTx(msg)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if txErr != nil {
+		return txErr
+	}
+	if s.failed != nil {
+		if s.failedTx == tx {
+			return nil // the batch failed already: passed over, delivered again later
+		}
+		s.failed, s.failedTx = nil, nil
+	}
+	fail := func(err error) error {
+		s.failed, s.failedTx, s.tx = err, tx, nil
+		return err
+	}
+	if s.tx != tx {
+		// A new transaction: whatever an earlier one gathered rolled back with it.
+		at, err := ReadCheckpoints(ctx, tx, s.names)
+		if err != nil {
+			return fail(err)
+		}
+		s.tx, s.at, s.events = tx, at, nil
+	}
+	if err != nil {
+		return fail(fmt.Errorf("message %s: %w", msg.UUID, err))
+	}
+	s.events = append(s.events, Delivery{Event: e, Payload: payload})
+	return nil
+}
+
+// flush hands the batch to every consumer and sends what they queued, in
+// the subscriber's transaction, before watermill moves the checkpoints.
+func (s *feedSession) flush(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.failed; err != nil {
+		s.failed, s.failedTx = nil, nil
+		return err
+	}
+	if s.tx == nil || len(s.events) == 0 {
+		return nil
+	}
+	var b pgx.Batch
+	for _, c := range s.feed.Consumers {
+		at := s.at[c.Name]
+		first := len(s.events)
+		for i, d := range s.events {
+			if at.Before(d.Event) {
+				first = i
+				break
+			}
+		}
+		if first == len(s.events) {
+			continue // redelivered: applied before
+		}
+		if err := c.Apply(ctx, &b, s.events[first:]); err != nil {
+			s.tx, s.events = nil, nil
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+	}
+	s.events = nil
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := s.tx.SendBatch(ctx, &b).Close(); err != nil {
+		s.tx = nil // the transaction rolls back: start the next one afresh
+		return fmt.Errorf("apply the batch: %w", err)
+	}
+	return nil
+}
+
+// subscriberTx returns the pgx transaction a message of a subscriber was
+// read in.
+func subscriberTx(msg *message.Message) (pgx.Tx, error) {
+	wtx, ok := watermillsql.TxFromContext(msg.Context())
+	if !ok {
+		return nil, fmt.Errorf("message %s carries no subscriber transaction", msg.UUID)
+	}
+	switch t := wtx.(type) {
+	case *watermillsql.PgxTx:
+		return t.Tx, nil
+	case watermillsql.PgxTx:
+		return t.Tx, nil
+	}
+	return nil, fmt.Errorf("subscriber transaction is %T, not pgx", wtx)
+}
