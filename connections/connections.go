@@ -407,6 +407,26 @@ func Load(ctx context.Context, q Querier, id string) (Connection, error) {
 // and nil after it when there is no such connection.
 type Loaded struct{ C *Connection }
 
+// QueueLoadEach queues into b the read of the connections ids, in one
+// statement; each id's Loaded is filled when b is sent.
+func QueueLoadEach(b *pgx.Batch, ids []string) map[string]*Loaded {
+	out := make(map[string]*Loaded, len(ids))
+	for _, id := range ids {
+		out[id] = &Loaded{}
+	}
+	b.Queue(selectConnection+` WHERE id = ANY($1::text[])`, ids).Query(func(rows pgx.Rows) error {
+		found, err := pgx.CollectRows(rows, scanConnection)
+		if err != nil {
+			return fmt.Errorf("load connections: %w", err)
+		}
+		for i := range found {
+			out[found[i].ID].C = &found[i]
+		}
+		return nil
+	})
+	return out
+}
+
 // QueueLoad queues into b the read of connection id.
 func QueueLoad(b *pgx.Batch, id string) *Loaded {
 	l := &Loaded{}

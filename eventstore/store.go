@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
-	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -148,6 +148,15 @@ func QueueLock(b *pgx.Batch, stream string) {
 }
 
 const lockStream = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
+
+// QueueLocks queues the locks of streams (see Lock), taken one after the
+// other in the order given, in one statement. Transactions that lock
+// several streams of a kind take them in one agreed order (sorted), so
+// that none waits for another in a cycle.
+func QueueLocks(b *pgx.Batch, streams []string) {
+	b.Queue(`SELECT count(pg_advisory_xact_lock(hashtextextended(s, 0))) FROM (
+		SELECT s FROM unnest($1::text[]) WITH ORDINALITY AS u(s, i) ORDER BY i) AS ordered`, streams)
+}
 
 // QueueLockFrom is QueueLock for the stream that query names (its one
 // column, in its first row if any; none: no lock), for a caller that
@@ -338,41 +347,46 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 }
 
 // insertEvents inserts events (stream, version and metadata set; the
-// payload of each is its record's) in one statement.
+// payload of each is its record's) in one statement, the same statement
+// whatever their number (arrays of columns), so that it is prepared once.
 func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) error {
 	stream := events[0].StreamID
-	var sql strings.Builder
-	sql.WriteString(`INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata) VALUES `)
-	args := make([]any, 0, len(recs)*8)
+	n := len(recs)
+	streams, ids, types, tenants := make([]string, n), make([]string, n), make([]string, n), make([]*string, n)
+	versions, schemas := make([]int64, n), make([]int32, n)
+	payloads, metadata := make([]string, n), make([]Metadata, n)
+	at := map[streamVersion]int{}
 	for i, rec := range recs {
-		md := rec.Metadata
 		name, version, data, err := t.store.registry.encode(rec.Payload)
 		if err != nil {
 			return fmt.Errorf("append to %s: %w", events[i].StreamID, err)
 		}
-		events[i].ID, events[i].Type, events[i].SchemaVersion, events[i].Data = ulid.Make().String(), name, version, data
-		if i > 0 {
-			sql.WriteString(",")
+		e := &events[i]
+		e.ID, e.Type, e.SchemaVersion, e.Data = ulid.Make().String(), name, version, data
+		streams[i], versions[i], ids[i], types[i], schemas[i] = e.StreamID, e.StreamVersion, e.ID, name, int32(version)
+		if tenant := rec.Metadata.TenantID; tenant != "" {
+			tenants[i] = &tenant
 		}
-		n := len(args)
-		fmt.Fprintf(&sql, "($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
-		args = append(args, events[i].StreamID, events[i].StreamVersion, events[i].ID, name, version, nullIfEmpty(md.TenantID), data, md)
+		payloads[i], metadata[i] = string(data), rec.Metadata
+		at[streamVersion{e.StreamID, e.StreamVersion}] = i
 	}
-	sql.WriteString(` RETURNING position, (tx_id::text)::bigint, recorded_at`)
-
-	rows, err := t.Query(ctx, sql.String(), args...)
+	rows, err := t.Query(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[], $8::jsonb[])
+		RETURNING stream_id, stream_version, position, (tx_id::text)::bigint, recorded_at`,
+		streams, versions, ids, types, schemas, tenants, payloads, metadata)
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", stream, err)
 	}
-	i := 0
 	for rows.Next() {
-		var txID int64
-		if err := rows.Scan(&events[i].Position, &txID, &events[i].RecordedAt); err != nil {
+		var k streamVersion
+		var position, txID int64
+		var recorded time.Time
+		if err := rows.Scan(&k.stream, &k.version, &position, &txID, &recorded); err != nil {
 			rows.Close()
 			return fmt.Errorf("append to %s: %w", stream, err)
 		}
-		events[i].TxID = uint64(txID)
-		i++
+		e := &events[at[k]]
+		e.Position, e.TxID, e.RecordedAt = position, uint64(txID), recorded
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -388,6 +402,12 @@ func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) er
 	return nil
 }
 
+// streamVersion names an event by its place in its stream.
+type streamVersion struct {
+	stream  string
+	version int64
+}
+
 // announce notes the topics of events, for the commit hook.
 func (t *Tx) announce(events []Event) {
 	if !slices.Contains(t.topics, TopicEvents) {
@@ -400,13 +420,6 @@ func (t *Tx) announce(events []Event) {
 			}
 		}
 	}
-}
-
-func nullIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 // ReadStream returns stream's events from fromVersion on (1 is the first),

@@ -12,8 +12,6 @@
 package gate
 
 import (
-	"sync"
-
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -39,8 +37,11 @@ type Service struct {
 	conns   *connections.Service
 	now     journal.Clock
 	builtin []string
-	// groups holds the per-scope groups of starts (group.go).
-	groups sync.Map
+	// committer queues the starts of the process for group commit
+	// (group.go).
+	committer committer
+	// completer queues the completions of the process (complete.go).
+	completer completer
 }
 
 // New returns the gate over store; conns resolves the connections starts

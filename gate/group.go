@@ -2,6 +2,8 @@ package gate
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,35 +11,41 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 )
 
-// Starts on a hot scope queue for its lock, and the lock is held for a
-// whole decision transaction. Within one process, starts therefore reach
-// decide through a per-scope group: one goroutine (the leader) decides
-// every start waiting on the scope at that moment in a single
-// transaction, and a start that finds the scope idle is a batch of one.
-// Each start still gets its own decision, event and answer; only the
-// transaction, the locks and the commit are shared.
+// Group commit. Every start of a process reaches decide through one
+// queue: a leader goroutine decides every start waiting at that moment,
+// whatever its scope, in a single transaction (a start that finds the
+// gate idle is a batch of one), while the starts that arrive meanwhile
+// wait for the next one. Each start still gets its own decision, event and
+// answer under its scope's lock; the transaction, its round trips, its
+// statements (one per kind for the whole batch) and its commit are
+// shared. Under load, the batch grows with the number of starts waiting,
+// so the cost of a commit is spread over more of them.
+//
+// A batch whose transaction fails is decided again one scope at a time,
+// each in a transaction of its own, so that a failure on one scope fails
+// only that scope's starts.
 
-// groupWindow bounds how many starts one group transaction decides.
+// groupWindow bounds how many starts one transaction decides.
 const groupWindow = 256
 
-type scopeGroup struct {
+// committer is the process's queue of starts.
+type committer struct {
 	mu      sync.Mutex
 	waiting []*pending
 	leading bool
 }
 
-// submit hands p to its scope's group and waits for its answer.
+// submit queues p and waits for its answer.
 func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error) {
 	p.done = make(chan struct{})
-	v, _ := s.groups.LoadOrStore(p.scope, &scopeGroup{})
-	g := v.(*scopeGroup)
-	g.mu.Lock()
-	g.waiting = append(g.waiting, p)
-	lead := !g.leading
-	g.leading = true
-	g.mu.Unlock()
+	c := &s.committer
+	c.mu.Lock()
+	c.waiting = append(c.waiting, p)
+	lead := !c.leading
+	c.leading = true
+	c.mu.Unlock()
 	if lead {
-		go s.lead(g, p.scope)
+		go s.lead()
 	}
 	select {
 	case <-p.done:
@@ -47,45 +55,76 @@ func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error)
 	}
 }
 
-// lead decides the group's waiting starts, a window at a time, until
-// none is left.
-func (s *Service) lead(g *scopeGroup, scope domain.ScopeID) {
+// lead decides the waiting starts, a window at a time, until none is left.
+func (s *Service) lead() {
+	c := &s.committer
 	for {
-		g.mu.Lock()
-		n := min(len(g.waiting), groupWindow)
+		c.mu.Lock()
+		n := min(len(c.waiting), groupWindow)
 		if n == 0 {
-			g.leading = false
-			// Forget the idle group so that the map does not grow with every
-			// scope ever used. A start that still holds g becomes its leader;
-			// one that looks the scope up anew makes a new group. Two groups
-			// of one scope are only less efficient: the scope's lock keeps
-			// their decisions apart.
-			s.groups.CompareAndDelete(scope, g)
-			g.mu.Unlock()
+			c.leading = false
+			c.waiting = nil
+			c.mu.Unlock()
 			return
 		}
-		batch := g.waiting[:n:n]
-		g.waiting = g.waiting[n:]
-		g.mu.Unlock()
-		s.decideGroup(batch)
+		batch := c.waiting[:n:n]
+		c.waiting = c.waiting[n:]
+		c.mu.Unlock()
+		s.decideBatch(batch)
 	}
 }
 
-// decideGroup decides batch in one transaction of its own; a failure of
-// the transaction is every start's that did not fail on its own.
-func (s *Service) decideGroup(batch []*pending) {
+// decideBatch decides batch in one transaction of its own, or, if that
+// transaction fails, each scope's starts in a transaction of their own;
+// a failure of a transaction is every start's in it that did not fail on
+// its own.
+func (s *Service) decideBatch(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+	err := s.decideIn(ctx, batch)
+	if parts := byScope(batch); err != nil && len(parts) > 1 && !errors.Is(err, context.DeadlineExceeded) && !eventstore.IsUnavailable(err) {
+		for _, part := range parts {
+			s.answer(part, s.decideIn(ctx, part))
+		}
+		return
+	}
+	s.answer(batch, err)
+}
+
+// decideIn decides batch in one transaction.
+func (s *Service) decideIn(ctx context.Context, batch []*pending) error {
+	return s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		for _, p := range batch {
 			p.resp, p.err = StartResponse{}, nil
 		}
-		return s.decide(ctx, tx, batch[0].scope, batch)
+		return s.decide(ctx, tx, batch)
 	})
+}
+
+// answer releases the starts of batch, with err for those that did not
+// fail on their own.
+func (s *Service) answer(batch []*pending, err error) {
 	for _, p := range batch {
 		if err != nil && p.err == nil {
 			p.resp, p.err = StartResponse{}, err
 		}
 		close(p.done)
 	}
+}
+
+// byScope splits batch by scope, keeping the order of each scope's starts.
+func byScope(batch []*pending) [][]*pending {
+	var scopes []domain.ScopeID
+	parts := map[domain.ScopeID][]*pending{}
+	for _, p := range batch {
+		if !slices.Contains(scopes, p.scope) {
+			scopes = append(scopes, p.scope)
+		}
+		parts[p.scope] = append(parts[p.scope], p)
+	}
+	out := make([][]*pending, len(scopes))
+	for i, scope := range scopes {
+		out[i] = parts[scope]
+	}
+	return out
 }

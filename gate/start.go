@@ -75,7 +75,7 @@ func (s *Service) StartTx(ctx context.Context, tx *eventstore.Tx, req StartReque
 	if err != nil {
 		return StartResponse{}, err
 	}
-	if err := s.decide(ctx, tx, p.scope, []*pending{p}); err != nil {
+	if err := s.decide(ctx, tx, []*pending{p}); err != nil {
 		return StartResponse{}, err
 	}
 	return p.resp, p.err
@@ -142,90 +142,134 @@ func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRe
 }
 
 // facts are what the decisions of one batch read in the round trip that
-// takes the scope's lock, so all of them as of the lock.
+// takes the locks of its scopes, so all of them as of the locks: the
+// scopes' own (scopeFacts) and those the batch shares.
 type facts struct {
-	conn     *connections.Loaded // nil for the tenant's scope
-	builtin  bool                // the built-in worker executes the connection's provider
-	coverage *executors.Coverage // what registered executors run for it (nil when builtin)
+	scopes   map[domain.ScopeID]*scopeFacts
 	roles    tenancy.Roles
-	state    domain.ScopeState
-	version  int64
 	prior    map[idempotencyKey]stored
 	restores map[string]*restores.Loaded
 }
 
-// decide decides the batch of starts on scope in tx: load -> decide each
-// -> record all. One round trip takes the scope's lock (and those of the
-// batch's idempotency keys) and reads, as of the lock, everything the
-// decisions depend on; each start is then decided against the state the
-// previous ones left, with its own event and answer; one append records
-// them all, and the scope's snapshot, the runs rows and the idempotency
-// keys follow in the commit's round trip. A start that fails on its own
-// (not a member, a missing capability, a restore safeguard, a reused key)
-// gets its error and records nothing; the others go on.
-func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, batch []*pending) error {
-	f, err := s.load(ctx, tx, scope, batch)
+// scopeFacts are what the starts of one scope read.
+type scopeFacts struct {
+	conn     *connections.Loaded // nil for the tenant's scope
+	builtin  bool                // the built-in worker executes the connection's provider
+	coverage *executors.Coverage // what registered executors run for it (nil when builtin)
+	state    domain.ScopeState
+	version  int64
+}
+
+// decide decides a batch of starts, on any number of scopes, in tx: load
+// -> decide each -> record all. One round trip takes the scopes' locks
+// (in scope order, so that transactions locking overlapping scopes never
+// wait for each other in a cycle) and those of the batch's idempotency
+// keys, and reads, as of the locks, everything the decisions depend on;
+// each start is then decided against the state the previous ones on its
+// scope left, with its own event and answer; one statement appends every
+// event, and the scopes' snapshots, the runs rows and the idempotency keys
+// follow, a statement each, in the commit's round trip. A start that
+// fails on its own (not a member, a missing capability, a restore
+// safeguard, a reused key) gets its error and records nothing; the others
+// go on.
+func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pending) error {
+	byScope := map[domain.ScopeID][]*pending{}
+	var scopes []domain.ScopeID
+	for _, p := range batch {
+		if _, ok := byScope[p.scope]; !ok {
+			scopes = append(scopes, p.scope)
+		}
+		byScope[p.scope] = append(byScope[p.scope], p)
+	}
+	slices.Sort(scopes)
+	f, err := s.load(ctx, tx, scopes, byScope, batch)
 	if err != nil {
 		return err
 	}
-	var recs []eventstore.Record
+	var appends []eventstore.StreamAppend
+	var saves []scopeSave
 	var decided []domain.Event
 	var remember []remembered
-	tenantID := "" // the scope's tenant: that of every start it recorded
-	for _, p := range batch {
-		if p.err = p.ctx.Err(); p.err != nil {
-			continue // the caller is gone: decide nothing for it
+	for _, scope := range scopes {
+		sf := f.scopes[scope]
+		var recs []eventstore.Record
+		tenantID := "" // the scope's tenant: that of every start it recorded
+		for _, p := range byScope[scope] {
+			if p.err = p.ctx.Err(); p.err != nil {
+				continue // the caller is gone: decide nothing for it
+			}
+			event, err := s.decideOne(p, f, sf)
+			if err != nil {
+				p.err = err
+				continue
+			}
+			if event == nil {
+				continue // a replay
+			}
+			run := p.resp.Result.Run
+			recs = append(recs, eventstore.Record{Payload: event, Metadata: journal.Meta(p.req.Actor, p.tenantID, run.ID)})
+			tenantID = p.tenantID
+			decided = append(decided, event)
+			sf.state = domain.Evolve(sf.state, event)
+			if p.req.IdempotencyKey != "" {
+				k := idempotencyKey{p.req.Actor.ID, p.req.IdempotencyKey}
+				f.prior[k] = stored{hash: p.req.RequestHash, result: p.resp.Result}
+				remember = append(remember, remembered{key: k, hash: p.req.RequestHash, result: p.resp.Result})
+			}
 		}
-		event, err := s.decideOne(p, f)
-		if err != nil {
-			p.err = err
+		if len(recs) == 0 {
 			continue
 		}
-		if event == nil {
-			continue // a replay
-		}
-		run := p.resp.Result.Run
-		recs = append(recs, eventstore.Record{Payload: event, Metadata: journal.Meta(p.req.Actor, p.tenantID, run.ID)})
-		tenantID = p.tenantID
-		decided = append(decided, event)
-		f.state = domain.Evolve(f.state, event)
-		if p.req.IdempotencyKey != "" {
-			k := idempotencyKey{p.req.Actor.ID, p.req.IdempotencyKey}
-			f.prior[k] = stored{hash: p.req.RequestHash, result: p.resp.Result}
-			remember = append(remember, remembered{key: k, hash: p.req.RequestHash, result: p.resp.Result})
-		}
+		appends = append(appends, eventstore.StreamAppend{Stream: scope.String(), At: sf.version, Records: recs})
+		saves = append(saves, scopeSave{scope: scope, tenantID: tenantID, version: sf.version + int64(len(recs)), state: sf.state})
 	}
-	if len(recs) == 0 {
+	if len(appends) == 0 {
 		return nil
 	}
-	if _, err := tx.Append(ctx, scope.String(), recs, eventstore.AtVersion(f.version)); err != nil {
-		return fmt.Errorf("append to %s: %w", scope, err)
+	if _, err := tx.AppendStreams(ctx, appends); err != nil {
+		return fmt.Errorf("append the decisions on %d scopes: %w", len(appends), err)
 	}
-	if err := deferScopeSave(tx, scope, tenantID, f.version+int64(len(recs)), f.state); err != nil {
+	if err := deferScopeSaves(tx, saves); err != nil {
 		return err
 	}
-	for _, e := range decided {
-		deferMirror(tx, e, 0)
-	}
+	deferRunRows(tx, decided)
 	return s.deferRemember(tx, remember)
 }
 
 // load takes the locks of a batch and reads its facts, in one round trip.
-func (s *Service) load(ctx context.Context, tx *eventstore.Tx, scope domain.ScopeID, batch []*pending) (*facts, error) {
+func (s *Service) load(ctx context.Context, tx *eventstore.Tx, scopes []domain.ScopeID, byScope map[domain.ScopeID][]*pending, batch []*pending) (*facts, error) {
 	var b pgx.Batch
-	eventstore.QueueLock(&b, scope.String())
+	queueLocks(&b, scopes)
 	keys := queueKeyLocks(&b, batch)
-	f := &facts{restores: map[string]*restores.Loaded{}}
-	if id := batch[0].connectionID; id != "" {
-		f.conn = connections.QueueLoad(&b, id)
-		provider := batch[0].provider
-		if f.builtin = slices.Contains(s.builtin, provider); !f.builtin {
-			f.coverage = executors.QueueCoverage(&b, provider)
+	f := &facts{scopes: map[domain.ScopeID]*scopeFacts{}, restores: map[string]*restores.Loaded{}}
+	var connIDs []string
+	coverage := map[string]*executors.Coverage{}
+	for _, scope := range scopes {
+		sf := &scopeFacts{}
+		f.scopes[scope] = sf
+		first := byScope[scope][0]
+		if first.connectionID == "" {
+			continue
+		}
+		connIDs = append(connIDs, first.connectionID)
+		if sf.builtin = slices.Contains(s.builtin, first.provider); !sf.builtin {
+			if coverage[first.provider] == nil {
+				coverage[first.provider] = executors.QueueCoverage(&b, first.provider)
+			}
+			sf.coverage = coverage[first.provider]
+		}
+	}
+	conns := connections.QueueLoadEach(&b, connIDs)
+	for _, scope := range scopes {
+		if id := byScope[scope][0].connectionID; id != "" {
+			f.scopes[scope].conn = conns[id]
 		}
 	}
 	var users, tenants []string
 	for _, p := range batch {
-		users = append(users, p.req.Actor.ID)
+		if !slices.Contains(users, p.req.Actor.ID) {
+			users = append(users, p.req.Actor.ID)
+		}
 		if !slices.Contains(tenants, p.tenantID) {
 			tenants = append(tenants, p.tenantID)
 		}
@@ -234,20 +278,34 @@ func (s *Service) load(ctx context.Context, tx *eventstore.Tx, scope domain.Scop
 		}
 	}
 	f.roles = tenancy.QueueRoles(&b, users, tenants)
-	queueLoadScope(&b, scope, &f.state, &f.version)
+	queueLoadScopes(&b, f.scopes)
 	f.prior = queueLookupKeys(&b, keys)
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, fmt.Errorf("load scope %s: %w", scope, err)
+		return nil, fmt.Errorf("load %d scopes from %s: %w", len(scopes), scopes[0], err)
 	}
 	return f, nil
 }
 
-// decideOne decides p against the facts of its batch: it returns the
-// event to record (nil for a replay) with p.resp set, or p's own error.
-// The order is the contract's precedence: authorization, then the
-// request's own safeguards, then the decision (readiness, then deduped,
-// busy, accepted).
-func (s *Service) decideOne(p *pending, f *facts) (domain.Event, error) {
+// queueLocks queues the locks of scopes, in the order given, in one
+// statement.
+func queueLocks(b *pgx.Batch, scopes []domain.ScopeID) {
+	if len(scopes) == 1 {
+		eventstore.QueueLock(b, scopes[0].String())
+		return
+	}
+	names := make([]string, len(scopes))
+	for i, s := range scopes {
+		names[i] = s.String()
+	}
+	eventstore.QueueLocks(b, names)
+}
+
+// decideOne decides p against the facts of its batch and scope: it
+// returns the event to record (nil for a replay) with p.resp set, or p's
+// own error. The order is the contract's precedence: authorization, then
+// the request's own safeguards, then the decision (readiness, then
+// deduped, busy, accepted).
+func (s *Service) decideOne(p *pending, f *facts, sf *scopeFacts) (domain.Event, error) {
 	role, member := f.roles.Of(p.req.Actor.ID, p.tenantID)
 	if err := tenancy.Check(role, member, p.req.Surface.Capability); err != nil {
 		return nil, err
@@ -279,13 +337,13 @@ func (s *Service) decideOne(p *pending, f *facts) (domain.Event, error) {
 	}
 	var ref *domain.ConnectionRef
 	var readiness *domain.ConnectionReadiness
-	if f.conn != nil {
-		c := f.conn.C
+	if sf.conn != nil {
+		c := sf.conn.C
 		if c == nil || c.TenantID != p.tenantID {
 			return nil, domain.ErrNotFound
 		}
 		ref, readiness = c.Ref(), c.Readiness()
-		readiness.Executable = f.builtin || f.coverage.Runs(p.op.Type)
+		readiness.Executable = sf.builtin || sf.coverage.Runs(p.op.Type)
 	}
 	cmd := domain.StartCommand{
 		RunID: journal.NewID(),
@@ -295,16 +353,42 @@ func (s *Service) decideOne(p *pending, f *facts) (domain.Event, error) {
 		},
 		At: s.now(),
 	}
-	event, err := domain.Decide(f.state, cmd, domain.Facts{Blocked: domain.Preflight(p.op, readiness, restore)})
+	event, err := domain.Decide(sf.state, cmd, domain.Facts{Blocked: domain.Preflight(p.op, readiness, restore)})
 	if err != nil {
 		return nil, fmt.Errorf("decide start on %s: %w", p.scope, err)
 	}
 	run, created := domain.RunOf(event)
 	if !created {
-		run = f.state.Active.Run() // deduped or busy: the run holding the scope
+		run = sf.state.Active.Run() // deduped or busy: the run holding the scope
 	}
 	p.resp = StartResponse{Result: domain.PresentStart(p.op.Label, domain.OutcomeOf(event), run)}
 	return event, nil
+}
+
+// queueLoadScopes queues the read of the states and versions of scopes
+// (zero for a scope with no history) into b, in one statement.
+func queueLoadScopes(b *pgx.Batch, scopes map[domain.ScopeID]*scopeFacts) {
+	ids := make([]string, 0, len(scopes))
+	for id := range scopes {
+		ids = append(ids, string(id))
+	}
+	b.Queue(`SELECT scope_id, version, state FROM scopes WHERE scope_id = ANY($1::text[])`, ids).Query(func(rows pgx.Rows) error {
+		var id string
+		var version int64
+		var raw []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &version, &raw}, func() error {
+			sf := scopes[domain.ScopeID(id)]
+			sf.version = version
+			if err := json.Unmarshal(raw, &sf.state); err != nil {
+				return fmt.Errorf("decode scope %s: %w", id, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("load scopes: %w", err)
+		}
+		return nil
+	})
 }
 
 // queueLoadScope queues the read of a scope's state and version (zero for
@@ -361,6 +445,62 @@ func deferScopeSave(tx *eventstore.Tx, scope domain.ScopeID, tenantID string, ve
 		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
 		string(scope), tenantID, version, next)
 	return nil
+}
+
+// scopeSave is a scope's snapshot after a batch.
+type scopeSave struct {
+	scope    domain.ScopeID
+	tenantID string
+	version  int64
+	state    domain.ScopeState
+}
+
+// deferScopeSaves holds back the upsert of scopes' snapshots, in one
+// statement.
+func deferScopeSaves(tx *eventstore.Tx, saves []scopeSave) error {
+	if len(saves) == 1 {
+		sv := saves[0]
+		return deferScopeSave(tx, sv.scope, sv.tenantID, sv.version, sv.state)
+	}
+	ids, tenants, versions, states := make([]string, len(saves)), make([]string, len(saves)), make([]int64, len(saves)), make([]string, len(saves))
+	for i, sv := range saves {
+		next, err := json.Marshal(sv.state)
+		if err != nil {
+			return fmt.Errorf("encode scope %s: %w", sv.scope, err)
+		}
+		ids[i], tenants[i], versions[i], states[i] = string(sv.scope), sv.tenantID, sv.version, string(next)
+	}
+	tx.Defer(`INSERT INTO scopes (scope_id, tenant_id, version, state)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
+		ids, tenants, versions, states)
+	return nil
+}
+
+// deferRunRows holds back the insert of the runs rows of a batch's
+// decisions (queued runs for acceptances, blocked ones for blocks; none
+// for deduped and busy answers), in one statement.
+func deferRunRows(tx *eventstore.Tx, decided []domain.Event) {
+	var ids, scopes, tenants, types, surfaces, statuses []string
+	var providers []*string
+	var at []time.Time
+	for _, event := range decided {
+		switch e := event.(type) {
+		case domain.StartAccepted:
+			provider := e.Connection.Provider
+			ids, scopes, tenants, types, surfaces = append(ids, e.RunID), append(scopes, string(e.ScopeID)), append(tenants, e.TenantID), append(types, e.Type), append(surfaces, e.Surface)
+			statuses, providers, at = append(statuses, "queued"), append(providers, &provider), append(at, e.At)
+		case domain.StartBlocked:
+			ids, scopes, tenants, types, surfaces = append(ids, e.RunID), append(scopes, string(e.ScopeID)), append(tenants, e.TenantID), append(types, e.Type), append(surfaces, e.Surface)
+			statuses, providers, at = append(statuses, "blocked"), append(providers, nil), append(at, e.At)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at, provider)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])`,
+		ids, scopes, tenants, types, surfaces, statuses, at, providers)
 }
 
 // deferMirror holds back the statement that keeps the runs table in step

@@ -36,7 +36,8 @@ type config struct {
 	connections int
 	only        string
 	roles       string
-	backlog     int // runs queued per side and round of the executor scenario
+	keep        bool // keep the databases for inspection
+	backlog     int  // runs queued per side and round of the executor scenario
 	rounds      int
 	pickups     int
 }
@@ -56,9 +57,10 @@ func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
 	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
+	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
-		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles,
+		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles, keep: *keep,
 		backlog: 1000, rounds: 3, pickups: 500}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
@@ -87,7 +89,11 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	defer drop()
+	if cfg.keep {
+		progress("keeping %s", dbURL)
+	} else {
+		defer drop()
+	}
 	tmp, err := os.MkdirTemp("", "opsgate-bench")
 	if err != nil {
 		return err
@@ -144,7 +150,17 @@ func run(cfg config) error {
 
 	for _, conc := range []int{1, 8, 32} {
 		progress("spread at concurrency %d: opsgate, single-INSERT baseline, River", conc)
+		var profDone <-chan error
+		profile := filepath.Join("bench", "results", "spread-c32-cpu.pprof")
+		if conc == 32 {
+			profDone = captureProfile(pprofAddr, cfg.spreadTime-time.Second, profile)
+		}
 		spread := startLoad(ctx, c, fx, fx.conns, conc, cfg.spreadTime, 0)
+		if profDone != nil {
+			if err := <-profDone; err == nil {
+				rep.Profiles = append(rep.Profiles, profile)
+			}
+		}
 		baseline := insertBaseline(ctx, dbURL, conc, cfg.spreadTime)
 		peer, err := riverPeer(riverBin, dbURL, conc, cfg.spreadTime)
 		if err != nil {

@@ -1,0 +1,29 @@
+package gate
+
+import (
+	"context"
+
+	"github.com/opsgate/opsgate/domain"
+)
+
+// Waiting is the number of starts queued for the next group transaction.
+func (s *Service) Waiting() int {
+	s.committer.mu.Lock()
+	defer s.committer.mu.Unlock()
+	return len(s.committer.waiting)
+}
+
+// CompleteTogether records dones of c in one batch, as the completer
+// does with completions that arrive together, and returns each answer.
+func (s *Service) CompleteTogether(ctx context.Context, c Claimant, dones []Completion) ([]domain.Run, []bool, []error) {
+	batch := make([]*completing, len(dones))
+	for i, d := range dones {
+		batch[i] = &completing{ctx: ctx, c: c, done: d, ready: make(chan struct{})}
+	}
+	s.recordCompletions(batch)
+	runs, repeated, errs := make([]domain.Run, len(dones)), make([]bool, len(dones)), make([]error, len(dones))
+	for i, item := range batch {
+		runs[i], repeated[i], errs[i] = item.run, item.repeated, item.err
+	}
+	return runs, repeated, errs
+}
