@@ -207,8 +207,8 @@ func (h *handlers) claimOf(c echo.Context, cl gate.Claimed) Claim {
 	out := Claim{Run: cl.Run, Lease: Lease{Epoch: cl.Epoch, ExpiresAt: cl.ExpiresAt, HeartbeatIntervalMS: h.executor.Heartbeat.Milliseconds()}}
 	ref := cl.Run.ProviderConnection
 	out.Connection = ClaimConnection{ID: ref.ID, DisplayName: ref.DisplayName, Provider: ref.Provider, Settings: map[string]any{}}
-	if conn, err := h.conns.Current(c.Request().Context(), ref.ID); err == nil {
-		out.Connection.Settings = settingsOf(conn)
+	if cl.Connection != nil {
+		out.Connection.Settings = settingsOf(*cl.Connection)
 	}
 	return out
 }

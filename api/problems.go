@@ -90,6 +90,10 @@ func renderError(c echo.Context, err error) error {
 			"This session has no pending bootstrap operations.")
 	case errors.As(err, &unknownOp):
 		return problem(c, http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
+	case errors.Is(err, gate.ErrOverloaded):
+		c.Response().Header().Set("Retry-After", "1")
+		return problem(c, http.StatusServiceUnavailable, "overloaded", "Overloaded",
+			"More starts are waiting to be decided than opsgate takes at once; nothing was recorded. Try again after the Retry-After delay.")
 	case errors.Is(err, context.DeadlineExceeded):
 		c.Response().Header().Set("Retry-After", "1")
 		return problem(c, http.StatusServiceUnavailable, "request_timeout", "Request timed out",

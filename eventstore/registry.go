@@ -1,10 +1,11 @@
 package eventstore
 
 import (
-	"encoding/json"
 	"fmt"
 	"reflect"
 	"sort"
+
+	json "github.com/segmentio/encoding/json"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )

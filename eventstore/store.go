@@ -371,7 +371,7 @@ func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) er
 		at[streamVersion{e.StreamID, e.StreamVersion}] = i
 	}
 	rows, err := t.Query(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::jsonb[], $8::jsonb[])
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::json[], $8::json[])
 		RETURNING stream_id, stream_version, position, (tx_id::text)::bigint, recorded_at`,
 		streams, versions, ids, types, schemas, tenants, payloads, metadata)
 	if err != nil {
@@ -478,7 +478,7 @@ const selectEvents = `SELECT position, (tx_id::text)::bigint, stream_id, stream_
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
 	var txID int64
-	// The payload as bytes: jsonb is valid JSON, so there is nothing to check.
+	// The payload as bytes: the column holds valid JSON, so there is nothing to check.
 	err := row.Scan(&e.Position, &txID, &e.StreamID, &e.StreamVersion, &e.ID, &e.Type, &e.SchemaVersion, (*[]byte)(&e.Data), &e.Metadata, &e.RecordedAt)
 	e.TxID = uint64(txID)
 	return e, err
@@ -520,7 +520,7 @@ func (s *Store) History(ctx context.Context) iter.Seq2[Event, error] {
 // ReadCorrelated returns the events whose metadata names correlationID, in
 // commit order (position order within one aggregate's serialised history).
 func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit int) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, selectEvents+` WHERE metadata ? 'correlation_id' AND metadata->>'correlation_id' = $1 ORDER BY position LIMIT $2`, correlationID, limit)
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE metadata->>'correlation_id' = $1 ORDER BY position LIMIT $2`, correlationID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read events of %s: %w", correlationID, err)
 	}

@@ -2,13 +2,15 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	json "github.com/segmentio/encoding/json"
+
 	"github.com/jackc/pgx/v5"
 
+	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
@@ -37,6 +39,9 @@ type Claimed struct {
 	Run       domain.Run // as of the claim: running
 	Epoch     int64
 	ExpiresAt time.Time
+	// Connection is the run's pinned connection as it is at the claim
+	// (nil for a run without one, or if it is gone).
+	Connection *connections.Connection
 }
 
 // Claim hands c up to max queued runs of its providers (and types), oldest
@@ -115,36 +120,60 @@ func (s *Service) claim(ctx context.Context, c Claimant, candidates []candidate,
 		if len(mine) == 0 {
 			return nil
 		}
-		states := make([]domain.ScopeState, len(mine))
-		versions := make([]int64, len(mine))
-		b = pgx.Batch{}
-		for i, k := range mine {
-			queueLoadScope(&b, k.scope, &states[i], &versions[i])
+		// The second: the scopes' states as of the locks.
+		facts := map[domain.ScopeID]*scopeFacts{}
+		for _, k := range mine {
+			facts[k.scope] = &scopeFacts{}
 		}
+		b = pgx.Batch{}
+		queueLoadScopes(&b, facts)
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("load the scopes of claimable runs: %w", err)
 		}
 		var appends []eventstore.StreamAppend
-		for i, k := range mine {
-			event, err := domain.Decide(states[i], domain.MarkStarted{RunID: k.runID, WorkerID: c.ID, At: s.now()}, domain.Facts{})
+		var saves []scopeSave
+		var started []domain.RunStarted
+		for _, k := range mine {
+			sf := facts[k.scope]
+			event, err := domain.Decide(sf.state, domain.MarkStarted{RunID: k.runID, WorkerID: c.ID, At: s.now()}, domain.Facts{})
 			if err != nil {
 				continue // started by another claimant, or ended, since it was listed
 			}
-			tenant := states[i].Active.Start.TenantID
-			appends = append(appends, eventstore.StreamAppend{Stream: k.scope.String(), At: versions[i],
+			tenant := sf.state.Active.Start.TenantID
+			appends = append(appends, eventstore.StreamAppend{Stream: k.scope.String(), At: sf.version,
 				Records: []eventstore.Record{{Payload: event, Metadata: journal.Meta(c.Actor, tenant, k.runID)}}})
-			next := domain.Evolve(states[i], event)
-			if err := deferScopeSave(tx, k.scope, tenant, versions[i]+1, next); err != nil {
-				return err
-			}
-			deferMirror(tx, event, lease)
+			next := domain.Evolve(sf.state, event)
+			saves = append(saves, scopeSave{scope: k.scope, tenantID: tenant, version: sf.version + 1, state: next})
+			started = append(started, event.(domain.RunStarted))
 			out = append(out, Claimed{Run: next.Active.Run(), Epoch: next.Active.Epoch, ExpiresAt: s.now().Add(lease)})
 		}
 		if len(appends) == 0 {
 			return nil
 		}
+		// The runs' pinned connections as they are now (what the executors
+		// run against) are read with the held-back writes.
+		b = pgx.Batch{}
+		var connIDs []string
+		for _, cl := range out {
+			if ref := cl.Run.ProviderConnection; ref != nil {
+				connIDs = append(connIDs, ref.ID)
+			}
+		}
+		conns := connections.QueueLoadEach(&b, connIDs)
 		if _, err := tx.AppendStreams(ctx, appends); err != nil {
 			return fmt.Errorf("record claims: %w", err)
+		}
+		if err := deferScopeSaves(tx, saves); err != nil {
+			return err
+		}
+		deferRunStarts(tx, started, lease)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("read the connections of claimed runs: %w", err)
+		}
+		for i, cl := range out {
+			if ref := cl.Run.ProviderConnection; ref != nil {
+				out[i].Connection = conns[ref.ID].C
+			}
 		}
 		return nil
 	})
@@ -152,6 +181,24 @@ func (s *Service) claim(ctx context.Context, c Claimant, candidates []candidate,
 		return nil, err
 	}
 	return out, nil
+}
+
+// deferRunStarts holds back the update of the runs rows of started runs
+// (their holder, epoch and first lease, of length lease), in one
+// statement.
+func deferRunStarts(tx *eventstore.Tx, started []domain.RunStarted, lease time.Duration) {
+	if len(started) == 1 {
+		deferMirror(tx, started[0], lease)
+		return
+	}
+	ids, workers, epochs := make([]string, len(started)), make([]string, len(started)), make([]int64, len(started))
+	for i, e := range started {
+		ids[i], workers[i], epochs[i] = e.RunID, e.WorkerID, e.Epoch
+	}
+	tx.Defer(`UPDATE runs SET status = 'running', epoch = u.epoch, worker_id = u.worker_id, lease_us = $4::bigint,
+			lease_expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
+		FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, epoch, worker_id) WHERE runs.id = u.id`,
+		ids, epochs, workers, lease.Microseconds())
 }
 
 // BeginRun claims the queued run runID for the worker workerID with a lease
@@ -289,7 +336,7 @@ func (s *Service) whyLost(ctx context.Context, q rowQuerier, c Claimant, runID s
 	var version int
 	var data []byte
 	err = q.QueryRow(ctx, `SELECT event_type, schema_version, payload FROM events
-		WHERE metadata ? 'correlation_id' AND metadata->>'correlation_id' = $1
+		WHERE metadata->>'correlation_id' = $1
 		AND event_type IN ('RunSucceeded', 'RunFailed', 'RunCancelled') ORDER BY position DESC LIMIT 1`, runID).Scan(&typ, &version, &data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the end of run %s: %w", runID, err)

@@ -17,4 +17,8 @@ var (
 	// ErrLeaseLost: the worker's lease on a run is gone (reaped, cancelled,
 	// or taken over); nothing it reports may count.
 	ErrLeaseLost = errors.New("run lease lost")
+	// ErrOverloaded: more starts wait to be decided than the process
+	// queues (Service.SetStartQueue); nothing was recorded, and the start
+	// may be tried again in a moment.
+	ErrOverloaded = errors.New("too many starts waiting to be decided")
 )

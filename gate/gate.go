@@ -38,8 +38,9 @@ type Service struct {
 	now     journal.Clock
 	builtin []string
 	// committer queues the starts of the process for group commit
-	// (group.go).
-	committer committer
+	// (group.go); at most startQueue wait at once.
+	committer  committer
+	startQueue int
 	// completer queues the completions of the process (complete.go).
 	completer completer
 }
@@ -49,5 +50,18 @@ type Service struct {
 // executes (every process of a deployment must agree on them). The store
 // must route with Route.
 func New(store *eventstore.Store, conns *connections.Service, now journal.Clock, builtin []string) *Service {
-	return &Service{store: store, conns: conns, now: now, builtin: builtin}
+	return &Service{store: store, conns: conns, now: now, builtin: builtin, startQueue: DefaultStartQueue}
+}
+
+// DefaultStartQueue is how many starts may wait to be decided in one
+// process, unless SetStartQueue says otherwise.
+const DefaultStartQueue = 512
+
+// SetStartQueue bounds the starts waiting to be decided in this process
+// to n: a start that finds n waiting is refused with ErrOverloaded at once
+// (load shedding), rather than queued behind them. Call it before use.
+func (s *Service) SetStartQueue(n int) {
+	if n > 0 {
+		s.startQueue = n
+	}
 }

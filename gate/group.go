@@ -24,6 +24,12 @@ import (
 // A batch whose transaction fails is decided again one scope at a time,
 // each in a transaction of its own, so that a failure on one scope fails
 // only that scope's starts.
+//
+// The queue is bounded (Service.SetStartQueue): when more starts arrive
+// than the database can decide, the excess is refused at once with
+// ErrOverloaded instead of waiting ever longer, so that answers stay
+// prompt and the database keeps doing its peak work (deciding, and
+// running the runs it accepted) rather than more and more waiting.
 
 // groupWindow bounds how many starts one transaction decides.
 const groupWindow = 256
@@ -40,6 +46,10 @@ func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error)
 	p.done = make(chan struct{})
 	c := &s.committer
 	c.mu.Lock()
+	if len(c.waiting) >= s.startQueue {
+		c.mu.Unlock()
+		return StartResponse{}, ErrOverloaded
+	}
 	c.waiting = append(c.waiting, p)
 	lead := !c.leading
 	c.leading = true

@@ -1,6 +1,7 @@
 package gate_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"slices"
@@ -34,8 +35,9 @@ func (f *fixture) holdScope(scope domain.ScopeID) (release func()) {
 
 // startsAfterAHeldOne makes reqs wait behind a group transaction that
 // waits for a lock, so that they are decided together in the next one, and
-// returns their answers (in order) and the held start's.
-func (f *fixture) startsAfterAHeldOne(reqs []gate.StartRequest) ([]gate.StartResponse, []error, domain.StartResult) {
+// returns their answers (in order) and the held start's. whileQueued, if
+// given, runs while they wait.
+func (f *fixture) startsAfterAHeldOne(reqs []gate.StartRequest, whileQueued ...func()) ([]gate.StartResponse, []error, domain.StartResult) {
 	f.t.Helper()
 	held := f.connection("Held")
 	release := f.holdScope(domain.ConnectionScope(held.ID))
@@ -52,6 +54,9 @@ func (f *fixture) startsAfterAHeldOne(reqs []gate.StartRequest) ([]gate.StartRes
 		wg.Go(func() { resps[i], errs[i] = f.svc.Start(f.ctx, req) })
 	}
 	apptest.WaitFor(f.t, 30*time.Second, "the starts to queue behind it", func() bool { return f.svc.Waiting() == len(reqs) })
+	for _, fn := range whileQueued {
+		fn()
+	}
 	release()
 	wg.Wait()
 	return resps, errs, <-first
@@ -215,4 +220,35 @@ func TestTwoProcessesGroupOverlappingScopes(t *testing.T) {
 		t.Errorf("only %d runs accepted", accepted)
 	}
 	t.Logf("%d runs accepted over %d scopes", accepted, len(conns))
+}
+
+// TestStartsBeyondTheQueueAreShed: with the queue full, a start is
+// refused at once with ErrOverloaded and records nothing; once the queue
+// drains, starts are decided again.
+func TestStartsBeyondTheQueueAreShed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.svc.SetStartQueue(3)
+	var reqs []gate.StartRequest
+	for i := range 3 {
+		reqs = append(reqs, connStart(f.operator, domain.SurfaceInventorySync, f.connection(fmt.Sprintf("Graph %d", i)).ID))
+	}
+	extra := f.connection("Extra")
+	var shed error
+	_, errs, _ := f.startsAfterAHeldOne(reqs, func() {
+		// The queue holds three: the next start is refused at once.
+		_, shed = f.svc.Start(f.ctx, connStart(f.operator, domain.SurfaceInventorySync, extra.ID))
+	})
+	if !errors.Is(shed, gate.ErrOverloaded) {
+		t.Fatalf("a start beyond the queue: %v, want ErrOverloaded", shed)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("queued start %d: %v", i, err)
+		}
+	}
+	if n := len(f.stream(domain.ConnectionScope(extra.ID).String())); n != 0 {
+		t.Errorf("the refused start recorded %d events", n)
+	}
+	f.accept(connStart(f.operator, domain.SurfaceInventorySync, extra.ID))
 }

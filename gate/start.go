@@ -2,11 +2,12 @@ package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
+
+	json "github.com/segmentio/encoding/json"
 
 	"github.com/jackc/pgx/v5"
 
@@ -391,13 +392,8 @@ func queueLoadScopes(b *pgx.Batch, scopes map[domain.ScopeID]*scopeFacts) {
 	})
 }
 
-// queueLoadScope queues the read of a scope's state and version (zero for
-// a scope with no history) into b.
-func queueLoadScope(b *pgx.Batch, scope domain.ScopeID, state *domain.ScopeState, version *int64) {
-	queueScopeRead(b, string(scope), `SELECT version, state FROM scopes WHERE scope_id = $1`, string(scope), state, version)
-}
-
-// queueLoadScopeOf is queueLoadScope for the scope of runID.
+// queueLoadScopeOf queues the read of the state and version of the scope
+// of runID (zero for a scope with no history) into b.
 func queueLoadScopeOf(b *pgx.Batch, runID string, state *domain.ScopeState, version *int64) {
 	queueScopeRead(b, "of run "+runID, `SELECT version, state FROM scopes WHERE scope_id = (SELECT scope_id FROM runs WHERE id = $1)`, runID, state, version)
 }
@@ -471,7 +467,7 @@ func deferScopeSaves(tx *eventstore.Tx, saves []scopeSave) error {
 		ids[i], tenants[i], versions[i], states[i] = string(sv.scope), sv.tenantID, sv.version, string(next)
 	}
 	tx.Defer(`INSERT INTO scopes (scope_id, tenant_id, version, state)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::jsonb[])
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::json[])
 		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
 		ids, tenants, versions, states)
 	return nil

@@ -55,13 +55,14 @@ func All() []Projector {
 	return []Projector{operationsProjector(), queueProjector(), notificationsProjector()}
 }
 
-// Consumer returns p as a consumer of the event log: the row changes of
-// each event go into the feed's transaction, with p's checkpoint.
+// Consumer returns p as a consumer of the event log: the net row changes
+// of a batch's events (batchWriter) go into the feed's transaction, with
+// p's checkpoint.
 // onApplied, if set, is called for each event as it is applied, with its
 // recorded time (the lag metric).
 func Consumer(p Projector, onApplied func(projector string, recordedAt time.Time)) eventstore.Consumer {
 	return eventstore.Consumer{Name: p.Name, Apply: func(_ context.Context, b *pgx.Batch, events []eventstore.Delivery) error {
-		w := sqlWriter{b: b, schema: LiveSchema}
+		w := newBatchWriter(LiveSchema)
 		for _, d := range events {
 			if d.Payload != nil { // an event this binary does not know is passed over
 				p.Apply(w, d.Event, d.Payload)
@@ -70,6 +71,7 @@ func Consumer(p Projector, onApplied func(projector string, recordedAt time.Time
 				onApplied(p.Name, d.RecordedAt)
 			}
 		}
+		w.queue(b)
 		return nil
 	}}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -193,26 +194,35 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	defer stop()
 	start := time.Now()
 	lastReport := start
+	// Each projector folds its own tables in a goroutine of its own; the
+	// pages, decoded once, are handed to all of them in order.
 	projectors := All()
-	var tables []*table
-	for _, p := range projectors {
-		tables = append(tables, p.Tables...)
+	folds := make([]*fold, len(projectors))
+	feeds := make([]chan *page, len(projectors))
+	var folding sync.WaitGroup
+	for i, p := range projectors {
+		folds[i], feeds[i] = newFold(p.Tables...), make(chan *page, 8)
+		folding.Go(func() {
+			for pg := range feeds[i] {
+				for k, e := range pg.events {
+					if pg.payloads[k] != nil { // an event this binary does not know is passed over
+						p.Apply(folds[i], e, pg.payloads[k])
+					}
+				}
+			}
+		})
 	}
-	f := newFold(tables...)
 	total := 0
 	var last *eventstore.Event
+	var readErr error
 	for pg := range r.readPages(ctx, upTo) {
 		<-pg.ready
 		if pg.err != nil {
-			return ReplayStats{}, checkpoint{}, pg.err
+			readErr = pg.err
+			break
 		}
-		for i, e := range pg.events {
-			if pg.payloads[i] == nil {
-				continue // an event this binary does not know is passed over
-			}
-			for _, p := range projectors {
-				p.Apply(f, e, pg.payloads[i])
-			}
+		for _, feed := range feeds {
+			feed <- pg
 		}
 		total += len(pg.events)
 		last = &pg.events[len(pg.events)-1]
@@ -221,10 +231,17 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 			fmt.Fprintf(r.Progress, "replayed %d events (%.0f events/s)\n", total, float64(total)/time.Since(start).Seconds())
 		}
 	}
+	for _, feed := range feeds {
+		close(feed)
+	}
+	folding.Wait()
+	if readErr != nil {
+		return ReplayStats{}, checkpoint{}, readErr
+	}
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "folded %d events in %s; writing the rows\n", total, time.Since(start).Round(time.Millisecond))
 	}
-	if err := r.write(ctx, schema, f, tables); err != nil {
+	if err := r.write(ctx, schema, projectors, folds); err != nil {
 		return ReplayStats{}, checkpoint{}, err
 	}
 	if r.Progress != nil {
@@ -322,28 +339,31 @@ func (r *Replayer) readPages(ctx context.Context, upTo *checkpoint) <-chan *page
 
 // write copies the folded rows of each table into schema, in parallel
 // (each table in a transaction of its own: schema is not live yet).
-func (r *Replayer) write(ctx context.Context, schema string, f *fold, tables []*table) error {
+func (r *Replayer) write(ctx context.Context, schema string, projectors []Projector, folds []*fold) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, t := range tables {
-		g.Go(func() error {
-			conn, err := r.Pool.Acquire(gctx)
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", t.name, err)
-			}
-			defer conn.Release()
-			err = pgx.BeginFunc(gctx, conn, func(tx pgx.Tx) error {
-				// Rebuildable rows: no need to wait for the flush.
-				if _, err := tx.Exec(gctx, `SET LOCAL synchronous_commit = off`); err != nil {
-					return err
+	for i, p := range projectors {
+		for _, t := range p.Tables {
+			f := folds[i]
+			g.Go(func() error {
+				conn, err := r.Pool.Acquire(gctx)
+				if err != nil {
+					return fmt.Errorf("copy %s: %w", t.name, err)
 				}
-				_, err := tx.CopyFrom(gctx, pgx.Identifier{schema, t.name}, t.columns, f.copySource(t))
-				return err
+				defer conn.Release()
+				err = pgx.BeginFunc(gctx, conn, func(tx pgx.Tx) error {
+					// Rebuildable rows: no need to wait for the flush.
+					if _, err := tx.Exec(gctx, `SET LOCAL synchronous_commit = off`); err != nil {
+						return err
+					}
+					_, err := tx.CopyFrom(gctx, pgx.Identifier{schema, t.name}, t.columns, f.copySource(t))
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("copy %s: %w", t.name, err)
+				}
+				return nil
 			})
-			if err != nil {
-				return fmt.Errorf("copy %s: %w", t.name, err)
-			}
-			return nil
-		})
+		}
 	}
 	return g.Wait()
 }

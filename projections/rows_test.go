@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -79,4 +80,56 @@ func rowsOf(t *testing.T, src pgx.CopyFromSource) [][]any {
 		rows = append(rows, v)
 	}
 	return rows
+}
+
+// TestBatchWriterSendsTheNetEffect: a batch's changes reach the database
+// as one statement per table and kind, carrying each row's net change.
+func TestBatchWriterSendsTheNetEffect(t *testing.T) {
+	items := newTable("items", "id", "name", "hits")
+	w := newBatchWriter("next")
+	// a: inserted, changed, deleted: nothing to send.
+	w.Insert(items, "a", "x", 0)
+	w.Update(items, "a", increment("hits"))
+	w.Delete(items, "a")
+	// b: inserted and changed: inserted as it ends up.
+	w.Insert(items, "b", "x", 0)
+	w.Update(items, "b", increment("hits"), set("name", "y"))
+	w.Update(items, "b", increment("hits"))
+	// c and d existed: their changes merge into one update each, of one shape.
+	w.Update(items, "c", increment("hits"), set("name", "c1"))
+	w.Update(items, "c", increment("hits"))
+	w.Update(items, "d", set("name", "d1"), increment("hits"))
+	// e existed: set, then added to, is one assignment.
+	w.Update(items, "e", set("hits", 5))
+	w.Update(items, "e", increment("hits"))
+	// f existed and is deleted: its earlier change is not sent.
+	w.Update(items, "f", set("name", "gone"))
+	w.Delete(items, "f")
+	var b pgx.Batch
+	w.queue(&b)
+	want := []struct {
+		sql string
+		arg string
+	}{
+		{`DELETE FROM "next"."items" WHERE id = ANY($1::text[])`, "[f]"},
+		{`INSERT INTO "next"."items" SELECT * FROM jsonb_populate_recordset(NULL::"next"."items", $1) ON CONFLICT (id) DO NOTHING`,
+			`[{"id":"b","name":"y","hits":2}]`},
+		{`UPDATE "next"."items" AS t SET name = x.name, hits = t.hits + x.hits FROM jsonb_populate_recordset(NULL::"next"."items", $1) AS x
+				WHERE t.id = x.id AND t.id = ANY($2::text[])`,
+			`[{"id":"c","name":"c1","hits":2},{"id":"d","name":"d1","hits":1}]`},
+		{`UPDATE "next"."items" AS t SET hits = x.hits FROM jsonb_populate_recordset(NULL::"next"."items", $1) AS x
+				WHERE t.id = x.id AND t.id = ANY($2::text[])`,
+			`[{"id":"e","hits":6}]`},
+	}
+	if len(b.QueuedQueries) != len(want) {
+		for _, q := range b.QueuedQueries {
+			t.Logf("%s %v", q.SQL, q.Arguments)
+		}
+		t.Fatalf("%d statements, want %d", len(b.QueuedQueries), len(want))
+	}
+	for i, q := range b.QueuedQueries {
+		if q.SQL != want[i].sql || fmt.Sprint(q.Arguments[0]) != want[i].arg {
+			t.Errorf("statement %d:\n %s %v\nwant\n %s %s", i, q.SQL, q.Arguments[0], want[i].sql, want[i].arg)
+		}
+	}
 }

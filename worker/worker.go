@@ -150,14 +150,21 @@ func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 				running.Add(1)
 				go func() {
 					defer running.Done()
-					defer func() {
-						<-slots
-						select {
-						case freed <- struct{}{}:
-						default:
-						}
-					}()
-					w.execute(execCtx, c)
+					// The slot is freed as soon as the operation has run:
+					// recording its result (under the same lease) goes on
+					// beside the next run's execution.
+					var once sync.Once
+					release := func() {
+						once.Do(func() {
+							<-slots
+							select {
+							case freed <- struct{}{}:
+							default:
+							}
+						})
+					}
+					defer release()
+					w.execute(execCtx, c, release)
 				}()
 			}
 			if len(claims) == free {
@@ -208,16 +215,16 @@ func (w *Worker) claim(ctx context.Context, n int) []gate.Claimed {
 	return claims
 }
 
-// execute runs one claimed run to its end and records the result, unless
-// the claim was lost meanwhile (cancelled or reaped): then nothing it
-// found may count, and it records nothing.
+// execute runs one claimed run to its end (and calls executed then) and
+// records the result, unless the claim was lost meanwhile (cancelled or
+// reaped): then nothing it found may count, and it records nothing.
 //
 // The lease is kept for the whole of it: heartbeats go on while the
 // result is recorded, and a result that cannot be recorded (the database
 // is away) is tried again, with backoff, for as long as the lease holds.
 // Work that was done is thus reported done once the database is back,
 // and only a lease that truly expired ends the run execution.lost.
-func (w *Worker) execute(ctx context.Context, claim gate.Claimed) {
+func (w *Worker) execute(ctx context.Context, claim gate.Claimed, executed func()) {
 	logger := w.logger.With("run_id", claim.Run.ID, "epoch", claim.Epoch)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -228,7 +235,8 @@ func (w *Worker) execute(ctx context.Context, claim gate.Claimed) {
 	})
 	defer stopBeats()
 
-	reason := w.run(runCtx, claim.Run)
+	reason := w.run(runCtx, claim)
+	executed()
 	select {
 	case <-lost:
 		logger.Info("claim lost (cancelled or reaped); result discarded")
@@ -329,19 +337,25 @@ func (w *Worker) record(ctx context.Context, claim gate.Claimed, reason domain.R
 	}
 }
 
-// run executes the operation against the pinned connection and returns
-// the failure reason, or "" on success.
-func (w *Worker) run(ctx context.Context, run domain.Run) domain.ReasonCode {
+// run executes the operation against the pinned connection (as the claim
+// read it) and returns the failure reason, or "" on success.
+func (w *Worker) run(ctx context.Context, claim gate.Claimed) domain.ReasonCode {
+	run := claim.Run
 	pinned := run.ProviderConnection
 	if pinned == nil {
 		return domain.ReasonMissingDefault
 	}
-	conn, err := w.connection(ctx, pinned.ID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ""
+	var conn connections.Connection
+	if claim.Connection != nil {
+		conn = *claim.Connection
+	} else {
+		var err error
+		if conn, err = w.connection(ctx, pinned.ID); err != nil {
+			if ctx.Err() != nil {
+				return ""
+			}
+			return domain.ReasonUnavailable
 		}
-		return domain.ReasonUnavailable
 	}
 	op, _ := domain.LookupOperation(run.Type)
 	// The pinned connection may have become unusable since acceptance: fail

@@ -214,7 +214,7 @@ func accept(ctx context.Context, c *client, fx *fixture, conn string) (string, e
 		return "", err
 	}
 	if res.Outcome != "accepted" {
-		return "", fmt.Errorf("start on %s answered %q, not accepted", conn, res.Outcome)
+		return "", fmt.Errorf("start on %s answered %q: %w", conn, res.Outcome, errNotAccepted)
 	}
 	return res.Run.ID, nil
 }
@@ -258,7 +258,9 @@ func durations(ctx context.Context, pool *pgxpool.Pool, query string, ids []stri
 }
 
 // waitUntil polls query (a boolean of ids) until it holds, for at most
-// two minutes.
+// two minutes. The figures never depend on when it noticed (they are read
+// from the rows afterwards), so it looks only every 50ms, to weigh as
+// little as possible on the load it waits for.
 func waitUntil(ctx context.Context, pool *pgxpool.Pool, query string, ids []string) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -266,7 +268,7 @@ func waitUntil(ctx context.Context, pool *pgxpool.Pool, query string, ids []stri
 		if err := pool.QueryRow(ctx, query, ids).Scan(&done); err == nil && done {
 			return nil
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	return errors.New("runs not finished after two minutes")
 }

@@ -40,6 +40,8 @@ type config struct {
 	backlog     int  // runs queued per side and round of the executor scenario
 	rounds      int
 	pickups     int
+	runs        int           // runs of the lifecycle scenario
+	overload    time.Duration // each offered rate of the overload scenario
 }
 
 type report struct {
@@ -55,16 +57,16 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, executors or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, lifecycle, overload (after lifecycle), executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
 		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles, keep: *keep,
-		backlog: 1000, rounds: 3, pickups: 500}
+		backlog: 1000, rounds: 3, pickups: 500, runs: 20_000, overload: 10 * time.Second}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
-		cfg.backlog, cfg.pickups = 300, 200
+		cfg.backlog, cfg.pickups, cfg.runs, cfg.overload = 300, 200, 5000, 3*time.Second
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "opsgate-bench:", err)
@@ -139,6 +141,12 @@ func run(cfg config) error {
 	}
 
 	switch cfg.only {
+	case "lifecycle", "overload":
+		if err := lifecyclePhases(ctx, cfg, c, pool, fx, riverBin, dbURL, rep); err != nil {
+			return err
+		}
+		printTable(os.Stdout, rep)
+		return nil
 	case "replay":
 		return replayOnly(ctx, cfg, bin, dbURL, pool, fx, rep)
 	case "freshness":
@@ -209,6 +217,9 @@ func run(cfg config) error {
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag
 	rep.Results["freshness_worker_pickup"] = pickup
+	if err := lifecyclePhases(ctx, cfg, c, pool, fx, riverBin, dbURL, rep); err != nil {
+		return err
+	}
 	if err := executorScenarios(ctx, cfg, bin, base, rep); err != nil {
 		return err
 	}
@@ -255,6 +266,48 @@ func run(cfg config) error {
 
 	printTable(os.Stdout, rep)
 	return writeJSON(rep)
+}
+
+// lifecyclePhases runs the lifecycle scenario against River's, then the
+// overload scenario at 1, 4 and 8 times the lifecycle's throughput.
+func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx *fixture, riverBin, dbURL string, rep *report) error {
+	progress("lifecycle: %d runs from start to succeeded, opsgate then River", cfg.runs)
+	st, err := lifecycle(ctx, c, pool, fx, cfg.runs, 32)
+	if err != nil {
+		return err
+	}
+	peer, err := riverLifecycle(riverBin, dbURL, cfg.runs, 32, 16)
+	if err != nil {
+		return err
+	}
+	rep.Results["lifecycle"], rep.Results["river_lifecycle"] = st, peer
+	rep.Ratios["lifecycle_vs_river"] = ratio(st.Throughput, peer.Throughput)
+	if cfg.only == "lifecycle" {
+		return nil
+	}
+	peak := st.Throughput
+	conns := fx.conns[:min(300, len(fx.conns))]
+	var ended1 float64
+	for _, k := range []int{1, 4, 8} {
+		if _, workerDrained := drain(ctx, pool, time.Minute); workerDrained >= time.Minute {
+			return fmt.Errorf("overload: the runs of the previous phase did not end within a minute")
+		}
+		progress("overload: %dx the lifecycle's %.0f runs/s offered on %d connections for %s", k, peak, len(conns), cfg.overload)
+		st, ended, byStatus, err := overload(ctx, c, pool, fx, conns, float64(k)*peak, cfg.overload)
+		if err != nil {
+			return err
+		}
+		key := fmt.Sprintf("overload_%dx", k)
+		rep.Results[key] = st
+		rep.Checks[key+"_answers"] = fmt.Sprint(byStatus)
+		rep.Checks[key+"_runs_ended_per_s"] = fmt.Sprintf("%.0f", ended)
+		if k == 1 {
+			ended1 = ended
+		} else {
+			rep.Ratios[fmt.Sprintf("overload_%dx_runs_vs_1x", k)] = ratio(ended, ended1)
+		}
+	}
+	return nil
 }
 
 // replayOnly seeds the history and times a rebuild, and nothing else.
@@ -373,7 +426,7 @@ func startProcess(bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
-		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY=16")
+		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY="+workerSlots())
 	logFile, err := os.CreateTemp("", "opsgate-bench-server-*.log")
 	if err != nil {
 		return nil, err
@@ -411,4 +464,13 @@ func writeJSON(rep *report) error {
 	}
 	progress("wrote %s", name)
 	return nil
+}
+
+// workerSlots is the built-in worker's concurrency in the benchmark
+// (OPSGATE_BENCH_WORKER_CONCURRENCY, default 16, River's worker count).
+func workerSlots() string {
+	if v := os.Getenv("OPSGATE_BENCH_WORKER_CONCURRENCY"); v != "" {
+		return v
+	}
+	return "16"
 }

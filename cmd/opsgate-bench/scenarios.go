@@ -463,10 +463,10 @@ func seedScope(ctx context.Context, pool *pgxpool.Pool, fx *fixture, conn string
 	_ = pool.QueryRow(ctx, `SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1`, scope).Scan(&version)
 	_, err := pool.Exec(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
 		SELECT $1::text, $2::bigint + g, 'D' || lpad(g::text, 25, '0'), 'StartDeduped', 1, $3,
-			jsonb_build_object('run_id', 'SEEDRUN', 'tenant_id', $3::text, 'scope_id', $1::text, 'type', 'inventory.sync',
+			json_build_object('run_id', 'SEEDRUN', 'tenant_id', $3::text, 'scope_id', $1::text, 'type', 'inventory.sync',
 				'canonical_type', 'inventory.sync', 'label', 'Inventory sync', 'surface', 'inventory_sync',
 				'initiator_id', $4::text, 'at', now()),
-			jsonb_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', 'SEEDRUN')
+			json_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', 'SEEDRUN')
 		FROM generate_series(1, $5::int) g`, scope, version, fx.tenant, fx.user, n)
 	if err != nil {
 		return fmt.Errorf("seed scope: %w", err)
@@ -494,13 +494,13 @@ func seedHistory(ctx context.Context, pool *pgxpool.Pool, fx *fixture, total int
 			INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
 			SELECT r.scope, k, chr(64 + k) || lpad(r.g::text, 25, '0'),
 				(ARRAY['StartAccepted','RunStarted','RunSucceeded'])[k], 1, $3,
-				CASE k WHEN 1 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope,
+				CASE k WHEN 1 THEN json_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope,
 						'type', 'inventory.sync', 'canonical_type', 'inventory.sync', 'label', 'Inventory sync',
 						'surface', 'inventory_sync', 'initiator_id', $4::text, 'at', now(),
-						'provider_connection', jsonb_build_object('id', 'SYN' || r.g, 'display_name', 'synthetic', 'provider', 'simulated'))
-					WHEN 2 THEN jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'worker_id', 'seed', 'at', now())
-					ELSE jsonb_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'at', now()) END,
-				jsonb_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', r.run)
+						'provider_connection', json_build_object('id', 'SYN' || r.g, 'display_name', 'synthetic', 'provider', 'simulated'))
+					WHEN 2 THEN json_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'worker_id', 'seed', 'at', now())
+					ELSE json_build_object('run_id', r.run, 'tenant_id', $3::text, 'scope_id', r.scope, 'epoch', 1, 'at', now()) END,
+				json_build_object('actor', $4::text, 'tenant_id', $3::text, 'correlation_id', r.run)
 			FROM r CROSS JOIN generate_series(1, 3) k ORDER BY r.g, k`, from, to, fx.tenant, fx.user)
 		if err != nil {
 			return fmt.Errorf("seed history: %w", err)
@@ -516,10 +516,18 @@ func seedHistory(ctx context.Context, pool *pgxpool.Pool, fx *fixture, total int
 	return nil
 }
 
-// settle flushes what seeding wrote, so that the figures that follow
-// compare store sizes rather than a checkpoint running meanwhile. It
-// needs the right to CHECKPOINT; without it the figures carry that noise.
+// settle waits until the running server's projectors have applied what
+// seeding wrote (they read the event log itself), then flushes it, so that
+// the figures that follow compare store sizes rather than a catch-up or a
+// checkpoint running meanwhile. It needs the right to CHECKPOINT; without
+// it the figures carry that noise.
 func settle(ctx context.Context, pool *pgxpool.Pool) {
+	began := time.Now()
+	if projectors, _ := drain(ctx, pool, 5*time.Minute); projectors >= 5*time.Minute {
+		progress("the projectors did not catch up with the seeded history within 5 minutes")
+	} else {
+		progress("the projectors applied the seeded history in %s", time.Since(began).Round(time.Millisecond))
+	}
 	if _, err := pool.Exec(ctx, `CHECKPOINT`); err != nil {
 		progress("no CHECKPOINT after seeding (%v); the next figures include background flushing", err)
 	}
@@ -551,6 +559,7 @@ func printTable(w io.Writer, rep *report) {
 	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load", "hot_scope",
 		"freshness_operations_view_lag", "freshness_worker_pickup",
+		"lifecycle", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
 		"growth_scope_10_events", "growth_scope_large"}
 	for _, k := range order {
@@ -569,7 +578,7 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
 		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32",
-		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "executor_backlog_http_vs_builtin"} {
+		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
 		if v, ok := rep.Ratios[k]; ok {
 			fmt.Fprintf(w, "%-34s %.2fx\n", k, v)
 		}

@@ -190,6 +190,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Restores = restores.New(a.Store, o.clock)
 	a.Executors = executors.New(a.Store, o.clock)
 	a.Gate = gate.New(a.Store, a.Connections, o.clock, slices.Sorted(maps.Keys(o.providers)))
+	a.Gate.SetStartQueue(cfg.StartQueue)
 	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	a.Metrics = api.NewMetrics(a.Pool)

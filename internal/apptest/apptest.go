@@ -91,7 +91,7 @@ func Config(databaseURL string) config.Config {
 	return config.Config{
 		DatabaseURL: databaseURL, HTTPAddr: "127.0.0.1:0", AdminToken: AdminToken, LogLevel: slog.LevelInfo,
 		DBMaxConns: 40, RequestTimeout: 30 * time.Second, ShutdownGrace: 5 * time.Second,
-		PollInterval: 20 * time.Millisecond, WakeDelay: 0, WorkerConcurrency: 4,
+		PollInterval: 20 * time.Millisecond, WakeDelay: 0, WorkerConcurrency: 4, StartQueue: 512,
 		Lease: 2 * time.Second, Heartbeat: 100 * time.Millisecond,
 		// Subscribers read below the oldest transaction of the database in
 		// flight, and tests of other packages load the shared server.

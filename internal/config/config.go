@@ -48,6 +48,9 @@ type Config struct {
 	// (OPSGATE_HEARTBEAT).
 	Lease     time.Duration
 	Heartbeat time.Duration
+	// StartQueue bounds the starts waiting to be decided in one process;
+	// more are refused with 503 overloaded (OPSGATE_START_QUEUE).
+	StartQueue int
 	// ReadYourWritesWait bounds how long a monitoring read waits for the
 	// projection to catch up with a position (OPSGATE_READ_YOUR_WRITES_WAIT).
 	ReadYourWritesWait time.Duration
@@ -70,6 +73,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		PollInterval:       100 * time.Millisecond,
 		WakeDelay:          5 * time.Millisecond,
 		WorkerConcurrency:  8,
+		StartQueue:         512,
 		Lease:              30 * time.Second,
 		Heartbeat:          5 * time.Second,
 		ReadYourWritesWait: 2 * time.Second,
@@ -115,6 +119,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("OPSGATE_POLL_INTERVAL", &c.PollInterval)
 	dur("OPSGATE_WAKE_DELAY", &c.WakeDelay)
 	num("OPSGATE_WORKER_CONCURRENCY", &c.WorkerConcurrency, 1, 1024)
+	num("OPSGATE_START_QUEUE", &c.StartQueue, 1, 100_000)
 	dur("OPSGATE_LEASE", &c.Lease)
 	dur("OPSGATE_HEARTBEAT", &c.Heartbeat)
 	dur("OPSGATE_READ_YOUR_WRITES_WAIT", &c.ReadYourWritesWait)
