@@ -38,6 +38,7 @@ const groupWindow = 256
 type committer struct {
 	mu      sync.Mutex
 	waiting []*pending
+	scopes  map[domain.ScopeID]int // the scopes of the waiting starts, and how many each
 	leading bool
 }
 
@@ -46,11 +47,15 @@ func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error)
 	p.done = make(chan struct{})
 	c := &s.committer
 	c.mu.Lock()
-	if len(c.waiting) >= s.startQueue {
+	if s.shed(c, p.scope) {
 		c.mu.Unlock()
 		return StartResponse{}, ErrOverloaded
 	}
 	c.waiting = append(c.waiting, p)
+	if c.scopes == nil {
+		c.scopes = map[domain.ScopeID]int{}
+	}
+	c.scopes[p.scope]++
 	lead := !c.leading
 	c.leading = true
 	c.mu.Unlock()
@@ -63,6 +68,23 @@ func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error)
 	case <-ctx.Done():
 		return StartResponse{}, ctx.Err()
 	}
+}
+
+// Load shedding: what a batch costs grows with the number of scopes it
+// decides on (a lock, a snapshot, an append and run rows each; more starts
+// on a scope add an event each). A start is refused when the queue already
+// holds starts of maxQueuedScopes other scopes, or startQueue starts in
+// all: the next batch is then as large as one can be while its starts are
+// still answered promptly. Starts on a scope already queued join it (a
+// hot scope's clicks are never shed for their number).
+const maxQueuedScopes = 48
+
+// shed reports whether a start on scope finds the queue too full.
+func (s *Service) shed(c *committer, scope domain.ScopeID) bool {
+	if len(c.waiting) >= s.startQueue {
+		return true
+	}
+	return c.scopes[scope] == 0 && len(c.scopes) >= maxQueuedScopes
 }
 
 // lead decides the waiting starts, a window at a time, until none is left.
@@ -79,6 +101,11 @@ func (s *Service) lead() {
 		}
 		batch := c.waiting[:n:n]
 		c.waiting = c.waiting[n:]
+		for _, p := range batch {
+			if c.scopes[p.scope]--; c.scopes[p.scope] == 0 {
+				delete(c.scopes, p.scope)
+			}
+		}
 		c.mu.Unlock()
 		s.decideBatch(batch)
 	}

@@ -112,6 +112,7 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 	var (
 		mu        sync.Mutex
 		latencies []time.Duration
+		decided   []time.Duration // answers other than 503
 		byStatus  = map[int]int{}
 		errs      int
 		firstErr  string
@@ -157,6 +158,9 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 			}
 			byStatus[status]++
 			latencies = append(latencies, lat)
+			if status != 503 {
+				decided = append(decided, lat)
+			}
 		})
 	}
 	window := time.Since(began)
@@ -166,6 +170,9 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 		return stats{}, 0, nil, err
 	}
 	wg.Wait()
+	if d := summarise(decided, 0, window); len(decided) > 0 {
+		progress("overload: %d decided answers p50 %.1f ms p99 %.1f ms; %d shed", d.Count, d.P50ms, d.P99ms, len(latencies)-len(decided))
+	}
 	st := summarise(latencies, errs+dropped, window)
 	st.Throughput = float64(len(latencies)) / window.Seconds()
 	if dropped > 0 && firstErr == "" {

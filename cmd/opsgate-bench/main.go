@@ -42,6 +42,7 @@ type config struct {
 	pickups     int
 	runs        int           // runs of the lifecycle scenario
 	overload    time.Duration // each offered rate of the overload scenario
+	pprofAddr   string        // the server's pprof address
 }
 
 type report struct {
@@ -127,6 +128,7 @@ func run(cfg config) error {
 		return err
 	}
 	defer srv.stop()
+	cfg.pprofAddr = pprofAddr
 	c := newClient("http://" + addr)
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
@@ -293,9 +295,14 @@ func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.P
 			return fmt.Errorf("overload: the runs of the previous phase did not end within a minute")
 		}
 		progress("overload: %dx the lifecycle's %.0f runs/s offered on %d connections for %s", k, peak, len(conns), cfg.overload)
+		profile := filepath.Join("bench", "results", fmt.Sprintf("overload-%dx-cpu.pprof", k))
+		profDone := captureProfile(cfg.pprofAddr, cfg.overload-time.Second, profile)
 		st, ended, byStatus, err := overload(ctx, c, pool, fx, conns, float64(k)*peak, cfg.overload)
 		if err != nil {
 			return err
+		}
+		if err := <-profDone; err == nil {
+			rep.Profiles = append(rep.Profiles, profile)
 		}
 		key := fmt.Sprintf("overload_%dx", k)
 		rep.Results[key] = st
