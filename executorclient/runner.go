@@ -17,7 +17,8 @@ type Handler func(ctx context.Context, c Claim) Result
 type Runner struct {
 	Client  *Client
 	Handler Handler
-	// Concurrency bounds the runs handled at once (default 1).
+	// Concurrency bounds the handlers running at once (default 1); a run
+	// whose handler returned is reported beside the next one.
 	Concurrency int
 	// Wait is how long a claim waits for work when none is queued
 	// (default 20s; the server allows up to 30s).
@@ -71,8 +72,13 @@ func (r *Runner) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots }()
-				r.handle(context.WithoutCancel(ctx), c)
+				// The slot is freed once the handler has returned: reporting
+				// the result (under the same lease) goes on beside the next
+				// run's handler.
+				var once sync.Once
+				release := func() { once.Do(func() { <-slots }) }
+				defer release()
+				r.handle(context.WithoutCancel(ctx), c, release)
 			}()
 		}
 	}
@@ -97,9 +103,9 @@ func (r *Runner) defaults() {
 	}
 }
 
-// handle runs one claim: the handler under a heartbeat, then the
-// completion, retried while the lease holds.
-func (r *Runner) handle(ctx context.Context, c Claim) {
+// handle runs one claim: the handler under a heartbeat (then handled),
+// then the completion, retried while the lease holds.
+func (r *Runner) handle(ctx context.Context, c Claim, handled func()) {
 	logger := r.Logger.With("run_id", c.Run.ID, "epoch", c.Lease.Epoch)
 	work, stop := context.WithCancel(ctx)
 	defer stop()
@@ -131,6 +137,7 @@ func (r *Runner) handle(ctx context.Context, c Claim) {
 		}
 	}()
 	result := r.Handler(work, c)
+	handled()
 	select {
 	case <-lost:
 		logger.Info("lease lost (cancelled or reaped); result dropped")
