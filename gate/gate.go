@@ -55,7 +55,7 @@ func New(store *eventstore.Store, conns *connections.Service, now journal.Clock,
 
 // DefaultStartQueue is how many starts may wait to be decided in one
 // process, unless SetStartQueue says otherwise.
-const DefaultStartQueue = 128
+const DefaultStartQueue = 512
 
 // SetStartQueue bounds the starts waiting to be decided in this process
 // to n: a start that finds n waiting is refused with ErrOverloaded at once

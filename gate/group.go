@@ -72,19 +72,16 @@ func (s *Service) submit(ctx context.Context, p *pending) (StartResponse, error)
 
 // Load shedding: what a batch costs grows with the number of scopes it
 // decides on (a lock, a snapshot, an append and run rows each; more starts
-// on a scope add an event each). A start is refused when the queue already
-// holds starts of maxQueuedScopes other scopes, or startQueue starts in
-// all: the next batch is then as large as one can be while its starts are
-// still answered promptly. Starts on a scope already queued join it (a
-// hot scope's clicks are never shed for their number).
-const maxQueuedScopes = 48
-
-// shed reports whether a start on scope finds the queue too full.
+// on a scope add an event each). A start is refused when the queue holds
+// startQueue starts, or already holds starts of a quarter as many other
+// scopes: the next batch is then as large as one can be while its starts
+// are still answered promptly. Starts on a scope already queued join it
+// (a hot scope's clicks are never shed for their number).
 func (s *Service) shed(c *committer, scope domain.ScopeID) bool {
 	if len(c.waiting) >= s.startQueue {
 		return true
 	}
-	return c.scopes[scope] == 0 && len(c.scopes) >= maxQueuedScopes
+	return c.scopes[scope] == 0 && len(c.scopes) >= max(1, s.startQueue/4)
 }
 
 // lead decides the waiting starts, a window at a time, until none is left.

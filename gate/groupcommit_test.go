@@ -222,25 +222,40 @@ func TestTwoProcessesGroupOverlappingScopes(t *testing.T) {
 	t.Logf("%d runs accepted over %d scopes", accepted, len(conns))
 }
 
-// TestStartsBeyondTheQueueAreShed: with the queue full, a start is
-// refused at once with ErrOverloaded and records nothing; once the queue
-// drains, starts are decided again.
+// TestStartsBeyondTheQueueAreShed: with starts of as many scopes as the
+// queue takes waiting (a quarter of its length), a start on yet another
+// scope is refused at once with ErrOverloaded and records nothing, while
+// one on a scope already waiting joins it; once the queue drains, starts
+// are decided again.
 func TestStartsBeyondTheQueueAreShed(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.svc.SetStartQueue(3)
+	f.svc.SetStartQueue(12) // starts of 3 scopes, 12 in all
 	var reqs []gate.StartRequest
 	for i := range 3 {
 		reqs = append(reqs, connStart(f.operator, domain.SurfaceInventorySync, f.connection(fmt.Sprintf("Graph %d", i)).ID))
 	}
 	extra := f.connection("Extra")
 	var shed error
+	var joined gate.StartResponse
+	var joinedErr error
+	joinedDone := make(chan struct{})
 	_, errs, _ := f.startsAfterAHeldOne(reqs, func() {
-		// The queue holds three: the next start is refused at once.
+		// A fourth scope is refused at once ...
 		_, shed = f.svc.Start(f.ctx, connStart(f.operator, domain.SurfaceInventorySync, extra.ID))
+		// ... a start on a scope already waiting joins it.
+		go func() {
+			defer close(joinedDone)
+			joined, joinedErr = f.svc.Start(f.ctx, connStart(f.operator, domain.SurfaceComplianceSnapshot, reqs[0].ConnectionID))
+		}()
+		apptest.WaitFor(t, 30*time.Second, "the start to join its scope's", func() bool { return f.svc.Waiting() == 4 })
 	})
+	<-joinedDone
+	if joinedErr != nil || joined.Result.Outcome != domain.OutcomeScopeBusy {
+		t.Errorf("the start that joined a waiting scope: %v %s, want scope_busy", joinedErr, joined.Result.Outcome)
+	}
 	if !errors.Is(shed, gate.ErrOverloaded) {
-		t.Fatalf("a start beyond the queue: %v, want ErrOverloaded", shed)
+		t.Fatalf("a start on a fourth scope: %v, want ErrOverloaded", shed)
 	}
 	for i, err := range errs {
 		if err != nil {

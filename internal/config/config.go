@@ -73,7 +73,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		PollInterval:       100 * time.Millisecond,
 		WakeDelay:          5 * time.Millisecond,
 		WorkerConcurrency:  8,
-		StartQueue:         128,
+		StartQueue:         512,
 		Lease:              30 * time.Second,
 		Heartbeat:          5 * time.Second,
 		ReadYourWritesWait: 2 * time.Second,
