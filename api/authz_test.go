@@ -59,6 +59,7 @@ var tenantRouteRules = map[string]routeRule{
 	"GET /api/v1/restore-runs/:restoreRunId":          {domain.CapOperationsView, noBody},
 	"GET /api/v1/operations/:runId":                   {domain.CapOperationsView, noBody},
 	"GET /api/v1/operations/:runId/events":            {domain.CapOperationsView, noBody},
+	"GET /api/v1/operations/:runId/explain":           {domain.CapOperationsView, noBody},
 	// Cancelling needs the capability of the surface the run came from; the
 	// matrix's run is a tenant verification.
 	"POST /api/v1/operations/:runId/cancel": {domain.CapTenantVerify, noBody},
@@ -79,6 +80,8 @@ var queryRoutes = []struct {
 }{
 	{"GET", "/api/v1/operations", domain.CapOperationsView},
 	{"GET", "/api/v1/audit/events", domain.CapAuditRead},
+	{"GET", "/api/v1/audit/export", domain.CapAuditRead},
+	{"GET", "/api/v1/audit/digest", domain.CapAuditRead},
 	{"GET", "/api/v1/queue", domain.CapOperationsView},
 }
 

@@ -104,9 +104,20 @@ func (h *handlers) getConnection(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := h.conns.Get(c.Request().Context(), userID(c), id)
+	asOf, past, err := asOfParam(c)
 	if err != nil {
 		return err
+	}
+	ctx := c.Request().Context()
+	conn, err := h.conns.Get(ctx, userID(c), id)
+	if err != nil {
+		return err
+	}
+	if past {
+		// As it was then, folded from its history.
+		if conn, err = h.history.ConnectionAt(ctx, id, asOf); err != nil {
+			return asOfError(err)
+		}
 	}
 	return c.JSON(http.StatusOK, conn)
 }

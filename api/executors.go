@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/executors"
@@ -293,6 +294,10 @@ func (h *handlers) complete(c echo.Context) error {
 		var obj map[string]any
 		if json.Unmarshal(s, &obj) != nil || obj == nil {
 			return domain.Invalid("summary", "must be a JSON object")
+		}
+		if err := audit.CheckCanonical(s); err != nil {
+			// The history must be chainable (audit/record.go).
+			return domain.Invalid("summary", "has no canonical JSON form (RFC 8785): %v", err)
 		}
 		done.Summary = s
 	}

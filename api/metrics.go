@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/projections"
 )
@@ -118,12 +119,14 @@ var (
 	queueDepthDesc = prometheus.NewDesc("opsgate_queue_depth", "Runs queued or running, by status.", []string{"status"}, nil)
 	oldestDesc     = prometheus.NewDesc("opsgate_queue_oldest_queued_age_seconds", "Age of the oldest queued run.", nil, nil)
 	lagDesc        = prometheus.NewDesc("opsgate_projector_lag_seconds", "Age of the oldest event a projector has not applied yet (0 when caught up).", []string{"projector"}, nil)
+	chainLagDesc   = prometheus.NewDesc("opsgate_audit_chain_lag_seconds", "Age of the oldest event the audit chain has not linked yet (0 when caught up); exports and verification cover what is linked.", nil, nil)
 )
 
 func (d *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueDepthDesc
 	ch <- oldestDesc
 	ch <- lagDesc
+	ch <- chainLagDesc
 }
 
 func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
@@ -142,7 +145,7 @@ func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	rows, err := d.pool.Query(ctx, `SELECT c.consumer, coalesce(extract(epoch FROM clock_timestamp() - (
 			SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
 			ORDER BY e.tx_id, e.position LIMIT 1)), 0)::float8
-		FROM feed_checkpoints c WHERE c.consumer = ANY($1::text[])`, projections.Names())
+		FROM feed_checkpoints c WHERE c.consumer = ANY($1::text[])`, append(projections.Names(), audit.ChainConsumer))
 	if err != nil {
 		return
 	}
@@ -150,7 +153,11 @@ func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	for rows.Next() {
 		var name string
 		var lag float64
-		if rows.Scan(&name, &lag) == nil {
+		switch {
+		case rows.Scan(&name, &lag) != nil:
+		case name == audit.ChainConsumer:
+			ch <- prometheus.MustNewConstMetric(chainLagDesc, prometheus.GaugeValue, lag)
+		default:
 			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, lag, name)
 		}
 	}

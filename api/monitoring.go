@@ -1,14 +1,15 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/projections"
@@ -138,48 +139,48 @@ func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
 }
 
 func (h *handlers) getOperation(c echo.Context) error {
+	asOf, past, err := asOfParam(c)
+	if err != nil {
+		return err
+	}
 	v, err := h.visibleRun(c)
 	if err != nil {
 		return err
 	}
+	if past {
+		// As it was then, folded from its history.
+		if v, err = h.history.RunAt(c.Request().Context(), v.ID, asOf); err != nil {
+			return asOfError(err)
+		}
+	}
 	return c.JSON(http.StatusOK, detailOf(v))
 }
 
-// AuditEvent is an event as auditors read it.
+// AuditEvent is an event as auditors read it, with its hash in its
+// tenant's chain (null until the chainer reached it).
 type AuditEvent struct {
-	Position      int64           `json:"position"`
-	EventID       string          `json:"event_id"`
-	Stream        string          `json:"stream"`
-	Version       int64           `json:"version"`
-	Type          string          `json:"type"`
-	SchemaVersion int             `json:"schema_version"`
-	RecordedAt    time.Time       `json:"recorded_at"`
-	Data          json.RawMessage `json:"data"`
-	Metadata      auditMetadata   `json:"metadata"`
+	audit.Record
+	Hash *string `json:"hash"`
 }
 
-type auditMetadata struct {
-	Actor         string `json:"actor"`
-	TenantID      string `json:"tenant_id"`
-	CorrelationID string `json:"correlation_id"`
-	CausationID   string `json:"causation_id"`
-	RequestID     string `json:"request_id"`
-}
-
-func auditEvent(e eventstore.Event) AuditEvent {
-	return AuditEvent{
-		Position: e.Position, EventID: e.ID, Stream: e.StreamID, Version: e.StreamVersion, Type: e.Type,
-		SchemaVersion: e.SchemaVersion, RecordedAt: e.RecordedAt.UTC(), Data: e.Data,
-		Metadata: auditMetadata(e.Metadata),
+// auditEvents returns events as auditors read them, with their hashes.
+func (h *handlers) auditEvents(ctx context.Context, events []eventstore.Event) ([]AuditEvent, error) {
+	positions := make([]int64, len(events))
+	for i, e := range events {
+		positions[i] = e.Position
 	}
-}
-
-func auditEvents(events []eventstore.Event) []AuditEvent {
+	hashes, err := h.history.Hashes(ctx, positions)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]AuditEvent, len(events))
 	for i, e := range events {
-		out[i] = auditEvent(e)
+		out[i] = AuditEvent{Record: audit.RecordOf(e)}
+		if hash, ok := hashes[e.Position]; ok {
+			out[i].Hash = &hash
+		}
 	}
-	return out
+	return out, nil
 }
 
 func (h *handlers) operationEvents(c echo.Context) error {
@@ -187,11 +188,16 @@ func (h *handlers) operationEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	events, err := h.store.ReadCorrelated(c.Request().Context(), v.ID, 10_000)
+	ctx := c.Request().Context()
+	events, err := h.store.ReadCorrelated(ctx, v.ID, 10_000)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": auditEvents(events)})
+	items, err := h.auditEvents(ctx, events)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": items})
 }
 
 func (h *handlers) cancelOperation(c echo.Context) error {
@@ -225,26 +231,14 @@ type AuditPage struct {
 	NextAfter *int64       `json:"next_after"`
 }
 
-func (h *handlers) auditEvents(c echo.Context) error {
+func (h *handlers) auditTrail(c echo.Context) error {
 	ctx := c.Request().Context()
-	tenant, err := optionalID("tenant_id", c.QueryParam("tenant_id"))
-	if err != nil {
-		return err
-	}
-	if tenant == "" {
-		return badQuery("tenant_id is required")
-	}
 	limit, err := limitParam(c)
 	if err != nil {
 		return err
 	}
-	var after int64
-	if v := c.QueryParam("after"); v != "" {
-		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
-			return badQuery("after must be the position of an event")
-		}
-	}
-	if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapAuditRead); err != nil {
+	tenant, after, err := h.auditQuery(c)
+	if err != nil {
 		return err
 	}
 	events, err := h.store.ReadTenant(ctx, tenant, after, limit)
@@ -254,7 +248,11 @@ func (h *handlers) auditEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := AuditPage{Items: auditEvents(events)}
+	items, err := h.auditEvents(ctx, events)
+	if err != nil {
+		return err
+	}
+	p := AuditPage{Items: items}
 	if len(events) == limit {
 		last := events[len(events)-1].Position
 		p.NextAfter = &last

@@ -28,6 +28,8 @@ type Config struct {
 	Metrics RequestObserver
 	// RequestTimeout, if positive, is the deadline of each request's
 	// context: database work of a request that overstays it is cancelled.
+	// Streamed responses (ExportPath) have none: they last as long as the
+	// history they carry, and end when their client goes away.
 	RequestTimeout time.Duration
 }
 
@@ -76,7 +78,7 @@ func NewEcho(cfg Config) *echo.Echo {
 			}
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			ctx := context.WithValue(req.Context(), requestIDKey{}, id)
-			if cfg.RequestTimeout > 0 {
+			if cfg.RequestTimeout > 0 && req.URL.Path != ExportPath {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
 				defer cancel()
@@ -88,6 +90,9 @@ func NewEcho(cfg Config) *echo.Echo {
 			start := time.Now()
 			defer func() {
 				if r := recover(); r != nil {
+					if r == http.ErrAbortHandler {
+						panic(r) // a streamed response cut on purpose
+					}
 					logger.ErrorContext(ctx, "panic", "request_id", id, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 					err = problem(c, http.StatusInternalServerError, "internal", "Internal error",
 						"Something went wrong on our side; quote request id "+id+".")

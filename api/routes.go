@@ -3,6 +3,7 @@ package api
 import (
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -40,6 +41,7 @@ type handlers struct {
 	reader     *projections.Reader
 	store      *eventstore.Store
 	metrics    *Metrics
+	history    *audit.History
 }
 
 // startRoute is one start surface of contract section 3.
@@ -65,7 +67,8 @@ func startRoutes() []startRoute {
 // 3 to 7 (health endpoints are registered by NewEcho).
 func Routes(d Deps) func(e *echo.Echo) {
 	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
-		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics}
+		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics,
+		history: audit.NewHistory(d.Store)}
 	return func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
@@ -111,7 +114,11 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.GET("/operations/:runId/events", h.operationEvents)
 		v1.POST("/operations/:runId/cancel", h.cancelOperation)
 
-		v1.GET("/audit/events", h.auditEvents)
+		v1.GET("/operations/:runId/explain", h.explainOperation)
+
+		v1.GET("/audit/events", h.auditTrail)
+		v1.GET("/audit/export", h.auditExport)
+		v1.GET("/audit/digest", h.auditDigest)
 		v1.GET("/me/notifications", h.notifications)
 		v1.GET("/queue", h.queue)
 	}

@@ -215,16 +215,19 @@ func (s *Service) makeDefault(ctx context.Context, tx *eventstore.Tx, md eventst
 	if previous == c.ID {
 		return nil
 	}
+	// One time for the rows and the event: a connection folded from its
+	// history (Connection.Apply) equals its row.
+	now := s.now()
 	// Two statements: the unique index on the default is checked row by row.
 	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = false, updated_at = $2
-		WHERE tenant_id = $1 AND is_default`, c.TenantID, s.now()); err != nil {
+		WHERE tenant_id = $1 AND is_default`, c.TenantID, now); err != nil {
 		return fmt.Errorf("clear default connection: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = true, updated_at = $2 WHERE id = $1`, c.ID, s.now()); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = true, updated_at = $2 WHERE id = $1`, c.ID, now); err != nil {
 		return fmt.Errorf("set default connection: %w", err)
 	}
 	return journal.Append(ctx, tx, domain.ConnectionStream(c.ID), md, domain.ProviderConnectionMadeDefault{
-		ConnectionID: c.ID, TenantID: c.TenantID, PreviousID: previous, At: s.now(),
+		ConnectionID: c.ID, TenantID: c.TenantID, PreviousID: previous, At: now,
 	})
 }
 

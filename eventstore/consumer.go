@@ -25,6 +25,11 @@ type Consumer struct {
 	// only through b applies each event exactly once. An error fails the
 	// whole batch, which is delivered again (to every consumer) later.
 	Apply func(ctx context.Context, b *pgx.Batch, events []Delivery) error
+	// Prepare, if set, runs before Apply with the same events, for a
+	// consumer whose statements depend on rows it wrote before: it reads
+	// them in tx, the feed's transaction, which holds the consumer's
+	// checkpoint, so they are exactly as of the events' delivery.
+	Prepare func(ctx context.Context, tx pgx.Tx, events []Delivery) error
 }
 
 // Delivery is an event of a feed with its payload decoded (nil for an
@@ -208,6 +213,12 @@ func (s *feedSession) flush(ctx context.Context) error {
 		}
 		if first == len(s.events) {
 			continue // redelivered: applied before
+		}
+		if c.Prepare != nil {
+			if err := c.Prepare(ctx, s.tx, s.events[first:]); err != nil {
+				s.tx, s.events = nil, nil
+				return fmt.Errorf("%s: %w", c.Name, err)
+			}
 		}
 		if err := c.Apply(ctx, &b, s.events[first:]); err != nil {
 			s.tx, s.events = nil, nil

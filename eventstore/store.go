@@ -565,3 +565,32 @@ func (s *Store) after(ctx context.Context, position int64) (txID, pos int64, err
 	}
 	return txID, position, nil
 }
+
+// ReadTenantOfType returns tenantID's events of type eventType, in
+// position order: the few events of a kind that concern others of the
+// tenant's streams (a connection made default names the previous one).
+func (s *Store) ReadTenantOfType(ctx context.Context, tenantID, eventType string) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE tenant_id = $1 AND event_type = $2 ORDER BY position`, tenantID, eventType)
+	if err != nil {
+		return nil, fmt.Errorf("read %s of tenant %s: %w", eventType, tenantID, err)
+	}
+	events, err := pgx.CollectRows(rows, scanEvent)
+	if err != nil {
+		return nil, fmt.Errorf("read %s of tenant %s: %w", eventType, tenantID, err)
+	}
+	return events, nil
+}
+
+// PointOf returns the point in subscriber order of the event at position,
+// ErrUnknownPosition if there is none.
+func (s *Store) PointOf(ctx context.Context, position int64) (Checkpoint, error) {
+	var txID int64
+	err := s.pool.QueryRow(ctx, `SELECT (tx_id::text)::bigint FROM events WHERE position = $1`, position).Scan(&txID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Checkpoint{}, ErrUnknownPosition
+	}
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("find event %d: %w", position, err)
+	}
+	return Checkpoint{TxID: uint64(txID), Position: position}, nil
+}

@@ -190,19 +190,31 @@ func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) 
 // RunReaper reaps expired leases every interval until ctx ends. Every
 // process that serves executors (api) or is one (worker) runs it; the
 // reapers of several processes never end a run twice (each end is a
-// decision under the run's scope lock).
+// decision under the run's scope lock). A lease that ran out while the
+// database was unreachable could not have been renewed: after a failed
+// pass the reaper holds off for two intervals of database contact, so
+// that executors still alive renew their leases or record their results
+// before it judges them lost.
 func (s *Service) RunReaper(ctx context.Context, every time.Duration, logger *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var holdUntil time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if time.Now().Before(holdUntil) {
+			if err := s.store.Pool().Ping(ctx); err != nil {
+				holdUntil = time.Now().Add(2 * every)
+			}
+			continue
+		}
 		n, err := s.ReapExpired(ctx, 100)
 		if err != nil && ctx.Err() == nil {
 			logger.Warn("reaping expired leases failed", "err", err)
+			holdUntil = time.Now().Add(2 * every)
 		}
 		if n > 0 {
 			logger.Info("ended runs whose executor was lost", "count", n)

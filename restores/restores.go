@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
@@ -52,6 +53,10 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, name st
 	var list []json.RawMessage
 	if err := json.Unmarshal(items, &list); err != nil || list == nil {
 		return RestoreRun{}, domain.Invalid("items", "must be an array")
+	}
+	if err := audit.CheckCanonical(items); err != nil {
+		// The history must be chainable (audit/record.go).
+		return RestoreRun{}, domain.Invalid("items", "has no canonical JSON form (RFC 8785): %v", err)
 	}
 	now := s.now()
 	r := RestoreRun{ID: journal.NewID(), TenantID: tenantID, Name: strings.TrimSpace(name), Items: items, CreatedBy: by.ID, CreatedAt: now}

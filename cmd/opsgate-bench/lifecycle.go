@@ -106,7 +106,9 @@ func riverLifecycle(bin, dbURL string, n, conc, workers int) (stats, error) {
 // inFlight at once), on random connections of conns with random
 // operations, as impatient clients clicking again would. It returns the
 // answers' latencies (every answer, shed ones included) and how many runs
-// ended per second over the window, with the answers by status.
+// ended per second over the window, with the answers by status. It fails
+// when a decided answer has no decision event of its outcome: a duplicate
+// click answered under overload must leave its audit record.
 func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, conns []string, rate float64, d time.Duration) (stats, float64, map[int]int, error) {
 	const inFlight = 1024
 	var (
@@ -121,6 +123,10 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 	slots := make(chan struct{}, inFlight)
 	var ended0 int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')`).Scan(&ended0); err != nil {
+		return stats{}, 0, nil, err
+	}
+	var from int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(max(position), 0) FROM events`).Scan(&from); err != nil {
 		return stats{}, 0, nil, err
 	}
 	rng := rand.New(rand.NewSource(1))
@@ -170,6 +176,9 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 		return stats{}, 0, nil, err
 	}
 	wg.Wait()
+	if err := decisionsRecorded(ctx, pool, from, byStatus); err != nil {
+		return stats{}, 0, nil, fmt.Errorf("overload at %.0f/s: %w", rate, err)
+	}
 	if d := summarise(decided, 0, window); len(decided) > 0 {
 		progress("overload: %d decided answers p50 %.1f ms p99 %.1f ms; %d shed", d.Count, d.P50ms, d.P99ms, len(latencies)-len(decided))
 	}
@@ -180,4 +189,34 @@ func overload(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, c
 	}
 	st.FirstError = firstErr
 	return st, float64(ended1-ended0) / window.Seconds(), byStatus, nil
+}
+
+// decisionsRecorded checks that the events after position from hold one
+// decision event per decided answer: 202 StartAccepted, 200 StartDeduped,
+// 409 StartScopeBusy, 422 StartBlocked.
+func decisionsRecorded(ctx context.Context, pool *pgxpool.Pool, from int64, byStatus map[int]int) error {
+	rows, err := pool.Query(ctx, `SELECT event_type, count(*) FROM events
+		WHERE position > $1 AND event_type LIKE 'Start%' GROUP BY event_type`, from)
+	if err != nil {
+		return fmt.Errorf("count decision events: %w", err)
+	}
+	defer rows.Close()
+	recorded := map[string]int{}
+	for rows.Next() {
+		var typ string
+		var n int
+		if err := rows.Scan(&typ, &n); err != nil {
+			return fmt.Errorf("count decision events: %w", err)
+		}
+		recorded[typ] = n
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("count decision events: %w", err)
+	}
+	for status, event := range map[int]string{202: "StartAccepted", 200: "StartDeduped", 409: "StartScopeBusy", 422: "StartBlocked"} {
+		if recorded[event] != byStatus[status] {
+			return fmt.Errorf("%d answers %d but %d %s events: a decision without its audit record", byStatus[status], status, recorded[event], event)
+		}
+	}
+	return nil
 }

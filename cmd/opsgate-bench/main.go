@@ -53,6 +53,7 @@ type report struct {
 	Ratios   map[string]float64 `json:"ratios"`
 	Checks   map[string]string  `json:"checks"`
 	Replay   map[string]float64 `json:"replay"`
+	Audit    map[string]float64 `json:"audit"`
 	Profiles []string           `json:"profiles"`
 }
 
@@ -86,7 +87,8 @@ func run(cfg config) error {
 		return fmt.Errorf("DATABASE_URL is not set (make bench sets it)")
 	}
 	rep := &report{Started: time.Now().UTC(), Machine: machine(), Quick: cfg.quick,
-		Results: map[string]stats{}, Ratios: map[string]float64{}, Checks: map[string]string{}, Replay: map[string]float64{}}
+		Results: map[string]stats{}, Ratios: map[string]float64{}, Checks: map[string]string{}, Replay: map[string]float64{},
+		Audit: map[string]float64{}}
 
 	dbURL, drop, err := createDatabase(ctx, base)
 	if err != nil {
@@ -150,7 +152,7 @@ func run(cfg config) error {
 		printTable(os.Stdout, rep)
 		return nil
 	case "replay":
-		return replayOnly(ctx, cfg, bin, dbURL, pool, fx, rep)
+		return replayOnly(ctx, cfg, bin, dbURL, srv, c, pool, fx, rep)
 	case "freshness":
 		progress("freshness: commit-to-read-model lag and worker pickup")
 		rep.Results["freshness_operations_view_lag"], rep.Results["freshness_worker_pickup"] = freshness(ctx, c, pool, fx, 400)
@@ -195,6 +197,7 @@ func run(cfg config) error {
 	rep.Results["spread_half_load"] = pacedLoad(ctx, c, fx, 32, best/2, cfg.spreadTime)
 
 	progress("hot scope: 64 clients on one connection for %s (profiling the server)", cfg.hotTime)
+	hotBegan := time.Now()
 	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
 	profDone := captureProfile(pprofAddr, cfg.hotTime-time.Second, profile)
 	hot, maxActive := hotScope(ctx, c, pool, fx, cfg.hotTime)
@@ -215,6 +218,9 @@ func run(cfg config) error {
 	projectorsDrained, workerDrained := drain(ctx, pool, 5*time.Minute)
 	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
 	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
+	if lag, err := chainLag(ctx, pool, hotBegan); err == nil {
+		rep.Results["audit_chain_lag_hot_scope"] = lag
+	}
 	progress("freshness: commit-to-read-model lag and worker pickup")
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag
@@ -262,6 +268,9 @@ func run(cfg config) error {
 		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(emptyClient, emptyFx, emptyFx.conns))
 	emptySrv.stop()
 	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
+	if err := auditFigures(ctx, c, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
+		return err
+	}
 	if err := replay(bin, dbURL, rep); err != nil {
 		return err
 	}
@@ -318,9 +327,12 @@ func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.P
 }
 
 // replayOnly seeds the history and times a rebuild, and nothing else.
-func replayOnly(ctx context.Context, cfg config, bin, dbURL string, pool *pgxpool.Pool, fx *fixture, rep *report) error {
+func replayOnly(ctx context.Context, cfg config, bin, dbURL string, srv *server, c *client, pool *pgxpool.Pool, fx *fixture, rep *report) error {
 	progress("replay: seeding the store to %d events", cfg.replay)
 	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
+		return err
+	}
+	if err := auditFigures(ctx, c, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
 		return err
 	}
 	if err := replay(bin, dbURL, rep); err != nil {

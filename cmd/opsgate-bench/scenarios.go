@@ -181,10 +181,10 @@ func drain(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) (projec
 	for time.Since(start) < limit && !(projectorsDone && workerDone) {
 		if !projectorsDone {
 			var behind bool
-			err := pool.QueryRow(ctx, `SELECT count(*) < 3 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
+			err := pool.QueryRow(ctx, `SELECT count(*) < 4 OR bool_or((c.tx_id, c.position) < (h.tx_id, h.position))
 				FROM feed_checkpoints c,
 				     (SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1) h
-				WHERE c.consumer IN ('operations', 'queue', 'notifications')`).Scan(&behind)
+				WHERE c.consumer IN ('operations', 'queue', 'notifications', 'audit.chain')`).Scan(&behind)
 			if err == nil && !behind {
 				projectorsDone, projectors = true, time.Since(start)
 			}
@@ -561,7 +561,7 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(tw, "scenario\tcount\terrors\tper second\tp50 ms\tp95 ms\tp99 ms\t")
 	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load", "hot_scope",
-		"freshness_operations_view_lag", "freshness_worker_pickup",
+		"audit_chain_lag_hot_scope", "freshness_operations_view_lag", "freshness_worker_pickup",
 		"lifecycle", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
 		"growth_scope_10_events", "growth_scope_large"}
@@ -588,6 +588,11 @@ func printTable(w io.Writer, rep *report) {
 	}
 	if len(rep.Replay) > 0 {
 		fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s\n", "replay (projections rebuild)", rep.Replay["events"], rep.Replay["events_per_second"])
+	}
+	if a := rep.Audit; len(a) > 0 {
+		fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s, %.1f MB/s, server RSS +%.0f MB\n", "audit export", a["export_events"],
+			a["export_events_per_second"], a["export_mb_per_second"], a["export_server_rss_growth_mb"])
+		fmt.Fprintf(w, "%-34s %.0f events/s offline, %.0f events/s against the database\n", "audit verify", a["verify_file_events_per_second"], a["verify_database_events_per_second"])
 	}
 	for k, v := range rep.Checks {
 		fmt.Fprintf(w, "%-34s %s\n", k, v)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/internal/app"
 )
 
 // line is one row of the report: a check with a limit, or a figure
@@ -183,6 +187,12 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 		verify = 1
 	}
 	rep.zero("projections verify differences", verify, lastLine(r.verifyOut))
+	broken, unlinked, err := verifyChains(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	rep.zero("audit chains that do not verify", len(broken), strings.Join(first(broken, 1), ", "))
+	rep.zero("events not linked into the audit chain", unlinked, "")
 	leaks, err := r.tokensInLogs()
 	if err != nil {
 		return nil, err
@@ -201,6 +211,34 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.note("runs ended execution.lost", fmt.Sprintf("%d, of which %d on a worker killed with SIGKILL", lostTotal, lostKilled))
 	rep.note("events in the store", strconv.Itoa(hist.events))
 	return rep, nil
+}
+
+// verifyChains recomputes every audit chain from the database, once the
+// chainer caught up: the chains that do not verify (with why), and the
+// events no chain links.
+func verifyChains(ctx context.Context, pool *pgxpool.Pool) (broken []string, unlinked int, err error) {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.position = e.position)`).Scan(&unlinked); err != nil {
+		return nil, 0, fmt.Errorf("count unlinked events: %w", err)
+	}
+	rows, err := pool.Query(ctx, `SELECT chain FROM audit_chain_heads ORDER BY chain`)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list chains: %w", err)
+	}
+	chains, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, 0, fmt.Errorf("list chains: %w", err)
+	}
+	history := audit.NewHistory(app.NewStore(pool))
+	for _, chain := range chains {
+		if _, err := history.VerifyChain(ctx, chain); err != nil {
+			var m *audit.Mismatch
+			if !errors.As(err, &m) {
+				return nil, 0, err
+			}
+			broken = append(broken, fmt.Sprintf("chain %q: %v", chain, m))
+		}
+	}
+	return broken, unlinked, nil
 }
 
 // history is what the checks read of the event store.

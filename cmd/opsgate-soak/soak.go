@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/audit"
 )
 
 // stateDir is the soak's own cluster, beside the one of make run and make test.
@@ -236,8 +238,9 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// projectors are the read models whose lag the soak measures.
-var projectors = []string{"operations", "queue", "notifications"}
+// projectors are the consumers whose lag the soak measures: the read
+// models and the audit chain.
+var projectors = []string{"operations", "queue", "notifications", audit.ChainConsumer}
 
 // catchUp waits until every projector has applied every event committed
 // before its first successful look at the store, and returns how long

@@ -3,6 +3,7 @@
 //	opsgate serve [--roles api,projector,worker]   run the service
 //	opsgate migrate                                apply database migrations
 //	opsgate projections rebuild|verify             replay the history into read models
+//	opsgate audit verify --tenant ID | --file F    recompute an audit chain
 package main
 
 import (
@@ -28,6 +29,7 @@ commands:
   migrate                               apply database migrations and exit
   projections rebuild [--cpuprofile f]  rebuild every read model from the event history and swap it in
   projections verify [--cpuprofile f]   rebuild into scratch tables and report differences (exit 1)
+  audit verify --tenant ID | --file F   recompute a tenant's audit chain, from the database or an export (exit 1 on the first mismatch)
 
 configuration comes from the environment; see README.md.
 `
@@ -43,6 +45,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "audit" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return auditCommand(ctx, args[1:], stdout, stderr)
 	}
 	cfg, err := config.FromEnv(os.Getenv)
 	if err != nil {

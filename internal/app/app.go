@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -266,6 +267,8 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	var consumers []eventstore.Consumer
 	if a.roles.Projector {
 		consumers = append(consumers, projections.Consumers(a.Metrics.ObserveProjection)...)
+		// The audit chain links each event behind the commit (audit/chain.go).
+		consumers = append(consumers, audit.Chainer(func(at time.Time) { a.Metrics.ObserveProjection(audit.ChainConsumer, at) }))
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())

@@ -1,0 +1,99 @@
+package audit
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// ChainConsumer is the chainer's checkpoint in feed_checkpoints.
+const ChainConsumer = "audit.chain"
+
+// head is where a chain's next event links to.
+type head struct {
+	seq  int64
+	hash string
+}
+
+// Chainer returns the feed consumer that chains every event behind the
+// commit, in subscriber order (transaction id, then position): each
+// event's hash covers the one before it in its tenant's chain (events of
+// no tenant form the chain ""). The heads of the batch's chains are read
+// in the feed's transaction (Prepare) and the batch's links and new heads
+// are written with its checkpoint, so each event is chained exactly once
+// and a decision never waits for the chain. onChained, if set, is called
+// for each event chained, with its recorded time (the lag metric).
+func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
+	var heads map[string]head
+	return eventstore.Consumer{
+		Name: ChainConsumer,
+		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
+			chains := map[string]bool{}
+			var names []string
+			for _, d := range events {
+				if c := d.Metadata.TenantID; !chains[c] {
+					chains[c] = true
+					names = append(names, c)
+				}
+			}
+			heads = make(map[string]head, len(names))
+			rows, err := tx.Query(ctx, `SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1::text[])`, names)
+			if err != nil {
+				return fmt.Errorf("read chain heads: %w", err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var chain string
+				var h head
+				var hash []byte
+				if err := rows.Scan(&chain, &h.seq, &hash); err != nil {
+					return fmt.Errorf("read chain heads: %w", err)
+				}
+				h.hash = hexHash(hash)
+				heads[chain] = h
+			}
+			return rows.Err()
+		},
+		Apply: func(_ context.Context, b *pgx.Batch, events []eventstore.Delivery) error {
+			n := len(events)
+			positions, seqs := make([]int64, n), make([]int64, n)
+			chains := make([]string, n)
+			prevs, hashes := make([][]byte, n), make([][]byte, n)
+			for i, d := range events {
+				chain := d.Metadata.TenantID
+				h, ok := heads[chain]
+				if !ok {
+					h = head{hash: ZeroHash}
+				}
+				line := Line{Seq: h.seq + 1, Record: RecordOf(d.Event), PrevHash: h.hash}
+				sum, err := line.Sum()
+				if err != nil {
+					return fmt.Errorf("chain event %d: %w", d.Position, err)
+				}
+				positions[i], chains[i], seqs[i] = d.Position, chain, line.Seq
+				prevs[i], _ = hex.DecodeString(h.hash)
+				hashes[i], _ = hex.DecodeString(sum)
+				heads[chain] = head{seq: line.Seq, hash: sum}
+				if onChained != nil {
+					onChained(d.RecordedAt)
+				}
+			}
+			b.Queue(`INSERT INTO audit_chain (position, chain, seq, prev_hash, hash)
+				SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])`,
+				positions, chains, seqs, prevs, hashes)
+			// The last link of each chain is its new head.
+			b.Queue(`INSERT INTO audit_chain_heads (chain, seq, position, hash)
+				SELECT DISTINCT ON (chain) chain, seq, position, hash
+				FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) AS l(position, chain, seq, hash)
+				ORDER BY chain, seq DESC
+				ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, position = excluded.position, hash = excluded.hash`,
+				positions, chains, seqs, hashes)
+			return nil
+		},
+	}
+}

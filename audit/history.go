@@ -1,0 +1,122 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// ErrNotChained means a position names no event of the chain (none, one
+// of another tenant, or one the chainer has not reached yet).
+var ErrNotChained = errors.New("no chained event at that position")
+
+// History reads the event history for auditors: the chains, and states
+// folded from the events as of a moment.
+type History struct {
+	store *eventstore.Store
+	pool  *pgxpool.Pool
+}
+
+// NewHistory returns the reader of store's history.
+func NewHistory(store *eventstore.Store) *History { return &History{store: store, pool: store.Pool()} }
+
+// SeqOf returns the seq in chain of the event at position (0 for
+// position 0: before the first), ErrNotChained if it has none.
+func (h *History) SeqOf(ctx context.Context, chain string, position int64) (int64, error) {
+	if position <= 0 {
+		return 0, nil
+	}
+	var seq int64
+	err := h.pool.QueryRow(ctx, `SELECT seq FROM audit_chain WHERE position = $1 AND chain = $2`, position, chain).Scan(&seq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotChained
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find event %d in chain %q: %w", position, chain, err)
+	}
+	return seq, nil
+}
+
+// Lines yields the events of chain after afterSeq, in chain order, with
+// their links, from one statement: rows arrive as they are read, so a
+// history of any length streams in constant memory. Stop early by
+// breaking out of the loop; ending ctx ends the statement.
+func (h *History) Lines(ctx context.Context, chain string, afterSeq int64) iter.Seq2[Line, error] {
+	return func(yield func(Line, error) bool) {
+		rows, err := h.pool.Query(ctx, `SELECT c.seq, e.position, e.event_id, e.stream_id, e.stream_version, e.event_type,
+				e.schema_version, e.recorded_at, e.payload, e.metadata, c.prev_hash, c.hash
+			FROM audit_chain c JOIN events e ON e.position = c.position
+			WHERE c.chain = $1 AND c.seq > $2 ORDER BY c.seq`, chain, afterSeq)
+		if err != nil {
+			yield(Line{}, fmt.Errorf("read chain %q: %w", chain, err))
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l Line
+			var md eventstore.Metadata
+			var prev, hash []byte
+			if err := rows.Scan(&l.Seq, &l.Position, &l.EventID, &l.Stream, &l.Version, &l.Type, &l.SchemaVersion,
+				&l.RecordedAt, (*[]byte)(&l.Data), &md, &prev, &hash); err != nil {
+				yield(Line{}, fmt.Errorf("read chain %q: %w", chain, err))
+				return
+			}
+			l.RecordedAt, l.Metadata = l.RecordedAt.UTC(), Metadata(md)
+			l.PrevHash, l.Hash = hexHash(prev), hexHash(hash)
+			if !yield(l, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(Line{}, fmt.Errorf("read chain %q: %w", chain, err))
+		}
+	}
+}
+
+// Hashes returns the hashes of the events at positions that are chained.
+func (h *History) Hashes(ctx context.Context, positions []int64) (map[int64]string, error) {
+	rows, err := h.pool.Query(ctx, `SELECT position, hash FROM audit_chain WHERE position = ANY($1::bigint[])`, positions)
+	if err != nil {
+		return nil, fmt.Errorf("read hashes: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[int64]string, len(positions))
+	for rows.Next() {
+		var p int64
+		var hash []byte
+		if err := rows.Scan(&p, &hash); err != nil {
+			return nil, fmt.Errorf("read hashes: %w", err)
+		}
+		out[p] = hexHash(hash)
+	}
+	return out, rows.Err()
+}
+
+// Head is the last chained event of a chain: what an auditor keeps to
+// detect a later rewrite of the whole chain, and how far the chainer got.
+type Head struct {
+	Seq      int64  `json:"seq"`
+	Position int64  `json:"position"`
+	Hash     string `json:"hash"`
+}
+
+// HeadOf returns chain's head (zero before its first event).
+func (h *History) HeadOf(ctx context.Context, chain string) (Head, error) {
+	var hd Head
+	var hash []byte
+	err := h.pool.QueryRow(ctx, `SELECT seq, position, hash FROM audit_chain_heads WHERE chain = $1`, chain).Scan(&hd.Seq, &hd.Position, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Head{Hash: ZeroHash}, nil
+	}
+	if err != nil {
+		return Head{}, fmt.Errorf("read the head of chain %q: %w", chain, err)
+	}
+	hd.Hash = hexHash(hash)
+	return hd, nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/config"
+)
+
+const auditUsage = `usage:
+  opsgate audit verify --tenant ID       recompute a tenant's chain from the database
+  opsgate audit verify --no-tenant       recompute the chain of events of no tenant (admin records)
+  opsgate audit verify --file F          recompute the chain of an export (NDJSON; - for stdin), offline
+
+exit status: 0 verified, 1 the first event that does not match is named, 2 anything else
+`
+
+// auditCommand runs `opsgate audit verify`. Offline verification needs no
+// configuration and no database.
+func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) < 1 || args[0] != "verify" {
+		fmt.Fprint(stderr, auditUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	tenant := fs.String("tenant", "", "")
+	noTenant := fs.Bool("no-tenant", false, "")
+	file := fs.String("file", "", "")
+	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || countSet(*tenant != "", *noTenant, *file != "") != 1 {
+		fmt.Fprint(stderr, auditUsage)
+		return 2
+	}
+	var (
+		v     audit.Verified
+		err   error
+		chain string
+	)
+	switch {
+	case *file != "":
+		chain = *file
+		v, err = verifyFile(*file)
+	default:
+		if *tenant != "" {
+			if _, perr := ulid.ParseStrict(*tenant); perr != nil {
+				fmt.Fprintf(stderr, "opsgate audit verify: --tenant %q is not a tenant id (a ULID)\n", *tenant)
+				return 2
+			}
+		}
+		chain = "tenant " + *tenant
+		if *noTenant {
+			chain = "the chain of no tenant"
+		}
+		v, err = verifyDatabase(ctx, *tenant)
+	}
+	var mismatch *audit.Mismatch
+	switch {
+	case errors.As(err, &mismatch):
+		fmt.Fprintf(stdout, "FAILED %s: %v\n", chain, mismatch)
+		fmt.Fprintf(stdout, "%d event(s) before it verified\n", v.Events)
+		return 1
+	case err != nil:
+		fmt.Fprintf(stderr, "opsgate audit verify: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "verified %s: %d event(s)", chain, v.Events)
+	if v.Events > 0 {
+		fmt.Fprintf(stdout, ", seq %d to %d, head %s", v.FirstSeq, v.LastSeq, v.Head)
+	}
+	fmt.Fprintln(stdout)
+	if v.FirstSeq > 1 {
+		fmt.Fprintf(stdout, "the export starts at seq %d: its link to the event before was taken on trust\n", v.FirstSeq)
+	}
+	return 0
+}
+
+func countSet(flags ...bool) int {
+	n := 0
+	for _, f := range flags {
+		if f {
+			n++
+		}
+	}
+	return n
+}
+
+func verifyFile(name string) (audit.Verified, error) {
+	r := io.Reader(os.Stdin)
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return audit.Verified{}, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return audit.VerifyFile(r)
+}
+
+func verifyDatabase(ctx context.Context, tenant string) (audit.Verified, error) {
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		return audit.Verified{}, fmt.Errorf("configuration:\n%w", err)
+	}
+	pool, err := app.OpenPool(ctx, cfg)
+	if err != nil {
+		return audit.Verified{}, fmt.Errorf("connect: %w", err)
+	}
+	defer pool.Close()
+	return audit.NewHistory(app.NewStore(pool)).VerifyChain(ctx, tenant)
+}
