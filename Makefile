@@ -13,7 +13,7 @@ with_db = url="$${DATABASE_URL:-}"; \
 	export DATABASE_URL="$$url";
 
 .DEFAULT_GOAL := build
-.PHONY: run test bench soak lint build db-start db-stop db-url
+.PHONY: run test bench soak lint build db-start db-stop db-url screenshots
 
 # Serve API, projectors and worker in one process.
 run:
@@ -27,7 +27,14 @@ test:
 	@if [ "$(FUZZTIME)" != "0" ]; then for f in FuzzDecodeStartBody FuzzDecodeConnection; do \
 		out="$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./api 2>&1)" || \
 		{ printf '%s\nfuzzing %s failed\n' "$$out" "$$f"; exit 1; }; done; fi
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$OPSGATE_CHROMIUM" ] || \
+		echo "note: Chromium not found: the console's browser tests are skipped (install: apt-get install -y chromium)"
 	@$(with_db) $(GO) test -count=1 -timeout 15m $(TESTFLAGS) ./...
+
+# Screenshots of every console page at 1280x800 into docs/console/ (needs Chromium).
+screenshots:
+	@mkdir -p docs/console
+	@$(with_db) OPSGATE_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run TestConsoleInABrowser ./console
 
 # Run the benchmark; make bench QUICK=1 for a short run.
 bench:

@@ -31,10 +31,11 @@ func mediaType(ct string) string {
 func registeredRoutes(e *echo.Echo) map[string]*echo.Route {
 	out := map[string]*echo.Route{}
 	for _, r := range e.Routes() {
-		if r.Method == echo.RouteNotFound || r.Path == "/*" || strings.HasSuffix(r.Path, "/*") {
+		if r.Method == echo.RouteNotFound || r.Path == "/*" {
 			continue
 		}
-		out[r.Method+" "+openAPIPath(r.Path)] = r
+		// A wildcard route serves files: the document names the file.
+		out[r.Method+" "+openAPIPath(strings.Replace(r.Path, "/*", "/{file}", 1))] = r
 	}
 	return out
 }

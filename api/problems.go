@@ -22,29 +22,58 @@ type Problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
 	Code   string `json:"code"`
+	// retryAfter is the Retry-After header of the answer ("" for none).
+	retryAfter string
 }
 
 const problemContentType = "application/problem+json"
 
+func newProblem(status int, code, title, detail string) *Problem {
+	return &Problem{Type: "https://opsgate.dev/problems/" + code, Title: title, Status: status, Detail: detail, Code: code}
+}
+
+// retryLater is a 503 problem whose answer says when to try again.
+func retryLater(status int, code, title, detail string) *Problem {
+	p := newProblem(status, code, title, detail)
+	p.retryAfter = "1"
+	return p
+}
+
+func writeProblem(c echo.Context, p *Problem) error {
+	body, _ := json.Marshal(p)
+	return c.Blob(p.Status, problemContentType, body)
+}
+
 func problem(c echo.Context, status int, code, title, detail string) error {
-	body, _ := json.Marshal(Problem{
-		Type:   "https://opsgate.dev/problems/" + code,
-		Title:  title,
-		Status: status,
-		Detail: detail,
-		Code:   code,
-	})
-	return c.Blob(status, problemContentType, body)
+	return writeProblem(c, newProblem(status, code, title, detail))
 }
 
-// notFound is byte-for-byte the same for an id that does not exist and
-// for one in a tenant where the caller is no member.
-func notFound(c echo.Context) error {
-	return problem(c, http.StatusNotFound, "not_found", "Not found", "The resource does not exist or you have no access to it.")
+// notFoundProblem is byte-for-byte the same for an id that does not exist
+// and for one in a tenant where the caller is no member.
+func notFoundProblem() *Problem {
+	return newProblem(http.StatusNotFound, "not_found", "Not found", "The resource does not exist or you have no access to it.")
 }
 
-// renderError maps application errors to problems in one place.
+// renderError answers err as its problem (ProblemOf), or returns it when
+// it is not an application error.
 func renderError(c echo.Context, err error) error {
+	p := ProblemOf(err)
+	if p == nil {
+		return err
+	}
+	if p.retryAfter != "" {
+		c.Response().Header().Set("Retry-After", p.retryAfter)
+	}
+	if p.Status == http.StatusUnauthorized {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="opsgate"`)
+	}
+	return writeProblem(c, p)
+}
+
+// ProblemOf maps an application error to its problem, in one place: the
+// API answers it as JSON, the console as a page. It is nil for an error
+// that is not the application's (a failure to report as internal).
+func ProblemOf(err error) *Problem {
 	var forbidden *domain.ForbiddenError
 	var validation *domain.ValidationError
 	var maxBytes *http.MaxBytesError
@@ -53,79 +82,76 @@ func renderError(c echo.Context, err error) error {
 	var leaseLost *gate.LeaseLostError
 	switch {
 	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
-		return notFound(c)
+		return notFoundProblem()
 	case errors.As(err, &forbidden):
-		return problem(c, http.StatusForbidden, "forbidden", "Forbidden",
+		return newProblem(http.StatusForbidden, "forbidden", "Forbidden",
 			fmt.Sprintf("This needs the capability %s on the tenant.", forbidden.Capability))
 	case errors.As(err, &validation):
-		return problem(c, http.StatusUnprocessableEntity, "validation_failed", "Invalid request", validation.Error())
+		return newProblem(http.StatusUnprocessableEntity, "validation_failed", "Invalid request", validation.Error())
 	case errors.As(err, &maxBytes):
-		return problem(c, http.StatusRequestEntityTooLarge, "payload_too_large", "Request body too large",
+		return newProblem(http.StatusRequestEntityTooLarge, "payload_too_large", "Request body too large",
 			"Request bodies are limited to 1 MiB.")
 	case errors.Is(err, gate.ErrConfirmationRequired):
-		return problem(c, http.StatusUnprocessableEntity, "confirmation_required", "Confirmation required",
+		return newProblem(http.StatusUnprocessableEntity, "confirmation_required", "Confirmation required",
 			`Restore execution is destructive: send "confirm": true to start it.`)
 	case errors.Is(err, gate.ErrWarningsNotAcknowledged):
-		return problem(c, http.StatusUnprocessableEntity, "warnings_not_acknowledged", "Warnings not acknowledged",
+		return newProblem(http.StatusUnprocessableEntity, "warnings_not_acknowledged", "Warnings not acknowledged",
 			`The restore run's preview produced warnings: review them and send "acknowledge_warnings": true.`)
 	case errors.Is(err, gate.ErrIdempotencyKeyReused):
-		return problem(c, http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
+		return newProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
 			"This Idempotency-Key was used before with a different request.")
 	case errors.Is(err, domain.ErrConflict):
-		return problem(c, http.StatusConflict, "conflict", "Conflict", err.Error())
+		return newProblem(http.StatusConflict, "conflict", "Conflict", err.Error())
 	case errors.As(err, &leaseLost):
-		return problem(c, http.StatusConflict, "lease_lost", "Lease lost",
+		return newProblem(http.StatusConflict, "lease_lost", "Lease lost",
 			fmt.Sprintf("The lease on run %s is gone: %s. Stop working on it; nothing more it reports will count.", leaseLost.RunID, leaseLostDetail(leaseLost.Why)))
 	case errors.Is(err, domain.ErrRunNotActive):
-		return problem(c, http.StatusConflict, "run_not_active", "Run not active",
+		return newProblem(http.StatusConflict, "run_not_active", "Run not active",
 			"Only a queued or running run can be cancelled.")
 	case errors.Is(err, onboarding.ErrBootstrapInProgress):
-		return problem(c, http.StatusConflict, "bootstrap_in_progress", "Bootstrap in progress",
+		return newProblem(http.StatusConflict, "bootstrap_in_progress", "Bootstrap in progress",
 			"A bootstrap operation of this session is still queued or running; the next starts when it succeeds.")
 	case errors.Is(err, onboarding.ErrBootstrapRequested):
-		return problem(c, http.StatusConflict, "bootstrap_already_requested", "Bootstrap already requested",
+		return newProblem(http.StatusConflict, "bootstrap_already_requested", "Bootstrap already requested",
 			"This session's bootstrap was requested before; use bootstrap/continue to retry pending operations.")
 	case errors.Is(err, onboarding.ErrNothingToContinue):
-		return problem(c, http.StatusConflict, "nothing_to_continue", "Nothing to continue",
+		return newProblem(http.StatusConflict, "nothing_to_continue", "Nothing to continue",
 			"This session has no pending bootstrap operations.")
 	case errors.As(err, &unknownOp):
-		return problem(c, http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
+		return newProblem(http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
 	case errors.Is(err, gate.ErrOverloaded):
-		c.Response().Header().Set("Retry-After", "1")
-		return problem(c, http.StatusServiceUnavailable, "overloaded", "Overloaded",
+		return retryLater(http.StatusServiceUnavailable, "overloaded", "Overloaded",
 			"More starts are waiting to be decided than opsgate takes at once; nothing was recorded. Try again after the Retry-After delay.")
 	case errors.Is(err, context.DeadlineExceeded):
-		c.Response().Header().Set("Retry-After", "1")
-		return problem(c, http.StatusServiceUnavailable, "request_timeout", "Request timed out",
+		return retryLater(http.StatusServiceUnavailable, "request_timeout", "Request timed out",
 			"The request took longer than the server allows; nothing was recorded unless the answer said so. Try again.")
 	case errors.Is(err, errUnauthorized):
-		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="opsgate"`)
-		return problem(c, http.StatusUnauthorized, "unauthorized", "Unauthorized", "Send a valid bearer token.")
+		return newProblem(http.StatusUnauthorized, "unauthorized", "Unauthorized", "Send a valid bearer token.")
 	case errors.As(err, &httpErr):
-		return renderHTTPError(c, httpErr)
+		return httpProblem(httpErr)
 	}
 	var bad *badRequest
 	if errors.As(err, &bad) {
-		return problem(c, bad.status(), bad.code, bad.title(), bad.detail)
+		return newProblem(bad.status(), bad.code, bad.title(), bad.detail)
 	}
-	return err
+	return nil
 }
 
-func renderHTTPError(c echo.Context, he *echo.HTTPError) error {
+func httpProblem(he *echo.HTTPError) *Problem {
 	switch he.Code {
 	case http.StatusNotFound:
-		return notFound(c)
+		return notFoundProblem()
 	case http.StatusMethodNotAllowed:
-		return problem(c, he.Code, "method_not_allowed", "Method not allowed", "This path does not take this method.")
+		return newProblem(he.Code, "method_not_allowed", "Method not allowed", "This path does not take this method.")
 	case http.StatusRequestEntityTooLarge:
-		return problem(c, he.Code, "payload_too_large", "Request body too large", "Request bodies are limited to 1 MiB.")
+		return newProblem(he.Code, "payload_too_large", "Request body too large", "Request bodies are limited to 1 MiB.")
 	case http.StatusUnsupportedMediaType:
-		return problem(c, he.Code, "unsupported_media_type", "Unsupported media type", "Send application/json.")
+		return newProblem(he.Code, "unsupported_media_type", "Unsupported media type", "Send application/json.")
 	}
 	if he.Code >= 400 && he.Code < 500 {
-		return problem(c, he.Code, "bad_request", http.StatusText(he.Code), fmt.Sprint(he.Message))
+		return newProblem(he.Code, "bad_request", http.StatusText(he.Code), fmt.Sprint(he.Message))
 	}
-	return problem(c, http.StatusInternalServerError, "internal", "Internal error", "Something went wrong on our side.")
+	return newProblem(http.StatusInternalServerError, "internal", "Internal error", "Something went wrong on our side.")
 }
 
 // leaseLostDetail words why a lease is gone.

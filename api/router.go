@@ -28,8 +28,8 @@ type Config struct {
 	Metrics RequestObserver
 	// RequestTimeout, if positive, is the deadline of each request's
 	// context: database work of a request that overstays it is cancelled.
-	// Streamed responses (ExportPath) have none: they last as long as the
-	// history they carry, and end when their client goes away.
+	// Streamed responses (ExportPath, server-sent events) have none: they
+	// last as long as what they carry, and end when their client goes away.
 	RequestTimeout time.Duration
 }
 
@@ -78,7 +78,7 @@ func NewEcho(cfg Config) *echo.Echo {
 			}
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			ctx := context.WithValue(req.Context(), requestIDKey{}, id)
-			if cfg.RequestTimeout > 0 && req.URL.Path != ExportPath {
+			if cfg.RequestTimeout > 0 && !streamed(req) {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
 				defer cancel()
@@ -123,6 +123,12 @@ func NewEcho(cfg Config) *echo.Echo {
 		cfg.Routes(e)
 	}
 	return e
+}
+
+// streamed reports whether req asks for a response that lasts as long as
+// what it carries: an export, or server-sent events.
+func streamed(req *http.Request) bool {
+	return req.URL.Path == ExportPath || req.Header.Get("Accept") == "text/event-stream"
 }
 
 // routeOf is the route pattern (never the raw path, which holds ids).

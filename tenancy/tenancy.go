@@ -315,3 +315,27 @@ func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }
+
+// MemberOf is a tenant a user is a member of, with the user's role there.
+type MemberOf struct {
+	TenantID   string
+	TenantName string
+	Role       domain.Role
+}
+
+// Memberships lists userID's tenants by name.
+func (s *Service) Memberships(ctx context.Context, userID string) ([]MemberOf, error) {
+	rows, err := s.store.Pool().Query(ctx, `SELECT t.id, t.name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+		WHERE m.user_id = $1 ORDER BY t.name, t.id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list memberships of %s: %w", userID, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MemberOf, error) {
+		var m MemberOf
+		return m, row.Scan(&m.TenantID, &m.TenantName, (*string)(&m.Role))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list memberships of %s: %w", userID, err)
+	}
+	return out, nil
+}

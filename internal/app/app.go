@@ -22,10 +22,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/labstack/echo/v4"
 
 	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/console"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/executors"
@@ -212,19 +214,28 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		if a.AdminToken == "" {
 			a.AdminToken, a.AdminTokenGenerated = tenancy.NewToken("oga_"), true
 		}
+		cons, err := console.New(console.Deps{Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate,
+			Reader: a.Reader, Store: a.Store, Logger: logger,
+			Changes: func() <-chan struct{} { return a.Notifier.Next(eventstore.TopicEvents) }})
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		apiRoutes := api.Routes(api.Deps{
+			Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Executors: a.Executors,
+			Gate: a.Gate, Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
+			AdminToken: a.AdminToken, Metrics: a.Metrics,
+			Executor: api.ExecutorSettings{Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
+				Accepted: func() <-chan struct{} { return a.Notifier.Next(gate.TopicStartsAccepted) },
+				Draining: a.draining},
+		})
 		a.Handler = api.NewEcho(api.Config{
 			Logger:         logger,
 			Ready:          api.Health{Migrated: &a.migrated, Ping: a.Pool.Ping},
 			Metrics:        a.Metrics,
 			RequestTimeout: cfg.RequestTimeout,
-			Routes: api.Routes(api.Deps{
-				Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Executors: a.Executors,
-				Gate: a.Gate, Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
-				AdminToken: a.AdminToken, Metrics: a.Metrics,
-				Executor: api.ExecutorSettings{Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
-					Accepted: func() <-chan struct{} { return a.Notifier.Next(gate.TopicStartsAccepted) },
-					Draining: a.draining},
-			}),
+			// The API, and the console beside it on the same services.
+			Routes: func(e *echo.Echo) { apiRoutes(e); cons.Register(e) },
 		})
 	}
 	return a, nil

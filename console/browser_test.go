@@ -1,0 +1,235 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
+)
+
+// chromium finds the browser: OPSGATE_CHROMIUM, or Debian's chromium.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("OPSGATE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("browser tests skipped: Chromium is not installed (Debian: apt-get install -y chromium, or set OPSGATE_CHROMIUM)")
+	return ""
+}
+
+// browser is one headless Chromium profile (its own cookies) on the app.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string
+}
+
+func newBrowser(t *testing.T, exe, base string) *browser {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 800))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &browser{t: t, ctx: ctx, base: base}
+}
+
+func (b *browser) run(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// get runs one action that answers a value.
+func get[T any](b *browser, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, a)
+	if err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	return strings.TrimSpace(get(b, "read "+sel, chromedp.Text(css(sel))))
+}
+
+func css(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+
+func (b *browser) signIn(token string) {
+	b.t.Helper()
+	b.run("sign in",
+		chromedp.Navigate(b.base+"/console/operations"),
+		chromedp.WaitVisible(css(`#token`)),
+		chromedp.SendKeys(css(`#token`), token),
+		chromedp.Submit(css(`#token`)),
+		chromedp.WaitVisible(css(`table.runs`)),
+	)
+}
+
+// press presses the start button of surface on connection conn and
+// returns the outcome the page shows and its title.
+func (b *browser) press(tenant, conn, surface string) (outcome, title string) {
+	b.t.Helper()
+	sel := fmt.Sprintf(`#connection-%s form:has(input[name=surface][value=%q]) button`, conn, surface)
+	b.run("press "+surface,
+		chromedp.Navigate(b.base+"/console/tenants/"+tenant+"/connections"),
+		chromedp.WaitVisible(css(sel)),
+		chromedp.Click(css(sel)),
+		chromedp.WaitVisible(css(`#outcome`)),
+	)
+	return b.text(`#outcome`), b.text(`#outcome-title`)
+}
+
+// runOfOutcome is the id of the run the outcome page links to.
+func (b *browser) runOfOutcome() string {
+	href := get(b, "read the run link", chromedp.AttributeValue(css(`a[href^="/console/operations/"]`), "href"))
+	return strings.TrimPrefix(href.Value, "/console/operations/")
+}
+
+// post sends a form post from the page with fetch and returns the status.
+func (b *browser) post(path, body string) int {
+	b.t.Helper()
+	js := fmt.Sprintf(`fetch(%q, {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: %q, credentials: "same-origin"}).then(r => r.status)`, path, body)
+	return get(b, "post "+path, chromedp.Evaluate[int](js, chromedp.EvalAwaitPromise))
+}
+
+// screenshot saves the page at 1280x800 into OPSGATE_SCREENSHOTS, if set.
+func (b *browser) screenshot(name string) {
+	dir := os.Getenv("OPSGATE_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	b.run("viewport", chromedp.EmulateViewport(1280, 800))
+	png := get(b, "screenshot "+name, chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func TestConsoleInABrowser(t *testing.T) {
+	exe := chromium(t)
+	a := apptest.Start(t)
+	ws := a.Workspace("Northwind MSP")
+	tenant := a.Tenant(ws.ID, "Contoso").ID
+	other := a.Tenant(ws.ID, "Fabrikam").ID
+	owner := a.Member("Ana", tenant, domain.RoleOwner)
+	readonly := a.Member("Rae", tenant, domain.RoleReadonly)
+	outsider := a.Member("Otto", other, domain.RoleOwner)
+	fast := a.Connection(owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(1500)).ID
+	slow := a.Connection(owner.ID, tenant, "Graph (slow)", apptest.Latency(60_000)).ID
+	noConsent := a.Connection(owner.ID, tenant, "Graph (no consent)", apptest.Consent(domain.ConsentMissing)).ID
+
+	b := newBrowser(t, exe, a.URL)
+	b.signIn(owner.Token)
+	b.screenshot("operations-empty")
+
+	// The four outcomes, with the API's words.
+	outcome, title := b.press(tenant, fast, "inventory_sync")
+	if outcome != "accepted" || !strings.HasSuffix(title, "Inventory sync accepted") {
+		t.Fatalf("first start: %q %q", outcome, title)
+	}
+	accepted := b.runOfOutcome()
+	b.screenshot("outcome-accepted")
+	if outcome, title = b.press(tenant, fast, "inventory_sync"); outcome != "deduped" || !strings.Contains(title, "deduped") {
+		t.Errorf("the same start again: %q %q", outcome, title)
+	}
+	if outcome, title = b.press(tenant, fast, "compliance_snapshot"); outcome != "scope_busy" || !strings.Contains(title, "scope busy") {
+		t.Errorf("another operation meanwhile: %q %q", outcome, title)
+	}
+	if outcome, title = b.press(tenant, noConsent, "inventory_sync"); outcome != "blocked" || !strings.Contains(title, "blocked") {
+		t.Errorf("a start without consent: %q %q", outcome, title)
+	}
+	if steps := b.text(`ul.steps`); !strings.Contains(strings.ToLower(steps), "consent") {
+		t.Errorf("the blocked start's next steps %q name no consent", steps)
+	}
+	b.screenshot("outcome-blocked")
+
+	// The accepted run goes from queued or running to succeeded on the
+	// Operations page without a reload.
+	row := `tr#run-` + accepted
+	b.run("open Operations", chromedp.Navigate(a.URL+"/console/operations?tenant_id="+tenant), chromedp.WaitVisible(css(row)),
+		chromedp.Steps())
+	get(b, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
+	b.run("wait for the run to succeed", chromedp.WaitVisible(css(row+`[data-status="succeeded"]`)))
+	if !get(b, "check no reload", chromedp.Evaluate[bool](`window.notReloaded === true`)) {
+		t.Error("the page was reloaded")
+	}
+	b.screenshot("operations")
+
+	// Run detail, then cancel a run that is still running.
+	b.run("open the run", chromedp.Navigate(a.URL+"/console/operations/"+accepted), chromedp.WaitVisible(css(`#run-title`)))
+	if got := b.text(`#run-title`); !strings.Contains(got, "Inventory sync succeeded") {
+		t.Errorf("run title %q", got)
+	}
+	b.screenshot("run")
+	if outcome, _ = b.press(tenant, slow, "inventory_sync"); outcome != "accepted" {
+		t.Fatalf("slow start: %q", outcome)
+	}
+	slowRun := b.runOfOutcome()
+	b.run("cancel", chromedp.Navigate(a.URL+"/console/operations/"+slowRun),
+		chromedp.WaitVisible(css(`form[action$="/cancel"] button`)),
+		chromedp.Click(css(`form[action$="/cancel"] button`)),
+		chromedp.WaitNotPresent(css(`form[action$="/cancel"]`)))
+	if got := b.text(`#run-title`); !strings.Contains(got, "cancelled") {
+		t.Errorf("after cancel the run says %q", got)
+	}
+	b.run("connections", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/connections"), chromedp.WaitVisible(css(`.connection`)))
+	b.screenshot("connections")
+	b.run("audit", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/audit"), chromedp.WaitVisible(css(`table.events`)))
+	b.screenshot("audit")
+
+	// A form post without the session's CSRF token is refused.
+	if status := b.post("/console/start", "surface=inventory_sync&connection_id="+fast); status != 403 {
+		t.Errorf("a start without a CSRF token answered %d", status)
+	}
+
+	// A non-member gets the same not-found page as for a run that does
+	// not exist.
+	ob := newBrowser(t, exe, a.URL)
+	ob.signIn(outsider.Token)
+	ob.run("a run of another tenant", chromedp.Navigate(a.URL+"/console/operations/"+accepted))
+	hidden := get(ob, "read the page", chromedp.OuterHTML(css(`main`)))
+	ob.run("a run that does not exist", chromedp.Navigate(a.URL+"/console/operations/01ARZ3NDEKTSV4RRFFQ69G5FAV"))
+	missing := get(ob, "read the page", chromedp.OuterHTML(css(`main`)))
+	if hidden != missing || !strings.Contains(hidden, "Not found") {
+		t.Errorf("non-member page differs from not-found:\n%s\n%s", hidden, missing)
+	}
+
+	// A readonly member sees no start buttons, and a forged start is 403.
+	rb := newBrowser(t, exe, a.URL)
+	rb.signIn(readonly.Token)
+	rb.run("readonly connections", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/connections"), chromedp.WaitVisible(css(`.connection`)))
+	if buttons := get(rb, "count start buttons", chromedp.Evaluate[int](`document.querySelectorAll('form[action="/console/start"]').length`)); buttons != 0 {
+		t.Errorf("a readonly member sees %d start buttons", buttons)
+	}
+	csrf := get(rb, "read csrf", chromedp.AttributeValue(css(`form.signout input[name=csrf]`), "value")).Value
+	if status := rb.post("/console/start", "csrf="+csrf+"&surface=inventory_sync&connection_id="+fast); status != 403 {
+		t.Errorf("a readonly member's forged start answered %d", status)
+	}
+
+	// Signing out ends the session.
+	b.run("sign out", chromedp.Navigate(a.URL+"/console/operations"), chromedp.WaitVisible(css(`form.signout button`)),
+		chromedp.Click(css(`form.signout button`)), chromedp.WaitVisible(css(`#token`)))
+	b.screenshot("sign-in")
+}

@@ -1,0 +1,230 @@
+// Package console is the operator console: server-rendered pages at
+// /console/ for operators and auditors. It signs users in with their
+// bearer token (exchanged for a session cookie), protects every form with
+// the session's CSRF token, and reads and acts through the same
+// application services and projections as the API, with the same 404/403
+// rules and the one presenter's words.
+package console
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/tenancy"
+)
+
+//go:embed templates static
+var files embed.FS
+
+const (
+	// Prefix is where the console is served.
+	Prefix = "/console"
+	// StreamPath is the Operations view's server-sent events: no request
+	// deadline bounds it.
+	StreamPath = Prefix + "/operations/stream"
+
+	sessionCookie = "opsgate_console"
+	signInCookie  = "opsgate_signin"
+)
+
+// Deps are what the console reads and acts through.
+type Deps struct {
+	Tenancy     *tenancy.Service
+	Connections *connections.Service
+	Gate        *gate.Service
+	Reader      *projections.Reader
+	Store       *eventstore.Store
+	// Changes returns a channel closed at the next commit of events (the
+	// live updates of the Operations view).
+	Changes func() <-chan struct{}
+	// SessionTTL is how long a session lasts (default 8h).
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+}
+
+// Console serves the console pages.
+type Console struct {
+	d        Deps
+	history  *audit.History
+	sessions *sessions
+	pages    map[string]*template.Template
+}
+
+var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem"}
+
+// New parses the console's pages.
+func New(d Deps) (*Console, error) {
+	if d.SessionTTL <= 0 {
+		d.SessionTTL = 8 * time.Hour
+	}
+	c := &Console{d: d, history: audit.NewHistory(d.Store), sessions: &sessions{pool: d.Store.Pool(), ttl: d.SessionTTL},
+		pages: map[string]*template.Template{}}
+	for _, name := range pageFiles {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console template %s: %w", name, err)
+		}
+		c.pages[name] = t
+	}
+	return c, nil
+}
+
+// Register serves the console on e.
+func (c *Console) Register(e *echo.Echo) {
+	static, _ := fs.Sub(files, "static")
+	e.GET(Prefix, func(ec echo.Context) error { return ec.Redirect(http.StatusSeeOther, Prefix+"/operations") })
+	g := e.Group(Prefix)
+	g.GET("/static/*", echo.WrapHandler(http.StripPrefix(Prefix+"/static/", staticFiles(static))))
+	g.GET("/sign-in", c.page(c.signInForm))
+	g.POST("/sign-in", c.page(c.signIn))
+	in := g.Group("", c.requireSession)
+	in.GET("/", func(ec echo.Context) error { return ec.Redirect(http.StatusSeeOther, Prefix+"/operations") })
+	in.POST("/sign-out", c.page(c.form(c.signOut)))
+	in.GET("/operations", c.page(c.operations))
+	in.GET("/operations/rows", c.page(c.operationRows))
+	in.GET("/operations/stream", c.page(c.operationStream))
+	in.GET("/operations/:runId", c.page(c.run))
+	in.POST("/operations/:runId/cancel", c.page(c.form(c.cancel)))
+	in.GET("/connections/:connectionId", c.page(c.connection))
+	in.GET("/tenants/:tenantId/connections", c.page(c.connections))
+	in.POST("/start", c.page(c.form(c.start)))
+	in.GET("/tenants/:tenantId/audit", c.page(c.auditTrail))
+}
+
+// staticFiles serves the embedded stylesheet and script, cached briefly.
+func staticFiles(fsys fs.FS) http.Handler {
+	h := http.FileServer(http.FS(fsys))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// page adapts a console handler: an error becomes a page in the API's
+// words (api.ProblemOf), never the API's JSON.
+func (c *Console) page(fn echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		err := fn(ec)
+		if err == nil {
+			return nil
+		}
+		p := api.ProblemOf(err)
+		if p == nil {
+			c.d.Logger.ErrorContext(ec.Request().Context(), "console request failed", "err", err,
+				"request_id", api.RequestID(ec.Request().Context()))
+			p = &api.Problem{Status: http.StatusInternalServerError, Code: "internal", Title: "Something went wrong",
+				Detail: "Something went wrong on our side; quote request id " + api.RequestID(ec.Request().Context()) + "."}
+		}
+		if ec.Response().Committed {
+			return nil
+		}
+		return c.render(ec, p.Status, "problem", p.Title, p)
+	}
+}
+
+// requireSession lets signed-in users through; anyone else is sent to the
+// sign-in page.
+func (c *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		cookie, err := ec.Cookie(sessionCookie)
+		if err == nil {
+			s, err := c.sessions.lookup(ec.Request().Context(), cookie.Value)
+			if err == nil {
+				ec.Set("session", s)
+				return next(ec)
+			}
+			if !errors.Is(err, errNoSession) {
+				return c.page(func(echo.Context) error { return err })(ec)
+			}
+		}
+		if ec.Request().Method != http.MethodGet || strings.HasSuffix(ec.Path(), "/stream") || strings.HasSuffix(ec.Path(), "/rows") {
+			return c.render(ec, http.StatusUnauthorized, "problem", "Signed out",
+				&api.Problem{Status: http.StatusUnauthorized, Code: "unauthorized", Title: "Signed out", Detail: "Sign in again to continue."})
+		}
+		return ec.Redirect(http.StatusSeeOther, Prefix+"/sign-in?next="+urlQueryEscape(ec.Request().URL.RequestURI()))
+	}
+}
+
+// form checks a state-changing form's CSRF token against the session's.
+func (c *Console) form(fn echo.HandlerFunc) echo.HandlerFunc {
+	return func(ec echo.Context) error {
+		s := sessionOf(ec)
+		got := ec.FormValue("csrf")
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.CSRF)) != 1 {
+			return c.render(ec, http.StatusForbidden, "problem", "Form refused", &api.Problem{Status: http.StatusForbidden,
+				Code: "csrf", Title: "Form refused", Detail: "This form did not come from your console session (its CSRF token is missing or stale). Reload the page and try again."})
+		}
+		return fn(ec)
+	}
+}
+
+func sessionOf(ec echo.Context) session {
+	s, _ := ec.Get("session").(session)
+	return s
+}
+
+func actorOf(ec echo.Context) domain.Actor {
+	return domain.Actor{ID: sessionOf(ec).UserID, RequestID: api.RequestID(ec.Request().Context())}
+}
+
+// view is what every page's layout shows.
+type view struct {
+	Title    string
+	SignedIn bool
+	CSRF     string
+	Tenants  []tenancy.MemberOf
+	Page     any
+}
+
+// render answers page with status; signed-in pages carry the navigation.
+func (c *Console) render(ec echo.Context, status int, page, title string, data any) error {
+	v := view{Title: title, Page: data}
+	if s := sessionOf(ec); s.UserID != "" {
+		v.SignedIn, v.CSRF = true, s.CSRF
+		tenants, err := c.d.Tenancy.Memberships(ec.Request().Context(), s.UserID)
+		if err != nil {
+			return err
+		}
+		v.Tenants = tenants
+	}
+	var buf bytes.Buffer
+	if err := c.pages[page].ExecuteTemplate(&buf, "layout.html", v); err != nil {
+		return fmt.Errorf("render %s: %w", page, err)
+	}
+	h := ec.Response().Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+	return ec.HTMLBlob(status, buf.Bytes())
+}
+
+// fragment answers one template of a page alone (the Operations rows).
+func (c *Console) fragment(ec echo.Context, page, name string, data any) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := c.pages[page].ExecuteTemplate(&buf, name, data); err != nil {
+		return nil, fmt.Errorf("render %s/%s: %w", page, name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (c *Console) ctx(ec echo.Context) context.Context { return ec.Request().Context() }

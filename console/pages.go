@@ -1,0 +1,574 @@
+package console
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/opsgate/opsgate/api"
+	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/projections"
+)
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+// ---- sign-in
+
+type signInPage struct {
+	Next  string
+	Nonce string
+	Error string
+}
+
+// signInForm sets a sign-in nonce (a cookie and the form's hidden field
+// must match: the sign-in form's CSRF protection, before any session).
+func (c *Console) signInForm(ec echo.Context) error {
+	nonce := randomToken()
+	ec.SetCookie(c.cookie(ec, signInCookie, nonce, 10*time.Minute))
+	return c.render(ec, http.StatusOK, "sign-in", "Sign in", signInPage{Next: safeNext(ec.QueryParam("next")), Nonce: nonce})
+}
+
+func (c *Console) signIn(ec echo.Context) error {
+	nonce, err := ec.Cookie(signInCookie)
+	next := safeNext(ec.FormValue("next"))
+	if err != nil || subtle.ConstantTimeCompare([]byte(nonce.Value), []byte(ec.FormValue("csrf"))) != 1 {
+		return c.render(ec, http.StatusForbidden, "problem", "Form refused", &api.Problem{Status: http.StatusForbidden, Code: "csrf",
+			Title: "Form refused", Detail: "This sign-in form is stale or did not come from the console. Reload the sign-in page and try again."})
+	}
+	token := strings.TrimSpace(ec.FormValue("token"))
+	userID, err := c.d.Tenancy.Authenticate(c.ctx(ec), token)
+	if errors.Is(err, domain.ErrNotFound) || token == "" {
+		fresh := randomToken()
+		ec.SetCookie(c.cookie(ec, signInCookie, fresh, 10*time.Minute))
+		return c.render(ec, http.StatusUnauthorized, "sign-in", "Sign in", signInPage{Next: next, Nonce: fresh,
+			Error: "That token is not valid. Paste the token you were given when your user was created."})
+	}
+	if err != nil {
+		return err
+	}
+	value, err := c.sessions.open(c.ctx(ec), userID)
+	if err != nil {
+		return err
+	}
+	ec.SetCookie(c.cookie(ec, signInCookie, "", -1))
+	ec.SetCookie(c.cookie(ec, sessionCookie, value, c.d.SessionTTL))
+	return ec.Redirect(http.StatusSeeOther, next)
+}
+
+func (c *Console) signOut(ec echo.Context) error {
+	if cookie, err := ec.Cookie(sessionCookie); err == nil {
+		if err := c.sessions.close(c.ctx(ec), cookie.Value); err != nil {
+			return err
+		}
+	}
+	ec.SetCookie(c.cookie(ec, sessionCookie, "", -1))
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/sign-in")
+}
+
+// cookie is a console cookie: HttpOnly, SameSite=Strict, Secure over TLS,
+// expiring after ttl (deleted for a negative ttl).
+func (c *Console) cookie(ec echo.Context, name, value string, ttl time.Duration) *http.Cookie {
+	ck := &http.Cookie{Name: name, Value: value, Path: Prefix, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: ec.Request().TLS != nil || ec.Request().Header.Get("X-Forwarded-Proto") == "https"}
+	if ttl < 0 {
+		ck.MaxAge = -1
+	} else {
+		ck.MaxAge = int(ttl.Seconds())
+		ck.Expires = time.Now().Add(ttl)
+	}
+	return ck
+}
+
+// safeNext keeps a redirect after sign-in inside the console.
+func safeNext(next string) string {
+	if strings.HasPrefix(next, Prefix+"/") && !strings.HasPrefix(next, Prefix+"//") && !strings.Contains(next, "\\") {
+		return next
+	}
+	return Prefix + "/operations"
+}
+
+// ---- Operations view
+
+type operationsPage struct {
+	Filter    opsFilter
+	Types     []domain.Operation
+	Statuses  []string
+	Rows      rowsData
+	Query     string // the filters as a query string (live updates)
+	NextQuery string // the next page's query string, "" on the last
+}
+
+type opsFilter struct {
+	TenantID, Status, Type, ConnectionID, Cursor string
+}
+
+type rowsData struct {
+	Runs []projections.RunView
+}
+
+// filterOf reads the Operations view's filters and the runs the user may
+// see with them, through the same reader and rules as the API.
+func (c *Console) runsOf(ec echo.Context) (opsFilter, projections.RunFilter, error) {
+	q := ec.QueryParams()
+	f := opsFilter{TenantID: q.Get("tenant_id"), Status: q.Get("status"), Type: q.Get("type"),
+		ConnectionID: q.Get("provider_connection_id"), Cursor: q.Get("cursor")}
+	rf := projections.RunFilter{Limit: 25, Cursor: f.Cursor, ConnectionID: f.ConnectionID}
+	if f.Status != "" {
+		if _, ok := domain.ParseRunStatus(f.Status); !ok {
+			return f, rf, domain.Invalid("status", "%q is not a run status", f.Status)
+		}
+		rf.Status = f.Status
+	}
+	if f.Type != "" {
+		op, ok := domain.LookupOperation(f.Type)
+		if !ok {
+			return f, rf, domain.Invalid("type", "%q is not an operation type", f.Type)
+		}
+		rf.CanonicalType = op.Canonical
+	}
+	ctx, user := c.ctx(ec), sessionOf(ec).UserID
+	if f.TenantID != "" {
+		if err := c.d.Tenancy.Authorize(ctx, user, f.TenantID, domain.CapOperationsView); err != nil {
+			return f, rf, err
+		}
+		rf.TenantIDs = []string{f.TenantID}
+		return f, rf, nil
+	}
+	var err error
+	rf.TenantIDs, err = c.d.Tenancy.MemberTenants(ctx, user, domain.CapOperationsView)
+	return f, rf, err
+}
+
+func (f opsFilter) query(cursor string) string {
+	v := url.Values{}
+	for k, s := range map[string]string{"tenant_id": f.TenantID, "status": f.Status, "type": f.Type, "provider_connection_id": f.ConnectionID, "cursor": cursor} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	return v.Encode()
+}
+
+func (c *Console) operations(ec echo.Context) error {
+	f, rf, err := c.runsOf(ec)
+	if err != nil {
+		return err
+	}
+	runs, next, err := c.d.Reader.ListRuns(c.ctx(ec), rf)
+	if err != nil {
+		return err
+	}
+	p := operationsPage{Filter: f, Types: domain.Operations(), Rows: rowsData{Runs: runs}, Query: f.query(f.Cursor),
+		Statuses: []string{"queued", "running", "succeeded", "failed", "cancelled", "blocked"}}
+	if next != "" {
+		p.NextQuery = f.query(next)
+	}
+	return c.render(ec, http.StatusOK, "operations", "Operations", p)
+}
+
+// rows renders the Operations view's table body for the filters.
+func (c *Console) rows(ec echo.Context) ([]byte, error) {
+	_, rf, err := c.runsOf(ec)
+	if err != nil {
+		return nil, err
+	}
+	runs, _, err := c.d.Reader.ListRuns(c.ctx(ec), rf)
+	if err != nil {
+		return nil, err
+	}
+	return c.fragment(ec, "operations", "rows", rowsData{Runs: runs})
+}
+
+// operationRows is the fallback of the live updates: the table body, polled.
+func (c *Console) operationRows(ec echo.Context) error {
+	b, err := c.rows(ec)
+	if err != nil {
+		return err
+	}
+	ec.Response().Header().Set("Cache-Control", "no-store")
+	return ec.HTMLBlob(http.StatusOK, b)
+}
+
+// operationStream sends the table body as server-sent events whenever it
+// changes: at each commit of events (and at least every two seconds, the
+// projections being a moment behind the commit), until the client goes.
+func (c *Console) operationStream(ec echo.Context) error {
+	first, err := c.rows(ec)
+	if err != nil {
+		return err
+	}
+	w := ec.Response()
+	_ = http.NewResponseController(w.Writer).SetWriteDeadline(time.Time{})
+	h := w.Header()
+	h.Set(echo.HeaderContentType, "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	send := func(b []byte) error {
+		var msg bytes.Buffer
+		msg.WriteString("event: rows\n")
+		for _, line := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
+			msg.WriteString("data: ")
+			msg.Write(line)
+			msg.WriteString("\n")
+		}
+		msg.WriteString("\n")
+		if _, err := w.Write(msg.Bytes()); err != nil {
+			return err
+		}
+		w.Flush()
+		return nil
+	}
+	if err := send(first); err != nil {
+		return nil
+	}
+	last := first
+	ctx := c.ctx(ec)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.d.Changes():
+			// The projections follow the commit by a few milliseconds.
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+		case <-tick.C:
+		}
+		b, err := c.rows(ec)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.d.Logger.Warn("console stream", "err", err)
+			continue
+		}
+		if bytes.Equal(b, last) {
+			continue
+		}
+		if send(b) != nil {
+			return nil
+		}
+		last = b
+	}
+}
+
+// ---- run detail
+
+type runPage struct {
+	Run         projections.RunView
+	Message     domain.Message
+	Steps       []domain.NextStep
+	Events      []audit.Record
+	Explanation audit.Explanation
+	Summary     string
+	CanCancel   bool
+}
+
+// visibleRun is the run id if the user may see it; the same not-found for
+// an unknown id and a run of another tenant.
+func (c *Console) visibleRun(ec echo.Context) (projections.RunView, error) {
+	id := strings.ToUpper(ec.Param("runId"))
+	v, err := c.d.Reader.GetRun(c.ctx(ec), id)
+	if errors.Is(err, projections.ErrNotFound) {
+		return v, domain.ErrNotFound
+	}
+	if err != nil {
+		return v, err
+	}
+	return v, c.d.Tenancy.Authorize(c.ctx(ec), sessionOf(ec).UserID, v.TenantID, domain.CapOperationsView)
+}
+
+func (c *Console) run(ec echo.Context) error {
+	v, err := c.visibleRun(ec)
+	if err != nil {
+		return err
+	}
+	ctx := c.ctx(ec)
+	p := runPage{Run: v}
+	p.Message, p.Steps = domain.PresentRun(v.Run)
+	events, err := c.d.Store.ReadCorrelated(ctx, v.ID, 1000)
+	if err != nil {
+		return err
+	}
+	for _, e := range events {
+		p.Events = append(p.Events, audit.RecordOf(e))
+	}
+	if p.Explanation, err = c.history.Explain(ctx, v.ID); err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	if len(v.Summary) > 0 {
+		var pretty bytes.Buffer
+		if json.Indent(&pretty, v.Summary, "", "  ") == nil {
+			p.Summary = pretty.String()
+		}
+	}
+	if v.Status == domain.StatusQueued || v.Status == domain.StatusRunning {
+		p.CanCancel = c.can(ec, v.TenantID, cancelCapability(v.Run))
+	}
+	return c.render(ec, http.StatusOK, "run", v.Label+" · "+v.ID, p)
+}
+
+// cancelCapability is what cancelling run needs: its surface's capability.
+func cancelCapability(run domain.Run) domain.Capability {
+	if s, ok := domain.LookupSurface(run.Surface); ok {
+		return s.Capability
+	}
+	if op, ok := domain.LookupOperation(run.Type); ok {
+		return op.Capability
+	}
+	return domain.CapOperationsView
+}
+
+// can reports whether the user holds capability on tenant (for showing
+// actions; the services decide).
+func (c *Console) can(ec echo.Context, tenantID string, capability domain.Capability) bool {
+	return c.d.Tenancy.Authorize(c.ctx(ec), sessionOf(ec).UserID, tenantID, capability) == nil
+}
+
+func (c *Console) cancel(ec echo.Context) error {
+	id := strings.ToUpper(ec.Param("runId"))
+	if _, err := c.d.Gate.CancelRun(c.ctx(ec), actorOf(ec), id); err != nil {
+		return err
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/operations/"+id)
+}
+
+// ---- connections and starts
+
+type connectionsPage struct {
+	TenantID, TenantName string
+	Connections          []connectionRow
+	TenantStarts         []domain.Surface
+}
+
+type connectionRow struct {
+	connections.Connection
+	Holding *projections.RunView
+	Starts  []domain.Surface
+}
+
+func (c *Console) connections(ec echo.Context) error {
+	tenant := strings.ToUpper(ec.Param("tenantId"))
+	ctx, user := c.ctx(ec), sessionOf(ec).UserID
+	list, err := c.d.Connections.List(ctx, user, tenant)
+	if err != nil {
+		return err
+	}
+	p := connectionsPage{TenantID: tenant}
+	members, err := c.d.Tenancy.Memberships(ctx, user)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.TenantID == tenant {
+			p.TenantName = m.TenantName
+		}
+	}
+	var connStarts []domain.Surface
+	for _, s := range domain.Surfaces() {
+		if s.Operation == "" || s.Operation == domain.OpRestoreExecute || !c.can(ec, tenant, s.Capability) {
+			continue
+		}
+		switch s.Scope {
+		case domain.ScopeConnection:
+			connStarts = append(connStarts, s)
+		case domain.ScopeTenant:
+			p.TenantStarts = append(p.TenantStarts, s)
+		}
+	}
+	for _, conn := range list {
+		row := connectionRow{Connection: conn, Starts: connStarts}
+		for _, status := range []string{"running", "queued"} {
+			runs, _, err := c.d.Reader.ListRuns(ctx, projections.RunFilter{TenantIDs: []string{tenant}, ConnectionID: conn.ID, Status: status, Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(runs) > 0 && row.Holding == nil {
+				row.Holding = &runs[0]
+			}
+		}
+		p.Connections = append(p.Connections, row)
+	}
+	return c.render(ec, http.StatusOK, "connections", "Provider connections", p)
+}
+
+// connection sends a connection's link (a next step's) to its tenant's page.
+func (c *Console) connection(ec echo.Context) error {
+	id := strings.ToUpper(ec.Param("connectionId"))
+	conn, err := c.d.Connections.Get(c.ctx(ec), sessionOf(ec).UserID, id)
+	if err != nil {
+		return err
+	}
+	return ec.Redirect(http.StatusSeeOther, Prefix+"/tenants/"+conn.TenantID+"/connections#connection-"+conn.ID)
+}
+
+type outcomePage struct {
+	Result domain.StartResult
+	Status int
+}
+
+// start starts an operation from a button of the connections page,
+// through the one gate, and shows the outcome in the presenter's words
+// with the API's status.
+func (c *Console) start(ec echo.Context) error {
+	surface, ok := domain.LookupSurface(ec.FormValue("surface"))
+	if !ok || surface.Operation == "" || surface.Operation == domain.OpRestoreExecute {
+		return domain.Invalid("surface", "%q is not a start of this page", ec.FormValue("surface"))
+	}
+	req := gate.StartRequest{Actor: actorOf(ec), Surface: surface}
+	switch surface.Scope {
+	case domain.ScopeTenant:
+		req.TenantID = strings.ToUpper(ec.FormValue("tenant_id"))
+		req.ConnectionID = strings.ToUpper(ec.FormValue("connection_id"))
+	case domain.ScopeConnection:
+		req.ConnectionID = strings.ToUpper(ec.FormValue("connection_id"))
+	}
+	if req.TenantID == "" && req.ConnectionID == "" {
+		return domain.Invalid("connection_id", "name a connection")
+	}
+	resp, err := c.d.Gate.Start(c.ctx(ec), req)
+	if err != nil {
+		return err
+	}
+	status := api.StatusOf(resp.Result.Outcome)
+	return c.render(ec, status, "outcome", resp.Result.Message.Title, outcomePage{Result: resp.Result, Status: status})
+}
+
+// ---- audit trail
+
+type auditPage struct {
+	TenantID  string
+	Events    []api.AuditEvent
+	NextAfter string
+}
+
+func (c *Console) auditTrail(ec echo.Context) error {
+	tenant := strings.ToUpper(ec.Param("tenantId"))
+	ctx := c.ctx(ec)
+	if err := c.d.Tenancy.Authorize(ctx, sessionOf(ec).UserID, tenant, domain.CapAuditRead); err != nil {
+		return err
+	}
+	var after int64
+	if v := ec.QueryParam("after"); v != "" {
+		var err error
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return domain.Invalid("after", "must be the position of an event")
+		}
+	}
+	events, err := c.d.Store.ReadTenant(ctx, tenant, after, 50)
+	if errors.Is(err, eventstore.ErrUnknownPosition) {
+		return domain.Invalid("after", "names no event")
+	}
+	if err != nil {
+		return err
+	}
+	positions := make([]int64, len(events))
+	for i, e := range events {
+		positions[i] = e.Position
+	}
+	hashes, err := c.history.Hashes(ctx, positions)
+	if err != nil {
+		return err
+	}
+	p := auditPage{TenantID: tenant}
+	for _, e := range events {
+		ae := api.AuditEvent{Record: audit.RecordOf(e)}
+		if h, ok := hashes[e.Position]; ok {
+			ae.Hash = &h
+		}
+		p.Events = append(p.Events, ae)
+	}
+	if len(events) == 50 {
+		p.NextAfter = strconv.FormatInt(events[len(events)-1].Position, 10)
+	}
+	return c.render(ec, http.StatusOK, "audit", "Audit trail", p)
+}
+
+// ---- template helpers
+
+var funcs = template.FuncMap{
+	"when": func(t any) string {
+		switch t := t.(type) {
+		case time.Time:
+			return t.UTC().Format("2006-01-02 15:04:05")
+		case *time.Time:
+			if t == nil {
+				return ""
+			}
+			return t.UTC().Format("2006-01-02 15:04:05")
+		}
+		return ""
+	},
+	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	// statusMark is a status's symbol: tone is never shown by colour alone.
+	"statusMark": func(s domain.RunStatus) string {
+		return map[domain.RunStatus]string{domain.StatusQueued: "◷", domain.StatusRunning: "▶", domain.StatusSucceeded: "✓",
+			domain.StatusFailed: "✕", domain.StatusCancelled: "⊘", domain.StatusBlocked: "!"}[s]
+	},
+	"toneMark": func(t domain.Tone) string {
+		return map[domain.Tone]string{domain.ToneSuccess: "✓", domain.ToneInfo: "ℹ", domain.ToneWarning: "!", domain.ToneDanger: "✕"}[t]
+	},
+	// href turns a next step's API link into the console page that shows it.
+	"href": func(h *string) string {
+		if h == nil {
+			return ""
+		}
+		for api, page := range map[string]string{"/api/v1/operations/": Prefix + "/operations/", "/api/v1/provider-connections/": Prefix + "/connections/"} {
+			if rest, ok := strings.CutPrefix(*h, api); ok && !strings.Contains(rest, "/") {
+				return page + rest
+			}
+		}
+		return ""
+	},
+	// startLabel is a start button's words: the operation it starts.
+	"startLabel": func(s domain.Surface) string {
+		if s == domain.SurfaceTenantVerification {
+			return "Verify tenant"
+		}
+		if op, ok := domain.LookupOperation(s.Operation); ok {
+			return op.Label
+		}
+		return s.Name
+	},
+	"short": func(s string) string {
+		if len(s) > 12 {
+			return s[:12] + "…"
+		}
+		return s
+	},
+	"json": func(raw json.RawMessage) string {
+		var b bytes.Buffer
+		if json.Indent(&b, raw, "", "  ") != nil {
+			return string(raw)
+		}
+		return b.String()
+	},
+	"deref": func(s *string) string {
+		if s == nil {
+			return ""
+		}
+		return *s
+	},
+	"statusText": http.StatusText,
+	"eq2":        func(a, b string) bool { return a == b },
+	"str":        func(v any) string { return fmt.Sprint(v) },
+}

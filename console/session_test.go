@@ -1,0 +1,156 @@
+package console_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
+)
+
+// client is a browser without a browser: cookies, no redirects followed.
+type client struct {
+	t    *testing.T
+	base string
+	http *http.Client
+}
+
+func newClient(t *testing.T, base string) *client {
+	jar, _ := cookiejar.New(nil)
+	return &client{t: t, base: base, http: &http.Client{Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+func (c *client) do(method, path string, form url.Values) (*http.Response, string) {
+	c.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, c.base+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+var hiddenField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// signIn signs in with token and returns the session's CSRF token.
+func (c *client) signIn(token string) string {
+	c.t.Helper()
+	_, page := c.do("GET", "/console/sign-in", nil)
+	m := hiddenField.FindStringSubmatch(page)
+	if m == nil {
+		c.t.Fatalf("the sign-in page has no nonce: %s", page)
+	}
+	resp, _ := c.do("POST", "/console/sign-in", url.Values{"csrf": {m[1]}, "token": {token}, "next": {"/console/operations"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		c.t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	_, page = c.do("GET", "/console/operations", nil)
+	if m = hiddenField.FindStringSubmatch(page); m == nil {
+		c.t.Fatalf("the Operations page has no CSRF token: %s", page)
+	}
+	return m[1]
+}
+
+func TestSessionsAndForms(t *testing.T) {
+	t.Parallel()
+	a := apptest.Start(t)
+	ws := a.Workspace("Northwind MSP")
+	tenant := a.Tenant(ws.ID, "Contoso").ID
+	owner := a.Member("Ana", tenant, domain.RoleOwner)
+	outsider := a.Member("Otto", a.Tenant(ws.ID, "Fabrikam").ID, domain.RoleOwner)
+	conn := a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault).ID
+
+	c := newClient(t, a.URL)
+	if resp, _ := c.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusSeeOther ||
+		!strings.HasPrefix(resp.Header.Get("Location"), "/console/sign-in?next=") {
+		t.Fatalf("signed out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// The sign-in form's nonce must match its cookie.
+	c.do("GET", "/console/sign-in", nil)
+	if resp, _ := c.do("POST", "/console/sign-in", url.Values{"csrf": {"forged"}, "token": {owner.Token}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sign-in with a forged nonce: %d", resp.StatusCode)
+	}
+	_, page := c.do("GET", "/console/sign-in", nil)
+	nonce := hiddenField.FindStringSubmatch(page)[1]
+	if resp, page := c.do("POST", "/console/sign-in", url.Values{"csrf": {nonce}, "token": {"oga_not-a-token"}}); resp.StatusCode != http.StatusUnauthorized ||
+		!strings.Contains(page, "not valid") {
+		t.Errorf("sign-in with a bad token: %d", resp.StatusCode)
+	}
+	_, page = c.do("GET", "/console/sign-in", nil)
+	nonce = hiddenField.FindStringSubmatch(page)[1]
+	resp, _ := c.do("POST", "/console/sign-in", url.Values{"csrf": {nonce}, "token": {owner.Token}, "next": {"//evil.example/"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/operations" {
+		t.Errorf("sign-in: %d to %s, want the Operations view (never another site)", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "opsgate_console" {
+			session = ck
+		}
+	}
+	if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteStrictMode || session.MaxAge <= 0 || session.Path != "/console" {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, expiring, path /console", session)
+	}
+	var stored int
+	if err := a.Pool.QueryRow(a.Ctx, `SELECT count(*) FROM console_sessions WHERE id_hash = sha256($1::bytea)`, []byte(session.Value)).Scan(&stored); err != nil || stored != 1 {
+		t.Errorf("the session is stored by its hash: %d, %v", stored, err)
+	}
+	_, page = c.do("GET", "/console/operations", nil)
+	csrf := hiddenField.FindStringSubmatch(page)[1]
+
+	// Every state-changing form needs the session's CSRF token.
+	start := url.Values{"surface": {"inventory_sync"}, "connection_id": {conn}}
+	if resp, _ := c.do("POST", "/console/start", start); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a start without a CSRF token: %d", resp.StatusCode)
+	}
+	start.Set("csrf", csrf)
+	resp, page = c.do("POST", "/console/start", start)
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(page, `id="outcome">accepted<`) {
+		t.Fatalf("a start: %d %s", resp.StatusCode, page)
+	}
+	run := regexp.MustCompile(`/console/operations/([0-9A-Z]{26})`).FindStringSubmatch(page)[1]
+	if resp, page = c.do("POST", "/console/start", start); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="outcome">deduped<`) {
+		t.Errorf("the same start again: %d", resp.StatusCode)
+	}
+
+	// A member of another tenant gets the page of a run that does not exist.
+	o := newClient(t, a.URL)
+	o.signIn(outsider.Token)
+	hidden, hiddenPage := o.do("GET", "/console/operations/"+run, nil)
+	missing, missingPage := o.do("GET", "/console/operations/01ARZ3NDEKTSV4RRFFQ69G5FAV", nil)
+	if hidden.StatusCode != http.StatusNotFound || missing.StatusCode != http.StatusNotFound || hiddenPage != missingPage {
+		t.Errorf("another tenant's run: %d, a missing run: %d; pages equal: %v", hidden.StatusCode, missing.StatusCode, hiddenPage == missingPage)
+	}
+	if resp, _ := o.do("GET", "/console/tenants/"+tenant+"/connections", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another tenant's connections: %d", resp.StatusCode)
+	}
+
+	// Signing out ends the session in the store, not only in the browser.
+	if resp, _ := c.do("POST", "/console/sign-out", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign out: %d", resp.StatusCode)
+	}
+	replay := newClient(t, a.URL)
+	u, _ := url.Parse(a.URL + "/console")
+	replay.http.Jar.SetCookies(u, []*http.Cookie{{Name: "opsgate_console", Value: session.Value, Path: "/console"}})
+	if resp, _ := replay.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a signed-out session's cookie still works: %d", resp.StatusCode)
+	}
+}
