@@ -115,12 +115,15 @@ func (b *browser) post(path, body string) int {
 }
 
 // screenshot saves the page at 1280x800 into OPSGATE_SCREENSHOTS, if set.
-func (b *browser) screenshot(name string) {
+func (b *browser) screenshot(name string) { b.screenshotAt(name, 1280) }
+
+// screenshotAt saves the page at width x 800.
+func (b *browser) screenshotAt(name string, width int64) {
 	dir := os.Getenv("OPSGATE_SCREENSHOTS")
 	if dir == "" {
 		return
 	}
-	b.run("viewport", chromedp.EmulateViewport(1280, 800))
+	b.run("viewport", chromedp.EmulateViewport(width, 800))
 	png := get(b, "screenshot "+name, chromedp.CaptureScreenshot())
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		b.t.Fatal(err)
@@ -176,6 +179,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Error("the page was reloaded")
 	}
 	b.screenshot("operations")
+	b.screenshotAt("operations-narrow", 420)
 
 	// Run detail, then cancel a run that is still running.
 	b.run("open the run", chromedp.Navigate(a.URL+"/console/operations/"+accepted), chromedp.WaitVisible(css(`#run-title`)))
@@ -198,6 +202,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.screenshot("connections")
 	b.run("audit", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/audit"), chromedp.WaitVisible(css(`table.events`)))
 	b.screenshot("audit")
+	if _, err := a.Restores.Create(a.Ctx, apptest.As(owner.ID), tenant, "Mailbox restore", []byte(`[{"name": "mailbox", "overwrite": true}]`)); err != nil {
+		t.Fatal(err)
+	}
+	b.run("restores", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/restores"), chromedp.WaitVisible(css(`form.execute`)),
+		chromedp.Click(css(`form[action$="/preview"] button`)), chromedp.WaitVisible(css(`ul.warnings`)))
+	b.screenshot("restores")
 
 	// A form post without the session's CSRF token is refused.
 	if status := b.post("/console/start", "surface=inventory_sync&connection_id="+fast); status != 403 {

@@ -29,6 +29,7 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -51,6 +52,7 @@ type Deps struct {
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Gate        *gate.Service
+	Restores    *restores.Service
 	Reader      *projections.Reader
 	Store       *eventstore.Store
 	// Changes returns a channel closed at the next commit of events (the
@@ -69,7 +71,7 @@ type Console struct {
 	pages    map[string]*template.Template
 }
 
-var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem"}
+var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores"}
 
 // New parses the console's pages.
 func New(d Deps) (*Console, error) {
@@ -108,6 +110,10 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/tenants/:tenantId/connections", c.page(c.connections))
 	in.POST("/start", c.page(c.form(c.start)))
 	in.GET("/tenants/:tenantId/audit", c.page(c.auditTrail))
+	in.GET("/tenants/:tenantId/restores", c.page(c.restoreRuns))
+	in.POST("/restores", c.page(c.form(c.createRestoreRun)))
+	in.POST("/restores/:restoreRunId/preview", c.page(c.form(c.previewRestoreRun)))
+	in.POST("/restores/:restoreRunId/execute", c.page(c.form(c.executeRestoreRun)))
 }
 
 // staticFiles serves the embedded stylesheet and script, cached briefly.

@@ -154,3 +154,45 @@ func TestSessionsAndForms(t *testing.T) {
 		t.Errorf("a signed-out session's cookie still works: %d", resp.StatusCode)
 	}
 }
+
+// TestRestoreSafeguards: a restore runs only after a preview, confirmed,
+// with its warnings acknowledged; each refusal is a page in the API's words.
+func TestRestoreSafeguards(t *testing.T) {
+	t.Parallel()
+	a := apptest.Start(t)
+	ws := a.Workspace("Northwind MSP")
+	tenant := a.Tenant(ws.ID, "Contoso").ID
+	owner := a.Member("Ana", tenant, domain.RoleOwner)
+	a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault)
+	c := newClient(t, a.URL)
+	csrf := c.signIn(owner.Token)
+
+	if resp, _ := c.do("POST", "/console/restores", url.Values{"csrf": {csrf}, "tenant_id": {tenant}, "name": {"Mailbox"},
+		"items": {`[{"name": "mailbox", "overwrite": true}]`}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("draft: %d", resp.StatusCode)
+	}
+	_, page := c.do("GET", "/console/tenants/"+tenant+"/restores", nil)
+	m := regexp.MustCompile(`/console/restores/([0-9A-Z]{26})/execute`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the restores page has no execute form: %s", page)
+	}
+	execute := "/console/restores/" + m[1] + "/execute"
+	expect := func(what string, form url.Values, status int, says string) {
+		t.Helper()
+		form.Set("csrf", csrf)
+		resp, page := c.do("POST", execute, form)
+		if resp.StatusCode != status || !strings.Contains(page, says) {
+			t.Errorf("%s: %d, want %d saying %q:\n%s", what, resp.StatusCode, status, says, page)
+		}
+	}
+	expect("not confirmed", url.Values{}, http.StatusUnprocessableEntity, "Confirmation required")
+	expect("confirmed, never previewed", url.Values{"confirm": {"yes"}}, http.StatusUnprocessableEntity, `id="outcome">blocked<`)
+	if resp, _ := c.do("POST", "/console/restores/"+m[1]+"/preview", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("preview: %d", resp.StatusCode)
+	}
+	if _, page = c.do("GET", "/console/tenants/"+tenant+"/restores", nil); !strings.Contains(page, "overwrites existing data") {
+		t.Errorf("the preview's warning is not shown:\n%s", page)
+	}
+	expect("previewed, warnings not acknowledged", url.Values{"confirm": {"yes"}}, http.StatusUnprocessableEntity, "Warnings not acknowledged")
+	expect("confirmed and acknowledged", url.Values{"confirm": {"yes"}, "acknowledge_warnings": {"yes"}}, http.StatusAccepted, `id="outcome">accepted<`)
+}

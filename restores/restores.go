@@ -212,3 +212,19 @@ func scanRestoreRun(row pgx.CollectableRow) (RestoreRun, error) {
 	}
 	return r, err
 }
+
+// List returns a tenant's restore runs the user may view, newest first.
+func (s *Service) List(ctx context.Context, userID, tenantID string) ([]RestoreRun, error) {
+	if err := tenancy.AuthorizeIn(ctx, s.store.Pool(), userID, tenantID, domain.CapOperationsView); err != nil {
+		return nil, err
+	}
+	rows, err := s.store.Pool().Query(ctx, selectRestoreRun+` WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("list restore runs of %s: %w", tenantID, err)
+	}
+	list, err := pgx.CollectRows(rows, scanRestoreRun)
+	if err != nil {
+		return nil, fmt.Errorf("list restore runs of %s: %w", tenantID, err)
+	}
+	return list, nil
+}
