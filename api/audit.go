@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"iter"
 	"net/http"
 	"strconv"
 	"time"
@@ -40,14 +41,21 @@ func (h *handlers) auditExport(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	w := c.Response()
-	// Lift the server's write deadline for this response alone.
+	return StreamExport(c.Response(), h.history.Lines(ctx, tenant, afterSeq))
+}
+
+// StreamExport writes lines to w as NDJSON, one a line, through a 64 KiB
+// buffer flushed every exportFlushEvery lines, without the server's write
+// deadline. An error before the first line is returned (the caller
+// answers it); after it, the response is cut (http.ErrAbortHandler: no
+// final chunk), so that no client takes a partial export for a whole one.
+func StreamExport(w *echo.Response, lines iter.Seq2[audit.Line, error]) error {
 	_ = http.NewResponseController(w.Writer).SetWriteDeadline(time.Time{})
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
 	buf := bufio.NewWriterSize(w, 64<<10)
 	enc := json.NewEncoder(buf)
 	n := 0
-	for line, err := range h.history.Lines(ctx, tenant, afterSeq) {
+	for line, err := range lines {
 		if err != nil {
 			if n == 0 && !w.Committed {
 				return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -128,7 +129,8 @@ func NewEcho(cfg Config) *echo.Echo {
 // streamed reports whether req asks for a response that lasts as long as
 // what it carries: an export, or server-sent events.
 func streamed(req *http.Request) bool {
-	return req.URL.Path == ExportPath || req.Header.Get("Accept") == "text/event-stream"
+	return req.URL.Path == ExportPath || strings.HasSuffix(req.URL.Path, "/audit/export") ||
+		req.Header.Get("Accept") == "text/event-stream"
 }
 
 // routeOf is the route pattern (never the raw path, which holds ids).

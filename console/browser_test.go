@@ -208,6 +208,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.run("restores", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/restores"), chromedp.WaitVisible(css(`form.execute`)),
 		chromedp.Click(css(`form[action$="/preview"] button`)), chromedp.WaitVisible(css(`ul.warnings`)))
 	b.screenshot("restores")
+	if _, err := a.Onboarding.Create(a.Ctx, apptest.As(owner.ID), tenant, ""); err != nil {
+		t.Fatal(err)
+	}
+	b.run("onboarding", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/onboarding"), chromedp.WaitVisible(css(`form[action$="/bootstrap"]`)))
+	b.screenshot("onboarding")
 
 	// A form post without the session's CSRF token is refused.
 	if status := b.post("/console/start", "surface=inventory_sync&connection_id="+fast); status != 403 {

@@ -28,6 +28,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
@@ -53,6 +54,7 @@ type Deps struct {
 	Connections *connections.Service
 	Gate        *gate.Service
 	Restores    *restores.Service
+	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
 	Store       *eventstore.Store
 	// Changes returns a channel closed at the next commit of events (the
@@ -71,7 +73,7 @@ type Console struct {
 	pages    map[string]*template.Template
 }
 
-var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores"}
+var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores", "onboarding"}
 
 // New parses the console's pages.
 func New(d Deps) (*Console, error) {
@@ -110,10 +112,14 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/tenants/:tenantId/connections", c.page(c.connections))
 	in.POST("/start", c.page(c.form(c.start)))
 	in.GET("/tenants/:tenantId/audit", c.page(c.auditTrail))
+	in.GET("/tenants/:tenantId/audit/export", c.page(c.auditExport))
 	in.GET("/tenants/:tenantId/restores", c.page(c.restoreRuns))
 	in.POST("/restores", c.page(c.form(c.createRestoreRun)))
 	in.POST("/restores/:restoreRunId/preview", c.page(c.form(c.previewRestoreRun)))
 	in.POST("/restores/:restoreRunId/execute", c.page(c.form(c.executeRestoreRun)))
+	in.GET("/tenants/:tenantId/onboarding", c.page(c.onboardingSessions))
+	in.POST("/onboarding", c.page(c.form(c.createOnboardingSession)))
+	in.POST("/onboarding/:sessionId/:step", c.page(c.form(c.onboardingStep)))
 }
 
 // staticFiles serves the embedded stylesheet and script, cached briefly.

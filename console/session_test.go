@@ -8,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
@@ -143,6 +145,21 @@ func TestSessionsAndForms(t *testing.T) {
 		t.Errorf("another tenant's connections: %d", resp.StatusCode)
 	}
 
+	// The audit export downloads the chain, which verifies offline.
+	apptest.WaitFor(t, 30*time.Second, "the chain to link the tenant's events", func() bool {
+		return a.Count(`SELECT count(*) FROM events e WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.position = e.position)`, tenant) == 0
+	})
+	resp, page = c.do("GET", "/console/tenants/"+tenant+"/audit/export", nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("export: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if v, err := audit.VerifyFile(strings.NewReader(page)); err != nil || v.Events == 0 {
+		t.Errorf("the console's export does not verify: %+v, %v", v, err)
+	}
+	if resp, _ := o.do("GET", "/console/tenants/"+tenant+"/audit/export", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("another tenant's export: %d", resp.StatusCode)
+	}
+
 	// Signing out ends the session in the store, not only in the browser.
 	if resp, _ := c.do("POST", "/console/sign-out", url.Values{"csrf": {csrf}}); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("sign out: %d", resp.StatusCode)
@@ -195,4 +212,42 @@ func TestRestoreSafeguards(t *testing.T) {
 	}
 	expect("previewed, warnings not acknowledged", url.Values{"confirm": {"yes"}}, http.StatusUnprocessableEntity, "Warnings not acknowledged")
 	expect("confirmed and acknowledged", url.Values{"confirm": {"yes"}, "acknowledge_warnings": {"yes"}}, http.StatusAccepted, `id="outcome">accepted<`)
+}
+
+// TestOnboardingPage opens a session, verifies access and bootstraps from
+// the console, each start answered in the API's words.
+func TestOnboardingPage(t *testing.T) {
+	t.Parallel()
+	a := apptest.Start(t)
+	ws := a.Workspace("Northwind MSP")
+	tenant := a.Tenant(ws.ID, "Contoso").ID
+	owner := a.Member("Ana", tenant, domain.RoleOwner)
+	a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault)
+	c := newClient(t, a.URL)
+	csrf := c.signIn(owner.Token)
+
+	if resp, _ := c.do("POST", "/console/onboarding", url.Values{"csrf": {csrf}, "tenant_id": {tenant}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("open a session: %d", resp.StatusCode)
+	}
+	_, page := c.do("GET", "/console/tenants/"+tenant+"/onboarding", nil)
+	m := regexp.MustCompile(`/console/onboarding/([0-9A-Z]{26})/verify`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("the onboarding page has no verify form: %s", page)
+	}
+	resp, page := c.do("POST", "/console/onboarding/"+m[1]+"/verify", url.Values{"csrf": {csrf}})
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(page, `id="outcome">accepted<`) {
+		t.Fatalf("verify: %d %s", resp.StatusCode, page)
+	}
+	verification := regexp.MustCompile(`/console/operations/([0-9A-Z]{26})`).FindStringSubmatch(page)[1]
+	apptest.WaitFor(t, 30*time.Second, "the verification to succeed", func() bool { return a.RunStatus(verification) == domain.StatusSucceeded })
+	resp, page = c.do("POST", "/console/onboarding/"+m[1]+"/bootstrap", url.Values{"csrf": {csrf}, "operations": {"inventory.sync", "compliance.snapshot"}})
+	if resp.StatusCode != http.StatusAccepted || !strings.Contains(page, "Inventory sync") {
+		t.Fatalf("bootstrap: %d %s", resp.StatusCode, page)
+	}
+	if _, page = c.do("GET", "/console/tenants/"+tenant+"/onboarding", nil); !strings.Contains(page, "Compliance snapshot") || !strings.Contains(page, "Bootstrap: ") {
+		t.Errorf("the session's bootstrap items are not shown: %s", page)
+	}
+	if resp, _ := c.do("POST", "/console/onboarding/"+m[1]+"/bootstrap", url.Values{"csrf": {csrf}, "operations": {"inventory.sync"}}); resp.StatusCode != http.StatusConflict {
+		t.Errorf("a second bootstrap: %d, want 409", resp.StatusCode)
+	}
 }

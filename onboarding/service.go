@@ -436,3 +436,26 @@ func load(ctx context.Context, q rowQuerier, id string) (Session, error) {
 	}
 	return sess, nil
 }
+
+// List returns a tenant's sessions the caller may view, newest first.
+func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Session, error) {
+	if err := s.tenancy.Authorize(ctx, userID, tenantID, domain.CapOperationsView); err != nil {
+		return nil, err
+	}
+	rows, err := s.store.Pool().Query(ctx, `SELECT state FROM onboarding_sessions WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 50`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", tenantID, err)
+	}
+	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Session, error) {
+		var body []byte
+		var sess Session
+		if err := row.Scan(&body); err != nil {
+			return sess, err
+		}
+		return sess, json.Unmarshal(body, &sess)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", tenantID, err)
+	}
+	return list, nil
+}

@@ -214,7 +214,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		if a.AdminToken == "" {
 			a.AdminToken, a.AdminTokenGenerated = tenancy.NewToken("oga_"), true
 		}
-		cons, err := console.New(console.Deps{Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores,
+		cons, err := console.New(console.Deps{Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
 			Reader: a.Reader, Store: a.Store, Logger: logger,
 			Changes: func() <-chan struct{} { return a.Notifier.Next(eventstore.TopicEvents) }})
 		if err != nil {
