@@ -108,7 +108,7 @@ func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 func (h *handlers) renderStart(c echo.Context, resp gate.StartResponse, opType string) error {
 	res := resp.Result
 	if h.metrics != nil && !resp.Replayed {
-		h.metrics.ObserveStart(res.Outcome, opType)
+		h.metrics.ObserveStart(res, opType)
 	}
 	if resp.Replayed {
 		c.Response().Header().Set("Idempotent-Replayed", "true")

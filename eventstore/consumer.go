@@ -56,6 +56,9 @@ type Feed struct {
 	// BatchSize is the number of events read per transaction (default 500).
 	BatchSize int
 	Logger    *slog.Logger
+	// Observe, if set, is told of each batch: the events applied, or the
+	// error that failed it (it is delivered again).
+	Observe func(events int, err error)
 }
 
 // Run reads until ctx ends. Each batch is handled in the subscriber's own
@@ -88,7 +91,13 @@ func (f *Feed) Run(ctx context.Context) error {
 		Wake:         wake,
 		Logger:       f.Logger,
 		BatchSize:    batch,
-		BeforeAck:    func() error { return s.flush(flushCtx) },
+		BeforeAck: func() error {
+			n, err := s.flush(flushCtx)
+			if f.Observe != nil && (n > 0 || err != nil) {
+				f.Observe(n, err)
+			}
+			return err
+		},
 	})
 	if err != nil {
 		return err
@@ -191,15 +200,15 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 
 // flush hands the batch to every consumer and sends what they queued, in
 // the subscriber's transaction, before watermill moves the checkpoints.
-func (s *feedSession) flush(ctx context.Context) error {
+func (s *feedSession) flush(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.failed; err != nil {
 		s.failed, s.failedTx = nil, nil
-		return err
+		return 0, err
 	}
 	if s.tx == nil || len(s.events) == 0 {
-		return nil
+		return 0, nil
 	}
 	var b pgx.Batch
 	for _, c := range s.feed.Consumers {
@@ -217,23 +226,24 @@ func (s *feedSession) flush(ctx context.Context) error {
 		if c.Prepare != nil {
 			if err := c.Prepare(ctx, s.tx, s.events[first:]); err != nil {
 				s.tx, s.events = nil, nil
-				return fmt.Errorf("%s: %w", c.Name, err)
+				return 0, fmt.Errorf("%s: %w", c.Name, err)
 			}
 		}
 		if err := c.Apply(ctx, &b, s.events[first:]); err != nil {
 			s.tx, s.events = nil, nil
-			return fmt.Errorf("%s: %w", c.Name, err)
+			return 0, fmt.Errorf("%s: %w", c.Name, err)
 		}
 	}
+	n := len(s.events)
 	s.events = nil
 	if b.Len() == 0 {
-		return nil
+		return n, nil
 	}
 	if err := s.tx.SendBatch(ctx, &b).Close(); err != nil {
 		s.tx = nil // the transaction rolls back: start the next one afresh
-		return fmt.Errorf("apply the batch: %w", err)
+		return 0, fmt.Errorf("apply the batch: %w", err)
 	}
-	return nil
+	return n, nil
 }
 
 // subscriberTx returns the pgx transaction a message of a subscriber was

@@ -197,6 +197,10 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	a.Metrics = api.NewMetrics(a.Pool)
+	a.Metrics.WatchPool("main", a.Pool)
+	if a.ReaderPool != nil {
+		a.Metrics.WatchPool("reader", a.ReaderPool)
+	}
 
 	if roles.Worker {
 		wcfg := worker.Config{Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
@@ -280,6 +284,8 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		consumers = append(consumers, projections.Consumers(a.Metrics.ObserveProjection)...)
 		// The audit chain links each event behind the commit (audit/chain.go).
 		consumers = append(consumers, audit.Chainer(func(at time.Time) { a.Metrics.ObserveProjection(audit.ChainConsumer, at) }))
+		// Pickup and run durations, timed from the runs' events.
+		consumers = append(consumers, a.Metrics.RunsConsumer())
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
@@ -287,7 +293,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	if len(consumers) > 0 {
 		feed := &eventstore.Feed{
 			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: consumers, Logger: a.logger,
-			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval,
+			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.Metrics.ObserveFeedBatch,
 		}
 		wg.Go(func() {
 			if err := feed.Run(bg); err != nil && bg.Err() == nil {
