@@ -13,7 +13,7 @@ with_db = url="$${DATABASE_URL:-}"; \
 	export DATABASE_URL="$$url";
 
 .DEFAULT_GOAL := build
-.PHONY: run test bench soak lint build db-start db-stop db-url screenshots
+.PHONY: run test bench soak lint build db-start db-stop db-url screenshots dashboard
 
 # Serve API, projectors and worker in one process.
 run:
@@ -35,6 +35,11 @@ test:
 screenshots:
 	@mkdir -p docs/console
 	@$(with_db) OPSGATE_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run TestConsoleInABrowser ./console
+
+# The dashboard's main panels drawn from a quick bench run's /metrics (needs Chromium).
+dashboard:
+	@mkdir -p docs/monitoring
+	@$(with_db) $(GO) run ./cmd/opsgate-bench -quick -dashboard docs/monitoring/dashboard.png
 
 # Run the benchmark; make bench QUICK=1 for a short run.
 bench:

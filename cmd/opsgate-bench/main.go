@@ -36,8 +36,9 @@ type config struct {
 	connections int
 	only        string
 	roles       string
-	keep        bool // keep the databases for inspection
-	backlog     int  // runs queued per side and round of the executor scenario
+	keep        bool   // keep the databases for inspection
+	dashboard   string // where to draw the metrics of the run ("" for nowhere)
+	backlog     int    // runs queued per side and round of the executor scenario
 	rounds      int
 	pickups     int
 	runs        int           // runs of the lifecycle scenario
@@ -62,9 +63,10 @@ func main() {
 	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, lifecycle, overload (after lifecycle), executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
+	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
 	flag.Parse()
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
-		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles, keep: *keep,
+		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles, keep: *keep, dashboard: *dashboard,
 		backlog: 1000, rounds: 3, pickups: 500, runs: 20_000, overload: 10 * time.Second}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
@@ -138,6 +140,20 @@ func run(cfg config) error {
 	}
 	defer pool.Close()
 
+	if cfg.dashboard != "" {
+		rec := &recorder{url: "http://" + addr + "/metrics"}
+		recCtx, stopRec := context.WithCancel(ctx)
+		go rec.run(recCtx)
+		defer func() {
+			stopRec()
+			if err := renderDashboard(fmt.Sprintf("make bench%s, %s", map[bool]string{true: " QUICK=1"}[cfg.quick], rep.Started.Format("2006-01-02 15:04 UTC")),
+				rec.panels(), cfg.dashboard); err != nil {
+				progress("dashboard: %v", err)
+			} else {
+				progress("dashboard: drew %s", cfg.dashboard)
+			}
+		}()
+	}
 	progress("creating a tenant with %d connections", cfg.connections)
 	fx, err := setup(ctx, c, cfg.connections)
 	if err != nil {
