@@ -175,7 +175,7 @@ func (m *Metrics) ObserveRequest(method, route string, status int, elapsed time.
 	m.latency.WithLabelValues(method, route).Observe(elapsed.Seconds())
 }
 
-// ObserveStart records one start decision.
+// ObserveStart records one start decision (gate.Service.OnDecided).
 func (m *Metrics) ObserveStart(res domain.StartResult, opType string) {
 	m.starts.WithLabelValues(string(res.Outcome), opType).Inc()
 	reason := "none"

@@ -5,7 +5,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/onboarding"
 )
 
@@ -90,7 +89,7 @@ func (h *handlers) onboardingVerify(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.renderStart(c, resp, domain.OpConnectionCheck)
+	return h.renderStart(c, resp)
 }
 
 // bootstrapBody is the body of POST .../bootstrap.
@@ -108,7 +107,7 @@ func (h *handlers) onboardingBootstrap(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.renderStart(c, resp, resp.Result.Run.Type)
+	return h.renderStart(c, resp)
 }
 
 func (h *handlers) onboardingContinue(c echo.Context) error {
@@ -120,5 +119,5 @@ func (h *handlers) onboardingContinue(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.renderStart(c, resp, resp.Result.Run.Type)
+	return h.renderStart(c, resp)
 }

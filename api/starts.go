@@ -101,15 +101,12 @@ func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return h.renderStart(c, resp, surface.Operation)
+		return h.renderStart(c, resp)
 	}
 }
 
-func (h *handlers) renderStart(c echo.Context, resp gate.StartResponse, opType string) error {
+func (h *handlers) renderStart(c echo.Context, resp gate.StartResponse) error {
 	res := resp.Result
-	if h.metrics != nil && !resp.Replayed {
-		h.metrics.ObserveStart(res, opType)
-	}
 	if resp.Replayed {
 		c.Response().Header().Set("Idempotent-Replayed", "true")
 	}

@@ -43,6 +43,21 @@ type Service struct {
 	startQueue int
 	// completer queues the completions of the process (complete.go).
 	completer completer
+	// decided, if set, is told of every start decided (not of replays),
+	// with the operation type it asked for.
+	decided func(res domain.StartResult, opType string)
+}
+
+// OnDecided sets fn to be told of every start this process decides, from
+// any surface (the API, the console, onboarding's follow-ups), but not of
+// idempotent replays; set it before the first start.
+func (s *Service) OnDecided(fn func(res domain.StartResult, opType string)) { s.decided = fn }
+
+func (s *Service) tell(opType string, resp StartResponse, err error) (StartResponse, error) {
+	if err == nil && !resp.Replayed && s.decided != nil {
+		s.decided(resp.Result, opType)
+	}
+	return resp, err
 }
 
 // New returns the gate over store; conns resolves the connections starts

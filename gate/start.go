@@ -63,7 +63,8 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, e
 	if err != nil {
 		return StartResponse{}, err
 	}
-	return s.submit(ctx, p)
+	resp, err := s.submit(ctx, p)
+	return s.tell(p.op.Type, resp, err)
 }
 
 // StartTx decides a start alone in the caller's transaction, for a caller
@@ -79,7 +80,7 @@ func (s *Service) StartTx(ctx context.Context, tx *eventstore.Tx, req StartReque
 	if err := s.decide(ctx, tx, []*pending{p}); err != nil {
 		return StartResponse{}, err
 	}
-	return p.resp, p.err
+	return s.tell(p.op.Type, p.resp, p.err)
 }
 
 // pending is a start on its way through the gate: what it asks, the scope

@@ -198,6 +198,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	a.Metrics = api.NewMetrics(a.Pool)
 	a.Metrics.WatchPool("main", a.Pool)
+	a.Gate.OnDecided(a.Metrics.ObserveStart)
 	if a.ReaderPool != nil {
 		a.Metrics.WatchPool("reader", a.ReaderPool)
 	}
