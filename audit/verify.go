@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 )
 
 // Mismatch is the first event of a chain that does not verify.
@@ -82,17 +84,31 @@ func (v *verifier) next(line int, seq, position int64, prev, recorded, recompute
 // links) and returns what it verified, or the first *Mismatch.
 func (h *History) VerifyChain(ctx context.Context, chain string) (Verified, error) {
 	var v verifier
+	var batch []Line
+	check := func() error {
+		links := make([]link, len(batch))
+		parallel(len(batch), func(i int) {
+			l := batch[i]
+			links[i] = link{seq: l.Seq, position: l.Position, prev: l.PrevHash, recorded: l.Hash}
+			if links[i].sum, links[i].err = l.Sum(); links[i].err != nil {
+				links[i].err = &Mismatch{Seq: l.Seq, Position: l.Position, Why: links[i].err.Error()}
+			}
+		})
+		batch = batch[:0]
+		return v.checkInOrder(links)
+	}
 	for l, err := range h.Lines(ctx, chain, 0) {
 		if err != nil {
 			return v.Verified, err
 		}
-		sum, err := l.Sum()
-		if err != nil {
-			return v.Verified, &Mismatch{Seq: l.Seq, Position: l.Position, Why: err.Error()}
+		if batch = append(batch, l); len(batch) == chunk {
+			if err := check(); err != nil {
+				return v.Verified, err
+			}
 		}
-		if err := v.next(0, l.Seq, l.Position, l.PrevHash, l.Hash, sum); err != nil {
-			return v.Verified, err
-		}
+	}
+	if err := check(); err != nil {
+		return v.Verified, err
 	}
 	head, err := h.HeadOf(ctx, chain)
 	if err != nil {
@@ -113,54 +129,111 @@ func (h *History) VerifyChain(ctx context.Context, chain string) (Verified, erro
 func VerifyFile(r io.Reader) (Verified, error) {
 	var v verifier
 	br := bufio.NewReaderSize(r, 64<<10)
+	var raws [][]byte
+	var numbers []int
+	check := func() error {
+		links := make([]link, len(raws))
+		parallel(len(raws), func(i int) { links[i] = lineLink(numbers[i], raws[i]) })
+		raws, numbers = raws[:0], numbers[:0]
+		return v.checkInOrder(links)
+	}
 	for n := 1; ; n++ {
 		raw, err := br.ReadBytes('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return v.Verified, fmt.Errorf("read line %d: %w", n, err)
 		}
 		if line := bytes.TrimSpace(raw); len(line) > 0 {
-			if err := v.line(n, line); err != nil {
-				return v.Verified, err
+			raws, numbers = append(raws, line), append(numbers, n)
+			if len(raws) == chunk {
+				if err := check(); err != nil {
+					return v.Verified, err
+				}
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			return v.Verified, nil
+			return v.Verified, check()
 		}
 	}
 }
 
-func (v *verifier) line(n int, raw []byte) error {
+// chunk is how many links are recomputed together, on every core, before
+// they are checked in order.
+const chunk = 512
+
+// link is one event of a chain as verification sees it: its place, its
+// recorded links, and the hash recomputed from its content (or why that
+// failed).
+type link struct {
+	line          int
+	seq, position int64
+	prev          string
+	recorded, sum string
+	err           error
+}
+
+// parallel runs fn(0..n-1) on every core and waits.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, n))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// checkInOrder checks recomputed links one after the other; the first
+// error (of recomputing or of the chain) is the answer.
+func (v *verifier) checkInOrder(links []link) error {
+	for _, l := range links {
+		if l.err != nil {
+			return l.err
+		}
+		if err := v.next(l.line, l.seq, l.position, l.prev, l.recorded, l.sum); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lineLink reads line n of an export: its links, and the hash of the
+// line without its hash member, recomputed.
+func lineLink(n int, raw []byte) link {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &members); err != nil {
-		return &FormatError{Line: n, Why: "not a JSON object: " + err.Error()}
+		return link{err: &FormatError{Line: n, Why: "not a JSON object: " + err.Error()}}
 	}
-	var link struct {
+	var fields struct {
 		Seq      *int64  `json:"seq"`
 		Position *int64  `json:"position"`
 		PrevHash *string `json:"prev_hash"`
 		Hash     *string `json:"hash"`
 	}
-	if err := json.Unmarshal(raw, &link); err != nil {
-		return &FormatError{Line: n, Why: err.Error()}
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return link{err: &FormatError{Line: n, Why: err.Error()}}
 	}
 	switch {
-	case link.Seq == nil:
-		return &FormatError{Line: n, Why: "it has no seq"}
-	case link.Position == nil:
-		return &FormatError{Line: n, Why: "it has no position"}
-	case link.PrevHash == nil:
-		return &FormatError{Line: n, Why: "it has no prev_hash"}
-	case link.Hash == nil:
-		return &FormatError{Line: n, Why: "it has no hash"}
+	case fields.Seq == nil:
+		return link{err: &FormatError{Line: n, Why: "it has no seq"}}
+	case fields.Position == nil:
+		return link{err: &FormatError{Line: n, Why: "it has no position"}}
+	case fields.PrevHash == nil:
+		return link{err: &FormatError{Line: n, Why: "it has no prev_hash"}}
+	case fields.Hash == nil:
+		return link{err: &FormatError{Line: n, Why: "it has no hash"}}
 	}
+	l := link{line: n, seq: *fields.Seq, position: *fields.Position, prev: *fields.PrevHash, recorded: *fields.Hash}
 	delete(members, "hash")
 	content, err := json.Marshal(members)
 	if err != nil {
-		return &FormatError{Line: n, Why: err.Error()}
+		l.err = &FormatError{Line: n, Why: err.Error()}
+		return l
 	}
-	sum, err := sumCanonical(content)
-	if err != nil {
-		return &Mismatch{Seq: *link.Seq, Position: *link.Position, Line: n, Why: err.Error()}
+	if l.sum, err = sumCanonical(content); err != nil {
+		l.err = &Mismatch{Seq: l.seq, Position: l.position, Line: n, Why: err.Error()}
 	}
-	return v.next(n, *link.Seq, *link.Position, *link.PrevHash, *link.Hash, sum)
+	return l
 }
