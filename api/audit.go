@@ -16,9 +16,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 )
 
-// ExportPath is the streamed export: no request deadline bounds it.
-const ExportPath = "/api/v1/audit/export"
-
 // exportFlushEvery is how many lines an export writes between flushes.
 const exportFlushEvery = 256
 

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -158,30 +157,7 @@ func (h *handlers) getOperation(c echo.Context) error {
 
 // AuditEvent is an event as auditors read it, with its hash in its
 // tenant's chain (null until the chainer reached it).
-type AuditEvent struct {
-	audit.Record
-	Hash *string `json:"hash"`
-}
-
-// auditEvents returns events as auditors read them, with their hashes.
-func (h *handlers) auditEvents(ctx context.Context, events []eventstore.Event) ([]AuditEvent, error) {
-	positions := make([]int64, len(events))
-	for i, e := range events {
-		positions[i] = e.Position
-	}
-	hashes, err := h.history.Hashes(ctx, positions)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]AuditEvent, len(events))
-	for i, e := range events {
-		out[i] = AuditEvent{Record: audit.RecordOf(e)}
-		if hash, ok := hashes[e.Position]; ok {
-			out[i].Hash = &hash
-		}
-	}
-	return out, nil
-}
+type AuditEvent = audit.Hashed
 
 func (h *handlers) operationEvents(c echo.Context) error {
 	v, err := h.visibleRun(c)
@@ -193,7 +169,7 @@ func (h *handlers) operationEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	items, err := h.auditEvents(ctx, events)
+	items, err := h.history.WithHashes(ctx, events)
 	if err != nil {
 		return err
 	}
@@ -248,7 +224,7 @@ func (h *handlers) auditTrail(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	items, err := h.auditEvents(ctx, events)
+	items, err := h.history.WithHashes(ctx, events)
 	if err != nil {
 		return err
 	}

@@ -29,7 +29,7 @@ type Config struct {
 	Metrics RequestObserver
 	// RequestTimeout, if positive, is the deadline of each request's
 	// context: database work of a request that overstays it is cancelled.
-	// Streamed responses (ExportPath, server-sent events) have none: they
+	// Streamed responses (exports of the audit chain, server-sent events) have none: they
 	// last as long as what they carry, and end when their client goes away.
 	RequestTimeout time.Duration
 }
@@ -127,10 +127,10 @@ func NewEcho(cfg Config) *echo.Echo {
 }
 
 // streamed reports whether req asks for a response that lasts as long as
-// what it carries: an export, or server-sent events.
+// what it carries: an export of the audit chain (the API's or the
+// console's), or server-sent events.
 func streamed(req *http.Request) bool {
-	return req.URL.Path == ExportPath || strings.HasSuffix(req.URL.Path, "/audit/export") ||
-		req.Header.Get("Accept") == "text/event-stream"
+	return strings.HasSuffix(req.URL.Path, "/audit/export") || req.Header.Get("Accept") == "text/event-stream"
 }
 
 // routeOf is the route pattern (never the raw path, which holds ids).

@@ -79,8 +79,36 @@ func (h *History) Lines(ctx context.Context, chain string, afterSeq int64) iter.
 	}
 }
 
-// Hashes returns the hashes of the events at positions that are chained.
-func (h *History) Hashes(ctx context.Context, positions []int64) (map[int64]string, error) {
+// Hashed is an event as auditors read it, with its hash in its tenant's
+// chain (nil until the chainer linked it).
+type Hashed struct {
+	Record
+	Hash *string `json:"hash"`
+}
+
+// WithHashes returns events as auditors read them, with their hashes, in
+// one query.
+func (h *History) WithHashes(ctx context.Context, events []eventstore.Event) ([]Hashed, error) {
+	positions := make([]int64, len(events))
+	for i, e := range events {
+		positions[i] = e.Position
+	}
+	hashes, err := h.hashes(ctx, positions)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Hashed, len(events))
+	for i, e := range events {
+		out[i] = Hashed{Record: RecordOf(e)}
+		if hash, ok := hashes[e.Position]; ok {
+			out[i].Hash = &hash
+		}
+	}
+	return out, nil
+}
+
+// hashes returns the hashes of the events at positions that are chained.
+func (h *History) hashes(ctx context.Context, positions []int64) (map[int64]string, error) {
 	rows, err := h.pool.Query(ctx, `SELECT position, hash FROM audit_chain WHERE position = ANY($1::bigint[])`, positions)
 	if err != nil {
 		return nil, fmt.Errorf("read hashes: %w", err)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/onboarding"
@@ -61,6 +60,5 @@ func (c *Console) onboardingStep(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	status := api.StatusOf(resp.Result.Outcome)
-	return c.render(ec, status, "outcome", resp.Result.Message.Title, outcomePage{Result: resp.Result, Status: status})
+	return c.outcome(ec, resp)
 }

@@ -395,16 +395,14 @@ func (c *Console) connections(ec echo.Context) error {
 			p.TenantStarts = append(p.TenantStarts, s)
 		}
 	}
+	active, err := c.d.Reader.ActiveRuns(ctx, tenant)
+	if err != nil {
+		return err
+	}
 	for _, conn := range list {
 		row := connectionRow{Connection: conn, Starts: connStarts}
-		for _, status := range []string{"running", "queued"} {
-			runs, _, err := c.d.Reader.ListRuns(ctx, projections.RunFilter{TenantIDs: []string{tenant}, ConnectionID: conn.ID, Status: status, Limit: 1})
-			if err != nil {
-				return err
-			}
-			if len(runs) > 0 && row.Holding == nil {
-				row.Holding = &runs[0]
-			}
+		if v, ok := active[conn.ID]; ok {
+			row.Holding = &v
 		}
 		p.Connections = append(p.Connections, row)
 	}
@@ -449,6 +447,12 @@ func (c *Console) start(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return c.outcome(ec, resp)
+}
+
+// outcome shows a start's outcome in the presenter's words, with the
+// API's status.
+func (c *Console) outcome(ec echo.Context, resp gate.StartResponse) error {
 	status := api.StatusOf(resp.Result.Outcome)
 	return c.render(ec, status, "outcome", resp.Result.Message.Title, outcomePage{Result: resp.Result, Status: status})
 }
@@ -457,7 +461,7 @@ func (c *Console) start(ec echo.Context) error {
 
 type auditPage struct {
 	TenantID  string
-	Events    []api.AuditEvent
+	Events    []audit.Hashed
 	NextAfter string
 }
 
@@ -481,22 +485,11 @@ func (c *Console) auditTrail(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	positions := make([]int64, len(events))
-	for i, e := range events {
-		positions[i] = e.Position
-	}
-	hashes, err := c.history.Hashes(ctx, positions)
+	hashed, err := c.history.WithHashes(ctx, events)
 	if err != nil {
 		return err
 	}
-	p := auditPage{TenantID: tenant}
-	for _, e := range events {
-		ae := api.AuditEvent{Record: audit.RecordOf(e)}
-		if h, ok := hashes[e.Position]; ok {
-			ae.Hash = &h
-		}
-		p.Events = append(p.Events, ae)
-	}
+	p := auditPage{TenantID: tenant, Events: hashed}
 	if len(events) == 50 {
 		p.NextAfter = strconv.FormatInt(events[len(events)-1].Position, 10)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/restores"
@@ -66,6 +65,5 @@ func (c *Console) executeRestoreRun(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	status := api.StatusOf(resp.Result.Outcome)
-	return c.render(ec, status, "outcome", resp.Result.Message.Title, outcomePage{Result: resp.Result, Status: status})
+	return c.outcome(ec, resp)
 }

@@ -181,6 +181,28 @@ func (r *Reader) GetRun(ctx context.Context, id string) (RunView, error) {
 	return v, nil
 }
 
+// ActiveRuns returns the active (queued or running) run of each of
+// tenantID's connections that has one, by connection id: the run holding
+// its scope.
+func (r *Reader) ActiveRuns(ctx context.Context, tenantID string) (map[string]RunView, error) {
+	if _, err := r.CatchUp(ctx, "operations"); err != nil {
+		return nil, err
+	}
+	rows, err := r.pool.Query(ctx, selectRun+` WHERE tenant_id = $1 AND status IN ('queued', 'running') AND connection_id IS NOT NULL`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("list active runs: %w", err)
+	}
+	list, err := pgx.CollectRows(rows, scanRun)
+	if err != nil {
+		return nil, fmt.Errorf("list active runs: %w", err)
+	}
+	out := make(map[string]RunView, len(list))
+	for _, v := range list {
+		out[v.ProviderConnection.ID] = v
+	}
+	return out, nil
+}
+
 // ListRuns returns a page of runs, newest first, and the cursor of the
 // next page ("" on the last).
 func (r *Reader) ListRuns(ctx context.Context, f RunFilter) ([]RunView, string, error) {
