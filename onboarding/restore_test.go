@@ -11,7 +11,7 @@ import (
 func TestRestoreFlow(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, harnessOptions{Grace: 5 * time.Second})
-	conn := f.connection(t, "Graph", "granted", 1500, true)
+	conn := f.connection(t, "Graph", "granted", 3000, true) // active long enough for the duplicate and busy starts below
 	scope := connectionScope(conn)
 
 	var rr struct {
