@@ -60,7 +60,7 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread, freshness, lifecycle, overload (after lifecycle), executors or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, hot, freshness, lifecycle, overload (after lifecycle), executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
@@ -169,6 +169,10 @@ func run(cfg config) error {
 		return nil
 	case "replay":
 		return replayOnly(ctx, cfg, bin, dbURL, srv, c, pool, fx, rep)
+	case "hot":
+		hotPhase(ctx, cfg, c, pool, fx, rep)
+		printTable(os.Stdout, rep)
+		return nil
 	case "freshness":
 		progress("freshness: commit-to-read-model lag and worker pickup")
 		rep.Results["freshness_operations_view_lag"], rep.Results["freshness_worker_pickup"] = freshness(ctx, c, pool, fx, 400)
@@ -212,31 +216,7 @@ func run(cfg config) error {
 	progress("latency at half the maximum throughput (%.0f starts/s)", best/2)
 	rep.Results["spread_half_load"] = pacedLoad(ctx, c, fx, 32, best/2, cfg.spreadTime)
 
-	progress("hot scope: 64 clients on one connection for %s (profiling the server)", cfg.hotTime)
-	hotBegan := time.Now()
-	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
-	profDone := captureProfile(pprofAddr, cfg.hotTime-time.Second, profile)
-	hot, maxActive := hotScope(ctx, c, pool, fx, cfg.hotTime)
-	if err := <-profDone; err == nil {
-		rep.Profiles = append(rep.Profiles, profile)
-	} else {
-		progress("profile: %v", err)
-	}
-	rep.Results["hot_scope"] = hot
-	rep.Checks["hot_scope_max_active_runs"] = fmt.Sprint(maxActive)
-	if err := checkNeverTwoActive(ctx, pool, fx.hot); err != nil {
-		rep.Checks["hot_scope_history"] = "VIOLATED: " + err.Error()
-	} else {
-		rep.Checks["hot_scope_history"] = "never two active runs"
-	}
-
-	progress("waiting for the projectors and the worker to drain their backlogs")
-	projectorsDrained, workerDrained := drain(ctx, pool, 5*time.Minute)
-	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
-	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
-	if lag, err := chainLag(ctx, pool, hotBegan); err == nil {
-		rep.Results["audit_chain_lag_hot_scope"] = lag
-	}
+	hotPhase(ctx, cfg, c, pool, fx, rep)
 	progress("freshness: commit-to-read-model lag and worker pickup")
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag
@@ -297,6 +277,36 @@ func run(cfg config) error {
 
 // lifecyclePhases runs the lifecycle scenario against River's, then the
 // overload scenario at 1, 4 and 8 times the lifecycle's throughput.
+// hotPhase runs the hot scope (64 clients on one connection) with a CPU
+// profile of the server, then waits for the backlogs it leaves to drain.
+func hotPhase(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx *fixture, rep *report) {
+	progress("hot scope: 64 clients on one connection for %s (profiling the server)", cfg.hotTime)
+	hotBegan := time.Now()
+	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
+	profDone := captureProfile(cfg.pprofAddr, cfg.hotTime-time.Second, profile)
+	hot, maxActive := hotScope(ctx, c, pool, fx, cfg.hotTime)
+	if err := <-profDone; err == nil {
+		rep.Profiles = append(rep.Profiles, profile)
+	} else {
+		progress("profile: %v", err)
+	}
+	rep.Results["hot_scope"] = hot
+	rep.Checks["hot_scope_max_active_runs"] = fmt.Sprint(maxActive)
+	if err := checkNeverTwoActive(ctx, pool, fx.hot); err != nil {
+		rep.Checks["hot_scope_history"] = "VIOLATED: " + err.Error()
+	} else {
+		rep.Checks["hot_scope_history"] = "never two active runs"
+	}
+
+	progress("waiting for the projectors and the worker to drain their backlogs")
+	projectorsDrained, workerDrained := drain(ctx, pool, 5*time.Minute)
+	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
+	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
+	if lag, err := chainLag(ctx, pool, hotBegan); err == nil {
+		rep.Results["audit_chain_lag_hot_scope"] = lag
+	}
+}
+
 func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx *fixture, riverBin, dbURL string, rep *report) error {
 	progress("lifecycle: %d runs from start to succeeded, opsgate then River", cfg.runs)
 	st, err := lifecycle(ctx, c, pool, fx, cfg.runs, 32)
