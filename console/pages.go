@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -117,7 +118,18 @@ type opsFilter struct {
 }
 
 type rowsData struct {
-	Runs []projections.RunView
+	Runs   []projections.RunView
+	People people
+}
+
+// rowsOf is the Operations view's rows with the names of their initiators.
+func (c *Console) rowsOf(ctx context.Context, runs []projections.RunView) (rowsData, error) {
+	ids := make([]string, len(runs))
+	for i, r := range runs {
+		ids[i] = r.InitiatorID
+	}
+	p, err := c.people(ctx, ids)
+	return rowsData{Runs: runs, People: p}, err
 }
 
 // filterOf reads the Operations view's filters and the runs the user may
@@ -172,7 +184,11 @@ func (c *Console) operations(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := operationsPage{Filter: f, Types: domain.Operations(), Rows: rowsData{Runs: runs}, Query: f.query(f.Cursor),
+	rows, err := c.rowsOf(c.ctx(ec), runs)
+	if err != nil {
+		return err
+	}
+	p := operationsPage{Filter: f, Types: domain.Operations(), Rows: rows, Query: f.query(f.Cursor),
 		Statuses: []string{"queued", "running", "succeeded", "failed", "cancelled", "blocked"}}
 	if next != "" {
 		p.NextQuery = f.query(next)
@@ -190,7 +206,11 @@ func (c *Console) rows(ec echo.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.fragment(ec, "operations", "rows", rowsData{Runs: runs})
+	rows, err := c.rowsOf(c.ctx(ec), runs)
+	if err != nil {
+		return nil, err
+	}
+	return c.fragment(ec, "operations", "rows", rows)
 }
 
 // operationRows is the fallback of the live updates: the table body, polled.
@@ -281,6 +301,7 @@ type runPage struct {
 	Explanation audit.Explanation
 	Summary     string
 	CanCancel   bool
+	People      people
 }
 
 // visibleRun is the run id if the user may see it; the same not-found for
@@ -313,6 +334,16 @@ func (c *Console) run(ec echo.Context) error {
 		p.Events = append(p.Events, audit.RecordOf(e))
 	}
 	if p.Explanation, err = c.history.Explain(ctx, v.ID); err != nil && !errors.Is(err, domain.ErrNotFound) {
+		return err
+	}
+	ids := []string{v.InitiatorID, p.Explanation.AskedBy.InitiatorID}
+	for _, s := range p.Explanation.LaterStarts {
+		ids = append(ids, s.InitiatorID)
+	}
+	for _, e := range p.Events {
+		ids = append(ids, e.Metadata.Actor)
+	}
+	if p.People, err = c.people(ctx, ids); err != nil {
 		return err
 	}
 	if len(v.Summary) > 0 {
@@ -358,6 +389,7 @@ type connectionsPage struct {
 	TenantID, TenantName string
 	Connections          []connectionRow
 	TenantStarts         []domain.Surface
+	People               people
 }
 
 type connectionRow struct {
@@ -405,6 +437,15 @@ func (c *Console) connections(ec echo.Context) error {
 			row.Holding = &v
 		}
 		p.Connections = append(p.Connections, row)
+	}
+	var changers []string
+	for _, conn := range list {
+		if by := conn.ReadinessChangedBy; by != nil && by.Kind == "operator" {
+			changers = append(changers, by.ID)
+		}
+	}
+	if p.People, err = c.people(ctx, changers); err != nil {
+		return err
 	}
 	return c.render(ec, http.StatusOK, "connections", "Provider connections", p)
 }
@@ -463,6 +504,7 @@ type auditPage struct {
 	TenantID  string
 	Events    []audit.Hashed
 	NextAfter string
+	People    people
 }
 
 func (c *Console) auditTrail(ec echo.Context) error {
@@ -489,7 +531,15 @@ func (c *Console) auditTrail(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := auditPage{TenantID: tenant, Events: hashed}
+	actors := make([]string, len(events))
+	for i, e := range events {
+		actors[i] = e.Metadata.Actor
+	}
+	people, err := c.people(ctx, actors)
+	if err != nil {
+		return err
+	}
+	p := auditPage{TenantID: tenant, Events: hashed, People: people}
 	if len(events) == 50 {
 		p.NextAfter = strconv.FormatInt(events[len(events)-1].Position, 10)
 	}
@@ -553,12 +603,7 @@ var funcs = template.FuncMap{
 		}
 		return s.Name
 	},
-	"short": func(s string) string {
-		if len(s) > 12 {
-			return s[:12] + "…"
-		}
-		return s
-	},
+	"short": shortID,
 	"json": func(raw json.RawMessage) string {
 		var b bytes.Buffer
 		if json.Indent(&b, raw, "", "  ") != nil {

@@ -78,7 +78,7 @@ func TestSessionsAndForms(t *testing.T) {
 	tenant := a.Tenant(ws.ID, "Contoso").ID
 	owner := a.Member("Ana", tenant, domain.RoleOwner)
 	outsider := a.Member("Otto", a.Tenant(ws.ID, "Fabrikam").ID, domain.RoleOwner)
-	conn := a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault).ID
+	conn := a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault, apptest.Latency(60_000)).ID // its run stays active: later starts are deduped
 
 	c := newClient(t, a.URL)
 	if resp, _ := c.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusSeeOther ||
@@ -131,6 +131,21 @@ func TestSessionsAndForms(t *testing.T) {
 	run := regexp.MustCompile(`/console/operations/([0-9A-Z]{26})`).FindStringSubmatch(page)[1]
 	if resp, page = c.do("POST", "/console/start", start); resp.StatusCode != http.StatusOK || !strings.Contains(page, `id="outcome">deduped<`) {
 		t.Errorf("the same start again: %d", resp.StatusCode)
+	}
+
+	// Actors are shown by name, escaped, with their id on hover: on the
+	// run's page (who started it, who was answered deduped) and in the
+	// Operations view.
+	bo := a.Member("Bo <b>&", tenant, domain.RoleOperator)
+	a.Expect(domain.OutcomeDeduped, apptest.ConnStart(bo.ID, domain.SurfaceInventorySync, conn))
+	_, page = c.do("GET", "/console/operations/"+run, nil)
+	ana := `<span class="person" title="` + owner.ID + `">Ana</span>`
+	if !strings.Contains(page, "<dd>"+ana+" via inventory_sync</dd>") ||
+		!strings.Contains(page, `by <span class="person" title="`+bo.ID+`">Bo &lt;b&gt;&amp;</span> via inventory_sync`) {
+		t.Errorf("the run's page does not name Ana as its initiator and Bo as answered deduped:\n%s", page)
+	}
+	if _, page = c.do("GET", "/console/operations/rows", nil); !strings.Contains(page, ana+" via inventory_sync") {
+		t.Errorf("the Operations rows do not name Ana:\n%s", page)
 	}
 
 	// A member of another tenant gets the page of a run that does not exist.

@@ -339,3 +339,28 @@ func (s *Service) Memberships(ctx context.Context, userID string) ([]MemberOf, e
 	}
 	return out, nil
 }
+
+// UserNames returns the names of those of ids that are users; the other
+// actors ("admin", "worker:…", "system:…") and unknown ids are absent.
+func (s *Service) UserNames(ctx context.Context, ids []string) (map[string]string, error) {
+	names := make(map[string]string, len(ids))
+	if len(ids) == 0 {
+		return names, nil
+	}
+	rows, err := s.store.Pool().Query(ctx, `SELECT id, name FROM users WHERE id = ANY($1::text[])`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read user names: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, name string
+		if err := rows.Scan(&id, &name); err != nil {
+			return nil, fmt.Errorf("read user names: %w", err)
+		}
+		names[id] = name
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read user names: %w", err)
+	}
+	return names, nil
+}

@@ -1,0 +1,37 @@
+package console
+
+import (
+	"context"
+	"html"
+	"html/template"
+)
+
+// people names the actors a page shows: users by name, with their id on
+// hover; workers, the system and unknown ids by their (shortened) id.
+type people map[string]string
+
+// Of is the HTML of actor id.
+func (p people) Of(id string) template.HTML {
+	if id == "" {
+		return "—"
+	}
+	if name, ok := p[id]; ok {
+		return template.HTML(`<span class="person" title="` + html.EscapeString(id) + `">` + html.EscapeString(name) + `</span>`)
+	}
+	return template.HTML(`<span class="mono" title="` + html.EscapeString(id) + `">` + html.EscapeString(shortID(id)) + `</span>`)
+}
+
+// shortID is an id cut to its first twelve characters, enough to tell
+// ULIDs apart at a glance.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12] + "…"
+	}
+	return id
+}
+
+// people reads the names of the users among ids.
+func (c *Console) people(ctx context.Context, ids []string) (people, error) {
+	names, err := c.d.Tenancy.UserNames(ctx, ids)
+	return people(names), err
+}
