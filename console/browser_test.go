@@ -139,7 +139,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	owner := a.Member("Ana", tenant, domain.RoleOwner)
 	readonly := a.Member("Rae", tenant, domain.RoleReadonly)
 	outsider := a.Member("Otto", other, domain.RoleOwner)
-	fast := a.Connection(owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(1500)).ID
+	fast := a.Connection(owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(4000)).ID
 	slow := a.Connection(owner.ID, tenant, "Graph (slow)", apptest.Latency(60_000)).ID
 	noConsent := a.Connection(owner.ID, tenant, "Graph (no consent)", apptest.Consent(domain.ConsentMissing)).ID
 
@@ -170,15 +170,20 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.screenshot("outcome-blocked")
 
-	// An accepted run goes from queued or running to succeeded on the
-	// Operations page without a reload.
-	if outcome, _ = b.press(tenant, fast, "inventory_sync"); outcome != "accepted" {
+	// An operator watching Operations sees a run started elsewhere (a
+	// second browser) appear while queued or running, then succeed, without
+	// a reload. The fast connection's run takes 4 s, time enough to see it
+	// active.
+	b.run("open Operations", chromedp.Navigate(a.URL+"/console/operations?tenant_id="+tenant), chromedp.WaitVisible(css(`table.runs`)))
+	get(b, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
+	pb := newBrowser(t, exe, a.URL)
+	pb.signIn(owner.Token)
+	if outcome, _ = pb.press(tenant, fast, "inventory_sync"); outcome != "accepted" {
 		t.Fatalf("fast start: %q", outcome)
 	}
-	accepted := b.runOfOutcome()
+	accepted := pb.runOfOutcome()
 	row := `tr#run-` + accepted
-	b.run("open Operations", chromedp.Navigate(a.URL+"/console/operations?tenant_id="+tenant), chromedp.WaitVisible(css(row)))
-	get(b, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
+	b.run("the run appears, active", chromedp.WaitVisible(css(row+`[data-status="queued"], `+row+`[data-status="running"]`)))
 	b.run("wait for the run to succeed", chromedp.WaitVisible(css(row+`[data-status="succeeded"]`)))
 	if !get(b, "check no reload", chromedp.Evaluate[bool](`window.notReloaded === true`)) {
 		t.Error("the page was reloaded")
