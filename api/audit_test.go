@@ -168,6 +168,23 @@ func TestVerifyCatchesWhatASuperuserChanged(t *testing.T) {
 	if v, err := history.VerifyChain(ctx, f.tenantA); err != nil || v.Events == 0 {
 		t.Fatalf("verify before any change: %+v, %v", v, err)
 	}
+	// A digest kept outside holds while nothing changed; one the chain does
+	// not hold is named.
+	kept, err := history.HeadOf(ctx, f.tenantA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := history.VerifyChainAgainst(ctx, f.tenantA, kept); err != nil || v.Head != kept.Hash {
+		t.Fatalf("verify against the kept digest: %+v, %v", v, err)
+	}
+	var m *audit.Mismatch
+	forged := audit.Head{Seq: kept.Seq, Hash: strings.Repeat("0", 64)}
+	if _, err := history.VerifyChainAgainst(ctx, f.tenantA, forged); !errors.As(err, &m) || m.Seq != kept.Seq || !strings.Contains(m.Why, "rewritten") {
+		t.Errorf("verify against a digest the chain does not hold: %v", err)
+	}
+	if _, err := history.VerifyChainAgainst(ctx, f.tenantA, audit.Head{Seq: kept.Seq + 1, Hash: kept.Hash}); !errors.As(err, &m) || !strings.Contains(m.Why, "are gone") {
+		t.Errorf("verify against a digest beyond the chain's end: %v", err)
+	}
 	var altered int64
 	if err := f.Pool.QueryRow(ctx, `SELECT position FROM events WHERE tenant_id = $1 AND event_type = 'StartDeduped'`, f.tenantA).Scan(&altered); err != nil {
 		t.Fatal(err)
@@ -180,8 +197,7 @@ func TestVerifyCatchesWhatASuperuserChanged(t *testing.T) {
 	if !strings.Contains(payload, "forged") {
 		t.Fatalf("the payload was not altered: %s", payload)
 	}
-	_, err := history.VerifyChain(ctx, f.tenantA)
-	var m *audit.Mismatch
+	_, err = history.VerifyChain(ctx, f.tenantA)
 	if !errors.As(err, &m) || m.Position != altered || !strings.Contains(m.Why, "does not match its hash") {
 		t.Fatalf("verify after altering event %d: %v", altered, err)
 	}

@@ -22,6 +22,9 @@ type Mismatch struct {
 
 func (m *Mismatch) Error() string {
 	where := fmt.Sprintf("event at position %d (seq %d)", m.Position, m.Seq)
+	if m.Position == 0 {
+		where = fmt.Sprintf("seq %d", m.Seq)
+	}
 	if m.Line > 0 {
 		where = fmt.Sprintf("line %d, %s", m.Line, where)
 	}
@@ -53,6 +56,22 @@ type Verified struct {
 type verifier struct {
 	Verified
 	lastPosition int64
+	kept         *Head // a digest kept earlier, outside: the chain must hold it
+	keptSeen     bool
+}
+
+// keptHeld checks, at the end of a pass, that the pass met the kept
+// digest.
+func (v *verifier) keptHeld() error {
+	if v.kept == nil || v.keptSeen {
+		return nil
+	}
+	if v.Events > 0 && v.kept.Seq < v.FirstSeq {
+		return &Mismatch{Seq: v.kept.Seq, Position: v.kept.Position, Why: fmt.Sprintf(
+			"the export starts at seq %d, after the kept digest's seq %d: export from an earlier position to check it", v.FirstSeq, v.kept.Seq)}
+	}
+	return &Mismatch{Seq: v.kept.Seq, Position: v.kept.Position, Why: fmt.Sprintf(
+		"the chain ends at seq %d, before the kept digest's seq %d: events recorded before the digest was kept are gone", v.LastSeq, v.kept.Seq)}
 }
 
 // next checks the link at seq: that it follows the one before and links
@@ -75,6 +94,12 @@ func (v *verifier) next(line int, seq, position int64, prev, recorded, recompute
 	if recomputed != recorded {
 		return fail("its content does not match its hash: recorded %s, recomputed %s; the event was changed after it was chained", recorded, recomputed)
 	}
+	if v.kept != nil && seq == v.kept.Seq {
+		if recomputed != v.kept.Hash {
+			return fail("the kept digest says seq %d hashes to %s, but the chain now hashes to %s there: the chain was rewritten up to this event", seq, v.kept.Hash, recomputed)
+		}
+		v.keptSeen = true
+	}
 	v.Events++
 	v.LastSeq, v.Head, v.lastPosition = seq, recomputed, position
 	return nil
@@ -83,7 +108,19 @@ func (v *verifier) next(line int, seq, position int64, prev, recorded, recompute
 // VerifyChain recomputes chain from the database (events and their
 // links) and returns what it verified, or the first *Mismatch.
 func (h *History) VerifyChain(ctx context.Context, chain string) (Verified, error) {
-	var v verifier
+	return h.verifyChain(ctx, chain, nil)
+}
+
+// VerifyChainAgainst is VerifyChain that also checks a digest kept
+// earlier outside the database (GET /api/v1/audit/digest): the chain must
+// still hash to kept.Hash at kept.Seq. Only such a digest catches a
+// rewrite of the whole chain by whoever can write the database.
+func (h *History) VerifyChainAgainst(ctx context.Context, chain string, kept Head) (Verified, error) {
+	return h.verifyChain(ctx, chain, &kept)
+}
+
+func (h *History) verifyChain(ctx context.Context, chain string, kept *Head) (Verified, error) {
+	v := verifier{kept: kept}
 	var batch []Line
 	check := func() error {
 		links := make([]link, len(batch))
@@ -118,7 +155,7 @@ func (h *History) VerifyChain(ctx context.Context, chain string) (Verified, erro
 		return v.Verified, &Mismatch{Seq: head.Seq, Position: head.Position,
 			Why: fmt.Sprintf("the chain's head is seq %d (hash %s), but its last event is seq %d (hash %s): events at its end are missing", head.Seq, head.Hash, v.LastSeq, v.Head)}
 	}
-	return v.Verified, nil
+	return v.Verified, v.keptHeld()
 }
 
 // VerifyFile recomputes the chain of an export (NDJSON, one event a line,
@@ -126,8 +163,14 @@ func (h *History) VerifyChain(ctx context.Context, chain string) (Verified, erro
 // *FormatError when r is not such an export. Each line's hash is
 // recomputed from the line itself, every member but hash included, as an
 // auditor would with any other language.
-func VerifyFile(r io.Reader) (Verified, error) {
-	var v verifier
+func VerifyFile(r io.Reader) (Verified, error) { return verifyFile(r, nil) }
+
+// VerifyFileAgainst is VerifyFile that also checks a digest kept earlier:
+// the export must hash to kept.Hash at kept.Seq.
+func VerifyFileAgainst(r io.Reader, kept Head) (Verified, error) { return verifyFile(r, &kept) }
+
+func verifyFile(r io.Reader, kept *Head) (Verified, error) {
+	v := verifier{kept: kept}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var raws [][]byte
 	var numbers []int
@@ -151,7 +194,10 @@ func VerifyFile(r io.Reader) (Verified, error) {
 			}
 		}
 		if errors.Is(err, io.EOF) {
-			return v.Verified, check()
+			if err := check(); err != nil {
+				return v.Verified, err
+			}
+			return v.Verified, v.keptHeld()
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/oklog/ulid/v2"
 
@@ -19,6 +21,9 @@ const auditUsage = `usage:
   opsgate audit verify --tenant ID       recompute a tenant's chain from the database
   opsgate audit verify --no-tenant       recompute the chain of events of no tenant (admin records)
   opsgate audit verify --file F          recompute the chain of an export (NDJSON; - for stdin), offline
+
+  --digest SEQ:HASH  also check a digest kept earlier (GET /api/v1/audit/digest): the chain
+                     must still hash to HASH at SEQ; this catches a rewrite of the whole chain
 
 exit status: 0 verified, 1 the first event that does not match is named, 2 anything else
 `
@@ -35,9 +40,19 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tenant := fs.String("tenant", "", "")
 	noTenant := fs.Bool("no-tenant", false, "")
 	file := fs.String("file", "", "")
+	digest := fs.String("digest", "", "")
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || countSet(*tenant != "", *noTenant, *file != "") != 1 {
 		fmt.Fprint(stderr, auditUsage)
 		return 2
+	}
+	var kept *audit.Head
+	if *digest != "" {
+		h, err := parseDigest(*digest)
+		if err != nil {
+			fmt.Fprintf(stderr, "opsgate audit verify: --digest %q: %v\n", *digest, err)
+			return 2
+		}
+		kept = &h
 	}
 	var (
 		v     audit.Verified
@@ -47,7 +62,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	switch {
 	case *file != "":
 		chain = *file
-		v, err = verifyFile(*file)
+		v, err = verifyFile(*file, kept)
 	default:
 		if *tenant != "" {
 			if _, perr := ulid.ParseStrict(*tenant); perr != nil {
@@ -59,7 +74,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *noTenant {
 			chain = "the chain of no tenant"
 		}
-		v, err = verifyDatabase(ctx, *tenant)
+		v, err = verifyDatabase(ctx, *tenant, kept)
 	}
 	var mismatch *audit.Mismatch
 	switch {
@@ -76,10 +91,26 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stdout, ", seq %d to %d, head %s", v.FirstSeq, v.LastSeq, v.Head)
 	}
 	fmt.Fprintln(stdout)
+	if kept != nil {
+		fmt.Fprintf(stdout, "the kept digest holds: seq %d hashes to %s\n", kept.Seq, kept.Hash)
+	}
 	if v.FirstSeq > 1 {
 		fmt.Fprintf(stdout, "the export starts at seq %d: its link to the event before was taken on trust\n", v.FirstSeq)
 	}
 	return 0
+}
+
+// parseDigest reads SEQ:HASH, a chain's digest as an auditor keeps it.
+func parseDigest(s string) (audit.Head, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 {
+		return audit.Head{}, errors.New("want SEQ:HASH, a seq of 1 or more and the hash there")
+	}
+	if len(hash) != 64 || strings.Trim(hash, "0123456789abcdef") != "" {
+		return audit.Head{}, errors.New("the hash must be 64 lowercase hex digits")
+	}
+	return audit.Head{Seq: n, Hash: hash}, nil
 }
 
 func countSet(flags ...bool) int {
@@ -92,7 +123,7 @@ func countSet(flags ...bool) int {
 	return n
 }
 
-func verifyFile(name string) (audit.Verified, error) {
+func verifyFile(name string, kept *audit.Head) (audit.Verified, error) {
 	r := io.Reader(os.Stdin)
 	if name != "-" {
 		f, err := os.Open(name)
@@ -102,10 +133,13 @@ func verifyFile(name string) (audit.Verified, error) {
 		defer f.Close()
 		r = f
 	}
+	if kept != nil {
+		return audit.VerifyFileAgainst(r, *kept)
+	}
 	return audit.VerifyFile(r)
 }
 
-func verifyDatabase(ctx context.Context, tenant string) (audit.Verified, error) {
+func verifyDatabase(ctx context.Context, tenant string, kept *audit.Head) (audit.Verified, error) {
 	cfg, err := config.FromEnv(os.Getenv)
 	if err != nil {
 		return audit.Verified{}, fmt.Errorf("configuration:\n%w", err)
@@ -115,5 +149,9 @@ func verifyDatabase(ctx context.Context, tenant string) (audit.Verified, error) 
 		return audit.Verified{}, fmt.Errorf("connect: %w", err)
 	}
 	defer pool.Close()
-	return audit.NewHistory(app.NewStore(pool)).VerifyChain(ctx, tenant)
+	history := audit.NewHistory(app.NewStore(pool))
+	if kept != nil {
+		return history.VerifyChainAgainst(ctx, tenant, *kept)
+	}
+	return history.VerifyChain(ctx, tenant)
 }
