@@ -323,6 +323,21 @@ func TestExecutorLeaseLost(t *testing.T) {
 	if err != nil || status != "failed" || reason != "execution.lost" {
 		t.Errorf("the revoked executor's run is %s/%s (%v), want failed/execution.lost at once", status, reason, err)
 	}
+
+	// Both lost runs are counted against the executor that held them, and
+	// none against the built-in worker.
+	lost := func(executor string) float64 {
+		for _, m := range parseMetrics(t, string(f.Call(t, "GET", "/metrics", "", nil).Body)) {
+			if m.name == "opsgate_runs_lost_total" && m.labels["executor"] == executor {
+				return m.value
+			}
+		}
+		return -1
+	}
+	waitFor(t, "the runs lost to show on /metrics", 30*time.Second, func() bool { return lost(ex.ID) == 2 })
+	if n := lost("builtin"); n != 0 {
+		t.Errorf("runs lost by the built-in worker: %v, want 0 (a series at zero)", n)
+	}
 }
 
 // TestLongPoll: with nothing queued a claim waits wait_ms and answers an

@@ -87,7 +87,7 @@ func (h *handlers) revokeExecutor(c echo.Context) error {
 
 // claimantOf is ex as it claims runs.
 func claimantOf(ex executors.Executor) gate.Claimant {
-	return gate.Claimant{ID: "executor:" + ex.ID, Actor: ex.Actor(), Providers: ex.Providers, Types: ex.OperationTypes}
+	return gate.Claimant{ID: ex.Actor().ID, Actor: ex.Actor(), Providers: ex.Providers, Types: ex.OperationTypes}
 }
 
 // requireExecutor authenticates an executor token; user and admin tokens

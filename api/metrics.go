@@ -34,7 +34,7 @@ type Metrics struct {
 	blocked      *prometheus.CounterVec
 	pickup       *prometheus.HistogramVec
 	runDuration  *prometheus.HistogramVec
-	runsLost     prometheus.Counter
+	runsLost     *prometheus.CounterVec
 	feedBatches  *prometheus.CounterVec
 	feedEvents   prometheus.Counter
 	pools        *poolCollector
@@ -89,9 +89,9 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 		Name: "opsgate_run_duration_seconds", Help: "Time from a run's claim to its end, by operation type and final status.",
 		Buckets: runBuckets,
 	}, []string{"type", "status"})
-	m.runsLost = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "opsgate_runs_lost_total", Help: "Runs ended failed / execution.lost: their executor's lease ran out (reaped) or it was revoked.",
-	})
+	m.runsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_runs_lost_total", Help: "Runs ended failed / execution.lost: their executor's lease ran out (reaped) or it was revoked, by executor (builtin for the built-in worker).",
+	}, []string{"executor"})
 	m.feedBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "opsgate_feed_batches_total", Help: "Batches of events the subscription of this process applied (result ok), or failed and will deliver again (result redelivered).",
 	}, []string{"result"})
@@ -105,6 +105,7 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 	// rates and alerts on them need no absent() guard.
 	m.claims.WithLabelValues(BuiltinExecutor)
 	m.leaseLosses.WithLabelValues(BuiltinExecutor)
+	m.runsLost.WithLabelValues(BuiltinExecutor)
 	if pool != nil {
 		m.registry.MustRegister(&dbCollector{pool: pool})
 	}
@@ -113,6 +114,21 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 
 // BuiltinExecutor is the executor label of the built-in worker.
 const BuiltinExecutor = "builtin"
+
+// executorLabel is the executor label of the worker id a run was claimed
+// under: "executor:<id>" for a registered executor (its id); the built-in
+// workers' ids (host-pid-suffix, new for each process) all count as
+// builtin, so that the label stays bounded. Runs lost before worker ids
+// were recorded on the event are "unknown".
+func executorLabel(workerID string) string {
+	if workerID == "" {
+		return "unknown"
+	}
+	if id, ok := domain.ExecutorOf(workerID); ok {
+		return id
+	}
+	return BuiltinExecutor
+}
 
 // WatchPool exports pool's statistics (pgxpool.Stat) under the label
 // pool=name: connections in use, idle and allowed, acquisitions and the
@@ -148,7 +164,7 @@ func (m *Metrics) RunsConsumer() eventstore.Consumer {
 			case domain.RunFailed:
 				m.ended(e.Start.Type, domain.StatusFailed, e.StartedAt, e.At)
 				if e.Reason.Code == domain.ReasonExecutionLost {
-					m.runsLost.Inc()
+					m.runsLost.WithLabelValues(executorLabel(e.WorkerID)).Inc()
 				}
 			case domain.RunCancelled:
 				m.ended(e.Start.Type, domain.StatusCancelled, e.StartedAt, e.At)

@@ -117,7 +117,10 @@ type RunFailed struct {
 	Reason    Reason           `json:"reason"`
 	Summary   json.RawMessage  `json:"summary,omitempty"`
 	Changes   *ReadinessChange `json:"connection_changes,omitempty"`
-	At        time.Time        `json:"at"`
+	// WorkerID, on a run ended execution.lost, is the executor or built-in
+	// worker whose lease ran out (or was revoked).
+	WorkerID string    `json:"worker_id,omitempty"`
+	At       time.Time `json:"at"`
 }
 
 // RunCancelled: an operator cancelled the run; the scope is free.

@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Executors run accepted work: the platform's own job code over HTTP, or
 // the built-in worker. Registration and revocation are events of the
@@ -29,8 +32,15 @@ func (ExecutorRevoked) EventType() string    { return "ExecutorRevoked" }
 // ExecutorStream is the stream of an executor's registration.
 func ExecutorStream(id string) StreamID { return StreamID("executor-" + id) }
 
-// ExecutorActor is the actor of what an executor records.
-func ExecutorActor(id string) Actor { return Actor{ID: "executor:" + id} }
+// ExecutorActor is the actor of what an executor records; its id is also
+// the worker id of the runs the executor claims.
+func ExecutorActor(id string) Actor { return Actor{ID: executorPrefix + id} }
+
+// ExecutorOf returns the executor id of an actor or worker id, and whether
+// it is an executor's.
+func ExecutorOf(actorID string) (string, bool) { return strings.CutPrefix(actorID, executorPrefix) }
+
+const executorPrefix = "executor:"
 
 // Observations are what a run's executor reports about its connection.
 type Observations struct {

@@ -528,7 +528,7 @@ func (s *sequence) lifecycle(kind string) {
 		expected = domain.RunSucceeded{RunRef: ref, StartedAt: startedAt, Epoch: epoch, At: s.clock}
 	case kind == "lose":
 		next = domain.StatusFailed
-		expected = domain.RunFailed{RunRef: ref, StartedAt: startedAt, Epoch: epoch, Reason: catalogReason("execution.lost"), At: s.clock}
+		expected = domain.RunFailed{RunRef: ref, StartedAt: startedAt, Epoch: epoch, Reason: catalogReason("execution.lost"), WorkerID: "worker-p", At: s.clock} // every run here was started by worker-p
 	case kind == "fail":
 		if _, ok := contractClass(reason); !ok {
 			wantErr = domain.ErrInvalidCommand

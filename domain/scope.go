@@ -37,6 +37,8 @@ type ActiveRun struct {
 	Epoch     int64      `json:"epoch"`
 	CreatedAt time.Time  `json:"created_at"`
 	StartedAt *time.Time `json:"started_at,omitempty"`
+	// WorkerID is the executor or built-in worker that claimed the run.
+	WorkerID string `json:"worker_id,omitempty"`
 }
 
 // Run returns the active run as surfaces show it.
@@ -159,7 +161,7 @@ func Decide(s ScopeState, cmd Command, f Facts) (Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: MustReason(ReasonExecutionLost), At: c.At}, nil
+		return RunFailed{RunRef: a.ref(), StartedAt: a.StartedAt, Epoch: c.Epoch, Reason: MustReason(ReasonExecutionLost), WorkerID: a.WorkerID, At: c.At}, nil
 	case Cancel:
 		a, err := s.active(c.RunID)
 		if err != nil {
@@ -228,7 +230,7 @@ func Evolve(s ScopeState, e Event) ScopeState {
 	case RunStarted:
 		if s.Active != nil && s.Active.RunID == e.RunID {
 			a := *s.Active
-			a.Status, a.Epoch = StatusRunning, e.Epoch
+			a.Status, a.Epoch, a.WorkerID = StatusRunning, e.Epoch, e.WorkerID
 			at := e.At
 			a.StartedAt = &at
 			return ScopeState{Active: &a}

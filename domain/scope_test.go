@@ -523,10 +523,10 @@ func TestLifecycle(t *testing.T) {
 		{name: "MarkFailed with a readiness reason found at execution", given: running,
 			when: domain.MarkFailed{RunID: "run-1", Epoch: 1, Reason: domain.ReasonDisabled, At: at(5)},
 			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.MustReason(domain.ReasonDisabled), At: at(5)}},
-		{name: "MarkLost fails with execution.lost", given: running,
+		{name: "MarkLost fails with execution.lost, naming the worker whose lease ran out", given: running,
 			when: domain.MarkLost{RunID: "run-1", Epoch: 1, At: at(5)},
 			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.Reason{Code: domain.ReasonExecutionLost,
-				Class: domain.ClassExecutionInterrupted, Message: domain.MustReason(domain.ReasonExecutionLost).Message}, At: at(5)}},
+				Class: domain.ClassExecutionInterrupted, Message: domain.MustReason(domain.ReasonExecutionLost).Message}, WorkerID: "worker-1", At: at(5)}},
 		{name: "Cancel a queued run", given: queued,
 			when: domain.Cancel{RunID: "run-1", ActorID: "user-9", At: at(5)},
 			then: domain.RunCancelled{RunRef: r1, StartedAt: nil, ActorID: "user-9", WasRunning: false, Reason: domain.Reason{
