@@ -99,43 +99,16 @@ func (h *History) RunAt(ctx context.Context, id string, m Moment) (projections.R
 }
 
 func foldRun(id string, events []decoded, m Moment) (projections.RunView, error) {
-	var v projections.RunView
-	found := false
+	f := projections.RunFold{ID: id}
 	for _, e := range events {
-		if !m.includes(e.Event) {
-			continue
-		}
-		switch p := e.payload.(type) {
-		case domain.StartAccepted, domain.StartBlocked:
-			if run, ok := domain.RunOf(p); ok && run.ID == id {
-				v.Run, found = run, true
-				v.ScopeID = e.StreamID
-			}
-		case domain.StartDeduped:
-			if p.RunID == id {
-				v.DedupedCount++
-			}
-		case domain.StartScopeBusy:
-			if p.RunID == id {
-				v.ScopeBusyCount++
-			}
-		case domain.RunEvent:
-			if !found || p.Ref().RunID != id {
-				continue
-			}
-			v.Run = v.Run.Apply(p)
-			switch p := p.(type) {
-			case domain.RunSucceeded:
-				v.Summary, v.Changes = p.Summary, p.Changes
-			case domain.RunFailed:
-				v.Summary, v.Changes = p.Summary, p.Changes
-			}
+		if m.includes(e.Event) {
+			f.Add(e.payload)
 		}
 	}
-	if !found {
+	if !f.Found {
 		return projections.RunView{}, domain.ErrNotFound
 	}
-	return v, nil
+	return f.View, nil
 }
 
 // ConnectionAt returns connection id folded from its history as of m,
@@ -296,7 +269,11 @@ func (h *History) Explain(ctx context.Context, id string) (Explanation, error) {
 		case domain.RunEvent:
 			if decision != nil && p.Ref().RunID == id {
 				run = run.Apply(p)
-				x.Lifecycle = append(x.Lifecycle, Step{Type: e.Type, Status: run.Status, At: eventTime(p), Position: e.Position, EventID: e.ID})
+				at := run.StartedAt // RunStarted; an end sets FinishedAt
+				if run.FinishedAt != nil {
+					at = run.FinishedAt
+				}
+				x.Lifecycle = append(x.Lifecycle, Step{Type: e.Type, Status: run.Status, At: *at, Position: e.Position, EventID: e.ID})
 			}
 		}
 	}
@@ -354,18 +331,4 @@ func (h *History) holderAt(ctx context.Context, decision eventstore.Event, at Mo
 func laterStart(outcome domain.Outcome, s domain.StartInfo, at time.Time, e eventstore.Event) LaterStart {
 	return LaterStart{Outcome: outcome, Requested: s.Label, At: at, InitiatorID: s.InitiatorID, Actor: e.Metadata.Actor,
 		Surface: s.Surface, Position: e.Position, EventID: e.ID}
-}
-
-func eventTime(e domain.RunEvent) time.Time {
-	switch e := e.(type) {
-	case domain.RunStarted:
-		return e.At
-	case domain.RunSucceeded:
-		return e.At
-	case domain.RunFailed:
-		return e.At
-	case domain.RunCancelled:
-		return e.At
-	}
-	return time.Time{}
 }

@@ -15,49 +15,65 @@ type History interface {
 	Registry() *eventstore.Registry
 }
 
-// runFromHistory folds a run's view from its events in the store: the
-// start that created it, the starts answered deduped or scope_busy with
-// it, and its lifecycle. found is false when the store has no such run.
+// runFromHistory folds a run's view from its events in the store. found
+// is false when the store has no such run.
 func runFromHistory(ctx context.Context, h History, id string) (v RunView, found bool, err error) {
 	events, err := h.ReadCorrelated(ctx, id, 100_000)
 	if err != nil {
 		return RunView{}, false, err
 	}
+	f := RunFold{ID: id}
 	for _, e := range events {
 		payload, err := h.Registry().Decode(e)
 		if err != nil {
 			return RunView{}, false, fmt.Errorf("run %s from history: %w", id, err)
 		}
-		switch ev := payload.(type) {
-		case domain.StartAccepted:
-			if ev.RunID == id {
-				v.Run, _ = domain.RunOf(ev)
-				v.ScopeID, found = string(ev.ScopeID), true
-			}
-		case domain.StartBlocked:
-			if ev.RunID == id {
-				v.Run, _ = domain.RunOf(ev)
-				v.ScopeID, found = string(ev.ScopeID), true
-			}
-		case domain.StartDeduped:
-			if ev.RunID == id {
-				v.DedupedCount++
-			}
-		case domain.StartScopeBusy:
-			if ev.RunID == id {
-				v.ScopeBusyCount++
-			}
-		case domain.RunEvent:
-			if found && ev.Ref().RunID == id {
-				v.Run = v.Run.Apply(ev)
-				switch end := ev.(type) {
-				case domain.RunSucceeded:
-					v.Summary, v.Changes = end.Summary, end.Changes
-				case domain.RunFailed:
-					v.Summary, v.Changes = end.Summary, end.Changes
-				}
+		f.Add(payload)
+	}
+	return f.View, f.Found, nil
+}
+
+// RunFold folds run ID's view from events given in commit order: the
+// start that created it, the starts answered deduped or scope_busy with
+// it, and its lifecycle. Events of other runs are skipped. The Reader's
+// fallback and the auditors' as_of read both fold with it.
+type RunFold struct {
+	ID    string
+	View  RunView
+	Found bool // the start that created the run has been folded
+}
+
+// start folds the decision that created a run.
+func (f *RunFold) start(e domain.Event, scope domain.ScopeID) {
+	if run, ok := domain.RunOf(e); ok && run.ID == f.ID {
+		f.View.Run, f.View.ScopeID, f.Found = run, string(scope), true
+	}
+}
+
+// Add folds one decoded event.
+func (f *RunFold) Add(payload any) {
+	switch ev := payload.(type) {
+	case domain.StartAccepted:
+		f.start(ev, ev.ScopeID)
+	case domain.StartBlocked:
+		f.start(ev, ev.ScopeID)
+	case domain.StartDeduped:
+		if ev.RunID == f.ID {
+			f.View.DedupedCount++
+		}
+	case domain.StartScopeBusy:
+		if ev.RunID == f.ID {
+			f.View.ScopeBusyCount++
+		}
+	case domain.RunEvent:
+		if f.Found && ev.Ref().RunID == f.ID {
+			f.View.Run = f.View.Run.Apply(ev)
+			switch end := ev.(type) {
+			case domain.RunSucceeded:
+				f.View.Summary, f.View.Changes = end.Summary, end.Changes
+			case domain.RunFailed:
+				f.View.Summary, f.View.Changes = end.Summary, end.Changes
 			}
 		}
 	}
-	return v, found, nil
 }
