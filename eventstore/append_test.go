@@ -590,11 +590,16 @@ func TestReadAll(t *testing.T) {
 		want = append(want, events...)
 	}
 	readAllAtLeast(t, ctx, store, 100, len(want))
-	// A limit of 0 or less means 100.
-	first, err := store.ReadAll(ctx, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A limit of 0 or less means 100. The horizon may lag for a moment
+	// (see TestLateCommitIsDelivered), so a short page is asked again.
+	var first []eventstore.Event
+	waitFor(t, deliveryTimeout, "a full default page", func() bool {
+		var err error
+		if first, err = store.ReadAll(ctx, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		return len(first) >= 100
+	})
 	if len(first) != 100 {
 		t.Errorf("default limit gave %d events", len(first))
 	}
@@ -609,7 +614,7 @@ func TestReadAll(t *testing.T) {
 		t.Error("sequential appends did not get increasing transaction ids")
 	}
 
-	_, err = store.ReadAll(ctx, want[len(want)-1].Position+1000, 10)
+	_, err := store.ReadAll(ctx, want[len(want)-1].Position+1000, 10)
 	if !errors.Is(err, eventstore.ErrUnknownPosition) {
 		t.Errorf("unknown position: %v", err)
 	}
@@ -637,13 +642,19 @@ func TestHistory(t *testing.T) {
 		want = append(want, events...)
 	}
 	paged := readAllAtLeast(t, ctx, store, 50, len(want))
+	// Asked again while short: the horizon may lag for a moment (see
+	// TestLateCommitIsDelivered).
 	var got []eventstore.Event
-	for e, err := range store.History(ctx) {
-		if err != nil {
-			t.Fatal(err)
+	waitFor(t, deliveryTimeout, "History to reach every event", func() bool {
+		got = got[:0]
+		for e, err := range store.History(ctx) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, e)
 		}
-		got = append(got, e)
-	}
+		return len(got) >= len(paged)
+	})
 	if len(got) != len(paged) {
 		t.Fatalf("history gave %d events, ReadAll %d", len(got), len(paged))
 	}
