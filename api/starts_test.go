@@ -587,12 +587,14 @@ func TestAuditTrailOfAStart(t *testing.T) {
 	var audit struct {
 		Items []event `json:"items"`
 	}
-	f.settledAuditCount(t, f.tenantA, f.auditor.Token)
-	f.Must(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+f.tenantA, f.auditor.Token, nil, &audit)
-	e := find(audit.Items)
-	if e == nil {
-		t.Fatalf("the audit trail holds no event of run %s", run)
-	}
+	// Asked until it is there: the trail lists events below the reading
+	// horizon, which may lag for a moment (see opsgate_horizon).
+	var e *event
+	waitFor(t, "the audit trail to hold the event of run "+run, 20*time.Second, func() bool {
+		f.Must(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+f.tenantA, f.auditor.Token, nil, &audit)
+		e = find(audit.Items)
+		return e != nil
+	})
 	if e.Metadata.Actor != f.operator.ID || e.Metadata.RequestID != requestID || !strings.Contains(string(e.Data), run) {
 		t.Errorf("start event %+v, want actor %s and request id %s", e, f.operator.ID, requestID)
 	}
