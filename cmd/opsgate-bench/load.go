@@ -43,8 +43,12 @@ func load(ctx context.Context, concurrency int, duration time.Duration, n int, o
 	return pacedLoadFn(ctx, concurrency, duration, n, 0, op)
 }
 
-// pacedLoadFn is load where each goroutine starts an op at most every
-// interval; the wait is not part of the measured latency.
+// pacedLoadFn is load where each goroutine starts an op every interval
+// (when interval > 0). The goroutines' schedules are staggered over the
+// interval, so that the ops arrive evenly rather than in bursts of
+// concurrency at once, and an op's latency counts from the time it was due,
+// so that an op sent late because the one before it was slow is not
+// measured as fast (coordinated omission).
 func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n int, interval time.Duration, op func(ctx context.Context, worker, i int) error) stats {
 	var (
 		mu    sync.Mutex
@@ -62,21 +66,26 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 		go func() {
 			defer wg.Done()
 			var local []time.Duration
+			due := start.Add(interval * time.Duration(w) / time.Duration(concurrency))
 			for ctx.Err() == nil {
+				if interval > 0 {
+					time.Sleep(time.Until(due))
+				}
 				i := int(seq.Add(1)) - 1
 				if n > 0 && i >= n || n == 0 && time.Now().After(deadline) {
 					break
 				}
 				t0 := time.Now()
+				if interval > 0 {
+					t0 = due
+					due = due.Add(interval)
+				}
 				err := op(ctx, w, i)
 				if err != nil {
 					errs.Add(1)
 					once.Do(func() { first = err.Error() })
 				} else {
 					local = append(local, time.Since(t0))
-				}
-				if interval > 0 {
-					time.Sleep(time.Until(t0.Add(interval)))
 				}
 			}
 			mu.Lock()

@@ -60,7 +60,7 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread, hot, freshness, lifecycle, overload (after lifecycle), executors or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, decision (the api role alone), hot, freshness, lifecycle, overload (after lifecycle), executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
@@ -118,6 +118,13 @@ func run(cfg config) error {
 		return fmt.Errorf("build the River peer: %v\n%s", err, out)
 	}
 
+	if cfg.only == "decision" {
+		if err := decisionAlone(ctx, cfg, bin, base, riverBin, rep); err != nil {
+			return err
+		}
+		printTable(os.Stdout, rep)
+		return nil
+	}
 	if cfg.only == "executors" {
 		if err := executorScenarios(ctx, cfg, bin, base, rep); err != nil {
 			return err
@@ -205,16 +212,21 @@ func run(cfg config) error {
 		rep.Ratios[fmt.Sprintf("spread_vs_river_c%d", conc)] = ratio(spread.Throughput, peer.Throughput)
 	}
 
-	if cfg.only == "spread" {
-		printTable(os.Stdout, rep)
-		return nil
-	}
-
 	// Latency at half the maximum throughput: pace 32 clients at half of
 	// the best spread throughput.
 	best := max(rep.Results["spread_c1"].Throughput, rep.Results["spread_c8"].Throughput, rep.Results["spread_c32"].Throughput)
 	progress("latency at half the maximum throughput (%.0f starts/s)", best/2)
 	rep.Results["spread_half_load"] = pacedLoad(ctx, c, fx, 32, best/2, cfg.spreadTime)
+	if cfg.only == "spread" {
+		printTable(os.Stdout, rep)
+		return nil
+	}
+	// The decisions alone, once this server's worker and projectors have
+	// caught up with the runs above, so that they do not share the cores.
+	drain(ctx, pool, time.Minute)
+	if err := decisionAlone(ctx, cfg, bin, base, riverBin, rep); err != nil {
+		return err
+	}
 
 	hotPhase(ctx, cfg, c, pool, fx, rep)
 	progress("freshness: commit-to-read-model lag and worker pickup")

@@ -560,7 +560,8 @@ func printTable(w io.Writer, rep *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tcount\terrors\tper second\tp50 ms\tp95 ms\tp99 ms\t")
 	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
-		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load", "hot_scope",
+		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load",
+		"decision_alone_c32", "river_unique_c32_beside", "decision_alone_half_load", "hot_scope",
 		"audit_chain_lag_hot_scope", "freshness_operations_view_lag", "freshness_worker_pickup",
 		"lifecycle", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
@@ -580,7 +581,7 @@ func printTable(w io.Writer, rep *report) {
 	}
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
-		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32",
+		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32", "decision_alone_vs_river_c32",
 		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
 		if v, ok := rep.Ratios[k]; ok {
 			fmt.Fprintf(w, "%-34s %.2fx\n", k, v)
@@ -597,4 +598,41 @@ func printTable(w io.Writer, rep *report) {
 	for k, v := range rep.Checks {
 		fmt.Fprintf(w, "%-34s %s\n", k, v)
 	}
+}
+
+// decisionAlone measures the spread at c=32, and the paced load at half its
+// throughput, against a server of its own on a database of its own with the
+// api role only: the decisions without the worker, the projectors and the
+// audit chain that follow each accepted start, as River's unique insert is
+// measured without River's workers. River's insert is measured again on
+// the same database right after, so that the ratio compares neighbours.
+func decisionAlone(ctx context.Context, cfg config, bin, base, riverBin string, rep *report) error {
+	dbURL, drop, err := createDatabase(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	addr := freeAddr()
+	srv, err := startServer(ctx, bin, dbURL, addr, freeAddr(), "api")
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	c := newClient("http://" + addr)
+	fx, err := setup(ctx, c, cfg.connections)
+	if err != nil {
+		return err
+	}
+	progress("decision alone: spread at concurrency 32 against the api role, then River's unique insert")
+	spread := startLoad(ctx, c, fx, fx.conns, 32, cfg.spreadTime, 0)
+	peer, err := riverPeer(riverBin, dbURL, 32, cfg.spreadTime)
+	if err != nil {
+		return err
+	}
+	progress("decision alone: latency at half its throughput (%.0f starts/s)", spread.Throughput/2)
+	rep.Results["decision_alone_c32"] = spread
+	rep.Results["river_unique_c32_beside"] = peer
+	rep.Results["decision_alone_half_load"] = pacedLoad(ctx, c, fx, 32, spread.Throughput/2, cfg.spreadTime)
+	rep.Ratios["decision_alone_vs_river_c32"] = ratio(spread.Throughput, peer.Throughput)
+	return nil
 }
