@@ -39,18 +39,12 @@ const (
 //     times from acceptance (the run's created_at) until the claim
 //     reached the executor's HTTP client, or the worker's RunStarted.
 func executorScenarios(ctx context.Context, cfg config, bin, base string, rep *report) error {
-	dbURL, drop, err := createDatabase(ctx, base)
+	own, err := startAside(ctx, bin, base, "api,projector")
 	if err != nil {
 		return err
 	}
-	defer drop()
-	addr := freeAddr()
-	srv, err := startServer(ctx, bin, dbURL, addr, freeAddr(), "api,projector")
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	c := newClient("http://" + addr)
+	defer own.close()
+	c, dbURL := own.client, own.dbURL
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return err
@@ -71,7 +65,7 @@ func executorScenarios(ctx context.Context, cfg config, bin, base string, rep *r
 		map[string]any{"name": "bench", "providers": []string{executorProvider}}, &registered); err != nil || registered.Token == "" {
 		return fmt.Errorf("register an executor: %v", err)
 	}
-	runners := &executorPool{client: executorclient.New("http://"+addr, registered.Token)}
+	runners := &executorPool{client: executorclient.New(own.url, registered.Token)}
 
 	var builtinRounds, externalRounds []stats
 	var builtinIDs, externalIDs []string

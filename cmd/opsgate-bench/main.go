@@ -256,25 +256,18 @@ func run(cfg config) error {
 	// The empty store is a second database with a server of its own, so
 	// that the two stores are measured side by side.
 	progress("growth: an empty store beside the large one")
-	emptyURL, dropEmpty, err := createDatabase(ctx, base)
+	empty, err := startAside(ctx, bin, base, cfg.roles)
 	if err != nil {
 		return err
 	}
-	defer dropEmpty()
-	emptyAddr := freeAddr()
-	emptySrv, err := startServer(ctx, bin, emptyURL, emptyAddr, freeAddr(), cfg.roles)
-	if err != nil {
-		return err
-	}
-	defer emptySrv.stop()
-	emptyClient := newClient("http://" + emptyAddr)
-	emptyFx, err := setup(ctx, emptyClient, 200)
+	defer empty.close()
+	emptyFx, err := setup(ctx, empty.client, 200)
 	if err != nil {
 		return err
 	}
 	rep.Results["growth_large_store"], rep.Results["growth_empty_store"] =
-		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(emptyClient, emptyFx, emptyFx.conns))
-	emptySrv.stop()
+		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(empty.client, emptyFx, emptyFx.conns))
+	empty.close()
 	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
 	if err := auditFigures(ctx, c, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
 		return err
@@ -471,6 +464,43 @@ func startServer(ctx context.Context, bin, dbURL, addr, pprofAddr, roles string)
 	}
 	s.stop()
 	return nil, fmt.Errorf("opsgate did not become ready (log: %s)", s.log)
+}
+
+// aside is opsgate on a database of its own, for a phase measured apart
+// from the main server.
+type aside struct {
+	dbURL, url string
+	client     *client
+	srv        *server
+	drop       func()
+	closed     bool
+}
+
+// startAside creates a database on base's server and starts opsgate with
+// roles (every role when empty) on it.
+func startAside(ctx context.Context, bin, base, roles string) (*aside, error) {
+	dbURL, drop, err := createDatabase(ctx, base)
+	if err != nil {
+		return nil, err
+	}
+	addr := freeAddr()
+	srv, err := startServer(ctx, bin, dbURL, addr, freeAddr(), roles)
+	if err != nil {
+		drop()
+		return nil, err
+	}
+	url := "http://" + addr
+	return &aside{dbURL: dbURL, url: url, client: newClient(url), srv: srv, drop: drop}, nil
+}
+
+// close stops the server and drops its database; once is enough.
+func (a *aside) close() {
+	if a.closed {
+		return
+	}
+	a.closed = true
+	a.srv.stop()
+	a.drop()
 }
 
 // startProcess starts `opsgate serve` with roles (every role when empty)

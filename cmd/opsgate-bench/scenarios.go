@@ -607,25 +607,19 @@ func printTable(w io.Writer, rep *report) {
 // measured without River's workers. River's insert is measured again on
 // the same database right after, so that the ratio compares neighbours.
 func decisionAlone(ctx context.Context, cfg config, bin, base, riverBin string, rep *report) error {
-	dbURL, drop, err := createDatabase(ctx, base)
+	own, err := startAside(ctx, bin, base, "api")
 	if err != nil {
 		return err
 	}
-	defer drop()
-	addr := freeAddr()
-	srv, err := startServer(ctx, bin, dbURL, addr, freeAddr(), "api")
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-	c := newClient("http://" + addr)
+	defer own.close()
+	c := own.client
 	fx, err := setup(ctx, c, cfg.connections)
 	if err != nil {
 		return err
 	}
 	progress("decision alone: spread at concurrency 32 against the api role, then River's unique insert")
 	spread := startLoad(ctx, c, fx, fx.conns, 32, cfg.spreadTime, 0)
-	peer, err := riverPeer(riverBin, dbURL, 32, cfg.spreadTime)
+	peer, err := riverPeer(riverBin, own.dbURL, 32, cfg.spreadTime)
 	if err != nil {
 		return err
 	}
