@@ -124,17 +124,7 @@ func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
 	if err != nil {
 		return projections.RunView{}, err
 	}
-	v, err := h.reader.GetRun(c.Request().Context(), id)
-	if errors.Is(err, projections.ErrNotFound) {
-		return v, domain.ErrNotFound
-	}
-	if err != nil {
-		return v, err
-	}
-	if err := h.tenancy.Authorize(c.Request().Context(), userID(c), v.TenantID, domain.CapOperationsView); err != nil {
-		return v, err
-	}
-	return v, nil
+	return h.reader.VisibleRun(c.Request().Context(), h.tenancy, userID(c), id)
 }
 
 func (h *handlers) getOperation(c echo.Context) error {

@@ -307,15 +307,7 @@ type runPage struct {
 // visibleRun is the run id if the user may see it; the same not-found for
 // an unknown id and a run of another tenant.
 func (c *Console) visibleRun(ec echo.Context) (projections.RunView, error) {
-	id := strings.ToUpper(ec.Param("runId"))
-	v, err := c.d.Reader.GetRun(c.ctx(ec), id)
-	if errors.Is(err, projections.ErrNotFound) {
-		return v, domain.ErrNotFound
-	}
-	if err != nil {
-		return v, err
-	}
-	return v, c.d.Tenancy.Authorize(c.ctx(ec), sessionOf(ec).UserID, v.TenantID, domain.CapOperationsView)
+	return c.d.Reader.VisibleRun(c.ctx(ec), c.d.Tenancy, sessionOf(ec).UserID, strings.ToUpper(ec.Param("runId")))
 }
 
 func (c *Console) run(ec echo.Context) error {

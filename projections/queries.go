@@ -147,6 +147,30 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
+// Authorizer tells whether a user holds a capability on a tenant: nil,
+// or the error to answer with.
+type Authorizer interface {
+	Authorize(ctx context.Context, userID, tenantID string, capability domain.Capability) error
+}
+
+// VisibleRun returns run id if userID may view it (operations.view on its
+// tenant). An unknown id is domain.ErrNotFound, and auth decides what a
+// user who may not see the run gets: the same not-found for a non-member,
+// so that no answer tells whether another tenant's run exists.
+func (r *Reader) VisibleRun(ctx context.Context, auth Authorizer, userID, id string) (RunView, error) {
+	v, err := r.GetRun(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return RunView{}, domain.ErrNotFound
+	}
+	if err != nil {
+		return RunView{}, err
+	}
+	if err := auth.Authorize(ctx, userID, v.TenantID, domain.CapOperationsView); err != nil {
+		return RunView{}, err
+	}
+	return v, nil
+}
+
 // GetRun returns one run of the Operations view. When the operations
 // projector is too late to have applied every event committed before the
 // read (the projector process is down, say), the run is folded from its
