@@ -139,43 +139,6 @@ func (t *Tx) Defer(sql string, args ...any) {
 	t.deferred.Queue(sql, args...)
 }
 
-// QueueLock queues the lock of stream into b (see Lock), for a caller that
-// reads what the lock guards in the same round trip: a batch runs its
-// statements in order, so the reads after the lock see every commit made
-// before the lock was granted.
-func QueueLock(b *pgx.Batch, stream string) {
-	b.Queue(lockStream, stream)
-}
-
-const lockStream = `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`
-
-// QueueLocks queues the locks of streams (see Lock), taken one after the
-// other in the order given, in one statement. Transactions that lock
-// several streams of a kind take them in one agreed order (sorted), so
-// that none waits for another in a cycle.
-func QueueLocks(b *pgx.Batch, streams []string) {
-	b.Queue(`SELECT count(pg_advisory_xact_lock(hashtextextended(s, 0))) FROM (
-		SELECT s FROM unnest($1::text[]) WITH ORDINALITY AS u(s, i) ORDER BY i) AS ordered`, streams)
-}
-
-// QueueLockFrom is QueueLock for the stream that query names (its one
-// column, in its first row if any; none: no lock), for a caller that
-// learns the stream in the same round trip.
-func QueueLockFrom(b *pgx.Batch, query string, args ...any) {
-	b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended(stream, 0)) FROM (`+query+` LIMIT 1) AS q(stream)`, args...)
-}
-
-// Lock takes stream's transaction-scoped lock. Take locks before the first
-// write of the transaction: the transaction id is assigned at the first
-// write, and readers order by it, so a writer that waited for a stream sorts
-// after the writer it waited for.
-func (t *Tx) Lock(ctx context.Context, stream string) error {
-	if _, err := t.Exec(ctx, lockStream, stream); err != nil {
-		return fmt.Errorf("lock %s: %w", stream, err)
-	}
-	return nil
-}
-
 // Exec runs a statement in the transaction (state kept beside the events).
 func (t *Tx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if err := t.ready(ctx); err != nil {
@@ -529,6 +492,21 @@ func (s *Store) ReadCorrelated(ctx context.Context, correlationID string, limit 
 		return nil, fmt.Errorf("read events of %s: %w", correlationID, err)
 	}
 	return events, nil
+}
+
+// LastCorrelated returns the newest event of one of types whose metadata
+// names correlationID (pgx.ErrNoRows if none).
+func (s *Store) LastCorrelated(ctx context.Context, correlationID string, types ...string) (Event, error) {
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE metadata->>'correlation_id' = $1 AND event_type = ANY($2)
+		ORDER BY position DESC LIMIT 1`, correlationID, types)
+	if err != nil {
+		return Event{}, fmt.Errorf("read the last event of %s: %w", correlationID, err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanEvent)
+	if err != nil {
+		return Event{}, fmt.Errorf("read the last event of %s: %w", correlationID, err)
+	}
+	return e, nil
 }
 
 // ReadUpTo returns up to limit events after from and at or before upTo

@@ -1,25 +1,46 @@
-// Package gate is the one gate every start passes through. It owns the
-// ProtectedScope aggregate's streams: it decides starts (start.go, with
-// the starts waiting on one scope grouped into one transaction in
-// group.go), records the lifecycle of runs (lifecycle.go: claims, results,
-// cancels, the reaper) and answers repeated idempotent requests
-// (idempotency.go). Each decision is domain.Decide on the scope's state as
-// of the scope's lock, appended with the snapshot of the state it leaves
-// and the runs row it changes, in one transaction.
+// Package gate is the one gate every start passes through, and the writer
+// of the ProtectedScope aggregate's streams: it decides starts, records
+// the lifecycle of runs (claims, heartbeats, completions, cancels, the
+// reaper) and answers repeated idempotent requests.
+//
+// Every change of a scope takes the same steps (writer.go): lock the
+// scopes (in scope order), load their snapshots, decide each command with
+// domain.Decide against the state the previous ones left, record the
+// events, and flush them: every event of the transaction in one append,
+// the scopes' snapshots, and the runs rows the events change. The paths
+// differ only in what they decide:
+//
+//   - start.go: Start and StartTx, one decision per start; facts.go reads
+//     what the decisions depend on in the round trip that takes the locks;
+//   - claim.go: Claim, an executor's RunStarted decisions;
+//   - complete.go: Complete, RunSucceeded or RunFailed, with what the run
+//     learned about its connection;
+//   - lifecycle.go: Heartbeat, CancelRun, the reaper and revoked
+//     executors' leases;
+//   - idempotency.go: stored answers to Idempotency-Key requests;
+//   - batch.go: the group commit of starts and of completions: one leader
+//     decides every item waiting at that moment in one transaction;
+//   - runs.go: the SQL of the scopes and runs tables.
 //
 // The gate reads tenancy (who may start), connections (readiness, the
-// default) and restore drafts (previews); it never changes them.
+// default), restore drafts (previews) and the executor registry; it
+// changes none of them, except what a run learned about its connection
+// (connections.Service.Learn, in the completion's transaction).
 package gate
 
 import (
+	"errors"
+	"fmt"
+	"time"
+
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
 )
 
-// TopicStartsAccepted is the watermill topic that carries StartAccepted
-// events and nothing else; execution subscribes to it alone.
+// TopicStartsAccepted is the topic that announces StartAccepted events
+// and nothing else; execution waits on it alone.
 const TopicStartsAccepted = "starts_accepted"
 
 // Route sends StartAccepted events to TopicStartsAccepted besides the
@@ -31,52 +52,85 @@ func Route(eventType string) []string {
 	return nil
 }
 
-// Service decides starts and records run lifecycles.
-type Service struct {
-	store   *eventstore.Store
-	conns   *connections.Service
-	now     journal.Clock
-	builtin []string
-	// committer queues the starts of the process for group commit
-	// (group.go); at most startQueue wait at once.
-	committer  committer
-	startQueue int
-	// completer queues the completions of the process (complete.go).
-	completer completer
-	// decided, if set, is told of every start decided (not of replays),
-	// with the operation type it asked for.
-	decided func(res domain.StartResult, opType string)
-}
-
-// OnDecided sets fn to be told of every start this process decides, from
-// any surface (the API, the console, onboarding's follow-ups), but not of
-// idempotent replays; set it before the first start.
-func (s *Service) OnDecided(fn func(res domain.StartResult, opType string)) { s.decided = fn }
-
-func (s *Service) tell(opType string, resp StartResponse, err error) (StartResponse, error) {
-	if err == nil && !resp.Replayed && s.decided != nil {
-		s.decided(resp.Result, opType)
-	}
-	return resp, err
-}
-
-// New returns the gate over store; conns resolves the connections starts
-// name or default to; builtin are the providers the built-in worker
-// executes (every process of a deployment must agree on them). The store
-// must route with Route.
-func New(store *eventstore.Store, conns *connections.Service, now journal.Clock, builtin []string) *Service {
-	return &Service{store: store, conns: conns, now: now, builtin: builtin, startQueue: DefaultStartQueue}
-}
-
 // DefaultStartQueue is how many starts may wait to be decided in one
-// process, unless SetStartQueue says otherwise.
+// process unless Config.StartQueue says otherwise.
 const DefaultStartQueue = 512
 
-// SetStartQueue bounds the starts waiting to be decided in this process
-// to n: a start that finds n waiting is refused with ErrOverloaded at once
-// (load shedding), rather than queued behind them. Call it before use.
-func (s *Service) SetStartQueue(n int) {
-	if n > 0 {
-		s.startQueue = n
+// DefaultBatchTimeout bounds one batch's transaction unless
+// Config.BatchTimeout says otherwise.
+const DefaultBatchTimeout = 30 * time.Second
+
+// Config is what a gate is built with; New checks it once.
+type Config struct {
+	// BuiltinProviders are the providers the built-in worker executes.
+	// Every process of a deployment must agree on them.
+	BuiltinProviders []string
+	// StartQueue bounds the starts waiting to be decided in this process:
+	// a start that finds StartQueue waiting, or starts of a quarter as many
+	// other scopes, is refused at once with ErrOverloaded (load shedding).
+	// Zero means DefaultStartQueue.
+	StartQueue int
+	// BatchTimeout bounds the transaction of one batch of starts or
+	// completions. Zero means DefaultBatchTimeout.
+	BatchTimeout time.Duration
+	// Clock gives the times decisions are recorded at. Nil means
+	// journal.SystemClock.
+	Clock journal.Clock
+	// OnDecided, if set, is told of every start this process decides, from
+	// any surface (the API, the console, onboarding's follow-ups), with the
+	// operation type it asked for; not of idempotent replays.
+	OnDecided func(res domain.StartResult, opType string)
+}
+
+func (c *Config) setDefaults() {
+	if c.StartQueue == 0 {
+		c.StartQueue = DefaultStartQueue
+	}
+	if c.BatchTimeout == 0 {
+		c.BatchTimeout = DefaultBatchTimeout
+	}
+	if c.Clock == nil {
+		c.Clock = journal.SystemClock
 	}
 }
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.StartQueue < 1 {
+		errs = append(errs, fmt.Errorf("gate: StartQueue %d: at least one start must be able to wait", c.StartQueue))
+	}
+	if c.BatchTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("gate: BatchTimeout %v: a batch needs at least a second", c.BatchTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Service decides starts and records run lifecycles.
+type Service struct {
+	store *eventstore.Store
+	conns *connections.Service
+	cfg   Config
+	now   journal.Clock
+	// starts and completions are the process's group commits (batch.go).
+	starts      *batcher[*pending]
+	completions *batcher[*completing]
+}
+
+// New returns the gate over store (which must route with Route); conns
+// resolves the connections starts name or default to.
+func New(store *eventstore.Store, conns *connections.Service, cfg Config) (*Service, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{store: store, conns: conns, cfg: cfg, now: cfg.Clock}
+	s.starts = &batcher[*pending]{window: groupWindow, timeout: cfg.BatchTimeout, run: s.decideIn,
+		split: splitByScope, bound: cfg.StartQueue, key: func(p *pending) string { return string(p.scope) }}
+	s.completions = &batcher[*completing]{window: groupWindow, timeout: cfg.BatchTimeout, run: s.completeIn,
+		split: splitEach[*completing]}
+	return s, nil
+}
+
+// groupWindow bounds how many starts, or completions, one transaction
+// records.
+const groupWindow = 256

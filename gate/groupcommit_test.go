@@ -1,6 +1,7 @@
 package gate_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
@@ -19,15 +21,23 @@ import (
 // returned release is called: a group transaction that needs it waits.
 func (f *fixture) holdScope(scope domain.ScopeID) (release func()) {
 	f.t.Helper()
-	tx, err := f.pool.Begin(f.ctx)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if _, err := tx.Exec(f.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, scope.String()); err != nil {
+	held, done, ended := make(chan error, 1), make(chan struct{}), make(chan error, 1)
+	go func() {
+		ended <- f.store.InTx(f.ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+			err := tx.Lock(ctx, scope.String())
+			held <- err
+			if err == nil {
+				<-done
+			}
+			return err
+		})
+	}()
+	if err := <-held; err != nil {
 		f.t.Fatal(err)
 	}
 	return func() {
-		if err := tx.Commit(f.ctx); err != nil {
+		close(done)
+		if err := <-ended; err != nil {
 			f.t.Fatal(err)
 		}
 	}

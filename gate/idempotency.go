@@ -53,8 +53,12 @@ func queueKeyLocks(b *pgx.Batch, batch []*pending) []idempotencyKey {
 		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.key, b.key))
 	})
 	keys = slices.Compact(keys)
-	for _, k := range keys {
-		eventstore.QueueLock(b, "idempotency-"+k.user+"-"+k.key)
+	if len(keys) > 0 {
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = "idempotency-" + k.user + "-" + k.key
+		}
+		eventstore.QueueLocks(b, eventstore.Streams(names...), eventstore.Wait)
 	}
 	return keys
 }

@@ -15,168 +15,138 @@ import (
 	"github.com/opsgate/opsgate/tenancy"
 )
 
-// runLocation is where a run lives, from the runs table.
-type runLocation struct {
-	scope        domain.ScopeID
-	tenantID     string
-	surface      string
-	typ          string
-	connectionID string // "" for a run on its tenant's scope
+// LeaseLostError says why a claimant's hold on a run is gone; it matches
+// ErrLeaseLost.
+type LeaseLostError struct {
+	RunID string
+	// Why is "reaped" (its lease expired, or its executor was revoked),
+	// "cancelled", "completed", "not started" or "held by another executor".
+	Why string
+	// Cause is the domain's refusal: domain.ErrRunNotActive,
+	// domain.ErrStaleEpoch or domain.ErrRunNotStarted.
+	Cause error
 }
 
-// queueLocateRun queues the read of where runID lives into b; found
-// reports whether it exists once b was sent.
-func queueLocateRun(b *pgx.Batch, runID string, loc *runLocation, found *bool) {
-	b.Queue(`SELECT scope_id, tenant_id, surface, type FROM runs WHERE id = $1`, runID).QueryRow(func(row pgx.Row) error {
-		var scope string
-		err := row.Scan(&scope, &loc.tenantID, &loc.surface, &loc.typ)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("locate run %s: %w", runID, err)
-		}
-		loc.scope, *found = domain.ScopeID(scope), true
-		loc.connectionID, _ = loc.scope.ConnectionID()
-		return nil
-	})
+func (e *LeaseLostError) Error() string {
+	return fmt.Sprintf("lease on run %s lost: %s", e.RunID, e.Why)
 }
 
-// onScope runs decide against the current state of the scope of runID, in
-// one transaction under the scope's lock, and records its event with by
-// as its actor (a started run gets a lease of length lease); a nil event
-// records nothing. It returns the event recorded.
-func (s *Service) onScope(ctx context.Context, by domain.Actor, runID string, lease time.Duration,
-	decide func(ctx context.Context, tx *eventstore.Tx, loc runLocation, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
+// Is makes errors.Is(err, ErrLeaseLost) true.
+func (e *LeaseLostError) Is(target error) bool { return target == ErrLeaseLost }
+
+// Unwrap returns the domain's refusal.
+func (e *LeaseLostError) Unwrap() error { return e.Cause }
+
+// Heartbeat extends claimant c's lease on runID at epoch by lease and
+// returns the new expiry. A lease that is gone (the run was reaped,
+// cancelled or completed) is a *LeaseLostError: the executor must stop
+// and report nothing. c.ID "" does not check who holds the run.
+func (s *Service) Heartbeat(ctx context.Context, c Claimant, runID string, epoch int64, lease time.Duration) (time.Time, error) {
+	expires, ok, err := extendLease(ctx, s.store.Pool(), runID, epoch, c.ID, lease)
+	if err != nil || ok {
+		return expires, err
+	}
+	r, err := readRun(ctx, s.store.Pool(), runID)
+	if err != nil {
+		return time.Time{}, err
+	}
+	lost, _, err := s.whyLost(ctx, c, r, epoch)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.Time{}, lost
+}
+
+// whyLost explains why c's hold at epoch on run r (as read) is gone, and
+// returns the run's terminal event if it ended.
+func (s *Service) whyLost(ctx context.Context, c Claimant, r runRow, epoch int64) (*LeaseLostError, domain.RunEvent, error) {
+	lost := &LeaseLostError{RunID: r.id, Cause: domain.ErrRunNotActive}
+	switch {
+	case r.status == domain.StatusQueued:
+		lost.Why, lost.Cause = "not started", domain.ErrRunNotStarted
+		return lost, nil, nil
+	case r.status == domain.StatusBlocked:
+		lost.Why = "not started"
+		return lost, nil, nil
+	case r.status == domain.StatusRunning:
+		lost.Why, lost.Cause = "held by another executor", domain.ErrStaleEpoch
+		return lost, nil, nil
+	case r.epoch != epoch || (c.ID != "" && r.holder != c.ID):
+		lost.Why = "held by another executor"
+		return lost, nil, nil
+	}
+	terminal, err := s.end(ctx, r.id)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch e := terminal.(type) {
+	case domain.RunCancelled:
+		lost.Why = "cancelled"
+	case domain.RunFailed:
+		if e.Reason.Code == domain.ReasonExecutionLost {
+			lost.Why = "reaped"
+		} else {
+			lost.Why = "completed"
+		}
+	default:
+		lost.Why = "completed"
+	}
+	return lost, terminal, nil
+}
+
+// end returns the event that ended runID.
+func (s *Service) end(ctx context.Context, runID string) (domain.RunEvent, error) {
+	e, err := s.store.LastCorrelated(ctx, runID, terminalEvents...)
+	if err != nil {
+		return nil, fmt.Errorf("read the end of run %s: %w", runID, err)
+	}
+	p, err := s.store.Registry().Decode(e)
+	if err != nil {
+		return nil, err
+	}
+	return p.(domain.RunEvent), nil
+}
+
+// terminalEvents are the types of the events that end a run.
+var terminalEvents = []string{domain.RunSucceeded{}.EventType(), domain.RunFailed{}.EventType(), domain.RunCancelled{}.EventType()}
+
+// onRun decides, on behalf of by, one command about runID against the
+// current state of the run's scope, in one transaction under the scope's
+// lock, and records its event; decide returning a nil event records
+// nothing. It returns the event recorded.
+func (s *Service) onRun(ctx context.Context, by domain.Actor, runID string,
+	decide func(ctx context.Context, tx *eventstore.Tx, r *runRow, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
 	var event domain.Event
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		// One round trip: where the run lives, the lock of its scope, and
-		// the scope's state as of the lock. A run never changes scope.
+		w := newScopeWriter(tx)
 		var b pgx.Batch
-		var loc runLocation
-		var found bool
-		queueLocateRun(&b, runID, &loc, &found)
-		eventstore.QueueLockFrom(&b, `SELECT scope_id FROM runs WHERE id = $1`, runID)
-		var state domain.ScopeState
-		var version int64
-		queueLoadScopeOf(&b, runID, &state, &version)
+		runs := w.lockRunScopes(&b, []string{runID})
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("lock the scope of run %s: %w", runID, err)
 		}
-		if !found {
+		r, ok := runs[runID]
+		if !ok {
 			return domain.ErrNotFound
 		}
 		var err error
-		event, err = decide(ctx, tx, loc, state)
-		if err != nil || event == nil {
+		if event, err = decide(ctx, tx, r, w.state(r.scope)); err != nil || event == nil {
 			return err
 		}
-		return s.record(ctx, tx, loc.scope, journal.Meta(by, loc.tenantID, runID), state, version, event, lease)
+		w.record(r.scope, event, journal.Meta(by, r.tenantID, runID))
+		return w.flush(ctx)
 	})
 	return event, err
 }
 
-// Claim is a worker's hold on a run it started.
-type Claim struct {
-	RunID string
-	Epoch int64
-}
-
-// Succeed records a claim's success on behalf of by; a stale claim is
-// rejected (ErrLeaseLost) and records nothing.
-func (s *Service) Succeed(ctx context.Context, by domain.Actor, c Claim) error {
-	_, _, err := s.Complete(ctx, Claimant{Actor: by}, Completion{RunID: c.RunID, Epoch: c.Epoch, Status: domain.StatusSucceeded})
-	return err
-}
-
-// Fail records a claim's failure with a reason from the catalog on behalf
-// of by; a stale claim is rejected (ErrLeaseLost) and records nothing.
-func (s *Service) Fail(ctx context.Context, by domain.Actor, c Claim, reason domain.ReasonCode) error {
-	_, _, err := s.Complete(ctx, Claimant{Actor: by}, Completion{RunID: c.RunID, Epoch: c.Epoch, Status: domain.StatusFailed, Reason: reason})
-	return err
-}
-
-// ReapExpired ends up to limit running runs whose lease expired as failed
-// with execution.lost, freeing their scopes. It returns how many it ended.
-func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
-	return s.endLost(ctx, domain.ActorSystem("reaper"), `SELECT id, epoch FROM runs
-		WHERE status = 'running' AND `+leaseExpired+` ORDER BY lease_expires_at LIMIT $1`, limit, leaseExpired)
-}
-
-// EndLeasesOf ends, on behalf of by, the runs holder holds (a revoked
-// executor's) as failed with execution.lost, as the reaper ends a lost
-// worker's, freeing their scopes. It returns how many it ended.
-func (s *Service) EndLeasesOf(ctx context.Context, by domain.Actor, holder string) (int, error) {
-	return s.endLost(ctx, by, `SELECT id, epoch FROM runs WHERE status = 'running' AND worker_id = $1`, holder, "true")
-}
-
-// endLost ends the runs query lists (id, epoch) as lost, each in a
-// decision of its own, if the condition still holds of its runs row as
-// of its scope's lock.
-func (s *Service) endLost(ctx context.Context, by domain.Actor, query string, arg any, condition string) (int, error) {
-	rows, err := s.store.Pool().Query(ctx, query, arg)
-	if err != nil {
-		return 0, fmt.Errorf("find lost runs: %w", err)
-	}
-	type lost struct {
-		id    string
-		epoch int64
-	}
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (lost, error) {
-		var e lost
-		return e, r.Scan(&e.id, &e.epoch)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("find lost runs: %w", err)
-	}
-	n := 0
-	for _, e := range list {
-		_, err := s.onScope(ctx, by, e.id, 0, func(ctx context.Context, tx *eventstore.Tx, _ runLocation, st domain.ScopeState) (domain.Event, error) {
-			var still bool
-			// FOR UPDATE: a heartbeat committing meanwhile is waited for
-			// and seen, and one arriving later waits for this decision.
-			err := tx.QueryRow(ctx, `SELECT `+condition+` FROM runs
-				WHERE id = $1 AND epoch = $2 AND status = 'running' FOR UPDATE`,
-				e.id, e.epoch).Scan(&still)
-			if errors.Is(err, pgx.ErrNoRows) || (err == nil && !still) {
-				return nil, errLeaseRenewed
-			}
-			if err != nil {
-				return nil, err
-			}
-			return domain.Decide(st, domain.MarkLost{RunID: e.id, Epoch: e.epoch, At: s.now()}, domain.Facts{})
-		})
-		switch {
-		case err == nil:
-			n++
-		case errors.Is(err, errLeaseRenewed), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrStaleEpoch):
-			// finished or renewed meanwhile: nothing to end
-		default:
-			return n, fmt.Errorf("end lost run %s: %w", e.id, err)
-		}
-	}
-	return n, nil
-}
-
-var errLeaseRenewed = errors.New("lease renewed or run ended")
-
-// leaseExpired is true of a runs row whose lease has expired: its expiry
-// is past, and a whole lease has passed since the database server
-// started. No holder could renew its lease while the server was down, so
-// after a restart every lease gets its full length again before it may
-// be reaped (migrations/00008_lease_length.sql).
-const leaseExpired = `(lease_expires_at < clock_timestamp()
-	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
-
 // CancelRun cancels a queued or running run on behalf of by, who needs
 // the capability of the surface the run was started from.
 func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) (domain.RunCancelled, error) {
-	e, err := s.onScope(ctx, by, runID, 0, func(ctx context.Context, tx *eventstore.Tx, loc runLocation, st domain.ScopeState) (domain.Event, error) {
-		capability := domain.MustOperation(loc.typ).Capability
-		if surface, ok := domain.LookupSurface(loc.surface); ok {
+	e, err := s.onRun(ctx, by, runID, func(ctx context.Context, tx *eventstore.Tx, r *runRow, st domain.ScopeState) (domain.Event, error) {
+		capability := domain.MustOperation(r.typ).Capability
+		if surface, ok := domain.LookupSurface(r.surface); ok {
 			capability = surface.Capability
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, loc.tenantID, capability); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, r.tenantID, capability); err != nil {
 			return nil, err
 		}
 		return domain.Decide(st, domain.Cancel{RunID: runID, ActorID: by.ID, At: s.now()}, domain.Facts{})
@@ -186,6 +156,57 @@ func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) 
 	}
 	return e.(domain.RunCancelled), nil
 }
+
+// ReapExpired ends up to limit running runs whose lease expired as failed
+// with execution.lost, freeing their scopes. It returns how many it ended.
+func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
+	list, err := expiredLeases(ctx, s.store.Pool(), limit)
+	if err != nil {
+		return 0, err
+	}
+	return s.endLost(ctx, domain.ActorSystem("reaper"), list, true)
+}
+
+// EndLeasesOf ends, on behalf of by, the runs holder holds (a revoked
+// executor's) as failed with execution.lost, as the reaper ends a lost
+// worker's, freeing their scopes. It returns how many it ended.
+func (s *Service) EndLeasesOf(ctx context.Context, by domain.Actor, holder string) (int, error) {
+	list, err := leasesHeldBy(ctx, s.store.Pool(), holder)
+	if err != nil {
+		return 0, err
+	}
+	return s.endLost(ctx, by, list, false)
+}
+
+// endLost ends the runs of leases as lost, each in a decision of its own,
+// if its lease is still the run's as of the scope's lock (and, with
+// expired, still expired: a heartbeat may have renewed it meanwhile).
+func (s *Service) endLost(ctx context.Context, by domain.Actor, leases []heldLease, expired bool) (int, error) {
+	n := 0
+	for _, l := range leases {
+		_, err := s.onRun(ctx, by, l.runID, func(ctx context.Context, tx *eventstore.Tx, _ *runRow, st domain.ScopeState) (domain.Event, error) {
+			held, isExpired, err := leaseNow(ctx, tx, l)
+			if err != nil {
+				return nil, err
+			}
+			if !held || (expired && !isExpired) {
+				return nil, errLeaseRenewed
+			}
+			return domain.Decide(st, domain.MarkLost{RunID: l.runID, Epoch: l.epoch, At: s.now()}, domain.Facts{})
+		})
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, errLeaseRenewed), errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrStaleEpoch):
+			// finished or renewed meanwhile: nothing to end
+		default:
+			return n, fmt.Errorf("end lost run %s: %w", l.runID, err)
+		}
+	}
+	return n, nil
+}
+
+var errLeaseRenewed = errors.New("lease renewed or run ended")
 
 // RunReaper reaps expired leases every interval until ctx ends. Every
 // process that serves executors (api) or is one (worker) runs it; the

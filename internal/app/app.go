@@ -192,13 +192,18 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Connections = connections.New(a.Store, o.clock)
 	a.Restores = restores.New(a.Store, o.clock)
 	a.Executors = executors.New(a.Store, o.clock)
-	a.Gate = gate.New(a.Store, a.Connections, o.clock, slices.Sorted(maps.Keys(o.providers)))
-	a.Gate.SetStartQueue(cfg.StartQueue)
-	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
-	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	a.Metrics = api.NewMetrics(a.Pool)
 	a.Metrics.WatchPool("main", a.Pool)
-	a.Gate.OnDecided(a.Metrics.ObserveStart)
+	a.Gate, err = gate.New(a.Store, a.Connections, gate.Config{
+		BuiltinProviders: slices.Sorted(maps.Keys(o.providers)), StartQueue: cfg.StartQueue,
+		Clock: o.clock, OnDecided: a.Metrics.ObserveStart,
+	})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
+	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	if a.ReaderPool != nil {
 		a.Metrics.WatchPool("reader", a.ReaderPool)
 	}

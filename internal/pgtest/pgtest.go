@@ -45,40 +45,58 @@ func NewDatabase(t testing.TB) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	base := URL(t)
+	url, drop, err := Create(ctx, URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Log(err)
+		}
+	})
+	return url
+}
+
+// Create creates a fresh migrated database on the server of base (a
+// DATABASE_URL) and returns its URL and the function that drops it: for
+// the package examples, which have no test to clean up after.
+func Create(ctx context.Context, base string) (url string, drop func() error, err error) {
 	templateOnce.Do(func() { templateName, templateErr = ensureTemplate(ctx, base) })
 	if templateErr != nil {
-		t.Fatalf("template database: %v", templateErr)
+		return "", nil, fmt.Errorf("template database: %w", templateErr)
 	}
-
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("connect %s: %v", base, err)
+		return "", nil, fmt.Errorf("connect %s: %w", base, err)
 	}
 	defer admin.Close(ctx)
 	name := "opsgate_test_" + randomSuffix()
 	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE DATABASE %s TEMPLATE %s`, name, templateName)); err != nil {
-		t.Fatalf("create test database: %v", err)
+		return "", nil, fmt.Errorf("create test database: %w", err)
 	}
-	t.Cleanup(func() {
+	drop = func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, base)
 		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
+			return fmt.Errorf("drop %s: %w", name, err)
 		}
 		defer conn.Close(ctx)
 		if _, err := conn.Exec(ctx, fmt.Sprintf(`DROP DATABASE IF EXISTS %s WITH (FORCE)`, name)); err != nil {
-			t.Logf("drop %s: %v", name, err)
+			return fmt.Errorf("drop %s: %w", name, err)
 		}
-	})
-	return WithDatabase(t, base, name)
+		return nil
+	}
+	return withDatabase(base, name), drop, nil
 }
 
 // WithDatabase returns url pointing at database name instead.
 func WithDatabase(t testing.TB, base, name string) string {
 	t.Helper()
+	return withDatabase(base, name)
+}
+
+func withDatabase(base, name string) string {
 	if u, err := url.Parse(base); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		u.Path = "/" + name
 		return u.String()

@@ -1,0 +1,131 @@
+package gate
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/executors"
+	"github.com/opsgate/opsgate/restores"
+	"github.com/opsgate/opsgate/tenancy"
+)
+
+// facts are what the decisions of one batch of starts read, in the round
+// trip that takes the locks of its scopes, so all of them as of the
+// locks: each scope's connection and whether its provider has an
+// executor, and what the batch shares (roles, stored answers, restore
+// drafts).
+type facts struct {
+	scopes   map[domain.ScopeID]*scopeFacts
+	roles    tenancy.Roles
+	prior    map[idempotencyKey]stored
+	restores map[string]*restores.Loaded
+}
+
+// scopeFacts are what the starts of one scope read.
+type scopeFacts struct {
+	conn     *connections.Loaded // nil for the tenant's scope
+	builtin  bool                // the built-in worker executes the connection's provider
+	coverage *executors.Coverage // what registered executors run for it (nil when builtin)
+}
+
+// load takes the locks of a batch's scopes (in scope order, so that
+// transactions locking overlapping scopes never wait for each other in a
+// cycle) and of its idempotency keys, and reads their snapshots and the
+// batch's facts, in one round trip.
+func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, batch []*pending) (*facts, error) {
+	f := &facts{scopes: map[domain.ScopeID]*scopeFacts{}, restores: map[string]*restores.Loaded{}}
+	var scopes, users, tenants []string
+	var connIDs []string
+	coverage := map[string]*executors.Coverage{}
+	var b pgx.Batch
+	for _, p := range batch {
+		if !slices.Contains(users, p.req.Actor.ID) {
+			users = append(users, p.req.Actor.ID)
+		}
+		if !slices.Contains(tenants, p.tenantID) {
+			tenants = append(tenants, p.tenantID)
+		}
+		if id := p.req.RestoreRunID; p.op.TargetKey != "" && f.restores[id] == nil {
+			f.restores[id] = restores.QueueLoad(&b, id)
+		}
+		if f.scopes[p.scope] != nil {
+			continue
+		}
+		sf := &scopeFacts{}
+		f.scopes[p.scope] = sf
+		scopes = append(scopes, string(p.scope))
+		if p.connectionID == "" {
+			continue
+		}
+		connIDs = append(connIDs, p.connectionID)
+		if sf.builtin = slices.Contains(s.cfg.BuiltinProviders, p.provider); !sf.builtin {
+			if coverage[p.provider] == nil {
+				coverage[p.provider] = executors.QueueCoverage(&b, p.provider)
+			}
+			sf.coverage = coverage[p.provider]
+		}
+	}
+	// The locks go first: every read of the batch is as of them.
+	var locks pgx.Batch
+	slices.Sort(scopes)
+	ids := make([]domain.ScopeID, len(scopes))
+	for i, scope := range scopes {
+		ids[i] = domain.ScopeID(scope)
+	}
+	w.lockScopes(&locks, ids, eventstore.Wait)
+	keys := queueKeyLocks(&locks, batch)
+	conns := connections.QueueLoadEach(&b, connIDs)
+	for _, p := range batch {
+		if p.connectionID != "" {
+			f.scopes[p.scope].conn = conns[p.connectionID]
+		}
+	}
+	f.roles = tenancy.QueueRoles(&b, users, tenants)
+	f.prior = queueLookupKeys(&b, keys)
+	locks.QueuedQueries = append(locks.QueuedQueries, b.QueuedQueries...)
+	if err := tx.SendBatch(ctx, &locks).Close(); err != nil {
+		return nil, fmt.Errorf("load %d scopes from %s: %w", len(scopes), scopes[0], err)
+	}
+	return f, nil
+}
+
+// restore checks p's restore safeguards against its draft, for a start
+// with a target: the target and the preflight's view of the draft.
+func (f *facts) restore(p *pending) (string, *domain.RestoreReadiness, error) {
+	if p.op.TargetKey == "" {
+		return "", nil, nil
+	}
+	r := f.restores[p.req.RestoreRunID].R
+	if r == nil || r.TenantID != p.tenantID {
+		return "", nil, domain.ErrNotFound
+	}
+	if p.op.Destructive && !p.req.Confirm {
+		return "", nil, ErrConfirmationRequired
+	}
+	if len(r.Warnings) > 0 && !p.req.AcknowledgeWarnings {
+		return "", nil, ErrWarningsNotAcknowledged
+	}
+	return r.ID, &domain.RestoreReadiness{Previewed: r.Previewed}, nil
+}
+
+// connection returns p's connection as pinned into a run and as the
+// preflight sees it (nil, nil for the tenant's scope).
+func (f *facts) connection(p *pending) (*domain.ConnectionRef, *domain.ConnectionReadiness, error) {
+	sf := f.scopes[p.scope]
+	if sf.conn == nil {
+		return nil, nil, nil
+	}
+	c := sf.conn.C
+	if c == nil || c.TenantID != p.tenantID {
+		return nil, nil, domain.ErrNotFound
+	}
+	readiness := c.Readiness()
+	readiness.Executable = sf.builtin || sf.coverage.Runs(p.op.Type)
+	return c.Ref(), readiness, nil
+}

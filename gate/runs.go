@@ -1,0 +1,286 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	json "github.com/segmentio/encoding/json"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// The gate's tables and their SQL. `scopes` holds each scope's snapshot
+// (the state its events fold to, and its version), so that a decision's
+// cost does not grow with the scope's history. `runs` is the durable
+// queue: a row per accepted or blocked run, its status mirrored from the
+// scope's events (runChanges), the claimant's epoch and its lease; its
+// partial unique index allows one active run per scope. Both are written
+// only by the scope writer (writer.go), in the transaction of the events.
+
+// queueSnapshots queues into b the read of the snapshots of the scopes
+// where names (a condition on scope_id, with arg as $1), each handed to
+// found; a scope with no snapshot has no history yet. It is the one place
+// a snapshot is decoded.
+func queueSnapshots(b *pgx.Batch, where string, arg any, found func(scope domain.ScopeID, version int64, state domain.ScopeState)) {
+	b.Queue(`SELECT scope_id, version, state FROM scopes WHERE `+where, arg).Query(func(rows pgx.Rows) error {
+		var id string
+		var version int64
+		var raw []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &version, &raw}, func() error {
+			var state domain.ScopeState
+			if err := json.Unmarshal(raw, &state); err != nil {
+				return fmt.Errorf("decode scope %s: %w", id, err)
+			}
+			found(domain.ScopeID(id), version, state)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("load scopes: %w", err)
+		}
+		return nil
+	})
+}
+
+// scopeSave is a scope's snapshot after a transaction.
+type scopeSave struct {
+	scope    domain.ScopeID
+	tenantID string
+	version  int64
+	state    domain.ScopeState
+}
+
+// deferScopeSaves holds back the upsert of scopes' snapshots, in one
+// statement.
+func deferScopeSaves(tx *eventstore.Tx, saves []scopeSave) error {
+	n := len(saves)
+	ids, tenants, versions, states := make([]string, n), make([]string, n), make([]int64, n), make([]string, n)
+	for i, sv := range saves {
+		next, err := json.Marshal(sv.state)
+		if err != nil {
+			return fmt.Errorf("encode scope %s: %w", sv.scope, err)
+		}
+		ids[i], tenants[i], versions[i], states[i] = string(sv.scope), sv.tenantID, sv.version, string(next)
+	}
+	tx.Defer(`INSERT INTO scopes (scope_id, tenant_id, version, state)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::json[])
+		ON CONFLICT (scope_id) DO UPDATE SET version = excluded.version, state = excluded.state`,
+		ids, tenants, versions, states)
+	return nil
+}
+
+// runChanges are what a transaction's events change in the runs table,
+// gathered by kind so that each kind is one statement.
+type runChanges struct {
+	// New rows: accepted runs (queued, with their provider) and blocked ones.
+	ids, scopes, tenants, types, surfaces, statuses []string
+	providers                                       []*string
+	created                                         []time.Time
+	// Started runs: their holder and epoch (and a first lease).
+	startedIDs, workers []string
+	epochs              []int64
+	// Ended runs and their terminal status.
+	endedIDs, endStatuses []string
+}
+
+// add notes what event changes in runs; this switch is the only place a
+// run's lifecycle is mirrored into the table. Deduped and busy answers
+// change nothing.
+func (c *runChanges) add(event domain.Event) {
+	switch e := event.(type) {
+	case domain.StartAccepted:
+		provider := e.Connection.Provider
+		c.insert(e.RunID, e.StartInfo, domain.StatusQueued, e.At, &provider)
+	case domain.StartBlocked:
+		c.insert(e.RunID, e.StartInfo, domain.StatusBlocked, e.At, nil)
+	case domain.RunStarted:
+		c.startedIDs, c.workers, c.epochs = append(c.startedIDs, e.RunID), append(c.workers, e.WorkerID), append(c.epochs, e.Epoch)
+	case domain.RunSucceeded:
+		c.end(e.RunID, domain.StatusSucceeded)
+	case domain.RunFailed:
+		c.end(e.RunID, domain.StatusFailed)
+	case domain.RunCancelled:
+		c.end(e.RunID, domain.StatusCancelled)
+	}
+}
+
+func (c *runChanges) insert(id string, s domain.StartInfo, status domain.RunStatus, at time.Time, provider *string) {
+	c.ids, c.scopes, c.tenants = append(c.ids, id), append(c.scopes, string(s.ScopeID)), append(c.tenants, s.TenantID)
+	c.types, c.surfaces, c.statuses = append(c.types, s.Type), append(c.surfaces, s.Surface), append(c.statuses, string(status))
+	c.providers, c.created = append(c.providers, provider), append(c.created, at)
+}
+
+func (c *runChanges) end(id string, status domain.RunStatus) {
+	c.endedIDs, c.endStatuses = append(c.endedIDs, id), append(c.endStatuses, string(status))
+}
+
+// deferTo holds back the statements of the changes in tx; a started run's
+// first lease is of length lease, from the database's clock.
+func (c *runChanges) deferTo(tx *eventstore.Tx, lease time.Duration) {
+	if len(c.ids) > 0 {
+		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at, provider)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])`,
+			c.ids, c.scopes, c.tenants, c.types, c.surfaces, c.statuses, c.created, c.providers)
+	}
+	if len(c.startedIDs) > 0 {
+		tx.Defer(`UPDATE runs SET status = $5, epoch = u.epoch, worker_id = u.worker_id, lease_us = $4::bigint,
+				lease_expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
+			FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, epoch, worker_id) WHERE runs.id = u.id`,
+			c.startedIDs, c.epochs, c.workers, lease.Microseconds(), string(domain.StatusRunning))
+	}
+	if len(c.endedIDs) > 0 {
+		tx.Defer(`UPDATE runs SET status = u.status, lease_expires_at = NULL
+			FROM unnest($1::text[], $2::text[]) AS u(id, status) WHERE runs.id = u.id`, c.endedIDs, c.endStatuses)
+	}
+}
+
+// runRow is a run as the runs table knows it: where it lives and who
+// holds it.
+type runRow struct {
+	id           string
+	scope        domain.ScopeID
+	tenantID     string
+	surface      string
+	typ          string
+	connectionID string // "" for a run on its tenant's scope
+	status       domain.RunStatus
+	epoch        int64
+	holder       string // the claimant's id while running
+}
+
+// scopesOfRuns lists the scopes of the runs $1 (text[]) names.
+const scopesOfRuns = `SELECT scope_id FROM runs WHERE id = ANY($1::text[])`
+
+// queueRunRows queues into b the read of the runs rows of ids into rows.
+func queueRunRows(b *pgx.Batch, ids []string, rows map[string]*runRow) {
+	b.Queue(`SELECT id, scope_id, tenant_id, surface, type, status, epoch, coalesce(worker_id, '') FROM runs
+		WHERE id = ANY($1::text[])`, ids).Query(func(found pgx.Rows) error {
+		var id, scope string
+		var r runRow
+		_, err := pgx.ForEachRow(found, []any{&id, &scope, &r.tenantID, &r.surface, &r.typ, &r.status, &r.epoch, &r.holder}, func() error {
+			r.id, r.scope = id, domain.ScopeID(scope)
+			r.connectionID, _ = r.scope.ConnectionID()
+			row := r
+			rows[id] = &row
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("locate runs: %w", err)
+		}
+		return nil
+	})
+}
+
+// claimable lists up to limit queued runs of providers (and types, nil:
+// any) with their scopes, oldest first, read without any lock.
+func claimable(ctx context.Context, q querier, providers, types []string, limit int) ([]candidate, error) {
+	return collect(ctx, q, "find claimable runs", func(r pgx.CollectableRow, k *candidate) error { return r.Scan(&k.runID, &k.scope) },
+		`SELECT id, scope_id FROM runs WHERE status = $4 AND provider = ANY($1) AND ($2::text[] IS NULL OR type = ANY($2))
+		ORDER BY created_at, id LIMIT $3`, providers, types, limit, string(domain.StatusQueued))
+}
+
+// collect runs query and scans each of its rows with scan; what says
+// what the query is for, in its errors.
+func collect[T any](ctx context.Context, q querier, what string, scan func(row pgx.CollectableRow, into *T) error, query string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) {
+		var v T
+		return v, scan(r, &v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return list, nil
+}
+
+// extendLease moves the lease of runID at epoch, held by holder ("": by
+// anyone), to lease from now on the database's clock; ok is false when
+// there is no such lease.
+func extendLease(ctx context.Context, q querier, runID string, epoch int64, holder string, lease time.Duration) (expires time.Time, ok bool, err error) {
+	err = q.QueryRow(ctx, `UPDATE runs SET lease_expires_at = clock_timestamp() + $3 * interval '1 microsecond'
+		WHERE id = $1 AND epoch = $2 AND status = $5 AND ($4 = '' OR worker_id = $4) RETURNING lease_expires_at`,
+		runID, epoch, lease.Microseconds(), holder, string(domain.StatusRunning)).Scan(&expires)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("heartbeat run %s: %w", runID, err)
+	}
+	return expires.UTC(), true, nil
+}
+
+// readRun reads the runs row of runID; domain.ErrNotFound if none.
+func readRun(ctx context.Context, q querier, runID string) (runRow, error) {
+	rows := map[string]*runRow{}
+	var b pgx.Batch
+	queueRunRows(&b, []string{runID}, rows)
+	if err := q.SendBatch(ctx, &b).Close(); err != nil {
+		return runRow{}, fmt.Errorf("look up run %s: %w", runID, err)
+	}
+	r, ok := rows[runID]
+	if !ok {
+		return runRow{}, domain.ErrNotFound
+	}
+	return *r, nil
+}
+
+// leaseExpired is true of a runs row whose lease has expired: its expiry
+// is past, and a whole lease has passed since the database server
+// started. No holder could renew its lease while the server was down, so
+// after a restart every lease gets its full length again before it may
+// be reaped (migrations/00008_lease_length.sql).
+const leaseExpired = `(lease_expires_at < clock_timestamp()
+	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
+
+// expiredLeases lists up to limit running runs whose lease expired,
+// soonest expired first.
+func expiredLeases(ctx context.Context, q querier, limit int) ([]heldLease, error) {
+	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND `+leaseExpired+`
+		ORDER BY lease_expires_at LIMIT $2`, string(domain.StatusRunning), limit)
+}
+
+// leasesHeldBy lists the running runs holder holds.
+func leasesHeldBy(ctx context.Context, q querier, holder string) ([]heldLease, error) {
+	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND worker_id = $2`, string(domain.StatusRunning), holder)
+}
+
+func leases(ctx context.Context, q querier, query string, args ...any) ([]heldLease, error) {
+	return collect(ctx, q, "find running runs", func(r pgx.CollectableRow, l *heldLease) error { return r.Scan(&l.runID, &l.epoch) }, query, args...)
+}
+
+// heldLease is a running run's lease at its epoch.
+type heldLease struct {
+	runID string
+	epoch int64
+}
+
+// leaseNow reports, as of the scope's lock, whether l is still the run's
+// lease and whether it has expired. FOR UPDATE: a heartbeat committing
+// meanwhile is waited for and seen, and one arriving later waits for this
+// transaction.
+func leaseNow(ctx context.Context, tx *eventstore.Tx, l heldLease) (held, expired bool, err error) {
+	err = tx.QueryRow(ctx, `SELECT `+leaseExpired+` FROM runs WHERE id = $1 AND epoch = $2 AND status = $3 FOR UPDATE`,
+		l.runID, l.epoch, string(domain.StatusRunning)).Scan(&expired)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("check the lease of run %s: %w", l.runID, err)
+	}
+	return true, expired, nil
+}
+
+// querier is what the gate reads with: the pool, or a transaction whose
+// reads must see what it locked.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
