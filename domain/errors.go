@@ -8,14 +8,14 @@ import (
 // Errors every write-side service shares; the API maps them to problems in
 // one place (api/problems.go).
 var (
-	// ErrNotFound: the resource does not exist, or the caller is not a
+	// ErrNotFound means the resource does not exist, or the caller is not a
 	// member of its tenant; the two are indistinguishable on purpose.
 	ErrNotFound = errors.New("not found")
-	// ErrConflict: the request conflicts with existing state (a taken email).
+	// ErrConflict means the request conflicts with existing state (a taken email).
 	ErrConflict = errors.New("conflict")
 )
 
-// ForbiddenError: the caller is a member of the tenant but lacks Capability.
+// ForbiddenError means the caller is a member of the tenant but lacks Capability.
 type ForbiddenError struct {
 	Capability Capability
 }
@@ -24,7 +24,7 @@ func (e *ForbiddenError) Error() string {
 	return fmt.Sprintf("missing capability %s", e.Capability)
 }
 
-// ValidationError: a field of the request is unacceptable.
+// ValidationError means a field of the request is unacceptable.
 type ValidationError struct {
 	Field   string
 	Message string

@@ -39,21 +39,21 @@ func (s StartInfo) run(id string, status RunStatus, at time.Time) Run {
 	return r
 }
 
-// StartAccepted: a new run was queued with its connection pinned.
+// StartAccepted records that a new run was queued with its connection pinned.
 type StartAccepted struct {
 	RunID string `json:"run_id"`
 	StartInfo
 	At time.Time `json:"at"`
 }
 
-// StartDeduped: an equivalent run (RunID) was already active.
+// StartDeduped records that an equivalent run (RunID) was already active.
 type StartDeduped struct {
 	RunID string `json:"run_id"`
 	StartInfo
 	At time.Time `json:"at"`
 }
 
-// StartScopeBusy: a different operation (RunID) held the scope.
+// StartScopeBusy records that a different operation (RunID) held the scope.
 type StartScopeBusy struct {
 	RunID      string `json:"run_id"`
 	ActiveType string `json:"active_type"`
@@ -61,7 +61,7 @@ type StartScopeBusy struct {
 	At time.Time `json:"at"`
 }
 
-// StartBlocked: a prerequisite was missing; RunID is the blocked run.
+// StartBlocked records that a prerequisite was missing; RunID is the blocked run.
 type StartBlocked struct {
 	RunID string `json:"run_id"`
 	StartInfo
@@ -89,7 +89,7 @@ type RunEvent interface {
 	Ref() RunRef
 }
 
-// RunStarted: a worker began the run; Epoch is its fencing token.
+// RunStarted records that a worker began the run; Epoch is its fencing token.
 type RunStarted struct {
 	RunRef
 	Epoch    int64     `json:"epoch"`
@@ -97,7 +97,7 @@ type RunStarted struct {
 	At       time.Time `json:"at"`
 }
 
-// RunSucceeded: the run finished well; the scope is free. Summary is what
+// RunSucceeded records that the run finished well; the scope is free. Summary is what
 // its executor reported (a JSON object), Changes what the run changed on
 // its connection's readiness.
 type RunSucceeded struct {
@@ -109,7 +109,7 @@ type RunSucceeded struct {
 	At        time.Time        `json:"at"`
 }
 
-// RunFailed: the run failed (or its worker was lost); the scope is free.
+// RunFailed records that the run failed (or its worker was lost); the scope is free.
 type RunFailed struct {
 	RunRef
 	StartedAt *time.Time       `json:"started_at"`
@@ -123,7 +123,7 @@ type RunFailed struct {
 	At       time.Time `json:"at"`
 }
 
-// RunCancelled: an operator cancelled the run; the scope is free.
+// RunCancelled records that an operator cancelled the run; the scope is free.
 type RunCancelled struct {
 	RunRef
 	StartedAt  *time.Time `json:"started_at"`
@@ -163,7 +163,7 @@ func (RunSucceeded) EventType() string   { return "RunSucceeded" }
 func (RunFailed) EventType() string      { return "RunFailed" }
 func (RunCancelled) EventType() string   { return "RunCancelled" }
 
-// Outcome returns the outcome a start event records, "" for other events.
+// OutcomeOf returns the outcome a start event records, "" for other events.
 func OutcomeOf(e Event) Outcome {
 	switch e.(type) {
 	case StartAccepted:

@@ -9,7 +9,7 @@ import (
 // the built-in worker. Registration and revocation are events of the
 // executor's stream.
 
-// ExecutorRegistered: an executor may claim runs of Providers (and, when
+// ExecutorRegistered records that an executor may claim runs of Providers (and, when
 // set, OperationTypes only).
 type ExecutorRegistered struct {
 	ExecutorID     string    `json:"executor_id"`
@@ -19,7 +19,7 @@ type ExecutorRegistered struct {
 	At             time.Time `json:"at"`
 }
 
-// ExecutorRevoked: the executor's token no longer works, and the runs it
+// ExecutorRevoked records that the executor's token no longer works, and the runs it
 // held were ended as lost.
 type ExecutorRevoked struct {
 	ExecutorID string    `json:"executor_id"`

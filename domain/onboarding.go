@@ -5,7 +5,7 @@ import "time"
 // Onboarding events: a session verifies a new tenant's provider access,
 // then bootstraps it with selected operations, admitted one at a time.
 
-// OnboardingSessionCreated: an onboarding session began for a tenant.
+// OnboardingSessionCreated records that an onboarding session began for a tenant.
 type OnboardingSessionCreated struct {
 	SessionID    string    `json:"session_id"`
 	TenantID     string    `json:"tenant_id"`
@@ -14,7 +14,7 @@ type OnboardingSessionCreated struct {
 	At           time.Time `json:"at"`
 }
 
-// OnboardingVerificationAttempted: the verification step went through the gate.
+// OnboardingVerificationAttempted records that the verification step went through the gate.
 type OnboardingVerificationAttempted struct {
 	SessionID string    `json:"session_id"`
 	TenantID  string    `json:"tenant_id"`
@@ -23,7 +23,7 @@ type OnboardingVerificationAttempted struct {
 	At        time.Time `json:"at"`
 }
 
-// BootstrapRequested: an operator selected the operations to bootstrap.
+// BootstrapRequested records that an operator selected the operations to bootstrap.
 type BootstrapRequested struct {
 	SessionID   string    `json:"session_id"`
 	TenantID    string    `json:"tenant_id"`
@@ -32,7 +32,7 @@ type BootstrapRequested struct {
 	At          time.Time `json:"at"`
 }
 
-// BootstrapItemAttempted: one selected operation went through the gate.
+// BootstrapItemAttempted records that one selected operation went through the gate.
 type BootstrapItemAttempted struct {
 	SessionID string    `json:"session_id"`
 	TenantID  string    `json:"tenant_id"`
@@ -44,7 +44,7 @@ type BootstrapItemAttempted struct {
 	At        time.Time `json:"at"`
 }
 
-// BootstrapItemFinished: an admitted bootstrap run ended.
+// BootstrapItemFinished records that an admitted bootstrap run ended.
 type BootstrapItemFinished struct {
 	SessionID string    `json:"session_id"`
 	TenantID  string    `json:"tenant_id"`

@@ -44,7 +44,7 @@ type ConnectionReadiness struct {
 	Enabled     bool
 	Consent     Consent
 	Credentials Credentials
-	// Executable: an executor (or the built-in worker) runs the
+	// Executable is whether an executor (or the built-in worker) runs the
 	// operation for the connection's provider.
 	Executable bool
 }

@@ -50,15 +50,15 @@ func (a ActiveRun) Run() Run {
 
 // Errors of illegal lifecycle transitions.
 var (
-	// ErrRunNotActive: the run is not the scope's queued or running run.
+	// ErrRunNotActive means the run is not the scope's queued or running run.
 	ErrRunNotActive = errors.New("run is not active on its scope")
-	// ErrRunAlreadyStarted: the run is running already.
+	// ErrRunAlreadyStarted means the run is running already.
 	ErrRunAlreadyStarted = errors.New("run already started")
-	// ErrRunNotStarted: a result was reported for a run still queued.
+	// ErrRunNotStarted means a result was reported for a run still queued.
 	ErrRunNotStarted = errors.New("run not started")
-	// ErrStaleEpoch: a result carries a fencing token older than the run's.
+	// ErrStaleEpoch means a result carries a fencing token older than the run's.
 	ErrStaleEpoch = errors.New("stale run epoch")
-	// ErrInvalidCommand: a command lacks what it needs.
+	// ErrInvalidCommand means a command lacks what it needs.
 	ErrInvalidCommand = errors.New("invalid command")
 )
 

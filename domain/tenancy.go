@@ -9,14 +9,14 @@ import (
 // its state row updated in the same transaction, so a decision never reads
 // state older than the events committed before it.
 
-// WorkspaceCreated: an MSP workspace exists.
+// WorkspaceCreated records that an MSP workspace exists.
 type WorkspaceCreated struct {
 	WorkspaceID string    `json:"workspace_id"`
 	Name        string    `json:"name"`
 	At          time.Time `json:"at"`
 }
 
-// TenantCreated: a customer tenant exists in a workspace.
+// TenantCreated records that a customer tenant exists in a workspace.
 type TenantCreated struct {
 	TenantID    string    `json:"tenant_id"`
 	WorkspaceID string    `json:"workspace_id"`
@@ -24,7 +24,7 @@ type TenantCreated struct {
 	At          time.Time `json:"at"`
 }
 
-// UserCreated: a user exists. The token is never recorded, not even hashed.
+// UserCreated records that a user exists. The token is never recorded, not even hashed.
 type UserCreated struct {
 	UserID string    `json:"user_id"`
 	Email  string    `json:"email"`
@@ -32,7 +32,7 @@ type UserCreated struct {
 	At     time.Time `json:"at"`
 }
 
-// MembershipGranted: a user holds a role on a tenant (replacing any other).
+// MembershipGranted records that a user holds a role on a tenant (replacing any other).
 type MembershipGranted struct {
 	UserID   string    `json:"user_id"`
 	TenantID string    `json:"tenant_id"`
@@ -49,7 +49,7 @@ type Simulation struct {
 	ThrottleTimes int `json:"throttle_times,omitempty"`
 }
 
-// ProviderConnectionCreated: a tenant has a new provider connection.
+// ProviderConnectionCreated records that a tenant has a new provider connection.
 type ProviderConnectionCreated struct {
 	ConnectionID string      `json:"connection_id"`
 	TenantID     string      `json:"tenant_id"`
@@ -62,7 +62,7 @@ type ProviderConnectionCreated struct {
 	At           time.Time   `json:"at"`
 }
 
-// ProviderConnectionRenamed: the display name changed.
+// ProviderConnectionRenamed records that the display name changed.
 type ProviderConnectionRenamed struct {
 	ConnectionID string    `json:"connection_id"`
 	TenantID     string    `json:"tenant_id"`
@@ -70,7 +70,7 @@ type ProviderConnectionRenamed struct {
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionConsentChanged: consent was granted, found missing or
+// ProviderConnectionConsentChanged records that consent was granted, found missing or
 // revoked, by an operator or, when RunID is set, learned by that run.
 type ProviderConnectionConsentChanged struct {
 	ConnectionID string    `json:"connection_id"`
@@ -80,7 +80,7 @@ type ProviderConnectionConsentChanged struct {
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionCredentialsChanged: the credentials' state changed, by
+// ProviderConnectionCredentialsChanged records that the credentials' state changed, by
 // an operator or, when RunID is set, learned by that run.
 type ProviderConnectionCredentialsChanged struct {
 	ConnectionID string      `json:"connection_id"`
@@ -90,7 +90,7 @@ type ProviderConnectionCredentialsChanged struct {
 	At           time.Time   `json:"at"`
 }
 
-// ProviderConnectionVerified: a connection check (run RunID) succeeded
+// ProviderConnectionVerified records that a connection check (run RunID) succeeded
 // against the connection.
 type ProviderConnectionVerified struct {
 	ConnectionID string    `json:"connection_id"`
@@ -99,7 +99,7 @@ type ProviderConnectionVerified struct {
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionEnabledChanged: the connection was enabled or disabled.
+// ProviderConnectionEnabledChanged records that the connection was enabled or disabled.
 type ProviderConnectionEnabledChanged struct {
 	ConnectionID string    `json:"connection_id"`
 	TenantID     string    `json:"tenant_id"`
@@ -107,7 +107,7 @@ type ProviderConnectionEnabledChanged struct {
 	At           time.Time `json:"at"`
 }
 
-// ProviderConnectionSimulationChanged: the simulated provider's behaviour changed.
+// ProviderConnectionSimulationChanged records that the simulated provider's behaviour changed.
 type ProviderConnectionSimulationChanged struct {
 	ConnectionID string      `json:"connection_id"`
 	TenantID     string      `json:"tenant_id"`
@@ -115,7 +115,7 @@ type ProviderConnectionSimulationChanged struct {
 	At           time.Time   `json:"at"`
 }
 
-// ProviderConnectionMadeDefault: the connection is the tenant's default;
+// ProviderConnectionMadeDefault records that the connection is the tenant's default;
 // PreviousID (if any) no longer is.
 type ProviderConnectionMadeDefault struct {
 	ConnectionID string    `json:"connection_id"`
@@ -124,7 +124,7 @@ type ProviderConnectionMadeDefault struct {
 	At           time.Time `json:"at"`
 }
 
-// RestoreRunCreated: a restore run was drafted.
+// RestoreRunCreated records that a restore run was drafted.
 type RestoreRunCreated struct {
 	RestoreRunID string          `json:"restore_run_id"`
 	TenantID     string          `json:"tenant_id"`
@@ -134,7 +134,7 @@ type RestoreRunCreated struct {
 	At           time.Time       `json:"at"`
 }
 
-// RestoreRunPreviewed: the restore run was previewed, with warnings.
+// RestoreRunPreviewed records that the restore run was previewed, with warnings.
 type RestoreRunPreviewed struct {
 	RestoreRunID string    `json:"restore_run_id"`
 	TenantID     string    `json:"tenant_id"`

@@ -179,7 +179,7 @@ func (eventLog) InsertQuery(watermillsql.InsertQueryParams) (watermillsql.Query,
 	return watermillsql.Query{}, errors.New("events are published by Tx.Append, not by a watermill publisher")
 }
 
-// SchemaInitializingQueries: the migrations create the tables.
+// SchemaInitializingQueries returns none: the migrations create the tables.
 func (eventLog) SchemaInitializingQueries(watermillsql.SchemaInitializingQueriesParams) ([]watermillsql.Query, error) {
 	return nil, nil
 }
@@ -236,12 +236,12 @@ func (checkpoints) NextOffsetQuery(watermillsql.NextOffsetQueryParams) (watermil
 	return watermillsql.Query{}, nil
 }
 
-// ConsumedMessageQuery: nothing to record per message.
+// ConsumedMessageQuery returns none: nothing to record per message.
 func (checkpoints) ConsumedMessageQuery(watermillsql.ConsumedMessageQueryParams) (watermillsql.Query, error) {
 	return watermillsql.Query{}, nil
 }
 
-// SchemaInitializingQueries: the migrations create the table.
+// SchemaInitializingQueries returns none: the migrations create the table.
 func (checkpoints) SchemaInitializingQueries(watermillsql.OffsetsSchemaInitializingQueriesParams) ([]watermillsql.Query, error) {
 	return nil, nil
 }

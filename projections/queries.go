@@ -14,7 +14,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 )
 
-// ErrNotFound: no such row in the read model.
+// ErrNotFound means no such row in the read model.
 var ErrNotFound = errors.New("not found")
 
 // Reader answers queries on the read models.

@@ -31,7 +31,7 @@ type ProviderError struct {
 
 func (e *ProviderError) Error() string { return "provider: " + string(e.Reason) }
 
-// ErrThrottled: the provider asked us to slow down; the call is retried
+// ErrThrottled means the provider asked us to slow down; the call is retried
 // with backoff and, past the retries, fails with provider.throttled.
 var ErrThrottled = errors.New("provider throttled the call")
 
