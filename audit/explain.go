@@ -125,7 +125,8 @@ func (h *History) ConnectionAt(ctx context.Context, id string, m Moment) (connec
 	if len(raw) == 0 {
 		return connections.Connection{}, domain.ErrNotFound
 	}
-	// Another connection made the default in its place names it.
+	// Another connection made the default in its place names it; Apply
+	// passes over those that name neither.
 	others, err := h.store.ReadTenantOfType(ctx, raw[0].Metadata.TenantID, "ProviderConnectionMadeDefault")
 	if err != nil {
 		return connections.Connection{}, err
@@ -138,9 +139,6 @@ func (h *History) ConnectionAt(ctx context.Context, id string, m Moment) (connec
 	found := false
 	for _, e := range sortedBySubscriberOrder(events) {
 		if !m.includes(e.Event) {
-			continue
-		}
-		if md, ok := e.payload.(domain.ProviderConnectionMadeDefault); ok && md.ConnectionID != id && md.PreviousID != id {
 			continue
 		}
 		if _, ok := e.payload.(domain.ProviderConnectionCreated); ok {

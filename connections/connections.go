@@ -1,8 +1,10 @@
 // Package connections holds tenants' provider connections: their
 // readiness (consent, credentials, enabled), the tenant's default, and the
-// simulated provider's settings. Every change is an event of the
-// connection's stream, recorded with the row in one transaction. The gate
-// reads connections as of its scope lock; it never changes them.
+// simulated provider's settings. Every change records events of the
+// connection's stream and saves the row they leave, folded with
+// Connection.Apply, in one transaction under the connection's lock; a read
+// as of a past moment folds with the same Apply. The gate reads
+// connections as of its scope lock; it never changes them.
 package connections
 
 import (
@@ -51,6 +53,60 @@ type Connection struct {
 type ChangedBy struct {
 	Kind string `json:"kind"` // operator or run
 	ID   string `json:"id"`
+}
+
+// Apply returns c after e, an event of its stream or the
+// ProviderConnectionMadeDefault of another connection that names c as the
+// previous default (one that names neither leaves c as it is); actor is
+// who recorded e. It is the one place an event's effect is written: every
+// change folds the events it records into the connection as of its lock
+// and saves the result, and a read as of a past moment folds the
+// connection's history.
+func (c Connection) Apply(e domain.Event, actor string) Connection {
+	changedBy := func(runID string) *ChangedBy {
+		if runID != "" {
+			return &ChangedBy{Kind: "run", ID: runID}
+		}
+		return &ChangedBy{Kind: "operator", ID: actor}
+	}
+	switch e := e.(type) {
+	case domain.ProviderConnectionCreated:
+		return Connection{ID: e.ConnectionID, TenantID: e.TenantID, Provider: e.Provider, DisplayName: e.DisplayName,
+			Consent: e.Consent, Credentials: e.Credentials, Enabled: e.Enabled, Simulation: e.Simulation,
+			CreatedAt: e.At, UpdatedAt: e.At}
+	case domain.ProviderConnectionRenamed:
+		c.DisplayName, c.UpdatedAt = e.DisplayName, e.At
+	case domain.ProviderConnectionConsentChanged:
+		at := e.At
+		c.Consent, c.UpdatedAt, c.ReadinessChangedAt, c.ReadinessChangedBy = e.Consent, at, &at, changedBy(e.RunID)
+	case domain.ProviderConnectionCredentialsChanged:
+		at := e.At
+		c.Credentials, c.UpdatedAt, c.ReadinessChangedAt, c.ReadinessChangedBy = e.Credentials, at, &at, changedBy(e.RunID)
+	case domain.ProviderConnectionEnabledChanged:
+		at := e.At
+		c.Enabled, c.UpdatedAt, c.ReadinessChangedAt, c.ReadinessChangedBy = e.Enabled, at, &at, changedBy("")
+	case domain.ProviderConnectionVerified:
+		at := e.At
+		c.LastVerifiedAt, c.UpdatedAt = &at, at
+	case domain.ProviderConnectionSimulationChanged:
+		c.Simulation, c.UpdatedAt = e.Simulation, e.At
+	case domain.ProviderConnectionMadeDefault:
+		switch c.ID {
+		case e.ConnectionID:
+			c.IsDefault, c.UpdatedAt = true, e.At
+		case e.PreviousID:
+			c.IsDefault, c.UpdatedAt = false, e.At
+		}
+	}
+	return c
+}
+
+// fold returns c after events, each recorded by actor.
+func fold(c Connection, actor string, events ...domain.Event) Connection {
+	for _, e := range events {
+		c = c.Apply(e, actor)
+	}
+	return c
 }
 
 // Ref returns the connection as pinned into runs.
@@ -164,12 +220,11 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID string, 
 	if err := ValidateSimulation(in.Provider, in.Simulation); err != nil {
 		return Connection{}, err
 	}
-	now := s.now()
-	c := Connection{
-		ID: journal.NewID(), TenantID: tenantID, Provider: in.Provider, DisplayName: strings.TrimSpace(in.DisplayName),
-		Consent: consent, Credentials: credentials, Enabled: in.Enabled, Simulation: in.Simulation,
-		CreatedAt: now, UpdatedAt: now,
+	created := domain.ProviderConnectionCreated{
+		ConnectionID: journal.NewID(), TenantID: tenantID, Provider: in.Provider, DisplayName: strings.TrimSpace(in.DisplayName),
+		Consent: consent, Credentials: credentials, Enabled: in.Enabled, Simulation: in.Simulation, At: s.now(),
 	}
+	var c Connection
 	err = s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		if err := journal.Lock(ctx, tx, domain.TenantStream(tenantID)); err != nil {
 			return err
@@ -177,58 +232,49 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID string, 
 		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, tenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
-		sim, _ := json.Marshal(c.Simulation)
-		if c.Simulation == nil {
-			sim = nil
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO provider_connections
-			(id, tenant_id, provider, display_name, is_default, consent, credentials, enabled, simulation, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8, $9, $9)`,
-			c.ID, c.TenantID, c.Provider, c.DisplayName, string(c.Consent), string(c.Credentials), c.Enabled, sim, now)
-		if err != nil {
-			return fmt.Errorf("insert connection: %w", err)
-		}
-		md := journal.Meta(by, tenantID, c.ID)
-		err = journal.Append(ctx, tx, domain.ConnectionStream(c.ID), md, domain.ProviderConnectionCreated{
-			ConnectionID: c.ID, TenantID: tenantID, Provider: c.Provider, DisplayName: c.DisplayName,
-			Consent: c.Consent, Credentials: c.Credentials, Enabled: c.Enabled, Simulation: c.Simulation, At: now,
-		})
-		if err != nil {
-			return err
-		}
+		events := []domain.Event{created}
+		c = fold(Connection{}, by.ID, events...)
+		var previous []Connection
 		if in.IsDefault {
-			c.IsDefault = true
-			return s.makeDefault(ctx, tx, md, c)
+			made, prev, _, err := s.makeDefault(ctx, tx, by.ID, c) // a new connection is not the default yet
+			if err != nil {
+				return err
+			}
+			events, previous = append(events, made), prev
+			c = c.Apply(made, by.ID)
 		}
-		return nil
+		return record(ctx, tx, journal.Meta(by, tenantID, c.ID), c, events, previous...)
 	})
 	return c, err
 }
 
-// makeDefault makes c its tenant's default; the tenant lock is held.
-func (s *Service) makeDefault(ctx context.Context, tx *eventstore.Tx, md eventstore.Metadata, c Connection) error {
-	var previous string
-	err := tx.QueryRow(ctx, `SELECT id FROM provider_connections WHERE tenant_id = $1 AND is_default`, c.TenantID).Scan(&previous)
+// makeDefault returns the event that makes c (as of its lock) its
+// tenant's default, and the previous default, if any, as of its lock and
+// after that event; ok is false if c is the default already. The tenant
+// lock is held; the previous default's is taken here. Saving the previous
+// default before c is the order the unique index on the default needs: it
+// is checked row by row.
+func (s *Service) makeDefault(ctx context.Context, tx *eventstore.Tx, actor string, c Connection) (made domain.ProviderConnectionMadeDefault, previous []Connection, ok bool, err error) {
+	var previousID string
+	err = tx.QueryRow(ctx, `SELECT id FROM provider_connections WHERE tenant_id = $1 AND is_default`, c.TenantID).Scan(&previousID)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("look up default connection: %w", err)
+		return made, nil, false, fmt.Errorf("look up default connection: %w", err)
 	}
-	if previous == c.ID {
-		return nil
+	if previousID == c.ID {
+		return made, nil, false, nil
 	}
-	// One time for the rows and the event: a connection folded from its
-	// history (Connection.Apply) equals its row.
-	now := s.now()
-	// Two statements: the unique index on the default is checked row by row.
-	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = false, updated_at = $2
-		WHERE tenant_id = $1 AND is_default`, c.TenantID, now); err != nil {
-		return fmt.Errorf("clear default connection: %w", err)
+	made = domain.ProviderConnectionMadeDefault{ConnectionID: c.ID, TenantID: c.TenantID, PreviousID: previousID, At: s.now()}
+	if previousID != "" {
+		if err := journal.Lock(ctx, tx, domain.ConnectionStream(previousID)); err != nil {
+			return made, nil, false, err
+		}
+		p, err := Load(ctx, tx, previousID)
+		if err != nil {
+			return made, nil, false, err
+		}
+		previous = []Connection{p.Apply(made, actor)}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE provider_connections SET is_default = true, updated_at = $2 WHERE id = $1`, c.ID, now); err != nil {
-		return fmt.Errorf("set default connection: %w", err)
-	}
-	return journal.Append(ctx, tx, domain.ConnectionStream(c.ID), md, domain.ProviderConnectionMadeDefault{
-		ConnectionID: c.ID, TenantID: c.TenantID, PreviousID: previous, At: now,
-	})
+	return made, previous, true, nil
 }
 
 // MakeDefault makes a connection its tenant's default.
@@ -245,11 +291,18 @@ func (s *Service) MakeDefault(ctx context.Context, by domain.Actor, connectionID
 		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, c.TenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
-		if err := s.makeDefault(ctx, tx, journal.Meta(by, c.TenantID, c.ID), c); err != nil {
+		if err := journal.Lock(ctx, tx, domain.ConnectionStream(c.ID)); err != nil {
 			return err
 		}
-		out, err = Load(ctx, tx, connectionID)
-		return err
+		if out, err = Load(ctx, tx, connectionID); err != nil { // as of the lock
+			return err
+		}
+		made, previous, ok, err := s.makeDefault(ctx, tx, by.ID, out)
+		if err != nil || !ok {
+			return err
+		}
+		out = out.Apply(made, by.ID)
+		return record(ctx, tx, journal.Meta(by, c.TenantID, c.ID), out, []domain.Event{made}, previous...)
 	})
 	return out, err
 }
@@ -271,65 +324,54 @@ func (s *Service) Update(ctx context.Context, by domain.Actor, connectionID stri
 		if c, err = Load(ctx, tx, connectionID); err != nil { // as of the lock
 			return err
 		}
-		now := s.now()
-		var events []domain.Event
-		if p := patch.DisplayName; p != nil && strings.TrimSpace(*p) != c.DisplayName {
-			if err := tenancy.Required("display_name", *p); err != nil {
-				return err
-			}
-			c.DisplayName = strings.TrimSpace(*p)
-			events = append(events, domain.ProviderConnectionRenamed{ConnectionID: c.ID, TenantID: c.TenantID, DisplayName: c.DisplayName, At: now})
+		events, err := s.patchEvents(c, patch)
+		if err != nil {
+			return err
 		}
-		if p := patch.Consent; p != nil && *p != c.Consent {
-			if c.Consent, err = parseConsent(*p); err != nil {
-				return err
-			}
-			events = append(events, domain.ProviderConnectionConsentChanged{ConnectionID: c.ID, TenantID: c.TenantID, Consent: c.Consent, At: now})
-		}
-		if p := patch.Credentials; p != nil && *p != c.Credentials {
-			if c.Credentials, err = parseCredentials(*p); err != nil {
-				return err
-			}
-			events = append(events, domain.ProviderConnectionCredentialsChanged{ConnectionID: c.ID, TenantID: c.TenantID, Credentials: c.Credentials, At: now})
-		}
-		if p := patch.Enabled; p != nil && *p != c.Enabled {
-			c.Enabled = *p
-			events = append(events, domain.ProviderConnectionEnabledChanged{ConnectionID: c.ID, TenantID: c.TenantID, Enabled: c.Enabled, At: now})
-		}
-		if patch.SetSimulation {
-			if err := ValidateSimulation(c.Provider, patch.Simulation); err != nil {
-				return err
-			}
-			c.Simulation = patch.Simulation
-			events = append(events, domain.ProviderConnectionSimulationChanged{ConnectionID: c.ID, TenantID: c.TenantID, Simulation: c.Simulation, At: now})
-		}
+		out = fold(c, by.ID, events...)
 		if len(events) == 0 {
-			out = c
 			return nil
 		}
-		if patch.Consent != nil || patch.Credentials != nil || patch.Enabled != nil {
-			for _, e := range events {
-				switch e.(type) {
-				case domain.ProviderConnectionConsentChanged, domain.ProviderConnectionCredentialsChanged, domain.ProviderConnectionEnabledChanged:
-					c.ReadinessChangedAt, c.ReadinessChangedBy = &now, &ChangedBy{Kind: "operator", ID: by.ID}
-				}
-			}
-		}
-		var sim []byte
-		if c.Simulation != nil {
-			sim, _ = json.Marshal(c.Simulation)
-		}
-		if err := save(ctx, tx, c, sim, now); err != nil {
-			return err
-		}
-		c.UpdatedAt = now
-		if err := journal.Append(ctx, tx, domain.ConnectionStream(c.ID), journal.Meta(by, c.TenantID, c.ID), events...); err != nil {
-			return err
-		}
-		out = c
-		return nil
+		return record(ctx, tx, journal.Meta(by, c.TenantID, c.ID), out, events)
 	})
 	return out, err
+}
+
+// patchEvents returns the events that patch records on c: one per changed
+// aspect, none if it changes nothing.
+func (s *Service) patchEvents(c Connection, patch Patch) ([]domain.Event, error) {
+	now := s.now()
+	var events []domain.Event
+	if p := patch.DisplayName; p != nil && strings.TrimSpace(*p) != c.DisplayName {
+		if err := tenancy.Required("display_name", *p); err != nil {
+			return nil, err
+		}
+		events = append(events, domain.ProviderConnectionRenamed{ConnectionID: c.ID, TenantID: c.TenantID, DisplayName: strings.TrimSpace(*p), At: now})
+	}
+	if p := patch.Consent; p != nil && *p != c.Consent {
+		consent, err := parseConsent(*p)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, domain.ProviderConnectionConsentChanged{ConnectionID: c.ID, TenantID: c.TenantID, Consent: consent, At: now})
+	}
+	if p := patch.Credentials; p != nil && *p != c.Credentials {
+		credentials, err := parseCredentials(*p)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, domain.ProviderConnectionCredentialsChanged{ConnectionID: c.ID, TenantID: c.TenantID, Credentials: credentials, At: now})
+	}
+	if p := patch.Enabled; p != nil && *p != c.Enabled {
+		events = append(events, domain.ProviderConnectionEnabledChanged{ConnectionID: c.ID, TenantID: c.TenantID, Enabled: *p, At: now})
+	}
+	if patch.SetSimulation {
+		if err := ValidateSimulation(c.Provider, patch.Simulation); err != nil {
+			return nil, err
+		}
+		events = append(events, domain.ProviderConnectionSimulationChanged{ConnectionID: c.ID, TenantID: c.TenantID, Simulation: patch.Simulation, At: now})
+	}
+	return events, nil
 }
 
 // Get returns a connection the user may view.
@@ -507,50 +549,65 @@ func (s *Service) Learn(ctx context.Context, tx *eventstore.Tx, by domain.Actor,
 	var events []domain.Event
 	if v := learned.Consent; v != nil && *v != c.Consent {
 		change.Consent = &domain.Change{From: string(c.Consent), To: string(*v)}
-		c.Consent = *v
 		events = append(events, domain.ProviderConnectionConsentChanged{ConnectionID: id, TenantID: c.TenantID, Consent: *v, RunID: runID, At: now})
 	}
 	if v := learned.Credentials; v != nil && *v != c.Credentials {
 		change.Credentials = &domain.Change{From: string(c.Credentials), To: string(*v)}
-		c.Credentials = *v
 		events = append(events, domain.ProviderConnectionCredentialsChanged{ConnectionID: id, TenantID: c.TenantID, Credentials: *v, RunID: runID, At: now})
 	}
-	if change.Consent != nil || change.Credentials != nil {
-		c.ReadinessChangedAt, c.ReadinessChangedBy = &now, &ChangedBy{Kind: "run", ID: runID}
-	}
 	if verified {
-		change.VerifiedAt, c.LastVerifiedAt = &now, &now
+		change.VerifiedAt = &now
 		events = append(events, domain.ProviderConnectionVerified{ConnectionID: id, TenantID: c.TenantID, RunID: runID, At: now})
 	}
 	if len(events) == 0 {
 		return nil, nil
 	}
-	var sim []byte
-	if c.Simulation != nil {
-		sim, _ = json.Marshal(c.Simulation)
-	}
-	if err := save(ctx, tx, c, sim, now); err != nil {
-		return nil, err
-	}
-	if err := journal.Append(ctx, tx, domain.ConnectionStream(id), journal.Meta(by, c.TenantID, id), events...); err != nil {
+	if err := record(ctx, tx, journal.Meta(by, c.TenantID, id), fold(c, by.ID, events...), events); err != nil {
 		return nil, err
 	}
 	return &change, nil
 }
 
-// save writes c's changeable fields to its row.
-func save(ctx context.Context, tx *eventstore.Tx, c Connection, sim []byte, now time.Time) error {
+// record saves c, the connection as events leave it, after previous, the
+// previous default as a ProviderConnectionMadeDefault among events leaves
+// it, and appends events to c's stream with md.
+func record(ctx context.Context, tx *eventstore.Tx, md eventstore.Metadata, c Connection, events []domain.Event, previous ...Connection) error {
+	for _, p := range previous {
+		if err := save(ctx, tx, p); err != nil {
+			return err
+		}
+	}
+	if err := save(ctx, tx, c); err != nil {
+		return err
+	}
+	return journal.Append(ctx, tx, domain.ConnectionStream(c.ID), md, events...)
+}
+
+// save writes c to its row: every column, inserting the row if there is
+// none; an existing row keeps its tenant, provider and creation time,
+// which never change.
+func save(ctx context.Context, tx *eventstore.Tx, c Connection) error {
+	var sim []byte
+	if c.Simulation != nil {
+		sim, _ = json.Marshal(c.Simulation)
+	}
 	var byKind, byID *string
 	if c.ReadinessChangedBy != nil {
 		byKind, byID = &c.ReadinessChangedBy.Kind, &c.ReadinessChangedBy.ID
 	}
-	_, err := tx.Exec(ctx, `UPDATE provider_connections SET display_name = $2, consent = $3, credentials = $4,
-		enabled = $5, simulation = $6, updated_at = $7, readiness_changed_at = $8, readiness_changed_by_kind = $9,
-		readiness_changed_by_id = $10, last_verified_at = $11 WHERE id = $1`,
-		c.ID, c.DisplayName, string(c.Consent), string(c.Credentials), c.Enabled, sim, now,
-		c.ReadinessChangedAt, byKind, byID, c.LastVerifiedAt)
+	_, err := tx.Exec(ctx, `INSERT INTO provider_connections (id, tenant_id, provider, display_name, is_default,
+			consent, credentials, enabled, simulation, created_at, updated_at, readiness_changed_at,
+			readiness_changed_by_kind, readiness_changed_by_id, last_verified_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name, is_default = excluded.is_default,
+			consent = excluded.consent, credentials = excluded.credentials, enabled = excluded.enabled,
+			simulation = excluded.simulation, updated_at = excluded.updated_at,
+			readiness_changed_at = excluded.readiness_changed_at, readiness_changed_by_kind = excluded.readiness_changed_by_kind,
+			readiness_changed_by_id = excluded.readiness_changed_by_id, last_verified_at = excluded.last_verified_at`,
+		c.ID, c.TenantID, c.Provider, c.DisplayName, c.IsDefault, string(c.Consent), string(c.Credentials), c.Enabled, sim,
+		c.CreatedAt, c.UpdatedAt, c.ReadinessChangedAt, byKind, byID, c.LastVerifiedAt)
 	if err != nil {
-		return fmt.Errorf("update connection %s: %w", c.ID, err)
+		return fmt.Errorf("save connection %s: %w", c.ID, err)
 	}
 	return nil
 }

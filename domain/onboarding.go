@@ -14,12 +14,15 @@ type OnboardingSessionCreated struct {
 	At           time.Time `json:"at"`
 }
 
-// OnboardingVerificationAttempted records that the verification step went through the gate.
+// OnboardingVerificationAttempted records that the verification step went
+// through the gate. Reason is the answer's reason (none when accepted);
+// events recorded before it was added have none.
 type OnboardingVerificationAttempted struct {
 	SessionID string    `json:"session_id"`
 	TenantID  string    `json:"tenant_id"`
 	RunID     string    `json:"run_id"`
 	Outcome   Outcome   `json:"outcome"`
+	Reason    *Reason   `json:"reason,omitempty"`
 	At        time.Time `json:"at"`
 }
 

@@ -55,21 +55,13 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, connect
 		}
 	}
 	now := s.now()
-	sess := Session{ID: journal.NewID(), TenantID: tenantID, CreatedBy: by.ID, CreatedAt: now,
-		Steps: Steps{Verification: VerificationStep{Status: VerificationNotRun, Attempts: []Attempt{}},
-			Bootstrap: BootstrapStep{Items: []Item{}}}}
-	if connectionID != "" {
-		sess.ProviderConnectionID = &connectionID
-	}
-	sess.refresh()
+	id := journal.NewID()
+	var sess Session
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		body, _ := json.Marshal(sess)
-		if _, err := tx.Exec(ctx, `INSERT INTO onboarding_sessions (id, tenant_id, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
-			sess.ID, tenantID, body, now); err != nil {
-			return fmt.Errorf("insert session: %w", err)
-		}
-		return journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, tenantID, sess.ID),
-			domain.OnboardingSessionCreated{SessionID: sess.ID, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: by.ID, At: now})
+		var err error
+		sess, err = s.record(ctx, tx, by, Session{}, now, []domain.Event{
+			domain.OnboardingSessionCreated{SessionID: id, TenantID: tenantID, ConnectionID: connectionID, CreatedBy: by.ID, At: now}})
+		return err
 	})
 	return sess, err
 }
@@ -131,15 +123,10 @@ func (s *Service) Verify(ctx context.Context, r Request) (gate.StartResponse, er
 		if err != nil || resp.Replayed {
 			return err
 		}
-		res := resp.Result
-		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
-			now := s.now()
-			sess.Steps.Verification.Attempts = append(sess.Steps.Verification.Attempts,
-				Attempt{RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: now, Links: res.Run.Links})
-			sess.Steps.Verification.Status = string(res.Outcome)
-			return []domain.Event{domain.OnboardingVerificationAttempted{SessionID: sess.ID, TenantID: sess.TenantID,
-				RunID: res.Run.ID, Outcome: res.Outcome, At: now}}
-		})
+		res, now := resp.Result, s.now()
+		_, err = s.record(ctx, tx, r.Actor, sess, now, []domain.Event{domain.OnboardingVerificationAttempted{
+			SessionID: sess.ID, TenantID: sess.TenantID, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: now}})
+		return err
 	})
 	return resp, err
 }
@@ -170,22 +157,16 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 		if len(sess.Steps.Bootstrap.Items) > 0 {
 			return ErrBootstrapRequested // rolls the decision back: nothing recorded
 		}
-		res := resp.Result
-		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
-			now := s.now()
-			initiator := r.Actor.ID
-			sess.Steps.Bootstrap.InitiatorID = &initiator
-			sess.Steps.Bootstrap.Items = items
-			sess.attempted(0, res, now)
-			types := make([]string, len(items))
-			for i, it := range items {
-				types[i] = it.Type
-			}
-			return []domain.Event{
-				domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: now},
-				attemptedEvent(sess, 0, res, now),
-			}
+		res, now := resp.Result, s.now()
+		types := make([]string, len(items))
+		for i, it := range items {
+			types[i] = it.Type
+		}
+		_, err = s.record(ctx, tx, r.Actor, sess, now, []domain.Event{
+			domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: now},
+			attemptedEvent(sess, 0, items[0].Type, res, now),
 		}, admitted(res, r.SessionID, 0)...)
+		return err
 	})
 	return resp, err
 }
@@ -240,18 +221,15 @@ func (s *Service) startItem(ctx context.Context, r Request, next int, done *fini
 		if err != nil || resp.Replayed {
 			return err
 		}
-		res := resp.Result
-		return s.update(ctx, tx, r.Actor, sess, func(sess *Session) []domain.Event {
-			now := s.now()
-			var events []domain.Event
-			if done != nil {
-				sess.finished(done.index, done.status, done.reason)
-				events = append(events, domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
-					Index: done.index, RunID: done.runID, Status: done.status, Reason: done.reason, At: now})
-			}
-			sess.attempted(next, res, now)
-			return append(events, attemptedEvent(sess, next, res, now))
-		}, admitted(res, r.SessionID, next)...)
+		res, now := resp.Result, s.now()
+		var events []domain.Event
+		if done != nil {
+			events = append(events, domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
+				Index: done.index, RunID: done.runID, Status: done.status, Reason: done.reason, At: now})
+		}
+		events = append(events, attemptedEvent(sess, next, b.Items[next].Type, res, now))
+		_, err = s.record(ctx, tx, r.Actor, sess, now, events, admitted(res, r.SessionID, next)...)
+		return err
 	})
 	return resp, err
 }
@@ -321,11 +299,10 @@ func (s *Service) recordFinished(ctx context.Context, by domain.Actor, sessionID
 		if it := current.Steps.Bootstrap.Items[idx]; it.Status != ItemAdmitted || it.RunID == nil || *it.RunID != runID {
 			return errHandled
 		}
-		return s.update(ctx, tx, by, current, func(sess *Session) []domain.Event {
-			sess.finished(idx, status, reason)
-			return []domain.Event{domain.BootstrapItemFinished{SessionID: sess.ID, TenantID: sess.TenantID,
-				Index: idx, RunID: runID, Status: status, Reason: reason, At: s.now()}}
-		})
+		now := s.now()
+		_, err := s.record(ctx, tx, by, current, now, []domain.Event{domain.BootstrapItemFinished{SessionID: current.ID,
+			TenantID: current.TenantID, Index: idx, RunID: runID, Status: status, Reason: reason, At: now}})
+		return err
 	})
 	if errors.Is(err, errHandled) {
 		return nil
@@ -377,9 +354,11 @@ func (e *UnknownOperationError) Error() string {
 	return fmt.Sprintf("%q is not an operation type", e.Name)
 }
 
-func attemptedEvent(sess *Session, i int, res domain.StartResult, at time.Time) domain.Event {
+// attemptedEvent returns the event of the start of item i (of type typ)
+// of sess through the gate, answered res.
+func attemptedEvent(sess Session, i int, typ string, res domain.StartResult, at time.Time) domain.Event {
 	return domain.BootstrapItemAttempted{SessionID: sess.ID, TenantID: sess.TenantID, Index: i,
-		Type: sess.Steps.Bootstrap.Items[i].Type, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at}
+		Type: typ, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at}
 }
 
 // admitted returns the statement that maps an accepted bootstrap run to
@@ -397,24 +376,38 @@ type stmt struct {
 	args []any
 }
 
-// update changes sess (as of the session's lock) with fn, saves it,
-// appends the events fn returns to the session's stream with by as their
-// actor and runs the extra statements.
-func (s *Service) update(ctx context.Context, tx *eventstore.Tx, by domain.Actor, sess Session, fn func(*Session) []domain.Event, extra ...stmt) error {
-	events := fn(&sess)
-	body, err := json.Marshal(sess)
-	if err != nil {
-		return err
+// record folds events into sess (as of the session's lock; the zero
+// Session for a new one), saves the result as of at, runs the extra
+// statements and appends events to the session's stream with by as their
+// actor. It returns the session as saved.
+func (s *Service) record(ctx context.Context, tx *eventstore.Tx, by domain.Actor, sess Session, at time.Time, events []domain.Event, extra ...stmt) (Session, error) {
+	for _, e := range events {
+		sess = sess.Apply(e)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE onboarding_sessions SET state = $2, updated_at = $3 WHERE id = $1`, sess.ID, body, s.now()); err != nil {
-		return fmt.Errorf("save session %s: %w", sess.ID, err)
+	if err := save(ctx, tx, sess, at); err != nil {
+		return Session{}, err
 	}
 	for _, st := range extra {
 		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
-			return fmt.Errorf("save session %s: %w", sess.ID, err)
+			return Session{}, fmt.Errorf("save session %s: %w", sess.ID, err)
 		}
 	}
-	return journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, sess.TenantID, sess.ID), events...)
+	return sess, journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, sess.TenantID, sess.ID), events...)
+}
+
+// save writes sess to its row as changed at at, inserting the row if
+// there is none.
+func save(ctx context.Context, tx *eventstore.Tx, sess Session, at time.Time) error {
+	body, err := json.Marshal(sess)
+	if err != nil {
+		return fmt.Errorf("save session %s: %w", sess.ID, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO onboarding_sessions (id, tenant_id, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`,
+		sess.ID, sess.TenantID, body, sess.CreatedAt, at); err != nil {
+		return fmt.Errorf("save session %s: %w", sess.ID, err)
+	}
+	return nil
 }
 
 type rowQuerier interface {

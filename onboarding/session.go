@@ -6,6 +6,7 @@
 package onboarding
 
 import (
+	"slices"
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
@@ -106,31 +107,80 @@ func (b *BootstrapStep) nextPending() int {
 	return -1
 }
 
-// attempted records a start of item i through the gate.
-func (s *Session) attempted(i int, res domain.StartResult, at time.Time) {
-	it := &s.Steps.Bootstrap.Items[i]
-	a := Attempt{RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at, Links: res.Run.Links}
-	it.Attempts = append(it.Attempts, a)
-	outcome := res.Outcome
-	it.LastOutcome, it.LastReason = &outcome, res.Reason
-	if res.Outcome == domain.OutcomeAccepted {
-		it.Status = ItemAdmitted
-		id := res.Run.ID
-		it.RunID = &id
-		it.LastRunStatus = nil
+// Apply returns s after e, an event of its stream. It is the one place an
+// onboarding event's effect is written: every change folds the events it
+// records into the session as of its lock and saves the result. What the
+// events do not carry is derived: an attempt's links from its run, an
+// item's canonical type and label from the operations registry. s itself
+// is left as it was.
+func (s Session) Apply(e domain.Event) Session {
+	switch e := e.(type) {
+	case domain.OnboardingSessionCreated:
+		s = Session{ID: e.SessionID, TenantID: e.TenantID, CreatedBy: e.CreatedBy, CreatedAt: e.At,
+			Steps: Steps{Verification: VerificationStep{Status: VerificationNotRun, Attempts: []Attempt{}},
+				Bootstrap: BootstrapStep{Items: []Item{}}}}
+		if e.ConnectionID != "" {
+			id := e.ConnectionID
+			s.ProviderConnectionID = &id
+		}
+	case domain.OnboardingVerificationAttempted:
+		v := &s.Steps.Verification
+		v.Attempts = withAttempt(v.Attempts, e.RunID, e.Outcome, e.Reason, e.At)
+		v.Status = string(e.Outcome)
+	case domain.BootstrapRequested:
+		items := make([]Item, len(e.Operations))
+		for i, typ := range e.Operations {
+			op, _ := domain.LookupOperation(typ)
+			items[i] = Item{Index: i, Type: typ, CanonicalType: op.Canonical, Label: op.Label, Status: ItemPending, Attempts: []Attempt{}}
+		}
+		initiator := e.InitiatorID
+		s.Steps.Bootstrap.InitiatorID, s.Steps.Bootstrap.Items = &initiator, items
+	case domain.BootstrapItemAttempted:
+		it := s.item(e.Index)
+		if it == nil {
+			return s
+		}
+		it.Attempts = withAttempt(it.Attempts, e.RunID, e.Outcome, e.Reason, e.At)
+		outcome := e.Outcome
+		it.LastOutcome, it.LastReason = &outcome, e.Reason
+		if e.Outcome == domain.OutcomeAccepted {
+			id := e.RunID
+			it.Status, it.RunID, it.LastRunStatus = ItemAdmitted, &id, nil
+		}
+	case domain.BootstrapItemFinished:
+		it := s.item(e.Index)
+		if it == nil {
+			return s
+		}
+		status := e.Status
+		it.LastRunStatus, it.LastReason = &status, e.Reason
+		it.Status = ItemPending
+		if e.Status == domain.StatusSucceeded {
+			it.Status = string(domain.StatusSucceeded)
+		}
+	default:
+		return s
 	}
 	s.refresh()
+	return s
 }
 
-// finished records the end of item i's admitted run.
-func (s *Session) finished(i int, status domain.RunStatus, reason *domain.Reason) {
-	it := &s.Steps.Bootstrap.Items[i]
-	it.LastRunStatus, it.LastReason = &status, reason
-	it.Status = ItemPending
-	if status == domain.StatusSucceeded {
-		it.Status = string(domain.StatusSucceeded)
+// item returns item i of a copy of s's items that s now holds (nil if
+// there is no item i), so that changing it leaves the session s was
+// copied from as it was.
+func (s *Session) item(i int) *Item {
+	b := &s.Steps.Bootstrap
+	if i < 0 || i >= len(b.Items) {
+		return nil
 	}
-	s.refresh()
+	b.Items = slices.Clone(b.Items)
+	return &b.Items[i]
+}
+
+// withAttempt returns a copy of attempts with the start of run id added.
+func withAttempt(attempts []Attempt, runID string, outcome domain.Outcome, reason *domain.Reason, at time.Time) []Attempt {
+	a := Attempt{RunID: runID, Outcome: outcome, Reason: reason, At: at, Links: domain.RunLinks{Self: domain.RunHref(runID)}}
+	return append(slices.Clip(attempts), a)
 }
 
 // refresh derives the statuses and the pending list from the items.
