@@ -21,6 +21,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -426,14 +427,8 @@ func scanConnection(row pgx.CollectableRow) (Connection, error) {
 	return c, err
 }
 
-// Querier runs queries: a pool, or a transaction whose reads must see
-// what it locked.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // Load returns connection id as q sees it, domain.ErrNotFound if none.
-func Load(ctx context.Context, q Querier, id string) (Connection, error) {
+func Load(ctx context.Context, q pg.Querier, id string) (Connection, error) {
 	rows, err := q.Query(ctx, selectConnection+` WHERE id = $1`, id)
 	if err != nil {
 		return Connection{}, fmt.Errorf("load connection %s: %w", id, err)
@@ -491,7 +486,7 @@ func QueueLoad(b *pgx.Batch, id string) *Loaded {
 
 // Default returns the id of tenantID's default connection, "" if it has
 // none.
-func (s *Service) Default(ctx context.Context, q tenancy.RowQuerier, tenantID string) (string, error) {
+func (s *Service) Default(ctx context.Context, q pg.Querier, tenantID string) (string, error) {
 	var id string
 	err := q.QueryRow(ctx, `SELECT id FROM provider_connections WHERE tenant_id = $1 AND is_default`, tenantID).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -511,7 +506,7 @@ type Info struct {
 // InfoOf returns the tenant and provider of connection id
 // (domain.ErrNotFound if none); known answers come from memory, as they
 // never change.
-func (s *Service) InfoOf(ctx context.Context, q tenancy.RowQuerier, id string) (Info, error) {
+func (s *Service) InfoOf(ctx context.Context, q pg.Querier, id string) (Info, error) {
 	if i, ok := s.info.Load(id); ok {
 		return i.(Info), nil
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // Subscribers read the event log itself: the events table is the topic
@@ -302,9 +302,7 @@ func (c Checkpoint) Before(e Event) bool {
 
 // ReadCheckpoints returns the checkpoints of consumers (a consumer without
 // one is at the beginning of the log).
-func ReadCheckpoints(ctx context.Context, q interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}, consumers []string) (map[string]Checkpoint, error) {
+func ReadCheckpoints(ctx context.Context, q pg.Querier, consumers []string) (map[string]Checkpoint, error) {
 	rows, err := q.Query(ctx, `SELECT consumer, (tx_id::text)::bigint, position FROM feed_checkpoints WHERE consumer = ANY($1::text[])`, consumers)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)

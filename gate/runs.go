@@ -12,6 +12,7 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // The gate's tables and their SQL. `scopes` holds each scope's snapshot
@@ -177,7 +178,7 @@ func queueRunRows(b *pgx.Batch, ids []string, rows map[string]*runRow) {
 
 // claimable lists up to limit queued runs of providers (and types, nil:
 // any) with their scopes, oldest first, read without any lock.
-func claimable(ctx context.Context, q querier, providers, types []string, limit int) ([]candidate, error) {
+func claimable(ctx context.Context, q pg.Querier, providers, types []string, limit int) ([]candidate, error) {
 	return collect(ctx, q, "find claimable runs", func(r pgx.CollectableRow, k *candidate) error { return r.Scan(&k.runID, &k.scope) },
 		`SELECT id, scope_id FROM runs WHERE status = $4 AND provider = ANY($1) AND ($2::text[] IS NULL OR type = ANY($2))
 		ORDER BY created_at, id LIMIT $3`, providers, types, limit, string(domain.StatusQueued))
@@ -185,7 +186,7 @@ func claimable(ctx context.Context, q querier, providers, types []string, limit 
 
 // collect runs query and scans each of its rows with scan; what says
 // what the query is for, in its errors.
-func collect[T any](ctx context.Context, q querier, what string, scan func(row pgx.CollectableRow, into *T) error, query string, args ...any) ([]T, error) {
+func collect[T any](ctx context.Context, q pg.Querier, what string, scan func(row pgx.CollectableRow, into *T) error, query string, args ...any) ([]T, error) {
 	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -203,7 +204,7 @@ func collect[T any](ctx context.Context, q querier, what string, scan func(row p
 // extendLease moves the lease of runID at epoch, held by holder ("": by
 // anyone), to lease from now on the database's clock; ok is false when
 // there is no such lease.
-func extendLease(ctx context.Context, q querier, runID string, epoch int64, holder string, lease time.Duration) (expires time.Time, ok bool, err error) {
+func extendLease(ctx context.Context, q pg.Querier, runID string, epoch int64, holder string, lease time.Duration) (expires time.Time, ok bool, err error) {
 	err = q.QueryRow(ctx, `UPDATE runs SET lease_expires_at = clock_timestamp() + $3 * interval '1 microsecond'
 		WHERE id = $1 AND epoch = $2 AND status = $5 AND ($4 = '' OR worker_id = $4) RETURNING lease_expires_at`,
 		runID, epoch, lease.Microseconds(), holder, string(domain.StatusRunning)).Scan(&expires)
@@ -217,7 +218,7 @@ func extendLease(ctx context.Context, q querier, runID string, epoch int64, hold
 }
 
 // readRun reads the runs row of runID; domain.ErrNotFound if none.
-func readRun(ctx context.Context, q querier, runID string) (runRow, error) {
+func readRun(ctx context.Context, q pg.Querier, runID string) (runRow, error) {
 	rows := map[string]*runRow{}
 	var b pgx.Batch
 	queueRunRows(&b, []string{runID}, rows)
@@ -241,17 +242,17 @@ const leaseExpired = `(lease_expires_at < clock_timestamp()
 
 // expiredLeases lists up to limit running runs whose lease expired,
 // soonest expired first.
-func expiredLeases(ctx context.Context, q querier, limit int) ([]heldLease, error) {
+func expiredLeases(ctx context.Context, q pg.Querier, limit int) ([]heldLease, error) {
 	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND `+leaseExpired+`
 		ORDER BY lease_expires_at LIMIT $2`, string(domain.StatusRunning), limit)
 }
 
 // leasesHeldBy lists the running runs holder holds.
-func leasesHeldBy(ctx context.Context, q querier, holder string) ([]heldLease, error) {
+func leasesHeldBy(ctx context.Context, q pg.Querier, holder string) ([]heldLease, error) {
 	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND worker_id = $2`, string(domain.StatusRunning), holder)
 }
 
-func leases(ctx context.Context, q querier, query string, args ...any) ([]heldLease, error) {
+func leases(ctx context.Context, q pg.Querier, query string, args ...any) ([]heldLease, error) {
 	return collect(ctx, q, "find running runs", func(r pgx.CollectableRow, l *heldLease) error { return r.Scan(&l.runID, &l.epoch) }, query, args...)
 }
 
@@ -275,12 +276,4 @@ func leaseNow(ctx context.Context, tx *eventstore.Tx, l heldLease) (held, expire
 		return false, false, fmt.Errorf("check the lease of run %s: %w", l.runID, err)
 	}
 	return true, expired, nil
-}
-
-// querier is what the gate reads with: the pool, or a transaction whose
-// reads must see what it locked.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -139,7 +140,7 @@ func splitByScope(batch []*pending) [][]*pending {
 // prepare resolves what req starts and on which scope. A connection's
 // tenant never changes, and the default is the one at click time, so
 // both may be read before the scope's lock.
-func (s *Service) prepare(ctx context.Context, q tenancy.RowQuerier, req StartRequest) (*pending, error) {
+func (s *Service) prepare(ctx context.Context, q pg.Querier, req StartRequest) (*pending, error) {
 	opName := req.Surface.Operation
 	if opName == "" {
 		opName = req.Operation

@@ -14,6 +14,7 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -410,11 +411,7 @@ func save(ctx context.Context, tx *eventstore.Tx, sess Session, at time.Time) er
 	return nil
 }
 
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-func load(ctx context.Context, q rowQuerier, id string) (Session, error) {
+func load(ctx context.Context, q pg.Querier, id string) (Session, error) {
 	var body []byte
 	err := q.QueryRow(ctx, `SELECT state FROM onboarding_sessions WHERE id = $1`, id).Scan(&body)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -18,6 +18,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -150,15 +151,10 @@ func (s *Service) Get(ctx context.Context, userID, id string) (RestoreRun, error
 	return r, nil
 }
 
-// Querier runs queries: a pool or a transaction.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 const selectRestoreRun = `SELECT id, tenant_id, name, items, warnings, previewed_at, created_by, created_at FROM restore_runs`
 
 // Load returns restore run id as q sees it, domain.ErrNotFound if none.
-func Load(ctx context.Context, q Querier, id string) (RestoreRun, error) {
+func Load(ctx context.Context, q pg.Querier, id string) (RestoreRun, error) {
 	rows, err := q.Query(ctx, selectRestoreRun+` WHERE id = $1`, id)
 	if err != nil {
 		return RestoreRun{}, fmt.Errorf("load restore run %s: %w", id, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // TokenPrefix starts every user token, so that a leaked token is
@@ -223,16 +224,10 @@ func (s *Service) Authenticate(ctx context.Context, token string) (string, error
 	return id, nil
 }
 
-// RowQuerier runs a query for one row: a pool, or a transaction whose
-// reads must see what it locked.
-type RowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // AuthorizeIn checks, with q, that userID may use capability on tenantID:
 // a non-member gets domain.ErrNotFound, a member without it
 // *domain.ForbiddenError.
-func AuthorizeIn(ctx context.Context, q RowQuerier, userID, tenantID string, capability domain.Capability) error {
+func AuthorizeIn(ctx context.Context, q pg.Querier, userID, tenantID string, capability domain.Capability) error {
 	var role string
 	err := q.QueryRow(ctx, `SELECT role FROM memberships WHERE user_id = $1 AND tenant_id = $2`, userID, tenantID).Scan(&role)
 	if errors.Is(err, pgx.ErrNoRows) {
