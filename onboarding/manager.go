@@ -2,7 +2,6 @@ package onboarding
 
 import (
 	"context"
-	"fmt"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -35,13 +34,9 @@ func (s *Service) Manager() eventstore.Consumer {
 			return nil
 		}
 		// One look for the whole batch: most runs are not bootstrap runs.
-		rows, err := s.store.Pool().Query(ctx, `SELECT run_id FROM bootstrap_runs WHERE run_id = ANY($1::text[])`, ids)
+		found, err := bootstrapRunsAmong(ctx, s.store.Pool(), ids)
 		if err != nil {
-			return fmt.Errorf("look up bootstrap runs: %w", err)
-		}
-		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("look up bootstrap runs: %w", err)
+			return err
 		}
 		if len(found) == 0 {
 			return nil

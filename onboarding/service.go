@@ -2,7 +2,6 @@ package onboarding
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/journal"
-	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
 )
 
@@ -166,7 +164,7 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 		_, err = s.record(ctx, tx, r.Actor, sess, now, []domain.Event{
 			domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: now},
 			attemptedEvent(sess, 0, items[0].Type, res, now),
-		}, admitted(res, r.SessionID, 0)...)
+		})
 		return err
 	})
 	return resp, err
@@ -229,7 +227,7 @@ func (s *Service) startItem(ctx context.Context, r Request, next int, done *fini
 				Index: done.index, RunID: done.runID, Status: done.status, Reason: done.reason, At: now})
 		}
 		events = append(events, attemptedEvent(sess, next, b.Items[next].Type, res, now))
-		_, err = s.record(ctx, tx, r.Actor, sess, now, events, admitted(res, r.SessionID, next)...)
+		_, err = s.record(ctx, tx, r.Actor, sess, now, events)
 		return err
 	})
 	return resp, err
@@ -241,14 +239,12 @@ func (s *Service) startItem(ctx context.Context, r Request, next int, done *fini
 // behalf of the same initiator, in one transaction. Safe under
 // redelivery and restarts: a step already recorded is skipped.
 func (s *Service) OnRunEnded(ctx context.Context, runID string, status domain.RunStatus, reason *domain.Reason) error {
-	var sessionID string
-	var idx int
-	err := s.store.Pool().QueryRow(ctx, `SELECT session_id, item_index FROM bootstrap_runs WHERE run_id = $1`, runID).Scan(&sessionID, &idx)
+	sessionID, idx, err := bootstrapRun(ctx, s.store.Pool(), runID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // not a bootstrap run
 	}
 	if err != nil {
-		return fmt.Errorf("look up bootstrap run %s: %w", runID, err)
+		return err
 	}
 	sess, err := load(ctx, s.store.Pool(), sessionID)
 	if err != nil {
@@ -362,69 +358,18 @@ func attemptedEvent(sess Session, i int, typ string, res domain.StartResult, at 
 		Type: typ, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at}
 }
 
-// admitted returns the statement that maps an accepted bootstrap run to
-// its session, or none.
-func admitted(res domain.StartResult, sessionID string, idx int) []stmt {
-	if res.Outcome != domain.OutcomeAccepted {
-		return nil
-	}
-	return []stmt{{`INSERT INTO bootstrap_runs (run_id, session_id, item_index) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-		[]any{res.Run.ID, sessionID, idx}}}
-}
-
-type stmt struct {
-	sql  string
-	args []any
-}
-
 // record folds events into sess (as of the session's lock; the zero
-// Session for a new one), saves the result as of at, runs the extra
-// statements and appends events to the session's stream with by as their
+// Session for a new one), saves the result as of at with the runs it
+// admitted, and appends events to the session's stream with by as their
 // actor. It returns the session as saved.
-func (s *Service) record(ctx context.Context, tx *eventstore.Tx, by domain.Actor, sess Session, at time.Time, events []domain.Event, extra ...stmt) (Session, error) {
+func (s *Service) record(ctx context.Context, tx *eventstore.Tx, by domain.Actor, sess Session, at time.Time, events []domain.Event) (Session, error) {
 	for _, e := range events {
 		sess = sess.Apply(e)
 	}
-	if err := save(ctx, tx, sess, at); err != nil {
+	if err := save(ctx, tx, sess, at, events); err != nil {
 		return Session{}, err
 	}
-	for _, st := range extra {
-		if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
-			return Session{}, fmt.Errorf("save session %s: %w", sess.ID, err)
-		}
-	}
 	return sess, journal.Append(ctx, tx, domain.OnboardingStream(sess.ID), journal.Meta(by, sess.TenantID, sess.ID), events...)
-}
-
-// save writes sess to its row as changed at at, inserting the row if
-// there is none.
-func save(ctx context.Context, tx *eventstore.Tx, sess Session, at time.Time) error {
-	body, err := json.Marshal(sess)
-	if err != nil {
-		return fmt.Errorf("save session %s: %w", sess.ID, err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO onboarding_sessions (id, tenant_id, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`,
-		sess.ID, sess.TenantID, body, sess.CreatedAt, at); err != nil {
-		return fmt.Errorf("save session %s: %w", sess.ID, err)
-	}
-	return nil
-}
-
-func load(ctx context.Context, q pg.Querier, id string) (Session, error) {
-	var body []byte
-	err := q.QueryRow(ctx, `SELECT state FROM onboarding_sessions WHERE id = $1`, id).Scan(&body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Session{}, domain.ErrNotFound
-	}
-	if err != nil {
-		return Session{}, fmt.Errorf("load session %s: %w", id, err)
-	}
-	var sess Session
-	if err := json.Unmarshal(body, &sess); err != nil {
-		return Session{}, fmt.Errorf("decode session %s: %w", id, err)
-	}
-	return sess, nil
 }
 
 // List returns a tenant's sessions the caller may view, newest first.
@@ -432,20 +377,5 @@ func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Session,
 	if err := s.tenancy.Authorize(ctx, userID, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
-	rows, err := s.store.Pool().Query(ctx, `SELECT state FROM onboarding_sessions WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 50`, tenantID)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", tenantID, err)
-	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Session, error) {
-		var body []byte
-		var sess Session
-		if err := row.Scan(&body); err != nil {
-			return sess, err
-		}
-		return sess, json.Unmarshal(body, &sess)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", tenantID, err)
-	}
-	return list, nil
+	return listSessions(ctx, s.store.Pool(), tenantID, 50)
 }
