@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // chained waits until the audit chain links every stored event of tenant.
 func (f *fixture) chained(t *testing.T, tenant string) int {
 	t.Helper()
 	var stored, linked int
-	waitFor(t, "the audit chain to link every event of the tenant", 30*time.Second, func() bool {
+	apptest.WaitFor(t, 30*time.Second, "the audit chain to link every event of the tenant", func() bool {
 		err := f.Pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM events WHERE tenant_id = $1),
 			(SELECT count(*) FROM audit_chain WHERE chain = $1)`, tenant).Scan(&stored, &linked)
 		if err != nil {
@@ -29,7 +30,7 @@ func (f *fixture) chained(t *testing.T, tenant string) int {
 }
 
 // exportLines splits an export into its lines, decoded.
-func exportLines(t *testing.T, r reply) []audit.Line {
+func exportLines(t *testing.T, r apptest.Reply) []audit.Line {
 	t.Helper()
 	r.ExpectStatus(t, 200)
 	if ct := r.Header.Get("Content-Type"); ct != "application/x-ndjson" {
@@ -56,11 +57,11 @@ func exportLines(t *testing.T, r reply) []audit.Line {
 func (f *fixture) busyHistory(t *testing.T) (connID, accepted, blocked string) {
 	t.Helper()
 	connID = f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Audited"})
-	accepted = expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: connID, token: f.operator.Token}), "accepted").Run.ID
-	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: connID}), "deduped")
-	expectStart(t, f.start(t, contractSurfaces[6], startArgs{conn: connID}), "scope_busy")
+	accepted = f.start(t, contractSurfaces[5], startArgs{conn: connID, token: f.operator.Token}).ExpectStart(t, "accepted").Run.ID
+	f.start(t, contractSurfaces[5], startArgs{conn: connID}).ExpectStart(t, "deduped")
+	f.start(t, contractSurfaces[6], startArgs{conn: connID}).ExpectStart(t, "scope_busy")
 	f.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+connID, f.owner.Token, map[string]any{"consent": "revoked"}, nil)
-	blocked = expectStart(t, f.start(t, contractSurfaces[6], startArgs{conn: connID}), "blocked").Run.ID
+	blocked = f.start(t, contractSurfaces[6], startArgs{conn: connID}).ExpectStart(t, "blocked").Run.ID
 	return connID, accepted, blocked
 }
 
@@ -303,9 +304,9 @@ func TestExplainAStart(t *testing.T) {
 	type explanation struct {
 		RunID    string `json:"run_id"`
 		Decision struct {
-			Outcome string      `json:"outcome"`
-			Message messageJSON `json:"message"`
-			Reason  *reasonJSON `json:"reason"`
+			Outcome string          `json:"outcome"`
+			Message apptest.Message `json:"message"`
+			Reason  *apptest.Reason `json:"reason"`
 			Event   struct {
 				Type string `json:"type"`
 			} `json:"event"`
@@ -319,7 +320,7 @@ func TestExplainAStart(t *testing.T) {
 				ID      string `json:"id"`
 				Consent string `json:"consent"`
 			} `json:"provider_connection"`
-			ScopeHeldBy *runJSON `json:"scope_held_by"`
+			ScopeHeldBy *apptest.Run `json:"scope_held_by"`
 		} `json:"facts"`
 		LaterStarts []struct {
 			Outcome     string `json:"outcome"`

@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // knownBug skips a test that exposes a bug outside package api that is
@@ -118,7 +119,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
-	run := expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted").Run.ID
+	run := f.start(t, contractSurfaces[0], startArgs{}).ExpectStart(t, "accepted").Run.ID
 	f.waitRun(t, run)
 	var session struct{ ID string }
 	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, map[string]any{}, &session)
@@ -133,8 +134,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"owner", f.owner.Token, domain.RoleOwner},
 	}
 	// Every 404 is byte-for-byte the first one; only X-Request-Id differs.
-	var first reply
-	sameNotFound := func(t *testing.T, r reply) {
+	var first apptest.Reply
+	sameNotFound := func(t *testing.T, r apptest.Reply) {
 		t.Helper()
 		r.ExpectProblem(t, 404, "not_found")
 		id := r.Header.Get(echo.HeaderXRequestID)
@@ -158,7 +159,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 	}
 
-	routes := tenantScopedRoutes(f.Echo)
+	routes := tenantScopedRoutes(echoOf(f.App))
 	if len(routes) != len(tenantRouteRules) {
 		t.Errorf("%d tenant-scoped routes registered, %d in the rules", len(routes), len(tenantRouteRules))
 	}
@@ -262,7 +263,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	f.Call(t, "GET", "/api/v1/operations", "ogu_unknown", nil).ExpectProblem(t, 401, "unauthorized")
 	f.Call(t, "GET", "/api/v1/operations/"+run, "ogu_unknown", nil).ExpectProblem(t, 401, "unauthorized")
 	// The admin token is no user token, and user tokens are no admin token.
-	f.Call(t, "GET", "/api/v1/operations", testAdminToken, nil).ExpectProblem(t, 401, "unauthorized")
+	f.Call(t, "GET", "/api/v1/operations", apptest.AdminToken, nil).ExpectProblem(t, 401, "unauthorized")
 	f.Call(t, "POST", "/api/v1/admin/workspaces", f.owner.Token, map[string]any{"name": "x"}).ExpectProblem(t, 401, "unauthorized")
 	t.Logf("%d matrix requests", covered)
 }
@@ -276,7 +277,7 @@ func TestListsStayInTenant(t *testing.T) {
 	// cancelled so that its initiator is notified.
 	runsBy := map[string][]string{}
 	startAndCancel := func(u user, tenant string, sc surfaceCase, c string) {
-		res := expectStart(t, f.start(t, sc, startArgs{tenant: tenant, conn: c, token: u.Token}), "accepted")
+		res := f.start(t, sc, startArgs{tenant: tenant, conn: c, token: u.Token}).ExpectStart(t, "accepted")
 		f.waitRun(t, res.Run.ID, u.Token)
 		f.Must(t, 200, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", u.Token, nil, nil)
 		runsBy[u.ID] = append(runsBy[u.ID], res.Run.ID)
@@ -286,7 +287,7 @@ func TestListsStayInTenant(t *testing.T) {
 	startAndCancel(f.outsider, f.tenantB, contractSurfaces[0], "")
 	startAndCancel(f.outsider, f.tenantB, contractSurfaces[2], "")
 	// Blocked starts in both tenants too.
-	expectStart(t, f.start(t, contractSurfaces[0], startArgs{tenant: f.tenantC}), "blocked")
+	f.start(t, contractSurfaces[0], startArgs{tenant: f.tenantC}).ExpectStart(t, "blocked")
 
 	type listed struct {
 		Items []struct {
@@ -325,7 +326,7 @@ func TestListsStayInTenant(t *testing.T) {
 		}
 
 		var notes listed
-		waitFor(t, u.Name+"'s notifications", 30*time.Second, func() bool {
+		apptest.WaitFor(t, 30*time.Second, u.Name+"'s notifications", func() bool {
 			f.Must(t, 200, "GET", "/api/v1/me/notifications", u.Token, nil, &notes)
 			return len(notes.Items) >= len(runsBy[u.ID])
 		})

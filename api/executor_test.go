@@ -14,38 +14,12 @@ import (
 	"github.com/opsgate/opsgate/internal/config"
 )
 
-// executorJSON is an executor as the admin API shows it.
-type executorJSON struct {
-	ID             string     `json:"id"`
-	Name           string     `json:"name"`
-	Providers      []string   `json:"providers"`
-	OperationTypes []string   `json:"operation_types"`
-	LastSeenAt     *time.Time `json:"last_seen_at"`
-	RevokedAt      *time.Time `json:"revoked_at"`
-	Token          string     `json:"token"`
-}
-
-// claimJSON is a claim as an executor receives it.
-type claimJSON struct {
-	Run        runJSON `json:"run"`
-	Connection struct {
-		ID       string         `json:"id"`
-		Provider string         `json:"provider"`
-		Settings map[string]any `json:"settings"`
-	} `json:"connection"`
-	Lease struct {
-		Epoch               int64     `json:"epoch"`
-		ExpiresAt           time.Time `json:"expires_at"`
-		HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms"`
-	} `json:"lease"`
-}
-
 // registerExecutor registers an executor of providers (types nil: all).
-func (f *fixture) registerExecutor(t *testing.T, name string, providers []string, types []string) executorJSON {
+func (f *fixture) registerExecutor(t *testing.T, name string, providers []string, types []string) apptest.Executor {
 	t.Helper()
 	body := map[string]any{"name": name, "providers": providers, "operation_types": types}
-	var ex executorJSON
-	f.Must(t, 201, "POST", "/api/v1/admin/executors", testAdminToken, body, &ex)
+	var ex apptest.Executor
+	f.Must(t, 201, "POST", "/api/v1/admin/executors", apptest.AdminToken, body, &ex)
 	if !strings.HasPrefix(ex.Token, "oge_") || ex.ID == "" {
 		t.Fatalf("registered executor %+v: want an id and an oge_ token", ex)
 	}
@@ -53,19 +27,19 @@ func (f *fixture) registerExecutor(t *testing.T, name string, providers []string
 }
 
 // claim claims up to max runs as ex, waiting up to waitMS.
-func (f *fixture) claim(t *testing.T, ex executorJSON, max, waitMS int) []claimJSON {
+func (f *fixture) claim(t *testing.T, ex apptest.Executor, max, waitMS int) []apptest.ExecutorClaim {
 	t.Helper()
-	var out struct{ Items []claimJSON }
+	var out struct{ Items []apptest.ExecutorClaim }
 	f.Must(t, 200, "POST", "/api/v1/executor/claims", ex.Token, map[string]any{"max": max, "wait_ms": waitMS}, &out)
 	return out.Items
 }
 
-func (f *fixture) complete(t *testing.T, ex executorJSON, runID string, body map[string]any) reply {
+func (f *fixture) complete(t *testing.T, ex apptest.Executor, runID string, body map[string]any) apptest.Reply {
 	t.Helper()
 	return f.Call(t, "POST", "/api/v1/executor/runs/"+runID+"/complete", ex.Token, body)
 }
 
-func (f *fixture) heartbeat(t *testing.T, ex executorJSON, runID string, epoch int64) reply {
+func (f *fixture) heartbeat(t *testing.T, ex apptest.Executor, runID string, epoch int64) apptest.Reply {
 	t.Helper()
 	return f.Call(t, "POST", "/api/v1/executor/runs/"+runID+"/heartbeat", ex.Token, map[string]any{"epoch": epoch})
 }
@@ -89,13 +63,13 @@ func TestExecutorRegistry(t *testing.T) {
 		"unknown field":   {`{"name":"x","providers":["acme"],"token":"oge_mine"}`, 400, "unknown_field"},
 		"providers typed": {`{"name":"x","providers":"acme"}`, 400, "invalid_field_type"},
 	} {
-		f.Call(t, "POST", "/api/v1/admin/executors", testAdminToken, tc.body).ExpectProblem(t, tc.status, tc.code)
+		f.Call(t, "POST", "/api/v1/admin/executors", apptest.AdminToken, tc.body).ExpectProblem(t, tc.status, tc.code)
 		_ = name
 	}
 
 	ex := f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
-	var list struct{ Items []executorJSON }
-	f.Must(t, 200, "GET", "/api/v1/admin/executors", testAdminToken, nil, &list)
+	var list struct{ Items []apptest.Executor }
+	f.Must(t, 200, "GET", "/api/v1/admin/executors", apptest.AdminToken, nil, &list)
 	if len(list.Items) != 1 || list.Items[0].ID != ex.ID || list.Items[0].Token != "" || list.Items[0].LastSeenAt != nil || list.Items[0].OperationTypes != nil {
 		t.Fatalf("listed %+v, want the new executor, never seen, all types, without its token", list.Items)
 	}
@@ -103,19 +77,19 @@ func TestExecutorRegistry(t *testing.T) {
 	f.Call(t, "GET", "/api/v1/operations?tenant_id="+f.tenantA, ex.Token, nil).ExpectProblem(t, 401, "unauthorized")
 	f.Call(t, "GET", "/api/v1/admin/executors", ex.Token, nil).ExpectProblem(t, 401, "unauthorized")
 	f.Call(t, "POST", "/api/v1/executor/claims", f.owner.Token, `{}`).ExpectProblem(t, 401, "unauthorized")
-	f.Call(t, "POST", "/api/v1/executor/claims", testAdminToken, `{}`).ExpectProblem(t, 401, "unauthorized")
+	f.Call(t, "POST", "/api/v1/executor/claims", apptest.AdminToken, `{}`).ExpectProblem(t, 401, "unauthorized")
 	f.Call(t, "POST", "/api/v1/executor/claims", "", `{}`).ExpectProblem(t, 401, "unauthorized")
 	if got := f.claim(t, ex, 1, 0); len(got) != 0 {
 		t.Fatalf("claimed %d runs with nothing queued", len(got))
 	}
-	f.Must(t, 200, "GET", "/api/v1/admin/executors", testAdminToken, nil, &list)
+	f.Must(t, 200, "GET", "/api/v1/admin/executors", apptest.AdminToken, nil, &list)
 	if list.Items[0].LastSeenAt == nil {
 		t.Errorf("last_seen_at not set after the executor's claim")
 	}
 
-	f.Must(t, 204, "DELETE", "/api/v1/admin/executors/"+ex.ID, testAdminToken, nil, nil)
+	f.Must(t, 204, "DELETE", "/api/v1/admin/executors/"+ex.ID, apptest.AdminToken, nil, nil)
 	f.Call(t, "POST", "/api/v1/executor/claims", ex.Token, `{}`).ExpectProblem(t, 401, "unauthorized")
-	f.Call(t, "DELETE", "/api/v1/admin/executors/"+ex.ID, testAdminToken, nil).ExpectProblem(t, 404, "not_found")
+	f.Call(t, "DELETE", "/api/v1/admin/executors/"+ex.ID, apptest.AdminToken, nil).ExpectProblem(t, 404, "not_found")
 	for _, typ := range []string{"ExecutorRegistered", "ExecutorRevoked"} {
 		var n int
 		if err := f.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE event_type = $1 AND stream_id = $2`, typ, "executor-"+ex.ID).Scan(&n); err != nil || n != 1 {
@@ -134,7 +108,7 @@ func TestNoExecutorBlocks(t *testing.T) {
 	acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
 	inventory, compliance := contractSurfaces[5], contractSurfaces[6]
 
-	res := expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "blocked")
+	res := f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "blocked")
 	if res.Reason.Code != "provider.no_executor" || res.Reason.Class != "execution_unavailable" {
 		t.Fatalf("reason %+v, want provider.no_executor (execution_unavailable)", res.Reason)
 	}
@@ -147,12 +121,12 @@ func TestNoExecutorBlocks(t *testing.T) {
 	}
 
 	f.registerExecutor(t, "compliance only", []string{"acme"}, []string{"compliance.snapshot"})
-	expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "blocked")
-	run := expectStart(t, f.start(t, compliance, startArgs{conn: acme}), "accepted").Run.ID
+	f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "blocked")
+	run := f.start(t, compliance, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	f.registerExecutor(t, "everything", []string{"acme", "other"}, nil)
-	expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "scope_busy") // the compliance run holds the scope
+	f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "scope_busy") // the compliance run holds the scope
 	f.Must(t, 200, "POST", "/api/v1/operations/"+run+"/cancel", f.owner.Token, nil, nil)
-	expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "accepted")
+	f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "accepted")
 }
 
 // TestExecutorRunsARun: a run is claimed (running, with its connection and
@@ -164,7 +138,7 @@ func TestExecutorRunsARun(t *testing.T) {
 	f := newFixture(t)
 	acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
 	ex := f.registerExecutor(t, "go jobs", []string{"acme"}, nil)
-	run := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: acme}), "accepted").Run
+	run := f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run
 
 	claims := f.claim(t, ex, 5, 0)
 	if len(claims) != 1 {
@@ -182,14 +156,14 @@ func TestExecutorRunsARun(t *testing.T) {
 	f.heartbeat(t, ex, run.ID, 2).ExpectProblem(t, 409, "lease_lost")
 
 	done := map[string]any{"epoch": 1, "status": "succeeded", "summary": map[string]any{"groups": 3}}
-	var ended runJSON
+	var ended apptest.Run
 	f.complete(t, ex, run.ID, done).Decode(t, &ended)
 	if ended.Status != "succeeded" || ended.FinishedAt == nil {
 		t.Fatalf("completed run %+v", ended)
 	}
-	events := f.eventCount(t)
+	events := f.Count(t, `SELECT count(*) FROM events`)
 	f.complete(t, ex, run.ID, done).ExpectStatus(t, 200)
-	if n := f.eventCount(t); n != events {
+	if n := f.Count(t, `SELECT count(*) FROM events`); n != events {
 		t.Errorf("the repeated completion recorded %d events", n-events)
 	}
 	f.complete(t, ex, run.ID, map[string]any{"epoch": 1, "status": "failed", "reason_code": "provider.unavailable"}).ExpectProblem(t, 409, "lease_lost")
@@ -203,7 +177,7 @@ func TestExecutorRunsARun(t *testing.T) {
 		Summary map[string]any `json:"summary"`
 	}
 	f.waitRun(t, run.ID)
-	waitFor(t, "the run detail to show the summary", 10*time.Second, func() bool {
+	apptest.WaitFor(t, 10*time.Second, "the run detail to show the summary", func() bool {
 		f.Must(t, 200, "GET", "/api/v1/operations/"+run.ID, f.owner.Token, nil, &detail)
 		return detail.Status == "succeeded"
 	})
@@ -226,7 +200,7 @@ func TestExecutorBadInput(t *testing.T) {
 	f := newFixture(t)
 	acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
 	ex := f.registerExecutor(t, "jobs", []string{"acme"}, nil)
-	run := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: acme}), "accepted").Run.ID
+	run := f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	if len(f.claim(t, ex, 1, 0)) != 1 {
 		t.Fatal("nothing claimed")
 	}
@@ -269,9 +243,9 @@ func TestExecutorBadInput(t *testing.T) {
 		{"completion malformed", complete, `{"epoch":1,`, 400, "malformed_json"},
 		{"unknown run", "/api/v1/executor/runs/" + randomID() + "/complete", `{"epoch":1,"status":"succeeded"}`, 404, "not_found"},
 	} {
-		events := f.eventCount(t)
+		events := f.Count(t, `SELECT count(*) FROM events`)
 		f.Call(t, "POST", tc.path, ex.Token, tc.body).ExpectProblem(t, tc.status, tc.code)
-		if n := f.eventCount(t); n != events {
+		if n := f.Count(t, `SELECT count(*) FROM events`); n != events {
 			t.Errorf("%s recorded %d events", tc.name, n-events)
 		}
 	}
@@ -287,7 +261,7 @@ func TestExecutorBadInput(t *testing.T) {
 // ends the runs it holds at once.
 func TestExecutorLeaseLost(t *testing.T) {
 	t.Parallel()
-	s := newServer(t, apptest.Roles(app.Roles{API: true, Projector: true}), apptest.Configure(func(c *config.Config) {
+	s := apptest.Start(t, apptest.Roles(app.Roles{API: true, Projector: true}), apptest.Configure(func(c *config.Config) {
 		c.Lease, c.Heartbeat = 400*time.Millisecond, 100*time.Millisecond
 	}))
 	f := newFixtureOn(t, s)
@@ -295,7 +269,7 @@ func TestExecutorLeaseLost(t *testing.T) {
 	ex := f.registerExecutor(t, "jobs", []string{"acme"}, nil)
 	inventory := contractSurfaces[5]
 
-	run := expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "accepted").Run.ID
+	run := f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	f.claim(t, ex, 1, 0)
 	f.Must(t, 200, "POST", "/api/v1/operations/"+run+"/cancel", f.owner.Token, nil, nil)
 	if p := f.heartbeat(t, ex, run, 1).ExpectProblem(t, 409, "lease_lost"); !strings.Contains(p.Detail, "cancelled") {
@@ -303,9 +277,9 @@ func TestExecutorLeaseLost(t *testing.T) {
 	}
 	f.complete(t, ex, run, map[string]any{"epoch": 1, "status": "succeeded"}).ExpectProblem(t, 409, "lease_lost")
 
-	run = expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "accepted").Run.ID
+	run = f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	f.claim(t, ex, 1, 0) // and never heartbeats
-	waitFor(t, "the reaper to end the run", 30*time.Second, func() bool {
+	apptest.WaitFor(t, 30*time.Second, "the reaper to end the run", func() bool {
 		var status string
 		_ = f.Pool.QueryRow(context.Background(), `SELECT status FROM runs WHERE id = $1`, run).Scan(&status)
 		return status == "failed"
@@ -314,9 +288,9 @@ func TestExecutorLeaseLost(t *testing.T) {
 		t.Errorf("detail %q does not say the run was ended as lost", p.Detail)
 	}
 
-	run = expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "accepted").Run.ID
+	run = f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	f.claim(t, ex, 1, 0)
-	f.Must(t, 204, "DELETE", "/api/v1/admin/executors/"+ex.ID, testAdminToken, nil, nil)
+	f.Must(t, 204, "DELETE", "/api/v1/admin/executors/"+ex.ID, apptest.AdminToken, nil, nil)
 	var status, reason string
 	err := f.Pool.QueryRow(context.Background(), `SELECT r.status, e.payload->'reason'->>'code' FROM runs r JOIN events e
 		ON e.event_type = 'RunFailed' AND e.payload->>'run_id' = r.id WHERE r.id = $1`, run).Scan(&status, &reason)
@@ -334,7 +308,7 @@ func TestExecutorLeaseLost(t *testing.T) {
 		}
 		return -1
 	}
-	waitFor(t, "the runs lost to show on /metrics", 30*time.Second, func() bool { return lost(ex.ID) == 2 })
+	apptest.WaitFor(t, 30*time.Second, "the runs lost to show on /metrics", func() bool { return lost(ex.ID) == 2 })
 	if n := lost("builtin"); n != 0 {
 		t.Errorf("runs lost by the built-in worker: %v, want 0 (a series at zero)", n)
 	}
@@ -356,11 +330,11 @@ func TestLongPoll(t *testing.T) {
 		t.Errorf("an empty long poll answered after %v, before its wait_ms", waited)
 	}
 
-	got := make(chan []claimJSON, 1)
+	got := make(chan []apptest.ExecutorClaim, 1)
 	go func() { got <- f.claim(t, ex, 1, 30_000) }()
 	// Whether the claim looked before or after the acceptance, it is handed
 	// the run: at once, or woken by the acceptance (the claim does not poll).
-	run := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: acme}), "accepted").Run.ID
+	run := f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	select {
 	case claims := <-got:
 		if len(claims) != 1 || claims[0].Run.ID != run {
@@ -398,7 +372,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 	}
 	runOnce := func(sc surfaceCase, body map[string]any) string {
 		t.Helper()
-		run := expectStart(t, f.start(t, sc, startArgs{conn: acme}), "accepted").Run.ID
+		run := f.start(t, sc, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 		claims := f.claim(t, ex, 1, 0)
 		if len(claims) != 1 || claims[0].Run.ID != run {
 			t.Fatalf("claimed %+v, want run %s", claims, run)
@@ -407,7 +381,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 		f.complete(t, ex, run, body).ExpectStatus(t, 200)
 		return run
 	}
-	hasCheckStep := func(res startResult) bool {
+	hasCheckStep := func(res apptest.StartResult) bool {
 		for _, s := range res.NextSteps {
 			if s.Action == "run_connection_check" && s.Href != nil && strings.HasSuffix(*s.Href, "/provider-connections/"+acme+"/check") {
 				return true
@@ -420,7 +394,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 	if c := connection(); c.Consent != "revoked" || c.ReadinessChangedBy == nil || c.ReadinessChangedBy.Kind != "run" || c.ReadinessChangedBy.ID != revoking || c.ReadinessChangedAt == nil {
 		t.Fatalf("after consent_revoked: %+v", c)
 	}
-	res := expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "blocked")
+	res := f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "blocked")
 	if res.Reason.Code != "provider_connection.consent_missing" || !hasCheckStep(res) {
 		t.Errorf("next start: %+v, want consent_missing with a step to run the check again", res)
 	}
@@ -433,7 +407,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 	if c := connection(); c.Credentials != "invalid" {
 		t.Fatalf("after credentials_rejected: %+v", c)
 	}
-	res = expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "blocked")
+	res = f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "blocked")
 	if res.Reason.Code != "provider_connection.credentials_invalid" || !hasCheckStep(res) {
 		t.Errorf("next start: %+v, want credentials_invalid with a step to run the check again", res)
 	}
@@ -449,7 +423,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 		} `json:"connection_changes"`
 	}
 	f.waitRun(t, verifying)
-	waitFor(t, "the check's detail to show what it changed", 10*time.Second, func() bool {
+	apptest.WaitFor(t, 10*time.Second, "the check's detail to show what it changed", func() bool {
 		f.Must(t, 200, "GET", "/api/v1/operations/"+verifying, f.owner.Token, nil, &detail)
 		return detail.ConnectionChanges != nil
 	})
@@ -461,7 +435,7 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 	if c := connection(); c.Credentials != "invalid" {
 		t.Fatalf("after an explicit observation: %+v", c)
 	}
-	expectStart(t, f.start(t, inventory, startArgs{conn: acme}), "blocked")
+	f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "blocked")
 }
 
 // TestExecutorsInTwoProcesses: 8 executors, 4 on each of two api processes
@@ -470,8 +444,8 @@ func TestReadinessLearnedFromExecution(t *testing.T) {
 // succeeds, none is lost, and no scope ever has two active runs.
 func TestExecutorsInTwoProcesses(t *testing.T) {
 	t.Parallel()
-	one := newServer(t, apptest.Roles(app.Roles{API: true}))
-	two := newServer(t, apptest.OnDatabase(one.DatabaseURL), apptest.Roles(app.Roles{API: true}))
+	one := apptest.Start(t, apptest.Roles(app.Roles{API: true}))
+	two := apptest.Start(t, apptest.OnDatabase(one.DatabaseURL), apptest.Roles(app.Roles{API: true}))
 	f := newFixtureOn(t, one)
 	const connections, rounds = 100, 5
 	conns := make([]string, connections)
@@ -499,9 +473,9 @@ func TestExecutorsInTwoProcesses(t *testing.T) {
 	var runs []string
 	for round := range rounds {
 		for _, c := range conns {
-			runs = append(runs, expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: c}), "accepted").Run.ID)
+			runs = append(runs, f.start(t, contractSurfaces[5], startArgs{conn: c}).ExpectStart(t, "accepted").Run.ID)
 		}
-		waitFor(t, fmt.Sprintf("round %d to finish", round), 60*time.Second, func() bool {
+		apptest.WaitFor(t, 60*time.Second, fmt.Sprintf("round %d to finish", round), func() bool {
 			var active int
 			_ = f.Pool.QueryRow(context.Background(), `SELECT count(*) FROM runs WHERE status IN ('queued', 'running')`).Scan(&active)
 			return active == 0

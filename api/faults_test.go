@@ -6,8 +6,6 @@ import (
 
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
-	"github.com/opsgate/opsgate/internal/faultproxy"
-	"github.com/opsgate/opsgate/internal/pgtest"
 )
 
 // TestReadWithProjectorStopped: with no projector running, the
@@ -16,19 +14,19 @@ import (
 func TestReadWithProjectorStopped(t *testing.T) {
 	t.Parallel()
 	f := newFixtureOn(t, privateServer(t, false))
-	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
-	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "deduped")
-	expectStart(t, f.start(t, contractSurfaces[6], startArgs{conn: f.connA}), "scope_busy")
+	res := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted")
+	f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "deduped")
+	f.start(t, contractSurfaces[6], startArgs{conn: f.connA}).ExpectStart(t, "scope_busy")
 
 	var got struct {
-		runJSON
-		Message        messageJSON `json:"message"`
-		DedupedCount   int         `json:"deduped_count"`
-		ScopeBusyCount int         `json:"scope_busy_count"`
+		apptest.Run
+		Message        apptest.Message `json:"message"`
+		DedupedCount   int             `json:"deduped_count"`
+		ScopeBusyCount int             `json:"scope_busy_count"`
 	}
 	f.Must(t, 200, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil, &got)
 	if got.ID != res.Run.ID || got.Status != "queued" || got.ProviderConnection == nil || got.ProviderConnection.ID != f.connA {
-		t.Errorf("run from the store: %+v, want the queued run %s pinned to %s", got.runJSON, res.Run.ID, f.connA)
+		t.Errorf("run from the store: %+v, want the queued run %s pinned to %s", got.Run, res.Run.ID, f.connA)
 	}
 	if got.DedupedCount != 1 || got.ScopeBusyCount != 1 {
 		t.Errorf("counts from the store: deduped %d, scope busy %d; want 1 and 1", got.DedupedCount, got.ScopeBusyCount)
@@ -47,13 +45,9 @@ func TestReadWithProjectorStopped(t *testing.T) {
 // per request; once it is back, starts are accepted again.
 func TestDatabaseUnavailable(t *testing.T) {
 	t.Parallel()
-	proxy, proxied, err := faultproxy.ForDatabase(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy, proxied := apptest.Proxy(t, "")
 	// Every connection of the server goes through the proxy.
-	s := newServer(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{API: true, Projector: true}))
+	s := apptest.Start(t, apptest.OnDatabase(proxied), apptest.Roles(app.Roles{API: true, Projector: true}))
 	f := newFixtureOn(t, s)
 	f.Send(t, "GET", "/readyz", "", nil).ExpectStatus(t, 200)
 
@@ -77,6 +71,6 @@ func TestDatabaseUnavailable(t *testing.T) {
 	}
 
 	proxy.Restore()
-	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted")
 	f.Send(t, "GET", "/readyz", "", nil).ExpectStatus(t, 200)
 }

@@ -52,8 +52,8 @@ func TestMetrics(t *testing.T) {
 	f := newFixture(t)
 	inv := contractSurfaces[5]
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	run := expectStart(t, f.start(t, inv, startArgs{conn: c}), "accepted").Run.ID
-	expectStart(t, f.start(t, inv, startArgs{conn: c}), "deduped")
+	run := f.start(t, inv, startArgs{conn: c}).ExpectStart(t, "accepted").Run.ID
+	f.start(t, inv, startArgs{conn: c}).ExpectStart(t, "deduped")
 	f.waitRun(t, run)
 	f.Must(t, 200, "GET", "/api/v1/operations/"+run, f.owner.Token, nil, nil)
 	f.Call(t, "GET", "/api/v1/operations/"+randomID(), f.owner.Token, nil).ExpectProblem(t, 404, "not_found")
@@ -66,7 +66,7 @@ func TestMetrics(t *testing.T) {
 	samples := parseMetrics(t, string(r.Body))
 
 	routes := map[string]bool{"unmatched": true}
-	for _, rt := range f.Echo.Routes() {
+	for _, rt := range echoOf(f.App).Routes() {
 		routes[rt.Path] = true
 	}
 	has := func(name string, labels map[string]string) bool {

@@ -68,7 +68,7 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 	t.Parallel()
 	s := server(t)
 	doc, _ := apptest.OpenAPI(t) // loaded and validated (path parameters declared, $refs resolved)
-	registered := registeredRoutes(s.Echo)
+	registered := registeredRoutes(echoOf(s))
 	documented := map[string]*openapi3.Operation{}
 	for path, item := range doc.Paths.Map() {
 		for method, op := range item.Operations() {

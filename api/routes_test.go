@@ -25,7 +25,7 @@ func TestStartRoutesUseTheOneHandler(t *testing.T) {
 		want["POST "+sc.path] = true
 	}
 	found := map[string]bool{}
-	for _, r := range s.Echo.Routes() {
+	for _, r := range echoOf(s).Routes() {
 		if r.Method == echo.RouteNotFound {
 			continue
 		}
@@ -56,7 +56,7 @@ func TestStartRoutesUseTheOneHandler(t *testing.T) {
 		"POST /api/v1/onboarding-sessions/:sessionId/bootstrap",
 		"POST /api/v1/onboarding-sessions/:sessionId/bootstrap/continue",
 	} {
-		if _, ok := registeredRoutes(s.Echo)[openAPIPath(p)]; !ok {
+		if _, ok := registeredRoutes(echoOf(s))[openAPIPath(p)]; !ok {
 			t.Errorf("onboarding start endpoint %s is not registered", p)
 		}
 	}

@@ -18,53 +18,24 @@ import (
 	"github.com/opsgate/opsgate/internal/config"
 )
 
-// testAdminToken is the admin token of the test server.
-const testAdminToken = apptest.AdminToken
-
-// testServer is an application of the test kit serving the API, its
-// projectors running but no worker: accepted runs stay queued and keep
-// their scope busy.
-type testServer struct {
-	*apptest.App
-	Echo *echo.Echo
-}
-
-// Exchanges, as the test kit sends and checks them (every one against the
-// OpenAPI document).
-type (
-	reply  = apptest.Reply
-	header = apptest.Header
-)
-
-// server returns a server of t's own.
-func server(t *testing.T) *testServer {
+// server returns a server of t's own: an application of the test kit
+// serving the API, its projectors running but no worker (accepted runs
+// stay queued and keep their scope busy).
+func server(t *testing.T) *apptest.App {
 	t.Helper()
 	return privateServer(t, true)
 }
 
 // privateServer is a server for t, with or without projectors (without
 // them it is an api-only process whose projectors are down or behind).
-func privateServer(t *testing.T, projectors bool) *testServer {
+func privateServer(t *testing.T, projectors bool) *apptest.App {
 	t.Helper()
-	return newServer(t, apptest.Roles(app.Roles{API: true, Projector: projectors}),
+	return apptest.Start(t, apptest.Roles(app.Roles{API: true, Projector: projectors}),
 		apptest.Configure(func(c *config.Config) { c.ReadYourWritesWait = 2 * time.Second }))
 }
 
-func newServer(t *testing.T, opts ...apptest.Option) *testServer {
-	t.Helper()
-	a := apptest.Start(t, opts...)
-	return &testServer{App: a, Echo: a.Handler.(*echo.Echo)}
-}
-
-// eventCount is the number of events in the store.
-func (s *testServer) eventCount(t *testing.T) int64 {
-	t.Helper()
-	var n int64
-	if err := s.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&n); err != nil {
-		t.Fatalf("count events: %v", err)
-	}
-	return n
-}
+// echoOf is the echo instance serving a's API, for its routes.
+func echoOf(a *apptest.App) *echo.Echo { return a.Handler.(*echo.Echo) }
 
 func randomID() string { return ulid.Make().String() }
 
@@ -78,7 +49,7 @@ type user struct {
 // connection; tenant B whose owner (outsider) is no member of A, with a
 // ready default connection; and tenant C with no connection at all.
 type fixture struct {
-	*testServer
+	*apptest.App
 	// exclusive: no other test runs meanwhile (the test is not parallel).
 	exclusive                                    bool
 	workspace                                    string
@@ -103,11 +74,11 @@ func newFixture(t *testing.T) *fixture {
 	return newFixtureOn(t, server(t))
 }
 
-func newFixtureOn(t *testing.T, s *testServer) *fixture {
+func newFixtureOn(t *testing.T, s *apptest.App) *fixture {
 	t.Helper()
-	f := &fixture{testServer: s}
+	f := &fixture{App: s}
 	var ws struct{ ID string }
-	s.Must(t, 201, "POST", "/api/v1/admin/workspaces", testAdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
+	s.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Contoso MSP"}, &ws)
 	f.workspace = ws.ID
 	f.tenantA = f.newTenant(t, "Fabrikam")
 	f.tenantB = f.newTenant(t, "Northwind")
@@ -126,7 +97,7 @@ func newFixtureOn(t *testing.T, s *testServer) *fixture {
 func (f *fixture) newTenant(t *testing.T, name string) string {
 	t.Helper()
 	var tn struct{ ID string }
-	f.Must(t, 201, "POST", "/api/v1/admin/tenants", testAdminToken, map[string]any{"workspace_id": f.workspace, "name": name}, &tn)
+	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": f.workspace, "name": name}, &tn)
 	return tn.ID
 }
 
@@ -138,7 +109,7 @@ func (f *fixture) newUser(t *testing.T, name, tenant, role string) user {
 		Token string `json:"token"`
 	}
 	email := fmt.Sprintf("%s-%d@example.test", name, userSeq.Add(1))
-	f.Must(t, 201, "POST", "/api/v1/admin/users", testAdminToken, map[string]any{"email": email, "name": name}, &u)
+	f.Must(t, 201, "POST", "/api/v1/admin/users", apptest.AdminToken, map[string]any{"email": email, "name": name}, &u)
 	if u.Token == "" {
 		t.Fatalf("user %s: no token in the answer", name)
 	}
@@ -150,7 +121,7 @@ func (f *fixture) newUser(t *testing.T, name, tenant, role string) user {
 
 func (f *fixture) grant(t *testing.T, userID, tenant, role string) {
 	t.Helper()
-	f.Must(t, 201, "POST", "/api/v1/admin/memberships", testAdminToken,
+	f.Must(t, 201, "POST", "/api/v1/admin/memberships", apptest.AdminToken,
 		map[string]any{"user_id": userID, "tenant_id": tenant, "role": role}, nil)
 }
 
@@ -198,61 +169,20 @@ func (f *fixture) newRestoreRun(t *testing.T, items string, preview bool) string
 	return r.ID
 }
 
-// auditCount is the number of tenant's events the audit API lists.
-func (f *fixture) auditCount(t *testing.T, tenant, token string) int {
-	t.Helper()
-	n := 0
-	after := ""
-	for {
-		path := "/api/v1/audit/events?limit=200&tenant_id=" + tenant
-		if after != "" {
-			path += "&after=" + after
-		}
-		var page struct {
-			Items     []json.RawMessage `json:"items"`
-			NextAfter *int64            `json:"next_after"`
-		}
-		f.Must(t, 200, "GET", path, token, nil, &page)
-		n += len(page.Items)
-		if page.NextAfter == nil {
-			return n
-		}
-		after = strconv.FormatInt(*page.NextAfter, 10)
-	}
-}
-
 // unchanged runs fn and fails if it recorded any event of tenant A, in
 // the store and through the audit API; for a fixture of a test that runs
 // alone (newExclusiveFixture), any event at all.
 func (f *fixture) unchanged(t *testing.T, what string, fn func()) {
 	t.Helper()
-	before := f.eventCount(t)
-	audit := f.settledAuditCount(t, f.tenantA, f.owner.Token)
+	before := f.Count(t, `SELECT count(*) FROM events`)
+	audit := len(f.AuditTrail(t, f.tenantA, f.owner.Token))
 	fn()
-	if after := f.eventCount(t); after != before && f.exclusive {
+	if after := f.Count(t, `SELECT count(*) FROM events`); after != before && f.exclusive {
 		t.Errorf("%s recorded %d event(s)", what, after-before)
 	}
-	if got := f.settledAuditCount(t, f.tenantA, f.owner.Token); got != audit {
+	if got := len(f.AuditTrail(t, f.tenantA, f.owner.Token)); got != audit {
 		t.Errorf("%s: tenant A's audit trail went from %d to %d events", what, audit, got)
 	}
-}
-
-// settledAuditCount is auditCount once the audit API lists every event of
-// tenant the store holds. The audit API only lists events below the
-// oldest transaction still in progress anywhere in the cluster (so that
-// paging never skips one), and tests of other packages share the cluster,
-// so it may briefly lag.
-func (f *fixture) settledAuditCount(t *testing.T, tenant, token string) int {
-	t.Helper()
-	var stored, listed int
-	waitFor(t, "the audit API to list every stored event", 20*time.Second, func() bool {
-		if err := f.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events WHERE tenant_id = $1`, tenant).Scan(&stored); err != nil {
-			t.Fatalf("count events: %v", err)
-		}
-		listed = f.auditCount(t, tenant, token)
-		return listed == stored
-	})
-	return listed
 }
 
 // waitRun waits until run id can be read; tests that are not about
@@ -263,7 +193,7 @@ func (f *fixture) waitRun(t *testing.T, id string, token ...string) {
 	if len(token) > 0 {
 		tok = token[0]
 	}
-	waitFor(t, "run "+id+" to be readable", 30*time.Second, func() bool {
+	apptest.WaitFor(t, 30*time.Second, "run "+id+" to be readable", func() bool {
 		return f.Send(t, "GET", "/api/v1/operations/"+id, tok, nil).Status == 200
 	})
 }
@@ -272,10 +202,10 @@ func (f *fixture) waitRun(t *testing.T, id string, token ...string) {
 // transaction id for more than 200ms. The event store's readers only see
 // events below the oldest of them (pg_snapshot_xmin), whatever database
 // it runs in, so these explain a projector or the audit API lagging.
-func (s *testServer) horizonHolders() string {
+func (f *fixture) horizonHolders() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rows, err := s.Pool.Query(ctx, `SELECT coalesce(datname, ''), state, extract(epoch FROM now() - xact_start)::float8,
+	rows, err := f.Pool.Query(ctx, `SELECT coalesce(datname, ''), state, extract(epoch FROM now() - xact_start)::float8,
 		left(regexp_replace(query, '\s+', ' ', 'g'), 80)
 		FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND now() - xact_start > interval '200 milliseconds'
 		ORDER BY xact_start`)
@@ -298,20 +228,14 @@ func (s *testServer) horizonHolders() string {
 }
 
 // foreignHorizonHolders is horizonHolders limited to other databases.
-func (s *testServer) foreignHorizonHolders() string {
+func (f *fixture) foreignHorizonHolders() string {
 	var own string
-	_ = s.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&own)
+	_ = f.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&own)
 	var out []string
-	for _, l := range strings.Split(s.horizonHolders(), "\n") {
+	for _, l := range strings.Split(f.horizonHolders(), "\n") {
 		if strings.HasPrefix(l, "  db=") && !strings.HasPrefix(l, "  db="+own+" ") {
 			out = append(out, l)
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	apptest.WaitFor(t, timeout, what, cond)
 }

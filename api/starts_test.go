@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // surfaceCase is one start surface of contract section 3 as the contract
@@ -74,7 +75,7 @@ func (f *fixture) startPathBody(sc surfaceCase, a startArgs) (string, any) {
 	return path, body
 }
 
-func (f *fixture) start(t *testing.T, sc surfaceCase, a startArgs, headers ...header) reply {
+func (f *fixture) start(t *testing.T, sc surfaceCase, a startArgs, headers ...apptest.Header) apptest.Reply {
 	t.Helper()
 	if a.token == "" {
 		a.token = f.owner.Token
@@ -83,145 +84,9 @@ func (f *fixture) start(t *testing.T, sc surfaceCase, a startArgs, headers ...he
 	return f.Call(t, "POST", path, a.token, body, headers...)
 }
 
-// Wire shapes of contract section 5.
-type reasonJSON struct {
-	Code    string `json:"code"`
-	Class   string `json:"class"`
-	Message string `json:"message"`
-}
-
-type runJSON struct {
-	ID                 string      `json:"id"`
-	TenantID           string      `json:"tenant_id"`
-	Type               string      `json:"type"`
-	CanonicalType      string      `json:"canonical_type"`
-	Label              string      `json:"label"`
-	Status             string      `json:"status"`
-	Target             *string     `json:"target"`
-	ProviderConnection *connRef    `json:"provider_connection"`
-	InitiatorID        string      `json:"initiator_id"`
-	Surface            string      `json:"surface"`
-	CreatedAt          time.Time   `json:"created_at"`
-	StartedAt          *time.Time  `json:"started_at"`
-	FinishedAt         *time.Time  `json:"finished_at"`
-	Reason             *reasonJSON `json:"reason"`
-	Links              struct {
-		Self string `json:"self"`
-	} `json:"links"`
-}
-
-type connRef struct {
-	ID          string `json:"id"`
-	DisplayName string `json:"display_name"`
-	Provider    string `json:"provider"`
-}
-
-type stepJSON struct {
-	Label  string  `json:"label"`
-	Action string  `json:"action"`
-	Href   *string `json:"href"`
-}
-
-type messageJSON struct {
-	Title string `json:"title"`
-	Body  string `json:"body"`
-	Tone  string `json:"tone"`
-}
-
-type startResult struct {
-	Outcome   string      `json:"outcome"`
-	Run       runJSON     `json:"run"`
-	Reason    *reasonJSON `json:"reason"`
-	NextSteps []stepJSON  `json:"next_steps"`
-	Message   messageJSON `json:"message"`
-}
-
-var outcomeStatus = map[string]int{"accepted": 202, "deduped": 200, "scope_busy": 409, "blocked": 422}
-
-var runKeys = []string{"id", "tenant_id", "type", "canonical_type", "label", "status", "target", "provider_connection",
-	"initiator_id", "surface", "created_at", "started_at", "finished_at", "reason", "links"}
-
-// expectStart checks r is a StartResult with outcome, in the contract's
-// shape, and returns it.
-func expectStart(t *testing.T, r reply, outcome string) startResult {
-	t.Helper()
-	if r.Status != outcomeStatus[outcome] {
-		t.Fatalf("%s: want %s (%d)", r, outcome, outcomeStatus[outcome])
-	}
-	if ct := mediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-		t.Errorf("%s: content type %q", r, ct)
-	}
-	raw := r.Object(t)
-	for _, k := range []string{"outcome", "run", "reason", "next_steps", "message"} {
-		if _, ok := raw[k]; !ok {
-			t.Errorf("%s: StartResult lacks %q", r, k)
-		}
-	}
-	rawRun, _ := raw["run"].(map[string]any)
-	for _, k := range runKeys {
-		if _, ok := rawRun[k]; !ok {
-			t.Errorf("%s: run lacks %q", r, k)
-		}
-	}
-	var res startResult
-	r.Decode(t, &res)
-	if res.Outcome != outcome {
-		t.Fatalf("%s: outcome %q, want %q", r, res.Outcome, outcome)
-	}
-	if (res.Reason == nil) != (outcome == "accepted") {
-		t.Errorf("%s: reason must be null exactly for accepted", r)
-	}
-	if res.Reason != nil && (res.Reason.Code == "" || res.Reason.Class == "" || res.Reason.Message == "") {
-		t.Errorf("%s: reason lacks code, class or message", r)
-	}
-	if outcome != "accepted" && len(res.NextSteps) == 0 {
-		t.Errorf("%s: %s needs at least one next step", r, outcome)
-	}
-	for _, s := range res.NextSteps {
-		if s.Label == "" || s.Action == "" {
-			t.Errorf("%s: next step without label or action: %+v", r, s)
-		}
-	}
-	m := res.Message
-	if m.Title == "" || m.Body == "" {
-		t.Errorf("%s: message lacks title or body", r)
-	}
-	switch m.Tone {
-	case "success", "info", "warning", "danger":
-	default:
-		t.Errorf("%s: tone %q", r, m.Tone)
-	}
-	run := res.Run
-	if run.ID == "" || run.TenantID == "" || run.Type == "" || run.CanonicalType == "" || run.Label == "" ||
-		run.InitiatorID == "" || run.Surface == "" || run.CreatedAt.IsZero() {
-		t.Errorf("%s: run lacks a field", r)
-	}
-	if run.Links.Self != "/api/v1/operations/"+run.ID {
-		t.Errorf("%s: links.self %q", r, run.Links.Self)
-	}
-	switch outcome {
-	case "blocked":
-		if run.Status != "blocked" || run.Reason == nil || res.Reason == nil || *run.Reason != *res.Reason {
-			t.Errorf("%s: a blocked start answers its blocked run with the same reason", r)
-		}
-		if run.FinishedAt == nil && run.StartedAt != nil {
-			t.Errorf("%s: blocked run was started", r)
-		}
-	case "accepted":
-		if run.Status != "queued" || run.StartedAt != nil || run.FinishedAt != nil || run.Reason != nil {
-			t.Errorf("%s: an accepted run is queued, unstarted, with no reason", r)
-		}
-	default:
-		if run.Status != "queued" && run.Status != "running" {
-			t.Errorf("%s: %s must point at an active run", r, outcome)
-		}
-	}
-	return res
-}
-
 // checkRunIs checks the run of a start is sc's, pinned to conn (none when
 // conn is "").
-func checkRunIs(t *testing.T, res startResult, sc surfaceCase, tenant, conn, initiator string) {
+func checkRunIs(t *testing.T, res apptest.StartResult, sc surfaceCase, tenant, conn, initiator string) {
 	t.Helper()
 	run := res.Run
 	if run.Type != sc.typ || run.CanonicalType != sc.canonical {
@@ -272,7 +137,7 @@ func TestStartOutcomes(t *testing.T) {
 			}
 
 			// accepted
-			acc := expectStart(t, f.start(t, sc, startArgs{conn: ready, restoreRun: r1}), "accepted")
+			acc := f.start(t, sc, startArgs{conn: ready, restoreRun: r1}).ExpectStart(t, "accepted")
 			checkRunIs(t, acc, sc, f.tenantA, ready, f.owner.ID)
 			if sc.restore() && (acc.Run.Target == nil || *acc.Run.Target != r1) {
 				t.Errorf("restore run target %v, want %s", acc.Run.Target, r1)
@@ -282,16 +147,16 @@ func TestStartOutcomes(t *testing.T) {
 			accepted++
 
 			// deduped: the same start again points at the accepted run.
-			dd := expectStart(t, f.start(t, sc, startArgs{conn: ready, restoreRun: r1}), "deduped")
+			dd := f.start(t, sc, startArgs{conn: ready, restoreRun: r1}).ExpectStart(t, "deduped")
 			if dd.Run.ID != acc.Run.ID {
 				t.Errorf("deduped points at %s, want %s", dd.Run.ID, acc.Run.ID)
 			}
 			checkRunIs(t, dd, sc, f.tenantA, ready, f.owner.ID)
 
 			// scope_busy: another operation holds the connection.
-			occ := expectStart(t, f.start(t, occupier(sc), startArgs{conn: busy}), "accepted")
+			occ := f.start(t, occupier(sc), startArgs{conn: busy}).ExpectStart(t, "accepted")
 			accepted++
-			sb := expectStart(t, f.start(t, sc, startArgs{conn: busy, restoreRun: r2}), "scope_busy")
+			sb := f.start(t, sc, startArgs{conn: busy, restoreRun: r2}).ExpectStart(t, "scope_busy")
 			if sb.Run.ID != occ.Run.ID || sb.Run.Type != occupier(sc).typ {
 				t.Errorf("scope_busy points at %s (%s), want %s", sb.Run.ID, sb.Run.Type, occ.Run.ID)
 			}
@@ -301,15 +166,15 @@ func TestStartOutcomes(t *testing.T) {
 
 			// blocked: consent missing; for restore, never previewed (on the
 			// busy ready connection: blocked comes before deduped/scope_busy).
-			var bl startResult
+			var bl apptest.StartResult
 			if sc.restore() {
-				bl = expectStart(t, f.start(t, sc, startArgs{conn: ready, restoreRun: r3}), "blocked")
+				bl = f.start(t, sc, startArgs{conn: ready, restoreRun: r3}).ExpectStart(t, "blocked")
 				checkRunIs(t, bl, sc, f.tenantA, ready, f.owner.ID)
 				if bl.Reason.Code != "restore_run.preview_required" || bl.Reason.Class != "restore_readiness" {
 					t.Errorf("blocked reason %+v, want restore_run.preview_required", bl.Reason)
 				}
 			} else {
-				bl = expectStart(t, f.start(t, sc, startArgs{conn: blocked}), "blocked")
+				bl = f.start(t, sc, startArgs{conn: blocked}).ExpectStart(t, "blocked")
 				checkRunIs(t, bl, sc, f.tenantA, blocked, f.owner.ID)
 				if bl.Reason.Code != "provider_connection.consent_missing" || bl.Reason.Class != "provider_consent" {
 					t.Errorf("blocked reason %+v, want provider_connection.consent_missing", bl.Reason)
@@ -317,7 +182,7 @@ func TestStartOutcomes(t *testing.T) {
 			}
 			// The blocked run is a durable record.
 			f.waitRun(t, bl.Run.ID)
-			var detail runJSON
+			var detail apptest.Run
 			f.Must(t, 200, "GET", bl.Run.Links.Self, f.owner.Token, nil, &detail)
 			if detail.Status != "blocked" || detail.Reason == nil || detail.Reason.Code != bl.Reason.Code {
 				t.Errorf("blocked run reads back as %s %+v", detail.Status, detail.Reason)
@@ -325,7 +190,7 @@ func TestStartOutcomes(t *testing.T) {
 
 			// Tenant starts without a default connection are blocked on the tenant.
 			if sc.scope == "tenant" && !sc.restore() {
-				mb := expectStart(t, f.start(t, sc, startArgs{tenant: f.tenantC}), "blocked")
+				mb := f.start(t, sc, startArgs{tenant: f.tenantC}).ExpectStart(t, "blocked")
 				checkRunIs(t, mb, sc, f.tenantC, "", f.owner.ID)
 				if mb.Reason.Code != "provider_connection.missing_default" || mb.Reason.Class != "provider_access" {
 					t.Errorf("reason %+v, want provider_connection.missing_default", mb.Reason)
@@ -338,7 +203,7 @@ func TestStartOutcomes(t *testing.T) {
 	var q struct {
 		Queued int `json:"queued"`
 	}
-	waitFor(t, "the queue to hold every accepted run", 30*time.Second, func() bool {
+	apptest.WaitFor(t, 30*time.Second, "the queue to hold every accepted run", func() bool {
 		f.Must(t, 200, "GET", "/api/v1/queue?tenant_id="+f.tenantA, f.owner.Token, nil, &q)
 		return q.Queued >= accepted
 	})
@@ -353,7 +218,7 @@ func TestTenantStartUsesDefault(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	sc := contractSurfaces[1]
-	res := expectStart(t, f.start(t, sc, startArgs{}), "accepted")
+	res := f.start(t, sc, startArgs{}).ExpectStart(t, "accepted")
 	checkRunIs(t, res, sc, f.tenantA, f.connA, f.owner.ID)
 	// A connection of another tenant is no choice at all.
 	r := f.start(t, sc, startArgs{conn: f.connB})
@@ -370,7 +235,7 @@ func TestReadYourWrites(t *testing.T) {
 				continue
 			}
 			c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-			res := expectStart(t, f.start(t, sc, startArgs{conn: c}), "accepted")
+			res := f.start(t, sc, startArgs{conn: c}).ExpectStart(t, "accepted")
 			r := f.Call(t, "GET", "/api/v1/operations/"+res.Run.ID, f.owner.Token, nil)
 			if r.Status != 200 {
 				if foreign := f.foreignHorizonHolders(); foreign != "" {
@@ -379,7 +244,7 @@ func TestReadYourWrites(t *testing.T) {
 				}
 				t.Fatalf("%s: a run just started must be readable at once\ntransactions holding the xmin horizon now:\n%s", r, f.horizonHolders())
 			}
-			var got runJSON
+			var got apptest.Run
 			r.Decode(t, &got)
 			want := res.Run
 			if got.ID != want.ID || got.Status != want.Status || got.Type != want.Type || got.CanonicalType != want.CanonicalType ||
@@ -391,7 +256,7 @@ func TestReadYourWrites(t *testing.T) {
 				t.Errorf("created_at reads back as %s, the StartResult said %s", got.CreatedAt.Format(time.RFC3339Nano), want.CreatedAt.Format(time.RFC3339Nano))
 			}
 			var page struct {
-				Items []runJSON `json:"items"`
+				Items []apptest.Run `json:"items"`
 			}
 			f.Must(t, 200, "GET", "/api/v1/operations?limit=1&tenant_id="+f.tenantA, f.operator.Token, nil, &page)
 			if len(page.Items) != 1 || page.Items[0].ID != want.ID {
@@ -406,8 +271,8 @@ func TestReadYourWrites(t *testing.T) {
 func TestStartTimestampsMatchReadModel(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
-	var got runJSON
+	res := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted")
+	var got apptest.Run
 	f.Must(t, 200, "GET", res.Run.Links.Self, f.owner.Token, nil, &got)
 	if !got.CreatedAt.Equal(res.Run.CreatedAt) {
 		t.Errorf("created_at reads back as %s, the StartResult said %s",
@@ -423,13 +288,13 @@ func TestReadModelBehind(t *testing.T) {
 		"when the read model does not hold yet the run it has just cancelled")
 	t.Parallel()
 	f := newFixtureOn(t, privateServer(t, false))
-	res := expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	res := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted")
 	r := f.Call(t, "POST", "/api/v1/operations/"+res.Run.ID+"/cancel", f.owner.Token, nil)
 	if r.Status == 404 || (r.Status >= 500 && r.Status != 503) {
 		t.Errorf("cancel of an existing queued run: %s", r)
 	}
 	// The run was cancelled all the same: starting again is accepted.
-	expectStart(t, f.start(t, contractSurfaces[5], startArgs{conn: f.connA}), "accepted")
+	f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted")
 }
 
 // TestIdempotencyKeys: same key and body answer the first response and
@@ -440,10 +305,10 @@ func TestIdempotencyKeys(t *testing.T) {
 	sc := contractSurfaces[0]
 	c1 := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 	c2 := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	key := header{Key: "Idempotency-Key", Value: "verify-" + randomID()}
+	key := apptest.Header{Key: "Idempotency-Key", Value: "verify-" + randomID()}
 
 	first := f.start(t, sc, startArgs{conn: c1}, key)
-	f.waitRun(t, expectStart(t, first, "accepted").Run.ID)
+	f.waitRun(t, first.ExpectStart(t, "accepted").Run.ID)
 	f.unchanged(t, "a replay", func() {
 		again := f.start(t, sc, startArgs{conn: c1}, key)
 		if again.Status != first.Status || string(again.Body) != string(first.Body) {
@@ -454,7 +319,7 @@ func TestIdempotencyKeys(t *testing.T) {
 		}
 	})
 	var page struct {
-		Items []runJSON `json:"items"`
+		Items []apptest.Run `json:"items"`
 	}
 	f.Must(t, 200, "GET", "/api/v1/operations?provider_connection_id="+c1, f.owner.Token, nil, &page)
 	if len(page.Items) != 1 {
@@ -470,16 +335,16 @@ func TestIdempotencyKeys(t *testing.T) {
 
 	// Keys belong to their user: another user's same key is a new request.
 	r := f.start(t, sc, startArgs{conn: c1, token: f.operator.Token}, key)
-	res := expectStart(t, r, "deduped")
+	res := r.ExpectStart(t, "deduped")
 	if res.Run.InitiatorID != f.owner.ID {
 		t.Errorf("deduped run initiator %s", res.Run.InitiatorID)
 	}
 
 	// A blocked answer is replayed too, without a second blocked run.
 	blocked := f.newConnection(t, f.tenantA, f.owner.Token, conn{Credentials: "expired"})
-	bkey := header{Key: "Idempotency-Key", Value: "blocked-" + randomID()}
+	bkey := apptest.Header{Key: "Idempotency-Key", Value: "blocked-" + randomID()}
 	b1 := f.start(t, sc, startArgs{conn: blocked}, bkey)
-	expectStart(t, b1, "blocked")
+	b1.ExpectStart(t, "blocked")
 	f.unchanged(t, "a blocked replay", func() {
 		b2 := f.start(t, sc, startArgs{conn: blocked}, bkey)
 		if b2.Status != 422 || string(b2.Body) != string(b1.Body) {
@@ -497,8 +362,8 @@ func TestIdempotencyReplayIsAuthorized(t *testing.T) {
 	sc := contractSurfaces[0]
 	u := f.newUser(t, "demoted", f.tenantA, "operator")
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	key := header{Key: "Idempotency-Key", Value: "k-" + randomID()}
-	expectStart(t, f.start(t, sc, startArgs{conn: c, token: u.Token}, key), "accepted")
+	key := apptest.Header{Key: "Idempotency-Key", Value: "k-" + randomID()}
+	f.start(t, sc, startArgs{conn: c, token: u.Token}, key).ExpectStart(t, "accepted")
 	f.grant(t, u.ID, f.tenantA, "readonly")
 	f.start(t, sc, startArgs{conn: c, token: u.Token}, key).ExpectProblem(t, 403, "forbidden")
 }
@@ -533,13 +398,13 @@ func TestRestoreSafeguards(t *testing.T) {
 			f.start(t, sc, startArgs{restoreRun: warned, body: body}).ExpectProblem(t, 422, "warnings_not_acknowledged")
 		}
 	})
-	res := expectStart(t, f.start(t, sc, startArgs{restoreRun: warned, body: map[string]any{"confirm": true, "acknowledge_warnings": true}}), "accepted")
+	res := f.start(t, sc, startArgs{restoreRun: warned, body: map[string]any{"confirm": true, "acknowledge_warnings": true}}).ExpectStart(t, "accepted")
 	checkRunIs(t, res, sc, f.tenantA, f.connA, f.owner.ID)
 
 	// Never previewed: blocked with restore_run.preview_required.
 	fresh := f.newRestoreRun(t, `[{"name":"calendar"}]`, false)
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
-	bl := expectStart(t, f.start(t, sc, startArgs{restoreRun: fresh, conn: c}), "blocked")
+	bl := f.start(t, sc, startArgs{restoreRun: fresh, conn: c}).ExpectStart(t, "blocked")
 	if bl.Reason.Code != "restore_run.preview_required" {
 		t.Errorf("reason %+v", bl.Reason)
 	}
@@ -562,21 +427,10 @@ func TestAuditTrailOfAStart(t *testing.T) {
 	f := newFixture(t)
 	c := f.newConnection(t, f.tenantA, f.owner.Token, conn{})
 	r := f.start(t, contractSurfaces[6], startArgs{conn: c, token: f.operator.Token})
-	run := expectStart(t, r, "accepted").Run.ID
+	run := r.ExpectStart(t, "accepted").Run.ID
 	requestID := r.Header.Get("X-Request-Id")
 
-	type event struct {
-		Position int64           `json:"position"`
-		Stream   string          `json:"stream"`
-		Type     string          `json:"type"`
-		Data     json.RawMessage `json:"data"`
-		Metadata struct {
-			Actor         string `json:"actor"`
-			CorrelationID string `json:"correlation_id"`
-			RequestID     string `json:"request_id"`
-		} `json:"metadata"`
-	}
-	find := func(items []event) *event {
+	find := func(items []apptest.AuditEvent) *apptest.AuditEvent {
 		for i := range items {
 			if items[i].Metadata.CorrelationID == run {
 				return &items[i]
@@ -585,12 +439,12 @@ func TestAuditTrailOfAStart(t *testing.T) {
 		return nil
 	}
 	var audit struct {
-		Items []event `json:"items"`
+		Items []apptest.AuditEvent `json:"items"`
 	}
 	// Asked until it is there: the trail lists events below the reading
 	// horizon, which may lag for a moment (see opsgate_horizon).
-	var e *event
-	waitFor(t, "the audit trail to hold the event of run "+run, 20*time.Second, func() bool {
+	var e *apptest.AuditEvent
+	apptest.WaitFor(t, 20*time.Second, "the audit trail to hold the event of run "+run, func() bool {
 		f.Must(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+f.tenantA, f.auditor.Token, nil, &audit)
 		e = find(audit.Items)
 		return e != nil
@@ -604,7 +458,7 @@ func TestAuditTrailOfAStart(t *testing.T) {
 		}
 	}
 	var history struct {
-		Items []event `json:"items"`
+		Items []apptest.AuditEvent `json:"items"`
 	}
 	f.waitRun(t, run)
 	f.Must(t, 200, "GET", "/api/v1/operations/"+run+"/events", f.readonly.Token, nil, &history)

@@ -23,7 +23,7 @@ type badCase struct {
 	method, path string
 	token        string
 	body         any
-	headers      []header
+	headers      []apptest.Header
 	status       int
 	code         string
 }
@@ -33,7 +33,7 @@ type badCase struct {
 func TestBadInput(t *testing.T) {
 	f := newExclusiveFixture(t) // not parallel: checks that nothing at all is recorded
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
-	expectStart(t, f.start(t, contractSurfaces[0], startArgs{}), "accepted")
+	f.start(t, contractSurfaces[0], startArgs{}).ExpectStart(t, "accepted")
 	var session struct{ ID string }
 	f.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenantA+"/onboarding-sessions", f.owner.Token, nil, &session)
 	bootstrap := "/api/v1/onboarding-sessions/" + session.ID + "/bootstrap"
@@ -44,7 +44,7 @@ func TestBadInput(t *testing.T) {
 	connPath := "/api/v1/provider-connections/" + f.connA
 	restores := "/api/v1/tenants/" + f.tenantA + "/restore-runs"
 	own := f.owner.Token
-	adm := testAdminToken
+	adm := apptest.AdminToken
 	validConn := func(extra string) json.RawMessage {
 		return json.RawMessage(`{"provider":"simulated","display_name":"X","consent":"granted","credentials":"valid"` + extra + `}`)
 	}
@@ -110,7 +110,7 @@ func TestBadInput(t *testing.T) {
 		{"notifications bad cursor", "GET", "/api/v1/me/notifications?cursor=x", own, nil, nil, 400, "invalid_id"},
 		{"queue bad tenant", "GET", "/api/v1/queue?tenant_id=x", own, nil, nil, 400, "invalid_id"},
 		// Headers.
-		{"idempotency key too long", "POST", verify, own, `{}`, []header{{Key: "Idempotency-Key", Value: strings.Repeat("k", 256)}}, 400, "invalid_idempotency_key"},
+		{"idempotency key too long", "POST", verify, own, `{}`, []apptest.Header{{Key: "Idempotency-Key", Value: strings.Repeat("k", 256)}}, 400, "invalid_idempotency_key"},
 		// Well-formed but invalid values: 422, still nothing recorded.
 		{"connection without provider", "POST", conns, own, `{"display_name":"X"}`, nil, 422, "validation_failed"},
 		{"connection bad consent", "POST", conns, own, `{"provider":"simulated","display_name":"X","consent":"maybe"}`, nil, 422, "validation_failed"},
@@ -143,9 +143,9 @@ func TestBadInput(t *testing.T) {
 
 	// Operation type filters accept the write-time and the canonical name.
 	groups := f.newConnection(t, f.tenantA, own, conn{})
-	f.waitRun(t, expectStart(t, f.start(t, contractSurfaces[1], startArgs{conn: groups}), "accepted").Run.ID)
+	f.waitRun(t, f.start(t, contractSurfaces[1], startArgs{conn: groups}).ExpectStart(t, "accepted").Run.ID)
 	var legacy, canonical struct {
-		Items []runJSON `json:"items"`
+		Items []apptest.Run `json:"items"`
 	}
 	f.Must(t, 200, "GET", "/api/v1/operations?type=entra_group_sync", own, nil, &legacy)
 	f.Must(t, 200, "GET", "/api/v1/operations?type=directory.groups.sync", own, nil, &canonical)
@@ -172,7 +172,7 @@ func TestBodyTooLarge(t *testing.T) {
 		{"PATCH", "/api/v1/provider-connections/" + f.connA, f.owner.Token},
 		{"POST", "/api/v1/tenants/" + f.tenantA + "/restore-runs", f.owner.Token},
 		{"POST", "/api/v1/restore-runs/" + restoreRun + "/preview", f.owner.Token},
-		{"POST", "/api/v1/admin/workspaces", testAdminToken},
+		{"POST", "/api/v1/admin/workspaces", apptest.AdminToken},
 	}
 	for _, p := range paths {
 		f.unchanged(t, "413 with Content-Length on "+p.path, func() {
@@ -227,7 +227,7 @@ func TestPanicIsProblem(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		r := reply{Method: tc.method, Path: tc.path, Status: resp.StatusCode, Header: resp.Header, Body: body}
+		r := apptest.Reply{Method: tc.method, Path: tc.path, Status: resp.StatusCode, Header: resp.Header, Body: body}
 		p := r.ExpectProblem(t, 500, "internal")
 		id := resp.Header.Get(echo.HeaderXRequestID)
 		if id == "" || (tc.reqID != "" && id != tc.reqID) {

@@ -133,15 +133,15 @@ func (b *browser) screenshotAt(name string, width int64) {
 func TestConsoleInABrowser(t *testing.T) {
 	exe := chromium(t)
 	a := apptest.Start(t)
-	ws := a.Workspace("Northwind MSP")
-	tenant := a.Tenant(ws.ID, "Contoso").ID
-	other := a.Tenant(ws.ID, "Fabrikam").ID
-	owner := a.Member("Ana", tenant, domain.RoleOwner)
-	readonly := a.Member("Rae", tenant, domain.RoleReadonly)
-	outsider := a.Member("Otto", other, domain.RoleOwner)
-	fast := a.Connection(owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(4000)).ID
-	slow := a.Connection(owner.ID, tenant, "Graph (slow)", apptest.Latency(60_000)).ID
-	noConsent := a.Connection(owner.ID, tenant, "Graph (no consent)", apptest.Consent(domain.ConsentMissing)).ID
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	other := a.Tenant(t, ws.ID, "Fabrikam").ID
+	owner := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	readonly := a.Member(t, "Rae", tenant, domain.RoleReadonly)
+	outsider := a.Member(t, "Otto", other, domain.RoleOwner)
+	fast := a.Connection(t, owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(4000)).ID
+	slow := a.Connection(t, owner.ID, tenant, "Graph (slow)", apptest.Latency(60_000)).ID
+	noConsent := a.Connection(t, owner.ID, tenant, "Graph (no consent)", apptest.Consent(domain.ConsentMissing)).ID
 
 	b := newBrowser(t, exe, a.URL)
 	b.signIn(owner.Token)

@@ -74,11 +74,11 @@ func (c *client) signIn(token string) string {
 func TestSessionsAndForms(t *testing.T) {
 	t.Parallel()
 	a := apptest.Start(t)
-	ws := a.Workspace("Northwind MSP")
-	tenant := a.Tenant(ws.ID, "Contoso").ID
-	owner := a.Member("Ana", tenant, domain.RoleOwner)
-	outsider := a.Member("Otto", a.Tenant(ws.ID, "Fabrikam").ID, domain.RoleOwner)
-	conn := a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault, apptest.Latency(60_000)).ID // its run stays active: later starts are deduped
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	owner := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	outsider := a.Member(t, "Otto", a.Tenant(t, ws.ID, "Fabrikam").ID, domain.RoleOwner)
+	conn := a.Connection(t, owner.ID, tenant, "Graph", apptest.AsDefault, apptest.Latency(60_000)).ID // its run stays active: later starts are deduped
 
 	c := newClient(t, a.URL)
 	if resp, _ := c.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusSeeOther ||
@@ -136,8 +136,8 @@ func TestSessionsAndForms(t *testing.T) {
 	// Actors are shown by name, escaped, with their id on hover: on the
 	// run's page (who started it, who was answered deduped) and in the
 	// Operations view.
-	bo := a.Member("Bo <b>&", tenant, domain.RoleOperator)
-	a.Expect(domain.OutcomeDeduped, apptest.ConnStart(bo.ID, domain.SurfaceInventorySync, conn))
+	bo := a.Member(t, "Bo <b>&", tenant, domain.RoleOperator)
+	a.Expect(t, domain.OutcomeDeduped, apptest.ConnStart(bo.ID, domain.SurfaceInventorySync, conn))
 	_, page = c.do("GET", "/console/operations/"+run, nil)
 	ana := `<span class="person" title="` + owner.ID + `">Ana</span>`
 	if !strings.Contains(page, "<dd>"+ana+" via inventory_sync</dd>") ||
@@ -162,7 +162,7 @@ func TestSessionsAndForms(t *testing.T) {
 
 	// The audit export downloads the chain, which verifies offline.
 	apptest.WaitFor(t, 30*time.Second, "the chain to link the tenant's events", func() bool {
-		return a.Count(`SELECT count(*) FROM events e WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.position = e.position)`, tenant) == 0
+		return a.Count(t, `SELECT count(*) FROM events e WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.position = e.position)`, tenant) == 0
 	})
 	resp, page = c.do("GET", "/console/tenants/"+tenant+"/audit/export", nil)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
@@ -192,10 +192,10 @@ func TestSessionsAndForms(t *testing.T) {
 func TestRestoreSafeguards(t *testing.T) {
 	t.Parallel()
 	a := apptest.Start(t)
-	ws := a.Workspace("Northwind MSP")
-	tenant := a.Tenant(ws.ID, "Contoso").ID
-	owner := a.Member("Ana", tenant, domain.RoleOwner)
-	a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault)
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	owner := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	a.Connection(t, owner.ID, tenant, "Graph", apptest.AsDefault)
 	c := newClient(t, a.URL)
 	csrf := c.signIn(owner.Token)
 
@@ -234,10 +234,10 @@ func TestRestoreSafeguards(t *testing.T) {
 func TestOnboardingPage(t *testing.T) {
 	t.Parallel()
 	a := apptest.Start(t)
-	ws := a.Workspace("Northwind MSP")
-	tenant := a.Tenant(ws.ID, "Contoso").ID
-	owner := a.Member("Ana", tenant, domain.RoleOwner)
-	a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault)
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	owner := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	a.Connection(t, owner.ID, tenant, "Graph", apptest.AsDefault)
 	c := newClient(t, a.URL)
 	csrf := c.signIn(owner.Token)
 
@@ -254,7 +254,7 @@ func TestOnboardingPage(t *testing.T) {
 		t.Fatalf("verify: %d %s", resp.StatusCode, page)
 	}
 	verification := regexp.MustCompile(`/console/operations/([0-9A-Z]{26})`).FindStringSubmatch(page)[1]
-	apptest.WaitFor(t, 30*time.Second, "the verification to succeed", func() bool { return a.RunStatus(verification) == domain.StatusSucceeded })
+	apptest.WaitFor(t, 30*time.Second, "the verification to succeed", func() bool { return a.RunStatus(t, verification) == domain.StatusSucceeded })
 	resp, page = c.do("POST", "/console/onboarding/"+m[1]+"/bootstrap", url.Values{"csrf": {csrf}, "operations": {"inventory.sync", "compliance.snapshot"}})
 	if resp.StatusCode != http.StatusAccepted || !strings.Contains(page, "Inventory sync") {
 		t.Fatalf("bootstrap: %d %s", resp.StatusCode, page)

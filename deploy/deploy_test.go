@@ -44,12 +44,12 @@ func TestAlertRules(t *testing.T) {
 func scrape(t *testing.T) string {
 	t.Helper()
 	a := apptest.Start(t)
-	ws := a.Workspace("Northwind MSP")
-	tenant := a.Tenant(ws.ID, "Contoso").ID
-	owner := a.Member("Ana", tenant, domain.RoleOwner)
-	conn := a.Connection(owner.ID, tenant, "Graph", apptest.AsDefault).ID
-	slow := a.Connection(owner.ID, tenant, "Slow", apptest.Latency(60_000)).ID
-	blocked := a.Connection(owner.ID, tenant, "No consent", apptest.Consent(domain.ConsentMissing)).ID
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	owner := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	conn := a.Connection(t, owner.ID, tenant, "Graph", apptest.AsDefault).ID
+	slow := a.Connection(t, owner.ID, tenant, "Slow", apptest.Latency(60_000)).ID
+	blocked := a.Connection(t, owner.ID, tenant, "No consent", apptest.Consent(domain.ConsentMissing)).ID
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", owner.Token, nil, nil)
 	a.Must(t, 422, "POST", "/api/v1/provider-connections/"+blocked+"/inventory-sync", owner.Token, nil, nil)
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+slow+"/inventory-sync", owner.Token, nil, nil) // a busy scope

@@ -1,12 +1,10 @@
 package executorclient_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,8 +12,6 @@ import (
 	"github.com/opsgate/opsgate/executorclient"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
-	"github.com/opsgate/opsgate/internal/faultproxy"
-	"github.com/opsgate/opsgate/internal/pgtest"
 )
 
 // The reference client against a real opsgate: the API and projector
@@ -32,21 +28,14 @@ type fixture struct {
 func newFixture(t *testing.T, opts ...apptest.Option) *fixture {
 	t.Helper()
 	a := apptest.Start(t, append([]apptest.Option{apptest.Roles(app.Roles{API: true, Projector: true})}, opts...)...)
-	tenant := a.Tenant(a.Workspace("w").ID, "t")
-	owner := a.Member("owner", tenant.ID, domain.RoleOwner)
-	conn := a.Connection(owner.ID, tenant.ID, "acme", apptest.Provider("acme"))
+	tenant := a.Tenant(t, a.Workspace(t, "w").ID, "t")
+	owner := a.Member(t, "owner", tenant.ID, domain.RoleOwner)
+	conn := a.Connection(t, owner.ID, tenant.ID, "acme", apptest.Provider("acme"))
 	ex, err := a.Executors.Register(a.Ctx, apptest.Admin, "jobs", []string{"acme"}, nil)
 	if err != nil {
 		t.Fatalf("register an executor: %v", err)
 	}
 	return &fixture{App: a, owner: owner.ID, conn: conn.ID, token: ex.Token, executorID: ex.ID}
-}
-
-// accept starts an inventory sync on the fixture's connection.
-func (f *fixture) accept(t *testing.T) string {
-	t.Helper()
-	res := f.On(t).Expect(domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn))
-	return res.Run.ID
 }
 
 // run runs r until stop is called, which returns Run's error; cancel
@@ -87,7 +76,7 @@ func TestRunnerFinishesTheRunsInHandWhenStopped(t *testing.T) {
 		},
 	}
 	cancel, stop := run(t, r)
-	runID := f.accept(t)
+	runID := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn)).Run.ID
 	select {
 	case <-started:
 	case <-time.After(waitTimeout):
@@ -102,7 +91,7 @@ func TestRunnerFinishesTheRunsInHandWhenStopped(t *testing.T) {
 		t.Errorf("stopping the runner cancelled the handler: %v", cancelled)
 	}
 	// Run has returned: the result must already be recorded.
-	if got := f.RunStatus(runID); got != domain.StatusSucceeded {
+	if got := f.RunStatus(t, runID); got != domain.StatusSucceeded {
 		t.Errorf("run %s is %s when Run returned, want succeeded", runID, got)
 	}
 }
@@ -124,7 +113,7 @@ func TestRunnerLosesTheLeaseOfACancelledRun(t *testing.T) {
 		},
 	}
 	_, stop := run(t, r)
-	runID := f.accept(t)
+	runID := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn)).Run.ID
 	if got := <-working; got != runID {
 		t.Fatalf("handed run %s, want %s", got, runID)
 	}
@@ -139,10 +128,10 @@ func TestRunnerLosesTheLeaseOfACancelledRun(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := f.RunStatus(runID); got != domain.StatusCancelled {
+	if got := f.RunStatus(t, runID); got != domain.StatusCancelled {
 		t.Errorf("run %s is %s, want cancelled", runID, got)
 	}
-	if n := f.Count(`SELECT count(*) FROM events WHERE event_type = 'RunSucceeded' AND payload->>'run_id' = $1`, runID); n != 0 {
+	if n := f.Count(t, `SELECT count(*) FROM events WHERE event_type = 'RunSucceeded' AND payload->>'run_id' = $1`, runID); n != 0 {
 		t.Errorf("a result under a lost lease was recorded (%d RunSucceeded)", n)
 	}
 }
@@ -152,13 +141,9 @@ func TestRunnerLosesTheLeaseOfACancelledRun(t *testing.T) {
 // returned; once the database is back, a run is executed.
 func TestRunnerBacksOffWhileTheDatabaseIsAway(t *testing.T) {
 	t.Parallel()
-	proxy, proxied, err := faultproxy.ForDatabase(pgtest.NewDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy, proxied := apptest.Proxy(t, "")
 	f := newFixture(t, apptest.OnDatabase(proxied))
-	logs := &syncBuffer{}
+	logs := &apptest.Logs{}
 	handled := make(chan string, 1)
 	r := &executorclient.Runner{
 		Client: executorclient.New(f.URL, f.token), Wait: 200 * time.Millisecond,
@@ -194,7 +179,7 @@ func TestRunnerBacksOffWhileTheDatabaseIsAway(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatalf("the run was not executed after the database came back; client log:\n%s", logs)
 	}
-	apptest.WaitFor(t, waitTimeout, "the run succeeded", func() bool { return f.RunStatus(runID) == domain.StatusSucceeded })
+	apptest.WaitFor(t, waitTimeout, "the run succeeded", func() bool { return f.RunStatus(t, runID) == domain.StatusSucceeded })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -226,22 +211,4 @@ func TestRunnerStopsOnARevokedToken(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("Run kept going with a revoked token")
 	}
-}
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // BenchmarkDecision measures one start decision (a deduped Start, which
@@ -15,16 +16,16 @@ import (
 func BenchmarkDecision(b *testing.B) {
 	for _, history := range []int{10, 100_000} {
 		b.Run(fmt.Sprintf("history=%d", history), func(b *testing.B) {
-			f := newFixture(b)
-			conn := f.connection("Graph")
+			a, tm := newGate(b)
+			conn := a.Connection(b, tm.Owner.ID, tm.Tenant.ID, "Graph")
 			scope := domain.ConnectionScope(conn.ID)
-			f.seedHistory(scope, history)
+			seedHistory(b, a, tm, scope, history)
 
 			// One accepted start holds the scope; every measured start is deduped on it.
-			req := connStart(f.operator, domain.SurfaceInventorySync, conn.ID)
-			held := f.accept(req)
+			req := apptest.ConnStart(tm.Operator.ID, domain.SurfaceInventorySync, conn.ID)
+			held := a.Expect(b, domain.OutcomeAccepted, req)
 			for b.Loop() {
-				resp, err := f.svc.Start(f.ctx, req)
+				resp, err := a.Gate.Start(a.Ctx, req)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -39,31 +40,31 @@ func BenchmarkDecision(b *testing.B) {
 // seedHistory writes n earlier decisions (StartDeduped events pointing at
 // a long finished run) straight into scope's stream and sets the scope's
 // snapshot to agree: free, at version n.
-func (f *fixture) seedHistory(scope domain.ScopeID, n int) {
-	f.t.Helper()
+func seedHistory(t testing.TB, a *apptest.App, tm apptest.Team, scope domain.ScopeID, n int) {
+	t.Helper()
 	payload, err := json.Marshal(domain.StartDeduped{RunID: "01HISTORICRUN0000000000000", StartInfo: domain.StartInfo{
-		TenantID: f.tenant.ID, ScopeID: scope, Type: domain.OpInventorySync, CanonicalType: "inventory.sync",
-		Label: "Inventory sync", Surface: "inventory_sync", InitiatorID: f.operator,
+		TenantID: tm.Tenant.ID, ScopeID: scope, Type: domain.OpInventorySync, CanonicalType: "inventory.sync",
+		Label: "Inventory sync", Surface: "inventory_sync", InitiatorID: tm.Operator.ID,
 	}})
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
-	_, err = f.pool.Exec(f.ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+	_, err = a.Pool.Exec(a.Ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
 		SELECT $1, g, 'Z' || lpad(g::text, 25, '0'), 'StartDeduped', 1, $2, $3, '{}'::jsonb
-		FROM generate_series(1, $4::bigint) AS g`, string(scope), f.tenant.ID, payload, n)
+		FROM generate_series(1, $4::bigint) AS g`, string(scope), tm.Tenant.ID, payload, n)
 	if err != nil {
-		f.t.Fatalf("seed history: %v", err)
+		t.Fatalf("seed history: %v", err)
 	}
-	_, err = f.pool.Exec(f.ctx, `INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, '{}')`,
-		string(scope), f.tenant.ID, n)
+	_, err = a.Pool.Exec(a.Ctx, `INSERT INTO scopes (scope_id, tenant_id, version, state) VALUES ($1, $2, $3, '{}')`,
+		string(scope), tm.Tenant.ID, n)
 	if err != nil {
-		f.t.Fatalf("seed snapshot: %v", err)
+		t.Fatalf("seed snapshot: %v", err)
 	}
-	if _, err := f.pool.Exec(f.ctx, `ANALYZE events`); err != nil {
-		f.t.Fatalf("analyze: %v", err)
+	if _, err := a.Pool.Exec(a.Ctx, `ANALYZE events`); err != nil {
+		t.Fatalf("analyze: %v", err)
 	}
-	if got := len(f.stream(string(scope))); got != n {
-		f.t.Fatalf("seeded %d events, want %d", got, n)
+	if got := len(a.Stream(t, string(scope))); got != n {
+		t.Fatalf("seeded %d events, want %d", got, n)
 	}
 }
 
@@ -71,19 +72,19 @@ func (f *fixture) seedHistory(scope domain.ScopeID, n int) {
 // decision lands at version n+1.
 func TestSeededHistoryIsConsistent(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
-	conn := f.connection("Graph")
+	a, tm := newGate(t)
+	conn := a.Connection(t, tm.Owner.ID, tm.Tenant.ID, "Graph")
 	scope := domain.ConnectionScope(conn.ID)
-	f.seedHistory(scope, 10)
-	res := f.accept(connStart(f.operator, domain.SurfaceInventorySync, conn.ID))
-	events := f.stream(string(scope))
+	seedHistory(t, a, tm, scope, 10)
+	res := a.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(tm.Operator.ID, domain.SurfaceInventorySync, conn.ID))
+	events := a.Stream(t, string(scope))
 	if len(events) != 11 || events[10].Type != "StartAccepted" || events[10].StreamVersion != 11 {
-		t.Fatalf("stream = %v, want 10 seeded events and the decision at version 11", types(events))
+		t.Fatalf("stream = %v, want 10 seeded events and the decision at version 11", apptest.Types(events))
 	}
-	if _, ok := f.decode(events[0]).(domain.StartDeduped); !ok {
+	if _, ok := a.Decode(t, events[0]).(domain.StartDeduped); !ok {
 		t.Errorf("seeded event does not decode as StartDeduped")
 	}
-	if got := f.activeRunID(scope); got != res.Run.ID {
+	if got := activeRunID(t, a, scope); got != res.Run.ID {
 		t.Errorf("scope held by %q, want %s", got, res.Run.ID)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 var fourOps = []string{"inventory.sync", "compliance.snapshot", "entra_group_sync", "directory_role_definitions.sync"}
@@ -11,7 +13,7 @@ var fourOps = []string{"inventory.sync", "compliance.snapshot", "entra_group_syn
 // checkCompleted checks a completed bootstrap of ops: every item succeeded
 // in order with its run, the session is completed, and every run is
 // succeeded in monitoring, each started after the previous one finished.
-func checkCompleted(t *testing.T, f *fixture, s session, conn string, ops []string) []run {
+func checkCompleted(t *testing.T, f *fixture, s apptest.Session, conn string, ops []string) []apptest.Run {
 	t.Helper()
 	b := s.Steps.Bootstrap
 	if s.Status != "completed" || b.Status != "completed" || len(b.Pending) != 0 || len(b.Items) != len(ops) {
@@ -20,7 +22,7 @@ func checkCompleted(t *testing.T, f *fixture, s session, conn string, ops []stri
 	if b.InitiatorID == nil || *b.InitiatorID != f.owner.ID {
 		t.Errorf("initiator %s, want the owner %s", strp(b.InitiatorID), f.owner.ID)
 	}
-	runs := make([]run, len(ops))
+	runs := make([]apptest.Run, len(ops))
 	for i, it := range b.Items {
 		if it.Index != i || it.Type != ops[i] || it.Status != "succeeded" || it.RunID == nil ||
 			it.LastRunStatus == nil || *it.LastRunStatus != "succeeded" || it.LastOutcome == nil || *it.LastOutcome != "accepted" {
@@ -56,7 +58,7 @@ func TestBootstrapRunsOneAtATime(t *testing.T) {
 	sid := f.newSession(t, conn)
 	watch := f.watchScope(t, scope)
 
-	res := expectStart(t, f.bootstrap(t, sid, f.owner.Token, fourOps...), "accepted")
+	res := f.bootstrap(t, sid, f.owner.Token, fourOps...).ExpectStart(t, "accepted")
 	if res.Run.Type != fourOps[0] || res.Run.ProviderConnection == nil || res.Run.ProviderConnection.ID != conn {
 		t.Fatalf("first run: %+v", res.Run)
 	}
@@ -78,7 +80,7 @@ func TestBootstrapRunsOneAtATime(t *testing.T) {
 	eventually(t, 30*time.Second, "bootstrap completed", func() (bool, string) {
 		polls++
 		s = f.session(t, sid)
-		if n := s.admitted(); n > 1 {
+		if n := s.Admitted(); n > 1 {
 			t.Fatalf("%d items admitted at once: %s", n, s)
 		}
 		for i, it := range s.Steps.Bootstrap.Items {
@@ -111,8 +113,8 @@ func TestBootstrapFailureThenContinue(t *testing.T) {
 	sid := f.newSession(t, conn)
 	f.simulate(t, conn, 10, "provider.unavailable")
 
-	first := expectStart(t, f.bootstrap(t, sid, f.owner.Token, fourOps...), "accepted")
-	s := f.waitSession(t, sid, 30*time.Second, "item 1 failed", func(s session) bool {
+	first := f.bootstrap(t, sid, f.owner.Token, fourOps...).ExpectStart(t, "accepted")
+	s := f.waitSession(t, sid, 30*time.Second, "item 1 failed", func(s apptest.Session) bool {
 		return s.Status == "attention_needed"
 	})
 	b := s.Steps.Bootstrap
@@ -138,12 +140,12 @@ func TestBootstrapFailureThenContinue(t *testing.T) {
 
 	f.simulate(t, conn, 10, nil)
 	watch := f.watchScope(t, scope)
-	again := expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
+	again := f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
 	if again.Run.Type != fourOps[0] || again.Run.ID == first.Run.ID {
 		t.Fatalf("continue retried %+v, want a new run of %s", again.Run, fourOps[0])
 	}
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool {
-		if s.admitted() > 1 {
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool {
+		if s.Admitted() > 1 {
 			t.Fatalf("two items admitted: %s", s)
 		}
 		return s.Status == "completed"
@@ -166,8 +168,8 @@ func TestBootstrapScopeBusy(t *testing.T) {
 	scope := connectionScope(conn)
 	sid := f.newSession(t, conn)
 
-	inv := expectStart(t, f.h.call(t, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", f.owner.Token, nil), "accepted")
-	res := expectStart(t, f.bootstrap(t, sid, f.owner.Token, "compliance.snapshot", "inventory.sync"), "scope_busy")
+	inv := f.h.Call(t, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", f.owner.Token, nil).ExpectStart(t, "accepted")
+	res := f.bootstrap(t, sid, f.owner.Token, "compliance.snapshot", "inventory.sync").ExpectStart(t, "scope_busy")
 	if res.Run.ID != inv.Run.ID {
 		t.Fatalf("scope_busy points at %s, want the inventory sync %s", res.Run.ID, inv.Run.ID)
 	}
@@ -185,9 +187,8 @@ func TestBootstrapScopeBusy(t *testing.T) {
 		t.Fatalf("runs on the scope: %v, want only the active inventory sync", st)
 	}
 	// The answer is on the audit trail: the session's attempt with its outcome.
-	f.auditCount(t)
 	found := false
-	for _, e := range f.audit(t) {
+	for _, e := range f.h.AuditTrail(t, f.tenant, f.owner.Token) {
 		var d struct {
 			Outcome string `json:"outcome"`
 			RunID   string `json:"run_id"`
@@ -208,11 +209,11 @@ func TestBootstrapScopeBusy(t *testing.T) {
 		t.Fatalf("bootstrap moved without continue: %s", s)
 	}
 	f.simulate(t, conn, 20, nil)
-	again := expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
+	again := f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
 	if again.Run.Type != "compliance.snapshot" {
 		t.Fatalf("continue started %s, want compliance.snapshot", again.Run.Type)
 	}
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool { return s.Status == "completed" })
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
 	checkCompleted(t, f, s, conn, []string{"compliance.snapshot", "inventory.sync"})
 }
 
@@ -224,7 +225,7 @@ func TestBootstrapBlocked(t *testing.T) {
 	scope := connectionScope(conn)
 	sid := f.newSession(t, conn)
 
-	res := expectStart(t, f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot"), "blocked")
+	res := f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot").ExpectStart(t, "blocked")
 	if res.Reason.Code != "provider_connection.consent_missing" || res.Reason.Class != "provider_consent" || res.Run.Status != "blocked" {
 		t.Fatalf("blocked: %+v", res)
 	}
@@ -243,14 +244,14 @@ func TestBootstrapBlocked(t *testing.T) {
 	}
 
 	// Continue while consent is still missing: blocked again, still nothing queued.
-	again := expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "blocked")
+	again := f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "blocked")
 	if again.Run.ID == res.Run.ID || f.activeOn(t, scope) != 0 {
 		t.Fatalf("second blocked start: %+v", again)
 	}
 	// Once consent is granted, continue admits and the bootstrap completes.
-	f.h.must(t, 200, "PATCH", "/api/v1/provider-connections/"+conn, f.owner.Token, map[string]any{"consent": "granted"}, nil)
-	expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool { return s.Status == "completed" })
+	f.h.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+conn, f.owner.Token, map[string]any{"consent": "granted"}, nil)
+	f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
 	checkCompleted(t, f, s, conn, []string{"inventory.sync", "compliance.snapshot"})
 }
 
@@ -264,15 +265,15 @@ func TestBootstrapSurvivesRestart(t *testing.T) {
 	sid := f.newSession(t, conn)
 	watch := f.watchScope(t, scope)
 
-	expectStart(t, f.bootstrap(t, sid, f.owner.Token, fourOps...), "accepted")
-	s := f.waitSession(t, sid, 30*time.Second, "item 2 admitted", func(s session) bool {
+	f.bootstrap(t, sid, f.owner.Token, fourOps...).ExpectStart(t, "accepted")
+	s := f.waitSession(t, sid, 30*time.Second, "item 2 admitted", func(s apptest.Session) bool {
 		return s.Steps.Bootstrap.Items[1].Status == "admitted"
 	})
 	t.Logf("stopping with item 2's run %s %s", strp(s.Steps.Bootstrap.Items[1].RunID), f.runStatus(t, *s.Steps.Bootstrap.Items[1].RunID))
 	f.restart(t, harnessOptions{Grace: 5 * time.Second})
 
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed after the restart", func(s session) bool {
-		if s.admitted() > 1 {
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed after the restart", func(s apptest.Session) bool {
+		if s.Admitted() > 1 {
 			t.Fatalf("two items admitted: %s", s)
 		}
 		return s.Status == "completed"
@@ -298,8 +299,8 @@ func TestBootstrapAfterCrash(t *testing.T) {
 	scope := connectionScope(conn)
 	sid := f.newSession(t, conn)
 
-	expectStart(t, f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot", "entra_group_sync"), "accepted")
-	s := f.waitSession(t, sid, 30*time.Second, "item 2 admitted", func(s session) bool {
+	f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot", "entra_group_sync").ExpectStart(t, "accepted")
+	s := f.waitSession(t, sid, 30*time.Second, "item 2 admitted", func(s apptest.Session) bool {
 		return s.Steps.Bootstrap.Items[1].Status == "admitted"
 	})
 	victim, victimIdx := *s.Steps.Bootstrap.Items[1].RunID, 1
@@ -313,7 +314,7 @@ func TestBootstrapAfterCrash(t *testing.T) {
 	}
 	f.restart(t, harnessOptions{Grace: 0})
 
-	s = f.waitSession(t, sid, 30*time.Second, "the lost run recorded", func(s session) bool {
+	s = f.waitSession(t, sid, 30*time.Second, "the lost run recorded", func(s apptest.Session) bool {
 		return s.Status == "attention_needed"
 	})
 	it := s.Steps.Bootstrap.Items[victimIdx]
@@ -324,8 +325,8 @@ func TestBootstrapAfterCrash(t *testing.T) {
 		t.Fatalf("a run holds the scope after the lost one: %v", f.runStatuses(t, scope))
 	}
 	f.simulate(t, conn, 10, nil)
-	expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool { return s.Status == "completed" })
+	f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
 	checkCompleted(t, f, s, conn, []string{"inventory.sync", "compliance.snapshot", "entra_group_sync"})
 }
 
@@ -341,11 +342,11 @@ func TestBootstrapValidation(t *testing.T) {
 	unchanged := func(t *testing.T, name string, before int, fn func()) {
 		t.Helper()
 		fn()
-		if after := f.auditCount(t); after != before {
+		if after := len(f.h.AuditTrail(t, f.tenant, f.owner.Token)); after != before {
 			t.Fatalf("%s: audit events %d -> %d, want nothing recorded", name, before, after)
 		}
 	}
-	before := f.auditCount(t)
+	before := len(f.h.AuditTrail(t, f.tenant, f.owner.Token))
 	cases := []struct {
 		name   string
 		body   any
@@ -362,7 +363,7 @@ func TestBootstrapValidation(t *testing.T) {
 	}
 	for _, c := range cases {
 		unchanged(t, c.name, before, func() {
-			f.h.call(t, "POST", path, f.owner.Token, c.body).ExpectProblem(t, c.status, c.code)
+			f.h.Call(t, "POST", path, f.owner.Token, c.body).ExpectProblem(t, c.status, c.code)
 		})
 	}
 	unchanged(t, "continue before bootstrap", before, func() {
@@ -375,12 +376,12 @@ func TestBootstrapValidation(t *testing.T) {
 		t.Fatalf("invalid bootstraps made runs: %v", st)
 	}
 
-	first := expectStart(t, f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot"), "accepted")
+	first := f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot").ExpectStart(t, "accepted")
 	eventually(t, 30*time.Second, "first item running", func() (bool, string) {
 		st := f.runStatus(t, first.Run.ID)
 		return st == "running", st
 	})
-	before = f.auditCount(t)
+	before = len(f.h.AuditTrail(t, f.tenant, f.owner.Token))
 	unchanged(t, "second bootstrap, same first operation", before, func() {
 		f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "compliance.snapshot").ExpectProblem(t, 409, "bootstrap_already_requested")
 	})
@@ -396,17 +397,17 @@ func TestBootstrapValidation(t *testing.T) {
 
 	// Cancel the long first run: the item waits, cancelled, for continue.
 	f.simulate(t, conn, 10, nil)
-	f.h.must(t, 200, "POST", "/api/v1/operations/"+first.Run.ID+"/cancel", f.owner.Token, nil, nil)
-	s := f.waitSession(t, sid, 30*time.Second, "cancel recorded", func(s session) bool { return s.Status == "attention_needed" })
+	f.h.Must(t, 200, "POST", "/api/v1/operations/"+first.Run.ID+"/cancel", f.owner.Token, nil, nil)
+	s := f.waitSession(t, sid, 30*time.Second, "cancel recorded", func(s apptest.Session) bool { return s.Status == "attention_needed" })
 	if it := s.Steps.Bootstrap.Items[0]; it.Status != "pending" || strp(it.LastRunStatus) != "cancelled" || s.Steps.Bootstrap.Items[1].RunID != nil {
 		t.Fatalf("after cancel: %s", s)
 	}
-	expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
-	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool { return s.Status == "completed" })
+	f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
+	s = f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
 	checkCompleted(t, f, s, conn, []string{"inventory.sync", "compliance.snapshot"})
 
 	eventually(t, 30*time.Second, "scope free", func() (bool, string) { return f.activeOn(t, scope) == 0, "" })
-	before = f.auditCount(t)
+	before = len(f.h.AuditTrail(t, f.tenant, f.owner.Token))
 	unchanged(t, "continue when completed", before, func() {
 		f.continueBootstrap(t, sid, f.owner.Token).ExpectProblem(t, 409, "nothing_to_continue")
 	})

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // 8. Restore execution over HTTP keeps its destructive safeguards
@@ -19,18 +21,18 @@ func TestRestoreFlow(t *testing.T) {
 		Previewed bool     `json:"previewed"`
 		Warnings  []string `json:"warnings"`
 	}
-	f.h.must(t, 201, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs", f.owner.Token,
+	f.h.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs", f.owner.Token,
 		map[string]any{"name": "Mailbox restore", "items": []any{map[string]any{"name": "mailbox"}}}, &rr)
-	execute := func(restoreRunID string, body any) reply {
+	execute := func(restoreRunID string, body any) apptest.Reply {
 		t.Helper()
-		return f.h.call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+restoreRunID+"/execute", f.owner.Token, body)
+		return f.h.Call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+restoreRunID+"/execute", f.owner.Token, body)
 	}
 	confirm := map[string]any{"confirm": true}
 	nothingRecorded := func(name string, fn func()) {
 		t.Helper()
-		before, runs := f.auditCount(t), len(f.runStatuses(t, scope))
+		before, runs := len(f.h.AuditTrail(t, f.tenant, f.owner.Token)), len(f.runStatuses(t, scope))
 		fn()
-		if after := f.auditCount(t); after != before {
+		if after := len(f.h.AuditTrail(t, f.tenant, f.owner.Token)); after != before {
 			t.Fatalf("%s: audit events %d -> %d, want nothing recorded", name, before, after)
 		}
 		if n := len(f.runStatuses(t, scope)); n != runs {
@@ -39,7 +41,7 @@ func TestRestoreFlow(t *testing.T) {
 	}
 
 	// Never previewed: blocked, durably, nothing queued.
-	blocked := expectStart(t, execute(rr.ID, confirm), "blocked")
+	blocked := execute(rr.ID, confirm).ExpectStart(t, "blocked")
 	if blocked.Reason.Code != "restore_run.preview_required" || blocked.Reason.Class != "restore_readiness" ||
 		blocked.Run.Status != "blocked" || strp(blocked.Run.Target) != rr.ID {
 		t.Fatalf("never previewed: %+v", blocked)
@@ -48,7 +50,7 @@ func TestRestoreFlow(t *testing.T) {
 		t.Fatalf("never previewed: runs %v", f.runStatuses(t, scope))
 	}
 
-	f.h.must(t, 200, "POST", "/api/v1/restore-runs/"+rr.ID+"/preview", f.owner.Token, nil, &rr)
+	f.h.Must(t, 200, "POST", "/api/v1/restore-runs/"+rr.ID+"/preview", f.owner.Token, nil, &rr)
 	if !rr.Previewed || len(rr.Warnings) != 0 {
 		t.Fatalf("preview: %+v, want previewed without warnings", rr)
 	}
@@ -57,16 +59,16 @@ func TestRestoreFlow(t *testing.T) {
 		execute(rr.ID, map[string]any{"confirm": false}).ExpectProblem(t, 422, "confirmation_required")
 	})
 
-	first := expectStart(t, execute(rr.ID, confirm), "accepted")
+	first := execute(rr.ID, confirm).ExpectStart(t, "accepted")
 	if first.Run.Type != "restore.execute" || strp(first.Run.Target) != rr.ID || first.Run.ProviderConnection == nil ||
 		first.Run.ProviderConnection.ID != conn || first.Run.Surface != "restore_execute" {
 		t.Fatalf("accepted restore: %+v", first.Run)
 	}
-	dup := expectStart(t, execute(rr.ID, confirm), "deduped")
+	dup := execute(rr.ID, confirm).ExpectStart(t, "deduped")
 	if dup.Run.ID != first.Run.ID {
 		t.Fatalf("deduped points at %s, want %s", dup.Run.ID, first.Run.ID)
 	}
-	busy := expectStart(t, f.h.call(t, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", f.owner.Token, nil), "scope_busy")
+	busy := f.h.Call(t, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", f.owner.Token, nil).ExpectStart(t, "scope_busy")
 	if busy.Run.ID != first.Run.ID {
 		t.Fatalf("scope_busy points at %s, want the restore %s", busy.Run.ID, first.Run.ID)
 	}
@@ -80,12 +82,12 @@ func TestRestoreFlow(t *testing.T) {
 		ScopeBusyCount int `json:"scope_busy_count"`
 	}{}
 	eventually(t, 30*time.Second, "counts of answered starts", func() (bool, string) {
-		f.h.must(t, 200, "GET", "/api/v1/operations/"+first.Run.ID, f.owner.Token, nil, &detail)
+		f.h.Must(t, 200, "GET", "/api/v1/operations/"+first.Run.ID, f.owner.Token, nil, &detail)
 		return detail.DedupedCount == 1 && detail.ScopeBusyCount == 1, ""
 	})
 
 	// The same restore run executed again after success: a new run.
-	second := expectStart(t, execute(rr.ID, confirm), "accepted")
+	second := execute(rr.ID, confirm).ExpectStart(t, "accepted")
 	if second.Run.ID == first.Run.ID {
 		t.Fatalf("re-execution reused run %s", first.Run.ID)
 	}
@@ -93,9 +95,9 @@ func TestRestoreFlow(t *testing.T) {
 	// The history is kept: both runs (and the blocked start) are listed.
 	eventually(t, 30*time.Second, "both restore runs listed", func() (bool, string) {
 		var page struct {
-			Items []run `json:"items"`
+			Items []apptest.Run `json:"items"`
 		}
-		f.h.must(t, 200, "GET", "/api/v1/operations?tenant_id="+f.tenant+"&type=restore.execute&limit=200", f.owner.Token, nil, &page)
+		f.h.Must(t, 200, "GET", "/api/v1/operations?tenant_id="+f.tenant+"&type=restore.execute&limit=200", f.owner.Token, nil, &page)
 		seen := map[string]string{}
 		for _, r := range page.Items {
 			if r.Type != "restore.execute" {
@@ -112,9 +114,9 @@ func TestRestoreFlow(t *testing.T) {
 		ID       string   `json:"id"`
 		Warnings []string `json:"warnings"`
 	}
-	f.h.must(t, 201, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs", f.owner.Token,
+	f.h.Must(t, 201, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs", f.owner.Token,
 		map[string]any{"name": "Overwrite", "items": []any{map[string]any{"name": "mailbox", "overwrite": true}}}, &warned)
-	f.h.must(t, 200, "POST", "/api/v1/restore-runs/"+warned.ID+"/preview", f.owner.Token, nil, &warned)
+	f.h.Must(t, 200, "POST", "/api/v1/restore-runs/"+warned.ID+"/preview", f.owner.Token, nil, &warned)
 	if len(warned.Warnings) == 0 {
 		t.Fatalf("preview of an overwrite: no warnings")
 	}
@@ -123,13 +125,13 @@ func TestRestoreFlow(t *testing.T) {
 		execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": false}).ExpectProblem(t, 422, "warnings_not_acknowledged")
 		execute(warned.ID, map[string]any{"acknowledge_warnings": true}).ExpectProblem(t, 422, "confirmation_required")
 	})
-	third := expectStart(t, execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": true}), "accepted")
+	third := execute(warned.ID, map[string]any{"confirm": true, "acknowledge_warnings": true}).ExpectStart(t, "accepted")
 	if strp(third.Run.Target) != warned.ID {
 		t.Fatalf("third restore: %+v", third.Run)
 	}
 	f.waitOperation(t, third.Run.ID, "succeeded", 30*time.Second)
 
 	// restore.execute belongs to the owner alone.
-	f.h.call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+warned.ID+"/execute", f.operator.Token,
+	f.h.Call(t, "POST", "/api/v1/tenants/"+f.tenant+"/restore-runs/"+warned.ID+"/execute", f.operator.Token,
 		map[string]any{"confirm": true, "acknowledge_warnings": true}).ExpectProblem(t, 403, "forbidden")
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // 6. The verification step, and who may see and run a session.
@@ -17,7 +19,7 @@ func TestVerificationAndAccess(t *testing.T) {
 
 	// Who may not: non-members see 404 exactly as for a session that does
 	// not exist; readonly members may look but not run. Nothing is recorded.
-	before := f.auditCount(t)
+	before := len(f.h.AuditTrail(t, f.tenant, f.owner.Token))
 	missing := "/api/v1/onboarding-sessions/" + randomID()
 	requests := []struct {
 		name, method, suffix string
@@ -33,14 +35,14 @@ func TestVerificationAndAccess(t *testing.T) {
 	}
 	for _, rq := range requests {
 		t.Run(strings.ReplaceAll(rq.name, " ", "_"), func(t *testing.T) {
-			absent := f.h.call(t, rq.method, missing+rq.suffix, f.outsider.Token, rq.body)
+			absent := f.h.Call(t, rq.method, missing+rq.suffix, f.outsider.Token, rq.body)
 			absent.ExpectProblem(t, 404, "not_found")
-			hidden := f.h.call(t, rq.method, base+rq.suffix, f.outsider.Token, rq.body)
+			hidden := f.h.Call(t, rq.method, base+rq.suffix, f.outsider.Token, rq.body)
 			hidden.ExpectProblem(t, 404, "not_found")
 			if !bytes.Equal(hidden.Body, absent.Body) {
 				t.Fatalf("non-member answer differs from a missing session:\n%s\n%s", hidden, absent)
 			}
-			r := f.h.call(t, rq.method, base+rq.suffix, f.readonly.Token, rq.body)
+			r := f.h.Call(t, rq.method, base+rq.suffix, f.readonly.Token, rq.body)
 			if !rq.runs {
 				if r.Status != 200 {
 					t.Fatalf("readonly: %s, want 200", r)
@@ -53,7 +55,7 @@ func TestVerificationAndAccess(t *testing.T) {
 			}
 		})
 	}
-	if after := f.auditCount(t); after != before {
+	if after := len(f.h.AuditTrail(t, f.tenant, f.owner.Token)); after != before {
 		t.Fatalf("denied requests recorded %d events", after-before)
 	}
 	if s := f.session(t, sid); s.Status != "open" || s.Steps.Verification.Status != "not_run" {
@@ -61,7 +63,7 @@ func TestVerificationAndAccess(t *testing.T) {
 	}
 
 	// The operator may run it.
-	res := expectStart(t, f.h.call(t, "POST", base+"/verify", f.operator.Token, nil), "accepted")
+	res := f.h.Call(t, "POST", base+"/verify", f.operator.Token, nil).ExpectStart(t, "accepted")
 	if res.Run.Type != "provider.connection.check" || res.Run.Surface != "onboarding_verification" ||
 		res.Run.InitiatorID != f.operator.ID || res.Run.ProviderConnection == nil || res.Run.ProviderConnection.ID != conn {
 		t.Fatalf("verification run: %+v", res.Run)
@@ -73,15 +75,15 @@ func TestVerificationAndAccess(t *testing.T) {
 		t.Fatalf("verification step: %s", s)
 	}
 	// The readonly member and the owner see it; the run ends succeeded.
-	var ro session
-	f.h.must(t, 200, "GET", base, f.readonly.Token, nil, &ro)
+	var ro apptest.Session
+	f.h.Must(t, 200, "GET", base, f.readonly.Token, nil, &ro)
 	if ro.Steps.Verification.Status != "accepted" {
 		t.Fatalf("readonly view: %s", ro)
 	}
 	f.waitOperation(t, res.Run.ID, "succeeded", 30*time.Second)
 
 	// A second verification is a fresh attempt through the gate.
-	again := expectStart(t, f.h.call(t, "POST", base+"/verify", f.owner.Token, nil), "accepted")
+	again := f.h.Call(t, "POST", base+"/verify", f.owner.Token, nil).ExpectStart(t, "accepted")
 	s = f.session(t, sid)
 	if v := s.Steps.Verification; len(v.Attempts) != 2 || v.Attempts[1].RunID != again.Run.ID || again.Run.ID == res.Run.ID {
 		t.Fatalf("second verification: %s", s)
@@ -89,6 +91,6 @@ func TestVerificationAndAccess(t *testing.T) {
 
 	// Creating a session needs onboarding.run; non-members get 404.
 	path := "/api/v1/tenants/" + f.tenant + "/onboarding-sessions"
-	f.h.call(t, "POST", path, f.readonly.Token, map[string]any{}).ExpectProblem(t, 403, "forbidden")
-	f.h.call(t, "POST", path, f.outsider.Token, map[string]any{}).ExpectProblem(t, 404, "not_found")
+	f.h.Call(t, "POST", path, f.readonly.Token, map[string]any{}).ExpectProblem(t, 403, "forbidden")
+	f.h.Call(t, "POST", path, f.outsider.Token, map[string]any{}).ExpectProblem(t, 404, "not_found")
 }

@@ -14,15 +14,15 @@ import (
 // lag-ms/op; ns/op also counts the start itself and the bookkeeping.
 func BenchmarkProjectionLag(b *testing.B) {
 	f := newFixture(b)
-	f.startProjectors()
-	tn := f.tenant("Bench")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	conn := f.connection(owner, tn.ID, "Graph")
-	f.waitCaughtUp(10 * time.Second)
+	f.startProjectors(b)
+	tn := f.Tenant(b, f.workspace.ID, "Bench")
+	owner := f.Member(b, "owner", tn.ID, domain.RoleOwner).ID
+	conn := f.Connection(b, owner, tn.ID, "Graph")
+	f.waitCaughtUp(b, 10*time.Second)
 
 	visible := func(id string) bool {
 		var ok bool
-		if err := f.pool.QueryRow(f.ctx, `SELECT EXISTS (SELECT 1 FROM projections.ops_runs WHERE id = $1)`, id).Scan(&ok); err != nil {
+		if err := f.Pool.QueryRow(f.Ctx, `SELECT EXISTS (SELECT 1 FROM projections.ops_runs WHERE id = $1)`, id).Scan(&ok); err != nil {
 			b.Fatalf("look up %s: %v", id, err)
 		}
 		return ok
@@ -31,7 +31,7 @@ func BenchmarkProjectionLag(b *testing.B) {
 	var worst time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		run := f.expect(domain.OutcomeAccepted, connStart(owner, domain.SurfaceInventorySync, conn.ID)).Run
+		run := f.Expect(b, domain.OutcomeAccepted, apptest.ConnStart(owner, domain.SurfaceInventorySync, conn.ID)).Run
 		committed := time.Now()
 		deadline := committed.Add(10 * time.Second)
 		for !visible(run.ID) {
@@ -47,10 +47,10 @@ func BenchmarkProjectionLag(b *testing.B) {
 		// Free the scope for the next iteration, outside the measurement,
 		// and let the projectors settle so iterations do not overlap.
 		b.StopTimer()
-		if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), run.ID); err != nil {
+		if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(owner), run.ID); err != nil {
 			b.Fatalf("cancel: %v", err)
 		}
-		f.waitCaughtUp(10 * time.Second)
+		f.waitCaughtUp(b, 10*time.Second)
 		b.StartTimer()
 	}
 	b.StopTimer()

@@ -15,12 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/opsgate/opsgate/connections"
-	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/config"
@@ -41,21 +37,11 @@ const leaseLong = 5 * time.Minute
 // projectorNames are the names Reader.CatchUp accepts.
 var projectorNames = []string{"operations", "queue", "notifications"}
 
-// worker is the actor of the results the tests record.
-var worker = domain.ActorWorker("test")
-
 // fixture is a fresh application whose notifier runs but no role: the
 // tests run the projectors they need (startProjectors).
 type fixture struct {
-	t        testing.TB
-	ctx      context.Context
-	app      *apptest.App
-	pool     *pgxpool.Pool
-	store    *eventstore.Store
-	svc      *gate.Service
-	notifier *eventstore.Notifier
+	*apptest.App
 	logger   *slog.Logger
-	reader   *projections.Reader
 	replayer *projections.Replayer
 
 	workspace tenancy.Workspace
@@ -69,17 +55,14 @@ func testLogger() *slog.Logger {
 }
 
 // newFixture returns a fixture on a fresh migrated database with its
-// notifier running (until the test ends) but no projectors.
-func newFixture(t testing.TB) *fixture {
+// notifier running (until the test ends) but no projectors, and a
+// workspace.
+func newFixture(t testing.TB, opts ...apptest.Option) *fixture {
 	t.Helper()
-	a := apptest.Start(t, apptest.Roles(app.Roles{}), apptest.Configure(func(c *config.Config) { c.ReadYourWritesWait = readerWait }))
-	f := &fixture{
-		t: t, ctx: a.Ctx, app: a, pool: a.Pool, store: a.Store, svc: a.Gate, notifier: a.Notifier, logger: testLogger(),
-		reader:   a.Reader,
-		replayer: &projections.Replayer{Pool: a.Pool, Store: a.Store},
-	}
-	f.workspace = a.Workspace("Contoso MSP")
-	return f
+	opts = append([]apptest.Option{apptest.Roles(app.Roles{}), apptest.Configure(func(c *config.Config) { c.ReadYourWritesWait = readerWait })}, opts...)
+	a := apptest.Start(t, opts...)
+	return &fixture{App: a, logger: testLogger(), replayer: &projections.Replayer{Pool: a.Pool, Store: a.Store},
+		workspace: a.Workspace(t, "Contoso MSP")}
 }
 
 // runner says how the tests' feeds report applied events (nil: not at all).
@@ -101,8 +84,8 @@ func (f *fixture) feed(r runner, names ...string) *eventstore.Feed {
 		}
 	}
 	return &eventstore.Feed{
-		Pool: f.app.ReaderPool, Registry: f.store.Registry(), Consumers: consumers, Logger: f.logger,
-		Wake: f.notifier.Subscribe, PollInterval: 50 * time.Millisecond,
+		Pool: f.ReaderPool, Registry: f.Store.Registry(), Consumers: consumers, Logger: f.logger,
+		Wake: f.Notifier.Subscribe, PollInterval: 50 * time.Millisecond,
 	}
 }
 
@@ -116,26 +99,26 @@ type projectors struct {
 
 // startProjectors runs every projector (or those named), in one feed,
 // until stop or the end of the test.
-func (f *fixture) startProjectors(names ...string) *projectors {
-	f.t.Helper()
-	return f.startProjectorsWith(f.runner(nil), names...)
+func (f *fixture) startProjectors(t testing.TB, names ...string) *projectors {
+	t.Helper()
+	return f.startProjectorsWith(t, f.runner(nil), names...)
 }
 
-func (f *fixture) startProjectorsWith(r runner, names ...string) *projectors {
-	f.t.Helper()
-	return f.startProjectorsIn(f.ctx, r, names...)
+func (f *fixture) startProjectorsWith(t testing.TB, r runner, names ...string) *projectors {
+	t.Helper()
+	return f.startProjectorsIn(t, f.Ctx, r, names...)
 }
 
 // startProjectorsIn runs the projectors until parent ends, stop, or the
 // end of the test.
-func (f *fixture) startProjectorsIn(parent context.Context, r runner, names ...string) *projectors {
-	f.t.Helper()
-	return f.startFeeds(parent, f.feed(r, names...))
+func (f *fixture) startProjectorsIn(t testing.TB, parent context.Context, r runner, names ...string) *projectors {
+	t.Helper()
+	return f.startFeeds(t, parent, f.feed(r, names...))
 }
 
 // startFeeds runs feeds until parent ends, stop, or the end of the test.
-func (f *fixture) startFeeds(parent context.Context, feeds ...*eventstore.Feed) *projectors {
-	f.t.Helper()
+func (f *fixture) startFeeds(t testing.TB, parent context.Context, feeds ...*eventstore.Feed) *projectors {
+	t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	ps := &projectors{cancel: cancel}
 	for _, feed := range feeds {
@@ -147,7 +130,7 @@ func (f *fixture) startFeeds(parent context.Context, feeds ...*eventstore.Feed) 
 			}
 		})
 	}
-	f.t.Cleanup(func() { ps.stop(f.t) })
+	t.Cleanup(func() { ps.stop(t) })
 	return ps
 }
 
@@ -172,16 +155,16 @@ func (ps *projectors) stop(t testing.TB) {
 
 // waitCaughtUp waits until every projector (or those named) has applied
 // every event committed so far.
-func (f *fixture) waitCaughtUp(timeout time.Duration, names ...string) {
-	f.t.Helper()
+func (f *fixture) waitCaughtUp(t testing.TB, timeout time.Duration, names ...string) {
+	t.Helper()
 	if len(names) == 0 {
 		names = projectorNames
 	}
-	waitFor(f.t, timeout, "projectors "+strings.Join(names, ",")+" to catch up", func() bool {
+	apptest.WaitFor(t, timeout, "projectors "+strings.Join(names, ",")+" to catch up", func() bool {
 		for _, n := range names {
-			ok, err := f.reader.CatchUp(f.ctx, n)
+			ok, err := f.Reader.CatchUp(f.Ctx, n)
 			if err != nil {
-				f.t.Fatalf("catch up %s: %v", n, err)
+				t.Fatalf("catch up %s: %v", n, err)
 			}
 			if !ok {
 				return false
@@ -192,104 +175,33 @@ func (f *fixture) waitCaughtUp(timeout time.Duration, names ...string) {
 }
 
 // verifyClean runs Replayer.Verify and fails the test on any difference.
-func (f *fixture) verifyClean(what string) projections.ReplayStats {
-	f.t.Helper()
-	diffs, stats, err := f.replayer.Verify(f.ctx)
+func (f *fixture) verifyClean(t testing.TB, what string) projections.ReplayStats {
+	t.Helper()
+	diffs, stats, err := f.replayer.Verify(f.Ctx)
 	if err != nil {
-		f.t.Fatalf("verify (%s): %v", what, err)
+		t.Fatalf("verify (%s): %v", what, err)
 	}
 	for _, d := range diffs {
-		f.t.Errorf("verify (%s): table %s differs: %d rows only live, %d only rebuilt", what, d.Table, d.OnlyLive, d.OnlyRebuilt)
+		t.Errorf("verify (%s): table %s differs: %d rows only live, %d only rebuilt", what, d.Table, d.OnlyLive, d.OnlyRebuilt)
 	}
 	return stats
 }
 
-// waitFor polls cond until it holds, failing the test at the deadline.
-var waitFor = apptest.WaitFor
-
-// tenant creates a tenant in the fixture's workspace.
-func (f *fixture) tenant(name string) tenancy.Tenant {
-	f.t.Helper()
-	return f.app.On(f.t).Tenant(f.workspace.ID, name)
-}
-
-// user creates a user and grants it role on each tenant.
-func (f *fixture) user(name string, role domain.Role, tenantIDs ...string) string {
-	f.t.Helper()
-	a := f.app.On(f.t)
-	u := a.User(name)
-	for _, tid := range tenantIDs {
-		a.Grant(u.ID, tid, role)
-	}
-	return u.ID
-}
-
-// connection creates a ready simulated connection (consent granted,
-// credentials valid, enabled, not default) as owner; change adjusts the
-// request first.
-func (f *fixture) connection(owner, tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
-	f.t.Helper()
-	return f.app.On(f.t).Connection(owner, tenantID, name, change...)
-}
-
-// Connection request tweaks.
-var (
-	asDefault   = apptest.AsDefault
-	disabled    = apptest.Disabled
-	consent     = apptest.Consent
-	credentials = apptest.Credentials
-)
-
-// Starts of the connection- and tenant-scoped surfaces.
-var (
-	connStart   = apptest.ConnStart
-	tenantStart = apptest.TenantStart
-)
-
-// start runs req through the gate and fails the test on an error.
-func (f *fixture) start(req gate.StartRequest) domain.StartResult {
-	f.t.Helper()
-	return f.app.On(f.t).Start(req).Result
-}
-
-// expect starts req and fails the test unless the outcome is want.
-func (f *fixture) expect(want domain.Outcome, req gate.StartRequest) domain.StartResult {
-	f.t.Helper()
-	return f.app.On(f.t).Expect(want, req)
-}
-
-func (f *fixture) begin(runID string) gate.Claim {
-	f.t.Helper()
-	c, err := f.svc.BeginRun(f.ctx, runID, "worker-test", leaseLong)
+// getRun reads a run through the Reader (read-your-writes).
+func (f *fixture) getRun(t testing.TB, id string) projections.RunView {
+	t.Helper()
+	v, err := f.Reader.GetRun(f.Ctx, id)
 	if err != nil {
-		f.t.Fatalf("begin %s: %v", runID, err)
-	}
-	return c
-}
-
-func (f *fixture) getRun(id string) projections.RunView {
-	f.t.Helper()
-	v, err := f.reader.GetRun(f.ctx, id)
-	if err != nil {
-		f.t.Fatalf("get run %s: %v", id, err)
+		t.Fatalf("get run %s: %v", id, err)
 	}
 	return v
-}
-
-func (f *fixture) count(sql string, args ...any) int {
-	f.t.Helper()
-	var n int
-	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(&n); err != nil {
-		f.t.Fatalf("%s: %v", sql, err)
-	}
-	return n
 }
 
 // snapshot returns every row of every read-model table, and the
 // projectors' checkpoints (with updated_at), as text, sorted by table: two
 // equal snapshots mean nothing changed.
-func (f *fixture) snapshot() map[string][]string {
-	f.t.Helper()
+func (f *fixture) snapshot(t testing.TB) map[string][]string {
+	t.Helper()
 	out := map[string][]string{}
 	queries := map[string]string{"checkpoints": `SELECT t::text FROM feed_checkpoints t WHERE consumer = ANY('{operations,queue,notifications}')`}
 	for _, p := range projections.All() {
@@ -298,13 +210,13 @@ func (f *fixture) snapshot() map[string][]string {
 		}
 	}
 	for table, q := range queries {
-		rows, err := f.pool.Query(f.ctx, q)
+		rows, err := f.Pool.Query(f.Ctx, q)
 		if err != nil {
-			f.t.Fatalf("snapshot %s: %v", table, err)
+			t.Fatalf("snapshot %s: %v", table, err)
 		}
 		list, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			f.t.Fatalf("snapshot %s: %v", table, err)
+			t.Fatalf("snapshot %s: %v", table, err)
 		}
 		sort.Strings(list)
 		out[table] = list

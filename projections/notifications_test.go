@@ -15,50 +15,58 @@ import (
 func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.startProjectors()
-	tn, other := f.tenant("Fabrikam"), f.tenant("Northwind")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	alice := f.user("alice", domain.RoleOperator, tn.ID)
-	bob := f.user("bob", domain.RoleOperator, tn.ID)
-	auditor := f.user("auditor", domain.RoleAuditor, tn.ID)
-	outsider := f.user("outsider", domain.RoleOwner, other.ID)
-	connA := f.connection(owner, tn.ID, "Graph A", asDefault)
-	connB := f.connection(owner, tn.ID, "Graph B")
-	connC := f.connection(owner, tn.ID, "Graph C")
-	off := f.connection(owner, tn.ID, "Off", disabled)
+	f.startProjectors(t)
+	tn, other := f.Tenant(t, f.workspace.ID, "Fabrikam"), f.Tenant(t, f.workspace.ID, "Northwind")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	alice := f.Member(t, "alice", tn.ID, domain.RoleOperator).ID
+	bob := f.Member(t, "bob", tn.ID, domain.RoleOperator).ID
+	auditor := f.Member(t, "auditor", tn.ID, domain.RoleAuditor).ID
+	outsider := f.Member(t, "outsider", other.ID, domain.RoleOwner).ID
+	connA := f.Connection(t, owner, tn.ID, "Graph A", apptest.AsDefault)
+	connB := f.Connection(t, owner, tn.ID, "Graph B")
+	connC := f.Connection(t, owner, tn.ID, "Graph C")
+	off := f.Connection(t, owner, tn.ID, "Off", apptest.Disabled)
 
 	// Alice's groups sync succeeds; Bob's start of the same is deduped on it.
-	okRun := f.expect(domain.OutcomeAccepted, tenantStart(alice, domain.SurfaceGroupsSync, tn.ID, "")).Run
-	f.expect(domain.OutcomeDeduped, tenantStart(bob, domain.SurfaceGroupsSync, tn.ID, ""))
-	f.expect(domain.OutcomeScopeBusy, connStart(bob, domain.SurfaceInventorySync, connA.ID))
-	c := f.begin(okRun.ID)
-	if err := f.svc.Succeed(f.ctx, worker, c); err != nil {
+	okRun := f.Expect(t, domain.OutcomeAccepted, apptest.TenantStart(alice, domain.SurfaceGroupsSync, tn.ID, "")).Run
+	f.Expect(t, domain.OutcomeDeduped, apptest.TenantStart(bob, domain.SurfaceGroupsSync, tn.ID, ""))
+	f.Expect(t, domain.OutcomeScopeBusy, apptest.ConnStart(bob, domain.SurfaceInventorySync, connA.ID))
+	c, err := f.BeginRun(t, okRun.ID, "worker-test", leaseLong)
+	if err != nil {
+		t.Fatalf("begin %s: %v", okRun.ID, err)
+	}
+	if err := f.Succeed(apptest.Worker, c); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
 	// Bob's inventory sync fails.
-	failRun := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceInventorySync, connB.ID)).Run
-	c = f.begin(failRun.ID)
-	if err := f.svc.Fail(f.ctx, worker, c, domain.ReasonCredentialsRejected); err != nil {
+	failRun := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(bob, domain.SurfaceInventorySync, connB.ID)).Run
+	c, err = f.BeginRun(t, failRun.ID, "worker-test", leaseLong)
+	if err != nil {
+		t.Fatalf("begin %s: %v", failRun.ID, err)
+	}
+	if err := f.Fail(apptest.Worker, c, domain.ReasonCredentialsRejected); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
 	// Alice's compliance snapshot is cancelled by the owner while running.
-	cancelRun := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceComplianceSnapshot, connC.ID)).Run
-	f.begin(cancelRun.ID)
-	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), cancelRun.ID); err != nil {
+	cancelRun := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(alice, domain.SurfaceComplianceSnapshot, connC.ID)).Run
+	if _, err := f.BeginRun(t, cancelRun.ID, "worker-test", leaseLong); err != nil {
+		t.Fatalf("begin %s: %v", cancelRun.ID, err)
+	}
+	if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(owner), cancelRun.ID); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
-	// Bob's start on a disabled connection is blocked: no notification.
-	f.expect(domain.OutcomeBlocked, connStart(bob, domain.SurfaceConnectionCheck, off.ID))
+	// Bob's start on a apptest.Disabled connection is blocked: no notification.
+	f.Expect(t, domain.OutcomeBlocked, apptest.ConnStart(bob, domain.SurfaceConnectionCheck, off.ID))
 	// Alice's run still queued: no notification yet. (Not on Graph B: the
 	// rejected credentials made it unready, and its starts are blocked.)
-	pending := f.expect(domain.OutcomeAccepted, connStart(alice, domain.SurfaceConnectionCheck, connA.ID)).Run
+	pending := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(alice, domain.SurfaceConnectionCheck, connA.ID)).Run
 	// A lost worker of Bob's: one failure notification.
-	lost := f.expect(domain.OutcomeAccepted, connStart(bob, domain.SurfaceComplianceSnapshot, connC.ID)).Run
-	if _, err := f.svc.BeginRun(f.ctx, lost.ID, "worker-lost", time.Microsecond); err != nil {
+	lost := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(bob, domain.SurfaceComplianceSnapshot, connC.ID)).Run
+	if _, err := f.BeginRun(t, lost.ID, "worker-lost", time.Microsecond); err != nil {
 		t.Fatalf("begin: %v", err)
 	}
-	waitFor(t, 10*time.Second, "the reaper to end the lost run", func() bool {
-		n, err := f.svc.ReapExpired(f.ctx, 10)
+	apptest.WaitFor(t, 10*time.Second, "the reaper to end the lost run", func() bool {
+		n, err := f.Gate.ReapExpired(f.Ctx, 10)
 		if err != nil {
 			t.Fatalf("reap: %v", err)
 		}
@@ -67,7 +75,7 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 
 	notes := func(user string) []projections.Notification {
 		t.Helper()
-		list, next, err := f.reader.Notifications(f.ctx, user, "", 100)
+		list, next, err := f.Reader.Notifications(f.Ctx, user, "", 100)
 		if err != nil {
 			t.Fatalf("notifications of %s: %v", user, err)
 		}
@@ -106,7 +114,7 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 				t.Errorf("user %s notification %d: no next steps for %s", user, i, w.reason)
 			}
 			// The notification says what the run detail says.
-			v := f.getRun(w.run.ID)
+			v := f.getRun(t, w.run.ID)
 			msg, steps := domain.PresentRun(v.Run)
 			if msg != n.Message || len(steps) != len(n.NextSteps) {
 				t.Errorf("user %s notification %d: message %+v / %d steps, the run's presenter says %+v / %d steps",
@@ -128,32 +136,32 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	check(outsider)
 
 	// Paging: one per page.
-	first, next, err := f.reader.Notifications(f.ctx, alice, "", 1)
+	first, next, err := f.Reader.Notifications(f.Ctx, alice, "", 1)
 	if err != nil || len(first) != 1 || next != first[0].ID {
 		t.Fatalf("first page: %+v next %q err %v", first, next, err)
 	}
-	second, next, err := f.reader.Notifications(f.ctx, alice, next, 1)
+	second, next, err := f.Reader.Notifications(f.Ctx, alice, next, 1)
 	if err != nil || len(second) != 1 || second[0].RunID != okRun.ID || next != "" {
 		t.Fatalf("second page: %+v next %q err %v", second, next, err)
 	}
 
 	// Exactly one per ended run; none for the blocked and the queued run.
-	if n := f.count(`SELECT count(*) FROM projections.ops_notifications`); n != 4 {
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_notifications`); n != 4 {
 		t.Errorf("%d notifications in all, want 4", n)
 	}
-	if n := f.count(`SELECT count(*) FROM projections.ops_notifications WHERE run_id = $1`, pending.ID); n != 0 {
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_notifications WHERE run_id = $1`, pending.ID); n != 0 {
 		t.Errorf("queued run has %d notifications", n)
 	}
-	if n := f.count(`SELECT count(*) FROM projections.ops_notifications n JOIN projections.ops_runs r ON r.id = n.run_id
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_notifications n JOIN projections.ops_runs r ON r.id = n.run_id
 		WHERE r.status = 'blocked'`); n != 0 {
 		t.Errorf("blocked runs have %d notifications", n)
 	}
 
 	// Ending the pending run notifies Alice once more; re-cancelling it is refused.
-	if _, err := f.svc.CancelRun(f.ctx, apptest.As(bob), pending.ID); err != nil {
+	if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(bob), pending.ID); err != nil {
 		t.Fatalf("cancel pending: %v", err)
 	}
-	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), pending.ID); err == nil {
+	if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(owner), pending.ID); err == nil {
 		t.Fatal("second cancel accepted")
 	}
 	if got := notes(alice); len(got) != 3 || got[0].RunID != pending.ID {
@@ -162,5 +170,5 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	check(bob,
 		want{lost, domain.StatusFailed, domain.ToneDanger, domain.ReasonExecutionLost},
 		want{failRun, domain.StatusFailed, domain.ToneDanger, domain.ReasonCredentialsRejected})
-	f.verifyClean("notifications")
+	f.verifyClean(t, "notifications")
 }

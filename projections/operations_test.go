@@ -42,39 +42,43 @@ func checkConn(t *testing.T, what string, got *domain.ConnectionRef, want *domai
 func TestOperationsViewContent(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.startProjectors()
+	f.startProjectors(t)
 
-	t1, t2 := f.tenant("Fabrikam"), f.tenant("Northwind")
-	owner := f.user("owner", domain.RoleOwner, t1.ID, t2.ID)
-	op1 := f.user("operator", domain.RoleOperator, t1.ID)
-	connA := f.connection(owner, t1.ID, "Graph A", asDefault)
-	connB := f.connection(owner, t1.ID, "Graph B")
+	t1, t2 := f.Tenant(t, f.workspace.ID, "Fabrikam"), f.Tenant(t, f.workspace.ID, "Northwind")
+	owner := f.Member(t, "owner", t1.ID, domain.RoleOwner).ID
+	f.Grant(t, owner, t2.ID, domain.RoleOwner)
+	op1 := f.Member(t, "operator", t1.ID, domain.RoleOperator).ID
+	connA := f.Connection(t, owner, t1.ID, "Graph A", apptest.AsDefault)
+	connB := f.Connection(t, owner, t1.ID, "Graph B")
 	refA := &domain.ConnectionRef{ID: connA.ID, DisplayName: "Graph A", Provider: connections.ProviderSimulated}
 	refB := &domain.ConnectionRef{ID: connB.ID, DisplayName: "Graph B", Provider: connections.ProviderSimulated}
 
 	// r1: groups sync on the default connection, deduped twice and met
 	// busy once, then started and succeeded. The connection is renamed
 	// while r1 is queued: the view keeps the name pinned at click time.
-	r1 := f.expect(domain.OutcomeAccepted, tenantStart(op1, domain.SurfaceGroupsSync, t1.ID, "")).Run
-	f.expect(domain.OutcomeDeduped, tenantStart(op1, domain.SurfaceGroupsSync, t1.ID, ""))
-	f.expect(domain.OutcomeDeduped, tenantStart(owner, domain.SurfaceGroupsSync, t1.ID, connA.ID))
-	f.expect(domain.OutcomeScopeBusy, connStart(op1, domain.SurfaceInventorySync, connA.ID))
-	if _, err := f.app.Connections.Update(f.ctx, apptest.As(owner), connA.ID, connections.Patch{DisplayName: strp("Graph A (renamed)")}); err != nil {
+	r1 := f.Expect(t, domain.OutcomeAccepted, apptest.TenantStart(op1, domain.SurfaceGroupsSync, t1.ID, "")).Run
+	f.Expect(t, domain.OutcomeDeduped, apptest.TenantStart(op1, domain.SurfaceGroupsSync, t1.ID, ""))
+	f.Expect(t, domain.OutcomeDeduped, apptest.TenantStart(owner, domain.SurfaceGroupsSync, t1.ID, connA.ID))
+	f.Expect(t, domain.OutcomeScopeBusy, apptest.ConnStart(op1, domain.SurfaceInventorySync, connA.ID))
+	if _, err := f.Connections.Update(f.Ctx, apptest.As(owner), connA.ID, connections.Patch{DisplayName: strp("Graph A (renamed)")}); err != nil {
 		t.Fatalf("rename: %v", err)
 	}
-	v := f.getRun(r1.ID)
+	v := f.getRun(t, r1.ID)
 	if v.Status != domain.StatusQueued || v.StartedAt != nil || v.FinishedAt != nil {
 		t.Errorf("r1 queued: status %s started %v finished %v", v.Status, v.StartedAt, v.FinishedAt)
 	}
-	claim := f.begin(r1.ID)
-	v = f.getRun(r1.ID)
+	claim, err := f.BeginRun(t, r1.ID, "worker-test", leaseLong)
+	if err != nil {
+		t.Fatalf("begin %s: %v", r1.ID, err)
+	}
+	v = f.getRun(t, r1.ID)
 	if v.Status != domain.StatusRunning || v.StartedAt == nil || v.FinishedAt != nil {
 		t.Errorf("r1 running: status %s started %v finished %v", v.Status, v.StartedAt, v.FinishedAt)
 	}
-	if err := f.svc.Succeed(f.ctx, worker, claim); err != nil {
+	if err := f.Succeed(apptest.Worker, claim); err != nil {
 		t.Fatalf("succeed: %v", err)
 	}
-	v = f.getRun(r1.ID)
+	v = f.getRun(t, r1.ID)
 	if v.Status != domain.StatusSucceeded || v.StartedAt == nil || v.FinishedAt == nil || v.FinishedAt.Before(*v.StartedAt) ||
 		v.StartedAt.Before(v.CreatedAt) {
 		t.Errorf("r1 succeeded: status %s created %v started %v finished %v", v.Status, v.CreatedAt, v.StartedAt, v.FinishedAt)
@@ -99,12 +103,15 @@ func TestOperationsViewContent(t *testing.T) {
 	checkReason(t, "r1", v.Reason, "")
 
 	// r2: connection check on B, failed with throttling.
-	r2 := f.expect(domain.OutcomeAccepted, connStart(op1, domain.SurfaceConnectionCheck, connB.ID)).Run
-	c2 := f.begin(r2.ID)
-	if err := f.svc.Fail(f.ctx, worker, c2, domain.ReasonThrottled); err != nil {
+	r2 := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(op1, domain.SurfaceConnectionCheck, connB.ID)).Run
+	c2, err := f.BeginRun(t, r2.ID, "worker-test", leaseLong)
+	if err != nil {
+		t.Fatalf("begin %s: %v", r2.ID, err)
+	}
+	if err := f.Fail(apptest.Worker, c2, domain.ReasonThrottled); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
-	v = f.getRun(r2.ID)
+	v = f.getRun(t, r2.ID)
 	if v.Status != domain.StatusFailed || v.StartedAt == nil || v.FinishedAt == nil {
 		t.Errorf("r2: status %s started %v finished %v", v.Status, v.StartedAt, v.FinishedAt)
 	}
@@ -112,11 +119,11 @@ func TestOperationsViewContent(t *testing.T) {
 	checkConn(t, "r2", v.ProviderConnection, refB)
 
 	// r3: compliance snapshot on B, cancelled while queued.
-	r3 := f.expect(domain.OutcomeAccepted, connStart(op1, domain.SurfaceComplianceSnapshot, connB.ID)).Run
-	if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), r3.ID); err != nil {
+	r3 := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(op1, domain.SurfaceComplianceSnapshot, connB.ID)).Run
+	if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(owner), r3.ID); err != nil {
 		t.Fatalf("cancel: %v", err)
 	}
-	v = f.getRun(r3.ID)
+	v = f.getRun(t, r3.ID)
 	if v.Status != domain.StatusCancelled || v.StartedAt != nil || v.FinishedAt == nil {
 		t.Errorf("r3: status %s started %v finished %v", v.Status, v.StartedAt, v.FinishedAt)
 	}
@@ -125,12 +132,12 @@ func TestOperationsViewContent(t *testing.T) {
 		t.Errorf("r3 initiator %s, want %s (the canceller is not the initiator)", v.InitiatorID, op1)
 	}
 
-	// r4: B disabled: the start is blocked, pinned to B, finished at once.
-	if _, err := f.app.Connections.Update(f.ctx, apptest.As(owner), connB.ID, connections.Patch{Enabled: new(bool)}); err != nil {
+	// r4: B apptest.Disabled: the start is blocked, pinned to B, finished at once.
+	if _, err := f.Connections.Update(f.Ctx, apptest.As(owner), connB.ID, connections.Patch{Enabled: new(bool)}); err != nil {
 		t.Fatalf("disable: %v", err)
 	}
-	r4 := f.expect(domain.OutcomeBlocked, connStart(op1, domain.SurfaceInventorySync, connB.ID)).Run
-	v = f.getRun(r4.ID)
+	r4 := f.Expect(t, domain.OutcomeBlocked, apptest.ConnStart(op1, domain.SurfaceInventorySync, connB.ID)).Run
+	v = f.getRun(t, r4.ID)
 	if v.Status != domain.StatusBlocked || v.StartedAt != nil || v.FinishedAt == nil || !v.FinishedAt.Equal(v.CreatedAt) {
 		t.Errorf("r4: status %s created %v started %v finished %v", v.Status, v.CreatedAt, v.StartedAt, v.FinishedAt)
 	}
@@ -141,16 +148,16 @@ func TestOperationsViewContent(t *testing.T) {
 	}
 
 	// r5, r6: consent and credentials problems.
-	connC := f.connection(owner, t1.ID, "Graph C", consent(domain.ConsentRevoked))
-	r5 := f.expect(domain.OutcomeBlocked, connStart(owner, domain.SurfaceConnectionCheck, connC.ID)).Run
-	checkReason(t, "r5", f.getRun(r5.ID).Reason, domain.ReasonConsentMissing)
-	connD := f.connection(owner, t1.ID, "Graph D", credentials(domain.CredentialsExpired))
-	r6 := f.expect(domain.OutcomeBlocked, tenantStart(owner, domain.SurfaceRoleDefinitionsSync, t1.ID, connD.ID)).Run
-	checkReason(t, "r6", f.getRun(r6.ID).Reason, domain.ReasonCredentialsInvalid)
+	connC := f.Connection(t, owner, t1.ID, "Graph C", apptest.Consent(domain.ConsentRevoked))
+	r5 := f.Expect(t, domain.OutcomeBlocked, apptest.ConnStart(owner, domain.SurfaceConnectionCheck, connC.ID)).Run
+	checkReason(t, "r5", f.getRun(t, r5.ID).Reason, domain.ReasonConsentMissing)
+	connD := f.Connection(t, owner, t1.ID, "Graph D", apptest.Credentials(domain.CredentialsExpired))
+	r6 := f.Expect(t, domain.OutcomeBlocked, apptest.TenantStart(owner, domain.SurfaceRoleDefinitionsSync, t1.ID, connD.ID)).Run
+	checkReason(t, "r6", f.getRun(t, r6.ID).Reason, domain.ReasonCredentialsInvalid)
 
 	// r7: a tenant without a default connection: blocked on the tenant scope.
-	r7 := f.expect(domain.OutcomeBlocked, tenantStart(owner, domain.SurfaceGroupsSync, t2.ID, "")).Run
-	v = f.getRun(r7.ID)
+	r7 := f.Expect(t, domain.OutcomeBlocked, apptest.TenantStart(owner, domain.SurfaceGroupsSync, t2.ID, "")).Run
+	v = f.getRun(t, r7.ID)
 	checkReason(t, "r7", v.Reason, domain.ReasonMissingDefault)
 	checkConn(t, "r7", v.ProviderConnection, nil)
 	if v.ScopeID != string(domain.TenantScope(t2.ID)) || v.TenantID != t2.ID {
@@ -158,20 +165,20 @@ func TestOperationsViewContent(t *testing.T) {
 	}
 
 	// r8: a lost worker.
-	connE := f.connection(owner, t1.ID, "Graph E")
-	r8 := f.expect(domain.OutcomeAccepted, connStart(op1, domain.SurfaceInventorySync, connE.ID)).Run
-	if _, err := f.svc.BeginRun(f.ctx, r8.ID, "worker-lost", time.Microsecond); err != nil {
+	connE := f.Connection(t, owner, t1.ID, "Graph E")
+	r8 := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(op1, domain.SurfaceInventorySync, connE.ID)).Run
+	if _, err := f.BeginRun(t, r8.ID, "worker-lost", time.Microsecond); err != nil {
 		t.Fatalf("begin r8: %v", err)
 	}
-	waitFor(t, 10*time.Second, "reaper to end r8", func() bool {
-		if _, err := f.svc.ReapExpired(f.ctx, 10); err != nil {
+	apptest.WaitFor(t, 10*time.Second, "reaper to end r8", func() bool {
+		if _, err := f.Gate.ReapExpired(f.Ctx, 10); err != nil {
 			t.Fatalf("reap: %v", err)
 		}
-		return f.getRun(r8.ID).Status == domain.StatusFailed
+		return f.getRun(t, r8.ID).Status == domain.StatusFailed
 	})
-	checkReason(t, "r8", f.getRun(r8.ID).Reason, domain.ReasonExecutionLost)
+	checkReason(t, "r8", f.getRun(t, r8.ID).Reason, domain.ReasonExecutionLost)
 
-	if _, err := f.reader.GetRun(f.ctx, "01HZZZZZZZZZZZZZZZZZZZZZZZ"); !errors.Is(err, projections.ErrNotFound) {
+	if _, err := f.Reader.GetRun(f.Ctx, "01HZZZZZZZZZZZZZZZZZZZZZZZ"); !errors.Is(err, projections.ErrNotFound) {
 		t.Errorf("unknown run: err = %v, want ErrNotFound", err)
 	}
 
@@ -185,7 +192,7 @@ func TestOperationsViewContent(t *testing.T) {
 	}
 	list := func(filter projections.RunFilter) []string {
 		t.Helper()
-		got, next, err := f.reader.ListRuns(f.ctx, filter)
+		got, next, err := f.Reader.ListRuns(f.Ctx, filter)
 		if err != nil {
 			t.Fatalf("list %+v: %v", filter, err)
 		}
@@ -230,29 +237,30 @@ func TestOperationsViewContent(t *testing.T) {
 func TestOperationsViewPaging(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.startProjectors()
-	tn, other := f.tenant("Paging"), f.tenant("Other")
-	owner := f.user("owner", domain.RoleOwner, tn.ID, other.ID)
-	conn := f.connection(owner, tn.ID, "Graph", asDefault)
+	f.startProjectors(t)
+	tn, other := f.Tenant(t, f.workspace.ID, "Paging"), f.Tenant(t, f.workspace.ID, "Other")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	f.Grant(t, owner, other.ID, domain.RoleOwner)
+	conn := f.Connection(t, owner, tn.ID, "Graph", apptest.AsDefault)
 
 	// 25 runs: accepted ones (each cancelled to free the scope) and blocked
 	// ones (no default on the other tenant would be another tenant, so use
-	// a disabled connection here), interleaved, plus noise in another tenant.
-	off := f.connection(owner, tn.ID, "Off", disabled)
+	// a apptest.Disabled connection here), interleaved, plus noise in another tenant.
+	off := f.Connection(t, owner, tn.ID, "Off", apptest.Disabled)
 	var want []string // oldest first
 	for i := 0; i < 25; i++ {
 		var run domain.Run
 		if i%3 == 0 {
-			run = f.expect(domain.OutcomeBlocked, connStart(owner, domain.SurfaceInventorySync, off.ID)).Run
+			run = f.Expect(t, domain.OutcomeBlocked, apptest.ConnStart(owner, domain.SurfaceInventorySync, off.ID)).Run
 		} else {
-			run = f.expect(domain.OutcomeAccepted, tenantStart(owner, domain.SurfaceTenantVerification, tn.ID, "")).Run
-			if _, err := f.svc.CancelRun(f.ctx, apptest.As(owner), run.ID); err != nil {
+			run = f.Expect(t, domain.OutcomeAccepted, apptest.TenantStart(owner, domain.SurfaceTenantVerification, tn.ID, "")).Run
+			if _, err := f.Gate.CancelRun(f.Ctx, apptest.As(owner), run.ID); err != nil {
 				t.Fatalf("cancel: %v", err)
 			}
 		}
 		want = append(want, run.ID)
 		if i%5 == 0 {
-			f.expect(domain.OutcomeBlocked, tenantStart(owner, domain.SurfaceGroupsSync, other.ID, ""))
+			f.Expect(t, domain.OutcomeBlocked, apptest.TenantStart(owner, domain.SurfaceGroupsSync, other.ID, ""))
 		}
 	}
 
@@ -261,7 +269,7 @@ func TestOperationsViewPaging(t *testing.T) {
 	cursor := ""
 	pages := 0
 	for {
-		page, next, err := f.reader.ListRuns(f.ctx, projections.RunFilter{TenantIDs: []string{tn.ID}, Limit: 10, Cursor: cursor})
+		page, next, err := f.Reader.ListRuns(f.Ctx, projections.RunFilter{TenantIDs: []string{tn.ID}, Limit: 10, Cursor: cursor})
 		if err != nil {
 			t.Fatalf("list page %d: %v", pages, err)
 		}
@@ -309,7 +317,7 @@ func TestOperationsViewPaging(t *testing.T) {
 	var cancelled []string
 	cursor = ""
 	for {
-		page, next, err := f.reader.ListRuns(f.ctx, projections.RunFilter{TenantIDs: []string{tn.ID}, Status: "cancelled", Limit: 4, Cursor: cursor})
+		page, next, err := f.Reader.ListRuns(f.Ctx, projections.RunFilter{TenantIDs: []string{tn.ID}, Status: "cancelled", Limit: 4, Cursor: cursor})
 		if err != nil {
 			t.Fatalf("list cancelled: %v", err)
 		}

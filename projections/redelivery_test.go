@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand"
 	"slices"
 	"sync"
@@ -14,23 +15,22 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
 // waitingFeeds returns the backends of feeds waiting for checkpoints
 // another transaction holds.
-func (f *fixture) waitingFeeds() []int32 {
-	f.t.Helper()
-	rows, err := f.pool.Query(f.ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+func (f *fixture) waitingFeeds(t testing.TB) []int32 {
+	t.Helper()
+	rows, err := f.Pool.Query(f.Ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
 		AND application_name = $1 AND wait_event_type = 'Lock' AND query LIKE '%feed_checkpoints%'`, eventstore.ReaderApplicationName)
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
 	if err != nil {
-		f.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return pids
 }
@@ -48,12 +48,12 @@ func TestConsumersAtDifferentPointsShareAFeed(t *testing.T) {
 	// The notifications projector runs alone first: the other two are at
 	// the beginning of the log when every projector shares a feed.
 	var alone atomic.Int64
-	ps := f.startProjectorsWith(f.runner(func(string, time.Time) { alone.Add(1) }), "notifications")
-	w := newWorld(f, 3)
-	w.run(seed, 150, 3, nil)
-	f.waitCaughtUp(30*time.Second, "notifications")
+	ps := f.startProjectorsWith(t, f.runner(func(string, time.Time) { alone.Add(1) }), "notifications")
+	w := newWorld(t, f, 3)
+	w.run(t, seed, 150, 3, nil)
+	f.waitCaughtUp(t, 30*time.Second, "notifications")
 	ps.stop(t)
-	before := f.snapshot()["ops_notifications"]
+	before := f.snapshot(t)["ops_notifications"]
 	if len(before) == 0 {
 		t.Fatal("the workload left no notification")
 	}
@@ -68,12 +68,12 @@ func TestConsumersAtDifferentPointsShareAFeed(t *testing.T) {
 	// Two feeds at once, as two processes of the projector role would run
 	// them, and a third for the operations projector alone.
 	r := f.runner(count)
-	ps = f.startFeeds(f.ctx, f.feed(r), f.feed(r), f.feed(r, "operations"))
-	w.run(seed+1, 150, 3, nil)
-	f.waitCaughtUp(30 * time.Second)
+	ps = f.startFeeds(t, f.Ctx, f.feed(r), f.feed(r), f.feed(r, "operations"))
+	w.run(t, seed+1, 150, 3, nil)
+	f.waitCaughtUp(t, 30*time.Second)
 	ps.stop(t)
 
-	events := f.count(`SELECT count(*) FROM events`)
+	events := f.Count(t, `SELECT count(*) FROM events`)
 	mu.Lock()
 	defer mu.Unlock()
 	if applied["operations"] != events || applied["queue"] != events {
@@ -82,14 +82,14 @@ func TestConsumersAtDifferentPointsShareAFeed(t *testing.T) {
 	if got := int(alone.Load()) + applied["notifications"]; got != events {
 		t.Errorf("notifications applied %d events alone and %d shared, want %d in all", alone.Load(), applied["notifications"], events)
 	}
-	after := f.snapshot()["ops_notifications"]
+	after := f.snapshot(t)["ops_notifications"]
 	for _, row := range before {
 		if !slices.Contains(after, row) {
 			t.Errorf("a notification applied before changed: %s", row)
 		}
 	}
-	w.checkAgainstWriteSide()
-	f.verifyClean("after the shared feeds")
+	w.checkAgainstWriteSide(t)
+	f.verifyClean(t, "after the shared feeds")
 }
 
 // TestKilledMidBatchResumesExactly kills the projectors again and again in
@@ -103,15 +103,23 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	seed := workloadSeed(t)
 	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewSource(seed))
-	f := newFixture(t)
-	tn := f.tenant("Burst")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	op := f.user("operator", domain.RoleOperator, tn.ID)
 	const writers, perWriter, connsPerWriter = 8, 250, 3
+	// Each connection has a provider of its own: a writer begins the run
+	// active on one of its connections, and a claim takes the oldest queued
+	// run of a provider.
+	var providers []string
+	for i := 0; i < writers*connsPerWriter; i++ {
+		providers = append(providers, fmt.Sprintf("burst-%d", i))
+	}
+	f := newFixture(t, apptest.Providers(providers...))
+	tn := f.Tenant(t, f.workspace.ID, "Burst")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	op := f.Member(t, "operator", tn.ID, domain.RoleOperator).ID
 	conns := make([][]string, writers)
 	for i := range conns {
 		for j := 0; j < connsPerWriter; j++ {
-			conns[i] = append(conns[i], f.connection(owner, tn.ID, "Graph").ID)
+			provider := apptest.Provider(providers[i*connsPerWriter+j])
+			conns[i] = append(conns[i], f.Connection(t, owner, tn.ID, "Graph", provider).ID)
 		}
 	}
 	w := &world{f: f, outcomes: map[domain.Outcome]int{}, deduped: map[string]int{}, scopeBusy: map[string]int{},
@@ -133,11 +141,11 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 				if id := active[conn]; id != "" && r.Intn(40) == 0 {
 					var err error
 					if r.Intn(2) == 0 {
-						_, err = f.svc.CancelRun(f.ctx, apptest.As(owner), id)
+						_, err = f.Gate.CancelRun(f.Ctx, apptest.As(owner), id)
 					} else {
-						var c gate.Claim
-						if c, err = f.svc.BeginRun(f.ctx, id, "w", leaseLong); err == nil {
-							err = f.svc.Succeed(f.ctx, worker, c)
+						var c apptest.Claim
+						if c, err = f.BeginRun(t, id, "w", leaseLong); err == nil {
+							err = f.Succeed(apptest.Worker, c)
 						}
 					}
 					if err != nil {
@@ -146,7 +154,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 					}
 					delete(active, conn)
 				}
-				resp, err := f.svc.Start(f.ctx, connStart(op, pick(r, surfaces), conn))
+				resp, err := f.Gate.Start(f.Ctx, apptest.ConnStart(op, pick(r, surfaces), conn))
 				if err != nil {
 					writeErr.Store(err)
 					return
@@ -172,16 +180,16 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 		var applied atomic.Int64
 		var killOnce sync.Once
 		killed := make(chan struct{})
-		kctx, kill := context.WithCancel(f.ctx)
+		kctx, kill := context.WithCancel(f.Ctx)
 		r := f.runner(func(name string, _ time.Time) {
 			if name == "operations" && applied.Add(1) == k {
 				killOnce.Do(func() { kill(); close(killed) })
 			}
 		})
-		cpBefore := f.checkpoint("operations")
-		ps := f.startProjectorsIn(kctx, r)
+		cpBefore := f.checkpoint(t, "operations")
+		ps := f.startProjectorsIn(t, kctx, r)
 		caughtUp := false
-		waitFor(t, 60*time.Second, "a kill or a catch-up", func() bool {
+		apptest.WaitFor(t, 60*time.Second, "a kill or a catch-up", func() bool {
 			select {
 			case <-killed:
 				return true
@@ -189,7 +197,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 			}
 			select {
 			case <-wroteAll:
-				ok, err := projections.NewReader(f.pool, 0, nil).CatchUp(f.ctx, "operations")
+				ok, err := projections.NewReader(f.Pool, 0, nil).CatchUp(f.Ctx, "operations")
 				if err != nil {
 					t.Fatalf("catch up: %v", err)
 				}
@@ -206,7 +214,7 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 			break
 		}
 		kills++
-		t.Logf("round %d: killed after %d events; checkpoint %v -> %v", round, k, cpBefore, f.checkpoint("operations"))
+		t.Logf("round %d: killed after %d events; checkpoint %v -> %v", round, k, cpBefore, f.checkpoint(t, "operations"))
 	}
 	if kills == 0 {
 		t.Error("the projectors were never killed mid-batch")
@@ -219,31 +227,31 @@ func TestKilledMidBatchResumesExactly(t *testing.T) {
 	}
 	t.Logf("burst outcomes %v", w.outcomes)
 
-	f.startProjectors()
-	f.waitCaughtUp(60 * time.Second)
+	f.startProjectors(t)
+	f.waitCaughtUp(t, 60*time.Second)
 	t.Logf("caught up after %v", time.Since(began))
-	w.checkAgainstWriteSide()
-	f.verifyClean("after kills")
+	w.checkAgainstWriteSide(t)
+	f.verifyClean(t, "after kills")
 	t.Logf("verified after %v", time.Since(began))
 	total := 0
 	for _, n := range w.outcomes {
 		total += n
 	}
-	if got := f.count(`SELECT coalesce(sum(deduped_count + scope_busy_count), 0) + count(*) FROM projections.ops_runs`); got != total {
+	if got := f.Count(t, `SELECT coalesce(sum(deduped_count + scope_busy_count), 0) + count(*) FROM projections.ops_runs`); got != total {
 		t.Errorf("ops_runs accounts for %d starts, the gate answered %d", got, total)
 	}
 }
 
 // checkpoint returns a projector's checkpoint as "tx/position" ("" for none).
-func (f *fixture) checkpoint(name string) string {
-	f.t.Helper()
+func (f *fixture) checkpoint(t testing.TB, name string) string {
+	t.Helper()
 	var cp string
-	err := f.pool.QueryRow(f.ctx, `SELECT tx_id::text || '/' || position FROM feed_checkpoints WHERE consumer = $1`, name).Scan(&cp)
+	err := f.Pool.QueryRow(f.Ctx, `SELECT tx_id::text || '/' || position FROM feed_checkpoints WHERE consumer = $1`, name).Scan(&cp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ""
 	}
 	if err != nil {
-		f.t.Fatalf("read checkpoint: %v", err)
+		t.Fatalf("read checkpoint: %v", err)
 	}
 	return cp
 }
@@ -258,7 +266,7 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	f := newFixture(t)
 	exec := func(sql string) {
 		t.Helper()
-		if _, err := f.pool.Exec(f.ctx, sql); err != nil {
+		if _, err := f.Pool.Exec(f.Ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
@@ -278,41 +286,41 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 	exec(`CREATE TRIGGER fail_ops_runs BEFORE INSERT OR UPDATE ON projections.ops_runs FOR EACH ROW EXECUTE FUNCTION public.fail_ops_runs()`)
 
 	var applied atomic.Int64
-	f.startProjectorsWith(f.runner(func(p string, _ time.Time) {
+	f.startProjectorsWith(t, f.runner(func(p string, _ time.Time) {
 		if p == "operations" {
 			applied.Add(1)
 		}
 	}))
-	tn := f.tenant("Failing")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	conn := f.connection(owner, tn.ID, "Graph").ID
-	f.waitCaughtUp(30 * time.Second) // the tenant's events write no ops_runs row
-	first := f.start(connStart(owner, domain.SurfaceInventorySync, conn))
-	f.start(connStart(owner, domain.SurfaceInventorySync, conn)) // deduped: an update of the same row
-	waitFor(t, 30*time.Second, "the operations projector to fail twice", func() bool {
-		return f.count(`SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.fail_ops_runs_count`) >= 2
+	tn := f.Tenant(t, f.workspace.ID, "Failing")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	conn := f.Connection(t, owner, tn.ID, "Graph").ID
+	f.waitCaughtUp(t, 30*time.Second) // the tenant's events write no ops_runs row
+	first := f.Start(t, apptest.ConnStart(owner, domain.SurfaceInventorySync, conn))
+	f.Start(t, apptest.ConnStart(owner, domain.SurfaceInventorySync, conn)) // deduped: an update of the same row
+	apptest.WaitFor(t, 30*time.Second, "the operations projector to fail twice", func() bool {
+		return f.Count(t, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM public.fail_ops_runs_count`) >= 2
 	})
 	// The batch fails as a whole: no projector moves while one fails.
-	if n := f.count(`SELECT count(*) FROM projections.ops_runs`); n != 0 {
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_runs`); n != 0 {
 		t.Fatalf("%d ops_runs rows while every write to it fails", n)
 	}
-	if n := f.count(`SELECT count(*) FROM projections.ops_queue`); n != 0 {
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_queue`); n != 0 {
 		t.Fatalf("%d ops_queue rows committed by a failed batch", n)
 	}
 
 	exec(`UPDATE public.fail_ops_runs SET on_ = false`)
-	f.waitCaughtUp(30 * time.Second)
-	run := f.getRun(first.Run.ID)
+	f.waitCaughtUp(t, 30*time.Second)
+	run := f.getRun(t, first.Run.ID)
 	if run.DedupedCount != 1 {
 		t.Errorf("deduped count %d after the failed batches, want 1", run.DedupedCount)
 	}
 	// Each failed try counted its events too (applied is called as each is
 	// queued): the count is at least the events, and the rows say once.
-	if n, events := applied.Load(), f.count(`SELECT count(*) FROM events`); n < int64(events) {
+	if n, events := applied.Load(), f.Count(t, `SELECT count(*) FROM events`); n < int64(events) {
 		t.Errorf("the operations projector applied %d events, want each of the %d", n, events)
 	}
 	exec(`DROP TRIGGER fail_ops_runs ON projections.ops_runs`)
-	f.verifyClean("after the failed batches")
+	f.verifyClean(t, "after the failed batches")
 }
 
 // TestKilledConnectionRecoversAtOnce: when the connection of a projector's
@@ -323,41 +331,41 @@ func TestFailedBatchIsAppliedOnceLater(t *testing.T) {
 func TestKilledConnectionRecoversAtOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.startProjectors()
-	tn := f.tenant("Severed")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	conn := f.connection(owner, tn.ID, "Graph").ID
-	f.waitCaughtUp(30 * time.Second)
+	f.startProjectors(t)
+	tn := f.Tenant(t, f.workspace.ID, "Severed")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	conn := f.Connection(t, owner, tn.ID, "Graph").ID
+	f.waitCaughtUp(t, 30*time.Second)
 
 	// Hold the projectors' checkpoints, so that the feed's next batch waits
 	// in its first statement; then terminate its backend, as a restart would.
-	holder, err := f.pool.Begin(f.ctx)
+	holder, err := f.Pool.Begin(f.Ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer holder.Rollback(f.ctx) //nolint:errcheck
-	if _, err := holder.Exec(f.ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projectorNames); err != nil {
+	defer holder.Rollback(f.Ctx) //nolint:errcheck
+	if _, err := holder.Exec(f.Ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projectorNames); err != nil {
 		t.Fatal(err)
 	}
-	f.start(connStart(owner, domain.SurfaceInventorySync, conn))
-	waitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds()) == 1 })
-	for _, pid := range f.waitingFeeds() {
-		if _, err := f.pool.Exec(f.ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+	f.Start(t, apptest.ConnStart(owner, domain.SurfaceInventorySync, conn))
+	apptest.WaitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds(t)) == 1 })
+	for _, pid := range f.waitingFeeds(t) {
+		if _, err := f.Pool.Exec(f.Ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := holder.Rollback(f.ctx); err != nil {
+	if err := holder.Rollback(f.Ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	now := projections.NewReader(f.pool, 0, nil)
-	waitFor(t, 5*time.Second, "every projector to apply the start after its connection was killed", func() bool {
+	now := projections.NewReader(f.Pool, 0, nil)
+	apptest.WaitFor(t, 5*time.Second, "every projector to apply the start after its connection was killed", func() bool {
 		for _, name := range projectorNames {
-			if ok, err := now.CatchUp(f.ctx, name); err != nil || !ok {
+			if ok, err := now.CatchUp(f.Ctx, name); err != nil || !ok {
 				return false
 			}
 		}
 		return true
 	})
-	f.verifyClean("after the killed connections")
+	f.verifyClean(t, "after the killed connections")
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -19,43 +20,43 @@ import (
 func TestProjectorWaitingForTheSwapHoldsNoTable(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.startProjectors()
-	tn := f.tenant("Swap")
-	owner := f.user("owner", domain.RoleOwner, tn.ID)
-	conn := f.connection(owner, tn.ID, "Graph")
-	f.waitCaughtUp(30 * time.Second)
+	f.startProjectors(t)
+	tn := f.Tenant(t, f.workspace.ID, "Swap")
+	owner := f.Member(t, "owner", tn.ID, domain.RoleOwner).ID
+	conn := f.Connection(t, owner, tn.ID, "Graph")
+	f.waitCaughtUp(t, 30*time.Second)
 
-	swap, err := f.pool.Begin(f.ctx)
+	swap, err := f.Pool.Begin(f.Ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer swap.Rollback(f.ctx) //nolint:errcheck
-	if _, err := swap.Exec(f.ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
+	defer swap.Rollback(f.Ctx) //nolint:errcheck
+	if _, err := swap.Exec(f.Ctx, `SET LOCAL lock_timeout = '10s'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := swap.Exec(f.ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projections.Names()); err != nil {
+	if _, err := swap.Exec(f.Ctx, `SELECT 1 FROM feed_checkpoints WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR UPDATE`, projections.Names()); err != nil {
 		t.Fatal(err)
 	}
 	// Fresh connections for the feed's next transactions: idle ones are
 	// closed now, the busy ones when released.
-	f.app.ReaderPool.Reset()
-	run := f.expect(domain.OutcomeAccepted, connStart(owner, domain.SurfaceInventorySync, conn.ID)).Run
-	waitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds()) == 1 })
+	f.ReaderPool.Reset()
+	run := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(owner, domain.SurfaceInventorySync, conn.ID)).Run
+	apptest.WaitFor(t, 30*time.Second, "the feed to wait for the checkpoints", func() bool { return len(f.waitingFeeds(t)) == 1 })
 	var tables []string
 	for _, p := range projections.All() {
 		for _, tb := range p.TableNames() {
 			tables = append(tables, "projections."+tb)
 		}
 	}
-	if _, err := swap.Exec(f.ctx, `LOCK TABLE `+strings.Join(tables, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+	if _, err := swap.Exec(f.Ctx, `LOCK TABLE `+strings.Join(tables, ", ")+` IN ACCESS EXCLUSIVE MODE`); err != nil {
 		t.Fatalf("take the live tables as a swap does, while the feed waits for the checkpoints: %v", err)
 	}
-	if err := swap.Commit(f.ctx); err != nil {
+	if err := swap.Commit(f.Ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v := f.getRun(run.ID); v.Status != domain.StatusQueued {
+	if v := f.getRun(t, run.ID); v.Status != domain.StatusQueued {
 		t.Errorf("run after the swap: %+v", v)
 	}
-	f.waitCaughtUp(30 * time.Second)
-	f.verifyClean("after the swap")
+	f.waitCaughtUp(t, 30*time.Second)
+	f.verifyClean(t, "after the swap")
 }

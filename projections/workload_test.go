@@ -49,33 +49,33 @@ type worldTenant struct {
 
 // newWorld creates tenants: one whose default is ready, one whose default
 // is not (and a ready non-default), and one with no default at all.
-func newWorld(f *fixture, tenants int) *world {
+func newWorld(t testing.TB, f *fixture, tenants int) *world {
 	w := &world{f: f, outcomes: map[domain.Outcome]int{}, deduped: map[string]int{}, scopeBusy: map[string]int{},
 		ops: map[string]int{}, rejected: map[string]int{}}
 	for i := 0; i < tenants; i++ {
-		tn := f.tenant(fmt.Sprintf("Tenant %d", i))
+		tn := f.Tenant(t, f.workspace.ID, fmt.Sprintf("Tenant %d", i))
 		wt := &worldTenant{tenant: tn}
-		wt.owner = f.user(fmt.Sprintf("owner%d", i), domain.RoleOwner, tn.ID)
-		wt.operator = f.user(fmt.Sprintf("operator%d", i), domain.RoleOperator, tn.ID)
-		wt.readonly = f.user(fmt.Sprintf("readonly%d", i), domain.RoleReadonly, tn.ID)
+		wt.owner = f.Member(t, fmt.Sprintf("owner%d", i), tn.ID, domain.RoleOwner).ID
+		wt.operator = f.Member(t, fmt.Sprintf("operator%d", i), tn.ID, domain.RoleOperator).ID
+		wt.readonly = f.Member(t, fmt.Sprintf("readonly%d", i), tn.ID, domain.RoleReadonly).ID
 		switch i % 3 {
 		case 0:
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Primary", asDefault).ID)
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Secondary").ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Primary", apptest.AsDefault).ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Secondary").ID)
 		case 1:
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Primary", asDefault, consent(domain.ConsentMissing)).ID)
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Secondary").ID)
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Legacy", disabled).ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Primary", apptest.AsDefault, apptest.Consent(domain.ConsentMissing)).ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Secondary").ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Legacy", apptest.Disabled).ID)
 		case 2:
-			wt.conns = append(wt.conns, f.connection(wt.owner, tn.ID, "Only", credentials(domain.CredentialsInvalid)).ID)
+			wt.conns = append(wt.conns, f.Connection(t, wt.owner, tn.ID, "Only", apptest.Credentials(domain.CredentialsInvalid)).ID)
 		}
 		w.tenants = append(w.tenants, wt)
 	}
 	// A user who is a member of several tenants.
-	shared := f.user("shared", domain.RoleOperator)
+	shared := f.User(t, "shared").ID
 	for _, wt := range w.tenants[:min(2, len(w.tenants))] {
-		if _, err := f.app.Tenancy.GrantMembership(f.ctx, apptest.Admin, shared, wt.tenant.ID, string(domain.RoleOperator)); err != nil {
-			f.t.Fatalf("grant: %v", err)
+		if _, err := f.Tenancy.GrantMembership(f.Ctx, apptest.Admin, shared, wt.tenant.ID, string(domain.RoleOperator)); err != nil {
+			t.Fatalf("grant: %v", err)
 		}
 	}
 	return w
@@ -135,7 +135,7 @@ var executionReasons = []domain.ReasonCode{
 
 // randomRun picks a run of the write side in one of statuses.
 func (w *world) randomRun(ctx context.Context, rng *rand.Rand, statuses ...string) (id string, epoch int64, tenantID string, ok bool, err error) {
-	rows, err := w.f.pool.Query(ctx, `SELECT id, epoch, tenant_id FROM runs WHERE status = ANY($1) ORDER BY id`, statuses)
+	rows, err := w.f.Pool.Query(ctx, `SELECT id, epoch, tenant_id FROM runs WHERE status = ANY($1) ORDER BY id`, statuses)
 	if err != nil {
 		return "", 0, "", false, err
 	}
@@ -192,22 +192,22 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 			if rng.Intn(3) == 0 {
 				conn = pick(rng, conns)
 			}
-			req = tenantStart(actor, surface, wt.tenant.ID, conn)
+			req = apptest.TenantStart(actor, surface, wt.tenant.ID, conn)
 		case s < 9:
 			surface := pick(rng, []domain.Surface{domain.SurfaceConnectionCheck, domain.SurfaceInventorySync, domain.SurfaceComplianceSnapshot})
-			req = connStart(actor, surface, pick(rng, conns))
+			req = apptest.ConnStart(actor, surface, pick(rng, conns))
 		default:
 			if len(restores) == 0 || rng.Intn(3) == 0 {
 				items := `[{"item": 1}]`
 				if rng.Intn(4) == 0 {
 					items = `[{"item": 1, "overwrite": true}]`
 				}
-				r, err := f.app.Restores.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, "restore", json.RawMessage(items))
+				r, err := f.Restores.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, "restore", json.RawMessage(items))
 				if err != nil {
 					return fmt.Errorf("create restore run: %w", err)
 				}
 				if rng.Intn(2) == 0 {
-					if _, err := f.app.Restores.Preview(ctx, apptest.As(wt.owner), r.ID); err != nil {
+					if _, err := f.Restores.Preview(ctx, apptest.As(wt.owner), r.ID); err != nil {
 						return fmt.Errorf("preview: %w", err)
 					}
 				}
@@ -220,37 +220,35 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 			if rng.Intn(3) == 0 {
 				conn = pick(rng, conns)
 			}
-			req = tenantStart(wt.owner, domain.SurfaceRestoreExecute, wt.tenant.ID, conn)
+			req = apptest.TenantStart(wt.owner, domain.SurfaceRestoreExecute, wt.tenant.ID, conn)
 			req.RestoreRunID = pick(rng, restores)
 			req.Confirm = true
 			req.AcknowledgeWarnings = rng.Intn(5) != 0
 		}
-		resp, err := f.svc.Start(ctx, req)
+		resp, err := f.Gate.Start(ctx, req)
 		if err == nil {
 			w.record(resp.Result)
 		}
 		return w.done("start", err)
-	case p < 68: // a worker begins a queued run, sometimes with a lease it will lose
-		id, _, _, ok, err := w.randomRun(ctx, rng, "queued")
-		if err != nil || !ok {
-			return err
-		}
+	case p < 68: // a worker claims the oldest queued run, sometimes with a lease it will lose
 		lease := leaseLong
 		if rng.Intn(3) == 0 {
 			lease = time.Millisecond
 		}
-		_, err = f.svc.BeginRun(ctx, id, "worker-"+strconv.Itoa(rng.Intn(3)), lease)
+		id := "worker-" + strconv.Itoa(rng.Intn(3))
+		claimant := gate.Claimant{ID: id, Actor: domain.ActorWorker(id), Providers: []string{connections.ProviderSimulated}}
+		_, err := f.Gate.Claim(ctx, claimant, 1, lease)
 		return w.done("begin", err)
 	case p < 80: // a worker reports
 		id, epoch, _, ok, err := w.randomRun(ctx, rng, "running")
 		if err != nil || !ok {
 			return err
 		}
-		claim := gate.Claim{RunID: id, Epoch: epoch}
+		claim := apptest.Claim{RunID: id, Epoch: epoch}
 		if rng.Intn(3) == 0 {
-			return w.done("fail", f.svc.Fail(ctx, worker, claim, pick(rng, executionReasons)))
+			return w.done("fail", f.Fail(apptest.Worker, claim, pick(rng, executionReasons)))
 		}
-		return w.done("succeed", f.svc.Succeed(ctx, worker, claim))
+		return w.done("succeed", f.Succeed(apptest.Worker, claim))
 	case p < 86: // an operator cancels
 		id, _, tenantID, ok, err := w.randomRun(ctx, rng, "queued", "running")
 		if err != nil || !ok {
@@ -261,10 +259,10 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 		if rng.Intn(2) == 0 {
 			who = owner.owner
 		}
-		_, err = f.svc.CancelRun(ctx, apptest.As(who), id)
+		_, err = f.Gate.CancelRun(ctx, apptest.As(who), id)
 		return w.done("cancel", err)
 	case p < 90: // the reaper
-		_, err := f.svc.ReapExpired(ctx, 10)
+		_, err := f.Gate.ReapExpired(ctx, 10)
 		return w.done("reap", err)
 	case p < 96: // a connection changes
 		var patch connections.Patch
@@ -282,15 +280,15 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 			v := fmt.Sprintf("Graph %d", rng.Intn(1000))
 			patch.DisplayName = &v
 		}
-		_, err := f.app.Connections.Update(ctx, apptest.As(wt.owner), pick(rng, conns), patch)
+		_, err := f.Connections.Update(ctx, apptest.As(wt.owner), pick(rng, conns), patch)
 		return w.done("update connection", err)
 	case p < 98: // the default changes
-		_, err := f.app.Connections.MakeDefault(ctx, apptest.As(wt.owner), pick(rng, conns))
+		_, err := f.Connections.MakeDefault(ctx, apptest.As(wt.owner), pick(rng, conns))
 		return w.done("make default", err)
 	default: // a new connection
 		in := connections.NewConnection{Provider: connections.ProviderSimulated, DisplayName: "New", IsDefault: rng.Intn(2) == 0,
 			Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: rng.Intn(4) != 0}
-		c, err := f.app.Connections.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, in)
+		c, err := f.Connections.Create(ctx, apptest.As(wt.owner), wt.tenant.ID, in)
 		if err == nil {
 			wt.mu.Lock()
 			wt.conns = append(wt.conns, c.ID)
@@ -303,8 +301,8 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 // run performs n random operations over workers concurrent writers, the
 // writer i seeded with seed+i; mid, if set, runs once halfway through
 // while the writers continue.
-func (w *world) run(seed int64, n, workers int, mid func()) {
-	w.f.t.Helper()
+func (w *world) run(t testing.TB, seed int64, n, workers int, mid func()) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	half := make(chan struct{})
@@ -324,7 +322,7 @@ func (w *world) run(seed int64, n, workers int, mid func()) {
 			defer wg.Done()
 			rng := rand.New(rand.NewSource(seed + int64(i)))
 			for j := i; j < n; j += workers {
-				if err := w.step(w.f.ctx, rng); err != nil {
+				if err := w.step(w.f.Ctx, rng); err != nil {
 					errs <- fmt.Errorf("writer %d, step %d: %w", i, j, err)
 					return
 				}
@@ -339,7 +337,7 @@ func (w *world) run(seed int64, n, workers int, mid func()) {
 	<-midDone
 	close(errs)
 	for err := range errs {
-		w.f.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -357,12 +355,12 @@ func workloadSeed(t testing.TB) int64 {
 
 // checkAgainstWriteSide compares the read models with the gate's own
 // tables and the tally of answers: an oracle independent of the replay.
-func (w *world) checkAgainstWriteSide() {
-	f, t := w.f, w.f.t
+func (w *world) checkAgainstWriteSide(t testing.TB) {
+	f := w.f
 	t.Helper()
 	type row struct{ id, status string }
 	rowsOf := func(sql string) map[string]string {
-		rows, err := f.pool.Query(f.ctx, sql)
+		rows, err := f.Pool.Query(f.Ctx, sql)
 		if err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
@@ -412,7 +410,7 @@ func (w *world) checkAgainstWriteSide() {
 		rowsOf(`SELECT payload->>'run_id', payload->>'initiator_id' FROM events WHERE event_type IN ('StartAccepted', 'StartBlocked')`))
 
 	counts := map[string][2]int{}
-	rows, err := f.pool.Query(f.ctx, `SELECT id, deduped_count, scope_busy_count FROM projections.ops_runs`)
+	rows, err := f.Pool.Query(f.Ctx, `SELECT id, deduped_count, scope_busy_count FROM projections.ops_runs`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,8 +445,8 @@ func (w *world) checkAgainstWriteSide() {
 }
 
 // liveReads answers what dashboards read, for comparison across a rebuild.
-func (w *world) liveReads() string {
-	f, t := w.f, w.f.t
+func (w *world) liveReads(t testing.TB) string {
+	f := w.f
 	t.Helper()
 	var out []string
 	var all []string
@@ -457,7 +455,7 @@ func (w *world) liveReads() string {
 	}
 	cursor := ""
 	for {
-		page, next, err := f.reader.ListRuns(f.ctx, projections.RunFilter{TenantIDs: all, Limit: 37, Cursor: cursor})
+		page, next, err := f.Reader.ListRuns(f.Ctx, projections.RunFilter{TenantIDs: all, Limit: 37, Cursor: cursor})
 		if err != nil {
 			t.Fatalf("list runs: %v", err)
 		}
@@ -471,13 +469,13 @@ func (w *world) liveReads() string {
 		cursor = next
 	}
 	for _, wt := range w.tenants {
-		q, err := f.reader.Queue(f.ctx, []string{wt.tenant.ID})
+		q, err := f.Reader.Queue(f.Ctx, []string{wt.tenant.ID})
 		if err != nil {
 			t.Fatalf("queue: %v", err)
 		}
 		out = append(out, fmt.Sprintf("queue %s: %d queued %d running %v", wt.tenant.ID, q.Queued, q.Running, q.OldestQueuedAgeSec != nil))
 		for _, u := range []string{wt.owner, wt.operator, wt.readonly} {
-			notes, _, err := f.reader.Notifications(f.ctx, u, "", 1000)
+			notes, _, err := f.Reader.Notifications(f.Ctx, u, "", 1000)
 			if err != nil {
 				t.Fatalf("notifications: %v", err)
 			}
@@ -498,17 +496,17 @@ func TestRandomWorkloadReplaysToLiveModels(t *testing.T) {
 	seed := workloadSeed(t)
 	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
 	f := newFixture(t)
-	f.startProjectors()
-	w := newWorld(f, 4)
+	f.startProjectors(t)
+	w := newWorld(t, f, 4)
 
 	var midErr error
-	w.run(seed, 400, 4, func() {
+	w.run(t, seed, 400, 4, func() {
 		// A rebuild and a verify while writers and projectors are busy.
-		if _, err := f.replayer.Rebuild(f.ctx); err != nil {
+		if _, err := f.replayer.Rebuild(f.Ctx); err != nil {
 			midErr = fmt.Errorf("rebuild under load: %w", err)
 			return
 		}
-		diffs, _, err := f.replayer.Verify(f.ctx)
+		diffs, _, err := f.replayer.Verify(f.Ctx)
 		if err != nil {
 			midErr = fmt.Errorf("verify under load: %w", err)
 			return
@@ -527,25 +525,25 @@ func TestRandomWorkloadReplaysToLiveModels(t *testing.T) {
 		}
 	}
 
-	f.waitCaughtUp(30 * time.Second)
-	w.checkAgainstWriteSide()
-	stats := f.verifyClean("after the workload")
+	f.waitCaughtUp(t, 30*time.Second)
+	w.checkAgainstWriteSide(t)
+	stats := f.verifyClean(t, "after the workload")
 	t.Logf("verify replayed %d events", stats.Events)
-	before := w.liveReads()
+	before := w.liveReads(t)
 
-	if _, err := f.replayer.Rebuild(f.ctx); err != nil {
+	if _, err := f.replayer.Rebuild(f.Ctx); err != nil {
 		t.Fatalf("rebuild: %v", err)
 	}
-	f.verifyClean("after rebuild")
-	if after := w.liveReads(); after != before {
+	f.verifyClean(t, "after rebuild")
+	if after := w.liveReads(t); after != before {
 		t.Errorf("live reads changed across the rebuild:\nbefore %s\nafter  %s", before, after)
 	}
 
 	// The live projectors carry on on the rebuilt models.
-	w.run(seed+1000, 60, 2, nil)
-	f.waitCaughtUp(30 * time.Second)
-	w.checkAgainstWriteSide()
-	f.verifyClean("after more work on the rebuilt models")
+	w.run(t, seed+1000, 60, 2, nil)
+	f.waitCaughtUp(t, 30*time.Second)
+	w.checkAgainstWriteSide(t)
+	f.verifyClean(t, "after more work on the rebuilt models")
 }
 
 // TestRebuildAndVerifyWhileProjecting rebuilds and verifies again and
@@ -557,8 +555,8 @@ func TestRebuildAndVerifyWhileProjecting(t *testing.T) {
 	seed := workloadSeed(t)
 	t.Logf("seed %d (rerun with PROJECTIONS_SEED=%d)", seed, seed)
 	f := newFixture(t)
-	f.startProjectors()
-	w := newWorld(f, 3)
+	f.startProjectors(t)
+	w := newWorld(t, f, 3)
 
 	stop := make(chan struct{})
 	var writing sync.WaitGroup
@@ -574,7 +572,7 @@ func TestRebuildAndVerifyWhileProjecting(t *testing.T) {
 					return
 				default:
 				}
-				if err := w.step(f.ctx, rng); err != nil {
+				if err := w.step(f.Ctx, rng); err != nil {
 					writeErr.Store(err)
 					return
 				}
@@ -582,10 +580,10 @@ func TestRebuildAndVerifyWhileProjecting(t *testing.T) {
 		}(i)
 	}
 	for i := 0; i < 4; i++ {
-		if _, err := f.replayer.Rebuild(f.ctx); err != nil {
+		if _, err := f.replayer.Rebuild(f.Ctx); err != nil {
 			t.Errorf("rebuild %d: %v", i, err)
 		}
-		diffs, _, err := f.replayer.Verify(f.ctx)
+		diffs, _, err := f.replayer.Verify(f.Ctx)
 		if err != nil {
 			t.Errorf("verify %d: %v", i, err)
 		}
@@ -599,7 +597,7 @@ func TestRebuildAndVerifyWhileProjecting(t *testing.T) {
 		t.Fatalf("writer: %v", err)
 	}
 	t.Logf("outcomes %v", w.outcomes)
-	f.waitCaughtUp(30 * time.Second)
-	w.checkAgainstWriteSide()
-	f.verifyClean("after rebuilds under load")
+	f.waitCaughtUp(t, 30*time.Second)
+	w.checkAgainstWriteSide(t)
+	f.verifyClean(t, "after rebuilds under load")
 }

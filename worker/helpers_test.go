@@ -2,15 +2,12 @@ package worker_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
@@ -35,42 +32,12 @@ const (
 	throttleBackoff = 5 * time.Millisecond
 	// waitTimeout bounds every wait for a condition.
 	waitTimeout = 30 * time.Second
-	// testTimeout bounds every database call of a test.
-	testTimeout = 2 * time.Minute
 )
 
 // providerRecording is a provider name that is not "simulated": the gate
 // accepts connections of any provider, and the worker looks the adapter up
 // by name.
 const providerRecording = "recording"
-
-// waitFor polls cond until it holds, failing the test at the deadline.
-var waitFor = apptest.WaitFor
-
-// testLogger logs through t until the test ends (goroutines that outlive
-// it are then silenced instead of panicking).
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	w := &testWriter{t: t}
-	t.Cleanup(func() { w.done.Store(true) })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type testWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done atomic.Bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done.Load() {
-		w.t.Log(string(p))
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = (*testWriter)(nil)
 
 // probe is a provider that records what the worker asks of it and then
 // behaves as worker.Simulated (the connection's simulation settings). A
@@ -190,15 +157,11 @@ func (p *probe) executed() map[string]bool {
 	return out
 }
 
-// fixture is a fresh application with a workspace, a tenant and its
-// owner. No role runs: each test runs the workers it needs (runWorker).
+// fixture is a fresh application with a team on it. No role runs: each
+// test runs the workers it needs (runWorker). The probe serves both
+// providers, and the gate knows the built-in worker runs them.
 type fixture struct {
-	t      testing.TB
-	ctx    context.Context
-	app    *apptest.App
-	pool   *pgxpool.Pool
-	svc    *gate.Service
-	store  *eventstore.Store
+	*apptest.App
 	probe  *probe
 	logger *slog.Logger
 
@@ -207,148 +170,39 @@ type fixture struct {
 	owner     string
 }
 
-// on returns the fixture for use by subtest t.
-func (f *fixture) on(t testing.TB) *fixture {
-	g := *f
-	g.t = t
-	g.app = f.app.On(t)
-	return &g
-}
-
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	p := newProbe()
-	// The probe serves both providers; the gate must know the built-in
-	// worker runs them (no worker role: each test runs its own workers).
 	a := apptest.Start(t, apptest.Roles(app.Roles{}),
 		apptest.With(app.WithProviders(worker.Providers{connections.ProviderSimulated: p, providerRecording: p})))
-	f := newFixtureOn(t, a)
-	f.probe = p
-	return f
+	tm := a.Team(t)
+	// The workers and reapers of the tests log where the application does:
+	// the kit shows it when a test fails.
+	logger := slog.New(slog.NewTextHandler(a.Logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return &fixture{App: a, probe: p, logger: logger, workspace: tm.Workspace, tenant: tm.Tenant, owner: tm.Owner.ID}
 }
 
-func newFixtureOn(t testing.TB, a *apptest.App) *fixture {
+// waitStatus waits until the run's status in the write-side runs table is
+// want, failing the test at once if the run failed while another status
+// was wanted.
+func (f *fixture) waitStatus(t testing.TB, runID string, want domain.RunStatus) {
 	t.Helper()
-	f := &fixture{t: t, ctx: a.Ctx, app: a, pool: a.Pool, svc: a.Gate, store: a.Store, probe: newProbe(), logger: testLogger(t, slog.LevelWarn)}
-	f.workspace = a.Workspace("Contoso MSP")
-	f.tenant = f.newTenant("Fabrikam")
-	f.owner = f.newUser("owner", f.tenant.ID, domain.RoleOwner)
-	return f
-}
-
-func (f *fixture) newTenant(name string) tenancy.Tenant {
-	f.t.Helper()
-	return f.app.On(f.t).Tenant(f.workspace.ID, name)
-}
-
-func (f *fixture) newUser(name, tenantID string, role domain.Role) string {
-	f.t.Helper()
-	a := f.app.On(f.t)
-	if tenantID == "" {
-		return a.User(name).ID
-	}
-	return a.Member(name, tenantID, role).ID
-}
-
-// Connection request tweaks.
-var (
-	asDefault = apptest.AsDefault
-	disabled  = apptest.Disabled
-	recording = apptest.Provider(providerRecording)
-	noConsent = apptest.Consent(domain.ConsentMissing)
-	badCreds  = apptest.Credentials(domain.CredentialsInvalid)
-	latency   = apptest.Latency
-	failWith  = apptest.FailWith
-	throttle  = apptest.Throttle
-)
-
-// connection creates a ready simulated connection on the fixture's tenant.
-func (f *fixture) connection(name string, change ...func(*connections.NewConnection)) connections.Connection {
-	f.t.Helper()
-	return f.connectionOn(f.tenant.ID, name, change...)
-}
-
-func (f *fixture) connectionOn(tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
-	f.t.Helper()
-	return f.app.On(f.t).Connection(f.owner, tenantID, name, change...)
-}
-
-// start runs a start through the gate.
-func (f *fixture) start(req gate.StartRequest) domain.StartResult {
-	f.t.Helper()
-	return f.app.On(f.t).Start(req).Result
-}
-
-// startOn starts a connection-scoped surface on connectionID.
-func (f *fixture) startOn(surface domain.Surface, connectionID string) domain.StartResult {
-	f.t.Helper()
-	return f.start(gate.StartRequest{Actor: apptest.As(f.owner), Surface: surface, ConnectionID: connectionID})
-}
-
-// expect starts a connection-scoped surface and checks its outcome.
-func (f *fixture) expect(outcome domain.Outcome, surface domain.Surface, connectionID string) domain.Run {
-	f.t.Helper()
-	res := f.startOn(surface, connectionID)
-	if res.Outcome != outcome {
-		f.t.Fatalf("start %s on %s: outcome %s (reason %+v), want %s", surface.Name, connectionID, res.Outcome, res.Reason, outcome)
-	}
-	return res.Run
-}
-
-// accept starts inventory sync (or surface) on connectionID and requires acceptance.
-func (f *fixture) accept(connectionID string, surface ...domain.Surface) domain.Run {
-	f.t.Helper()
-	s := domain.SurfaceInventorySync
-	if len(surface) > 0 {
-		s = surface[0]
-	}
-	return f.expect(domain.OutcomeAccepted, s, connectionID)
-}
-
-// status is the run's status in the write-side runs table.
-func (f *fixture) status(runID string) string {
-	f.t.Helper()
-	var s string
-	if err := f.pool.QueryRow(f.ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&s); err != nil {
-		f.t.Fatalf("status of run %s: %v", runID, err)
-	}
-	return s
-}
-
-func (f *fixture) waitStatus(runID string, want domain.RunStatus) {
-	f.t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for ; ; <-tick.C {
-		got := f.status(runID)
-		if got == string(want) {
+		got := f.RunStatus(t, runID)
+		if got == want {
 			return
 		}
-		if want != domain.StatusFailed && got == string(domain.StatusFailed) {
-			f.t.Fatalf("run %s failed (%+v) while waiting for it to be %s", runID, f.lastReason(runID), want)
+		if want != domain.StatusFailed && got == domain.StatusFailed {
+			t.Fatalf("run %s failed (%+v) while waiting for it to be %s", runID, f.lastReason(t, runID), want)
 		}
 		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out after %v waiting for run %s to be %s (it is %s)", waitTimeout, runID, want, got)
+			t.Fatalf("timed out after %v waiting for run %s to be %s (it is %s)", waitTimeout, runID, want, got)
 		}
 	}
 }
-
-func (f *fixture) count(sql string, args ...any) int {
-	f.t.Helper()
-	var n int
-	if err := f.pool.QueryRow(f.ctx, sql, args...).Scan(&n); err != nil {
-		f.t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
-// events returns the events recorded for a run, in commit order.
-func (f *fixture) events(runID string) []eventstore.Event { return f.app.On(f.t).RunEvents(runID) }
-
-func (f *fixture) stream(id string) []eventstore.Event { return f.app.On(f.t).Stream(id) }
-
-func (f *fixture) decode(e eventstore.Event) eventstore.Payload { return f.app.On(f.t).Decode(e) }
 
 // countType is the number of events of type typ among events.
 func countType(events []eventstore.Event, typ string) int {
@@ -361,21 +215,13 @@ func countType(events []eventstore.Event, typ string) int {
 	return n
 }
 
-func types(events []eventstore.Event) []string {
-	out := make([]string, len(events))
-	for i, e := range events {
-		out[i] = e.Type
-	}
-	return out
-}
-
 // lastReason is the reason of the run's RunFailed or RunCancelled event,
 // nil when it has none.
-func (f *fixture) lastReason(runID string) *domain.Reason {
-	f.t.Helper()
+func (f *fixture) lastReason(t testing.TB, runID string) *domain.Reason {
+	t.Helper()
 	var reason *domain.Reason
-	for _, e := range f.events(runID) {
-		switch p := f.decode(e).(type) {
+	for _, e := range f.RunEvents(t, runID) {
+		switch p := f.Decode(t, e).(type) {
 		case domain.RunFailed:
 			r := p.Reason
 			reason = &r
@@ -428,45 +274,37 @@ func (f *fixture) providers() worker.Providers {
 // says otherwise), and a reaper beside it, as a process with the worker
 // role runs them; grace is passed to Run. The worker is stopped when the
 // test ends.
-func (f *fixture) runWorker(cfg worker.Config, grace time.Duration) *runningWorker {
-	f.t.Helper()
+func (f *fixture) runWorker(t testing.TB, cfg worker.Config, grace time.Duration) *runningWorker {
+	t.Helper()
 	if cfg.Wake == nil {
-		cfg.Wake = f.app.Notifier.SubscribeTopic(gate.TopicStartsAccepted)
+		cfg.Wake = f.Notifier.SubscribeTopic(gate.TopicStartsAccepted)
 	}
-	w, err := worker.New(cfg, f.svc, f.app.Connections, f.providers(), f.logger)
+	w, err := worker.New(cfg, f.Gate, f.Connections, f.providers(), f.logger)
 	if err != nil {
-		f.t.Fatalf("worker.New: %v", err)
+		t.Fatalf("worker.New: %v", err)
 	}
 	r := &runningWorker{w: w, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	go f.svc.RunReaper(ctx, reapInterval, f.logger)
+	go f.Gate.RunReaper(ctx, reapInterval, f.logger)
 	go func() { r.done <- w.Run(ctx, grace) }()
-	f.t.Cleanup(func() { r.stop(f.t) })
+	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 
 // eventsOfType returns every event of type typ, in commit order.
-func (f *fixture) eventsOfType(typ string) []eventstore.Event {
-	f.t.Helper()
-	rows, err := f.pool.Query(f.ctx, `SELECT position, event_type, schema_version, payload FROM events WHERE event_type = $1 ORDER BY position`, typ)
+func (f *fixture) eventsOfType(t testing.TB, typ string) []eventstore.Event {
+	t.Helper()
+	rows, err := f.Pool.Query(f.Ctx, `SELECT position, event_type, schema_version, payload FROM events WHERE event_type = $1 ORDER BY position`, typ)
 	if err != nil {
-		f.t.Fatalf("events of type %s: %v", typ, err)
+		t.Fatalf("events of type %s: %v", typ, err)
 	}
 	events, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Event, error) {
 		var e eventstore.Event
 		return e, r.Scan(&e.Position, &e.Type, &e.SchemaVersion, &e.Data)
 	})
 	if err != nil {
-		f.t.Fatalf("events of type %s: %v", typ, err)
+		t.Fatalf("events of type %s: %v", typ, err)
 	}
 	return events
 }
-
-// beat heartbeats claim's lease (whoever holds it).
-func (f *fixture) beat(c gate.Claim, lease time.Duration) error {
-	_, err := f.svc.Heartbeat(f.ctx, gate.Claimant{}, c.RunID, c.Epoch, lease)
-	return err
-}
-
-var testWorker = domain.ActorWorker("test")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/internal/app"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/pgtest"
 	"github.com/opsgate/opsgate/projections"
 )
@@ -81,29 +82,11 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// syncBuffer is a process's output, written by exec and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // process is one opsgate process of the test.
 type process struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *apptest.Logs
 	exited chan struct{}
 	err    error // set before exited is closed
 }
@@ -137,7 +120,7 @@ func processEnv(env map[string]string) []string {
 // if it is still running, and its output is shown if the test failed.
 func spawn(t *testing.T, name, bin string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{name: name, cmd: exec.Command(bin, args...), out: &apptest.Logs{}, exited: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -246,7 +229,7 @@ func TestMultiProcess(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	pool := pgtest.Connect(t, dbURL)
 	store := app.NewStore(pool)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), apptest.Timeout)
 	defer cancel()
 
 	const adminToken = "multi-process-admin-token-0123456789"
@@ -283,7 +266,7 @@ func TestMultiProcess(t *testing.T) {
 
 	client := &apiClient{bases: bases, http: &http.Client{Timeout: 20 * time.Second}}
 	for _, base := range bases {
-		waitFor(t, waitTimeout, base+"/readyz", func() bool {
+		apptest.WaitFor(t, waitTimeout, base+"/readyz", func() bool {
 			for _, p := range procs {
 				if !p.running() {
 					t.Fatalf("%s exited early: %v", p.name, p.err)
@@ -329,7 +312,7 @@ func TestMultiProcess(t *testing.T) {
 	// One start end to end before the workload: the pipeline is live.
 	var first domain.StartResult
 	client.must(t, http.StatusAccepted, "POST", "/api/v1/provider-connections/"+conns[0]+"/check", user.Token, nil, &first)
-	waitFor(t, waitTimeout, "the first run to succeed", func() bool {
+	apptest.WaitFor(t, waitTimeout, "the first run to succeed", func() bool {
 		var status string
 		err := pool.QueryRow(ctx, `SELECT status FROM runs WHERE id = $1`, first.Run.ID).Scan(&status)
 		return err == nil && status == "succeeded"
@@ -505,7 +488,7 @@ func TestMultiProcess(t *testing.T) {
 	for id := range accepted {
 		pending[id] = true
 	}
-	waitFor(t, 60*time.Second, "every accepted run to succeed", func() bool {
+	apptest.WaitFor(t, 60*time.Second, "every accepted run to succeed", func() bool {
 		for id := range pending {
 			var run struct {
 				Status domain.RunStatus `json:"status"`
@@ -591,7 +574,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 
 	// The read models match the history once the projectors caught up.
-	waitFor(t, waitTimeout, "the projectors to catch up", func() bool {
+	apptest.WaitFor(t, waitTimeout, "the projectors to catch up", func() bool {
 		var behind int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) AS p(name)
 			LEFT JOIN feed_checkpoints c ON c.consumer = p.name

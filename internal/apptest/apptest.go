@@ -2,34 +2,35 @@
 // application: Start builds the real application through the composition
 // root (internal/app), with the same pools and settings as production but
 // short timings, on a fresh migrated database (internal/pgtest), serves
-// its API on a loopback port and stops it when the test ends. Factories
-// create workspaces, tenants, users, memberships and connections through
-// the services; WaitFor is the one way to wait for a condition; Clock is
-// a clock a test moves by hand.
+// its API on a loopback port and stops it when the test ends.
+//
+// Every helper takes the test it reports to per call, as River's
+// testfactory does, so that no package needs a wrapper around the kit:
+// factories (factory.go) create workspaces, tenants, users, memberships,
+// connections and a whole Team through the services; starts and their
+// outcomes go through the gate (gate.go); runs are begun, heartbeaten and
+// completed over the executors' public API (run.go); HTTP exchanges are
+// checked against the OpenAPI document (client.go, openapi.go) and decoded
+// into the wire shapes of wire.go. WaitFor is the one way to wait for a
+// condition; Clock is a clock a test moves by hand; Proxy cuts the
+// database away from one application.
 package apptest
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/opsgate/opsgate/connections"
-	"github.com/opsgate/opsgate/domain"
-	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/config"
+	"github.com/opsgate/opsgate/internal/faultproxy"
 	"github.com/opsgate/opsgate/internal/pgtest"
-	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/worker"
 )
 
 // AdminToken is the admin token of every test application.
@@ -42,7 +43,6 @@ const Timeout = 2 * time.Minute
 // App is a running application of a test.
 type App struct {
 	*app.App
-	t testing.TB
 	// Ctx ends with the test (or after Timeout).
 	Ctx context.Context
 	// URL is the API's base URL ("" without the api role).
@@ -57,10 +57,11 @@ type App struct {
 }
 
 type settings struct {
-	roles    app.Roles
-	database string
-	config   []func(*config.Config)
-	app      []app.Option
+	roles     app.Roles
+	database  string
+	config    []func(*config.Config)
+	providers []string
+	app       []app.Option
 }
 
 // Option shapes a test application.
@@ -83,6 +84,15 @@ func Configure(fn func(*config.Config)) Option {
 // With passes options to the composition root (a clock, providers, the
 // worker's inner timings).
 func With(opts ...app.Option) Option { return func(s *settings) { s.app = append(s.app, opts...) } }
+
+// Providers makes the built-in worker run connections of the named
+// providers besides simulated, as simulated ones, so that the gate accepts
+// their starts. Connections of distinct providers let a test begin a run
+// that is not the oldest one queued (BeginRun). With(app.WithProviders)
+// replaces them.
+func Providers(names ...string) Option {
+	return func(s *settings) { s.providers = append(s.providers, names...) }
+}
 
 // Config returns the configuration of a test application on databaseURL:
 // production's, with timings short enough for tests yet generous enough
@@ -113,6 +123,13 @@ func Start(t testing.TB, opts ...Option) *App {
 	for _, fn := range s.config {
 		fn(&cfg)
 	}
+	if len(s.providers) > 0 {
+		providers := worker.Providers{connections.ProviderSimulated: worker.Simulated{}}
+		for _, name := range s.providers {
+			providers[name] = worker.Simulated{}
+		}
+		s.app = append([]app.Option{app.WithProviders(providers)}, s.app...)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 	t.Cleanup(cancel)
 	logs := &Logs{}
@@ -121,7 +138,7 @@ func Start(t testing.TB, opts ...Option) *App {
 	if err != nil {
 		t.Fatalf("start the application: %v", err)
 	}
-	ta := &App{App: a, t: t, Ctx: ctx, DatabaseURL: s.database, Logs: logs}
+	ta := &App{App: a, Ctx: ctx, DatabaseURL: s.database, Logs: logs}
 	var ln net.Listener
 	if s.roles.API {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -159,170 +176,21 @@ func Start(t testing.TB, opts ...Option) *App {
 // configured grace period) and waits for it; the test's end does it too.
 func (a *App) Stop() { a.stop.Do(a.halt) }
 
-// On returns the application for use by t (a subtest): its failures are t's.
-func (a *App) On(t testing.TB) *App {
-	b := *a
-	b.t = t
-	return &b
-}
-
-// T is the test the application reports to.
-func (a *App) T() testing.TB { return a.t }
-
-var seq atomic.Int64
-
-// Admin is the admin as an actor.
-var Admin = domain.ActorAdmin
-
-// As returns userID as an actor.
-func As(userID string) domain.Actor { return domain.Actor{ID: userID} }
-
-// Workspace creates a workspace.
-func (a *App) Workspace(name string) tenancy.Workspace {
-	a.t.Helper()
-	w, err := a.Tenancy.CreateWorkspace(a.Ctx, Admin, name)
+// Proxy puts a fault proxy in front of the database at databaseURL (a
+// fresh one when it is "") and returns it with the URL of the same
+// database through it; the proxy is closed when t ends. An application
+// started OnDatabase(the URL) loses its database at proxy.Cut.
+func Proxy(t testing.TB, databaseURL string) (*faultproxy.Proxy, string) {
+	t.Helper()
+	if databaseURL == "" {
+		databaseURL = pgtest.NewDatabase(t)
+	}
+	proxy, proxied, err := faultproxy.ForDatabase(databaseURL)
 	if err != nil {
-		a.t.Fatalf("create workspace %s: %v", name, err)
+		t.Fatalf("proxy the database: %v", err)
 	}
-	return w
-}
-
-// Tenant creates a tenant in workspace.
-func (a *App) Tenant(workspaceID, name string) tenancy.Tenant {
-	a.t.Helper()
-	tn, err := a.Tenancy.CreateTenant(a.Ctx, Admin, workspaceID, name)
-	if err != nil {
-		a.t.Fatalf("create tenant %s: %v", name, err)
-	}
-	return tn
-}
-
-// User creates a user (with a unique email) and returns it with its token.
-func (a *App) User(name string) tenancy.User {
-	a.t.Helper()
-	u, err := a.Tenancy.CreateUser(a.Ctx, Admin, fmt.Sprintf("%s-%d@example.test", strings.ToLower(strings.ReplaceAll(name, " ", "-")), seq.Add(1)), name)
-	if err != nil {
-		a.t.Fatalf("create user %s: %v", name, err)
-	}
-	return u
-}
-
-// Grant gives userID role on tenantID.
-func (a *App) Grant(userID, tenantID string, role domain.Role) {
-	a.t.Helper()
-	if _, err := a.Tenancy.GrantMembership(a.Ctx, Admin, userID, tenantID, string(role)); err != nil {
-		a.t.Fatalf("grant %s on %s: %v", role, tenantID, err)
-	}
-}
-
-// Member creates a user with role on tenantID.
-func (a *App) Member(name, tenantID string, role domain.Role) tenancy.User {
-	a.t.Helper()
-	u := a.User(name)
-	a.Grant(u.ID, tenantID, role)
-	return u
-}
-
-// Connection creates a connection on tenantID on behalf of ownerID: a
-// ready simulated one (consent granted, credentials valid, enabled, not
-// the default) unless change says otherwise.
-func (a *App) Connection(ownerID, tenantID, name string, change ...func(*connections.NewConnection)) connections.Connection {
-	a.t.Helper()
-	in := connections.NewConnection{
-		Provider: connections.ProviderSimulated, DisplayName: name,
-		Consent: domain.ConsentGranted, Credentials: domain.CredentialsValid, Enabled: true,
-	}
-	for _, c := range change {
-		c(&in)
-	}
-	c, err := a.Connections.Create(a.Ctx, As(ownerID), tenantID, in)
-	if err != nil {
-		a.t.Fatalf("create connection %s: %v", name, err)
-	}
-	return c
-}
-
-// Changes of a new connection.
-func AsDefault(in *connections.NewConnection) { in.IsDefault = true }
-func Disabled(in *connections.NewConnection)  { in.Enabled = false }
-func Consent(c domain.Consent) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { in.Consent = c }
-}
-func Credentials(c domain.Credentials) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { in.Credentials = c }
-}
-func Provider(name string) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { in.Provider = name }
-}
-func Latency(ms int) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { simOf(in).LatencyMS = ms }
-}
-func FailWith(code domain.ReasonCode) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { simOf(in).FailWith = &code }
-}
-func Throttle(times int) func(*connections.NewConnection) {
-	return func(in *connections.NewConnection) { simOf(in).ThrottleTimes = times }
-}
-
-func simOf(in *connections.NewConnection) *domain.Simulation {
-	if in.Simulation == nil {
-		in.Simulation = &domain.Simulation{}
-	}
-	return in.Simulation
-}
-
-// Stream returns the events of a stream, in version order.
-func (a *App) Stream(id string) []eventstore.Event {
-	a.t.Helper()
-	events, err := a.Store.ReadStream(a.Ctx, id, 1)
-	if err != nil {
-		a.t.Fatalf("read %s: %v", id, err)
-	}
-	return events
-}
-
-// RunEvents returns the events recorded for a run, in commit order.
-func (a *App) RunEvents(runID string) []eventstore.Event {
-	a.t.Helper()
-	events, err := a.Store.ReadCorrelated(a.Ctx, runID, 10_000)
-	if err != nil {
-		a.t.Fatalf("events of %s: %v", runID, err)
-	}
-	return events
-}
-
-// Decode returns the typed payload of e.
-func (a *App) Decode(e eventstore.Event) eventstore.Payload {
-	a.t.Helper()
-	p, err := a.Store.Registry().Decode(e)
-	if err != nil {
-		a.t.Fatalf("decode %s: %v", e.Type, err)
-	}
-	return p
-}
-
-// Count runs a query for one integer.
-func (a *App) Count(sql string, args ...any) int {
-	a.t.Helper()
-	var n int
-	if err := a.Pool.QueryRow(a.Ctx, sql, args...).Scan(&n); err != nil {
-		a.t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
-// RunStatus is a run's status in the write side's runs table.
-func (a *App) RunStatus(runID string) domain.RunStatus {
-	a.t.Helper()
-	var s string
-	err := a.Pool.QueryRow(a.Ctx, `SELECT status FROM runs WHERE id = $1`, runID).Scan(&s)
-	if errors.Is(err, pgx.ErrNoRows) {
-		a.t.Fatalf("run %s has no runs row", runID)
-	}
-	if err != nil {
-		a.t.Fatalf("status of run %s: %v", runID, err)
-	}
-	return domain.RunStatus(s)
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy, proxied
 }
 
 // WaitFor polls cond until it holds, failing the test at the deadline.
@@ -363,13 +231,16 @@ func (c *Clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// Logs collects an application's log lines.
+// Logs collects an application's log lines; it is safe for concurrent
+// writers, so it also serves as the output of a worker, a client or a
+// process a test reads back.
 type Logs struct {
 	mu    sync.Mutex
 	lines []string
 	part  []byte
 }
 
+// Write implements io.Writer.
 func (l *Logs) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -385,10 +256,13 @@ func (l *Logs) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// String returns everything logged.
+// String returns everything logged, a last unfinished line included.
 func (l *Logs) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.part) > 0 {
+		return strings.Join(append(l.lines[:len(l.lines):len(l.lines)], string(l.part)), "\n")
+	}
 	return strings.Join(l.lines, "\n")
 }
 
@@ -410,36 +284,4 @@ func (l *Logs) Tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines[max(0, len(l.lines)-n):], "\n")
-}
-
-// ConnStart is a start of actor from a connection-scoped surface.
-func ConnStart(actor string, surface domain.Surface, connectionID string) gate.StartRequest {
-	return gate.StartRequest{Actor: As(actor), Surface: surface, ConnectionID: connectionID}
-}
-
-// TenantStart is a start of actor from a tenant-scoped surface;
-// connectionID "" uses the tenant's default.
-func TenantStart(actor string, surface domain.Surface, tenantID, connectionID string) gate.StartRequest {
-	return gate.StartRequest{Actor: As(actor), Surface: surface, TenantID: tenantID, ConnectionID: connectionID}
-}
-
-// Start runs req through the gate, failing the test on an error.
-func (a *App) Start(req gate.StartRequest) gate.StartResponse {
-	a.t.Helper()
-	resp, err := a.Gate.Start(a.Ctx, req)
-	if err != nil {
-		a.t.Fatalf("start %s: %v", req.Surface.Name, err)
-	}
-	return resp
-}
-
-// Expect runs req through the gate and fails the test unless the outcome
-// is want.
-func (a *App) Expect(want domain.Outcome, req gate.StartRequest) domain.StartResult {
-	a.t.Helper()
-	res := a.Start(req).Result
-	if res.Outcome != want {
-		a.t.Fatalf("start %s: outcome %s (reason %+v), want %s", req.Surface.Name, res.Outcome, res.Reason, want)
-	}
-	return res
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ type Reply struct {
 	Body         []byte
 }
 
+// String is the exchange and its answer, for failure messages.
 func (r Reply) String() string {
 	return fmt.Sprintf("%s %s -> %d %s", r.Method, r.Path, r.Status, r.Body)
 }
@@ -167,4 +169,31 @@ func (a *App) Must(t testing.TB, status int, method, path, token string, body, d
 		r.Decode(t, dst)
 	}
 	return r
+}
+
+// AuditTrail reads the audit trail of tenantID over the API as token, page
+// by page, once it lists every event of the tenant the store holds: the
+// trail lists only events below the oldest transaction in flight anywhere
+// in the cluster (so that paging never skips one), and tests of other
+// packages share the cluster, so it may lag for a moment.
+func (a *App) AuditTrail(t testing.TB, tenantID, token string) []AuditEvent {
+	t.Helper()
+	var events []AuditEvent
+	WaitFor(t, 30*time.Second, "the audit trail of tenant "+tenantID+" to list every stored event", func() bool {
+		stored := a.Count(t, `SELECT count(*) FROM events WHERE tenant_id = $1`, tenantID)
+		events = nil
+		for after := ""; ; {
+			var page struct {
+				Items     []AuditEvent `json:"items"`
+				NextAfter *int64       `json:"next_after"`
+			}
+			a.Must(t, 200, "GET", "/api/v1/audit/events?limit=200&tenant_id="+tenantID+after, token, nil, &page)
+			events = append(events, page.Items...)
+			if page.NextAfter == nil {
+				return len(events) == stored
+			}
+			after = "&after=" + strconv.FormatInt(*page.NextAfter, 10)
+		}
+	})
+	return events
 }
