@@ -48,7 +48,7 @@ func TestFoldedHistoryEqualsRow(t *testing.T) {
 		}
 	})
 	a := apptest.Start(t, apptest.Roles(app.Roles{}))
-	w := world{a: a, history: audit.NewHistory(a.Store), workspace: a.Workspace("MSP").ID, owner: a.User("Owner").ID, seen: map[string]int{}}
+	w := world{a: a, history: audit.NewHistory(a.Store), workspace: a.Workspace(t, "MSP").ID, owner: a.User(t, "Owner").ID, seen: map[string]int{}}
 	for i := range sequences {
 		seed := base + uint64(i)
 		w.run(t, seed, steps)
@@ -80,8 +80,8 @@ func (w *world) run(t *testing.T, seed uint64, steps int) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed))
 	ctx := w.a.Ctx
-	tenant := w.a.Tenant(w.workspace, fmt.Sprintf("Tenant %d", seed)).ID
-	w.a.Grant(w.owner, tenant, domain.RoleOwner)
+	tenant := w.a.Tenant(t, w.workspace, fmt.Sprintf("Tenant %d", seed)).ID
+	w.a.Grant(t, w.owner, tenant, domain.RoleOwner)
 	var ids []string
 	create := func() {
 		in := connections.NewConnection{
@@ -139,9 +139,9 @@ func (w *world) run(t *testing.T, seed uint64, steps int) {
 		}
 	}
 	for _, c := range ids {
-		for _, e := range w.a.Stream(domain.ConnectionStream(c).String()) {
+		for _, e := range w.a.Stream(t, domain.ConnectionStream(c).String()) {
 			w.seen["event "+e.Type]++
-			if md, ok := w.a.Decode(e).(domain.ProviderConnectionMadeDefault); ok && md.PreviousID != "" {
+			if md, ok := w.a.Decode(t, e).(domain.ProviderConnectionMadeDefault); ok && md.PreviousID != "" {
 				w.seen["default taken from another"]++
 			}
 		}

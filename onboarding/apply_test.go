@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/onboarding"
 )
 
@@ -22,25 +23,25 @@ func TestSessionFoldedFromItsStreamIsTheStoredOne(t *testing.T) {
 	base := "/api/v1/onboarding-sessions/" + sid
 	checkFold(t, f, sid)
 
-	blocked := expectStart(t, f.h.call(t, "POST", base+"/verify", f.owner.Token, nil), "blocked")
+	blocked := f.h.Call(t, "POST", base+"/verify", f.owner.Token, nil).ExpectStart(t, "blocked")
 	if s := checkFold(t, f, sid); len(s.Steps.Verification.Attempts) != 1 || s.Steps.Verification.Attempts[0].Reason == nil {
 		t.Fatalf("a blocked verification keeps its reason (%+v): %+v", blocked.Reason, s.Steps.Verification)
 	}
-	f.h.must(t, 200, "PATCH", "/api/v1/provider-connections/"+conn, f.owner.Token, map[string]any{"consent": "granted"}, nil)
-	check := expectStart(t, f.h.call(t, "POST", base+"/verify", f.owner.Token, nil), "accepted")
+	f.h.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+conn, f.owner.Token, map[string]any{"consent": "granted"}, nil)
+	check := f.h.Call(t, "POST", base+"/verify", f.owner.Token, nil).ExpectStart(t, "accepted")
 	checkFold(t, f, sid)
 	f.waitOperation(t, check.Run.ID, "succeeded", 30*time.Second)
 
 	f.simulate(t, conn, 10, "provider.unavailable")
-	first := expectStart(t, f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "entra_group_sync"), "accepted")
+	first := f.bootstrap(t, sid, f.owner.Token, "inventory.sync", "entra_group_sync").ExpectStart(t, "accepted")
 	checkFold(t, f, sid)
-	f.waitSession(t, sid, 30*time.Second, "the first item failed", func(s session) bool { return s.Status == "attention_needed" })
+	f.waitSession(t, sid, 30*time.Second, "the first item failed", func(s apptest.Session) bool { return s.Status == "attention_needed" })
 	checkFold(t, f, sid)
 
 	f.waitOperation(t, first.Run.ID, "failed", 30*time.Second)
 	f.simulate(t, conn, 10, nil)
-	expectStart(t, f.continueBootstrap(t, sid, f.owner.Token), "accepted")
-	f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s session) bool { return s.Status == "completed" })
+	f.continueBootstrap(t, sid, f.owner.Token).ExpectStart(t, "accepted")
+	f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
 	s := checkFold(t, f, sid)
 	if it := s.Steps.Bootstrap.Items[1]; it.CanonicalType != "directory.groups.sync" || it.Label == "" {
 		t.Fatalf("item 2's canonical type and label: %+v", it)
@@ -56,8 +57,8 @@ func checkFold(t *testing.T, f *fixture, id string) onboarding.Session {
 		t.Fatalf("get session %s: %v", id, err)
 	}
 	var folded onboarding.Session
-	for _, e := range f.h.Stream(domain.OnboardingStream(id).String()) {
-		folded = folded.Apply(f.h.Decode(e).(domain.Event))
+	for _, e := range f.h.Stream(t, domain.OnboardingStream(id).String()) {
+		folded = folded.Apply(f.h.Decode(t, e).(domain.Event))
 	}
 	if !reflect.DeepEqual(folded, stored) {
 		a, _ := json.Marshal(folded)
