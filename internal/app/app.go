@@ -34,6 +34,7 @@ import (
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/metrics"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
@@ -128,7 +129,7 @@ type App struct {
 	Gate        *gate.Service
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
-	Metrics     *api.Metrics
+	Metrics     *metrics.Metrics
 	// Handler serves the API (nil without the api role).
 	Handler http.Handler
 	// AdminToken is the admin token: OPSGATE_ADMIN_TOKEN, or generated
@@ -196,7 +197,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Gate.SetStartQueue(cfg.StartQueue)
 	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
-	a.Metrics = api.NewMetrics(a.Pool)
+	a.Metrics = metrics.New(&metrics.Database{Queue: a.Reader, Scopes: a.Gate, Feed: a.Store})
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate.OnDecided(a.Metrics.ObserveStart)
 	if a.ReaderPool != nil {
