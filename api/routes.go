@@ -9,6 +9,7 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/internal/metrics"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/restores"
@@ -26,7 +27,7 @@ type Deps struct {
 	Reader      *projections.Reader
 	Store       *eventstore.Store
 	AdminToken  string
-	Metrics     *Metrics
+	Metrics     *metrics.Metrics
 	Executor    ExecutorSettings
 }
 
@@ -40,7 +41,7 @@ type handlers struct {
 	onboarding *onboarding.Service
 	reader     *projections.Reader
 	store      *eventstore.Store
-	metrics    *Metrics
+	metrics    *metrics.Metrics
 	history    *audit.History
 }
 

@@ -2,78 +2,119 @@ package projections
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+)
+
+// opsRun is a row of ops_runs: a run, blocked runs included, with the
+// counts of later starts answered deduped or scope_busy with it.
+type opsRun struct {
+	ID                string     `db:"id"`
+	TenantID          string     `db:"tenant_id"`
+	ScopeID           string     `db:"scope_id"`
+	Type              string     `db:"type"`
+	CanonicalType     string     `db:"canonical_type"`
+	Label             string     `db:"label"`
+	Status            string     `db:"status"`
+	Outcome           string     `db:"outcome"`
+	Target            *string    `db:"target"`
+	ConnectionID      *string    `db:"connection_id"`
+	ConnectionName    *string    `db:"connection_name"`
+	Provider          *string    `db:"provider"`
+	InitiatorID       string     `db:"initiator_id"`
+	Surface           string     `db:"surface"`
+	ReasonCode        *string    `db:"reason_code"`
+	ReasonClass       *string    `db:"reason_class"`
+	ReasonMessage     *string    `db:"reason_message"`
+	CreatedAt         time.Time  `db:"created_at"`
+	StartedAt         *time.Time `db:"started_at"`
+	FinishedAt        *time.Time `db:"finished_at"`
+	DedupedCount      int        `db:"deduped_count"`
+	ScopeBusyCount    int        `db:"scope_busy_count"`
+	LastPosition      int64      `db:"last_position"`
+	Summary           []byte     `db:"summary"`            // JSON, nil for none
+	ConnectionChanges []byte     `db:"connection_changes"` // JSON, nil for none
+}
+
+// opsRuns and the columns the lifecycle of a run updates.
+var (
+	opsRuns              = newTable[opsRun]("ops_runs")
+	runStatus            = columnOf[string](opsRuns, "status")
+	runReasonCode        = columnOf[*string](opsRuns, "reason_code")
+	runReasonClass       = columnOf[*string](opsRuns, "reason_class")
+	runReasonMessage     = columnOf[*string](opsRuns, "reason_message")
+	runStartedAt         = columnOf[*time.Time](opsRuns, "started_at")
+	runFinishedAt        = columnOf[*time.Time](opsRuns, "finished_at")
+	runDedupedCount      = columnOf[int](opsRuns, "deduped_count")
+	runScopeBusyCount    = columnOf[int](opsRuns, "scope_busy_count")
+	runLastPosition      = columnOf[int64](opsRuns, "last_position")
+	runSummary           = columnOf[[]byte](opsRuns, "summary")
+	runConnectionChanges = columnOf[[]byte](opsRuns, "connection_changes")
 )
 
 // operationsProjector builds ops_runs: one row per run, blocked runs
 // included, with the counts of later starts answered deduped or
 // scope_busy with it.
 func operationsProjector() Projector {
-	runs := newTable("ops_runs", "id", "tenant_id", "scope_id", "type", "canonical_type", "label", "status", "outcome",
-		"target", "connection_id", "connection_name", "provider", "initiator_id", "surface",
-		"reason_code", "reason_class", "reason_message", "created_at", "started_at", "finished_at",
-		"deduped_count", "scope_busy_count", "last_position", "summary", "connection_changes")
-	return Projector{Name: "operations", Tables: []*table{runs},
-		Apply: func(w rowWriter, e eventstore.Event, payload eventstore.Payload) {
-			applyOperations(w, runs, e, payload)
-		}}
+	return Projector{Name: "operations", Tables: []*table{opsRuns.table}, Apply: applyOperations}
 }
 
-func applyOperations(w rowWriter, runs *table, e eventstore.Event, payload eventstore.Payload) {
+func applyOperations(w rowWriter, e eventstore.Event, payload eventstore.Payload) {
 	switch ev := payload.(type) {
 	case domain.StartAccepted, domain.StartBlocked:
 		run, _ := domain.RunOf(ev)
-		insertRun(w, runs, run, domain.OutcomeOf(ev), e.Position)
+		opsRuns.insert(w, runRow(run, domain.OutcomeOf(ev), e.Position))
 	case domain.StartDeduped:
-		w.Update(runs, ev.RunID, increment("deduped_count"), set("last_position", e.Position))
+		opsRuns.update(w, ev.RunID, increment(runDedupedCount), set(runLastPosition, e.Position))
 	case domain.StartScopeBusy:
-		w.Update(runs, ev.RunID, increment("scope_busy_count"), set("last_position", e.Position))
+		opsRuns.update(w, ev.RunID, increment(runScopeBusyCount), set(runLastPosition, e.Position))
 	case domain.RunStarted:
-		w.Update(runs, ev.RunID, set("status", string(domain.StatusRunning)), set("started_at", ev.At), set("last_position", e.Position))
+		at := ev.At
+		opsRuns.update(w, ev.RunID, set(runStatus, string(domain.StatusRunning)), set(runStartedAt, &at),
+			set(runLastPosition, e.Position))
 	case domain.RunSucceeded:
-		finishRun(w, runs, ev.RunID, domain.StatusSucceeded, nil, ev.At, e.Position, set("summary", jsonOrNil(ev.Summary)),
-			set("connection_changes", marshalOrNil(ev.Changes)))
+		finishRun(w, ev.RunID, domain.StatusSucceeded, nil, ev.At, e.Position, set(runSummary, jsonOrNil(ev.Summary)),
+			set(runConnectionChanges, marshalOrNil(ev.Changes)))
 	case domain.RunFailed:
-		finishRun(w, runs, ev.RunID, domain.StatusFailed, &ev.Reason, ev.At, e.Position, set("summary", jsonOrNil(ev.Summary)),
-			set("connection_changes", marshalOrNil(ev.Changes)))
+		finishRun(w, ev.RunID, domain.StatusFailed, &ev.Reason, ev.At, e.Position, set(runSummary, jsonOrNil(ev.Summary)),
+			set(runConnectionChanges, marshalOrNil(ev.Changes)))
 	case domain.RunCancelled:
-		finishRun(w, runs, ev.RunID, domain.StatusCancelled, &ev.Reason, ev.At, e.Position)
+		finishRun(w, ev.RunID, domain.StatusCancelled, &ev.Reason, ev.At, e.Position)
 	}
 }
 
-func insertRun(w rowWriter, runs *table, r domain.Run, outcome domain.Outcome, position int64) {
-	var connID, connName, provider *string
+// runRow is the row of run r as its decision (outcome) left it.
+func runRow(r domain.Run, outcome domain.Outcome, position int64) *opsRun {
+	row := &opsRun{ID: r.ID, TenantID: r.TenantID, ScopeID: string(domain.TenantScope(r.TenantID)), Type: r.Type,
+		CanonicalType: r.CanonicalType, Label: r.Label, Status: string(r.Status), Outcome: string(outcome), Target: r.Target,
+		InitiatorID: r.InitiatorID, Surface: r.Surface, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+		LastPosition: position}
 	if c := r.ProviderConnection; c != nil {
-		connID, connName, provider = &c.ID, &c.DisplayName, &c.Provider
+		row.ConnectionID, row.ConnectionName, row.Provider = &c.ID, &c.DisplayName, &c.Provider
+		row.ScopeID = string(domain.ConnectionScope(c.ID))
 	}
-	code, class, msg := reasonColumns(r.Reason)
-	scope := domain.TenantScope(r.TenantID)
-	if connID != nil {
-		scope = domain.ConnectionScope(*connID)
-	}
-	w.Insert(runs, r.ID, r.TenantID, string(scope), r.Type, r.CanonicalType, r.Label, string(r.Status), string(outcome), r.Target,
-		connID, connName, provider, r.InitiatorID, r.Surface, code, class, msg,
-		r.CreatedAt, r.StartedAt, r.FinishedAt, 0, 0, position, nil, nil)
+	row.ReasonCode, row.ReasonClass, row.ReasonMessage = reasonColumns(r.Reason)
+	return row
 }
 
-func finishRun(w rowWriter, runs *table, id string, status domain.RunStatus, reason *domain.Reason, at any, position int64, more ...assignment) {
+func finishRun(w rowWriter, id string, status domain.RunStatus, reason *domain.Reason, at time.Time, position int64, more ...assignment[opsRun]) {
 	code, class, msg := reasonColumns(reason)
-	w.Update(runs, id, append([]assignment{set("status", string(status)), set("reason_code", code), set("reason_class", class),
-		set("reason_message", msg), set("finished_at", at), set("last_position", position)}, more...)...)
+	opsRuns.update(w, id, append([]assignment[opsRun]{set(runStatus, string(status)), set(runReasonCode, code),
+		set(runReasonClass, class), set(runReasonMessage, msg), set(runFinishedAt, &at), set(runLastPosition, position)}, more...)...)
 }
 
-// jsonOrNil is a jsonb value: the JSON, or NULL for none.
-func jsonOrNil(raw json.RawMessage) any {
+// jsonOrNil is a jsonb value: the JSON, or NULL (nil) for none.
+func jsonOrNil(raw json.RawMessage) []byte {
 	if len(raw) == 0 {
 		return nil
 	}
 	return []byte(raw)
 }
 
-// marshalOrNil is v as a jsonb value, NULL for nil.
-func marshalOrNil[T any](v *T) any {
+// marshalOrNil is v as a jsonb value, NULL (nil) for nil.
+func marshalOrNil[T any](v *T) []byte {
 	if v == nil {
 		return nil
 	}

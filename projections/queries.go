@@ -286,16 +286,27 @@ type QueueStats struct {
 }
 
 // Queue returns queue depth and the age of the oldest queued job across
-// tenantIDs (all tenants when nil).
+// tenantIDs (all tenants when nil), once the queue projector has caught
+// up with the call (CatchUp).
 func (r *Reader) Queue(ctx context.Context, tenantIDs []string) (QueueStats, error) {
-	var s QueueStats
 	if _, err := r.CatchUp(ctx, "queue"); err != nil {
-		return s, err
+		return QueueStats{}, err
 	}
-	err := r.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
-		extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = 'queued'))::float8
-		FROM projections.ops_queue WHERE $1::text[] IS NULL OR tenant_id = ANY($1)`, tenantIDs).
-		Scan(&s.Queued, &s.Running, &s.OldestQueuedAgeSec)
+	return r.queue(ctx, tenantIDs)
+}
+
+// QueueNow returns the queue of every tenant as the read model stands,
+// without waiting for the projector: the metrics' scrape.
+func (r *Reader) QueueNow(ctx context.Context) (QueueStats, error) {
+	return r.queue(ctx, nil)
+}
+
+func (r *Reader) queue(ctx context.Context, tenantIDs []string) (QueueStats, error) {
+	var s QueueStats
+	err := r.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = $2), count(*) FILTER (WHERE status = $3),
+		extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = $2))::float8
+		FROM projections.ops_queue WHERE $1::text[] IS NULL OR tenant_id = ANY($1)`,
+		tenantIDs, string(domain.StatusQueued), string(domain.StatusRunning)).Scan(&s.Queued, &s.Running, &s.OldestQueuedAgeSec)
 	if err != nil {
 		return s, fmt.Errorf("queue stats: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +20,15 @@ import (
 // and the replay fold, which applies the changes to rows in memory and
 // writes the final rows with COPY. Both give a table the same content for
 // the same events; Verify compares the two.
+//
+// A table is defined once, by the struct of its rows: every field is a
+// column, tagged db with the column's name, in the table's order, the
+// key (a string) first. newTable walks the tags once, when the program
+// starts, and derives from them the column list, the order of the values
+// of INSERT and COPY and the key; updates name their columns through
+// columnOf, checked against the same tags (name and Go type) at start-up,
+// so that a column the table does not have stops the program before it
+// projects anything rather than in the middle of a batch.
 
 // table is a read-model table as projectors write it: every column, the
 // key first. Inserts give every column, so that a row folded in memory is
@@ -27,24 +37,91 @@ import (
 type table struct {
 	name    string
 	columns []string
-	index   map[string]int
+	kinds   []kind   // of each column's field
+	names   []string // `"column":`, each column as the live writer's JSON names it
+	row     reflect.Type
 	insert  string // INSERT INTO %s ... ON CONFLICT (key) DO NOTHING
 	delete  string // DELETE FROM %s WHERE key = $1
 	live    [2]string
 }
 
-func newTable(name string, columns ...string) *table {
-	t := &table{name: name, columns: columns, index: make(map[string]int, len(columns))}
-	params := make([]string, len(columns))
-	for i, c := range columns {
-		t.index[c] = i
+// tableOf is a table whose rows are R; projectors change it through it.
+type tableOf[R any] struct{ *table }
+
+// kind is how a column's Go type travels to the database.
+type kind uint8
+
+const (
+	kindText     kind = iota // string
+	kindNullText             // *string, nil is NULL
+	kindInt                  // int, int64
+	kindTime                 // time.Time
+	kindNullTime             // *time.Time, nil is NULL
+	kindJSON                 // []byte holding JSON (jsonb), nil is NULL
+)
+
+// nullable reports whether a column of kind k holds NULL as nil.
+func (k kind) nullable() bool { return k == kindNullText || k == kindNullTime || k == kindJSON }
+
+// kindOf is the kind of each Go type a column's field may have.
+var kindOf = map[reflect.Type]kind{
+	reflect.TypeFor[string]():     kindText,
+	reflect.TypeFor[*string]():    kindNullText,
+	reflect.TypeFor[int]():        kindInt,
+	reflect.TypeFor[int64]():      kindInt,
+	reflect.TypeFor[time.Time]():  kindTime,
+	reflect.TypeFor[*time.Time](): kindNullTime,
+	reflect.TypeFor[[]byte]():     kindJSON,
+}
+
+// newTable returns table name whose rows are R, every field of which is a
+// column: `db:"column"`, in the table's order, the key (a string) first.
+// It panics if R is not such a struct: tables are package variables,
+// defined when the program starts.
+func newTable[R any](name string) tableOf[R] {
+	rt := reflect.TypeFor[R]()
+	if rt.Kind() != reflect.Struct || rt.NumField() == 0 {
+		panic(fmt.Sprintf("projections: the rows of %s are %s, not a struct of columns", name, rt))
+	}
+	if rt.NumField() > 64 {
+		panic(fmt.Sprintf("projections: %s has %d columns; updates track at most 64", name, rt.NumField()))
+	}
+	t := &table{name: name, row: rt}
+	params := make([]string, rt.NumField())
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		column := f.Tag.Get("db")
+		k, ok := kindOf[f.Type]
+		switch {
+		case column == "" || column == "-" || !f.IsExported():
+			panic(fmt.Sprintf("projections: %s.%s is no column of %s: every field of a row is one, exported and tagged db", rt, f.Name, name))
+		case !ok:
+			panic(fmt.Sprintf("projections: %s.%s (column %s of %s) is a %s, which no column holds", rt, f.Name, column, name, f.Type))
+		case i == 0 && k != kindText:
+			panic(fmt.Sprintf("projections: the key of %s (%s.%s) is a %s, not a string", name, rt, f.Name, f.Type))
+		case t.index(column) >= 0:
+			panic(fmt.Sprintf("projections: %s has two columns %s", name, column))
+		}
+		t.columns = append(t.columns, column)
+		t.kinds = append(t.kinds, k)
+		t.names = append(t.names, strconv.Quote(column)+":")
 		params[i] = fmt.Sprintf("$%d", i+1)
 	}
 	t.insert = fmt.Sprintf("INSERT INTO %%s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING",
-		strings.Join(columns, ", "), strings.Join(params, ", "), t.key())
+		strings.Join(t.columns, ", "), strings.Join(params, ", "), t.key())
 	t.delete = fmt.Sprintf("DELETE FROM %%s WHERE %s = $1", t.key())
 	t.live = [2]string{t.insertIn(LiveSchema), t.deleteIn(LiveSchema)}
-	return t
+	return tableOf[R]{t}
+}
+
+// index returns the index of column, -1 if t has none.
+func (t *table) index(column string) int {
+	for i, c := range t.columns {
+		if c == column {
+			return i
+		}
+	}
+	return -1
 }
 
 // in returns t's name qualified with schema.
@@ -66,23 +143,100 @@ func (t *table) deleteIn(schema string) string {
 
 func (t *table) key() string { return t.columns[0] }
 
-// assignment is one column of an update: a new value, or an amount added.
-type assignment struct {
-	column string
+// keyOf returns the key of row, a *R of t.
+func (t *table) keyOf(row any) string { return reflect.ValueOf(row).Elem().Field(0).String() }
+
+// values returns the columns of row (a *R of t) in t's order, as INSERT
+// and COPY take them (NULL as nil, a nullable value as itself rather than
+// a pointer, which pgx would follow with reflect), in values if it has room.
+func (t *table) values(row any, values []any) []any {
+	v := reflect.ValueOf(row).Elem()
+	values = slices.Grow(values[:0], len(t.columns))[:len(t.columns)]
+	for i, k := range t.kinds {
+		f := v.Field(i)
+		switch {
+		case k.nullable() && f.IsNil():
+			values[i] = nil
+		case k == kindNullText || k == kindNullTime:
+			values[i] = f.Elem().Interface()
+		default:
+			values[i] = f.Interface()
+		}
+	}
+	return values
+}
+
+// assign applies c to row, a *R of t.
+func (t *table) assign(row any, c change) {
+	f := reflect.ValueOf(row).Elem().Field(c.column)
+	if c.add {
+		f.SetInt(f.Int() + int64(c.value.(int)))
+		return
+	}
+	f.Set(reflect.ValueOf(c.value))
+}
+
+// column is a column of the rows R whose values are V, as updates name it.
+type column[R, V any] struct{ index int }
+
+// columnOf returns the column name of t, whose rows hold it as a V. It
+// panics if they do not: columns are package variables, defined when the
+// program starts.
+func columnOf[V, R any](t tableOf[R], name string) column[R, V] {
+	i := t.index(name)
+	if i < 0 {
+		panic(fmt.Sprintf("projections: %s has no column %s", t.name, name))
+	}
+	if got, want := t.row.Field(i).Type, reflect.TypeFor[V](); got != want {
+		panic(fmt.Sprintf("projections: column %s of %s holds a %s, not a %s", name, t.name, got, want))
+	}
+	return column[R, V]{index: i}
+}
+
+// assignment is one column of an update of a row of R: a new value, or
+// an amount added.
+type assignment[R any] struct{ change }
+
+// change is an assignment as the writers receive it, whatever the table:
+// the column's index, and its value (V) or the amount added (an int).
+type change struct {
+	column int
 	value  any
 	add    bool
 }
 
-func set(column string, value any) assignment { return assignment{column: column, value: value} }
+// set assigns value to column c.
+func set[R, V any](c column[R, V], value V) assignment[R] {
+	return assignment[R]{change{column: c.index, value: value}}
+}
 
-func increment(column string) assignment { return assignment{column: column, value: 1, add: true} }
+// increment adds 1 to column c.
+func increment[R any](c column[R, int]) assignment[R] {
+	return assignment[R]{change{column: c.index, value: 1, add: true}}
+}
 
-// rowWriter receives a projector's row changes.
+// insert adds row unless its key exists; the writer keeps row.
+func (t tableOf[R]) insert(w rowWriter, row *R) { w.Insert(t.table, row) }
+
+// update assigns columns of the row with key, if there is one.
+func (t tableOf[R]) update(w rowWriter, key string, assignments ...assignment[R]) {
+	changes := make([]change, len(assignments))
+	for i, a := range assignments {
+		changes[i] = a.change
+	}
+	w.Update(t.table, key, changes)
+}
+
+// delete removes the row with key, if there is one.
+func (t tableOf[R]) delete(w rowWriter, key string) { w.Delete(t.table, key) }
+
+// rowWriter receives a projector's row changes (through tableOf, which
+// types them).
 type rowWriter interface {
-	// Insert adds a row (values in t.columns order) unless its key exists.
-	Insert(t *table, values ...any)
-	// Update assigns columns of the row with key, if there is one.
-	Update(t *table, key string, assignments ...assignment)
+	// Insert adds row (a *R of t, kept by the writer) unless its key exists.
+	Insert(t *table, row any)
+	// Update applies changes to the row with key, if there is one.
+	Update(t *table, key string, changes []change)
 	// Delete removes the row with key, if there is one.
 	Delete(t *table, key string)
 }
@@ -94,24 +248,24 @@ type sqlWriter struct {
 	schema string
 }
 
-func (w sqlWriter) Insert(t *table, values ...any) { w.b.Queue(t.insertIn(w.schema), values...) }
+func (w sqlWriter) Insert(t *table, row any) { w.b.Queue(t.insertIn(w.schema), t.values(row, nil)...) }
 
 func (w sqlWriter) Delete(t *table, key string) { w.b.Queue(t.deleteIn(w.schema), key) }
 
-func (w sqlWriter) Update(t *table, key string, assignments ...assignment) {
+func (w sqlWriter) Update(t *table, key string, changes []change) {
 	var q strings.Builder
-	args := make([]any, 0, len(assignments)+1)
+	args := make([]any, 0, len(changes)+1)
 	args = append(args, key)
 	fmt.Fprintf(&q, "UPDATE %s SET ", t.in(w.schema))
-	for i, a := range assignments {
+	for i, c := range changes {
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		args = append(args, a.value)
-		if a.add {
-			fmt.Fprintf(&q, "%[1]s = %[1]s + $%[2]d", a.column, len(args))
+		args = append(args, c.value)
+		if c.add {
+			fmt.Fprintf(&q, "%[1]s = %[1]s + $%[2]d", t.columns[c.column], len(args))
 		} else {
-			fmt.Fprintf(&q, "%s = $%d", a.column, len(args))
+			fmt.Fprintf(&q, "%s = $%d", t.columns[c.column], len(args))
 		}
 	}
 	fmt.Fprintf(&q, " WHERE %s = $1", t.key())
@@ -130,7 +284,7 @@ type foldTable struct {
 }
 
 type foldRow struct {
-	values  []any
+	row     any // *R of the table
 	deleted bool
 }
 
@@ -142,32 +296,24 @@ func newFold(tables ...*table) *fold {
 	return f
 }
 
-func (f *fold) Insert(t *table, values ...any) {
+func (f *fold) Insert(t *table, row any) {
 	ft := f.tables[t]
-	key := values[0].(string)
+	key := t.keyOf(row)
 	if _, ok := ft.byKey[key]; ok {
 		return
 	}
-	r := &foldRow{values: values}
+	r := &foldRow{row: row}
 	ft.byKey[key] = r
 	ft.rows = append(ft.rows, r)
 }
 
-func (f *fold) Update(t *table, key string, assignments ...assignment) {
+func (f *fold) Update(t *table, key string, changes []change) {
 	r, ok := f.tables[t].byKey[key]
 	if !ok {
 		return
 	}
-	for _, a := range assignments {
-		i, ok := t.index[a.column]
-		if !ok {
-			panic(fmt.Sprintf("projections: %s has no column %s", t.name, a.column))
-		}
-		if a.add {
-			r.values[i] = r.values[i].(int) + a.value.(int)
-		} else {
-			r.values[i] = a.value
-		}
+	for _, c := range changes {
+		t.assign(r.row, c)
 	}
 }
 
@@ -179,16 +325,18 @@ func (f *fold) Delete(t *table, key string) {
 	}
 }
 
-// copySource returns t's rows for pgx.CopyFrom.
+// copySource returns t's rows for pgx.CopyFrom, which encodes each row's
+// values before it asks for the next: they are valid until then.
 func (f *fold) copySource(t *table) pgx.CopyFromSource {
 	ft := f.tables[t]
-	rows := make([][]any, 0, len(ft.byKey))
+	rows := make([]any, 0, len(ft.byKey))
 	for _, r := range ft.rows {
 		if !r.deleted {
-			rows = append(rows, r.values)
+			rows = append(rows, r.row)
 		}
 	}
-	return pgx.CopyFromRows(rows)
+	values := make([]any, len(t.columns))
+	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return t.values(rows[i], values), nil })
 }
 
 // batchWriter folds the row changes of one feed batch and sends their net
@@ -214,13 +362,17 @@ type batchTable struct {
 
 // batchRow is what a batch did to one row.
 type batchRow struct {
-	deleted bool  // an existing row was deleted (before whatever follows)
-	values  []any // inserted in this batch: the row as it ends up
-	// sets and adds are the merged update of a row that existed before
-	// the batch: columns assigned, and amounts added.
-	sets map[string]any
-	adds map[string]int
+	deleted bool // an existing row was deleted (before whatever follows)
+	row     any  // inserted in this batch: the row (*R) as it ends up
+	// The merged update of a row that existed before the batch: the
+	// columns assigned (sets) and added to (adds), each a bit of the
+	// column's index, and their values (or amounts) by index.
+	sets, adds uint64
+	values     []any
 }
+
+// shape is the columns an update assigns and adds to.
+type shape struct{ sets, adds uint64 }
 
 func newBatchWriter(schema string) *batchWriter {
 	return &batchWriter{schema: schema, tables: map[*table]*batchTable{}}
@@ -242,47 +394,39 @@ func (w *batchWriter) row(t *table, key string) *batchRow {
 	return r
 }
 
-func (w *batchWriter) Insert(t *table, values ...any) {
-	r := w.row(t, values[0].(string))
-	if r.values != nil {
+func (w *batchWriter) Insert(t *table, row any) {
+	r := w.row(t, t.keyOf(row))
+	if r.row != nil {
 		return // present: an insert does nothing
 	}
-	r.values = slices.Clone(values)
+	r.row = row
 }
 
-func (w *batchWriter) Update(t *table, key string, assignments ...assignment) {
+func (w *batchWriter) Update(t *table, key string, changes []change) {
 	r := w.row(t, key)
 	switch {
-	case r.values != nil:
-		for _, a := range assignments {
-			i, ok := t.index[a.column]
-			if !ok {
-				panic(fmt.Sprintf("projections: %s has no column %s", t.name, a.column))
-			}
-			if a.add {
-				r.values[i] = r.values[i].(int) + a.value.(int)
-			} else {
-				r.values[i] = a.value
-			}
+	case r.row != nil:
+		for _, c := range changes {
+			t.assign(r.row, c)
 		}
 	case r.deleted:
 		// deleted in this batch: no row to update
 	default:
-		for _, a := range assignments {
+		if r.values == nil {
+			r.values = make([]any, len(t.columns))
+		}
+		for _, c := range changes {
+			bit := uint64(1) << c.column
 			switch {
-			case !a.add:
-				if r.sets == nil {
-					r.sets = map[string]any{}
-				}
-				r.sets[a.column] = a.value
-				delete(r.adds, a.column)
-			case r.sets != nil && r.sets[a.column] != nil:
-				r.sets[a.column] = r.sets[a.column].(int) + a.value.(int)
+			case !c.add:
+				r.sets |= bit
+				r.adds &^= bit
+				r.values[c.column] = c.value
+			case (r.sets|r.adds)&bit != 0:
+				r.values[c.column] = r.values[c.column].(int) + c.value.(int)
 			default:
-				if r.adds == nil {
-					r.adds = map[string]int{}
-				}
-				r.adds[a.column] += a.value.(int)
+				r.adds |= bit
+				r.values[c.column] = c.value
 			}
 		}
 	}
@@ -290,11 +434,11 @@ func (w *batchWriter) Update(t *table, key string, assignments ...assignment) {
 
 func (w *batchWriter) Delete(t *table, key string) {
 	r := w.row(t, key)
-	if r.values != nil {
-		r.values = nil // inserted in this batch: never sent
+	if r.row != nil {
+		r.row = nil // inserted in this batch: never sent
 		return
 	}
-	r.deleted, r.sets, r.adds = true, nil, nil
+	r.deleted, r.sets, r.adds, r.values = true, 0, 0, nil
 }
 
 // queue queues the net effect of the batch into b: for each table, its
@@ -306,73 +450,57 @@ func (w *batchWriter) queue(b *pgx.Batch) {
 		bt := w.tables[t]
 		name := t.in(w.schema)
 		var deleted []string
-		var inserted [][]any
-		updates := map[string][]*batchRow{}
-		var shapes []string
-		updateKeys := map[*batchRow]string{}
+		var inserted bytes.Buffer
+		updates := map[shape][]string{} // keys by shape
+		var shapes []shape
 		for _, key := range bt.keys {
 			r := bt.rows[key]
 			if r.deleted {
 				deleted = append(deleted, key)
 			}
-			if r.values != nil {
-				inserted = append(inserted, r.values)
-			}
-			if len(r.sets)+len(r.adds) > 0 {
-				shape := updateShape(r)
-				if _, ok := updates[shape]; !ok {
-					shapes = append(shapes, shape)
+			if r.row != nil {
+				if inserted.Len() == 0 {
+					inserted.WriteByte('[')
+				} else {
+					inserted.WriteByte(',')
 				}
-				updates[shape] = append(updates[shape], r)
-				updateKeys[r] = key
+				t.appendRow(&inserted, r.row)
+			}
+			if s := (shape{r.sets, r.adds}); s != (shape{}) {
+				if _, ok := updates[s]; !ok {
+					shapes = append(shapes, s)
+				}
+				updates[s] = append(updates[s], key)
 			}
 		}
 		if len(deleted) > 0 {
 			b.Queue(fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1::text[])`, name, t.key()), deleted)
 		}
-		if len(inserted) > 0 {
-			var rows bytes.Buffer
-			rows.WriteByte('[')
-			for i, values := range inserted {
-				if i > 0 {
-					rows.WriteByte(',')
-				}
-				appendObject(&rows, t.columns, values)
-			}
-			rows.WriteByte(']')
+		if inserted.Len() > 0 {
+			inserted.WriteByte(']')
 			b.Queue(fmt.Sprintf(`INSERT INTO %[1]s SELECT * FROM jsonb_populate_recordset(NULL::%[1]s, $1) ON CONFLICT (%[2]s) DO NOTHING`,
-				name, t.key()), rows.String())
+				name, t.key()), inserted.String())
 		}
-		for _, shape := range shapes {
-			group := updates[shape]
-			first := group[0]
-			cols := []string{t.key()}
+		for _, s := range shapes {
+			keys := updates[s]
 			var assign []string
-			for _, c := range sortedKeys(first.sets) {
-				cols = append(cols, c)
-				assign = append(assign, fmt.Sprintf("%[1]s = x.%[1]s", c))
+			for i, c := range t.columns {
+				if s.sets&(1<<i) != 0 {
+					assign = append(assign, fmt.Sprintf("%[1]s = x.%[1]s", c))
+				}
 			}
-			for _, c := range sortedKeys(first.adds) {
-				cols = append(cols, c)
-				assign = append(assign, fmt.Sprintf("%[1]s = t.%[1]s + x.%[1]s", c))
+			for i, c := range t.columns {
+				if s.adds&(1<<i) != 0 {
+					assign = append(assign, fmt.Sprintf("%[1]s = t.%[1]s + x.%[1]s", c))
+				}
 			}
 			var rows bytes.Buffer
-			keys := make([]string, len(group))
 			rows.WriteByte('[')
-			for i, r := range group {
+			for i, key := range keys {
 				if i > 0 {
 					rows.WriteByte(',')
 				}
-				keys[i] = updateKeys[r]
-				values := []any{updateKeys[r]}
-				for _, c := range cols[1:] {
-					if v, ok := r.sets[c]; ok {
-						values = append(values, v)
-					} else {
-						values = append(values, r.adds[c])
-					}
-				}
-				appendObject(&rows, cols, values)
+				t.appendUpdate(&rows, key, s, bt.rows[key].values)
 			}
 			rows.WriteByte(']')
 			// The keys again, as an array: the planner cannot tell how many
@@ -385,82 +513,82 @@ func (w *batchWriter) queue(b *pgx.Batch) {
 	}
 }
 
-// updateShape names the columns an update sets and adds to.
-func updateShape(r *batchRow) string {
-	return strings.Join(sortedKeys(r.sets), ",") + "+" + strings.Join(sortedKeys(r.adds), ",")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// appendObject appends the JSON object of values by column to buf.
-// Byte slices are JSON already (jsonb columns); an empty one is null.
-func appendObject(buf *bytes.Buffer, columns []string, values []any) {
+// appendRow appends the JSON object of row (a *R of t) to buf: every
+// column, by name.
+func (t *table) appendRow(buf *bytes.Buffer, row any) {
+	v := reflect.ValueOf(row).Elem()
 	buf.WriteByte('{')
-	for i, c := range columns {
+	for i, k := range t.kinds {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		buf.WriteByte('"')
-		buf.WriteString(c)
-		buf.WriteString(`":`)
-		switch v := values[i].(type) {
-		case nil:
-			buf.WriteString("null")
-		case []byte:
-			if len(v) == 0 {
-				buf.WriteString("null")
-			} else {
-				buf.Write(v)
+		buf.WriteString(t.names[i])
+		writeJSONValue(buf, k, v.Field(i))
+	}
+	buf.WriteByte('}')
+}
+
+// appendUpdate appends the JSON object of the update s of the row with
+// key to buf: the key, then the columns assigned, then those added to,
+// each in t's order, with values by column index.
+func (t *table) appendUpdate(buf *bytes.Buffer, key string, s shape, values []any) {
+	buf.WriteByte('{')
+	buf.WriteString(t.names[0])
+	writeJSONString(buf, key)
+	for _, columns := range [2]uint64{s.sets, s.adds} {
+		for i, k := range t.kinds {
+			if columns&(1<<i) != 0 {
+				buf.WriteByte(',')
+				buf.WriteString(t.names[i])
+				writeJSONValue(buf, k, reflect.ValueOf(values[i]))
 			}
-		case json.RawMessage:
-			if len(v) == 0 {
-				buf.WriteString("null")
-			} else {
-				buf.Write(v)
-			}
-		case int:
-			buf.WriteString(strconv.Itoa(v))
-		case int64:
-			buf.WriteString(strconv.FormatInt(v, 10))
-		case string:
-			writeJSONString(buf, v)
-		case *string:
-			if v == nil {
-				buf.WriteString("null")
-			} else {
-				writeJSONString(buf, *v)
-			}
-		case time.Time:
-			buf.WriteByte('"')
-			buf.WriteString(v.Format(time.RFC3339Nano))
-			buf.WriteByte('"')
-		case *time.Time:
-			if v == nil {
-				buf.WriteString("null")
-			} else {
-				buf.WriteByte('"')
-				buf.WriteString(v.Format(time.RFC3339Nano))
-				buf.WriteByte('"')
-			}
-		default:
-			b, err := json.Marshal(v)
-			if err != nil {
-				panic(fmt.Sprintf("projections: column %s: %v", c, err))
-			}
-			buf.Write(b)
 		}
 	}
 	buf.WriteByte('}')
 }
 
+// writeJSONValue writes v, a value of a column of kind k, as JSON.
+func writeJSONValue(buf *bytes.Buffer, k kind, v reflect.Value) {
+	switch k {
+	case kindText:
+		writeJSONString(buf, v.String())
+	case kindNullText:
+		if v.IsNil() {
+			buf.WriteString("null")
+		} else {
+			writeJSONString(buf, v.Elem().String())
+		}
+	case kindInt:
+		buf.Write(strconv.AppendInt(buf.AvailableBuffer(), v.Int(), 10))
+	case kindTime:
+		if v.CanAddr() { // a field: its address is an interface without a copy
+			writeJSONTime(buf, *v.Addr().Interface().(*time.Time))
+		} else {
+			writeJSONTime(buf, v.Interface().(time.Time))
+		}
+	case kindNullTime:
+		if v.IsNil() {
+			buf.WriteString("null")
+		} else {
+			writeJSONTime(buf, *v.Interface().(*time.Time))
+		}
+	case kindJSON:
+		// JSON already; empty is null.
+		if raw := v.Bytes(); len(raw) > 0 {
+			buf.Write(raw)
+		} else {
+			buf.WriteString("null")
+		}
+	}
+}
+
 func writeJSONString(buf *bytes.Buffer, s string) {
 	b, _ := json.Marshal(s)
 	buf.Write(b)
+}
+
+func writeJSONTime(buf *bytes.Buffer, t time.Time) {
+	buf.WriteByte('"')
+	buf.Write(t.AppendFormat(buf.AvailableBuffer(), time.RFC3339Nano))
+	buf.WriteByte('"')
 }

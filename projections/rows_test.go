@@ -1,44 +1,73 @@
 package projections
 
 import (
+	"context"
 	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/internal/pgtest"
 )
+
+// item is the row of the tables of these tests.
+type item struct {
+	ID   string `db:"id"`
+	Name string `db:"name"`
+	Hits int    `db:"hits"`
+}
+
+var (
+	items     = newTable[item]("items")
+	itemName  = columnOf[string](items, "name")
+	itemHits  = columnOf[int](items, "hits")
+	seenItems = newTable[seenItem]("items")
+	seenHits  = columnOf[int](seenItems, "hits")
+	seenSeen  = columnOf[*string](seenItems, "seen")
+)
+
+// seenItem is an item with a nullable column.
+type seenItem struct {
+	ID   string  `db:"id"`
+	Name string  `db:"name"`
+	Hits int     `db:"hits"`
+	Seen *string `db:"seen"`
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // TestFoldActsLikeTheStatements checks the replay fold against the
 // semantics of the statements the live writer sends: INSERT ... ON
 // CONFLICT DO NOTHING, UPDATE and DELETE of the row with the key, if any.
 func TestFoldActsLikeTheStatements(t *testing.T) {
-	items := newTable("items", "id", "name", "hits", "seen")
-	f := newFold(items)
-	f.Insert(items, "a", "first", 0, nil)
-	f.Insert(items, "a", "second", 5, nil) // conflict: nothing happens
-	f.Insert(items, "b", "bee", 0, nil)
-	f.Update(items, "a", increment("hits"), set("seen", 7))
-	f.Update(items, "a", increment("hits"))
-	f.Update(items, "missing", increment("hits")) // no row: nothing happens
-	f.Delete(items, "b")
-	f.Delete(items, "missing")
-	f.Insert(items, "c", "sea", 0, nil)
-	f.Insert(items, "b", "bee again", 0, nil) // a deleted key may come back
+	f := newFold(seenItems.table)
+	seenItems.insert(f, &seenItem{ID: "a", Name: "first"})
+	seenItems.insert(f, &seenItem{ID: "a", Name: "second", Hits: 5}) // conflict: nothing happens
+	seenItems.insert(f, &seenItem{ID: "b", Name: "bee"})
+	seenItems.update(f, "a", increment(seenHits), set(seenSeen, ptr("7")))
+	seenItems.update(f, "a", increment(seenHits))
+	seenItems.update(f, "missing", increment(seenHits)) // no row: nothing happens
+	seenItems.delete(f, "b")
+	seenItems.delete(f, "missing")
+	seenItems.insert(f, &seenItem{ID: "c", Name: "sea"})
+	seenItems.insert(f, &seenItem{ID: "b", Name: "bee again"}) // a deleted key may come back
 
-	got := rowsOf(t, f.copySource(items))
-	want := [][]any{{"a", "first", 2, 7}, {"c", "sea", 0, nil}, {"b", "bee again", 0, nil}}
+	got := rowsOf(t, f.copySource(seenItems.table))
+	want := [][]any{{"a", "first", 2, "7"}, {"c", "sea", 0, nil}, {"b", "bee again", 0, nil}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}
 }
 
 func TestSQLWriterStatements(t *testing.T) {
-	items := newTable("items", "id", "name", "hits")
 	var b pgx.Batch
 	w := sqlWriter{b: &b, schema: "next"}
-	w.Insert(items, "a", "x", 0)
-	w.Update(items, "a", increment("hits"), set("name", "y"))
-	w.Delete(items, "a")
+	items.insert(w, &item{ID: "a", Name: "x"})
+	items.update(w, "a", increment(itemHits), set(itemName, "y"))
+	items.delete(w, "a")
 	want := []struct {
 		sql  string
 		args []any
@@ -57,16 +86,79 @@ func TestSQLWriterStatements(t *testing.T) {
 	}
 }
 
-func TestFoldRejectsUnknownColumn(t *testing.T) {
-	items := newTable("items", "id", "name")
-	f := newFold(items)
-	f.Insert(items, "a", "x")
-	defer func() {
-		if recover() == nil {
-			t.Error("an update of a column the table does not have did not panic")
+// TestTablesRefuseWhatTheyDoNotHave: a column a table does not have, or
+// holds as another type, and a row struct that is no table, are refused
+// where they are defined, at start-up, never in the middle of a batch.
+func TestTablesRefuseWhatTheyDoNotHave(t *testing.T) {
+	type untagged struct {
+		ID   string `db:"id"`
+		Name string
+	}
+	type unsupported struct {
+		ID   string  `db:"id"`
+		Rate float64 `db:"rate"`
+	}
+	type numberKey struct {
+		ID int `db:"id"`
+	}
+	type twice struct {
+		ID    string `db:"id"`
+		Name  string `db:"name"`
+		Label string `db:"name"`
+	}
+	for name, define := range map[string]func(){
+		"unknown column":  func() { columnOf[int](items, "nope") },
+		"mistyped column": func() { columnOf[int](items, "name") },
+		"untagged field":  func() { newTable[untagged]("untagged") },
+		"unsupported":     func() { newTable[unsupported]("unsupported") },
+		"number key":      func() { newTable[numberKey]("numbers") },
+		"column twice":    func() { newTable[twice]("twice") },
+	} {
+		func() {
+			defer func() {
+				if r := recover(); r == nil || !strings.HasPrefix(fmt.Sprint(r), "projections: ") {
+					t.Errorf("%s: defined (%v), want refused", name, r)
+				}
+			}()
+			define()
+		}()
+	}
+}
+
+// TestRowsAreTheTables: the row struct of every projector's table names
+// the migrated table's columns, in its order, with types that hold them.
+func TestRowsAreTheTables(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	types := map[kind][]string{
+		kindText: {"text"}, kindNullText: {"text"}, kindInt: {"integer", "bigint"},
+		kindTime: {"timestamp with time zone"}, kindNullTime: {"timestamp with time zone"}, kindJSON: {"jsonb"},
+	}
+	for _, p := range All() {
+		for _, tb := range p.Tables {
+			rows, err := pool.Query(context.Background(), `SELECT column_name, data_type FROM information_schema.columns
+				WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position`, LiveSchema, tb.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var columns []string
+			for rows.Next() {
+				var name, typ string
+				if err := rows.Scan(&name, &typ); err != nil {
+					t.Fatal(err)
+				}
+				if i := tb.index(name); i >= 0 && !slices.Contains(types[tb.kinds[i]], typ) {
+					t.Errorf("%s.%s is %s, its field holds %v", tb.name, name, typ, types[tb.kinds[i]])
+				}
+				columns = append(columns, name)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(columns, tb.columns) {
+				t.Errorf("%s has columns %v, its rows %v", tb.name, columns, tb.columns)
+			}
 		}
-	}()
-	f.Update(items, "a", set("nope", 1))
+	}
 }
 
 func rowsOf(t *testing.T, src pgx.CopyFromSource) [][]any {
@@ -77,7 +169,7 @@ func rowsOf(t *testing.T, src pgx.CopyFromSource) [][]any {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows = append(rows, v)
+		rows = append(rows, slices.Clone(v)) // valid until the next row
 	}
 	return rows
 }
@@ -85,26 +177,25 @@ func rowsOf(t *testing.T, src pgx.CopyFromSource) [][]any {
 // TestBatchWriterSendsTheNetEffect: a batch's changes reach the database
 // as one statement per table and kind, carrying each row's net change.
 func TestBatchWriterSendsTheNetEffect(t *testing.T) {
-	items := newTable("items", "id", "name", "hits")
 	w := newBatchWriter("next")
 	// a: inserted, changed, deleted: nothing to send.
-	w.Insert(items, "a", "x", 0)
-	w.Update(items, "a", increment("hits"))
-	w.Delete(items, "a")
+	items.insert(w, &item{ID: "a", Name: "x"})
+	items.update(w, "a", increment(itemHits))
+	items.delete(w, "a")
 	// b: inserted and changed: inserted as it ends up.
-	w.Insert(items, "b", "x", 0)
-	w.Update(items, "b", increment("hits"), set("name", "y"))
-	w.Update(items, "b", increment("hits"))
+	items.insert(w, &item{ID: "b", Name: "x"})
+	items.update(w, "b", increment(itemHits), set(itemName, "y"))
+	items.update(w, "b", increment(itemHits))
 	// c and d existed: their changes merge into one update each, of one shape.
-	w.Update(items, "c", increment("hits"), set("name", "c1"))
-	w.Update(items, "c", increment("hits"))
-	w.Update(items, "d", set("name", "d1"), increment("hits"))
+	items.update(w, "c", increment(itemHits), set(itemName, "c1"))
+	items.update(w, "c", increment(itemHits))
+	items.update(w, "d", set(itemName, "d1"), increment(itemHits))
 	// e existed: set, then added to, is one assignment.
-	w.Update(items, "e", set("hits", 5))
-	w.Update(items, "e", increment("hits"))
+	items.update(w, "e", set(itemHits, 5))
+	items.update(w, "e", increment(itemHits))
 	// f existed and is deleted: its earlier change is not sent.
-	w.Update(items, "f", set("name", "gone"))
-	w.Delete(items, "f")
+	items.update(w, "f", set(itemName, "gone"))
+	items.delete(w, "f")
 	var b pgx.Batch
 	w.queue(&b)
 	want := []struct {

@@ -64,7 +64,7 @@ type Config struct {
 	Metrics Metrics
 }
 
-// Metrics observes an executor's work (api.Metrics does).
+// Metrics observes an executor's work (metrics.Metrics does).
 type Metrics interface {
 	ObserveClaims(executor string, n int, waited time.Duration)
 	ObserveCompletion(executor, status string)

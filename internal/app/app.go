@@ -34,6 +34,7 @@ import (
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/metrics"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
@@ -128,7 +129,7 @@ type App struct {
 	Gate        *gate.Service
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
-	Metrics     *api.Metrics
+	Metrics     *metrics.Metrics
 	// Handler serves the API (nil without the api role).
 	Handler http.Handler
 	// AdminToken is the admin token: OPSGATE_ADMIN_TOKEN, or generated
@@ -192,7 +193,10 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Connections = connections.New(a.Store, o.clock)
 	a.Restores = restores.New(a.Store, o.clock)
 	a.Executors = executors.New(a.Store, o.clock)
-	a.Metrics = api.NewMetrics(a.Pool)
+	// The metrics' scrape asks the gate and the read models, which report
+	// their decisions to it: the two are joined once both exist.
+	database := &metrics.Database{Feed: a.Store}
+	a.Metrics = metrics.New(database)
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate, err = gate.New(a.Store, a.Connections, gate.Config{
 		BuiltinProviders: slices.Sorted(maps.Keys(o.providers)), StartQueue: cfg.StartQueue,
@@ -204,6 +208,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	}
 	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
+	database.Queue, database.Scopes = a.Reader, a.Gate
 	if a.ReaderPool != nil {
 		a.Metrics.WatchPool("reader", a.ReaderPool)
 	}

@@ -1,10 +1,14 @@
-package api
+// Package metrics holds opsgate's Prometheus metrics: the counters and
+// histograms the application observes as it works (requests, starts,
+// claims, completions, the feed, runs timed from their events), and the
+// gauges read at scrape time, each from the package that owns the table
+// it reads (projections, gate, eventstore) and from the connection pools.
+package metrics
 
 import (
 	"context"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,10 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
-	"github.com/opsgate/opsgate/projections"
 )
 
 // Metrics holds opsgate's Prometheus metrics in a registry of its own.
@@ -40,9 +42,10 @@ type Metrics struct {
 	pools        *poolCollector
 }
 
-// NewMetrics returns the metrics; pool (may be nil) feeds the gauges read
-// at scrape time: queue depth and how far each projector trails the store.
-func NewMetrics(pool *pgxpool.Pool) *Metrics {
+// New returns the metrics; db (nil, or every field set) feeds the gauges
+// read at scrape time: queue depth, busy scopes and how far each
+// projector trails the store.
+func New(db *Database) *Metrics {
 	m := &Metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -106,8 +109,8 @@ func NewMetrics(pool *pgxpool.Pool) *Metrics {
 	m.claims.WithLabelValues(BuiltinExecutor)
 	m.leaseLosses.WithLabelValues(BuiltinExecutor)
 	m.runsLost.WithLabelValues(BuiltinExecutor)
-	if pool != nil {
-		m.registry.MustRegister(&dbCollector{pool: pool})
+	if db != nil {
+		m.registry.MustRegister(&dbCollector{db: *db})
 	}
 	return m
 }
@@ -225,116 +228,4 @@ func (m *Metrics) ObserveLeaseLoss(executor string) {
 // ObserveProjection records the lag of one projected event.
 func (m *Metrics) ObserveProjection(projector string, recordedAt time.Time) {
 	m.projectorLag.WithLabelValues(projector).Observe(time.Since(recordedAt).Seconds())
-}
-
-// dbCollector reads queue depth and projector lag at scrape time, so any
-// api process reports them whichever process runs the projectors.
-type dbCollector struct {
-	pool *pgxpool.Pool
-}
-
-var (
-	queueDepthDesc = prometheus.NewDesc("opsgate_queue_depth", "Runs queued or running, by status.", []string{"status"}, nil)
-	oldestDesc     = prometheus.NewDesc("opsgate_queue_oldest_queued_age_seconds", "Age of the oldest queued run.", nil, nil)
-	lagDesc        = prometheus.NewDesc("opsgate_projector_lag_seconds", "Age of the oldest event a projector has not applied yet (0 when caught up).", []string{"projector"}, nil)
-	busyDesc       = prometheus.NewDesc("opsgate_scopes_busy", "Scopes held by an active (queued or running) run, by provider.", []string{"provider"}, nil)
-	dbUpDesc       = prometheus.NewDesc("opsgate_database_up", "1 if the database answered this scrape's queries, else 0.", nil, nil)
-	chainLagDesc   = prometheus.NewDesc("opsgate_audit_chain_lag_seconds", "Age of the oldest event the audit chain has not linked yet (0 when caught up); exports and verification cover what is linked.", nil, nil)
-)
-
-func (d *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- queueDepthDesc
-	ch <- oldestDesc
-	ch <- lagDesc
-	ch <- chainLagDesc
-	ch <- busyDesc
-	ch <- dbUpDesc
-}
-
-func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var queued, running int
-	var oldest float64
-	err := d.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
-		coalesce(extract(epoch FROM clock_timestamp() - min(queued_at) FILTER (WHERE status = 'queued')), 0)::float8
-		FROM projections.ops_queue`).Scan(&queued, &running, &oldest)
-	up := 0.0
-	if err == nil {
-		up = 1
-	}
-	ch <- prometheus.MustNewConstMetric(dbUpDesc, prometheus.GaugeValue, up)
-	if err == nil {
-		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(queued), "queued")
-		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(running), "running")
-		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, oldest)
-	}
-	if rows, err := d.pool.Query(ctx, `SELECT coalesce(provider, 'none'), count(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY 1`); err == nil {
-		for rows.Next() {
-			var provider string
-			var n float64
-			if rows.Scan(&provider, &n) == nil {
-				ch <- prometheus.MustNewConstMetric(busyDesc, prometheus.GaugeValue, n, provider)
-			}
-		}
-		rows.Close()
-	}
-	rows, err := d.pool.Query(ctx, `SELECT c.consumer, coalesce(extract(epoch FROM clock_timestamp() - (
-			SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
-			ORDER BY e.tx_id, e.position LIMIT 1)), 0)::float8
-		FROM feed_checkpoints c WHERE c.consumer = ANY($1::text[])`, append(projections.Names(), audit.ChainConsumer))
-	if err != nil {
-		return
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var lag float64
-		switch {
-		case rows.Scan(&name, &lag) != nil:
-		case name == audit.ChainConsumer:
-			ch <- prometheus.MustNewConstMetric(chainLagDesc, prometheus.GaugeValue, lag)
-		default:
-			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, lag, name)
-		}
-	}
-}
-
-// poolCollector reads the statistics of the pools it watches at scrape time.
-type poolCollector struct {
-	mu    sync.Mutex
-	pools []namedPool
-}
-
-type namedPool struct {
-	name string
-	pool *pgxpool.Pool
-}
-
-var (
-	poolConnsDesc    = prometheus.NewDesc("opsgate_db_pool_connections", "Connections of a pool by state (acquired, idle, max).", []string{"pool", "state"}, nil)
-	poolAcquiresDesc = prometheus.NewDesc("opsgate_db_pool_acquires_total", "Connections acquired from a pool; empty: had to wait for one; canceled: gave up.", []string{"pool", "kind"}, nil)
-	poolWaitDesc     = prometheus.NewDesc("opsgate_db_pool_acquire_wait_seconds_total", "Time spent acquiring connections from a pool.", []string{"pool"}, nil)
-)
-
-func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- poolConnsDesc
-	ch <- poolAcquiresDesc
-	ch <- poolWaitDesc
-}
-
-func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	p.mu.Lock()
-	pools := append([]namedPool(nil), p.pools...)
-	p.mu.Unlock()
-	for _, np := range pools {
-		s, name := np.pool.Stat(), np.name
-		ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(s.AcquiredConns()), name, "acquired")
-		ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(s.IdleConns()), name, "idle")
-		ch <- prometheus.MustNewConstMetric(poolConnsDesc, prometheus.GaugeValue, float64(s.MaxConns()), name, "max")
-		ch <- prometheus.MustNewConstMetric(poolAcquiresDesc, prometheus.CounterValue, float64(s.AcquireCount()), name, "all")
-		ch <- prometheus.MustNewConstMetric(poolAcquiresDesc, prometheus.CounterValue, float64(s.EmptyAcquireCount()), name, "empty")
-		ch <- prometheus.MustNewConstMetric(poolAcquiresDesc, prometheus.CounterValue, float64(s.CanceledAcquireCount()), name, "canceled")
-		ch <- prometheus.MustNewConstMetric(poolWaitDesc, prometheus.CounterValue, s.AcquireDuration().Seconds(), name)
-	}
 }
