@@ -34,7 +34,7 @@ type Database struct {
 // time, so any api process reports them whichever process runs the
 // projectors.
 type dbCollector struct {
-	db Database
+	db *Database
 }
 
 var (

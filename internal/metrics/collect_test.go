@@ -70,7 +70,7 @@ opsgate_scopes_busy{provider="m365"} 4
 opsgate_scopes_busy{provider="none"} 1
 `
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(&dbCollector{db: Database{Queue: db, Scopes: db, Feed: db}})
+	reg.MustRegister(&dbCollector{db: &Database{Queue: db, Scopes: db, Feed: db}})
 	if got := scrape(t, reg); got != want[1:] {
 		t.Errorf("scraped\n%s\nwant\n%s", got, want[1:])
 	}

@@ -42,8 +42,8 @@ type Metrics struct {
 	pools        *poolCollector
 }
 
-// New returns the metrics; db (nil, or every field set) feeds the gauges
-// read at scrape time: queue depth, busy scopes and how far each
+// New returns the metrics; db (nil, or every field set before the first
+// scrape) feeds the gauges read at scrape time: queue depth, busy scopes and how far each
 // projector trails the store.
 func New(db *Database) *Metrics {
 	m := &Metrics{
@@ -110,7 +110,7 @@ func New(db *Database) *Metrics {
 	m.leaseLosses.WithLabelValues(BuiltinExecutor)
 	m.runsLost.WithLabelValues(BuiltinExecutor)
 	if db != nil {
-		m.registry.MustRegister(&dbCollector{db: *db})
+		m.registry.MustRegister(&dbCollector{db: db})
 	}
 	return m
 }
