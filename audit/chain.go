@@ -41,23 +41,9 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 					names = append(names, c)
 				}
 			}
-			heads = make(map[string]head, len(names))
-			rows, err := tx.Query(ctx, `SELECT chain, seq, hash FROM audit_chain_heads WHERE chain = ANY($1::text[])`, names)
-			if err != nil {
-				return fmt.Errorf("read chain heads: %w", err)
-			}
-			defer rows.Close()
-			for rows.Next() {
-				var chain string
-				var h head
-				var hash []byte
-				if err := rows.Scan(&chain, &h.seq, &hash); err != nil {
-					return fmt.Errorf("read chain heads: %w", err)
-				}
-				h.hash = hexHash(hash)
-				heads[chain] = h
-			}
-			return rows.Err()
+			var err error
+			heads, err = readHeads(ctx, tx, names)
+			return err
 		},
 		Apply: func(_ context.Context, b *pgx.Batch, events []eventstore.Delivery) error {
 			n := len(events)
@@ -83,16 +69,7 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 					onChained(d.RecordedAt)
 				}
 			}
-			b.Queue(`INSERT INTO audit_chain (position, chain, seq, prev_hash, hash)
-				SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])`,
-				positions, chains, seqs, prevs, hashes)
-			// The last link of each chain is its new head.
-			b.Queue(`INSERT INTO audit_chain_heads (chain, seq, position, hash)
-				SELECT DISTINCT ON (chain) chain, seq, position, hash
-				FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) AS l(position, chain, seq, hash)
-				ORDER BY chain, seq DESC
-				ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, position = excluded.position, hash = excluded.hash`,
-				positions, chains, seqs, hashes)
+			queueLinks(b, positions, chains, seqs, prevs, hashes)
 			return nil
 		},
 	}

@@ -3,10 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
@@ -306,16 +303,15 @@ func (h *History) Explain(ctx context.Context, id string) (Explanation, error) {
 // holderAt returns the run active on the scope of decision just before
 // it: the scope's last run accepted before, if it had not ended by then.
 func (h *History) holderAt(ctx context.Context, decision eventstore.Event, at Moment) (*domain.Run, error) {
-	var holderID string
-	err := h.pool.QueryRow(ctx, `SELECT payload->>'run_id' FROM events
-		WHERE stream_id = $1 AND stream_version < $2 AND event_type = 'StartAccepted'
-		ORDER BY stream_version DESC LIMIT 1`, decision.StreamID, decision.StreamVersion).Scan(&holderID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+	accepted, ok, err := h.store.LastBefore(ctx, decision.StreamID, decision.StreamVersion, domain.StartAccepted{}.EventType())
+	if err != nil || !ok {
+		return nil, err
 	}
+	p, err := h.store.Registry().Decode(accepted)
 	if err != nil {
-		return nil, fmt.Errorf("find the run holding %s: %w", decision.StreamID, err)
+		return nil, err
 	}
+	holderID := p.(domain.StartAccepted).RunID
 	v, err := h.RunAt(ctx, holderID, at)
 	if err != nil {
 		return nil, err

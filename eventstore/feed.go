@@ -15,7 +15,6 @@ import (
 	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // Subscribers read the event log itself: the events table is the topic
@@ -190,62 +189,6 @@ func (eventLog) SchemaInitializingQueries(watermillsql.SchemaInitializingQueries
 // commit made before each of their statements, as the rest of opsgate does.
 func (eventLog) SubscribeIsolationLevel() stdsql.IsolationLevel { return stdsql.LevelReadCommitted }
 
-// checkpoints is the watermill-sql offsets adapter of feed_checkpoints.
-// watermill asks for the acknowledging query after the batch's last
-// message was acknowledged and before it runs the query in the batch's
-// transaction: it calls beforeAck there, and notes whether the batch
-// drained what there was to read.
-type checkpoints struct {
-	consumers []string
-	beforeAck func() error
-	batchSize int
-	drained   *atomic.Bool
-}
-
-// AckMessageQuery moves every consumer's checkpoint to the last
-// acknowledged event, never back (a consumer another subscription read
-// further for keeps its place).
-func (c checkpoints) AckMessageQuery(params watermillsql.AckMessageQueryParams) (watermillsql.Query, error) {
-	if c.beforeAck != nil {
-		if err := c.beforeAck(); err != nil {
-			return watermillsql.Query{}, err
-		}
-	}
-	rows := params.Rows
-	allAcked := len(rows) > 0 && rows[len(rows)-1].Offset == params.LastRow.Offset
-	c.drained.Store(allAcked && len(rows) < c.batchSize)
-	return watermillsql.Query{
-		Query: `UPDATE feed_checkpoints SET tx_id = $1::bigint::text::xid8, position = $2, updated_at = clock_timestamp()
-			WHERE consumer = ANY($3::text[]) AND (tx_id, position) < ($1::bigint::text::xid8, $2)`,
-		Args: []any{params.LastRow.ExtraData["tx_id"], params.LastRow.Offset, c.consumers},
-	}, nil
-}
-
-// BeforeSubscribingQueries gives every consumer a checkpoint at the
-// beginning of the log if it has none.
-func (c checkpoints) BeforeSubscribingQueries(watermillsql.BeforeSubscribingQueriesParams) ([]watermillsql.Query, error) {
-	return []watermillsql.Query{{
-		Query: `INSERT INTO feed_checkpoints (consumer, tx_id, position)
-			SELECT unnest($1::text[]), '0', 0 ON CONFLICT (consumer) DO NOTHING`,
-		Args: []any{c.consumers},
-	}}, nil
-}
-
-// NextOffsetQuery is not used: SelectQuery reads the checkpoints itself.
-func (checkpoints) NextOffsetQuery(watermillsql.NextOffsetQueryParams) (watermillsql.Query, error) {
-	return watermillsql.Query{}, nil
-}
-
-// ConsumedMessageQuery returns none: nothing to record per message.
-func (checkpoints) ConsumedMessageQuery(watermillsql.ConsumedMessageQueryParams) (watermillsql.Query, error) {
-	return watermillsql.Query{}, nil
-}
-
-// SchemaInitializingQueries returns none: the migrations create the table.
-func (checkpoints) SchemaInitializingQueries(watermillsql.OffsetsSchemaInitializingQueriesParams) ([]watermillsql.Query, error) {
-	return nil, nil
-}
-
 // The metadata keys of an event message.
 const (
 	metaType          = "event_type"
@@ -285,44 +228,6 @@ func EventOf(msg *message.Message) (Event, error) {
 		}
 	}
 	return e, nil
-}
-
-// Checkpoint is a point in subscriber order: the last event a consumer
-// applied.
-type Checkpoint struct {
-	TxID     uint64
-	Position int64
-}
-
-// Before reports whether c comes before e in subscriber order, that is
-// whether a consumer at c has yet to apply e.
-func (c Checkpoint) Before(e Event) bool {
-	return e.TxID > c.TxID || (e.TxID == c.TxID && e.Position > c.Position)
-}
-
-// ReadCheckpoints returns the checkpoints of consumers (a consumer without
-// one is at the beginning of the log).
-func ReadCheckpoints(ctx context.Context, q pg.Querier, consumers []string) (map[string]Checkpoint, error) {
-	rows, err := q.Query(ctx, `SELECT consumer, (tx_id::text)::bigint, position FROM feed_checkpoints WHERE consumer = ANY($1::text[])`, consumers)
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]Checkpoint, len(consumers))
-	for rows.Next() {
-		var name string
-		var txID int64
-		var c Checkpoint
-		if err := rows.Scan(&name, &txID, &c.Position); err != nil {
-			return nil, fmt.Errorf("read checkpoints: %w", err)
-		}
-		c.TxID = uint64(txID)
-		out[name] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
-	}
-	return out, nil
 }
 
 // wakeBackoff is watermill's default backoff, except that an idle

@@ -509,6 +509,24 @@ func (s *Store) LastCorrelated(ctx context.Context, correlationID string, types 
 	return e, nil
 }
 
+// LastBefore returns the newest event of type eventType in stream before
+// version beforeVersion (ok false if there is none).
+func (s *Store) LastBefore(ctx context.Context, stream string, beforeVersion int64, eventType string) (e Event, ok bool, err error) {
+	rows, err := s.pool.Query(ctx, selectEvents+` WHERE stream_id = $1 AND stream_version < $2 AND event_type = $3
+		ORDER BY stream_version DESC LIMIT 1`, stream, beforeVersion, eventType)
+	if err != nil {
+		return Event{}, false, fmt.Errorf("read %s before %d of %s: %w", eventType, beforeVersion, stream, err)
+	}
+	e, err = pgx.CollectExactlyOneRow(rows, scanEvent)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Event{}, false, nil
+	}
+	if err != nil {
+		return Event{}, false, fmt.Errorf("read %s before %d of %s: %w", eventType, beforeVersion, stream, err)
+	}
+	return e, true, nil
+}
+
 // ReadUpTo returns up to limit events after from and at or before upTo
 // (points in subscriber order), in the order of ReadTenant. It does not
 // stop at the horizon: the caller vouches that everything up to upTo was

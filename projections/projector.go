@@ -97,11 +97,11 @@ func Names() []string {
 // applyInTx applies to the tables in schema the events (in subscriber
 // order) that come after cp, in one round trip, and returns the point
 // after them.
-func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event, cp checkpoint) (checkpoint, error) {
+func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema string, p Projector, events []eventstore.Event, cp eventstore.Checkpoint) (eventstore.Checkpoint, error) {
 	var b pgx.Batch
 	w := sqlWriter{b: &b, schema: schema}
 	for _, e := range events {
-		if !cp.before(e) {
+		if !cp.Before(e) {
 			continue
 		}
 		payload, err := reg.Decode(e)
@@ -111,13 +111,13 @@ func applyInTx(ctx context.Context, tx pgx.Tx, reg *eventstore.Registry, schema 
 		if payload != nil {
 			p.Apply(w, e, payload)
 		}
-		cp = checkpoint{tx: int64(e.TxID), pos: e.Position}
+		cp = eventstore.PointOf(e)
 	}
 	if b.Len() == 0 {
 		return cp, nil
 	}
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-		return cp, fmt.Errorf("%s: apply up to position %d: %w", p.Name, cp.pos, err)
+		return cp, fmt.Errorf("%s: apply up to position %d: %w", p.Name, cp.Position, err)
 	}
 	return cp, nil
 }

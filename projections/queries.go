@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
 )
 
 // ErrNotFound means no such row in the read model.
@@ -40,22 +41,16 @@ func NewReader(pool *pgxpool.Pool, wait time.Duration, history History) *Reader 
 // reads it back at once. It returns whether the projector caught up; a
 // read after a timeout is served as it stands.
 func (r *Reader) CatchUp(ctx context.Context, projector string) (bool, error) {
-	var headTx, headPos int64
-	err := r.pool.QueryRow(ctx, `SELECT (e.tx_id::text)::bigint, e.position FROM events e ORDER BY e.tx_id DESC, e.position DESC LIMIT 1`).Scan(&headTx, &headPos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read head: %w", err)
+	head, ok, err := eventstore.Head(ctx, r.pool)
+	if err != nil || !ok {
+		return err == nil, err
 	}
 	deadline := time.Now().Add(r.wait)
 	pause := 500 * time.Microsecond
 	for {
-		var done bool
-		err := r.pool.QueryRow(ctx, `SELECT coalesce((SELECT (tx_id, position) >= ($2::bigint::text::xid8, $3)
-			FROM feed_checkpoints WHERE consumer = $1), false)`, projector, headTx, headPos).Scan(&done)
+		done, err := eventstore.Reached(ctx, r.pool, projector, head)
 		if err != nil {
-			return false, fmt.Errorf("read checkpoint: %w", err)
+			return false, err
 		}
 		if done {
 			return true, nil
@@ -212,7 +207,8 @@ func (r *Reader) ActiveRuns(ctx context.Context, tenantID string) (map[string]Ru
 	if _, err := r.CatchUp(ctx, "operations"); err != nil {
 		return nil, err
 	}
-	rows, err := r.pool.Query(ctx, selectRun+` WHERE tenant_id = $1 AND status IN ('queued', 'running') AND connection_id IS NOT NULL`, tenantID)
+	rows, err := r.pool.Query(ctx, selectRun+` WHERE tenant_id = $1 AND status = ANY($2) AND connection_id IS NOT NULL`,
+		tenantID, []string{string(domain.StatusQueued), string(domain.StatusRunning)})
 	if err != nil {
 		return nil, fmt.Errorf("list active runs: %w", err)
 	}

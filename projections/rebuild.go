@@ -61,13 +61,13 @@ func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
 		return stats, fmt.Errorf("begin swap: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	live, err := pauseProjectors(ctx, tx, "UPDATE")
+	live, err := pauseProjectors(ctx, tx, eventstore.ForUpdate)
 	if err != nil {
 		return stats, err
 	}
 	for _, p := range All() {
 		at := live[p.Name]
-		if replayed.precedes(at) {
+		if replayed.Precedes(at) {
 			// The live projector is ahead of the replay: bring the new
 			// models to where it is.
 			if err := r.catchUp(ctx, tx, nextSchema, p, replayed, at); err != nil {
@@ -77,11 +77,8 @@ func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
 		}
 		// The replay is ahead of the live projector (or level with it): the
 		// projector resumes after the replay.
-		_, err := tx.Exec(ctx, `INSERT INTO feed_checkpoints (consumer, tx_id, position) VALUES ($1, $2::bigint::text::xid8, $3)
-			ON CONFLICT (consumer) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, updated_at = clock_timestamp()`,
-			p.Name, replayed.tx, replayed.pos)
-		if err != nil {
-			return stats, fmt.Errorf("move the checkpoint of %s: %w", p.Name, err)
+		if err := eventstore.SetCheckpoint(ctx, tx, p.Name, replayed); err != nil {
+			return stats, err
 		}
 	}
 	_, err = tx.Exec(ctx, `ALTER SCHEMA `+LiveSchema+` RENAME TO projections_old;
@@ -101,26 +98,12 @@ func (r *Replayer) Rebuild(ctx context.Context) (ReplayStats, error) {
 // ends, no projector applies anything, and a feed that reads for one
 // waits at its first statement, before it touches a read model. A
 // projector that never applied anything is at the zero point.
-func pauseProjectors(ctx context.Context, tx pgx.Tx, strength string) (map[string]checkpoint, error) {
-	rows, err := tx.Query(ctx, `SELECT consumer, (tx_id::text)::bigint, position FROM feed_checkpoints
-		WHERE consumer = ANY($1::text[]) ORDER BY consumer FOR `+strength, Names())
+func pauseProjectors(ctx context.Context, tx pgx.Tx, strength eventstore.LockStrength) (map[string]eventstore.Checkpoint, error) {
+	cps, err := eventstore.LockCheckpoints(ctx, tx, Names(), strength)
 	if err != nil {
 		return nil, fmt.Errorf("pause projectors: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]checkpoint{}
-	for rows.Next() {
-		var name string
-		var c checkpoint
-		if err := rows.Scan(&name, &c.tx, &c.pos); err != nil {
-			return nil, fmt.Errorf("pause projectors: %w", err)
-		}
-		out[name] = c
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("pause projectors: %w", err)
-	}
-	return out, nil
+	return cps, nil
 }
 
 // Difference is a read-model table whose rebuilt rows differ from the live ones.
@@ -150,7 +133,7 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 		return nil, stats, fmt.Errorf("begin compare: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
-	live, err := pauseProjectors(ctx, tx, "SHARE")
+	live, err := pauseProjectors(ctx, tx, eventstore.ForShare)
 	if err != nil {
 		return nil, stats, err
 	}
@@ -180,7 +163,7 @@ func (r *Replayer) Verify(ctx context.Context) ([]Difference, ReplayStats, error
 // changes are folded in memory, page by page, and the final rows written
 // with COPY. PostgreSQL thus writes each row once, however many events
 // shaped it. It returns the point of the last event replayed.
-func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoint) (ReplayStats, checkpoint, error) {
+func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *eventstore.Checkpoint) (ReplayStats, eventstore.Checkpoint, error) {
 	// The tables are created without their indexes, which are built once
 	// the rows are in: cheaper than maintaining them row by row.
 	ddl := `DROP SCHEMA IF EXISTS ` + schema + ` CASCADE; CREATE SCHEMA ` + schema + `;`
@@ -188,7 +171,7 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 		ddl += fmt.Sprintf(` CREATE TABLE %s.%s (LIKE %s.%s INCLUDING ALL EXCLUDING INDEXES);`, schema, t, LiveSchema, t)
 	}
 	if _, err := r.Pool.Exec(ctx, ddl); err != nil {
-		return ReplayStats{}, checkpoint{}, fmt.Errorf("create %s: %w", schema, err)
+		return ReplayStats{}, eventstore.Checkpoint{}, fmt.Errorf("create %s: %w", schema, err)
 	}
 	ctx, stop := context.WithCancel(ctx) // ends the reading if the fold fails
 	defer stop()
@@ -236,23 +219,23 @@ func (r *Replayer) replayInto(ctx context.Context, schema string, upTo *checkpoi
 	}
 	folding.Wait()
 	if readErr != nil {
-		return ReplayStats{}, checkpoint{}, readErr
+		return ReplayStats{}, eventstore.Checkpoint{}, readErr
 	}
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "folded %d events in %s; writing the rows\n", total, time.Since(start).Round(time.Millisecond))
 	}
 	if err := r.write(ctx, schema, projectors, folds); err != nil {
-		return ReplayStats{}, checkpoint{}, err
+		return ReplayStats{}, eventstore.Checkpoint{}, err
 	}
 	if r.Progress != nil {
 		fmt.Fprintf(r.Progress, "rows written after %s; building the indexes\n", time.Since(start).Round(time.Millisecond))
 	}
 	if err := r.index(ctx, schema); err != nil {
-		return ReplayStats{}, checkpoint{}, err
+		return ReplayStats{}, eventstore.Checkpoint{}, err
 	}
-	var replayed checkpoint
+	var replayed eventstore.Checkpoint
 	if last != nil {
-		replayed = checkpoint{tx: int64(last.TxID), pos: last.Position}
+		replayed = eventstore.PointOf(*last)
 	}
 	elapsed := time.Since(start)
 	stats := ReplayStats{Events: total, Elapsed: elapsed}
@@ -278,7 +261,7 @@ func newPage() *page {
 // readPages reads the history in subscriber order, up to upTo if given,
 // and decodes it on every core, a few pages ahead of the caller, which
 // receives the pages in order. A page with err ends it.
-func (r *Replayer) readPages(ctx context.Context, upTo *checkpoint) <-chan *page {
+func (r *Replayer) readPages(ctx context.Context, upTo *eventstore.Checkpoint) <-chan *page {
 	ordered := make(chan *page, 4)
 	undecoded := make(chan *page, 4)
 	for range runtime.GOMAXPROCS(0) {
@@ -319,7 +302,7 @@ func (r *Replayer) readPages(ctx context.Context, upTo *checkpoint) <-chan *page
 				send(&page{err: err, ready: make(chan struct{})})
 				return
 			}
-			if upTo != nil && upTo.before(e) {
+			if upTo != nil && upTo.Before(e) {
 				break
 			}
 			pg.events = append(pg.events, e)
@@ -403,13 +386,13 @@ func (r *Replayer) index(ctx context.Context, schema string) error {
 // catchUp applies to p's tables in schema the events after from and up
 // to live (the live projector's checkpoint); the caller has paused the
 // live projectors, so live stands still meanwhile.
-func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string, p Projector, from, live checkpoint) error {
+func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string, p Projector, from, live eventstore.Checkpoint) error {
 	after := from
-	for after.precedes(live) {
+	for after.Precedes(live) {
 		// Everything up to the live checkpoint was committed (the live
 		// projector applied it), so read it without waiting for the
 		// horizon, which other open transactions may hold lower.
-		events, err := r.Store.ReadUpTo(ctx, after.point(), live.point(), replayPage)
+		events, err := r.Store.ReadUpTo(ctx, after, live, replayPage)
 		if err != nil {
 			return err
 		}
@@ -423,41 +406,8 @@ func (r *Replayer) catchUp(ctx context.Context, tx pgx.Tx, schema string, p Proj
 	return nil
 }
 
-// checkpoint is a point in subscriber order.
-type checkpoint struct{ tx, pos int64 }
-
-// before reports whether c comes before e in subscriber order.
-func (c checkpoint) before(e eventstore.Event) bool {
-	return c.precedes(checkpoint{tx: int64(e.TxID), pos: e.Position})
-}
-
-// point is c as the event store names it.
-func (c checkpoint) point() eventstore.Checkpoint {
-	return eventstore.Checkpoint{TxID: uint64(c.tx), Position: c.pos}
-}
-
-// precedes reports whether c comes before d.
-func (c checkpoint) precedes(d checkpoint) bool {
-	return d.tx > c.tx || (d.tx == c.tx && d.pos > c.pos)
-}
-
-// slowestCheckpoint is the least advanced live checkpoint (the zero point
+// slowestCheckpoint is the least advanced live eventstore.Checkpoint (the zero point
 // if some projector has applied nothing).
-func (r *Replayer) slowestCheckpoint(ctx context.Context) (checkpoint, error) {
-	// One statement, so that the count and the least checkpoint are read
-	// together while live projectors move on.
-	var c checkpoint
-	var n int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*) OVER (), (tx_id::text)::bigint, position FROM feed_checkpoints
-		WHERE consumer = ANY($1::text[]) ORDER BY tx_id, position LIMIT 1`, Names()).Scan(&n, &c.tx, &c.pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return checkpoint{}, nil
-	}
-	if err != nil {
-		return c, fmt.Errorf("read live checkpoints: %w", err)
-	}
-	if n < len(All()) {
-		return checkpoint{}, nil
-	}
-	return c, nil
+func (r *Replayer) slowestCheckpoint(ctx context.Context) (eventstore.Checkpoint, error) {
+	return eventstore.SlowestCheckpoint(ctx, r.Pool, Names())
 }
