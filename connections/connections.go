@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -145,6 +146,8 @@ type Patch struct {
 
 // Service records provider connections.
 type Service struct {
+	// db is what the service reads with; store records its changes.
+	db    *pgxpool.Pool
 	store *eventstore.Store
 	now   journal.Clock
 	// info caches connection id -> Info: a connection never changes
@@ -153,8 +156,8 @@ type Service struct {
 }
 
 // New returns the connections service over store.
-func New(store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{store: store, now: now}
+func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{db: db, store: store, now: now}
 }
 
 func parseConsent(v domain.Consent) (domain.Consent, error) {
@@ -377,11 +380,11 @@ func (s *Service) patchEvents(c Connection, patch Patch) ([]domain.Event, error)
 
 // Get returns a connection the user may view.
 func (s *Service) Get(ctx context.Context, userID, connectionID string) (Connection, error) {
-	c, err := Load(ctx, s.store.Pool(), connectionID)
+	c, err := Load(ctx, s.db, connectionID)
 	if err != nil {
 		return Connection{}, err
 	}
-	if err := tenancy.AuthorizeIn(ctx, s.store.Pool(), userID, c.TenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, userID, c.TenantID, domain.CapOperationsView); err != nil {
 		return Connection{}, err
 	}
 	return c, nil
@@ -389,10 +392,10 @@ func (s *Service) Get(ctx context.Context, userID, connectionID string) (Connect
 
 // List returns a tenant's connections, oldest first.
 func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Connection, error) {
-	if err := tenancy.AuthorizeIn(ctx, s.store.Pool(), userID, tenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, userID, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
-	rows, err := s.store.Pool().Query(ctx, selectConnection+` WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
+	rows, err := s.db.Query(ctx, selectConnection+` WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("list connections: %w", err)
 	}
@@ -618,5 +621,5 @@ func utc(t *time.Time) *time.Time {
 // Current returns a connection as it is now, without authorization: for
 // executors, which run against the connection pinned in a run.
 func (s *Service) Current(ctx context.Context, id string) (Connection, error) {
-	return Load(ctx, s.store.Pool(), id)
+	return Load(ctx, s.db, id)
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
 	"github.com/opsgate/opsgate/api"
@@ -50,6 +51,8 @@ const (
 
 // Deps are what the console reads and acts through.
 type Deps struct {
+	// Pool keeps the console's sessions.
+	Pool        *pgxpool.Pool
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Gate        *gate.Service
@@ -80,7 +83,7 @@ func New(d Deps) (*Console, error) {
 	if d.SessionTTL <= 0 {
 		d.SessionTTL = 8 * time.Hour
 	}
-	c := &Console{d: d, history: audit.NewHistory(d.Store), sessions: &sessions{pool: d.Store.Pool(), ttl: d.SessionTTL},
+	c := &Console{d: d, history: audit.NewHistory(d.Store), sessions: &sessions{pool: d.Pool, ttl: d.SessionTTL},
 		pages: map[string]*template.Template{}}
 	for _, name := range pageFiles {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+name+".html")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -49,13 +50,15 @@ func (e Executor) Actor() domain.Actor { return domain.ExecutorActor(e.ID) }
 
 // Service records executors and authenticates them.
 type Service struct {
+	// db is what the service reads with; store records its changes.
+	db    *pgxpool.Pool
 	store *eventstore.Store
 	now   journal.Clock
 }
 
 // New returns the registry over store.
-func New(store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{store: store, now: now}
+func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{db: db, store: store, now: now}
 }
 
 // Register records a new executor of providers (and operationTypes, nil
@@ -111,7 +114,7 @@ func (s *Service) Register(ctx context.Context, by domain.Actor, name string, pr
 
 // List returns every executor, revoked ones included, oldest first.
 func (s *Service) List(ctx context.Context) ([]Executor, error) {
-	rows, err := s.store.Pool().Query(ctx, selectExecutor+` ORDER BY created_at, id`)
+	rows, err := s.db.Query(ctx, selectExecutor+` ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list executors: %w", err)
 	}
@@ -146,7 +149,7 @@ func (s *Service) Revoke(ctx context.Context, by domain.Actor, id string) error 
 // an unknown or revoked token, and notes that the executor was seen (at
 // most once a second).
 func (s *Service) Authenticate(ctx context.Context, token string) (Executor, error) {
-	rows, err := s.store.Pool().Query(ctx, selectExecutor+` WHERE token_hash = $1 AND revoked_at IS NULL`, tenancy.HashToken(token))
+	rows, err := s.db.Query(ctx, selectExecutor+` WHERE token_hash = $1 AND revoked_at IS NULL`, tenancy.HashToken(token))
 	if err != nil {
 		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
 	}
@@ -159,7 +162,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Executor, err
 	}
 	now := s.now()
 	if e.LastSeenAt == nil || now.Sub(*e.LastSeenAt) >= time.Second {
-		if _, err := s.store.Pool().Exec(ctx, `UPDATE executors SET last_seen_at = $2 WHERE id = $1`, e.ID, now); err != nil {
+		if _, err := s.db.Exec(ctx, `UPDATE executors SET last_seen_at = $2 WHERE id = $1`, e.ID, now); err != nil {
 			return Executor{}, fmt.Errorf("note executor %s seen: %w", e.ID, err)
 		}
 		e.LastSeenAt = &now

@@ -52,7 +52,7 @@ func (s *Service) Claim(ctx context.Context, c Claimant, max int, lease time.Dur
 		return nil, nil
 	}
 	// Candidates are read without any lock; the scope's lock decides.
-	candidates, err := claimable(ctx, s.store.Pool(), c.Providers, c.Types, 2*max+1)
+	candidates, err := claimable(ctx, s.db, c.Providers, c.Types, 2*max+1)
 	if err != nil || len(candidates) == 0 {
 		return nil, err
 	}

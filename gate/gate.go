@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -107,6 +108,9 @@ func (c *Config) validate() error {
 
 // Service decides starts and records run lifecycles.
 type Service struct {
+	// db is what the gate reads with outside its transactions; store
+	// records.
+	db    *pgxpool.Pool
 	store *eventstore.Store
 	conns *connections.Service
 	cfg   Config
@@ -116,14 +120,15 @@ type Service struct {
 	completions *batcher[*completing]
 }
 
-// New returns the gate over store (which must route with Route); conns
-// resolves the connections starts name or default to.
-func New(store *eventstore.Store, conns *connections.Service, cfg Config) (*Service, error) {
+// New returns the gate that reads with db and records in store (which must
+// route with Route); conns resolves the connections starts name or
+// default to.
+func New(db *pgxpool.Pool, store *eventstore.Store, conns *connections.Service, cfg Config) (*Service, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{store: store, conns: conns, cfg: cfg, now: cfg.Clock}
+	s := &Service{db: db, store: store, conns: conns, cfg: cfg, now: cfg.Clock}
 	s.starts = &batcher[*pending]{window: groupWindow, timeout: cfg.BatchTimeout, run: s.decideIn,
 		split: splitByScope, bound: cfg.StartQueue, key: func(p *pending) string { return string(p.scope) }}
 	s.completions = &batcher[*completing]{window: groupWindow, timeout: cfg.BatchTimeout, run: s.completeIn,

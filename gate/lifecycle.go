@@ -42,11 +42,11 @@ func (e *LeaseLostError) Unwrap() error { return e.Cause }
 // cancelled or completed) is a *LeaseLostError: the executor must stop
 // and report nothing. c.ID "" does not check who holds the run.
 func (s *Service) Heartbeat(ctx context.Context, c Claimant, runID string, epoch int64, lease time.Duration) (time.Time, error) {
-	expires, ok, err := extendLease(ctx, s.store.Pool(), runID, epoch, c.ID, lease)
+	expires, ok, err := extendLease(ctx, s.db, runID, epoch, c.ID, lease)
 	if err != nil || ok {
 		return expires, err
 	}
-	r, err := readRun(ctx, s.store.Pool(), runID)
+	r, err := readRun(ctx, s.db, runID)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -160,7 +160,7 @@ func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) 
 // ReapExpired ends up to limit running runs whose lease expired as failed
 // with execution.lost, freeing their scopes. It returns how many it ended.
 func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
-	list, err := expiredLeases(ctx, s.store.Pool(), limit)
+	list, err := expiredLeases(ctx, s.db, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -171,7 +171,7 @@ func (s *Service) ReapExpired(ctx context.Context, limit int) (int, error) {
 // executor's) as failed with execution.lost, as the reaper ends a lost
 // worker's, freeing their scopes. It returns how many it ended.
 func (s *Service) EndLeasesOf(ctx context.Context, by domain.Actor, holder string) (int, error) {
-	list, err := leasesHeldBy(ctx, s.store.Pool(), holder)
+	list, err := leasesHeldBy(ctx, s.db, holder)
 	if err != nil {
 		return 0, err
 	}
@@ -227,7 +227,7 @@ func (s *Service) RunReaper(ctx context.Context, every time.Duration, logger *sl
 		case <-t.C:
 		}
 		if time.Now().Before(holdUntil) {
-			if err := s.store.Pool().Ping(ctx); err != nil {
+			if err := s.db.Ping(ctx); err != nil {
 				holdUntil = time.Now().Add(2 * every)
 			}
 			continue

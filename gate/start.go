@@ -50,7 +50,7 @@ type StartResponse struct {
 // (domain.ErrNotFound, *domain.ForbiddenError) and restore safeguards
 // record nothing; a full queue refuses the start with ErrOverloaded.
 func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, error) {
-	p, err := s.prepare(ctx, s.store.Pool(), req)
+	p, err := s.prepare(ctx, s.db, req)
 	if err != nil {
 		return StartResponse{}, err
 	}

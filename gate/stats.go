@@ -12,7 +12,7 @@ import (
 // without one). Each active run holds its scope alone (runs'
 // one-active-per-scope index), so it counts runs.
 func (s *Service) BusyScopes(ctx context.Context) (map[string]int, error) {
-	rows, err := s.store.Pool().Query(ctx, `SELECT coalesce(provider, ''), count(*) FROM runs WHERE status IN ($1, $2) GROUP BY 1`,
+	rows, err := s.db.Query(ctx, `SELECT coalesce(provider, ''), count(*) FROM runs WHERE status IN ($1, $2) GROUP BY 1`,
 		string(domain.StatusQueued), string(domain.StatusRunning))
 	if err != nil {
 		return nil, fmt.Errorf("busy scopes: %w", err)

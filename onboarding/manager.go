@@ -34,7 +34,7 @@ func (s *Service) Manager() eventstore.Consumer {
 			return nil
 		}
 		// One look for the whole batch: most runs are not bootstrap runs.
-		found, err := bootstrapRunsAmong(ctx, s.store.Pool(), ids)
+		found, err := bootstrapRunsAmong(ctx, s.db, ids)
 		if err != nil {
 			return err
 		}

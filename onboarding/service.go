@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
@@ -32,13 +33,15 @@ type Service struct {
 	gate    *gate.Service
 	tenancy *tenancy.Service
 	conns   *connections.Service
-	store   *eventstore.Store
-	now     journal.Clock
+	// db is what the service reads with; store records its changes.
+	db    *pgxpool.Pool
+	store *eventstore.Store
+	now   journal.Clock
 }
 
 // New returns the onboarding service.
-func New(store *eventstore.Store, g *gate.Service, t *tenancy.Service, conns *connections.Service, now journal.Clock) *Service {
-	return &Service{gate: g, tenancy: t, conns: conns, store: store, now: now}
+func New(db *pgxpool.Pool, store *eventstore.Store, g *gate.Service, t *tenancy.Service, conns *connections.Service, now journal.Clock) *Service {
+	return &Service{db: db, gate: g, tenancy: t, conns: conns, store: store, now: now}
 }
 
 // Create opens a session for a tenant; connectionID ("" for the default)
@@ -67,7 +70,7 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, connect
 
 // Get returns a session the caller may view.
 func (s *Service) Get(ctx context.Context, userID, id string) (Session, error) {
-	sess, err := load(ctx, s.store.Pool(), id)
+	sess, err := load(ctx, s.db, id)
 	if err != nil {
 		return Session{}, err
 	}
@@ -133,7 +136,7 @@ func (s *Service) Verify(ctx context.Context, r Request) (gate.StartResponse, er
 // Bootstrap selects operations and admits the first through the gate; the
 // rest stay pending on the session.
 func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string) (gate.StartResponse, error) {
-	sess, err := load(ctx, s.store.Pool(), r.SessionID)
+	sess, err := load(ctx, s.db, r.SessionID)
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
@@ -172,7 +175,7 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 
 // Continue retries the first pending bootstrap operation through the gate.
 func (s *Service) Continue(ctx context.Context, r Request) (gate.StartResponse, error) {
-	sess, err := load(ctx, s.store.Pool(), r.SessionID)
+	sess, err := load(ctx, s.db, r.SessionID)
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
@@ -239,14 +242,14 @@ func (s *Service) startItem(ctx context.Context, r Request, next int, done *fini
 // behalf of the same initiator, in one transaction. Safe under
 // redelivery and restarts: a step already recorded is skipped.
 func (s *Service) OnRunEnded(ctx context.Context, runID string, status domain.RunStatus, reason *domain.Reason) error {
-	sessionID, idx, err := bootstrapRun(ctx, s.store.Pool(), runID)
+	sessionID, idx, err := bootstrapRun(ctx, s.db, runID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // not a bootstrap run
 	}
 	if err != nil {
 		return err
 	}
-	sess, err := load(ctx, s.store.Pool(), sessionID)
+	sess, err := load(ctx, s.db, sessionID)
 	if err != nil {
 		return err
 	}
@@ -377,5 +380,5 @@ func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Session,
 	if err := s.tenancy.Authorize(ctx, userID, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
-	return listSessions(ctx, s.store.Pool(), tenantID, 50)
+	return listSessions(ctx, s.db, tenantID, 50)
 }

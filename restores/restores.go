@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/audit"
 	"github.com/opsgate/opsgate/domain"
@@ -24,13 +25,15 @@ import (
 
 // Service records restore drafts and their previews.
 type Service struct {
+	// db is what the service reads with; store records its changes.
+	db    *pgxpool.Pool
 	store *eventstore.Store
 	now   journal.Clock
 }
 
 // New returns the restores service over store.
-func New(store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{store: store, now: now}
+func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{db: db, store: store, now: now}
 }
 
 // RestoreRun is a drafted restore: what to restore and its preview.
@@ -141,11 +144,11 @@ func (s *Service) Preview(ctx context.Context, by domain.Actor, id string) (Rest
 
 // Get returns a restore run the user may view.
 func (s *Service) Get(ctx context.Context, userID, id string) (RestoreRun, error) {
-	r, err := Load(ctx, s.store.Pool(), id)
+	r, err := Load(ctx, s.db, id)
 	if err != nil {
 		return RestoreRun{}, err
 	}
-	if err := tenancy.AuthorizeIn(ctx, s.store.Pool(), userID, r.TenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, userID, r.TenantID, domain.CapOperationsView); err != nil {
 		return RestoreRun{}, err
 	}
 	return r, nil
@@ -211,10 +214,10 @@ func scanRestoreRun(row pgx.CollectableRow) (RestoreRun, error) {
 
 // List returns a tenant's restore runs the user may view, newest first.
 func (s *Service) List(ctx context.Context, userID, tenantID string) ([]RestoreRun, error) {
-	if err := tenancy.AuthorizeIn(ctx, s.store.Pool(), userID, tenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, userID, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
-	rows, err := s.store.Pool().Query(ctx, selectRestoreRun+` WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100`, tenantID)
+	rows, err := s.db.Query(ctx, selectRestoreRun+` WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("list restore runs of %s: %w", tenantID, err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -71,6 +72,8 @@ type Membership struct {
 
 // Service records tenancy and answers who may do what.
 type Service struct {
+	// db is what the service reads with; store records its changes.
+	db    *pgxpool.Pool
 	store *eventstore.Store
 	now   journal.Clock
 	// tokens caches token hash -> user id of known tokens.
@@ -78,8 +81,8 @@ type Service struct {
 }
 
 // New returns the tenancy service over store.
-func New(store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{store: store, now: now}
+func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
+	return &Service{db: db, store: store, now: now}
 }
 
 // Required checks a required, bounded text field.
@@ -213,7 +216,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (string, error
 		return id.(string), nil
 	}
 	var id string
-	err := s.store.Pool().QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, hash).Scan(&id)
+	err := s.db.QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, hash).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", domain.ErrNotFound
 	}
@@ -254,7 +257,7 @@ func Check(role domain.Role, member bool, capability domain.Capability) error {
 // Authorize is AuthorizeIn on the pool; read endpoints call it before they
 // answer.
 func (s *Service) Authorize(ctx context.Context, userID, tenantID string, capability domain.Capability) error {
-	return AuthorizeIn(ctx, s.store.Pool(), userID, tenantID, capability)
+	return AuthorizeIn(ctx, s.db, userID, tenantID, capability)
 }
 
 // Roles are the roles of some users on some tenants.
@@ -287,7 +290,7 @@ func QueueRoles(b *pgx.Batch, users, tenants []string) Roles {
 
 // MemberTenants lists the tenants where userID holds capability.
 func (s *Service) MemberTenants(ctx context.Context, userID string, capability domain.Capability) ([]string, error) {
-	rows, err := s.store.Pool().Query(ctx, `SELECT tenant_id, role FROM memberships WHERE user_id = $1`, userID)
+	rows, err := s.db.Query(ctx, `SELECT tenant_id, role FROM memberships WHERE user_id = $1`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("list memberships: %w", err)
 	}
@@ -320,7 +323,7 @@ type MemberOf struct {
 
 // Memberships lists userID's tenants by name.
 func (s *Service) Memberships(ctx context.Context, userID string) ([]MemberOf, error) {
-	rows, err := s.store.Pool().Query(ctx, `SELECT t.id, t.name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+	rows, err := s.db.Query(ctx, `SELECT t.id, t.name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
 		WHERE m.user_id = $1 ORDER BY t.name, t.id`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("list memberships of %s: %w", userID, err)
@@ -342,7 +345,7 @@ func (s *Service) UserNames(ctx context.Context, ids []string) (map[string]strin
 	if len(ids) == 0 {
 		return names, nil
 	}
-	rows, err := s.store.Pool().Query(ctx, `SELECT id, name FROM users WHERE id = ANY($1::text[])`, ids)
+	rows, err := s.db.Query(ctx, `SELECT id, name FROM users WHERE id = ANY($1::text[])`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read user names: %w", err)
 	}

@@ -189,16 +189,16 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 
 	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
 	a.Store = NewStore(a.Pool, eventstore.WithCommitHook(a.Notifier.Committed))
-	a.Tenancy = tenancy.New(a.Store, o.clock)
-	a.Connections = connections.New(a.Store, o.clock)
-	a.Restores = restores.New(a.Store, o.clock)
-	a.Executors = executors.New(a.Store, o.clock)
+	a.Tenancy = tenancy.New(a.Pool, a.Store, o.clock)
+	a.Connections = connections.New(a.Pool, a.Store, o.clock)
+	a.Restores = restores.New(a.Pool, a.Store, o.clock)
+	a.Executors = executors.New(a.Pool, a.Store, o.clock)
 	// The metrics' scrape asks the gate and the read models, which report
 	// their decisions to it: the two are joined once both exist.
 	database := &metrics.Database{Feed: a.Store}
 	a.Metrics = metrics.New(database)
 	a.Metrics.WatchPool("main", a.Pool)
-	a.Gate, err = gate.New(a.Store, a.Connections, gate.Config{
+	a.Gate, err = gate.New(a.Pool, a.Store, a.Connections, gate.Config{
 		BuiltinProviders: slices.Sorted(maps.Keys(o.providers)), StartQueue: cfg.StartQueue,
 		Clock: o.clock, OnDecided: a.Metrics.ObserveStart,
 	})
@@ -206,7 +206,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		a.Close()
 		return nil, err
 	}
-	a.Onboarding = onboarding.New(a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
+	a.Onboarding = onboarding.New(a.Pool, a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
 	database.Queue, database.Scopes = a.Reader, a.Gate
 	if a.ReaderPool != nil {
@@ -229,7 +229,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		if a.AdminToken == "" {
 			a.AdminToken, a.AdminTokenGenerated = tenancy.NewToken("oga_"), true
 		}
-		cons, err := console.New(console.Deps{Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
+		cons, err := console.New(console.Deps{Pool: a.Pool, Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
 			Reader: a.Reader, Store: a.Store, Logger: logger,
 			Changes: func() <-chan struct{} { return a.Notifier.Next(eventstore.TopicEvents) }})
 		if err != nil {
