@@ -279,7 +279,7 @@ func TestExecutorLeaseLost(t *testing.T) {
 
 	run = f.start(t, inventory, startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
 	f.claim(t, ex, 1, 0) // and never heartbeats
-	apptest.WaitFor(t, 30*time.Second, "the reaper to end the run", func() bool {
+	f.Reaped.Until(t, 30*time.Second, "the reaper to end the run", func() bool {
 		var status string
 		_ = f.Pool.QueryRow(context.Background(), `SELECT status FROM runs WHERE id = $1`, run).Scan(&status)
 		return status == "failed"

@@ -161,7 +161,7 @@ func TestSessionsAndForms(t *testing.T) {
 	}
 
 	// The audit export downloads the chain, which verifies offline.
-	apptest.WaitFor(t, 30*time.Second, "the chain to link the tenant's events", func() bool {
+	a.Fed.Until(t, 30*time.Second, "the chain to link the tenant's events", func() bool {
 		return a.Count(t, `SELECT count(*) FROM events e WHERE tenant_id = $1 AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.position = e.position)`, tenant) == 0
 	})
 	resp, page = c.do("GET", "/console/tenants/"+tenant+"/audit/export", nil)

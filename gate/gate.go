@@ -81,6 +81,9 @@ type Config struct {
 	// any surface (the API, the console, onboarding's follow-ups), with the
 	// operation type it asked for; not of idempotent replays.
 	OnDecided func(res domain.StartResult, opType string)
+	// OnReaperPass, if set, is told after each pass of this process's
+	// reaper with how many runs it ended (the test kit's signal).
+	OnReaperPass func(ended int)
 }
 
 func (c *Config) setDefaults() {

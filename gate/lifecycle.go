@@ -240,5 +240,8 @@ func (s *Service) RunReaper(ctx context.Context, every time.Duration, logger *sl
 		if n > 0 {
 			logger.Info("ended runs whose executor was lost", "count", n)
 		}
+		if s.cfg.OnReaperPass != nil {
+			s.cfg.OnReaperPass(n)
+		}
 	}
 }

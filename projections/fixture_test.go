@@ -160,7 +160,7 @@ func (f *fixture) waitCaughtUp(t testing.TB, timeout time.Duration, names ...str
 	if len(names) == 0 {
 		names = projectorNames
 	}
-	apptest.WaitFor(t, timeout, "projectors "+strings.Join(names, ",")+" to catch up", func() bool {
+	f.Fed.Until(t, timeout, "projectors "+strings.Join(names, ",")+" to catch up", func() bool {
 		for _, n := range names {
 			ok, err := f.Reader.CatchUp(f.Ctx, n)
 			if err != nil {

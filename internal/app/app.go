@@ -96,6 +96,7 @@ type options struct {
 	clock     journal.Clock
 	providers worker.Providers
 	worker    func(*worker.Config)
+	observers Observers
 }
 
 // WithClock makes every service record times from clock.
@@ -103,6 +104,20 @@ func WithClock(clock journal.Clock) Option { return func(o *options) { o.clock =
 
 // WithProviders replaces the worker's provider adapters.
 func WithProviders(p worker.Providers) Option { return func(o *options) { o.providers = p } }
+
+// Observers are told of internal steps of the application: what a test
+// waits on instead of polling.
+type Observers struct {
+	// ReaperPass is told after each pass of the reaper, with how many runs
+	// it ended.
+	ReaperPass func(ended int)
+	// FeedBatch is told after each batch of the feed, with its number of
+	// events and its error.
+	FeedBatch func(events int, err error)
+}
+
+// WithObservers tells obs of the application's internal steps.
+func WithObservers(obs Observers) Option { return func(o *options) { o.observers = obs } }
 
 // WithWorkerConfig lets fn adjust the worker's configuration after it was
 // derived from the application's.
@@ -137,9 +152,10 @@ type App struct {
 	AdminToken          string
 	AdminTokenGenerated bool
 
-	worker   *worker.Worker
-	migrated atomic.Bool
-	draining chan struct{} // closed when the HTTP server starts draining
+	worker    *worker.Worker
+	observers Observers
+	migrated  atomic.Bool
+	draining  chan struct{} // closed when the HTTP server starts draining
 }
 
 // NewRegistry returns the registry of every opsgate event.
@@ -167,7 +183,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	for _, opt := range opts {
 		opt(&o)
 	}
-	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{})}
+	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{}), observers: o.observers}
 	var err error
 	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
 		return nil, err
@@ -200,7 +216,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate, err = gate.New(a.Pool, a.Store, a.Connections, gate.Config{
 		BuiltinProviders: slices.Sorted(maps.Keys(o.providers)), StartQueue: cfg.StartQueue,
-		Clock: o.clock, OnDecided: a.Metrics.ObserveStart,
+		Clock: o.clock, OnDecided: a.Metrics.ObserveStart, OnReaperPass: o.observers.ReaperPass,
 	})
 	if err != nil {
 		a.Close()
@@ -304,7 +320,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	if len(consumers) > 0 {
 		feed := &eventstore.Feed{
 			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: consumers, Logger: a.logger,
-			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.Metrics.ObserveFeedBatch,
+			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch,
 		}
 		wg.Go(func() {
 			if err := feed.Run(bg); err != nil && bg.Err() == nil {
@@ -356,6 +372,15 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		_ = srv.Close()
 	}
 	return nil
+}
+
+// observeFeedBatch tells the metrics, and the observers, of a batch of the
+// feed.
+func (a *App) observeFeedBatch(events int, err error) {
+	a.Metrics.ObserveFeedBatch(events, err)
+	if a.observers.FeedBatch != nil {
+		a.observers.FeedBatch(events, err)
+	}
 }
 
 // OpenPool opens a connection pool on the configured database; params

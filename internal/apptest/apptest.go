@@ -51,6 +51,9 @@ type App struct {
 	DatabaseURL string
 	// Logs holds what the application logged.
 	Logs *Logs
+	// Reaped is told after each pass of the reaper, Fed after each batch
+	// of the feed: a test that waits on one of them waits with Until.
+	Reaped, Fed *Signal
 
 	stop *sync.Once
 	halt func()
@@ -134,11 +137,13 @@ func Start(t testing.TB, opts ...Option) *App {
 	t.Cleanup(cancel)
 	logs := &Logs{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	a, err := app.New(ctx, cfg, s.roles, logger, s.app...)
+	reaped, fed := &Signal{}, &Signal{}
+	obs := app.WithObservers(app.Observers{ReaperPass: func(int) { reaped.tell() }, FeedBatch: func(int, error) { fed.tell() }})
+	a, err := app.New(ctx, cfg, s.roles, logger, append([]app.Option{obs}, s.app...)...)
 	if err != nil {
 		t.Fatalf("start the application: %v", err)
 	}
-	ta := &App{App: a, Ctx: ctx, DatabaseURL: s.database, Logs: logs}
+	ta := &App{App: a, Ctx: ctx, DatabaseURL: s.database, Logs: logs, Reaped: reaped, Fed: fed}
 	var ln net.Listener
 	if s.roles.API {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -204,6 +209,54 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		<-tick.C
+	}
+}
+
+// Signal is an internal step of the application (a pass of the reaper, a
+// batch of the feed) that a test waits on, as River's test signals: the
+// test checks its condition after each step instead of polling.
+type Signal struct {
+	mu     sync.Mutex
+	passed chan struct{} // closed at the next step
+}
+
+func (s *Signal) next() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.passed == nil {
+		s.passed = make(chan struct{})
+	}
+	return s.passed
+}
+
+func (s *Signal) tell() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.passed != nil {
+		close(s.passed)
+	}
+	s.passed = make(chan struct{})
+}
+
+// Until waits for steps until cond holds (checking it first, and after
+// each step), failing t if it does not within timeout.
+func (s *Signal) Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		next := s.next()
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline.C:
+			if cond() {
+				return
+			}
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
 	}
 }
 
