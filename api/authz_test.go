@@ -64,6 +64,9 @@ var tenantRouteRules = map[string]routeRule{
 	// Cancelling needs the capability of the surface the run came from; the
 	// matrix's run is a tenant verification.
 	"POST /api/v1/operations/:runId/cancel": {domain.CapTenantVerify, noBody},
+	// Running a run again needs the capability of its operation (a
+	// provider.connection.check here).
+	"POST /api/v1/operations/:runId/rerun": {domain.CapProviderConnectionCheck, noBody},
 
 	"POST /api/v1/tenants/:tenantId/onboarding-sessions": {domain.CapOnboardingRun, func(*fixture) any { return map[string]any{} }},
 	"GET /api/v1/onboarding-sessions/:sessionId":         {domain.CapOperationsView, noBody},

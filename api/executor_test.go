@@ -17,6 +17,14 @@ import (
 // registerExecutor registers an executor of providers (types nil: all).
 func (f *fixture) registerExecutor(t *testing.T, name string, providers []string, types []string) apptest.Executor {
 	t.Helper()
+	ex := f.registerIdle(t, name, providers, types)
+	f.callIn(t, ex)
+	return ex
+}
+
+// registerIdle registers an executor that has not called in yet (not live).
+func (f *fixture) registerIdle(t *testing.T, name string, providers []string, types []string) apptest.Executor {
+	t.Helper()
 	body := map[string]any{"name": name, "providers": providers, "operation_types": types}
 	var ex apptest.Executor
 	f.Must(t, 201, "POST", "/api/v1/admin/executors", apptest.AdminToken, body, &ex)
@@ -24,6 +32,13 @@ func (f *fixture) registerExecutor(t *testing.T, name string, providers []string
 		t.Fatalf("registered executor %+v: want an id and an oge_ token", ex)
 	}
 	return ex
+}
+
+// callIn has ex call an executor endpoint without taking work (a
+// heartbeat of no run: 404), which makes it live for the preflight.
+func (f *fixture) callIn(t *testing.T, ex apptest.Executor) {
+	t.Helper()
+	f.Call(t, "POST", "/api/v1/executor/runs/"+randomID()+"/heartbeat", ex.Token, map[string]any{"epoch": 1}).ExpectProblem(t, 404, "not_found")
 }
 
 // claim claims up to max runs as ex, waiting up to waitMS.
@@ -67,11 +82,12 @@ func TestExecutorRegistry(t *testing.T) {
 		_ = name
 	}
 
-	ex := f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	ex := f.registerIdle(t, "PHP jobs", []string{"acme"}, nil)
 	var list struct{ Items []apptest.Executor }
 	f.Must(t, 200, "GET", "/api/v1/admin/executors", apptest.AdminToken, nil, &list)
-	if len(list.Items) != 1 || list.Items[0].ID != ex.ID || list.Items[0].Token != "" || list.Items[0].LastSeenAt != nil || list.Items[0].OperationTypes != nil {
-		t.Fatalf("listed %+v, want the new executor, never seen, all types, without its token", list.Items)
+	if len(list.Items) != 1 || list.Items[0].ID != ex.ID || list.Items[0].Token != "" || list.Items[0].LastSeenAt != nil || list.Items[0].OperationTypes != nil ||
+		list.Items[0].Live {
+		t.Fatalf("listed %+v, want the new executor, never seen (not live), all types, without its token", list.Items)
 	}
 	// Tokens work where they belong only.
 	f.Call(t, "GET", "/api/v1/operations?tenant_id="+f.tenantA, ex.Token, nil).ExpectProblem(t, 401, "unauthorized")
@@ -83,8 +99,8 @@ func TestExecutorRegistry(t *testing.T) {
 		t.Fatalf("claimed %d runs with nothing queued", len(got))
 	}
 	f.Must(t, 200, "GET", "/api/v1/admin/executors", apptest.AdminToken, nil, &list)
-	if list.Items[0].LastSeenAt == nil {
-		t.Errorf("last_seen_at not set after the executor's claim")
+	if list.Items[0].LastSeenAt == nil || !list.Items[0].Live {
+		t.Errorf("last_seen_at not set, or not live, after the executor's claim: %+v", list.Items[0])
 	}
 
 	f.Must(t, 204, "DELETE", "/api/v1/admin/executors/"+ex.ID, apptest.AdminToken, nil, nil)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -62,7 +63,7 @@ func onboardingRequest(c echo.Context, dst any) (onboarding.Request, error) {
 	if dst == nil {
 		dst = &struct{}{}
 	}
-	if err := decodeStrict(raw, dst, dst == nil || isEmptyBody(dst)); err != nil {
+	if err := decodeStrict(raw, dst, isEmptyBody(dst) || isVerifyBody(dst)); err != nil {
 		return onboarding.Request{}, err
 	}
 	r := onboarding.Request{Actor: actor(c), SessionID: id}
@@ -80,9 +81,23 @@ func isEmptyBody(dst any) bool {
 	return ok
 }
 
+func isVerifyBody(dst any) bool {
+	_, ok := dst.(*verifyBody)
+	return ok
+}
+
+// verifyBody is the body of POST .../verify.
+type verifyBody struct {
+	Limits json.RawMessage `json:"limits"`
+}
+
 func (h *handlers) onboardingVerify(c echo.Context) error {
-	r, err := onboardingRequest(c, nil)
+	var body verifyBody
+	r, err := onboardingRequest(c, &body)
 	if err != nil {
+		return err
+	}
+	if r.Limits, err = decodeLimits(body.Limits); err != nil {
 		return err
 	}
 	resp, err := h.onboarding.Verify(c.Request().Context(), r)
@@ -94,13 +109,17 @@ func (h *handlers) onboardingVerify(c echo.Context) error {
 
 // bootstrapBody is the body of POST .../bootstrap.
 type bootstrapBody struct {
-	Operations []string `json:"operations"`
+	Operations []string        `json:"operations"`
+	Limits     json.RawMessage `json:"limits"`
 }
 
 func (h *handlers) onboardingBootstrap(c echo.Context) error {
 	var body bootstrapBody
 	r, err := onboardingRequest(c, &body)
 	if err != nil {
+		return err
+	}
+	if r.Limits, err = decodeLimits(body.Limits); err != nil {
 		return err
 	}
 	resp, err := h.onboarding.Bootstrap(c.Request().Context(), r, body.Operations)

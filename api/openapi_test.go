@@ -109,7 +109,7 @@ func TestSchemaValidatorRejects(t *testing.T) {
 	schema := doc.Components.Schemas["StartResult"].Value
 	start := `{"outcome":"accepted","run":{"id":"x","tenant_id":"t","type":"a","canonical_type":"a","label":"A","status":"queued",
 		"target":null,"provider_connection":null,"initiator_id":"u","surface":"s","created_at":"2024-01-01T00:00:00Z",
-		"started_at":null,"finished_at":null,"reason":null,"links":{"self":"/api/v1/operations/x"}},
+		"started_at":null,"finished_at":null,"reason":null,"deadlines":null,"rerun_of":null,"links":{"self":"/api/v1/operations/x"}},
 		"reason":null,"next_steps":[],"message":{"title":"t","body":"b","tone":"success"}}`
 	decode := func() map[string]any {
 		var v map[string]any

@@ -97,6 +97,8 @@ func ProblemOf(err error) *Problem {
 	case errors.Is(err, gate.ErrWarningsNotAcknowledged):
 		return newProblem(http.StatusUnprocessableEntity, "warnings_not_acknowledged", "Warnings not acknowledged",
 			`The restore run's preview produced warnings: review them and send "acknowledge_warnings": true.`)
+	case errors.Is(err, domain.ErrInvalidLimits):
+		return newProblem(http.StatusUnprocessableEntity, "invalid_limits", "Invalid limits", err.Error())
 	case errors.Is(err, gate.ErrIdempotencyKeyReused):
 		return newProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
 			"This Idempotency-Key was used before with a different request.")
@@ -105,6 +107,9 @@ func ProblemOf(err error) *Problem {
 	case errors.As(err, &leaseLost):
 		return newProblem(http.StatusConflict, "lease_lost", "Lease lost",
 			fmt.Sprintf("The lease on run %s is gone: %s. Stop working on it; nothing more it reports will count.", leaseLost.RunID, leaseLostDetail(leaseLost.Why)))
+	case errors.Is(err, gate.ErrRunActive):
+		return newProblem(http.StatusConflict, "run_active", "Run still active",
+			"Only a run that ended (blocked, succeeded, failed or cancelled) can be run again; this one is still queued or running.")
 	case errors.Is(err, domain.ErrRunNotActive):
 		return newProblem(http.StatusConflict, "run_not_active", "Run not active",
 			"Only a queued or running run can be cancelled.")
@@ -165,6 +170,8 @@ func leaseLostDetail(why string) string {
 		return "the run was completed already"
 	case "not started":
 		return "the run was never claimed"
+	case "timed out":
+		return "the run ran past its finish_by deadline and was ended as timed out"
 	}
 	return "another executor holds the run"
 }
@@ -191,6 +198,8 @@ func (b *badRequest) title() string {
 		return "Unknown field"
 	case "invalid_id":
 		return "Invalid id"
+	case "invalid_limits":
+		return "Invalid limits"
 	}
 	return "Bad request"
 }

@@ -114,6 +114,7 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.GET("/operations/:runId", h.getOperation)
 		v1.GET("/operations/:runId/events", h.operationEvents)
 		v1.POST("/operations/:runId/cancel", h.cancelOperation)
+		v1.POST("/operations/:runId/rerun", h.rerun)
 
 		v1.GET("/operations/:runId/explain", h.explainOperation)
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
@@ -16,9 +17,11 @@ const IdempotencyKeyHeader = "Idempotency-Key"
 // startBody is the body every start accepts; which fields a surface takes
 // is checked by startFields.
 type startBody struct {
-	ProviderConnectionID *string `json:"provider_connection_id"`
-	Confirm              *bool   `json:"confirm"`
-	AcknowledgeWarnings  *bool   `json:"acknowledge_warnings"`
+	ProviderConnectionID *string         `json:"provider_connection_id"`
+	Confirm              *bool           `json:"confirm"`
+	AcknowledgeWarnings  *bool           `json:"acknowledge_warnings"`
+	Limits               json.RawMessage `json:"limits"`
+	limits               *domain.Limits
 }
 
 // decodeStartBody decodes a start's body for surface: tenant-scoped
@@ -34,6 +37,10 @@ func decodeStartBody(surface domain.Surface, raw []byte) (startBody, error) {
 	}
 	if surface.Operation != domain.OpRestoreExecute && (b.Confirm != nil || b.AcknowledgeWarnings != nil) {
 		return b, &badRequest{code: "unknown_field", detail: `json: unknown fields "confirm" and "acknowledge_warnings" belong to restore execution`}
+	}
+	var err error
+	if b.limits, err = decodeLimits(b.Limits); err != nil {
+		return b, err
 	}
 	if b.ProviderConnectionID != nil {
 		id, err := optionalID("provider_connection_id", *b.ProviderConnectionID)
@@ -91,6 +98,7 @@ func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 		}
 		req.Confirm = body.Confirm != nil && *body.Confirm
 		req.AcknowledgeWarnings = body.AcknowledgeWarnings != nil && *body.AcknowledgeWarnings
+		req.Limits = body.limits
 		if key := c.Request().Header.Get(IdempotencyKeyHeader); key != "" {
 			if len(key) > 255 {
 				return &badRequest{code: "invalid_idempotency_key", detail: "Idempotency-Key is longer than 255 characters"}
@@ -125,4 +133,45 @@ func StatusOf(o domain.Outcome) int {
 	default:
 		return http.StatusUnprocessableEntity
 	}
+}
+
+// rerunBody is the body of POST /operations/{id}/rerun: a restore's
+// safeguards and the limits, as on every start.
+type rerunBody struct {
+	Confirm             *bool           `json:"confirm"`
+	AcknowledgeWarnings *bool           `json:"acknowledge_warnings"`
+	Limits              json.RawMessage `json:"limits"`
+}
+
+// rerun starts a run's operation again through the gate (contract
+// section 12).
+func (h *handlers) rerun(c echo.Context) error {
+	id, err := pathID(c, "runId")
+	if err != nil {
+		return err
+	}
+	raw, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var body rerunBody
+	if err := decodeStrict(raw, &body, true); err != nil {
+		return err
+	}
+	req := gate.RerunRequest{Actor: actor(c), RunID: id,
+		Confirm: body.Confirm != nil && *body.Confirm, AcknowledgeWarnings: body.AcknowledgeWarnings != nil && *body.AcknowledgeWarnings}
+	if req.Limits, err = decodeLimits(body.Limits); err != nil {
+		return err
+	}
+	if key := c.Request().Header.Get(IdempotencyKeyHeader); key != "" {
+		if len(key) > 255 {
+			return &badRequest{code: "invalid_idempotency_key", detail: "Idempotency-Key is longer than 255 characters"}
+		}
+		req.IdempotencyKey, req.RequestHash = key, requestHash(c, raw)
+	}
+	resp, err := h.gate.Rerun(c.Request().Context(), req)
+	if err != nil {
+		return err
+	}
+	return h.renderStart(c, resp)
 }

@@ -204,6 +204,21 @@ func TestConsoleInABrowser(t *testing.T) {
 	if got := b.text(`#run-title`); !strings.Contains(got, "cancelled") {
 		t.Errorf("after cancel the run says %q", got)
 	}
+	// A run that ended shows its deadlines and runs again from its page,
+	// answered in the presenter's words.
+	if got := b.text(`section.grid`); !strings.Contains(got, "Claim by") || !strings.Contains(got, "Finish by") {
+		t.Errorf("the run's page does not show its deadlines: %q", got)
+	}
+	b.screenshot("run-again")
+	b.run("run again", chromedp.Click(css(`form#rerun button`)), chromedp.WaitVisible(css(`#outcome`)))
+	if outcome, title := b.text(`#outcome`), b.text(`#outcome-title`); outcome != "accepted" || !strings.Contains(title, "Inventory sync accepted") {
+		t.Errorf("run again: %q, %q", outcome, title)
+	}
+	again := b.runOfOutcome()
+	b.run("open the rerun", chromedp.Navigate(a.URL+"/console/operations/"+again), chromedp.WaitVisible(css(`#run-title`)))
+	if got := b.text(`section.grid`); !strings.Contains(got, slowRun) {
+		t.Errorf("the rerun's page does not name the run it runs again: %q", got)
+	}
 	b.run("connections", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/connections"), chromedp.WaitVisible(css(`.connection`)))
 	b.screenshot("connections")
 	b.run("audit", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/audit"), chromedp.WaitVisible(css(`table.events`)))

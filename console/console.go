@@ -111,6 +111,7 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/operations/stream", c.page(c.operationStream))
 	in.GET("/operations/:runId", c.page(c.run))
 	in.POST("/operations/:runId/cancel", c.page(c.form(c.cancel)))
+	in.POST("/operations/:runId/rerun", c.page(c.form(c.rerun)))
 	in.GET("/connections/:connectionId", c.page(c.connection))
 	in.GET("/tenants/:tenantId/connections", c.page(c.connections))
 	in.POST("/start", c.page(c.form(c.start)))

@@ -301,7 +301,11 @@ type runPage struct {
 	Explanation audit.Explanation
 	Summary     string
 	CanCancel   bool
-	People      people
+	// CanRerun offers "Run again" on a run that ended, to those with its
+	// operation's capability; Restore asks for the restore's safeguards.
+	CanRerun bool
+	Restore  bool
+	People   people
 }
 
 // visibleRun is the run id if the user may see it; the same not-found for
@@ -344,8 +348,10 @@ func (c *Console) run(ec echo.Context) error {
 			p.Summary = pretty.String()
 		}
 	}
-	if v.Status == domain.StatusQueued || v.Status == domain.StatusRunning {
+	if v.Status.Active() {
 		p.CanCancel = c.can(ec, v.TenantID, cancelCapability(v.Run))
+	} else if op, ok := domain.LookupOperation(v.Type); ok {
+		p.CanRerun, p.Restore = c.can(ec, v.TenantID, op.Capability), op.Type == domain.OpRestoreExecute
 	}
 	return c.render(ec, http.StatusOK, "run", v.Label+" · "+v.ID, p)
 }
@@ -373,6 +379,17 @@ func (c *Console) cancel(ec echo.Context) error {
 		return err
 	}
 	return ec.Redirect(http.StatusSeeOther, Prefix+"/operations/"+id)
+}
+
+// rerun starts a run's operation again (contract section 12) and shows
+// the outcome in the presenter's words, as every start of the console.
+func (c *Console) rerun(ec echo.Context) error {
+	resp, err := c.d.Gate.Rerun(c.ctx(ec), gate.RerunRequest{Actor: actorOf(ec), RunID: strings.ToUpper(ec.Param("runId")),
+		Confirm: ec.FormValue("confirm") == "yes", AcknowledgeWarnings: ec.FormValue("acknowledge_warnings") == "yes"})
+	if err != nil {
+		return err
+	}
+	return c.outcome(ec, resp)
 }
 
 // ---- connections and starts
@@ -564,7 +581,17 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"iso": func(t any) string {
+		switch t := t.(type) {
+		case time.Time:
+			return t.UTC().Format(time.RFC3339)
+		case *time.Time:
+			if t != nil {
+				return t.UTC().Format(time.RFC3339)
+			}
+		}
+		return ""
+	},
 	// statusMark is a status's symbol: tone is never shown by colour alone.
 	"statusMark": func(s domain.RunStatus) string {
 		return map[domain.RunStatus]string{domain.StatusQueued: "◷", domain.StatusRunning: "▶", domain.StatusSucceeded: "✓",
@@ -581,6 +608,10 @@ var funcs = template.FuncMap{
 		for api, page := range map[string]string{"/api/v1/operations/": Prefix + "/operations/", "/api/v1/provider-connections/": Prefix + "/connections/"} {
 			if rest, ok := strings.CutPrefix(*h, api); ok && !strings.Contains(rest, "/") {
 				return page + rest
+			}
+			// Running a run again is a form of the run's page.
+			if rest, ok := strings.CutPrefix(*h, "/api/v1/operations/"); ok && strings.HasSuffix(rest, "/rerun") && api == "/api/v1/operations/" {
+				return page + strings.TrimSuffix(rest, "/rerun") + "#rerun"
 			}
 		}
 		return ""

@@ -53,6 +53,15 @@ func scrape(t *testing.T) string {
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", owner.Token, nil, nil)
 	a.Must(t, 422, "POST", "/api/v1/provider-connections/"+blocked+"/inventory-sync", owner.Token, nil, nil)
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+slow+"/inventory-sync", owner.Token, nil, nil) // a busy scope
+	// A run that its provider's only executor never claims: it ends not
+	// picked up after its one-second claim deadline.
+	var ex struct {
+		Token string `json:"token"`
+	}
+	a.Must(t, 201, "POST", "/api/v1/admin/executors", apptest.AdminToken, map[string]any{"name": "jobs", "providers": []string{"acme"}}, &ex)
+	a.Must(t, 200, "POST", "/api/v1/executor/claims", ex.Token, map[string]any{"max": 1, "wait_ms": 0}, nil) // live
+	acme := a.Connection(t, owner.ID, tenant, "Acme", apptest.Provider("acme")).ID
+	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+acme+"/inventory-sync", owner.Token, map[string]any{"limits": map[string]any{"queue_ttl_s": 1}}, nil)
 	var body string
 	apptest.WaitFor(t, 30*time.Second, "the run to be timed", func() bool {
 		resp, err := http.Get(a.URL + "/metrics")
@@ -63,7 +72,7 @@ func scrape(t *testing.T) string {
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
 		return strings.Contains(body, "opsgate_run_duration_seconds_count") && strings.Contains(body, `opsgate_feed_batches_total{result="ok"}`) &&
-			strings.Contains(body, "opsgate_scopes_busy{")
+			strings.Contains(body, "opsgate_scopes_busy{") && strings.Contains(body, `opsgate_runs_deadline_total{deadline="claim_by",provider="acme"}`)
 	})
 	return body
 }

@@ -23,6 +23,8 @@ type StartInfo struct {
 	InitiatorID   string         `json:"initiator_id"`
 	Target        string         `json:"target,omitempty"`
 	Connection    *ConnectionRef `json:"provider_connection,omitempty"`
+	// RerunOf is the run a rerun starts again.
+	RerunOf string `json:"rerun_of,omitempty"`
 }
 
 // run returns the run a start creates.
@@ -36,6 +38,10 @@ func (s StartInfo) run(id string, status RunStatus, at time.Time) Run {
 		t := s.Target
 		r.Target = &t
 	}
+	if s.RerunOf != "" {
+		o := s.RerunOf
+		r.RerunOf = &o
+	}
 	return r
 }
 
@@ -43,7 +49,12 @@ func (s StartInfo) run(id string, status RunStatus, at time.Time) Run {
 type StartAccepted struct {
 	RunID string `json:"run_id"`
 	StartInfo
-	At time.Time `json:"at"`
+	// ClaimBy is when the run ends not picked up unless claimed;
+	// MaxDurationS how long it may run once claimed (zero for runs
+	// accepted before deadlines existed: none).
+	ClaimBy      *time.Time `json:"claim_by,omitempty"`
+	MaxDurationS int64      `json:"max_duration_s,omitempty"`
+	At           time.Time  `json:"at"`
 }
 
 // StartDeduped records that an equivalent run (RunID) was already active.
@@ -92,9 +103,11 @@ type RunEvent interface {
 // RunStarted records that a worker began the run; Epoch is its fencing token.
 type RunStarted struct {
 	RunRef
-	Epoch    int64     `json:"epoch"`
-	WorkerID string    `json:"worker_id"`
-	At       time.Time `json:"at"`
+	Epoch    int64  `json:"epoch"`
+	WorkerID string `json:"worker_id"`
+	// FinishBy is when the run ends timed out unless it finished.
+	FinishBy *time.Time `json:"finish_by,omitempty"`
+	At       time.Time  `json:"at"`
 }
 
 // RunSucceeded records that the run finished well; the scope is free. Summary is what

@@ -28,11 +28,15 @@ type OnboardingVerificationAttempted struct {
 
 // BootstrapRequested records that an operator selected the operations to bootstrap.
 type BootstrapRequested struct {
-	SessionID   string    `json:"session_id"`
-	TenantID    string    `json:"tenant_id"`
-	Operations  []string  `json:"operations"`
-	InitiatorID string    `json:"initiator_id"`
-	At          time.Time `json:"at"`
+	SessionID   string   `json:"session_id"`
+	TenantID    string   `json:"tenant_id"`
+	Operations  []string `json:"operations"`
+	InitiatorID string   `json:"initiator_id"`
+	// QueueTTLS and MaxDurationS are the limits every admitted item's run
+	// gets (0: the deployment's default).
+	QueueTTLS    int64     `json:"queue_ttl_s,omitempty"`
+	MaxDurationS int64     `json:"max_duration_s,omitempty"`
+	At           time.Time `json:"at"`
 }
 
 // BootstrapItemAttempted records that one selected operation went through the gate.

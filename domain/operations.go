@@ -132,6 +132,17 @@ var (
 	SurfaceOnboardingBootstrap    = Surface{"onboarding_bootstrap", "", CapOnboardingRun, ScopeOnboarding}
 )
 
+// RerunSurfaceName is the surface of reruns (contract section 12).
+const RerunSurfaceName = "rerun"
+
+// RerunSurface is the surface of a rerun of a run of opType: it starts
+// the same operation with its capability, on a tenant (and the connection
+// the original was decided on, named explicitly).
+func RerunSurface(opType string) Surface {
+	op := MustOperation(opType)
+	return Surface{Name: RerunSurfaceName, Operation: op.Type, Capability: op.Capability, Scope: ScopeTenant}
+}
+
 // Surfaces lists every surface.
 func Surfaces() []Surface {
 	return []Surface{

@@ -21,6 +21,8 @@ const (
 	ReasonThrottled           ReasonCode = "provider.throttled"
 	ReasonUnavailable         ReasonCode = "provider.unavailable"
 	ReasonExecutionLost       ReasonCode = "execution.lost"
+	ReasonNotPickedUp         ReasonCode = "execution.not_picked_up"
+	ReasonTimedOut            ReasonCode = "execution.timed_out"
 	ReasonCancelled           ReasonCode = "operation.cancelled"
 	// ReasonDeduped and ReasonScopeBusy explain the two answers that point
 	// at another run; they never end a run.
@@ -98,7 +100,7 @@ var catalog = map[ReasonCode]catalogEntry{
 			checkAgain,
 		}},
 	ReasonNoExecutor: {ClassExecutionUnavailable,
-		"No executor runs this operation for the connection's provider, so it would wait forever; nothing was queued.",
+		"No live executor runs this operation for the connection's provider, so nothing would pick it up.",
 		[]stepTemplate{{"Register an executor for provider {provider}", "register_executor", "/api/v1/admin/executors"}}},
 	ReasonPreviewRequired: {ClassRestoreReadiness,
 		"The restore run has not been previewed; a restore is only executed after its preview.",
@@ -124,6 +126,15 @@ var catalog = map[ReasonCode]catalogEntry{
 	ReasonExecutionLost: {ClassExecutionInterrupted,
 		"The worker running the operation stopped responding; the run was ended so the connection is free again.",
 		[]stepTemplate{{"Start the operation again", "retry", ""}}},
+	ReasonNotPickedUp: {ClassExecutionUnavailable,
+		"No executor claimed the run before its claim deadline; it was ended so the connection is free again.",
+		[]stepTemplate{
+			{"Check that an executor for provider {provider} is running", "check_executors", "/api/v1/admin/executors"},
+			rerun,
+		}},
+	ReasonTimedOut: {ClassExecutionInterrupted,
+		"The run did not finish before its deadline; it was ended so the connection is free again.",
+		[]stepTemplate{rerun}},
 	ReasonDeduped: {ClassDeduped,
 		"An equivalent run of this operation is already queued or running on this provider connection; nothing new was queued.",
 		[]stepTemplate{{"Follow the run already in progress", "view_run", "/api/v1/operations/{run}"}}},
@@ -142,6 +153,9 @@ var catalog = map[ReasonCode]catalogEntry{
 // fixed, the connection check confirms it (and a succeeded check marks the
 // connection verified).
 var checkAgain = stepTemplate{"Run the connection check again", "run_connection_check", "/api/v1/provider-connections/{connection}/check"}
+
+// rerun is the next step of a run that ended for a passing reason.
+var rerun = stepTemplate{"Run the operation again", "rerun", "/api/v1/operations/{run}/rerun"}
 
 // LookupReason returns the catalog entry of code.
 func LookupReason(code ReasonCode) (Reason, bool) {

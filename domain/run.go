@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -67,7 +68,59 @@ type Run struct {
 	StartedAt          *time.Time     `json:"started_at"`
 	FinishedAt         *time.Time     `json:"finished_at"`
 	Reason             *Reason        `json:"reason"`
-	Links              RunLinks       `json:"links"`
+	// Deadlines are an accepted run's (nil for a blocked run).
+	Deadlines *Deadlines `json:"deadlines"`
+	// RerunOf is the run this one runs again (nil for a first start).
+	RerunOf *string  `json:"rerun_of"`
+	Links   RunLinks `json:"links"`
+}
+
+// Deadlines bound an accepted run: it ends failed with
+// execution.not_picked_up if no executor claimed it by ClaimBy, and with
+// execution.timed_out if it has not finished by FinishBy (set when it is
+// claimed: the claim's time plus the run's maximum duration).
+type Deadlines struct {
+	ClaimBy  time.Time  `json:"claim_by"`
+	FinishBy *time.Time `json:"finish_by"`
+}
+
+// Limits bound how long a run may wait to be claimed (QueueTTL) and run
+// once claimed (MaxDuration); a start's limits leave a zero one to the
+// deployment's default.
+type Limits struct {
+	QueueTTL    time.Duration
+	MaxDuration time.Duration
+}
+
+// Or returns l with its zero limits taken from defaults.
+func (l Limits) Or(defaults Limits) Limits {
+	if l.QueueTTL == 0 {
+		l.QueueTTL = defaults.QueueTTL
+	}
+	if l.MaxDuration == 0 {
+		l.MaxDuration = defaults.MaxDuration
+	}
+	return l
+}
+
+// MaxLimit is the longest QueueTTL or MaxDuration a start may ask for.
+const MaxLimit = 24 * time.Hour
+
+// ErrInvalidLimits means a start asked for limits out of range.
+var ErrInvalidLimits = errors.New("invalid limits")
+
+// Check refuses limits that are set but not whole seconds from 1 s to
+// MaxLimit.
+func (l Limits) Check() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"queue_ttl_s", l.QueueTTL}, {"max_duration_s", l.MaxDuration}} {
+		if d.v != 0 && (d.v < time.Second || d.v > MaxLimit || d.v%time.Second != 0) {
+			return fmt.Errorf("%s %v must be a whole number of seconds from 1 to %d: %w", d.name, d.v, int(MaxLimit/time.Second), ErrInvalidLimits)
+		}
+	}
+	return nil
 }
 
 // RunLinks are the links of a run.
@@ -110,7 +163,11 @@ type StartResult struct {
 func RunOf(e Event) (Run, bool) {
 	switch e := e.(type) {
 	case StartAccepted:
-		return e.StartInfo.run(e.RunID, StatusQueued, e.At), true
+		r := e.StartInfo.run(e.RunID, StatusQueued, e.At)
+		if e.ClaimBy != nil {
+			r.Deadlines = &Deadlines{ClaimBy: *e.ClaimBy}
+		}
+		return r, true
 	case StartBlocked:
 		r := e.StartInfo.run(e.RunID, StatusBlocked, e.At)
 		reason := e.Reason
@@ -127,6 +184,11 @@ func (r Run) Apply(e RunEvent) Run {
 	case RunStarted:
 		at := e.At
 		r.Status, r.StartedAt = StatusRunning, &at
+		if r.Deadlines != nil && e.FinishBy != nil {
+			d := *r.Deadlines
+			d.FinishBy = e.FinishBy
+			r.Deadlines = &d
+		}
 	case RunSucceeded:
 		at := e.At
 		r.Status, r.FinishedAt = StatusSucceeded, &at

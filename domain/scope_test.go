@@ -707,3 +707,82 @@ func TestOutcomeOf(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadlines: an accepted run carries claim_by and its maximum
+// duration; a claim sets finish_by from the database's clock; a run past
+// claim_by that no executor claimed ends not picked up, one past finish_by
+// ends timed out; both free the scope, and neither ends a run early, twice
+// or in the wrong state.
+func TestDeadlines(t *testing.T) {
+	claimBy, finishBy := at(15), at(65)
+	deadlined := domain.StartAccepted{RunID: "run-1", StartInfo: inventory, ClaimBy: ptr(claimBy), MaxDurationS: 3600, At: at(0)}
+	queued := []domain.Event{deadlined}
+	startedAt := domain.RunStarted{RunRef: ref("run-1", inventory), Epoch: 1, WorkerID: "worker-1", FinishBy: ptr(finishBy), At: at(1)}
+	running := []domain.Event{deadlined, startedAt}
+	r1 := ref("run-1", inventory)
+	runScenarios(t, []scenario{
+		{name: "an accepted start carries claim_by and the run's maximum duration",
+			when: domain.StartCommand{RunID: "run-1", Start: inventory, ClaimBy: claimBy, MaxDuration: time.Hour, At: at(0)},
+			then: deadlined},
+		{name: "a claim sets finish_by from the database's clock", given: queued,
+			when: domain.MarkStarted{RunID: "run-1", WorkerID: "worker-1", Now: at(5), At: at(1)},
+			then: domain.RunStarted{RunRef: r1, Epoch: 1, WorkerID: "worker-1", FinishBy: ptr(at(65)), At: at(1)}},
+		{name: "a run accepted without deadlines gets no finish_by", given: []domain.Event{accepted("run-1", inventory)},
+			when: domain.MarkStarted{RunID: "run-1", WorkerID: "worker-1", Now: at(5), At: at(1)},
+			then: domain.RunStarted{RunRef: r1, Epoch: 1, WorkerID: "worker-1", At: at(1)}},
+		{name: "not claimed by claim_by: not picked up", given: queued,
+			when: domain.ExpireClaim{RunID: "run-1", Now: claimBy, At: at(16)},
+			then: domain.RunFailed{RunRef: r1, Reason: domain.MustReason(domain.ReasonNotPickedUp), At: at(16)}},
+		{name: "claim_by not reached", given: queued,
+			when: domain.ExpireClaim{RunID: "run-1", Now: claimBy.Add(-time.Microsecond), At: at(16)}, err: domain.ErrDeadlineNotReached},
+		{name: "claimed just before claim_by: not ended", given: running,
+			when: domain.ExpireClaim{RunID: "run-1", Now: at(20), At: at(20)}, err: domain.ErrRunAlreadyStarted},
+		{name: "a queued run without deadlines is never expired", given: []domain.Event{accepted("run-1", inventory)},
+			when: domain.ExpireClaim{RunID: "run-1", Now: at(1000), At: at(1000)}, err: domain.ErrDeadlineNotReached},
+		{name: "running past finish_by: timed out, naming its executor", given: running,
+			when: domain.ExpireRun{RunID: "run-1", Now: finishBy, At: at(66)},
+			then: domain.RunFailed{RunRef: r1, StartedAt: ptr(at(1)), Epoch: 1, Reason: domain.MustReason(domain.ReasonTimedOut),
+				WorkerID: "worker-1", At: at(66)}},
+		{name: "finish_by not reached", given: running,
+			when: domain.ExpireRun{RunID: "run-1", Now: at(64), At: at(64)}, err: domain.ErrDeadlineNotReached},
+		{name: "a queued run does not time out", given: queued,
+			when: domain.ExpireRun{RunID: "run-1", Now: at(1000), At: at(1000)}, err: domain.ErrRunNotStarted},
+		{name: "a run that ended is not expired again", given: append(running, succeeded("run-1", inventory)),
+			when: domain.ExpireRun{RunID: "run-1", Now: at(1000), At: at(1000)}, err: domain.ErrRunNotActive},
+		{name: "a claim that expired is not expired again",
+			given: []domain.Event{deadlined, domain.RunFailed{RunRef: r1, Reason: domain.MustReason(domain.ReasonNotPickedUp), At: at(16)}},
+			when:  domain.ExpireClaim{RunID: "run-1", Now: at(1000), At: at(1000)}, err: domain.ErrRunNotActive},
+	})
+	// The run shows its deadlines as they are, and an expiry frees the scope.
+	if got := fold(running...).Active.Run().Deadlines; got == nil || !got.ClaimBy.Equal(claimBy) || got.FinishBy == nil || !got.FinishBy.Equal(finishBy) {
+		t.Errorf("the running run's deadlines: %+v", got)
+	}
+	expired := domain.RunFailed{RunRef: r1, Reason: domain.MustReason(domain.ReasonNotPickedUp), At: at(16)}
+	if s := fold(deadlined, expired); s.Active != nil {
+		t.Errorf("a run that was not picked up still holds its scope: %+v", s.Active)
+	}
+}
+
+// TestNoExecutorSaysWhenOneWasSeen: a start blocked because no executor of
+// the provider is live says when one was last seen, or that none ever was.
+func TestNoExecutorSaysWhenOneWasSeen(t *testing.T) {
+	base := domain.MustReason(domain.ReasonNoExecutor)
+	cmd := domain.StartCommand{RunID: "run-1", Start: inventory, At: at(0)}
+	for _, c := range []struct {
+		name string
+		seen *time.Time
+		says string
+	}{
+		{"never seen", nil, `No executor of provider "microsoft" has ever called in.`},
+		{"seen before", ptr(at(-90)), `An executor of provider "microsoft" was last seen at 2025-03-01T07:30:00Z.`},
+	} {
+		e, err := domain.Decide(domain.ScopeState{}, cmd, domain.Facts{Blocked: domain.ReasonNoExecutor, ExecutorSeen: c.seen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, ok := e.(domain.StartBlocked)
+		if !ok || b.Reason.Code != domain.ReasonNoExecutor || b.Reason.Message != base.Message+" "+c.says {
+			t.Errorf("%s: %#v", c.name, e)
+		}
+	}
+}

@@ -38,6 +38,16 @@ func newFixture(t *testing.T, opts ...apptest.Option) *fixture {
 	return &fixture{App: a, owner: owner.ID, conn: conn.ID, token: ex.Token, executorID: ex.ID}
 }
 
+// waitLive waits until the fixture's executor has called in, so that its
+// provider's starts are accepted (contract section 12).
+func (f *fixture) waitLive(t *testing.T) {
+	t.Helper()
+	apptest.WaitFor(t, waitTimeout, "the runner to call in", func() bool {
+		list, err := f.Executors.List(f.Ctx)
+		return err == nil && len(list) == 1 && list[0].Live
+	})
+}
+
 // run runs r until stop is called, which returns Run's error; cancel
 // only signals the stop.
 func run(t *testing.T, r *executorclient.Runner) (cancel func(), stop func() error) {
@@ -76,6 +86,7 @@ func TestRunnerFinishesTheRunsInHandWhenStopped(t *testing.T) {
 		},
 	}
 	cancel, stop := run(t, r)
+	f.waitLive(t)
 	runID := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn)).Run.ID
 	select {
 	case <-started:
@@ -113,6 +124,7 @@ func TestRunnerLosesTheLeaseOfACancelledRun(t *testing.T) {
 		},
 	}
 	_, stop := run(t, r)
+	f.waitLive(t)
 	runID := f.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn)).Run.ID
 	if got := <-working; got != runID {
 		t.Fatalf("handed run %s, want %s", got, runID)

@@ -36,8 +36,11 @@ type Executor struct {
 	OperationTypes []string   `json:"operation_types"` // nil: every type
 	CreatedAt      time.Time  `json:"created_at"`
 	LastSeenAt     *time.Time `json:"last_seen_at"`
-	RevokedAt      *time.Time `json:"revoked_at"`
-	Token          string     `json:"token,omitempty"`
+	// Live is whether it called an executor endpoint within the liveness
+	// window: only live executors count for the preflight.
+	Live      bool       `json:"live"`
+	RevokedAt *time.Time `json:"revoked_at"`
+	Token     string     `json:"token,omitempty"`
 }
 
 // Runs reports whether e executes runs of opType on provider.
@@ -51,15 +54,24 @@ func (e Executor) Actor() domain.Actor { return domain.ExecutorActor(e.ID) }
 // Service records executors and authenticates them.
 type Service struct {
 	// db is what the service reads with; store records its changes.
-	db    *pgxpool.Pool
-	store *eventstore.Store
-	now   journal.Clock
+	db       *pgxpool.Pool
+	store    *eventstore.Store
+	now      journal.Clock
+	liveness time.Duration
 }
 
-// New returns the registry over store.
-func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{db: db, store: store, now: now}
+// New returns the registry over store; an executor is live while it
+// called an executor endpoint within liveness (zero: DefaultLiveness).
+func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock, liveness time.Duration) *Service {
+	if liveness <= 0 {
+		liveness = DefaultLiveness
+	}
+	return &Service{db: db, store: store, now: now, liveness: liveness}
 }
+
+// DefaultLiveness is how recently an executor must have called in to be
+// live, unless configured (OPSGATE_EXECUTOR_LIVENESS).
+const DefaultLiveness = time.Minute
 
 // Register records a new executor of providers (and operationTypes, nil
 // for every type) and returns it with its token, the only time the token
@@ -114,7 +126,7 @@ func (s *Service) Register(ctx context.Context, by domain.Actor, name string, pr
 
 // List returns every executor, revoked ones included, oldest first.
 func (s *Service) List(ctx context.Context) ([]Executor, error) {
-	rows, err := s.db.Query(ctx, selectExecutor+` ORDER BY created_at, id`)
+	rows, err := s.db.Query(ctx, selectExecutor+` ORDER BY created_at, id`, s.liveness)
 	if err != nil {
 		return nil, fmt.Errorf("list executors: %w", err)
 	}
@@ -149,7 +161,7 @@ func (s *Service) Revoke(ctx context.Context, by domain.Actor, id string) error 
 // an unknown or revoked token, and notes that the executor was seen (at
 // most once a second).
 func (s *Service) Authenticate(ctx context.Context, token string) (Executor, error) {
-	rows, err := s.db.Query(ctx, selectExecutor+` WHERE token_hash = $1 AND revoked_at IS NULL`, tenancy.HashToken(token))
+	rows, err := s.db.Query(ctx, selectExecutor+` WHERE token_hash = $2 AND revoked_at IS NULL`, s.liveness, tenancy.HashToken(token))
 	if err != nil {
 		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
 	}
@@ -160,53 +172,99 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Executor, err
 	if err != nil {
 		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
 	}
-	now := s.now()
-	if e.LastSeenAt == nil || now.Sub(*e.LastSeenAt) >= time.Second {
-		if _, err := s.db.Exec(ctx, `UPDATE executors SET last_seen_at = $2 WHERE id = $1`, e.ID, now); err != nil {
+	// Seen, on the database's clock (liveness is judged on it), at most
+	// once a second.
+	if e.LastSeenAt == nil || !e.Live || time.Since(*e.LastSeenAt) >= time.Second {
+		err := s.db.QueryRow(ctx, `UPDATE executors SET last_seen_at = clock_timestamp() WHERE id = $1 RETURNING last_seen_at`, e.ID).Scan(&e.LastSeenAt)
+		if err != nil {
 			return Executor{}, fmt.Errorf("note executor %s seen: %w", e.ID, err)
 		}
-		e.LastSeenAt = &now
+		e.LastSeenAt, e.Live = utc(e.LastSeenAt), true
 	}
 	return e, nil
 }
 
-// Coverage is which operation types executors run for one provider, read
-// in a batch: filled when the batch was sent.
+// Coverage is which operation types the live executors of one provider
+// run (registered executors and built-in workers alike), and when one of
+// them was last seen, read in a batch: filled when the batch was sent.
 type Coverage struct {
-	all   bool
-	types []string
+	all      bool
+	types    []string
+	lastSeen *time.Time
 }
 
-// Runs reports whether some executor runs opType.
+// Runs reports whether some live executor runs opType.
 func (c *Coverage) Runs(opType string) bool { return c.all || slices.Contains(c.types, opType) }
 
+// LastSeen is when an executor of the provider was last seen, live or not
+// (nil: never).
+func (c *Coverage) LastSeen() *time.Time { return c.lastSeen }
+
 // QueueCoverage queues into b the read of which types the executors of
-// provider run.
-func QueueCoverage(b *pgx.Batch, provider string) *Coverage {
+// provider that were seen within liveness (on the database's clock) run,
+// built-in workers included.
+func QueueCoverage(b *pgx.Batch, provider string, liveness time.Duration) *Coverage {
 	c := &Coverage{}
-	b.Queue(`SELECT operation_types FROM executors WHERE revoked_at IS NULL AND $1 = ANY(providers)`, provider).
-		Query(func(rows pgx.Rows) error {
-			var types []string
-			_, err := pgx.ForEachRow(rows, []any{&types}, func() error {
-				if types == nil {
-					c.all = true
-				}
-				c.types = append(c.types, types...)
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("read the executors of %s: %w", provider, err)
+	b.Queue(`SELECT operation_types, last_seen_at, coalesce(last_seen_at > clock_timestamp() - $2::interval, false)
+			FROM executors WHERE revoked_at IS NULL AND $1 = ANY(providers)
+		UNION ALL
+		SELECT NULL, seen_at, seen_at > clock_timestamp() - $2::interval FROM worker_presence WHERE $1 = ANY(providers)`,
+		provider, liveness).Query(func(rows pgx.Rows) error {
+		var types []string
+		var seen *time.Time
+		var live bool
+		_, err := pgx.ForEachRow(rows, []any{&types, &seen, &live}, func() error {
+			if seen != nil && (c.lastSeen == nil || seen.After(*c.lastSeen)) {
+				c.lastSeen = utc(seen)
 			}
+			if !live {
+				return nil
+			}
+			if types == nil {
+				c.all = true
+			}
+			c.types = append(c.types, types...)
 			return nil
 		})
+		if err != nil {
+			return fmt.Errorf("read the executors of %s: %w", provider, err)
+		}
+		return nil
+	})
 	return c
 }
 
-const selectExecutor = `SELECT id, name, providers, operation_types, created_at, last_seen_at, revoked_at FROM executors`
+// Announce notes that the built-in worker workerID runs providers now
+// (on the database's clock); a worker process announces itself while it
+// runs, well within the liveness window. Presences not renewed for a day
+// are forgotten.
+func (s *Service) Announce(ctx context.Context, workerID string, providers []string) error {
+	var b pgx.Batch
+	b.Queue(`INSERT INTO worker_presence (worker_id, providers, seen_at) VALUES ($1, $2, clock_timestamp())
+		ON CONFLICT (worker_id) DO UPDATE SET providers = excluded.providers, seen_at = excluded.seen_at`, workerID, providers)
+	b.Queue(`DELETE FROM worker_presence WHERE seen_at < clock_timestamp() - interval '1 day'`)
+	if err := s.db.SendBatch(ctx, &b).Close(); err != nil {
+		return fmt.Errorf("announce worker %s: %w", workerID, err)
+	}
+	return nil
+}
+
+// Withdraw notes that the built-in worker workerID stopped.
+func (s *Service) Withdraw(ctx context.Context, workerID string) error {
+	if _, err := s.db.Exec(ctx, `DELETE FROM worker_presence WHERE worker_id = $1`, workerID); err != nil {
+		return fmt.Errorf("withdraw worker %s: %w", workerID, err)
+	}
+	return nil
+}
+
+// selectExecutor reads executors, judging them live against the liveness
+// window in $1.
+const selectExecutor = `SELECT id, name, providers, operation_types, created_at, last_seen_at,
+	coalesce(revoked_at IS NULL AND last_seen_at > clock_timestamp() - $1::interval, false), revoked_at FROM executors`
 
 func scanExecutor(row pgx.CollectableRow) (Executor, error) {
 	var e Executor
-	err := row.Scan(&e.ID, &e.Name, &e.Providers, &e.OperationTypes, &e.CreatedAt, &e.LastSeenAt, &e.RevokedAt)
+	err := row.Scan(&e.ID, &e.Name, &e.Providers, &e.OperationTypes, &e.CreatedAt, &e.LastSeenAt, &e.Live, &e.RevokedAt)
 	e.CreatedAt = e.CreatedAt.UTC()
 	e.LastSeenAt, e.RevokedAt = utc(e.LastSeenAt), utc(e.RevokedAt)
 	return e, err

@@ -101,7 +101,7 @@ func (s *Service) claim(ctx context.Context, tx *eventstore.Tx, c Claimant, cand
 			continue
 		}
 		state := w.state(k.scope)
-		event, err := domain.Decide(state, domain.MarkStarted{RunID: k.runID, WorkerID: c.ID, At: s.now()}, domain.Facts{})
+		event, err := domain.Decide(state, domain.MarkStarted{RunID: k.runID, WorkerID: c.ID, Now: w.now, At: s.now()}, domain.Facts{})
 		if err != nil {
 			continue // started by another claimant, or ended, since it was listed
 		}

@@ -71,15 +71,17 @@ func ExampleService_StartTx() {
 	// accepted - Compliance snapshot accepted
 }
 
-// exampleGate builds the application without background roles on a fresh
-// database, with an owner (Ana) of a tenant and a ready connection of the
-// built-in worker's provider.
+// exampleGate builds the application on a fresh database, with an owner
+// (Ana) of a tenant and a ready connection of the built-in worker's
+// provider. With the worker role the application announces its built-in
+// worker, so that the connection's starts are executable; it is not run,
+// so accepted runs stay queued.
 func exampleGate(ctx context.Context) (a *app.App, ana domain.Actor, conn connections.Connection, done func()) {
 	url, drop, err := pgtest.Create(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
 		panic(err)
 	}
-	a, err = app.New(ctx, apptest.Config(url), app.Roles{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err = app.New(ctx, apptest.Config(url), app.Roles{Worker: true}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		panic(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,8 +31,7 @@ type facts struct {
 // scopeFacts are what the starts of one scope read.
 type scopeFacts struct {
 	conn     *connections.Loaded // nil for the tenant's scope
-	builtin  bool                // the built-in worker executes the connection's provider
-	coverage *executors.Coverage // what registered executors run for it (nil when builtin)
+	coverage *executors.Coverage // what the live executors of its provider run
 }
 
 // load takes the locks of a batch's scopes (in scope order, so that
@@ -64,12 +64,10 @@ func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, b
 			continue
 		}
 		connIDs = append(connIDs, p.connectionID)
-		if sf.builtin = slices.Contains(s.cfg.BuiltinProviders, p.provider); !sf.builtin {
-			if coverage[p.provider] == nil {
-				coverage[p.provider] = executors.QueueCoverage(&b, p.provider)
-			}
-			sf.coverage = coverage[p.provider]
+		if coverage[p.provider] == nil {
+			coverage[p.provider] = executors.QueueCoverage(&b, p.provider, s.cfg.ExecutorLiveness)
 		}
+		sf.coverage = coverage[p.provider]
 	}
 	// The locks go first: every read of the batch is as of them.
 	var locks pgx.Batch
@@ -126,6 +124,15 @@ func (f *facts) connection(p *pending) (*domain.ConnectionRef, *domain.Connectio
 		return nil, nil, domain.ErrNotFound
 	}
 	readiness := c.Readiness()
-	readiness.Executable = sf.builtin || sf.coverage.Runs(p.op.Type)
+	readiness.Executable = sf.coverage.Runs(p.op.Type)
 	return c.Ref(), readiness, nil
+}
+
+// executorSeen is when an executor of p's connection's provider was last
+// seen (nil: never, or no connection).
+func (f *facts) executorSeen(p *pending) *time.Time {
+	if sf := f.scopes[p.scope]; sf.coverage != nil {
+		return sf.coverage.LastSeen()
+	}
+	return nil
 }

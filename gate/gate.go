@@ -37,6 +37,7 @@ import (
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/internal/journal"
 )
 
@@ -61,11 +62,24 @@ const DefaultStartQueue = 512
 // Config.BatchTimeout says otherwise.
 const DefaultBatchTimeout = 30 * time.Second
 
+// Defaults of the deadlines and of executor liveness (contract section 12).
+const (
+	DefaultQueueTTL         = 15 * time.Minute
+	DefaultMaxDuration      = time.Hour
+	DefaultExecutorLiveness = executors.DefaultLiveness
+)
+
 // Config is what a gate is built with; New checks it once.
 type Config struct {
-	// BuiltinProviders are the providers the built-in worker executes.
-	// Every process of a deployment must agree on them.
-	BuiltinProviders []string
+	// QueueTTL and MaxDuration are the deadlines of an accepted run whose
+	// start named no limits: how long it may wait to be claimed, and how
+	// long it may run once claimed. Zero means DefaultQueueTTL and
+	// DefaultMaxDuration.
+	QueueTTL, MaxDuration time.Duration
+	// ExecutorLiveness is how recently an executor (or a built-in worker)
+	// must have been seen to count for the preflight. Zero means
+	// DefaultExecutorLiveness.
+	ExecutorLiveness time.Duration
 	// StartQueue bounds the starts waiting to be decided in this process:
 	// a start that finds StartQueue waiting, or starts of a quarter as many
 	// other scopes, is refused at once with ErrOverloaded (load shedding).
@@ -96,6 +110,20 @@ func (c *Config) setDefaults() {
 	if c.Clock == nil {
 		c.Clock = journal.SystemClock
 	}
+	if c.QueueTTL == 0 {
+		c.QueueTTL = DefaultQueueTTL
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = DefaultMaxDuration
+	}
+	if c.ExecutorLiveness == 0 {
+		c.ExecutorLiveness = DefaultExecutorLiveness
+	}
+}
+
+// limits are the default deadlines' limits.
+func (c *Config) limits() domain.Limits {
+	return domain.Limits{QueueTTL: c.QueueTTL, MaxDuration: c.MaxDuration}
 }
 
 func (c *Config) validate() error {
@@ -105,6 +133,9 @@ func (c *Config) validate() error {
 	}
 	if c.BatchTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("gate: BatchTimeout %v: a batch needs at least a second", c.BatchTimeout))
+	}
+	if err := c.limits().Check(); err != nil {
+		errs = append(errs, fmt.Errorf("gate: QueueTTL and MaxDuration: %w", err))
 	}
 	return errors.Join(errs...)
 }

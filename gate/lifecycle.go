@@ -20,7 +20,8 @@ import (
 type LeaseLostError struct {
 	RunID string
 	// Why is "reaped" (its lease expired, or its executor was revoked),
-	// "cancelled", "completed", "not started" or "held by another executor".
+	// "timed out" (it ran past its finish_by), "cancelled", "completed",
+	// "not started" or "held by another executor".
 	Why string
 	// Cause is the domain's refusal: domain.ErrRunNotActive,
 	// domain.ErrStaleEpoch or domain.ErrRunNotStarted.
@@ -83,9 +84,14 @@ func (s *Service) whyLost(ctx context.Context, c Claimant, r runRow, epoch int64
 	case domain.RunCancelled:
 		lost.Why = "cancelled"
 	case domain.RunFailed:
-		if e.Reason.Code == domain.ReasonExecutionLost {
+		switch e.Reason.Code {
+		case domain.ReasonExecutionLost:
 			lost.Why = "reaped"
-		} else {
+		case domain.ReasonTimedOut:
+			lost.Why = "timed out"
+		case domain.ReasonNotPickedUp:
+			lost.Why = "not started"
+		default:
 			lost.Why = "completed"
 		}
 	default:
@@ -111,11 +117,12 @@ func (s *Service) end(ctx context.Context, runID string) (domain.RunEvent, error
 var terminalEvents = []string{domain.RunSucceeded{}.EventType(), domain.RunFailed{}.EventType(), domain.RunCancelled{}.EventType()}
 
 // onRun decides, on behalf of by, one command about runID against the
-// current state of the run's scope, in one transaction under the scope's
-// lock, and records its event; decide returning a nil event records
-// nothing. It returns the event recorded.
+// current state of the run's scope (and the database's clock, now, as of
+// its lock), in one transaction under the scope's lock, and records its
+// event; decide returning a nil event records nothing. It returns the
+// event recorded.
 func (s *Service) onRun(ctx context.Context, by domain.Actor, runID string,
-	decide func(ctx context.Context, tx *eventstore.Tx, r *runRow, state domain.ScopeState) (domain.Event, error)) (domain.Event, error) {
+	decide func(ctx context.Context, tx *eventstore.Tx, r *runRow, state domain.ScopeState, now time.Time) (domain.Event, error)) (domain.Event, error) {
 	var event domain.Event
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		w := newScopeWriter(tx)
@@ -129,7 +136,7 @@ func (s *Service) onRun(ctx context.Context, by domain.Actor, runID string,
 			return domain.ErrNotFound
 		}
 		var err error
-		if event, err = decide(ctx, tx, r, w.state(r.scope)); err != nil || event == nil {
+		if event, err = decide(ctx, tx, r, w.state(r.scope), w.now); err != nil || event == nil {
 			return err
 		}
 		w.record(r.scope, event, journal.Meta(by, r.tenantID, runID))
@@ -141,7 +148,7 @@ func (s *Service) onRun(ctx context.Context, by domain.Actor, runID string,
 // CancelRun cancels a queued or running run on behalf of by, who needs
 // the capability of the surface the run was started from.
 func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) (domain.RunCancelled, error) {
-	e, err := s.onRun(ctx, by, runID, func(ctx context.Context, tx *eventstore.Tx, r *runRow, st domain.ScopeState) (domain.Event, error) {
+	e, err := s.onRun(ctx, by, runID, func(ctx context.Context, tx *eventstore.Tx, r *runRow, st domain.ScopeState, _ time.Time) (domain.Event, error) {
 		capability := domain.MustOperation(r.typ).Capability
 		if surface, ok := domain.LookupSurface(r.surface); ok {
 			capability = surface.Capability
@@ -184,7 +191,7 @@ func (s *Service) EndLeasesOf(ctx context.Context, by domain.Actor, holder strin
 func (s *Service) endLost(ctx context.Context, by domain.Actor, leases []heldLease, expired bool) (int, error) {
 	n := 0
 	for _, l := range leases {
-		_, err := s.onRun(ctx, by, l.runID, func(ctx context.Context, tx *eventstore.Tx, _ *runRow, st domain.ScopeState) (domain.Event, error) {
+		_, err := s.onRun(ctx, by, l.runID, func(ctx context.Context, tx *eventstore.Tx, _ *runRow, st domain.ScopeState, _ time.Time) (domain.Event, error) {
 			held, isExpired, err := leaseNow(ctx, tx, l)
 			if err != nil {
 				return nil, err
@@ -208,10 +215,43 @@ func (s *Service) endLost(ctx context.Context, by domain.Actor, leases []heldLea
 
 var errLeaseRenewed = errors.New("lease renewed or run ended")
 
-// RunReaper reaps expired leases every interval until ctx ends. Every
-// process that serves executors (api) or is one (worker) runs it; the
-// reapers of several processes never end a run twice (each end is a
-// decision under the run's scope lock). A lease that ran out while the
+// EnforceDeadlines ends up to limit runs past a deadline, each in a
+// decision of its own under its scope's lock, judged on the database's
+// clock: a queued run past its claim_by fails execution.not_picked_up, a
+// running one past its finish_by fails execution.timed_out. A run that
+// was claimed, completed or cancelled meanwhile is left as it is, so a
+// deadline is enforced once, whichever processes try. It returns how many
+// runs it ended.
+func (s *Service) EnforceDeadlines(ctx context.Context, limit int) (int, error) {
+	due, err := pastDeadline(ctx, s.db, limit)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, runID := range due {
+		_, err := s.onRun(ctx, domain.ActorSystem("deadlines"), runID, func(_ context.Context, _ *eventstore.Tx, _ *runRow, st domain.ScopeState, now time.Time) (domain.Event, error) {
+			if a := st.Active; a != nil && a.RunID == runID && a.Status == domain.StatusRunning {
+				return domain.Decide(st, domain.ExpireRun{RunID: runID, Now: now, At: s.now()}, domain.Facts{})
+			}
+			return domain.Decide(st, domain.ExpireClaim{RunID: runID, Now: now, At: s.now()}, domain.Facts{})
+		})
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, domain.ErrRunNotActive), errors.Is(err, domain.ErrRunAlreadyStarted),
+			errors.Is(err, domain.ErrRunNotStarted), errors.Is(err, domain.ErrDeadlineNotReached):
+			// claimed, ended or (on another clock) not yet due meanwhile
+		default:
+			return n, fmt.Errorf("enforce the deadline of run %s: %w", runID, err)
+		}
+	}
+	return n, nil
+}
+
+// RunReaper reaps expired leases and enforces deadlines every interval
+// until ctx ends. Every process that serves executors (api) or is one
+// (worker) runs it; the reapers of several processes never end a run
+// twice (each end is a decision under the run's scope lock). A lease that ran out while the
 // database was unreachable could not have been renewed: after a failed
 // pass the reaper holds off for two intervals of database contact, so
 // that executors still alive renew their leases or record their results
@@ -240,6 +280,14 @@ func (s *Service) RunReaper(ctx context.Context, every time.Duration, logger *sl
 		if n > 0 {
 			logger.Info("ended runs whose executor was lost", "count", n)
 		}
+		expired, err := s.EnforceDeadlines(ctx, 100)
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("enforcing run deadlines failed", "err", err)
+		}
+		if expired > 0 {
+			logger.Info("ended runs past a deadline", "count", expired)
+		}
+		n += expired
 		if s.cfg.OnReaperPass != nil {
 			s.cfg.OnReaperPass(n)
 		}

@@ -47,6 +47,18 @@ func queueSnapshots(b *pgx.Batch, where string, arg any, found func(scope domain
 	})
 }
 
+// queueNow queues into b the read of the database's clock into now: the
+// clock deadlines and leases run on.
+func queueNow(b *pgx.Batch, now *time.Time) {
+	b.Queue(`SELECT clock_timestamp()`).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(now); err != nil {
+			return fmt.Errorf("read the database's clock: %w", err)
+		}
+		*now = now.UTC()
+		return nil
+	})
+}
+
 // scopeSave is a scope's snapshot after a transaction.
 type scopeSave struct {
 	scope    domain.ScopeID
@@ -77,13 +89,16 @@ func deferScopeSaves(tx *eventstore.Tx, saves []scopeSave) error {
 // runChanges are what a transaction's events change in the runs table,
 // gathered by kind so that each kind is one statement.
 type runChanges struct {
-	// New rows: accepted runs (queued, with their provider) and blocked ones.
+	// New rows: accepted runs (queued, with their provider and claim_by)
+	// and blocked ones.
 	ids, scopes, tenants, types, surfaces, statuses []string
 	providers                                       []*string
 	created                                         []time.Time
-	// Started runs: their holder and epoch (and a first lease).
+	claimBy                                         []*time.Time
+	// Started runs: their holder, epoch and finish_by (and a first lease).
 	startedIDs, workers []string
 	epochs              []int64
+	finishBy            []*time.Time
 	// Ended runs and their terminal status.
 	endedIDs, endStatuses []string
 }
@@ -95,11 +110,12 @@ func (c *runChanges) add(event domain.Event) {
 	switch e := event.(type) {
 	case domain.StartAccepted:
 		provider := e.Connection.Provider
-		c.insert(e.RunID, e.StartInfo, domain.StatusQueued, e.At, &provider)
+		c.insert(e.RunID, e.StartInfo, domain.StatusQueued, e.At, &provider, e.ClaimBy)
 	case domain.StartBlocked:
-		c.insert(e.RunID, e.StartInfo, domain.StatusBlocked, e.At, nil)
+		c.insert(e.RunID, e.StartInfo, domain.StatusBlocked, e.At, nil, nil)
 	case domain.RunStarted:
 		c.startedIDs, c.workers, c.epochs = append(c.startedIDs, e.RunID), append(c.workers, e.WorkerID), append(c.epochs, e.Epoch)
+		c.finishBy = append(c.finishBy, e.FinishBy)
 	case domain.RunSucceeded:
 		c.end(e.RunID, domain.StatusSucceeded)
 	case domain.RunFailed:
@@ -109,10 +125,10 @@ func (c *runChanges) add(event domain.Event) {
 	}
 }
 
-func (c *runChanges) insert(id string, s domain.StartInfo, status domain.RunStatus, at time.Time, provider *string) {
+func (c *runChanges) insert(id string, s domain.StartInfo, status domain.RunStatus, at time.Time, provider *string, claimBy *time.Time) {
 	c.ids, c.scopes, c.tenants = append(c.ids, id), append(c.scopes, string(s.ScopeID)), append(c.tenants, s.TenantID)
 	c.types, c.surfaces, c.statuses = append(c.types, s.Type), append(c.surfaces, s.Surface), append(c.statuses, string(status))
-	c.providers, c.created = append(c.providers, provider), append(c.created, at)
+	c.providers, c.created, c.claimBy = append(c.providers, provider), append(c.created, at), append(c.claimBy, claimBy)
 }
 
 func (c *runChanges) end(id string, status domain.RunStatus) {
@@ -123,15 +139,15 @@ func (c *runChanges) end(id string, status domain.RunStatus) {
 // first lease is of length lease, from the database's clock.
 func (c *runChanges) deferTo(tx *eventstore.Tx, lease time.Duration) {
 	if len(c.ids) > 0 {
-		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at, provider)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[])`,
-			c.ids, c.scopes, c.tenants, c.types, c.surfaces, c.statuses, c.created, c.providers)
+		tx.Defer(`INSERT INTO runs (id, scope_id, tenant_id, type, surface, status, created_at, provider, claim_by)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::timestamptz[])`,
+			c.ids, c.scopes, c.tenants, c.types, c.surfaces, c.statuses, c.created, c.providers, c.claimBy)
 	}
 	if len(c.startedIDs) > 0 {
-		tx.Defer(`UPDATE runs SET status = $5, epoch = u.epoch, worker_id = u.worker_id, lease_us = $4::bigint,
+		tx.Defer(`UPDATE runs SET status = $5, epoch = u.epoch, worker_id = u.worker_id, finish_by = u.finish_by, lease_us = $4::bigint,
 				lease_expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond'
-			FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, epoch, worker_id) WHERE runs.id = u.id`,
-			c.startedIDs, c.epochs, c.workers, lease.Microseconds(), string(domain.StatusRunning))
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $6::timestamptz[]) AS u(id, epoch, worker_id, finish_by) WHERE runs.id = u.id`,
+			c.startedIDs, c.epochs, c.workers, lease.Microseconds(), string(domain.StatusRunning), c.finishBy)
 	}
 	if len(c.endedIDs) > 0 {
 		tx.Defer(`UPDATE runs SET status = u.status, lease_expires_at = NULL
@@ -239,6 +255,17 @@ func readRun(ctx context.Context, q pg.Querier, runID string) (runRow, error) {
 // be reaped (migrations/00008_lease_length.sql).
 const leaseExpired = `(lease_expires_at < clock_timestamp()
 	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
+
+// pastDeadline lists up to limit queued runs past their claim_by and up
+// to limit running runs past their finish_by, soonest due first, from the
+// partial indexes on either (migrations/00015_deadlines.sql).
+func pastDeadline(ctx context.Context, q pg.Querier, limit int) ([]string, error) {
+	return collect(ctx, q, "find runs past a deadline", func(r pgx.CollectableRow, id *string) error { return r.Scan(id) },
+		`(SELECT id FROM runs WHERE status = $1 AND claim_by IS NOT NULL AND claim_by < clock_timestamp() ORDER BY claim_by LIMIT $3)
+		UNION ALL
+		(SELECT id FROM runs WHERE status = $2 AND finish_by IS NOT NULL AND finish_by < clock_timestamp() ORDER BY finish_by LIMIT $3)`,
+		string(domain.StatusQueued), string(domain.StatusRunning), limit)
+}
 
 // expiredLeases lists up to limit running runs whose lease expired,
 // soonest expired first.

@@ -3,6 +3,7 @@ package gate
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
@@ -34,6 +35,11 @@ type StartRequest struct {
 	// request (surface, path and body).
 	IdempotencyKey string
 	RequestHash    []byte
+	// Limits, if set, are the accepted run's deadlines instead of the
+	// defaults (checked: ErrInvalidLimits).
+	Limits *domain.Limits
+	// RerunOf is the run a rerun starts again ("" for other starts).
+	RerunOf string
 }
 
 // StartResponse is the gate's answer: the StartResult, and whether it is
@@ -149,6 +155,11 @@ func (s *Service) prepare(ctx context.Context, q pg.Querier, req StartRequest) (
 	if !ok {
 		return nil, domain.Invalid("operation", "%q is not an operation type", opName)
 	}
+	if req.Limits != nil {
+		if err := req.Limits.Check(); err != nil {
+			return nil, err
+		}
+	}
 	p := &pending{ctx: ctx, req: req, op: op, connectionID: req.ConnectionID, done: make(chan struct{})}
 	if req.Surface.Scope == domain.ScopeConnection {
 		info, err := s.conns.InfoOf(ctx, q, req.ConnectionID)
@@ -198,7 +209,7 @@ func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pendin
 		if p.err = p.ctx.Err(); p.err != nil {
 			continue // the caller is gone: decide nothing for it
 		}
-		event, err := s.decideOne(p, f, w.state(p.scope))
+		event, err := s.decideOne(p, f, w.state(p.scope), w.now)
 		if err != nil {
 			p.err = err
 			continue
@@ -220,11 +231,11 @@ func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pendin
 }
 
 // decideOne decides p against the facts of its batch and the state of
-// its scope: it returns the event to record (nil for a replay) with
+// its scope, now being the database's clock as of the locks: it returns the event to record (nil for a replay) with
 // p.resp set, or p's own error. The order is the contract's precedence:
 // authorization, then the request's own safeguards, then the decision
 // (readiness, then deduped, busy, accepted).
-func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState) (domain.Event, error) {
+func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState, now time.Time) (domain.Event, error) {
 	role, member := f.roles.Of(p.req.Actor.ID, p.tenantID)
 	if err := tenancy.Check(role, member, p.req.Surface.Capability); err != nil {
 		return nil, err
@@ -244,15 +255,21 @@ func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState) (doma
 	if err != nil {
 		return nil, err
 	}
+	limits := s.cfg.limits()
+	if p.req.Limits != nil {
+		limits = p.req.Limits.Or(limits)
+	}
 	cmd := domain.StartCommand{
 		RunID: journal.NewID(),
 		Start: domain.StartInfo{
 			TenantID: p.tenantID, ScopeID: p.scope, Type: p.op.Type, CanonicalType: p.op.Canonical, Label: p.op.Label,
-			Surface: p.req.Surface.Name, InitiatorID: p.req.Actor.ID, Target: target, Connection: ref,
+			Surface: p.req.Surface.Name, InitiatorID: p.req.Actor.ID, Target: target, Connection: ref, RerunOf: p.req.RerunOf,
 		},
+		// Deadlines run on the database's clock, as leases do.
+		ClaimBy: now.Add(limits.QueueTTL), MaxDuration: limits.MaxDuration,
 		At: s.now(),
 	}
-	event, err := domain.Decide(state, cmd, domain.Facts{Blocked: domain.Preflight(p.op, readiness, restore)})
+	event, err := domain.Decide(state, cmd, domain.Facts{Blocked: domain.Preflight(p.op, readiness, restore), ExecutorSeen: f.executorSeen(p)})
 	if err != nil {
 		return nil, fmt.Errorf("decide start on %s: %w", p.scope, err)
 	}

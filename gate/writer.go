@@ -28,7 +28,10 @@ import (
 type scopeWriter struct {
 	tx *eventstore.Tx
 	// lease is the first lease of a run started in this transaction.
-	lease  time.Duration
+	lease time.Duration
+	// now is the database's clock as of the locks: what deadlines are
+	// set from and checked against.
+	now    time.Time
 	scopes map[domain.ScopeID]*scopeEntry
 	// written are the scopes with events to flush, in the order of their
 	// first event; events are every event recorded, in order.
@@ -62,6 +65,7 @@ func (w *scopeWriter) lockScopes(b *pgx.Batch, scopes []domain.ScopeID, mode eve
 	}
 	granted := eventstore.QueueLocks(b, eventstore.Streams(names...), mode)
 	queueSnapshots(b, `scope_id = ANY($1::text[])`, names, w.loaded)
+	queueNow(b, &w.now)
 	return granted
 }
 
@@ -74,6 +78,7 @@ func (w *scopeWriter) lockRunScopes(b *pgx.Batch, ids []string) map[string]*runR
 	eventstore.QueueLocks(b, eventstore.StreamsOf(scopesOfRuns, ids), eventstore.Wait)
 	queueRunRows(b, ids, rows)
 	queueSnapshots(b, `scope_id IN (`+scopesOfRuns+`)`, ids, w.loaded)
+	queueNow(b, &w.now)
 	return rows
 }
 

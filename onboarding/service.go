@@ -86,15 +86,21 @@ type Request struct {
 	SessionID      string
 	IdempotencyKey string
 	RequestHash    []byte
+	// Limits are the deadlines' limits of the runs the request admits (for
+	// a bootstrap: of every item it admits, then and later).
+	Limits *domain.Limits
 }
 
 func (s *Service) startRequest(r Request, sess Session, surface domain.Surface, op string) gate.StartRequest {
 	req := gate.StartRequest{
 		Actor: r.Actor, Surface: surface, Operation: op, TenantID: sess.TenantID,
-		IdempotencyKey: r.IdempotencyKey, RequestHash: r.RequestHash,
+		IdempotencyKey: r.IdempotencyKey, RequestHash: r.RequestHash, Limits: r.Limits,
 	}
 	if sess.ProviderConnectionID != nil {
 		req.ConnectionID = *sess.ProviderConnectionID
+	}
+	if surface == domain.SurfaceOnboardingBootstrap && sess.Steps.Bootstrap.Limits != nil {
+		req.Limits = sess.Steps.Bootstrap.Limits.limits()
 	}
 	return req
 }
@@ -165,7 +171,7 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 			types[i] = it.Type
 		}
 		_, err = s.record(ctx, tx, r.Actor, sess, now, []domain.Event{
-			domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: now},
+			bootstrapRequested(sess, types, r, now),
 			attemptedEvent(sess, 0, items[0].Type, res, now),
 		})
 		return err
@@ -356,6 +362,15 @@ func (e *UnknownOperationError) Error() string {
 
 // attemptedEvent returns the event of the start of item i (of type typ)
 // of sess through the gate, answered res.
+// bootstrapRequested is the event of r selecting types, with its limits.
+func bootstrapRequested(sess Session, types []string, r Request, at time.Time) domain.BootstrapRequested {
+	e := domain.BootstrapRequested{SessionID: sess.ID, TenantID: sess.TenantID, Operations: types, InitiatorID: r.Actor.ID, At: at}
+	if r.Limits != nil {
+		e.QueueTTLS, e.MaxDurationS = int64(r.Limits.QueueTTL/time.Second), int64(r.Limits.MaxDuration/time.Second)
+	}
+	return e
+}
+
 func attemptedEvent(sess Session, i int, typ string, res domain.StartResult, at time.Time) domain.Event {
 	return domain.BootstrapItemAttempted{SessionID: sess.ID, TenantID: sess.TenantID, Index: i,
 		Type: typ, RunID: res.Run.ID, Outcome: res.Outcome, Reason: res.Reason, At: at}

@@ -63,10 +63,27 @@ type VerificationStep struct {
 
 // BootstrapStep is the sequential admission of the selected operations.
 type BootstrapStep struct {
-	Status      string   `json:"status"`
-	InitiatorID *string  `json:"initiator_id"`
-	Items       []Item   `json:"items"`
-	Pending     []string `json:"pending"`
+	Status      string  `json:"status"`
+	InitiatorID *string `json:"initiator_id"`
+	// Limits are the deadlines' limits every admitted item's run gets (nil:
+	// the deployment's defaults).
+	Limits  *Limits  `json:"limits"`
+	Items   []Item   `json:"items"`
+	Pending []string `json:"pending"`
+}
+
+// Limits are a bootstrap's limits, in seconds (0: the default).
+type Limits struct {
+	QueueTTLS    int64 `json:"queue_ttl_s,omitempty"`
+	MaxDurationS int64 `json:"max_duration_s,omitempty"`
+}
+
+// limits returns l as the gate takes them (nil for none).
+func (l *Limits) limits() *domain.Limits {
+	if l == nil {
+		return nil
+	}
+	return &domain.Limits{QueueTTL: time.Duration(l.QueueTTLS) * time.Second, MaxDuration: time.Duration(l.MaxDurationS) * time.Second}
 }
 
 // Item is one selected operation of the bootstrap.
@@ -135,6 +152,9 @@ func (s Session) Apply(e domain.Event) Session {
 		}
 		initiator := e.InitiatorID
 		s.Steps.Bootstrap.InitiatorID, s.Steps.Bootstrap.Items = &initiator, items
+		if e.QueueTTLS != 0 || e.MaxDurationS != 0 {
+			s.Steps.Bootstrap.Limits = &Limits{QueueTTLS: e.QueueTTLS, MaxDurationS: e.MaxDurationS}
+		}
 	case domain.BootstrapItemAttempted:
 		it := s.item(e.Index)
 		if it == nil {

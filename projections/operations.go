@@ -36,6 +36,9 @@ type opsRun struct {
 	LastPosition      int64      `db:"last_position"`
 	Summary           []byte     `db:"summary"`            // JSON, nil for none
 	ConnectionChanges []byte     `db:"connection_changes"` // JSON, nil for none
+	ClaimBy           *time.Time `db:"claim_by"`
+	FinishBy          *time.Time `db:"finish_by"`
+	RerunOf           *string    `db:"rerun_of"`
 }
 
 // opsRuns and the columns the lifecycle of a run updates.
@@ -52,6 +55,7 @@ var (
 	runLastPosition      = columnOf[int64](opsRuns, "last_position")
 	runSummary           = columnOf[[]byte](opsRuns, "summary")
 	runConnectionChanges = columnOf[[]byte](opsRuns, "connection_changes")
+	runFinishBy          = columnOf[*time.Time](opsRuns, "finish_by")
 )
 
 // operationsProjector builds ops_runs: one row per run, blocked runs
@@ -73,7 +77,7 @@ func applyOperations(w rowWriter, e eventstore.Event, payload eventstore.Payload
 	case domain.RunStarted:
 		at := ev.At
 		opsRuns.update(w, ev.RunID, set(runStatus, string(domain.StatusRunning)), set(runStartedAt, &at),
-			set(runLastPosition, e.Position))
+			set(runFinishBy, ev.FinishBy), set(runLastPosition, e.Position))
 	case domain.RunSucceeded:
 		finishRun(w, ev.RunID, domain.StatusSucceeded, nil, ev.At, e.Position, set(runSummary, jsonOrNil(ev.Summary)),
 			set(runConnectionChanges, marshalOrNil(ev.Changes)))
@@ -90,7 +94,10 @@ func runRow(r domain.Run, outcome domain.Outcome, position int64) *opsRun {
 	row := &opsRun{ID: r.ID, TenantID: r.TenantID, ScopeID: string(domain.TenantScope(r.TenantID)), Type: r.Type,
 		CanonicalType: r.CanonicalType, Label: r.Label, Status: string(r.Status), Outcome: string(outcome), Target: r.Target,
 		InitiatorID: r.InitiatorID, Surface: r.Surface, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
-		LastPosition: position}
+		LastPosition: position, RerunOf: r.RerunOf}
+	if d := r.Deadlines; d != nil {
+		row.ClaimBy, row.FinishBy = &d.ClaimBy, d.FinishBy
+	}
 	if c := r.ProviderConnection; c != nil {
 		row.ConnectionID, row.ConnectionName, row.Provider = &c.ID, &c.DisplayName, &c.Provider
 		row.ScopeID = string(domain.ConnectionScope(c.ID))

@@ -94,17 +94,22 @@ type RunFilter struct {
 
 const selectRun = `SELECT id, tenant_id, scope_id, type, canonical_type, label, status, target, connection_id, connection_name,
 	provider, initiator_id, surface, reason_code, reason_class, reason_message, created_at, started_at, finished_at,
-	deduped_count, scope_busy_count, summary, connection_changes FROM projections.ops_runs`
+	deduped_count, scope_busy_count, summary, connection_changes, claim_by, finish_by, rerun_of FROM projections.ops_runs`
 
 func scanRun(row pgx.CollectableRow) (RunView, error) {
 	var v RunView
 	var connID, connName, provider, code, class, msg *string
 	var summary, changes []byte
+	var claimBy, finishBy *time.Time
 	err := row.Scan(&v.ID, &v.TenantID, &v.ScopeID, &v.Type, &v.CanonicalType, &v.Label, &v.Status, &v.Target,
 		&connID, &connName, &provider, &v.InitiatorID, &v.Surface, &code, &class, &msg,
-		&v.CreatedAt, &v.StartedAt, &v.FinishedAt, &v.DedupedCount, &v.ScopeBusyCount, &summary, &changes)
+		&v.CreatedAt, &v.StartedAt, &v.FinishedAt, &v.DedupedCount, &v.ScopeBusyCount, &summary, &changes,
+		&claimBy, &finishBy, &v.RerunOf)
 	if err != nil {
 		return v, err
+	}
+	if claimBy != nil {
+		v.Deadlines = &domain.Deadlines{ClaimBy: claimBy.UTC(), FinishBy: utc(finishBy)}
 	}
 	if summary != nil {
 		v.Summary = summary

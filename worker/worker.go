@@ -62,6 +62,16 @@ type Config struct {
 	// Metrics, if set, counts the worker's claims, completions and lost
 	// leases, as those of the executor "builtin".
 	Metrics Metrics
+	// Presence, if set, is told that the worker runs (every Heartbeat
+	// while it does) and that it stopped: the preflight counts the
+	// built-in worker only while one runs.
+	Presence Presence
+}
+
+// Presence notes which built-in workers run (executors.Service does).
+type Presence interface {
+	Announce(ctx context.Context, workerID string, providers []string) error
+	Withdraw(ctx context.Context, workerID string) error
 }
 
 // Metrics observes an executor's work (metrics.Metrics does).
@@ -128,6 +138,38 @@ func New(cfg Config, svc *gate.Service, conns *connections.Service, providers Pr
 	}, nil
 }
 
+// Announce notes once that the worker runs; Run goes on announcing it
+// while it runs. The composition root announces a worker before it serves
+// anything, so that the first start already counts it.
+func (w *Worker) Announce(ctx context.Context) error {
+	if w.cfg.Presence == nil {
+		return nil
+	}
+	return w.cfg.Presence.Announce(ctx, w.cfg.ID, w.claimant.Providers)
+}
+
+// announce announces the worker every heartbeat interval until ctx ends,
+// then withdraws it.
+func (w *Worker) announce(ctx context.Context) {
+	t := time.NewTicker(w.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		if err := w.Announce(ctx); err != nil && ctx.Err() == nil {
+			w.logger.Warn("announcing the worker failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			stop, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := w.cfg.Presence.Withdraw(stop, w.cfg.ID); err != nil {
+				w.logger.Warn("withdrawing the worker failed", "err", err)
+			}
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // ID returns the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }
 
@@ -137,6 +179,14 @@ func (w *Worker) ID() string { return w.cfg.ID }
 func (w *Worker) Run(ctx context.Context, grace time.Duration) error {
 	execCtx, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	defer abandon()
+	if w.cfg.Presence != nil {
+		announced := make(chan struct{})
+		defer func() { <-announced }()
+		go func() {
+			defer close(announced)
+			w.announce(ctx)
+		}()
+	}
 	slots := make(chan struct{}, w.cfg.Concurrency) // one per execution in progress
 	freed := make(chan struct{}, 1)
 	var running sync.WaitGroup

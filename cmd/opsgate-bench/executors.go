@@ -66,6 +66,11 @@ func executorScenarios(ctx context.Context, cfg config, bin, base string, rep *r
 		return fmt.Errorf("register an executor: %v", err)
 	}
 	runners := &executorPool{client: executorclient.New(own.url, registered.Token)}
+	stopLive, err := keepLive(ctx, pool, own.url, registered.Token)
+	if err != nil {
+		return err
+	}
+	defer stopLive()
 
 	var builtinRounds, externalRounds []stats
 	var builtinIDs, externalIDs []string

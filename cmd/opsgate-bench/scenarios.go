@@ -613,6 +613,17 @@ func decisionAlone(ctx context.Context, cfg config, bin, base, riverBin string, 
 	}
 	defer own.close()
 	c := own.client
+	pool, err := pgxpool.New(ctx, own.dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	// The api role alone: a worker process elsewhere is live.
+	stopLive, err := keepLive(ctx, pool, own.url)
+	if err != nil {
+		return err
+	}
+	defer stopLive()
 	fx, err := setup(ctx, c, cfg.connections)
 	if err != nil {
 		return err

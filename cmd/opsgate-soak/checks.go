@@ -209,6 +209,8 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.note("503 inside fault windows", strconv.Itoa(unavailableIn))
 	rep.note("runs by final status", formatCounts(hist.finalStatus))
 	rep.note("runs ended execution.lost", fmt.Sprintf("%d, of which %d on a worker killed with SIGKILL", lostTotal, lostKilled))
+	rep.note("runs ended by a deadline", fmt.Sprintf("%d timed out (finish_by), %d not picked up (claim_by)",
+		hist.deadlines["execution.timed_out"], hist.deadlines["execution.not_picked_up"]))
 	rep.note("events in the store", strconv.Itoa(hist.events))
 	return rep, nil
 }
@@ -250,6 +252,7 @@ type history struct {
 	anomalies   []string           // stale or phantom events
 	finalStatus map[string]int     // runs by their last status
 	lost        map[string]lostRun // runs ended execution.lost
+	deadlines   map[string]int     // runs ended by a deadline, by reason
 }
 
 // lostRun is a run ended execution.lost: the worker that held it, and when.
@@ -265,7 +268,7 @@ type lostRun struct {
 // only of the running active run at its current epoch; nothing after a run
 // ended. It also checks that the runs table agrees with the history.
 func loadHistory(ctx context.Context, pool *pgxpool.Pool) (*history, error) {
-	h := &history{decided: map[string]bool{}, typeCount: map[string]int{}, finalStatus: map[string]int{}, lost: map[string]lostRun{}}
+	h := &history{decided: map[string]bool{}, typeCount: map[string]int{}, finalStatus: map[string]int{}, lost: map[string]lostRun{}, deadlines: map[string]int{}}
 	rows, err := pool.Query(ctx, `SELECT stream_id, stream_version, event_type, payload, recorded_at FROM events
 		WHERE stream_id LIKE 'scope-%' ORDER BY stream_id, stream_version`)
 	if err != nil {
@@ -342,14 +345,24 @@ func loadHistory(ctx context.Context, pool *pgxpool.Pool) (*history, error) {
 			switch {
 			case rs == nil:
 				bad("run %s was never accepted", p.RunID)
+			case p.Reason.Code == "execution.not_picked_up":
+				// Ended while still queued: its claim deadline passed.
+				if p.RunID != activeRun || rs.status != "queued" {
+					bad("run %s is %s, not the queued active run, and was not picked up", p.RunID, rs.status)
+				}
+				rs.status, activeRun = "failed", ""
+				h.deadlines[p.Reason.Code]++
 			case p.RunID != activeRun || rs.status != "running":
 				bad("run %s is %s, not the running active run", p.RunID, rs.status)
 			case p.Epoch != rs.epoch:
 				bad("result of epoch %d for a run at epoch %d", p.Epoch, rs.epoch)
 			default:
 				rs.status = map[string]string{"RunSucceeded": "succeeded", "RunFailed": "failed"}[typ]
-				if p.Reason.Code == "execution.lost" {
+				switch p.Reason.Code {
+				case "execution.lost":
 					h.lost[p.RunID] = lostRun{worker: rs.worker, at: at}
+				case "execution.timed_out":
+					h.deadlines[p.Reason.Code]++
 				}
 				activeRun = ""
 			}

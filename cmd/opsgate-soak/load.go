@@ -163,6 +163,8 @@ func setup(ctx context.Context, a *api, tenants, connsPer int) (*fixture, []stri
 				consent = "missing" // blocked
 			case 4:
 				enabled = false // blocked
+			case 6:
+				sim["latency_ms"] = 2500 // its starts allow a second: they time out
 			}
 			var c struct{ ID string }
 			body := map[string]any{"provider": "simulated", "display_name": fmt.Sprintf("Graph %d", j), "is_default": j == 0,
@@ -249,14 +251,21 @@ func client(ctx context.Context, seed uint64, a *api, fx *fixture, rec *recorder
 // client does; the rest are sent once. An accepted start is read back at
 // once (from the other api process, as the client alternates).
 func startOne(ctx context.Context, rnd *rand.Rand, a *api, t tenantFx, rec *recorder, runs *recent) {
-	conn := t.conns[rnd.IntN(len(t.conns))]
+	j := rnd.IntN(len(t.conns))
+	conn := t.conns[j]
+	body := map[string]any{}
 	var path string
-	var body any
 	if rnd.IntN(2) == 0 {
 		path = "/api/v1/provider-connections/" + conn + "/" + connectionStarts[rnd.IntN(len(connectionStarts))]
 	} else {
 		path = "/api/v1/tenants/" + t.id + "/" + tenantStarts[rnd.IntN(len(tenantStarts))]
-		body = map[string]any{"provider_connection_id": conn}
+		body["provider_connection_id"] = conn
+	}
+	switch j {
+	case 6: // runs 2.5 s: a second's maximum duration ends them timed out
+		body["limits"] = map[string]any{"max_duration_s": 1}
+	case 7: // a two-second claim deadline: not picked up while no worker runs
+		body["limits"] = map[string]any{"queue_ttl_s": 2}
 	}
 	var hdr map[string]string
 	if rnd.IntN(3) == 0 {

@@ -153,6 +153,7 @@ type App struct {
 	AdminTokenGenerated bool
 
 	worker    *worker.Worker
+	providers []string // the built-in worker's
 	observers Observers
 	migrated  atomic.Bool
 	draining  chan struct{} // closed when the HTTP server starts draining
@@ -183,7 +184,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	for _, opt := range opts {
 		opt(&o)
 	}
-	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{}), observers: o.observers}
+	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{}), observers: o.observers,
+		providers: slices.Sorted(maps.Keys(o.providers))}
 	var err error
 	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
 		return nil, err
@@ -208,14 +210,14 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Tenancy = tenancy.New(a.Pool, a.Store, o.clock)
 	a.Connections = connections.New(a.Pool, a.Store, o.clock)
 	a.Restores = restores.New(a.Pool, a.Store, o.clock)
-	a.Executors = executors.New(a.Pool, a.Store, o.clock)
+	a.Executors = executors.New(a.Pool, a.Store, o.clock, cfg.ExecutorLiveness)
 	// The metrics' scrape asks the gate and the read models, which report
 	// their decisions to it: the two are joined once both exist.
 	database := &metrics.Database{Feed: a.Store}
 	a.Metrics = metrics.New(database)
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate, err = gate.New(a.Pool, a.Store, a.Connections, gate.Config{
-		BuiltinProviders: slices.Sorted(maps.Keys(o.providers)), StartQueue: cfg.StartQueue,
+		StartQueue: cfg.StartQueue, QueueTTL: cfg.QueueTTL, MaxDuration: cfg.MaxDuration, ExecutorLiveness: cfg.ExecutorLiveness,
 		Clock: o.clock, OnDecided: a.Metrics.ObserveStart, OnReaperPass: o.observers.ReaperPass,
 	})
 	if err != nil {
@@ -231,11 +233,18 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 
 	if roles.Worker {
 		wcfg := worker.Config{Concurrency: cfg.WorkerConcurrency, Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
-			PollInterval: cfg.PollInterval, Wake: a.Notifier.SubscribeTopic(gate.TopicStartsAccepted), Metrics: a.Metrics}
+			PollInterval: cfg.PollInterval, Wake: a.Notifier.SubscribeTopic(gate.TopicStartsAccepted), Metrics: a.Metrics,
+			Presence: a.Executors}
 		if o.worker != nil {
 			o.worker(&wcfg)
 		}
 		if a.worker, err = worker.New(wcfg, a.Gate, a.Connections, o.providers, logger); err != nil {
+			a.Close()
+			return nil, err
+		}
+		// The built-in worker counts for the preflight from the first start
+		// this process could decide.
+		if err := a.worker.Announce(ctx); err != nil {
 			a.Close()
 			return nil, err
 		}
@@ -280,6 +289,10 @@ func (a *App) Close() {
 	a.Pool.Close()
 }
 
+// BuiltinProviders are the providers the built-in worker of this
+// deployment runs.
+func (a *App) BuiltinProviders() []string { return a.providers }
+
 // WorkerID is the id of the process's worker ("" without the worker role).
 func (a *App) WorkerID() string {
 	if a.worker == nil {
@@ -301,7 +314,9 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	wg.Go(func() { a.Notifier.Run(bg) })
 	if a.roles.API || a.roles.Worker {
 		// Expired leases are reaped wherever executors are served or run.
-		wg.Go(func() { a.Gate.RunReaper(bg, a.cfg.Heartbeat, a.logger) })
+		// At least every second, so that a run past a deadline ends within
+		// a few seconds of it.
+		wg.Go(func() { a.Gate.RunReaper(bg, min(a.cfg.Heartbeat, time.Second), a.logger) })
 	}
 	// One feed reads the event log for every consumer of this process: the
 	// projectors (projector role) and the bootstrap process manager, which

@@ -18,6 +18,7 @@ package apptest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -65,6 +66,7 @@ type settings struct {
 	config    []func(*config.Config)
 	providers []string
 	app       []app.Option
+	noWorker  bool
 }
 
 // Option shapes a test application.
@@ -97,6 +99,13 @@ func Providers(names ...string) Option {
 	return func(s *settings) { s.providers = append(s.providers, names...) }
 }
 
+// NoWorker says that no built-in worker runs anywhere. Without the worker
+// role, an application of the kit otherwise behaves as if a worker process
+// ran beside it (the kit announces one for the built-in providers, as a
+// worker process does), so that starts of those providers are accepted;
+// with NoWorker they are blocked with provider.no_executor.
+func NoWorker() Option { return func(s *settings) { s.noWorker = true } }
+
 // Config returns the configuration of a test application on databaseURL:
 // production's, with timings short enough for tests yet generous enough
 // for a loaded shared machine.
@@ -106,6 +115,7 @@ func Config(databaseURL string) config.Config {
 		DBMaxConns: 40, RequestTimeout: 30 * time.Second, ShutdownGrace: 5 * time.Second,
 		PollInterval: 20 * time.Millisecond, WakeDelay: 0, WorkerConcurrency: 4, StartQueue: 512,
 		Lease: 2 * time.Second, Heartbeat: 100 * time.Millisecond,
+		QueueTTL: 15 * time.Minute, MaxDuration: time.Hour, ExecutorLiveness: time.Minute,
 		// Subscribers read below the oldest transaction of the database in
 		// flight, and tests of other packages load the shared server.
 		ReadYourWritesWait: 10 * time.Second,
@@ -144,6 +154,9 @@ func Start(t testing.TB, opts ...Option) *App {
 		t.Fatalf("start the application: %v", err)
 	}
 	ta := &App{App: a, Ctx: ctx, DatabaseURL: s.database, Logs: logs, Reaped: reaped, Fed: fed}
+	if !s.roles.Worker && !s.noWorker {
+		ta.announceWorker(t)
+	}
 	var ln net.Listener
 	if s.roles.API {
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -175,6 +188,35 @@ func Start(t testing.TB, opts ...Option) *App {
 		}
 	})
 	return ta
+}
+
+// announceWorker announces a built-in worker for the application's
+// providers, as a worker process beside it would, until t ends.
+func (a *App) announceWorker(t testing.TB) {
+	t.Helper()
+	id := fmt.Sprintf("apptest-%d", seq.Add(1))
+	if err := a.Executors.Announce(a.Ctx, id, a.BuiltinProviders()); err != nil {
+		t.Fatalf("announce a worker: %v", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				_ = a.Executors.Announce(ctx, id, a.BuiltinProviders())
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
 }
 
 // Stop stops the application as SIGTERM would (draining within the

@@ -42,12 +42,20 @@ type Run struct {
 	StartedAt          *time.Time     `json:"started_at"`
 	FinishedAt         *time.Time     `json:"finished_at"`
 	Reason             *Reason        `json:"reason"`
+	Deadlines          *Deadlines     `json:"deadlines"`
+	RerunOf            *string        `json:"rerun_of"`
 	Links              Links          `json:"links"`
+}
+
+// Deadlines are an accepted run's deadlines.
+type Deadlines struct {
+	ClaimBy  time.Time  `json:"claim_by"`
+	FinishBy *time.Time `json:"finish_by"`
 }
 
 // RunKeys are the keys of every run object.
 var RunKeys = []string{"id", "tenant_id", "type", "canonical_type", "label", "status", "target", "provider_connection",
-	"initiator_id", "surface", "created_at", "started_at", "finished_at", "reason", "links"}
+	"initiator_id", "surface", "created_at", "started_at", "finished_at", "reason", "deadlines", "rerun_of", "links"}
 
 // Links are the links of a resource.
 type Links struct {
@@ -238,6 +246,7 @@ type Executor struct {
 	Providers      []string   `json:"providers"`
 	OperationTypes []string   `json:"operation_types"`
 	LastSeenAt     *time.Time `json:"last_seen_at"`
+	Live           bool       `json:"live"`
 	RevokedAt      *time.Time `json:"revoked_at"`
 	Token          string     `json:"token"`
 }

@@ -48,6 +48,14 @@ type Config struct {
 	// (OPSGATE_HEARTBEAT).
 	Lease     time.Duration
 	Heartbeat time.Duration
+	// QueueTTL is how long an accepted run may wait to be claimed
+	// (OPSGATE_QUEUE_TTL), MaxDuration how long it may run once claimed
+	// (OPSGATE_MAX_DURATION), unless a start's limits say otherwise.
+	QueueTTL    time.Duration
+	MaxDuration time.Duration
+	// ExecutorLiveness is how recently an executor must have called an
+	// executor endpoint to count for the preflight (OPSGATE_EXECUTOR_LIVENESS).
+	ExecutorLiveness time.Duration
 	// StartQueue bounds the starts waiting to be decided in one process;
 	// more are refused with 503 overloaded (OPSGATE_START_QUEUE).
 	StartQueue int
@@ -76,6 +84,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		StartQueue:         512,
 		Lease:              30 * time.Second,
 		Heartbeat:          5 * time.Second,
+		QueueTTL:           15 * time.Minute,
+		MaxDuration:        time.Hour,
+		ExecutorLiveness:   time.Minute,
 		ReadYourWritesWait: 2 * time.Second,
 	}
 	var errs []error
@@ -123,6 +134,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("OPSGATE_LEASE", &c.Lease)
 	dur("OPSGATE_HEARTBEAT", &c.Heartbeat)
 	dur("OPSGATE_READ_YOUR_WRITES_WAIT", &c.ReadYourWritesWait)
+	dur("OPSGATE_QUEUE_TTL", &c.QueueTTL)
+	dur("OPSGATE_MAX_DURATION", &c.MaxDuration)
+	dur("OPSGATE_EXECUTOR_LIVENESS", &c.ExecutorLiveness)
 
 	if err := c.validate(); err != nil {
 		errs = append(errs, err)
@@ -142,6 +156,12 @@ func (c Config) validate() error {
 	}
 	if err := domain.CheckLease(c.Lease, c.Heartbeat); err != nil {
 		errs = append(errs, fmt.Errorf("OPSGATE_LEASE and OPSGATE_HEARTBEAT: %w", err))
+	}
+	if err := (domain.Limits{QueueTTL: c.QueueTTL, MaxDuration: c.MaxDuration}).Check(); err != nil {
+		errs = append(errs, fmt.Errorf("OPSGATE_QUEUE_TTL and OPSGATE_MAX_DURATION: %w", err))
+	}
+	if c.ExecutorLiveness < time.Second {
+		errs = append(errs, fmt.Errorf("OPSGATE_EXECUTOR_LIVENESS=%v: an executor must be able to call in at least once a second", c.ExecutorLiveness))
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 16 {
 		errs = append(errs, errors.New("OPSGATE_ADMIN_TOKEN is shorter than 16 characters; choose a long random value or leave it unset to have one generated"))

@@ -37,6 +37,7 @@ type Metrics struct {
 	pickup       *prometheus.HistogramVec
 	runDuration  *prometheus.HistogramVec
 	runsLost     *prometheus.CounterVec
+	deadlines    *prometheus.CounterVec
 	feedBatches  *prometheus.CounterVec
 	feedEvents   prometheus.Counter
 	pools        *poolCollector
@@ -95,6 +96,9 @@ func New(db *Database) *Metrics {
 	m.runsLost = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "opsgate_runs_lost_total", Help: "Runs ended failed / execution.lost: their executor's lease ran out (reaped) or it was revoked, by executor (builtin for the built-in worker).",
 	}, []string{"executor"})
+	m.deadlines = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_runs_deadline_total", Help: "Runs ended by a deadline, by deadline (claim_by: not picked up; finish_by: timed out) and the provider of their connection.",
+	}, []string{"deadline", "provider"})
 	m.feedBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "opsgate_feed_batches_total", Help: "Batches of events the subscription of this process applied (result ok), or failed and will deliver again (result redelivered).",
 	}, []string{"result"})
@@ -102,7 +106,7 @@ func New(db *Database) *Metrics {
 		Name: "opsgate_feed_events_total", Help: "Events the subscription of this process applied.",
 	})
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
-		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.feedBatches, m.feedEvents, m.pools,
+		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.feedBatches, m.feedEvents, m.pools,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The built-in worker's series exist from the start, at zero, so that
 	// rates and alerts on them need no absent() guard.
@@ -166,8 +170,13 @@ func (m *Metrics) RunsConsumer() eventstore.Consumer {
 				m.ended(e.Start.Type, domain.StatusSucceeded, e.StartedAt, e.At)
 			case domain.RunFailed:
 				m.ended(e.Start.Type, domain.StatusFailed, e.StartedAt, e.At)
-				if e.Reason.Code == domain.ReasonExecutionLost {
+				switch e.Reason.Code {
+				case domain.ReasonExecutionLost:
 					m.runsLost.WithLabelValues(executorLabel(e.WorkerID)).Inc()
+				case domain.ReasonNotPickedUp:
+					m.deadlines.WithLabelValues("claim_by", providerLabel(e.Start.Connection)).Inc()
+				case domain.ReasonTimedOut:
+					m.deadlines.WithLabelValues("finish_by", providerLabel(e.Start.Connection)).Inc()
 				}
 			case domain.RunCancelled:
 				m.ended(e.Start.Type, domain.StatusCancelled, e.StartedAt, e.At)
@@ -181,6 +190,14 @@ func (m *Metrics) ended(opType string, status domain.RunStatus, started *time.Ti
 	if started != nil {
 		m.runDuration.WithLabelValues(opType, string(status)).Observe(at.Sub(*started).Seconds())
 	}
+}
+
+// providerLabel is the provider label of a run's connection.
+func providerLabel(c *domain.ConnectionRef) string {
+	if c == nil {
+		return noProvider
+	}
+	return c.Provider
 }
 
 // Handler serves the metrics in the Prometheus text format.
