@@ -176,12 +176,18 @@ func TestRunnerBacksOffWhileTheDatabaseIsAway(t *testing.T) {
 	// connections that died with it; start once it answers again.
 	var runID string
 	apptest.WaitFor(t, waitTimeout, "a start accepted after the database came back", func() bool {
-		// A start whose first try committed unseen is deduped to its run.
+		// A start whose first try committed unseen is deduped to its run;
+		// one decided before the runner called in again is blocked (no
+		// live executor) and tried again.
 		res, err := f.Gate.Start(f.Ctx, apptest.ConnStart(f.owner, domain.SurfaceInventorySync, f.conn))
-		if err == nil && res.Result.Run.ID != "" {
-			runID = res.Result.Run.ID
+		if err != nil {
+			return false
 		}
-		return err == nil
+		if o := res.Result.Outcome; o == domain.OutcomeAccepted || o == domain.OutcomeDeduped {
+			runID = res.Result.Run.ID
+			return true
+		}
+		return false
 	})
 	select {
 	case got := <-handled:
