@@ -47,6 +47,15 @@ func queueSnapshots(b *pgx.Batch, where string, arg any, found func(scope domain
 	})
 }
 
+// The statuses of the queries that the partial indexes of runs serve, as
+// SQL literals: the planner matches an index's predicate against a
+// literal, never against a parameter of a cached generic plan, which
+// would scan the table instead.
+const (
+	queuedSQL  = "'" + string(domain.StatusQueued) + "'"
+	runningSQL = "'" + string(domain.StatusRunning) + "'"
+)
+
 // queueNow queues into b the read of the database's clock into now: the
 // clock deadlines and leases run on.
 func queueNow(b *pgx.Batch, now *time.Time) {
@@ -196,9 +205,12 @@ func queueRunRows(b *pgx.Batch, ids []string, rows map[string]*runRow) {
 // any) with their scopes, oldest first, read without any lock.
 func claimable(ctx context.Context, q pg.Querier, providers, types []string, limit int) ([]candidate, error) {
 	return collect(ctx, q, "find claimable runs", func(r pgx.CollectableRow, k *candidate) error { return r.Scan(&k.runID, &k.scope) },
-		`SELECT id, scope_id FROM runs WHERE status = $4 AND provider = ANY($1) AND ($2::text[] IS NULL OR type = ANY($2))
-		ORDER BY created_at, id LIMIT $3`, providers, types, limit, string(domain.StatusQueued))
+		claimableSQL, providers, types, limit)
 }
+
+// claimableSQL reads the partial index runs_queued.
+const claimableSQL = `SELECT id, scope_id FROM runs WHERE status = ` + queuedSQL + `
+	AND provider = ANY($1) AND ($2::text[] IS NULL OR type = ANY($2)) ORDER BY created_at, id LIMIT $3`
 
 // collect runs query and scans each of its rows with scan; what says
 // what the query is for, in its errors.
@@ -258,25 +270,35 @@ const leaseExpired = `(lease_expires_at < clock_timestamp()
 
 // pastDeadline lists up to limit queued runs past their claim_by and up
 // to limit running runs past their finish_by, soonest due first, from the
-// partial indexes on either (migrations/00015_deadlines.sql).
+// partial indexes on either (migrations/00015_deadlines.sql). The
+// statement is its own transaction: now() is the time it runs, and, being
+// stable, bounds the index scans.
 func pastDeadline(ctx context.Context, q pg.Querier, limit int) ([]string, error) {
 	return collect(ctx, q, "find runs past a deadline", func(r pgx.CollectableRow, id *string) error { return r.Scan(id) },
-		`(SELECT id FROM runs WHERE status = $1 AND claim_by IS NOT NULL AND claim_by < clock_timestamp() ORDER BY claim_by LIMIT $3)
-		UNION ALL
-		(SELECT id FROM runs WHERE status = $2 AND finish_by IS NOT NULL AND finish_by < clock_timestamp() ORDER BY finish_by LIMIT $3)`,
-		string(domain.StatusQueued), string(domain.StatusRunning), limit)
+		pastDeadlineSQL, limit)
 }
+
+// pastDeadlineSQL reads the partial indexes runs_claim_by and
+// runs_finish_by.
+const pastDeadlineSQL = `(SELECT id FROM runs WHERE status = ` + queuedSQL + ` AND claim_by IS NOT NULL AND claim_by < now()
+		ORDER BY claim_by LIMIT $1)
+	UNION ALL
+	(SELECT id FROM runs WHERE status = ` + runningSQL + ` AND finish_by IS NOT NULL AND finish_by < now()
+		ORDER BY finish_by LIMIT $1)`
 
 // expiredLeases lists up to limit running runs whose lease expired,
 // soonest expired first.
 func expiredLeases(ctx context.Context, q pg.Querier, limit int) ([]heldLease, error) {
-	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND `+leaseExpired+`
-		ORDER BY lease_expires_at LIMIT $2`, string(domain.StatusRunning), limit)
+	return leases(ctx, q, expiredLeasesSQL, limit)
 }
+
+// expiredLeasesSQL reads the partial index runs_lease.
+const expiredLeasesSQL = `SELECT id, epoch FROM runs WHERE status = ` + runningSQL + ` AND ` + leaseExpired + `
+	ORDER BY lease_expires_at LIMIT $1`
 
 // leasesHeldBy lists the running runs holder holds.
 func leasesHeldBy(ctx context.Context, q pg.Querier, holder string) ([]heldLease, error) {
-	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = $1 AND worker_id = $2`, string(domain.StatusRunning), holder)
+	return leases(ctx, q, `SELECT id, epoch FROM runs WHERE status = `+runningSQL+` AND worker_id = $1`, holder)
 }
 
 func leases(ctx context.Context, q pg.Querier, query string, args ...any) ([]heldLease, error) {

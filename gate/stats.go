@@ -3,8 +3,6 @@ package gate
 import (
 	"context"
 	"fmt"
-
-	"github.com/opsgate/opsgate/domain"
 )
 
 // BusyScopes returns the number of scopes held by an active (queued or
@@ -12,8 +10,7 @@ import (
 // without one). Each active run holds its scope alone (runs'
 // one-active-per-scope index), so it counts runs.
 func (s *Service) BusyScopes(ctx context.Context) (map[string]int, error) {
-	rows, err := s.db.Query(ctx, `SELECT coalesce(provider, ''), count(*) FROM runs WHERE status IN ($1, $2) GROUP BY 1`,
-		string(domain.StatusQueued), string(domain.StatusRunning))
+	rows, err := s.db.Query(ctx, `SELECT coalesce(provider, ''), count(*) FROM runs WHERE status IN (`+queuedSQL+`, `+runningSQL+`) GROUP BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("busy scopes: %w", err)
 	}

@@ -415,3 +415,40 @@ func TestBootstrapValidation(t *testing.T) {
 		f.bootstrap(t, sid, f.owner.Token, "entra_group_sync").ExpectProblem(t, 409, "bootstrap_already_requested")
 	})
 }
+
+// TestBootstrapLimits: a bootstrap's limits are the deadlines of every
+// item it admits, the first one and those the process manager starts
+// later, and the session shows them.
+func TestBootstrapLimits(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, harnessOptions{Grace: 5 * time.Second})
+	conn := f.connection(t, "Graph", "granted", 10, true)
+	sid := f.newSession(t, conn)
+	ops := []string{"inventory.sync", "compliance.snapshot"}
+	f.h.Call(t, "POST", "/api/v1/onboarding-sessions/"+sid+"/bootstrap", f.owner.Token,
+		map[string]any{"operations": ops, "limits": map[string]any{"queue_ttl_s": 600, "max_duration_s": 900}}).ExpectStart(t, "accepted")
+	s := f.waitSession(t, sid, 30*time.Second, "bootstrap completed", func(s apptest.Session) bool { return s.Status == "completed" })
+	for i, r := range checkCompleted(t, f, s, conn, ops) {
+		d := r.Deadlines
+		if d == nil || d.FinishBy == nil {
+			t.Fatalf("item %d: run without deadlines: %+v", i, r)
+		}
+		if ttl := d.ClaimBy.Sub(r.CreatedAt); ttl < 599*time.Second || ttl > 601*time.Second {
+			t.Errorf("item %d: claim_by %s after creation, want the bootstrap's 600 s", i, ttl)
+		}
+		if max := d.FinishBy.Sub(*r.StartedAt); max < 899*time.Second || max > 901*time.Second {
+			t.Errorf("item %d: finish_by %s after the claim, want the bootstrap's 900 s", i, max)
+		}
+	}
+	var raw struct {
+		Steps struct {
+			Bootstrap struct {
+				Limits map[string]int `json:"limits"`
+			} `json:"bootstrap"`
+		} `json:"steps"`
+	}
+	f.h.Must(t, 200, "GET", "/api/v1/onboarding-sessions/"+sid, f.owner.Token, nil, &raw)
+	if l := raw.Steps.Bootstrap.Limits; l["queue_ttl_s"] != 600 || l["max_duration_s"] != 900 {
+		t.Errorf("the session shows limits %v", l)
+	}
+}
