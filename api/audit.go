@@ -89,7 +89,7 @@ func (h *handlers) auditDigest(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapAuditRead); err != nil {
+	if err := h.tenancy.Authorize(ctx, actor(c), tenant, domain.CapAuditRead); err != nil {
 		return err
 	}
 	head, err := h.history.HeadOf(ctx, tenant)
@@ -115,7 +115,10 @@ func (h *handlers) explainOperation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := h.tenancy.Authorize(ctx, userID(c), x.TenantID, domain.CapOperationsView); err != nil {
+	if err := h.tenancy.Authorize(ctx, actor(c), x.TenantID, domain.CapOperationsView); err != nil {
+		return err
+	}
+	if err := x.AskedBy.Name(ctx, h.tenancy.Label); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, x)
@@ -158,7 +161,7 @@ func (h *handlers) auditQuery(c echo.Context) (tenant string, after int64, err e
 	if after, err = afterParam(c); err != nil {
 		return "", 0, err
 	}
-	return tenant, after, h.tenancy.Authorize(c.Request().Context(), userID(c), tenant, domain.CapAuditRead)
+	return tenant, after, h.tenancy.Authorize(c.Request().Context(), actor(c), tenant, domain.CapAuditRead)
 }
 
 // tenantQuery parses the required ?tenant_id of the audit endpoints.

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
 
@@ -94,8 +96,8 @@ var queryRoutes = []struct {
 func tenantScopedRoutes(e *echo.Echo) []*echo.Route {
 	var out []*echo.Route
 	for _, r := range e.Routes() {
-		if r.Method == echo.RouteNotFound || strings.HasPrefix(r.Path, "/api/v1/executor/") || strings.HasPrefix(r.Path, "/console") {
-			continue // executors authenticate as executors (executor_test.go); the console's pages have their browser tests
+		if r.Method == echo.RouteNotFound || strings.HasPrefix(r.Path, "/api/v1/executor/") || strings.HasPrefix(r.Path, "/api/v1/admin/") || strings.HasPrefix(r.Path, "/console") {
+			continue // executors authenticate as executors (executor_test.go), admins with the admin token (identity_test.go); the console's pages have their browser tests
 		}
 		for _, p := range tenantParams {
 			if strings.Contains(r.Path+"/", ":"+p+"/") {
@@ -110,17 +112,22 @@ func tenantScopedRoutes(e *echo.Echo) []*echo.Route {
 
 // caller is one identity of the matrix.
 type caller struct {
-	name  string
-	token string
-	role  domain.Role // "" for none
+	name string
+	user user        // zero for anonymous
+	role domain.Role // "" for none
 }
 
 // TestAuthorizationMatrix: every tenant-scoped route x {anonymous,
 // non-member, member without the capability, member with it} x {existing
-// ids, random ids}.
+// ids, random ids}, each user asking twice: with their own token, and
+// through an integration on behalf of themselves, sent to a second
+// process on the same database. Both answers must be what the contract
+// says, and the same.
 func TestAuthorizationMatrix(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
+	two := apptest.Start(t, apptest.OnDatabase(f.DatabaseURL), apptest.Roles(app.Roles{API: true}))
+	platform := f.newIntegration(t, f.workspace, "Platform")
 	restoreRun := f.newRestoreRun(t, `[{"name":"mailbox"}]`, true)
 	run := f.start(t, contractSurfaces[0], startArgs{}).ExpectStart(t, "accepted").Run.ID
 	f.waitRun(t, run)
@@ -129,12 +136,34 @@ func TestAuthorizationMatrix(t *testing.T) {
 	existing := map[string]string{"tenantId": f.tenantA, "connectionId": f.connA, "restoreRunId": restoreRun, "runId": run, "sessionId": session.ID}
 
 	callers := []caller{
-		{"anonymous", "", ""},
-		{"non-member", f.outsider.Token, ""},
-		{"readonly", f.readonly.Token, domain.RoleReadonly},
-		{"auditor", f.auditor.Token, domain.RoleAuditor},
-		{"operator", f.operator.Token, domain.RoleOperator},
-		{"owner", f.owner.Token, domain.RoleOwner},
+		{"anonymous", user{}, ""},
+		{"non-member", f.outsider, ""},
+		{"readonly", f.readonly, domain.RoleReadonly},
+		{"auditor", f.auditor, domain.RoleAuditor},
+		{"operator", f.operator, domain.RoleOperator},
+		{"owner", f.owner, domain.RoleOwner},
+	}
+	// ask sends a request as c with its own token to the first process,
+	// and for a user again through the integration to the second; check
+	// judges each answer, and the two must agree.
+	ask := func(t *testing.T, c caller, method, path string, body any, label string, check func(r apptest.Reply, label string)) int {
+		t.Helper()
+		own := f.Call(t, method, path, c.user.Token, body)
+		check(own, label)
+		if c.user.Token == "" {
+			return 1
+		}
+		through := two.Call(t, method, path, platform.Token, body, onBehalfOf(c.user))
+		check(through, label+" through the integration")
+		// Refusals are the same, byte for byte; answers past authorization
+		// may differ, as the first request changed what the second finds
+		// (a start accepted, then deduped; a run cancelled, then not
+		// active).
+		refusal := func(r apptest.Reply) bool { return r.Status == 401 || r.Status == 403 || r.Status == 404 }
+		if (refusal(own) || refusal(through)) && (own.Status != through.Status || !bytes.Equal(own.Body, through.Body)) {
+			t.Errorf("%s: %s with the user's token but %s through the integration", label, own, through)
+		}
+		return 2
 	}
 	// Every 404 is byte-for-byte the first one; only X-Request-Id differs.
 	var first apptest.Reply
@@ -204,37 +233,37 @@ func TestAuthorizationMatrix(t *testing.T) {
 			for _, v := range variants {
 				path := fill(route.Path, v.ids)
 				for _, c := range callers {
-					r := f.Call(t, route.Method, path, c.token, rule.body(f))
-					covered++
 					label := fmt.Sprintf("%s as %s on %s ids", key, c.name, v.name)
-					switch {
-					case c.token == "":
-						r.ExpectProblem(t, 401, "unauthorized")
-						if r.Header.Get("WWW-Authenticate") == "" {
-							t.Errorf("%s: 401 without WWW-Authenticate", label)
+					covered += ask(t, c, route.Method, path, rule.body(f), label, func(r apptest.Reply, label string) {
+						switch {
+						case c.user.Token == "":
+							r.ExpectProblem(t, 401, "unauthorized")
+							if r.Header.Get("WWW-Authenticate") == "" {
+								t.Errorf("%s: 401 without WWW-Authenticate", label)
+							}
+						case c.role == "":
+							sameNotFound(t, r)
+						case v.random && v.tenantKnown && !c.role.Can(rule.capability):
+							// A member asking for a missing thing of its own
+							// tenant without the capability: either answer
+							// leaks nothing.
+							if r.Status != 403 && r.Status != 404 {
+								t.Errorf("%s: %s, want 403 or 404", label, r)
+							}
+						case v.random:
+							sameNotFound(t, r)
+						case !c.role.Can(rule.capability):
+							p := r.ExpectProblem(t, 403, "forbidden")
+							if !strings.Contains(p.Detail, string(rule.capability)) {
+								t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, rule.capability)
+							}
+						default:
+							ok := r.Status >= 200 && r.Status < 300 || r.Status == 409 || r.Status == 422
+							if !ok {
+								t.Errorf("%s: %s, want 2xx or a contract 409/422", label, r)
+							}
 						}
-					case c.role == "":
-						sameNotFound(t, r)
-					case v.random && v.tenantKnown && !c.role.Can(rule.capability):
-						// A member asking for a missing thing of its own
-						// tenant without the capability: either answer
-						// leaks nothing.
-						if r.Status != 403 && r.Status != 404 {
-							t.Errorf("%s: %s, want 403 or 404", label, r)
-						}
-					case v.random:
-						sameNotFound(t, r)
-					case !c.role.Can(rule.capability):
-						p := r.ExpectProblem(t, 403, "forbidden")
-						if !strings.Contains(p.Detail, string(rule.capability)) {
-							t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, rule.capability)
-						}
-					default:
-						ok := r.Status >= 200 && r.Status < 300 || r.Status == 409 || r.Status == 422
-						if !ok {
-							t.Errorf("%s: %s, want 2xx or a contract 409/422", label, r)
-						}
-					}
+					})
 				}
 			}
 		})
@@ -245,20 +274,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 		for _, tenant := range []string{f.tenantA, randomID()} {
 			path := q.path + "?tenant_id=" + tenant
 			for _, c := range callers {
-				r := f.Call(t, q.method, path, c.token, nil)
 				label := fmt.Sprintf("%s %s as %s", q.method, path, c.name)
-				switch {
-				case c.token == "":
-					r.ExpectProblem(t, 401, "unauthorized")
-				case c.role == "" || tenant != f.tenantA:
-					sameNotFound(t, r)
-				case !c.role.Can(q.capability):
-					if p := r.ExpectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, string(q.capability)) {
-						t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, q.capability)
+				covered += ask(t, c, q.method, path, nil, label, func(r apptest.Reply, label string) {
+					switch {
+					case c.user.Token == "":
+						r.ExpectProblem(t, 401, "unauthorized")
+					case c.role == "" || tenant != f.tenantA:
+						sameNotFound(t, r)
+					case !c.role.Can(q.capability):
+						if p := r.ExpectProblem(t, 403, "forbidden"); !strings.Contains(p.Detail, string(q.capability)) {
+							t.Errorf("%s: 403 detail %q does not name %s", label, p.Detail, q.capability)
+						}
+					default:
+						r.ExpectStatus(t, 200)
 					}
-				default:
-					r.ExpectStatus(t, 200)
-				}
+				})
 			}
 		}
 	}

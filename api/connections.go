@@ -92,7 +92,7 @@ func (h *handlers) listConnections(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	list, err := h.conns.List(c.Request().Context(), userID(c), tenant)
+	list, err := h.conns.List(c.Request().Context(), actor(c), tenant)
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func (h *handlers) getConnection(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	conn, err := h.conns.Get(ctx, userID(c), id)
+	conn, err := h.conns.Get(ctx, actor(c), id)
 	if err != nil {
 		return err
 	}

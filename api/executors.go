@@ -14,6 +14,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/gate"
+	"github.com/opsgate/opsgate/tokens"
 )
 
 // ExecutorSettings are what the executor endpoints need besides the
@@ -92,11 +93,11 @@ func claimantOf(ex executors.Executor) gate.Claimant {
 
 // requireExecutor authenticates an executor token; user and admin tokens
 // are no executor's (401), and executor tokens are nobody's elsewhere.
-func requireExecutor(reg *executors.Service) echo.MiddlewareFunc {
+func requireExecutor(reg *executors.Service, cs Callers) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			token, ok := bearer(c)
-			if !ok || !strings.HasPrefix(token, executors.TokenPrefix) {
+			if !ok || !strings.HasPrefix(token, tokens.Prefix(domain.OwnerExecutor)) {
 				return errUnauthorized
 			}
 			ex, err := reg.Authenticate(c.Request().Context(), token)
@@ -106,8 +107,9 @@ func requireExecutor(reg *executors.Service) echo.MiddlewareFunc {
 				}
 				return err
 			}
+			cs.seen(string(domain.OwnerExecutor))
 			c.Set("executor", ex)
-			c.Set("actor", ex.Actor().ID)
+			c.Set("actor", ex.Actor())
 			return next(c)
 		}
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/tenancy"
 )
 
 // RunDetail is GET /operations/{id}: the run, the presenter's wording of
@@ -27,16 +29,23 @@ type RunDetail struct {
 	// ConnectionChanges is what the run changed on its connection's
 	// readiness (null: nothing).
 	ConnectionChanges *domain.ReadinessChange `json:"connection_changes"`
+	// InitiatedBy names who started the run ("<user> via <integration>").
+	InitiatedBy tenancy.Initiator `json:"initiated_by"`
 }
 
-func detailOf(v projections.RunView) RunDetail {
+// detailOf is v as its detail shows it.
+func (h *handlers) detailOf(ctx context.Context, v projections.RunView) (RunDetail, error) {
 	msg, steps := domain.PresentRun(v.Run)
 	summary := v.Summary
 	if len(summary) == 0 {
 		summary = json.RawMessage("null")
 	}
+	by, err := h.tenancy.Initiator(ctx, v.InitiatorID, v.InitiatedVia)
+	if err != nil {
+		return RunDetail{}, err
+	}
 	return RunDetail{Run: v.Run, Message: msg, NextSteps: steps, DedupedCount: v.DedupedCount, ScopeBusyCount: v.ScopeBusyCount,
-		Summary: summary, ConnectionChanges: v.Changes}
+		Summary: summary, ConnectionChanges: v.Changes, InitiatedBy: by}, nil
 }
 
 // Page is a page of a list with the cursor of the next one.
@@ -100,11 +109,11 @@ func (h *handlers) listOperations(c echo.Context) error {
 		f.CanonicalType = op.Canonical
 	}
 	if tenant != "" {
-		if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+		if err := h.tenancy.Authorize(ctx, actor(c), tenant, domain.CapOperationsView); err != nil {
 			return err
 		}
 		f.TenantIDs = []string{tenant}
-	} else if f.TenantIDs, err = h.tenancy.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+	} else if f.TenantIDs, err = h.tenancy.MemberTenants(ctx, actor(c), domain.CapOperationsView); err != nil {
 		return err
 	}
 	runs, next, err := h.reader.ListRuns(ctx, f)
@@ -124,7 +133,7 @@ func (h *handlers) visibleRun(c echo.Context) (projections.RunView, error) {
 	if err != nil {
 		return projections.RunView{}, err
 	}
-	return h.reader.VisibleRun(c.Request().Context(), h.tenancy, userID(c), id)
+	return h.reader.VisibleRun(c.Request().Context(), h.tenancy, actor(c), id)
 }
 
 func (h *handlers) getOperation(c echo.Context) error {
@@ -142,7 +151,11 @@ func (h *handlers) getOperation(c echo.Context) error {
 			return asOfError(err)
 		}
 	}
-	return c.JSON(http.StatusOK, detailOf(v))
+	d, err := h.detailOf(c.Request().Context(), v)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
 }
 
 // AuditEvent is an event as auditors read it, with its hash in its
@@ -188,7 +201,11 @@ func (h *handlers) cancelOperation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, detailOf(v))
+	d, err := h.detailOf(c.Request().Context(), v)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, d)
 }
 
 // AuditPage is a page of the audit trail.
@@ -235,7 +252,17 @@ func (h *handlers) notifications(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	list, next, err := h.reader.Notifications(c.Request().Context(), userID(c), cursor, limit)
+	ctx, who := c.Request().Context(), actor(c)
+	var tenants []string // through an integration: its workspace's only
+	if who.Workspace != "" {
+		if tenants, err = h.tenancy.MemberTenants(ctx, who, domain.CapOperationsView); err != nil {
+			return err
+		}
+		if tenants == nil {
+			tenants = []string{}
+		}
+	}
+	list, next, err := h.reader.Notifications(ctx, who.ID, tenants, cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -250,11 +277,11 @@ func (h *handlers) queue(c echo.Context) error {
 	}
 	var tenants []string
 	if tenant != "" {
-		if err := h.tenancy.Authorize(ctx, userID(c), tenant, domain.CapOperationsView); err != nil {
+		if err := h.tenancy.Authorize(ctx, actor(c), tenant, domain.CapOperationsView); err != nil {
 			return err
 		}
 		tenants = []string{tenant}
-	} else if tenants, err = h.tenancy.MemberTenants(ctx, userID(c), domain.CapOperationsView); err != nil {
+	} else if tenants, err = h.tenancy.MemberTenants(ctx, actor(c), domain.CapOperationsView); err != nil {
 		return err
 	}
 	if tenants == nil {

@@ -42,7 +42,7 @@ func (h *handlers) getOnboardingSession(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	sess, err := h.onboarding.Get(c.Request().Context(), userID(c), id)
+	sess, err := h.onboarding.Get(c.Request().Context(), actor(c), id)
 	if err != nil {
 		return err
 	}

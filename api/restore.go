@@ -46,7 +46,7 @@ func (h *handlers) getRestoreRun(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, err := h.restores.Get(c.Request().Context(), userID(c), id)
+	r, err := h.restores.Get(c.Request().Context(), actor(c), id)
 	if err != nil {
 		return err
 	}

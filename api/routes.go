@@ -14,10 +14,12 @@ import (
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/tokens"
 )
 
 // Deps are the application services the handlers call.
 type Deps struct {
+	Tokens      *tokens.Service
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Restores    *restores.Service
@@ -70,30 +72,47 @@ func Routes(d Deps) func(e *echo.Echo) {
 	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
 		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics,
 		history: audit.NewHistory(d.Store)}
+	cs := Callers{Tokens: d.Tokens, OnBehalf: d.Tenancy}
+	if d.Metrics != nil {
+		cs.Seen = d.Metrics.ObserveCaller
+	}
 	return func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
 		}
 		e.GET("/api/v1/openapi.json", serveOpenAPI)
 
-		admin := e.Group("/api/v1/admin", requireAdmin(d.AdminToken))
+		admin := e.Group("/api/v1/admin", requireAdmin(d.AdminToken, cs))
 		admin.POST("/workspaces", h.createWorkspace)
 		admin.POST("/tenants", h.createTenant)
 		admin.POST("/users", h.createUser)
+		admin.PATCH("/users/:userId", h.updateUser)
+		admin.PUT("/users/:userId/memberships/:tenantId", h.putMembership)
+		admin.DELETE("/users/:userId/memberships/:tenantId", h.deleteMembership)
 		admin.POST("/memberships", h.grantMembership)
 		admin.POST("/executors", h.registerExecutor)
 		admin.GET("/executors", h.listExecutors)
 		admin.DELETE("/executors/:executorId", h.revokeExecutor)
+		admin.POST("/integrations", h.createIntegration)
+		admin.GET("/integrations", h.listIntegrations)
+		admin.DELETE("/integrations/:integrationId", h.revokeIntegration)
+		for _, kind := range []string{"users", "integrations", "executors"} {
+			owner := ownerParams[kind]
+			admin.POST("/"+kind+"/:"+owner+"/tokens", h.issueToken(kind))
+			admin.GET("/"+kind+"/:"+owner+"/tokens", h.listTokens(kind))
+			admin.DELETE("/"+kind+"/:"+owner+"/tokens/:tokenId", h.revokeToken(kind))
+		}
 
-		ex := e.Group("/api/v1/executor", requireExecutor(d.Executors))
+		ex := e.Group("/api/v1/executor", requireExecutor(d.Executors, cs))
 		ex.POST("/claims", h.claim)
 		ex.POST("/runs/:runId/heartbeat", h.heartbeat)
 		ex.POST("/runs/:runId/complete", h.complete)
 
-		v1 := e.Group("/api/v1", requireUser(d.Tenancy))
+		v1 := e.Group("/api/v1", requireUser(cs))
 		for _, r := range startRoutes() {
-			e.POST(r.path, h.start(r.surface), requireUser(d.Tenancy))
+			e.POST(r.path, h.start(r.surface), requireUser(cs))
 		}
+		v1.GET("/tenants", h.listTenants)
 		v1.POST("/tenants/:tenantId/provider-connections", h.createConnection)
 		v1.GET("/tenants/:tenantId/provider-connections", h.listConnections)
 		v1.GET("/provider-connections/:connectionId", h.getConnection)

@@ -195,6 +195,25 @@ type Asker struct {
 	Actor       string `json:"actor"`
 	Surface     string `json:"surface"`
 	RequestID   string `json:"request_id"`
+	// Via is the integration the start came through ("integration:<id>";
+	// null when its initiator asked directly).
+	Via *string `json:"via"`
+	// Label names the initiator for people ("<user> via <integration>");
+	// the history holds ids only, so the surface that shows the
+	// explanation sets it (Name).
+	Label string `json:"label"`
+}
+
+// Name sets the asker's label with name, which names users and
+// integrations.
+func (a *Asker) Name(ctx context.Context, name func(ctx context.Context, userID, via string) (string, error)) error {
+	via := ""
+	if a.Via != nil {
+		via = *a.Via
+	}
+	label, err := name(ctx, a.InitiatorID, via)
+	a.Label = label
+	return err
 }
 
 // Facts are what a decision was made on, as of that moment.
@@ -216,8 +235,11 @@ type LaterStart struct {
 	InitiatorID string         `json:"initiator_id"`
 	Actor       string         `json:"actor"`
 	Surface     string         `json:"surface"`
-	Position    int64          `json:"position"`
-	EventID     string         `json:"event_id"`
+	// Via is the integration the start came through (null when its
+	// initiator asked directly).
+	Via      *string `json:"via"`
+	Position int64   `json:"position"`
+	EventID  string  `json:"event_id"`
 }
 
 // Step is a lifecycle event of a run.
@@ -253,6 +275,7 @@ func (h *History) Explain(ctx context.Context, id string) (Explanation, error) {
 			x.RunID, x.TenantID = id, r.TenantID
 			x.Decision = Decision{Outcome: outcome, Message: res.Message, Reason: res.Reason, At: r.CreatedAt, Event: RecordOf(e.Event)}
 			x.AskedBy = Asker{InitiatorID: r.InitiatorID, Actor: e.Metadata.Actor, Surface: r.Surface, RequestID: e.Metadata.RequestID}
+			x.AskedBy.Via = viaOf(e.Metadata)
 		case domain.StartDeduped:
 			if p.RunID == id {
 				x.LaterStarts = append(x.LaterStarts, laterStart(domain.OutcomeDeduped, p.StartInfo, p.At, e.Event))
@@ -324,5 +347,13 @@ func (h *History) holderAt(ctx context.Context, decision eventstore.Event, at Mo
 
 func laterStart(outcome domain.Outcome, s domain.StartInfo, at time.Time, e eventstore.Event) LaterStart {
 	return LaterStart{Outcome: outcome, Requested: s.Label, At: at, InitiatorID: s.InitiatorID, Actor: e.Metadata.Actor,
-		Surface: s.Surface, Position: e.Position, EventID: e.ID}
+		Surface: s.Surface, Via: viaOf(e.Metadata), Position: e.Position, EventID: e.ID}
+}
+
+// viaOf is the integration an event was recorded through, nil if none.
+func viaOf(md eventstore.Metadata) *string {
+	if md.Via == "" {
+		return nil
+	}
+	return &md.Via
 }

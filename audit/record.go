@@ -37,13 +37,15 @@ type Record struct {
 }
 
 // Metadata says who caused an event and in answer to what; every member
-// is present ("" for none).
+// is present ("" for none) but via, which is present only for an event
+// recorded through an integration.
 type Metadata struct {
 	Actor         string `json:"actor"`
 	TenantID      string `json:"tenant_id"`
 	CorrelationID string `json:"correlation_id"`
 	CausationID   string `json:"causation_id"`
 	RequestID     string `json:"request_id"`
+	Via           string `json:"via,omitempty"`
 }
 
 // RecordOf returns e as auditors read it.
@@ -109,6 +111,9 @@ func (l Line) appendCanonical(b []byte) ([]byte, error) {
 	b = appendMember(b, "correlation_id", l.Metadata.CorrelationID)
 	b = appendMember(b, "request_id", l.Metadata.RequestID)
 	b = appendMember(b, "tenant_id", l.Metadata.TenantID)
+	if l.Metadata.Via != "" {
+		b = appendMember(b, "via", l.Metadata.Via)
+	}
 	b = append(b, `},"position":`...)
 	b = strconv.AppendInt(b, l.Position, 10)
 	b = appendMember(b, "prev_hash", l.PrevHash)

@@ -120,12 +120,16 @@ func randomLine(r *rand.Rand) Line {
 		generated, _ := json.Marshal(map[string]any{awkwardString(r): awkwardString(r), "n": r.NormFloat64() * 1e6, "i": r.Int63()})
 		data = generated
 	}
-	return Line{Seq: r.Int63n(1 << 40), PrevHash: ZeroHash, Record: Record{
+	l := Line{Seq: r.Int63n(1 << 40), PrevHash: ZeroHash, Record: Record{
 		Position: r.Int63n(1 << 53), EventID: awkwardString(r), Stream: awkwardString(r), Version: r.Int63n(1000),
 		Type: awkwardString(r), SchemaVersion: r.Intn(3), RecordedAt: time.Unix(r.Int63n(4e9), r.Int63n(1e9)).UTC(),
 		Data: data, Metadata: Metadata{Actor: awkwardString(r), TenantID: awkwardString(r),
 			CorrelationID: awkwardString(r), CausationID: awkwardString(r), RequestID: awkwardString(r)},
 	}}
+	if r.Intn(2) == 0 { // an event recorded through an integration
+		l.Metadata.Via = awkwardString(r)
+	}
+	return l
 }
 
 func TestSumIsTheCanonicalForm(t *testing.T) {

@@ -233,7 +233,7 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID string, 
 		if err := journal.Lock(ctx, tx, domain.TenantStream(tenantID)); err != nil {
 			return err
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, tenantID, domain.CapProviderConnectionManage); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, tenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
 		events := []domain.Event{created}
@@ -292,7 +292,7 @@ func (s *Service) MakeDefault(ctx context.Context, by domain.Actor, connectionID
 		if err := journal.Lock(ctx, tx, domain.TenantStream(c.TenantID)); err != nil {
 			return err
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, c.TenantID, domain.CapProviderConnectionManage); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, c.TenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
 		if err := journal.Lock(ctx, tx, domain.ConnectionStream(c.ID)); err != nil {
@@ -319,7 +319,7 @@ func (s *Service) Update(ctx context.Context, by domain.Actor, connectionID stri
 		if err != nil {
 			return err
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, c.TenantID, domain.CapProviderConnectionManage); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, c.TenantID, domain.CapProviderConnectionManage); err != nil {
 			return err
 		}
 		if err := journal.Lock(ctx, tx, domain.ConnectionStream(c.ID)); err != nil {
@@ -379,20 +379,20 @@ func (s *Service) patchEvents(c Connection, patch Patch) ([]domain.Event, error)
 }
 
 // Get returns a connection the user may view.
-func (s *Service) Get(ctx context.Context, userID, connectionID string) (Connection, error) {
+func (s *Service) Get(ctx context.Context, who domain.Actor, connectionID string) (Connection, error) {
 	c, err := Load(ctx, s.db, connectionID)
 	if err != nil {
 		return Connection{}, err
 	}
-	if err := tenancy.AuthorizeIn(ctx, s.db, userID, c.TenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, who, c.TenantID, domain.CapOperationsView); err != nil {
 		return Connection{}, err
 	}
 	return c, nil
 }
 
 // List returns a tenant's connections, oldest first.
-func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Connection, error) {
-	if err := tenancy.AuthorizeIn(ctx, s.db, userID, tenantID, domain.CapOperationsView); err != nil {
+func (s *Service) List(ctx context.Context, who domain.Actor, tenantID string) ([]Connection, error) {
+	if err := tenancy.AuthorizeIn(ctx, s.db, who, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
 	rows, err := s.db.Query(ctx, selectConnection+` WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)

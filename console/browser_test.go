@@ -170,6 +170,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.screenshot("outcome-blocked")
 
+	// The platform starts a run for Ana through its integration: the
+	// Operations view names her "via" it.
+	var platform struct {
+		ID    string
+		Token struct{ Token string }
+	}
+	a.Must(t, 201, "POST", "/api/v1/admin/integrations", apptest.AdminToken, map[string]any{"workspace_id": ws.ID, "name": "Laravel platform"}, &platform)
+	viaPlatform := a.Connection(t, owner.ID, tenant, "Graph (platform)").ID
+	a.Call(t, "POST", "/api/v1/provider-connections/"+viaPlatform+"/check", platform.Token.Token, nil,
+		apptest.Header{Key: "Opsgate-On-Behalf-Of", Value: owner.ID}).ExpectStart(t, "accepted")
+
 	// An operator watching Operations sees a run started elsewhere (a
 	// second browser) appear while queued or running, then succeed, without
 	// a reload. The fast connection's run takes 4 s, time enough to see it

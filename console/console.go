@@ -33,6 +33,7 @@ import (
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/tokens"
 )
 
 //go:embed templates static
@@ -53,6 +54,7 @@ const (
 type Deps struct {
 	// Pool keeps the console's sessions.
 	Pool        *pgxpool.Pool
+	Tokens      *tokens.Service
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Gate        *gate.Service
@@ -165,6 +167,13 @@ func (c *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 		if err == nil {
 			s, err := c.sessions.lookup(ec.Request().Context(), cookie.Value)
 			if err == nil {
+				// A disabled user's sessions end at once.
+				var active bool
+				if active, err = c.d.Tenancy.Active(ec.Request().Context(), s.UserID); err == nil && !active {
+					err = errNoSession
+				}
+			}
+			if err == nil {
 				ec.Set("session", s)
 				return next(ec)
 			}
@@ -216,7 +225,7 @@ func (c *Console) render(ec echo.Context, status int, page, title string, data a
 	v := view{Title: title, Page: data}
 	if s := sessionOf(ec); s.UserID != "" {
 		v.SignedIn, v.CSRF = true, s.CSRF
-		tenants, err := c.d.Tenancy.Memberships(ec.Request().Context(), s.UserID)
+		tenants, err := c.d.Tenancy.Memberships(ec.Request().Context(), actorOf(ec))
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ type onboardingPage struct {
 // steps, runs and pending follow-ups, and the forms that move them on.
 func (c *Console) onboardingSessions(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
-	sessions, err := c.d.Onboarding.List(c.ctx(ec), sessionOf(ec).UserID, tenant)
+	sessions, err := c.d.Onboarding.List(c.ctx(ec), actorOf(ec), tenant)
 	if err != nil {
 		return err
 	}

@@ -51,8 +51,8 @@ func (c *Console) signIn(ec echo.Context) error {
 			Title: "Form refused", Detail: "This sign-in form is stale or did not come from the console. Reload the sign-in page and try again."})
 	}
 	token := strings.TrimSpace(ec.FormValue("token"))
-	userID, err := c.d.Tenancy.Authenticate(c.ctx(ec), token)
-	if errors.Is(err, domain.ErrNotFound) || token == "" {
+	owner, err := c.d.Tokens.Authenticate(c.ctx(ec), token)
+	if errors.Is(err, domain.ErrNotFound) || token == "" || (err == nil && owner.Kind != domain.OwnerUser) {
 		fresh := randomToken()
 		ec.SetCookie(c.cookie(ec, signInCookie, fresh, 10*time.Minute))
 		return c.render(ec, http.StatusUnauthorized, "sign-in", "Sign in", signInPage{Next: next, Nonce: fresh,
@@ -61,7 +61,7 @@ func (c *Console) signIn(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	value, err := c.sessions.open(c.ctx(ec), userID)
+	value, err := c.sessions.open(c.ctx(ec), owner.ID)
 	if err != nil {
 		return err
 	}
@@ -127,6 +127,9 @@ func (c *Console) rowsOf(ctx context.Context, runs []projections.RunView) (rowsD
 	ids := make([]string, len(runs))
 	for i, r := range runs {
 		ids[i] = r.InitiatorID
+		if r.InitiatedVia != "" {
+			ids = append(ids, r.InitiatedVia)
+		}
 	}
 	p, err := c.people(ctx, ids)
 	return rowsData{Runs: runs, People: p}, err
@@ -152,7 +155,7 @@ func (c *Console) runsOf(ec echo.Context) (opsFilter, projections.RunFilter, err
 		}
 		rf.CanonicalType = op.Canonical
 	}
-	ctx, user := c.ctx(ec), sessionOf(ec).UserID
+	ctx, user := c.ctx(ec), actorOf(ec)
 	if f.TenantID != "" {
 		if err := c.d.Tenancy.Authorize(ctx, user, f.TenantID, domain.CapOperationsView); err != nil {
 			return f, rf, err
@@ -273,6 +276,11 @@ func (c *Console) operationStream(ec echo.Context) error {
 			}
 		case <-tick.C:
 		}
+		// A disabled user's stream ends as their session does; the page
+		// then finds itself signed out.
+		if active, err := c.d.Tenancy.Active(ctx, sessionOf(ec).UserID); err == nil && !active {
+			return nil
+		}
 		b, err := c.rows(ec)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -311,7 +319,7 @@ type runPage struct {
 // visibleRun is the run id if the user may see it; the same not-found for
 // an unknown id and a run of another tenant.
 func (c *Console) visibleRun(ec echo.Context) (projections.RunView, error) {
-	return c.d.Reader.VisibleRun(c.ctx(ec), c.d.Tenancy, sessionOf(ec).UserID, strings.ToUpper(ec.Param("runId")))
+	return c.d.Reader.VisibleRun(c.ctx(ec), c.d.Tenancy, actorOf(ec), strings.ToUpper(ec.Param("runId")))
 }
 
 func (c *Console) run(ec echo.Context) error {
@@ -332,12 +340,12 @@ func (c *Console) run(ec echo.Context) error {
 	if p.Explanation, err = c.history.Explain(ctx, v.ID); err != nil && !errors.Is(err, domain.ErrNotFound) {
 		return err
 	}
-	ids := []string{v.InitiatorID, p.Explanation.AskedBy.InitiatorID}
+	ids := []string{v.InitiatorID, p.Explanation.AskedBy.InitiatorID, v.InitiatedVia}
 	for _, s := range p.Explanation.LaterStarts {
-		ids = append(ids, s.InitiatorID)
+		ids = append(ids, s.InitiatorID, opt(s.Via))
 	}
 	for _, e := range p.Events {
-		ids = append(ids, e.Metadata.Actor)
+		ids = append(ids, e.Metadata.Actor, e.Metadata.Via)
 	}
 	if p.People, err = c.people(ctx, ids); err != nil {
 		return err
@@ -370,7 +378,7 @@ func cancelCapability(run domain.Run) domain.Capability {
 // can reports whether the user holds capability on tenant (for showing
 // actions; the services decide).
 func (c *Console) can(ec echo.Context, tenantID string, capability domain.Capability) bool {
-	return c.d.Tenancy.Authorize(c.ctx(ec), sessionOf(ec).UserID, tenantID, capability) == nil
+	return c.d.Tenancy.Authorize(c.ctx(ec), actorOf(ec), tenantID, capability) == nil
 }
 
 func (c *Console) cancel(ec echo.Context) error {
@@ -409,7 +417,7 @@ type connectionRow struct {
 
 func (c *Console) connections(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
-	ctx, user := c.ctx(ec), sessionOf(ec).UserID
+	ctx, user := c.ctx(ec), actorOf(ec)
 	list, err := c.d.Connections.List(ctx, user, tenant)
 	if err != nil {
 		return err
@@ -462,7 +470,7 @@ func (c *Console) connections(ec echo.Context) error {
 // connection sends a connection's link (a next step's) to its tenant's page.
 func (c *Console) connection(ec echo.Context) error {
 	id := strings.ToUpper(ec.Param("connectionId"))
-	conn, err := c.d.Connections.Get(c.ctx(ec), sessionOf(ec).UserID, id)
+	conn, err := c.d.Connections.Get(c.ctx(ec), actorOf(ec), id)
 	if err != nil {
 		return err
 	}
@@ -519,7 +527,7 @@ type auditPage struct {
 func (c *Console) auditTrail(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
 	ctx := c.ctx(ec)
-	if err := c.d.Tenancy.Authorize(ctx, sessionOf(ec).UserID, tenant, domain.CapAuditRead); err != nil {
+	if err := c.d.Tenancy.Authorize(ctx, actorOf(ec), tenant, domain.CapAuditRead); err != nil {
 		return err
 	}
 	var after int64
@@ -540,9 +548,9 @@ func (c *Console) auditTrail(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	actors := make([]string, len(events))
-	for i, e := range events {
-		actors[i] = e.Metadata.Actor
+	actors := make([]string, 0, len(events))
+	for _, e := range events {
+		actors = append(actors, e.Metadata.Actor, e.Metadata.Via)
 	}
 	people, err := c.people(ctx, actors)
 	if err != nil {
@@ -559,7 +567,7 @@ func (c *Console) auditTrail(ec echo.Context) error {
 // export as the API's, to verify offline with opsgate audit verify --file.
 func (c *Console) auditExport(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
-	if err := c.d.Tenancy.Authorize(c.ctx(ec), sessionOf(ec).UserID, tenant, domain.CapAuditRead); err != nil {
+	if err := c.d.Tenancy.Authorize(c.ctx(ec), actorOf(ec), tenant, domain.CapAuditRead); err != nil {
 		return err
 	}
 	ec.Response().Header().Set("Content-Disposition", `attachment; filename="audit-`+tenant+`.ndjson"`)
@@ -569,6 +577,7 @@ func (c *Console) auditExport(ec echo.Context) error {
 // ---- template helpers
 
 var funcs = template.FuncMap{
+	"opt": opt,
 	"when": func(t any) string {
 		switch t := t.(type) {
 		case time.Time:
@@ -643,4 +652,12 @@ var funcs = template.FuncMap{
 	"statusText": http.StatusText,
 	"eq2":        func(a, b string) bool { return a == b },
 	"str":        func(v any) string { return fmt.Sprint(v) },
+}
+
+// opt is an optional string's value ("" for nil).
+func opt(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

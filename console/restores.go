@@ -22,7 +22,7 @@ type restoresPage struct {
 // safeguards of execution (confirm, acknowledge warnings) as forms.
 func (c *Console) restoreRuns(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
-	runs, err := c.d.Restores.List(c.ctx(ec), sessionOf(ec).UserID, tenant)
+	runs, err := c.d.Restores.List(c.ctx(ec), actorOf(ec), tenant)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (c *Console) previewRestoreRun(ec echo.Context) error {
 // safeguards the operator ticked, and shows the outcome.
 func (c *Console) executeRestoreRun(ec echo.Context) error {
 	id := strings.ToUpper(ec.Param("restoreRunId"))
-	r, err := c.d.Restores.Get(c.ctx(ec), sessionOf(ec).UserID, id)
+	r, err := c.d.Restores.Get(c.ctx(ec), actorOf(ec), id)
 	if err != nil {
 		return err
 	}

@@ -140,11 +140,11 @@ func TestSessionsAndForms(t *testing.T) {
 	a.Expect(t, domain.OutcomeDeduped, apptest.ConnStart(bo.ID, domain.SurfaceInventorySync, conn))
 	_, page = c.do("GET", "/console/operations/"+run, nil)
 	ana := `<span class="person" title="` + owner.ID + `">Ana</span>`
-	if !strings.Contains(page, "<dd>"+ana+" via inventory_sync</dd>") ||
-		!strings.Contains(page, `by <span class="person" title="`+bo.ID+`">Bo &lt;b&gt;&amp;</span> via inventory_sync`) {
+	if !strings.Contains(page, "<dd>"+ana+" (inventory_sync)</dd>") ||
+		!strings.Contains(page, `by <span class="person" title="`+bo.ID+`">Bo &lt;b&gt;&amp;</span> (inventory_sync)`) {
 		t.Errorf("the run's page does not name Ana as its initiator and Bo as answered deduped:\n%s", page)
 	}
-	if _, page = c.do("GET", "/console/operations/rows", nil); !strings.Contains(page, ana+" via inventory_sync") {
+	if _, page = c.do("GET", "/console/operations/rows", nil); !strings.Contains(page, ana+" (inventory_sync)") {
 		t.Errorf("the Operations rows do not name Ana:\n%s", page)
 	}
 
@@ -264,5 +264,84 @@ func TestOnboardingPage(t *testing.T) {
 	}
 	if resp, _ := c.do("POST", "/console/onboarding/"+m[1]+"/bootstrap", url.Values{"csrf": {csrf}, "operations": {"inventory.sync"}}); resp.StatusCode != http.StatusConflict {
 		t.Errorf("a second bootstrap: %d, want 409", resp.StatusCode)
+	}
+}
+
+// TestDisabledUserIsSignedOut: a run the platform started for a user is
+// shown as theirs "via" the integration; disabling the user ends their
+// open session and stream at once and refuses their sign-in, and enabling
+// them restores the session.
+func TestDisabledUserIsSignedOut(t *testing.T) {
+	t.Parallel()
+	a := apptest.Start(t)
+	ws := a.Workspace(t, "Northwind MSP")
+	tenant := a.Tenant(t, ws.ID, "Contoso").ID
+	ana := a.Member(t, "Ana", tenant, domain.RoleOwner)
+	conn := a.Connection(t, ana.ID, tenant, "Graph", apptest.AsDefault, apptest.Latency(60_000)).ID
+	var platform struct {
+		ID    string
+		Token struct{ Token string }
+	}
+	a.Must(t, 201, "POST", "/api/v1/admin/integrations", apptest.AdminToken, map[string]any{"workspace_id": ws.ID, "name": "Laravel <platform>"}, &platform)
+	run := a.Call(t, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", platform.Token.Token, nil,
+		apptest.Header{Key: "Opsgate-On-Behalf-Of", Value: ana.ID}).ExpectStart(t, "accepted").Run.ID
+
+	c := newClient(t, a.URL)
+	_, page := c.do("GET", "/console/sign-in", nil)
+	nonce := hiddenField.FindStringSubmatch(page)[1]
+	if resp, _ := c.do("POST", "/console/sign-in", url.Values{"csrf": {nonce}, "token": {platform.Token.Token}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("sign-in with an integration's token: %d, want 401", resp.StatusCode)
+	}
+	c.signIn(ana.Token)
+	by := `<span class="person" title="` + ana.ID + `">Ana</span> via <span class="person" title="integration:` + platform.ID + `">Laravel &lt;platform&gt;</span> (inventory_sync)`
+	apptest.WaitFor(t, 30*time.Second, "the run's page to name Ana via the platform", func() bool {
+		resp, page := c.do("GET", "/console/operations/"+run, nil)
+		return resp.StatusCode == http.StatusOK && strings.Contains(page, "<dd>"+by+"</dd>") && strings.Contains(page, "asked by "+strings.TrimSuffix(by, " (inventory_sync)"))
+	})
+	if _, page := c.do("GET", "/console/operations/rows", nil); !strings.Contains(page, by) {
+		t.Errorf("the Operations rows do not name Ana via the platform:\n%s", page)
+	}
+
+	// An open stream of the Operations view.
+	req, err := http.NewRequest("GET", a.URL+"/console/operations/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("open the stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+
+	a.Must(t, 200, "PATCH", "/api/v1/admin/users/"+ana.ID, apptest.AdminToken, map[string]any{"disabled": true}, nil)
+	if resp, _ := c.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusSeeOther ||
+		!strings.HasPrefix(resp.Header.Get("Location"), "/console/sign-in") {
+		t.Errorf("a disabled user's page: %d %s, want a redirect to sign in", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, _ := c.do("GET", "/console/operations/rows", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a disabled user's rows: %d, want 401", resp.StatusCode)
+	}
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Errorf("the stream ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a disabled user's stream is still open")
+	}
+	_, page = c.do("GET", "/console/sign-in", nil)
+	nonce = hiddenField.FindStringSubmatch(page)[1]
+	if resp, _ := c.do("POST", "/console/sign-in", url.Values{"csrf": {nonce}, "token": {ana.Token}}); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a disabled user signs in: %d, want 401", resp.StatusCode)
+	}
+
+	a.Must(t, 200, "PATCH", "/api/v1/admin/users/"+ana.ID, apptest.AdminToken, map[string]any{"disabled": false}, nil)
+	if resp, _ := c.do("GET", "/console/operations", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("the enabled user's session: %d, want 200", resp.StatusCode)
 	}
 }

@@ -25,6 +25,10 @@ type StartInfo struct {
 	Connection    *ConnectionRef `json:"provider_connection,omitempty"`
 	// RerunOf is the run a rerun starts again.
 	RerunOf string `json:"rerun_of,omitempty"`
+	// InitiatedVia is the integration the start came through, on its
+	// initiator's behalf ("integration:<id>"; the event's metadata says
+	// so too, as via).
+	InitiatedVia string `json:"initiated_via,omitempty"`
 }
 
 // run returns the run a start creates.

@@ -178,6 +178,18 @@ func RunOf(e Event) (Run, bool) {
 	return Run{}, false
 }
 
+// StartOf returns what the start that created a run asked for, if e is
+// such a decision (accepted or blocked).
+func StartOf(e Event) (StartInfo, bool) {
+	switch e := e.(type) {
+	case StartAccepted:
+		return e.StartInfo, true
+	case StartBlocked:
+		return e.StartInfo, true
+	}
+	return StartInfo{}, false
+}
+
 // Apply returns run after its lifecycle event e.
 func (r Run) Apply(e RunEvent) Run {
 	switch e := e.(type) {

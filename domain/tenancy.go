@@ -165,6 +165,8 @@ func (RestoreRunPreviewed) EventType() string           { return "RestoreRunPrev
 // TenancyEvents lists a sample of every write-side event outside the scope.
 func TenancyEvents() []Event {
 	return []Event{WorkspaceCreated{}, TenantCreated{}, UserCreated{}, MembershipGranted{},
+		MembershipRevoked{}, UserDisabled{}, UserEnabled{}, IntegrationCreated{}, IntegrationRevoked{},
+		TokenIssued{}, TokenRevoked{},
 		ProviderConnectionCreated{}, ProviderConnectionRenamed{}, ProviderConnectionConsentChanged{},
 		ProviderConnectionCredentialsChanged{}, ProviderConnectionEnabledChanged{},
 		ProviderConnectionSimulationChanged{}, ProviderConnectionMadeDefault{}, ProviderConnectionVerified{},

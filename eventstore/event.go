@@ -33,6 +33,8 @@ type Metadata struct {
 	CorrelationID string `json:"correlation_id,omitempty"`
 	CausationID   string `json:"causation_id,omitempty"`
 	RequestID     string `json:"request_id,omitempty"`
+	// Via is the integration the actor's request came through, if any.
+	Via string `json:"via,omitempty"`
 }
 
 // Expected stream versions with a special meaning.

@@ -21,11 +21,10 @@ import (
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/tokens"
 )
-
-// TokenPrefix starts every executor token.
-const TokenPrefix = "oge_"
 
 // Executor is a registered executor. Token is set only in the answer to
 // its registration.
@@ -56,17 +55,19 @@ type Service struct {
 	// db is what the service reads with; store records its changes.
 	db       *pgxpool.Pool
 	store    *eventstore.Store
+	tokens   *tokens.Service
 	now      journal.Clock
 	liveness time.Duration
 }
 
-// New returns the registry over store; an executor is live while it
-// called an executor endpoint within liveness (zero: DefaultLiveness).
-func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock, liveness time.Duration) *Service {
+// New returns the registry over store, whose executors' tokens are
+// tokens'; an executor is live while it called an executor endpoint
+// within liveness (zero: DefaultLiveness).
+func New(db *pgxpool.Pool, store *eventstore.Store, tokens *tokens.Service, now journal.Clock, liveness time.Duration) *Service {
 	if liveness <= 0 {
 		liveness = DefaultLiveness
 	}
-	return &Service{db: db, store: store, now: now, liveness: liveness}
+	return &Service{db: db, store: store, tokens: tokens, now: now, liveness: liveness}
 }
 
 // DefaultLiveness is how recently an executor must have called in to be
@@ -110,16 +111,17 @@ func (s *Service) Register(ctx context.Context, by domain.Actor, name string, pr
 		}
 	}
 	now := s.now()
-	e := Executor{ID: journal.NewID(), Name: strings.TrimSpace(name), Providers: clean, OperationTypes: types,
-		CreatedAt: now, Token: tenancy.NewToken(TokenPrefix)}
+	e := Executor{ID: journal.NewID(), Name: strings.TrimSpace(name), Providers: clean, OperationTypes: types, CreatedAt: now}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO executors (id, name, providers, operation_types, token_hash, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, e.ID, e.Name, e.Providers, e.OperationTypes, tenancy.HashToken(e.Token), now)
-		if err != nil {
-			return fmt.Errorf("insert executor: %w", err)
+		tx.Defer(`INSERT INTO executors (id, name, providers, operation_types, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			e.ID, e.Name, e.Providers, e.OperationTypes, now)
+		if err := journal.Append(ctx, tx, domain.ExecutorStream(e.ID), journal.Meta(by, "", e.ID), domain.ExecutorRegistered{
+			ExecutorID: e.ID, Name: e.Name, Providers: e.Providers, OperationTypes: e.OperationTypes, At: now}); err != nil {
+			return err
 		}
-		return journal.Append(ctx, tx, domain.ExecutorStream(e.ID), journal.Meta(by, "", e.ID), domain.ExecutorRegistered{
-			ExecutorID: e.ID, Name: e.Name, Providers: e.Providers, OperationTypes: e.OperationTypes, At: now})
+		t, err := s.tokens.Issue(ctx, tx, by, owner(e.ID), nil)
+		e.Token = t.Value
+		return err
 	})
 	return e, err
 }
@@ -153,15 +155,78 @@ func (s *Service) Revoke(ctx context.Context, by domain.Actor, id string) error 
 		if tag.RowsAffected() == 0 {
 			return domain.ErrNotFound
 		}
+		if err := s.tokens.RevokeAll(ctx, tx, by, owner(id)); err != nil {
+			return err
+		}
 		return journal.Append(ctx, tx, domain.ExecutorStream(id), journal.Meta(by, "", id), domain.ExecutorRevoked{ExecutorID: id, At: now})
 	})
 }
 
+// owner is executor id as the owner of its tokens.
+func owner(id string) tokens.Owner { return tokens.Owner{Kind: domain.OwnerExecutor, ID: id} }
+
+// IssueToken issues a token of executor id, valid until expiresAt (nil:
+// until revoked); domain.ErrNotFound for an executor that does not exist
+// or was revoked.
+func (s *Service) IssueToken(ctx context.Context, by domain.Actor, id string, expiresAt *time.Time) (tokens.Token, error) {
+	var t tokens.Token
+	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		if err := s.exists(ctx, tx, id); err != nil {
+			return err
+		}
+		var err error
+		t, err = s.tokens.Issue(ctx, tx, by, owner(id), expiresAt)
+		return err
+	})
+	return t, err
+}
+
+// Tokens lists the unrevoked tokens of executor id.
+func (s *Service) Tokens(ctx context.Context, id string) ([]tokens.Token, error) {
+	if err := s.exists(ctx, s.db, id); err != nil {
+		return nil, err
+	}
+	return s.tokens.List(ctx, owner(id))
+}
+
+// RevokeToken revokes token tokenID of executor id and returns how many
+// valid tokens the executor holds still: with none left, the caller ends
+// its leases as for a revoked executor (gate.EndLeasesOf).
+func (s *Service) RevokeToken(ctx context.Context, by domain.Actor, id, tokenID string) (left int, err error) {
+	err = s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
+		if err := s.exists(ctx, tx, id); err != nil {
+			return err
+		}
+		left, err = s.tokens.Revoke(ctx, tx, by, owner(id), tokenID)
+		return err
+	})
+	return left, err
+}
+
+// exists checks that executor id exists and was not revoked.
+func (s *Service) exists(ctx context.Context, q pg.Querier, id string) error {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM executors WHERE id = $1 AND revoked_at IS NULL)`, id).Scan(&ok); err != nil {
+		return fmt.Errorf("look up executor %s: %w", id, err)
+	}
+	if !ok {
+		return domain.ErrNotFound
+	}
+	return nil
+}
+
 // Authenticate returns the executor holding token, domain.ErrNotFound for
-// an unknown or revoked token, and notes that the executor was seen (at
-// most once a second).
+// a token that is not a valid executor token, and notes that the executor
+// was seen (at most once a second).
 func (s *Service) Authenticate(ctx context.Context, token string) (Executor, error) {
-	rows, err := s.db.Query(ctx, selectExecutor+` WHERE token_hash = $2 AND revoked_at IS NULL`, s.liveness, tenancy.HashToken(token))
+	o, err := s.tokens.Authenticate(ctx, token)
+	if err != nil {
+		return Executor{}, err
+	}
+	if o.Kind != domain.OwnerExecutor {
+		return Executor{}, domain.ErrNotFound
+	}
+	rows, err := s.db.Query(ctx, selectExecutor+` WHERE id = $2 AND revoked_at IS NULL`, s.liveness, o.ID)
 	if err != nil {
 		return Executor{}, fmt.Errorf("authenticate executor: %w", err)
 	}

@@ -153,7 +153,7 @@ func (s *Service) CancelRun(ctx context.Context, by domain.Actor, runID string) 
 		if surface, ok := domain.LookupSurface(r.surface); ok {
 			capability = surface.Capability
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, r.tenantID, capability); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, r.tenantID, capability); err != nil {
 			return nil, err
 		}
 		return domain.Decide(st, domain.Cancel{RunID: runID, ActorID: by.ID, At: s.now()}, domain.Facts{})

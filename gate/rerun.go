@@ -38,7 +38,7 @@ func (s *Service) Rerun(ctx context.Context, req RerunRequest) (StartResponse, e
 		return StartResponse{}, err
 	}
 	op := domain.MustOperation(r.typ)
-	if err := tenancy.AuthorizeIn(ctx, s.db, req.Actor.ID, r.tenantID, op.Capability); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, req.Actor, r.tenantID, op.Capability); err != nil {
 		return StartResponse{}, err
 	}
 	if r.status.Active() {

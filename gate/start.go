@@ -236,7 +236,7 @@ func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pendin
 // authorization, then the request's own safeguards, then the decision
 // (readiness, then deduped, busy, accepted).
 func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState, now time.Time) (domain.Event, error) {
-	role, member := f.roles.Of(p.req.Actor.ID, p.tenantID)
+	role, member := f.roles.Of(p.req.Actor, p.tenantID)
 	if err := tenancy.Check(role, member, p.req.Surface.Capability); err != nil {
 		return nil, err
 	}
@@ -264,6 +264,7 @@ func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState, now t
 		Start: domain.StartInfo{
 			TenantID: p.tenantID, ScopeID: p.scope, Type: p.op.Type, CanonicalType: p.op.Canonical, Label: p.op.Label,
 			Surface: p.req.Surface.Name, InitiatorID: p.req.Actor.ID, Target: target, Connection: ref, RerunOf: p.req.RerunOf,
+			InitiatedVia: p.req.Actor.Via,
 		},
 		// Deadlines run on the database's clock, as leases do.
 		ClaimBy: now.Add(limits.QueueTTL), MaxDuration: limits.MaxDuration,

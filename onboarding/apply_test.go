@@ -52,7 +52,7 @@ func TestSessionFoldedFromItsStreamIsTheStoredOne(t *testing.T) {
 // stored session; it returns the stored session.
 func checkFold(t *testing.T, f *fixture, id string) onboarding.Session {
 	t.Helper()
-	stored, err := f.h.Onboarding.Get(f.h.Ctx, f.owner.ID, id)
+	stored, err := f.h.Onboarding.Get(f.h.Ctx, apptest.As(f.owner.ID), id)
 	if err != nil {
 		t.Fatalf("get session %s: %v", id, err)
 	}

@@ -47,7 +47,7 @@ func New(db *pgxpool.Pool, store *eventstore.Store, g *gate.Service, t *tenancy.
 // Create opens a session for a tenant; connectionID ("" for the default)
 // is the connection its steps use.
 func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, connectionID string) (Session, error) {
-	if err := s.tenancy.Authorize(ctx, by.ID, tenantID, domain.CapOnboardingRun); err != nil {
+	if err := s.tenancy.Authorize(ctx, by, tenantID, domain.CapOnboardingRun); err != nil {
 		return Session{}, err
 	}
 	if connectionID != "" {
@@ -69,12 +69,12 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, connect
 }
 
 // Get returns a session the caller may view.
-func (s *Service) Get(ctx context.Context, userID, id string) (Session, error) {
+func (s *Service) Get(ctx context.Context, who domain.Actor, id string) (Session, error) {
 	sess, err := load(ctx, s.db, id)
 	if err != nil {
 		return Session{}, err
 	}
-	if err := s.tenancy.Authorize(ctx, userID, sess.TenantID, domain.CapOperationsView); err != nil {
+	if err := s.tenancy.Authorize(ctx, who, sess.TenantID, domain.CapOperationsView); err != nil {
 		return Session{}, err
 	}
 	return sess, nil
@@ -148,7 +148,7 @@ func (s *Service) Bootstrap(ctx context.Context, r Request, operations []string)
 	}
 	// Authorization comes first (contract section 2): a non-member must
 	// get the same 404 as for a missing session, whatever the body says.
-	if err := s.tenancy.Authorize(ctx, r.Actor.ID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+	if err := s.tenancy.Authorize(ctx, r.Actor, sess.TenantID, domain.CapOnboardingRun); err != nil {
 		return gate.StartResponse{}, err
 	}
 	items, err := selectItems(operations)
@@ -185,7 +185,7 @@ func (s *Service) Continue(ctx context.Context, r Request) (gate.StartResponse, 
 	if err != nil {
 		return gate.StartResponse{}, err
 	}
-	if err := s.tenancy.Authorize(ctx, r.Actor.ID, sess.TenantID, domain.CapOnboardingRun); err != nil {
+	if err := s.tenancy.Authorize(ctx, r.Actor, sess.TenantID, domain.CapOnboardingRun); err != nil {
 		return gate.StartResponse{}, err
 	}
 	next := sess.Steps.Bootstrap.nextPending()
@@ -391,8 +391,8 @@ func (s *Service) record(ctx context.Context, tx *eventstore.Tx, by domain.Actor
 }
 
 // List returns a tenant's sessions the caller may view, newest first.
-func (s *Service) List(ctx context.Context, userID, tenantID string) ([]Session, error) {
-	if err := s.tenancy.Authorize(ctx, userID, tenantID, domain.CapOperationsView); err != nil {
+func (s *Service) List(ctx context.Context, who domain.Actor, tenantID string) ([]Session, error) {
+	if err := s.tenancy.Authorize(ctx, who, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
 	return listSessions(ctx, s.db, tenantID, 50)

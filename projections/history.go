@@ -43,20 +43,16 @@ type RunFold struct {
 	Found bool // the start that created the run has been folded
 }
 
-// start folds the decision that created a run.
-func (f *RunFold) start(e domain.Event, scope domain.ScopeID) {
-	if run, ok := domain.RunOf(e); ok && run.ID == f.ID {
-		f.View.Run, f.View.ScopeID, f.Found = run, string(scope), true
-	}
-}
-
 // Add folds one decoded event.
 func (f *RunFold) Add(payload any) {
+	if e, ok := payload.(domain.Event); ok {
+		if run, ok := domain.RunOf(e); ok && run.ID == f.ID {
+			start, _ := domain.StartOf(e)
+			f.View.Run, f.View.ScopeID, f.View.InitiatedVia, f.Found = run, string(start.ScopeID), start.InitiatedVia, true
+			return
+		}
+	}
 	switch ev := payload.(type) {
-	case domain.StartAccepted:
-		f.start(ev, ev.ScopeID)
-	case domain.StartBlocked:
-		f.start(ev, ev.ScopeID)
 	case domain.StartDeduped:
 		if ev.RunID == f.ID {
 			f.View.DedupedCount++

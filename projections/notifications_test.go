@@ -75,7 +75,7 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 
 	notes := func(user string) []projections.Notification {
 		t.Helper()
-		list, next, err := f.Reader.Notifications(f.Ctx, user, "", 100)
+		list, next, err := f.Reader.Notifications(f.Ctx, user, nil, "", 100)
 		if err != nil {
 			t.Fatalf("notifications of %s: %v", user, err)
 		}
@@ -136,11 +136,11 @@ func TestNotificationsGoToTheInitiatorOnly(t *testing.T) {
 	check(outsider)
 
 	// Paging: one per page.
-	first, next, err := f.Reader.Notifications(f.Ctx, alice, "", 1)
+	first, next, err := f.Reader.Notifications(f.Ctx, alice, nil, "", 1)
 	if err != nil || len(first) != 1 || next != first[0].ID {
 		t.Fatalf("first page: %+v next %q err %v", first, next, err)
 	}
-	second, next, err := f.Reader.Notifications(f.Ctx, alice, next, 1)
+	second, next, err := f.Reader.Notifications(f.Ctx, alice, nil, next, 1)
 	if err != nil || len(second) != 1 || second[0].RunID != okRun.ID || next != "" {
 		t.Fatalf("second page: %+v next %q err %v", second, next, err)
 	}

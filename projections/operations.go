@@ -39,6 +39,7 @@ type opsRun struct {
 	ClaimBy           *time.Time `db:"claim_by"`
 	FinishBy          *time.Time `db:"finish_by"`
 	RerunOf           *string    `db:"rerun_of"`
+	InitiatedVia      *string    `db:"initiated_via"` // the integration the start came through
 }
 
 // opsRuns and the columns the lifecycle of a run updates.
@@ -69,7 +70,12 @@ func applyOperations(w rowWriter, e eventstore.Event, payload eventstore.Payload
 	switch ev := payload.(type) {
 	case domain.StartAccepted, domain.StartBlocked:
 		run, _ := domain.RunOf(ev)
-		opsRuns.insert(w, runRow(run, domain.OutcomeOf(ev), e.Position))
+		row := runRow(run, domain.OutcomeOf(ev), e.Position)
+		if start, _ := domain.StartOf(ev); start.InitiatedVia != "" {
+			via := start.InitiatedVia
+			row.InitiatedVia = &via
+		}
+		opsRuns.insert(w, row)
 	case domain.StartDeduped:
 		opsRuns.update(w, ev.RunID, increment(runDedupedCount), set(runLastPosition, e.Position))
 	case domain.StartScopeBusy:

@@ -78,6 +78,9 @@ type RunView struct {
 	// changed on its connection's readiness.
 	Summary json.RawMessage
 	Changes *domain.ReadinessChange
+	// InitiatedVia is the integration the start came through
+	// ("integration:<id>"; "" when its initiator asked directly).
+	InitiatedVia string
 }
 
 // RunFilter selects runs; empty fields do not filter. TenantIDs is
@@ -94,7 +97,8 @@ type RunFilter struct {
 
 const selectRun = `SELECT id, tenant_id, scope_id, type, canonical_type, label, status, target, connection_id, connection_name,
 	provider, initiator_id, surface, reason_code, reason_class, reason_message, created_at, started_at, finished_at,
-	deduped_count, scope_busy_count, summary, connection_changes, claim_by, finish_by, rerun_of FROM projections.ops_runs`
+	deduped_count, scope_busy_count, summary, connection_changes, claim_by, finish_by, rerun_of,
+	coalesce(initiated_via, '') FROM projections.ops_runs`
 
 func scanRun(row pgx.CollectableRow) (RunView, error) {
 	var v RunView
@@ -104,7 +108,7 @@ func scanRun(row pgx.CollectableRow) (RunView, error) {
 	err := row.Scan(&v.ID, &v.TenantID, &v.ScopeID, &v.Type, &v.CanonicalType, &v.Label, &v.Status, &v.Target,
 		&connID, &connName, &provider, &v.InitiatorID, &v.Surface, &code, &class, &msg,
 		&v.CreatedAt, &v.StartedAt, &v.FinishedAt, &v.DedupedCount, &v.ScopeBusyCount, &summary, &changes,
-		&claimBy, &finishBy, &v.RerunOf)
+		&claimBy, &finishBy, &v.RerunOf, &v.InitiatedVia)
 	if err != nil {
 		return v, err
 	}
@@ -147,17 +151,17 @@ func utc(t *time.Time) *time.Time {
 	return &u
 }
 
-// Authorizer tells whether a user holds a capability on a tenant: nil,
+// Authorizer tells whether an actor holds a capability on a tenant: nil,
 // or the error to answer with.
 type Authorizer interface {
-	Authorize(ctx context.Context, userID, tenantID string, capability domain.Capability) error
+	Authorize(ctx context.Context, who domain.Actor, tenantID string, capability domain.Capability) error
 }
 
-// VisibleRun returns run id if userID may view it (operations.view on its
+// VisibleRun returns run id if who may view it (operations.view on its
 // tenant). An unknown id is domain.ErrNotFound, and auth decides what a
 // user who may not see the run gets: the same not-found for a non-member,
 // so that no answer tells whether another tenant's run exists.
-func (r *Reader) VisibleRun(ctx context.Context, auth Authorizer, userID, id string) (RunView, error) {
+func (r *Reader) VisibleRun(ctx context.Context, auth Authorizer, who domain.Actor, id string) (RunView, error) {
 	v, err := r.GetRun(ctx, id)
 	if errors.Is(err, ErrNotFound) {
 		return RunView{}, domain.ErrNotFound
@@ -165,7 +169,7 @@ func (r *Reader) VisibleRun(ctx context.Context, auth Authorizer, userID, id str
 	if err != nil {
 		return RunView{}, err
 	}
-	if err := auth.Authorize(ctx, userID, v.TenantID, domain.CapOperationsView); err != nil {
+	if err := auth.Authorize(ctx, who, v.TenantID, domain.CapOperationsView); err != nil {
 		return RunView{}, err
 	}
 	return v, nil
@@ -327,8 +331,10 @@ type Notification struct {
 	Links     domain.RunLinks   `json:"links"`
 }
 
-// Notifications returns a page of userID's notifications, newest first.
-func (r *Reader) Notifications(ctx context.Context, userID, cursor string, limit int) ([]Notification, string, error) {
+// Notifications returns a page of userID's notifications, newest first;
+// tenants, if not nil, are the only tenants whose notifications count (a
+// request through an integration sees those of its workspace).
+func (r *Reader) Notifications(ctx context.Context, userID string, tenants []string, cursor string, limit int) ([]Notification, string, error) {
 	if limit <= 0 {
 		limit = 50
 	}
@@ -336,7 +342,8 @@ func (r *Reader) Notifications(ctx context.Context, userID, cursor string, limit
 		return nil, "", err
 	}
 	rows, err := r.pool.Query(ctx, `SELECT id, tenant_id, run_id, status, title, body, tone, next_steps, reason, created_at
-		FROM projections.ops_notifications WHERE user_id = $1 AND ($2 = '' OR id < $2) ORDER BY id DESC LIMIT $3`, userID, cursor, limit+1)
+		FROM projections.ops_notifications WHERE user_id = $1 AND ($2 = '' OR id < $2) AND ($4::text[] IS NULL OR tenant_id = ANY($4))
+		ORDER BY id DESC LIMIT $3`, userID, cursor, limit+1, tenants)
 	if err != nil {
 		return nil, "", fmt.Errorf("list notifications: %w", err)
 	}

@@ -41,7 +41,7 @@ func TestReadYourWrites(t *testing.T) {
 		if v := f.getRun(t, run.ID); v.Status != domain.StatusCancelled || v.Reason == nil || v.Reason.Code != domain.ReasonCancelled {
 			t.Fatalf("iteration %d: read back status %s reason %+v right after cancel, want cancelled", i, v.Status, v.Reason)
 		}
-		notes, _, err := f.Reader.Notifications(f.Ctx, op, "", 1)
+		notes, _, err := f.Reader.Notifications(f.Ctx, op, nil, "", 1)
 		if err != nil {
 			t.Fatalf("notifications: %v", err)
 		}

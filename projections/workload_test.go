@@ -225,6 +225,9 @@ func (w *world) step(ctx context.Context, rng *rand.Rand) error {
 			req.Confirm = true
 			req.AcknowledgeWarnings = rng.Intn(5) != 0
 		}
+		if rng.Intn(3) == 0 { // the platform's integration, on the user's behalf
+			req.Actor.Via = domain.ViaIntegration(workloadIntegration)
+		}
 		resp, err := f.Gate.Start(ctx, req)
 		if err == nil {
 			w.record(resp.Result)
@@ -475,7 +478,7 @@ func (w *world) liveReads(t testing.TB) string {
 		}
 		out = append(out, fmt.Sprintf("queue %s: %d queued %d running %v", wt.tenant.ID, q.Queued, q.Running, q.OldestQueuedAgeSec != nil))
 		for _, u := range []string{wt.owner, wt.operator, wt.readonly} {
-			notes, _, err := f.Reader.Notifications(f.Ctx, u, "", 1000)
+			notes, _, err := f.Reader.Notifications(f.Ctx, u, nil, "", 1000)
 			if err != nil {
 				t.Fatalf("notifications: %v", err)
 			}
@@ -491,6 +494,10 @@ func (w *world) liveReads(t testing.TB) string {
 // through the gate with the projectors running (and a rebuild and a verify
 // halfway through), then checks the live read models against the write
 // side, against a replay (Verify), after a Rebuild, and once more.
+// workloadIntegration is the integration a third of the workload's
+// starts come through.
+const workloadIntegration = "01JNTEGRAT10N0000000000000"
+
 func TestRandomWorkloadReplaysToLiveModels(t *testing.T) {
 	t.Parallel()
 	seed := workloadSeed(t)
@@ -527,6 +534,9 @@ func TestRandomWorkloadReplaysToLiveModels(t *testing.T) {
 
 	f.waitCaughtUp(t, 30*time.Second)
 	w.checkAgainstWriteSide(t)
+	if n := f.Count(t, `SELECT count(*) FROM projections.ops_runs WHERE initiated_via = $1`, domain.ViaIntegration(workloadIntegration)); n == 0 {
+		t.Errorf("no run of the Operations view was started through the integration (seed %d)", seed)
+	}
 	stats := f.verifyClean(t, "after the workload")
 	t.Logf("verify replayed %d events", stats.Events)
 	before := w.liveReads(t)

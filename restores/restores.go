@@ -65,7 +65,7 @@ func (s *Service) Create(ctx context.Context, by domain.Actor, tenantID, name st
 	now := s.now()
 	r := RestoreRun{ID: journal.NewID(), TenantID: tenantID, Name: strings.TrimSpace(name), Items: items, CreatedBy: by.ID, CreatedAt: now}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, tenantID, domain.CapRestoreExecute); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, tenantID, domain.CapRestoreExecute); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO restore_runs (id, tenant_id, name, items, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)`,
@@ -118,7 +118,7 @@ func (s *Service) Preview(ctx context.Context, by domain.Actor, id string) (Rest
 		if err != nil {
 			return err
 		}
-		if err := tenancy.AuthorizeIn(ctx, tx, by.ID, r.TenantID, domain.CapRestoreExecute); err != nil {
+		if err := tenancy.AuthorizeIn(ctx, tx, by, r.TenantID, domain.CapRestoreExecute); err != nil {
 			return err
 		}
 		if err := journal.Lock(ctx, tx, domain.RestoreRunStream(id)); err != nil {
@@ -143,12 +143,12 @@ func (s *Service) Preview(ctx context.Context, by domain.Actor, id string) (Rest
 }
 
 // Get returns a restore run the user may view.
-func (s *Service) Get(ctx context.Context, userID, id string) (RestoreRun, error) {
+func (s *Service) Get(ctx context.Context, who domain.Actor, id string) (RestoreRun, error) {
 	r, err := Load(ctx, s.db, id)
 	if err != nil {
 		return RestoreRun{}, err
 	}
-	if err := tenancy.AuthorizeIn(ctx, s.db, userID, r.TenantID, domain.CapOperationsView); err != nil {
+	if err := tenancy.AuthorizeIn(ctx, s.db, who, r.TenantID, domain.CapOperationsView); err != nil {
 		return RestoreRun{}, err
 	}
 	return r, nil
@@ -213,8 +213,8 @@ func scanRestoreRun(row pgx.CollectableRow) (RestoreRun, error) {
 }
 
 // List returns a tenant's restore runs the user may view, newest first.
-func (s *Service) List(ctx context.Context, userID, tenantID string) ([]RestoreRun, error) {
-	if err := tenancy.AuthorizeIn(ctx, s.db, userID, tenantID, domain.CapOperationsView); err != nil {
+func (s *Service) List(ctx context.Context, who domain.Actor, tenantID string) ([]RestoreRun, error) {
+	if err := tenancy.AuthorizeIn(ctx, s.db, who, tenantID, domain.CapOperationsView); err != nil {
 		return nil, err
 	}
 	rows, err := s.db.Query(ctx, selectRestoreRun+` WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 100`, tenantID)

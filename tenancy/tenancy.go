@@ -1,19 +1,17 @@
 // Package tenancy holds who may do what: MSP workspaces, customer tenants,
-// users with their bearer tokens, and memberships that give a user a role
-// on a tenant. It authenticates tokens and authorizes capabilities for
-// every other service; a non-member of a tenant gets domain.ErrNotFound,
-// exactly as for a tenant that does not exist.
+// users (their tokens are the tokens package's), integrations that act for
+// the users of a workspace, and memberships that give a user a role on a
+// tenant. It authorizes capabilities for every other service, in one
+// path: a non-member of a tenant, or an actor limited to another workspace
+// (a request through an integration), gets domain.ErrNotFound, exactly as
+// for a tenant that does not exist.
 package tenancy
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,24 +21,8 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/journal"
 	"github.com/opsgate/opsgate/internal/pg"
+	"github.com/opsgate/opsgate/tokens"
 )
-
-// TokenPrefix starts every user token, so that a leaked token is
-// recognisable (by secret scanners, too).
-const TokenPrefix = "ogu_"
-
-// HashToken returns the stored form of a bearer token.
-func HashToken(token string) []byte {
-	sum := sha256.Sum256([]byte(token))
-	return sum[:]
-}
-
-// NewToken returns a new random token with prefix.
-func NewToken(prefix string) string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b)
-	return prefix + base64.RawURLEncoding.EncodeToString(b)
-}
 
 // Workspace is an MSP workspace.
 type Workspace struct {
@@ -57,10 +39,11 @@ type Tenant struct {
 
 // User is a user; Token is set only in the answer that created it.
 type User struct {
-	ID    string `json:"id"`
-	Email string `json:"email"`
-	Name  string `json:"name"`
-	Token string `json:"token,omitempty"`
+	ID       string `json:"id"`
+	Email    string `json:"email"`
+	Name     string `json:"name"`
+	Disabled bool   `json:"disabled"`
+	Token    string `json:"token,omitempty"`
 }
 
 // Membership is a user's role on a tenant.
@@ -73,16 +56,16 @@ type Membership struct {
 // Service records tenancy and answers who may do what.
 type Service struct {
 	// db is what the service reads with; store records its changes.
-	db    *pgxpool.Pool
-	store *eventstore.Store
-	now   journal.Clock
-	// tokens caches token hash -> user id of known tokens.
-	tokens sync.Map
+	db     *pgxpool.Pool
+	store  *eventstore.Store
+	tokens *tokens.Service
+	now    journal.Clock
 }
 
-// New returns the tenancy service over store.
-func New(db *pgxpool.Pool, store *eventstore.Store, now journal.Clock) *Service {
-	return &Service{db: db, store: store, now: now}
+// New returns the tenancy service over store; users' and integrations'
+// tokens are issued and revoked through tokens.
+func New(db *pgxpool.Pool, store *eventstore.Store, tokens *tokens.Service, now journal.Clock) *Service {
+	return &Service{db: db, store: store, tokens: tokens, now: now}
 }
 
 // Required checks a required, bounded text field.
@@ -153,24 +136,30 @@ func (s *Service) CreateUser(ctx context.Context, by domain.Actor, email, name s
 	if err := Required("name", name); err != nil {
 		return User{}, err
 	}
-	u := User{ID: journal.NewID(), Email: email, Name: strings.TrimSpace(name), Token: NewToken(TokenPrefix)}
+	u := User{ID: journal.NewID(), Email: email, Name: strings.TrimSpace(name)}
 	err := s.store.InTx(ctx, func(ctx context.Context, tx *eventstore.Tx) error {
 		now := s.now()
-		_, err := tx.Exec(ctx, `INSERT INTO users (id, email, name, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)`,
-			u.ID, u.Email, u.Name, HashToken(u.Token), now)
+		_, err := tx.Exec(ctx, `INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)`,
+			u.ID, u.Email, u.Name, now)
 		if isUniqueViolation(err) {
 			return fmt.Errorf("email %s is taken: %w", email, domain.ErrConflict)
 		}
 		if err != nil {
 			return fmt.Errorf("insert user: %w", err)
 		}
-		return journal.Append(ctx, tx, domain.UserStream(u.ID), journal.Meta(by, "", ""),
-			domain.UserCreated{UserID: u.ID, Email: u.Email, Name: u.Name, At: now})
+		if err := journal.Append(ctx, tx, domain.UserStream(u.ID), journal.Meta(by, "", ""),
+			domain.UserCreated{UserID: u.ID, Email: u.Email, Name: u.Name, At: now}); err != nil {
+			return err
+		}
+		t, err := s.tokens.Issue(ctx, tx, by, tokens.Owner{Kind: domain.OwnerUser, ID: u.ID}, nil)
+		u.Token = t.Value
+		return err
 	})
 	return u, err
 }
 
-// GrantMembership gives a user a role on a tenant, replacing any other.
+// GrantMembership gives a user a role on a tenant, replacing any other;
+// a user or tenant that does not exist is invalid input.
 func (s *Service) GrantMembership(ctx context.Context, by domain.Actor, userID, tenantID, role string) (Membership, error) {
 	if err := Required("user_id", userID); err != nil {
 		return Membership{}, err
@@ -178,6 +167,20 @@ func (s *Service) GrantMembership(ctx context.Context, by domain.Actor, userID, 
 	if err := Required("tenant_id", tenantID); err != nil {
 		return Membership{}, err
 	}
+	return s.grant(ctx, by, userID, tenantID, role, func(field string) error {
+		return domain.Invalid(field, "names no %s", strings.TrimSuffix(field, "_id"))
+	})
+}
+
+// PutMembership gives userID role on tenantID, or changes the role it
+// has; domain.ErrNotFound for a user or tenant that does not exist.
+func (s *Service) PutMembership(ctx context.Context, by domain.Actor, userID, tenantID, role string) (Membership, error) {
+	return s.grant(ctx, by, userID, tenantID, role, func(string) error { return domain.ErrNotFound })
+}
+
+// grant records userID's role on tenantID; missing says what a user or
+// tenant that does not exist is.
+func (s *Service) grant(ctx context.Context, by domain.Actor, userID, tenantID, role string, missing func(field string) error) (Membership, error) {
 	r, ok := domain.ParseRole(role)
 	if !ok {
 		return Membership{}, domain.Invalid("role", "must be one of owner, operator, auditor, readonly")
@@ -191,10 +194,10 @@ func (s *Service) GrantMembership(ctx context.Context, by domain.Actor, userID, 
 			return fmt.Errorf("look up user and tenant: %w", err)
 		}
 		if users == 0 {
-			return domain.Invalid("user_id", "names no user")
+			return missing("user_id")
 		}
 		if tenants == 0 {
-			return domain.Invalid("tenant_id", "names no tenant")
+			return missing("tenant_id")
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO memberships (user_id, tenant_id, role) VALUES ($1, $2, $3)
 			ON CONFLICT (user_id, tenant_id) DO UPDATE SET role = excluded.role`, userID, tenantID, string(r))
@@ -207,39 +210,20 @@ func (s *Service) GrantMembership(ctx context.Context, by domain.Actor, userID, 
 	return m, err
 }
 
-// Authenticate returns the id of the user holding token. Tokens never
-// change owner and are never reissued, so a known token's user is cached
-// (by hash, never the token itself); unknown tokens are not.
-func (s *Service) Authenticate(ctx context.Context, token string) (string, error) {
-	hash := HashToken(token)
-	if id, ok := s.tokens.Load(string(hash)); ok {
-		return id.(string), nil
-	}
-	var id string
-	err := s.db.QueryRow(ctx, `SELECT id FROM users WHERE token_hash = $1`, hash).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", domain.ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("authenticate: %w", err)
-	}
-	s.tokens.Store(string(hash), id)
-	return id, nil
-}
-
-// AuthorizeIn checks, with q, that userID may use capability on tenantID:
-// a non-member gets domain.ErrNotFound, a member without it
-// *domain.ForbiddenError.
-func AuthorizeIn(ctx context.Context, q pg.Querier, userID, tenantID string, capability domain.Capability) error {
-	var role string
-	err := q.QueryRow(ctx, `SELECT role FROM memberships WHERE user_id = $1 AND tenant_id = $2`, userID, tenantID).Scan(&role)
+// AuthorizeIn checks, with q, that who may use capability on tenantID: a
+// non-member (or an actor limited to another workspace) gets
+// domain.ErrNotFound, a member without it *domain.ForbiddenError.
+func AuthorizeIn(ctx context.Context, q pg.Querier, who domain.Actor, tenantID string, capability domain.Capability) error {
+	var role, workspace string
+	err := q.QueryRow(ctx, `SELECT m.role, t.workspace_id FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+		WHERE m.user_id = $1 AND m.tenant_id = $2`, who.ID, tenantID).Scan(&role, &workspace)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return domain.ErrNotFound
 	}
 	if err != nil {
 		return fmt.Errorf("look up membership: %w", err)
 	}
-	return Check(domain.Role(role), true, capability)
+	return Check(domain.Role(role), who.Sees(workspace), capability)
 }
 
 // Check is the rule of AuthorizeIn for a role already read (member false:
@@ -256,28 +240,36 @@ func Check(role domain.Role, member bool, capability domain.Capability) error {
 
 // Authorize is AuthorizeIn on the pool; read endpoints call it before they
 // answer.
-func (s *Service) Authorize(ctx context.Context, userID, tenantID string, capability domain.Capability) error {
-	return AuthorizeIn(ctx, s.db, userID, tenantID, capability)
+func (s *Service) Authorize(ctx context.Context, who domain.Actor, tenantID string, capability domain.Capability) error {
+	return AuthorizeIn(ctx, s.db, who, tenantID, capability)
 }
 
-// Roles are the roles of some users on some tenants.
-type Roles map[[2]string]domain.Role
+// Roles are the roles of some users on some tenants, and the tenants'
+// workspaces.
+type Roles map[[2]string]roleIn
 
-// Of returns user's role on tenant, and whether there is one.
-func (r Roles) Of(userID, tenantID string) (domain.Role, bool) {
-	role, ok := r[[2]string{userID, tenantID}]
-	return role, ok
+type roleIn struct {
+	role      domain.Role
+	workspace string
+}
+
+// Of returns who's role on tenant, and whether who is a member there (as
+// AuthorizeIn judges it).
+func (r Roles) Of(who domain.Actor, tenantID string) (domain.Role, bool) {
+	m, ok := r[[2]string{who.ID, tenantID}]
+	return m.role, ok && who.Sees(m.workspace)
 }
 
 // QueueRoles queues into b the read of the roles of users on tenants; the
 // map is filled when b is sent.
 func QueueRoles(b *pgx.Batch, users, tenants []string) Roles {
 	roles := Roles{}
-	b.Queue(`SELECT user_id, tenant_id, role FROM memberships WHERE user_id = ANY($1) AND tenant_id = ANY($2)`, users, tenants).
+	b.Queue(`SELECT m.user_id, m.tenant_id, m.role, t.workspace_id FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+		WHERE m.user_id = ANY($1) AND m.tenant_id = ANY($2)`, users, tenants).
 		Query(func(rows pgx.Rows) error {
-			var user, tenant, role string
-			_, err := pgx.ForEachRow(rows, []any{&user, &tenant, &role}, func() error {
-				roles[[2]string{user, tenant}] = domain.Role(role)
+			var user, tenant, role, workspace string
+			_, err := pgx.ForEachRow(rows, []any{&user, &tenant, &role, &workspace}, func() error {
+				roles[[2]string{user, tenant}] = roleIn{domain.Role(role), workspace}
 				return nil
 			})
 			if err != nil {
@@ -288,25 +280,19 @@ func QueueRoles(b *pgx.Batch, users, tenants []string) Roles {
 	return roles
 }
 
-// MemberTenants lists the tenants where userID holds capability.
-func (s *Service) MemberTenants(ctx context.Context, userID string, capability domain.Capability) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT tenant_id, role FROM memberships WHERE user_id = $1`, userID)
+// MemberTenants lists the tenants where who holds capability.
+func (s *Service) MemberTenants(ctx context.Context, who domain.Actor, capability domain.Capability) ([]string, error) {
+	list, err := s.Memberships(ctx, who)
 	if err != nil {
-		return nil, fmt.Errorf("list memberships: %w", err)
+		return nil, err
 	}
 	var tenants []string
-	for rows.Next() {
-		var tenant, role string
-		if err := rows.Scan(&tenant, &role); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if domain.Role(role).Can(capability) {
-			tenants = append(tenants, tenant)
+	for _, m := range list {
+		if m.Role.Can(capability) {
+			tenants = append(tenants, m.TenantID)
 		}
 	}
-	rows.Close()
-	return tenants, rows.Err()
+	return tenants, nil
 }
 
 func isUniqueViolation(err error) bool {
@@ -316,24 +302,32 @@ func isUniqueViolation(err error) bool {
 
 // MemberOf is a tenant a user is a member of, with the user's role there.
 type MemberOf struct {
-	TenantID   string
-	TenantName string
-	Role       domain.Role
+	TenantID    string
+	TenantName  string
+	WorkspaceID string
+	Role        domain.Role
 }
 
-// Memberships lists userID's tenants by name.
-func (s *Service) Memberships(ctx context.Context, userID string) ([]MemberOf, error) {
-	rows, err := s.db.Query(ctx, `SELECT t.id, t.name, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
-		WHERE m.user_id = $1 ORDER BY t.name, t.id`, userID)
+// Memberships lists who's tenants by name (for an actor limited to a
+// workspace, those of that workspace).
+func (s *Service) Memberships(ctx context.Context, who domain.Actor) ([]MemberOf, error) {
+	rows, err := s.db.Query(ctx, `SELECT t.id, t.name, t.workspace_id, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
+		WHERE m.user_id = $1 ORDER BY t.name, t.id`, who.ID)
 	if err != nil {
-		return nil, fmt.Errorf("list memberships of %s: %w", userID, err)
+		return nil, fmt.Errorf("list memberships of %s: %w", who.ID, err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MemberOf, error) {
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (MemberOf, error) {
 		var m MemberOf
-		return m, row.Scan(&m.TenantID, &m.TenantName, (*string)(&m.Role))
+		return m, row.Scan(&m.TenantID, &m.TenantName, &m.WorkspaceID, (*string)(&m.Role))
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list memberships of %s: %w", userID, err)
+		return nil, fmt.Errorf("list memberships of %s: %w", who.ID, err)
+	}
+	out := make([]MemberOf, 0, len(all))
+	for _, m := range all {
+		if who.Sees(m.WorkspaceID) {
+			out = append(out, m)
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@
 //	go run ./cmd/devdb stop    # stop the cluster if it is running
 //	go run ./cmd/devdb crash   # stop it at once, as a crash would (pg_ctl stop -m immediate)
 //	go run ./cmd/devdb url     # print DATABASE_URL without starting anything
+//	go run ./cmd/devdb bindir  # print the directory of the PostgreSQL binaries (pg_dump, psql)
 //
 // -state DIR (before the command) names another state directory under the repository
 // root, for a second cluster of its own: make soak crashes .data/soak, never .data.
@@ -52,7 +53,7 @@ const (
 	install   = "apt-get install postgresql-15"
 )
 
-const usage = "usage: devdb [-state DIR] start|stop|crash|url"
+const usage = "usage: devdb [-state DIR] start|stop|crash|url|bindir"
 
 func main() {
 	log.SetFlags(0)
@@ -74,6 +75,11 @@ func main() {
 		err = stop("immediate")
 	case "url":
 		err = printURL()
+	case "bindir":
+		var dir string
+		if dir, err = findBinDir(); err == nil {
+			fmt.Println(dir)
+		}
 	default:
 		err = fmt.Errorf("unknown command %q; %s", flag.Arg(0), usage)
 	}

@@ -19,7 +19,7 @@ import (
 // decision-alone scenarios queue runs while nothing claims them, as when
 // the executors are deployed but momentarily busy.
 func keepLive(ctx context.Context, pool *pgxpool.Pool, baseURL string, tokens ...string) (stop func(), err error) {
-	presence := executors.New(pool, nil, nil, 0)
+	presence := executors.New(pool, nil, nil, nil, 0)
 	id := "bench-" + ulid.Make().String()
 	callIn := func(ctx context.Context) error {
 		if err := presence.Announce(ctx, id, []string{"simulated"}); err != nil {

@@ -39,6 +39,12 @@ func newClient(base string) *client {
 }
 
 func (c *client) do(ctx context.Context, method, path, token string, body any, out any) (int, error) {
+	return c.send(ctx, method, path, token, "", body, out)
+}
+
+// send is do on behalf of user onBehalfOf ("": none), for an
+// integration's token.
+func (c *client) send(ctx context.Context, method, path, token, onBehalfOf string, body any, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -50,6 +56,9 @@ func (c *client) do(ctx context.Context, method, path, token string, body any, o
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
+	if onBehalfOf != "" {
+		req.Header.Set("Opsgate-On-Behalf-Of", onBehalfOf)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return 0, err
@@ -71,9 +80,12 @@ func (c *client) do(ctx context.Context, method, path, token string, body any, o
 }
 
 type fixture struct {
-	tenant, user, token string
-	conns               []string
-	hot                 string
+	workspace, tenant, user, token string
+	// onBehalfOf is the user an integration's token acts for ("": token
+	// is the user's own).
+	onBehalfOf string
+	conns      []string
+	hot        string
 }
 
 func setup(ctx context.Context, c *client, n int) (*fixture, error) {
@@ -90,7 +102,7 @@ func setup(ctx context.Context, c *client, n int) (*fixture, error) {
 	if _, err := c.do(ctx, "POST", "/api/v1/admin/memberships", adminToken, map[string]string{"user_id": user.ID, "tenant_id": tenant.ID, "role": "owner"}, nil); err != nil {
 		return nil, err
 	}
-	fx := &fixture{tenant: tenant.ID, user: user.ID, token: user.Token}
+	fx := &fixture{workspace: ws.ID, tenant: tenant.ID, user: user.ID, token: user.Token}
 	conns, err := createConnections(ctx, c, fx, "simulated", n+1)
 	if err != nil {
 		return nil, err
@@ -144,7 +156,7 @@ func startLoad(ctx context.Context, c *client, fx *fixture, conns []string, conc
 func startOne(ctx context.Context, c *client, fx *fixture, conns []string, i int) error {
 	conn := conns[i%len(conns)]
 	var res struct{ Outcome string }
-	status, err := c.do(ctx, "POST", "/api/v1/provider-connections/"+conn+"/"+operations[(i/len(conns))%len(operations)], fx.token, nil, &res)
+	status, err := c.send(ctx, "POST", "/api/v1/provider-connections/"+conn+"/"+operations[(i/len(conns))%len(operations)], fx.token, fx.onBehalfOf, nil, &res)
 	if err != nil {
 		return err
 	}
@@ -561,7 +573,7 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(tw, "scenario\tcount\terrors\tper second\tp50 ms\tp95 ms\tp99 ms\t")
 	order := []string{"spread_c1", "baseline_insert_c1", "river_unique_c1", "spread_c8", "baseline_insert_c8", "river_unique_c8",
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load",
-		"decision_alone_c32", "river_unique_c32_beside", "decision_alone_half_load", "hot_scope",
+		"decision_alone_c32", "river_unique_c32_beside", "decision_alone_half_load", "decision_c1_own_token", "decision_c1_integration", "hot_scope",
 		"audit_chain_lag_hot_scope", "freshness_operations_view_lag", "freshness_worker_pickup",
 		"lifecycle", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
@@ -582,7 +594,7 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
 		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32", "decision_alone_vs_river_c32",
-		"growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
+		"decision_c1_p50_integration_vs_own_token", "growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
 		if v, ok := rep.Ratios[k]; ok {
 			fmt.Fprintf(w, "%-34s %.2fx\n", k, v)
 		}
@@ -639,5 +651,25 @@ func decisionAlone(ctx context.Context, cfg config, bin, base, riverBin string, 
 	rep.Results["river_unique_c32_beside"] = peer
 	rep.Results["decision_alone_half_load"] = pacedLoad(ctx, c, fx, 32, spread.Throughput/2, cfg.spreadTime)
 	rep.Ratios["decision_alone_vs_river_c32"] = ratio(spread.Throughput, peer.Throughput)
+
+	// The same starts with the user's own token and through an
+	// integration on the user's behalf, one at a time and alternating, on
+	// fresh connections of their own: what acting on behalf costs.
+	progress("decision alone: a user's own token and an integration's, alternating")
+	var in struct {
+		Token struct{ Token string }
+	}
+	if _, err := c.do(ctx, "POST", "/api/v1/admin/integrations", adminToken, map[string]string{"workspace_id": fx.workspace, "name": "bench platform"}, &in); err != nil {
+		return err
+	}
+	via := *fx
+	via.token, via.onBehalfOf = in.Token.Token, fx.user
+	conns, err := createConnections(ctx, c, fx, "simulated", 200)
+	if err != nil {
+		return err
+	}
+	rep.Results["decision_c1_own_token"], rep.Results["decision_c1_integration"] =
+		interleave(ctx, 10, 30, startsOn(c, fx, conns[:100]), startsOn(c, &via, conns[100:]))
+	rep.Ratios["decision_c1_p50_integration_vs_own_token"] = ratio(rep.Results["decision_c1_integration"].P50ms, rep.Results["decision_c1_own_token"].P50ms)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -198,6 +199,15 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 		return nil, err
 	}
 	rep.zero("tokens in plaintext in the logs", leaks, "")
+	rep.zero("tokens in plaintext in a pg_dump (events included)", r.tokensIn(r.dump), "")
+	// Half the tenants' requests came through the integration: each of
+	// their events names the user it acted for.
+	var via, viaWithoutUser int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE coalesce(metadata->>'actor', '') !~ '^[0-9A-HJKMNP-TV-Z]{26}$')
+		FROM events WHERE metadata->>'via' IS NOT NULL`).Scan(&via, &viaWithoutUser); err != nil {
+		return nil, fmt.Errorf("count the events recorded through the integration: %w", err)
+	}
+	rep.zero("events through the integration without their user as actor", viaWithoutUser, "")
 	if !r.settled {
 		rep.lines = append(rep.lines, line{name: "every run ended before the checks", measured: "no", limit: "yes", breach: true})
 	}
@@ -212,6 +222,7 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.note("runs ended by a deadline", fmt.Sprintf("%d timed out (finish_by), %d not picked up (claim_by)",
 		hist.deadlines["execution.timed_out"], hist.deadlines["execution.not_picked_up"]))
 	rep.note("events in the store", strconv.Itoa(hist.events))
+	rep.note("events recorded through the integration", strconv.Itoa(via))
 	return rep, nil
 }
 
@@ -478,7 +489,8 @@ func (r *run) workerLog(msg string) (map[string]bool, error) {
 	return out, nil
 }
 
-// tokensInLogs counts the tokens (users' and admin's) found in any log.
+// tokensInLogs counts the tokens (users', the integration's and the
+// admin's) found in any log.
 func (r *run) tokensInLogs() (int, error) {
 	files, _ := filepath.Glob(filepath.Join(r.logsDir, "*.log"))
 	n := 0
@@ -487,13 +499,22 @@ func (r *run) tokensInLogs() (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		for _, tok := range r.tokens {
-			if strings.Contains(string(b), tok) {
-				n++
-			}
-		}
+		n += r.tokensIn(b)
 	}
 	return n, nil
+}
+
+// tokensIn counts the tokens whose secret part (the token without its
+// prefix) is in b.
+func (r *run) tokensIn(b []byte) int {
+	n := 0
+	for _, tok := range r.tokens {
+		_, secret, _ := strings.Cut(tok, "_")
+		if bytes.Contains(b, []byte(secret)) {
+			n++
+		}
+	}
+	return n
 }
 
 func formatCounts(m map[string]int) string {

@@ -121,8 +121,32 @@ type fixture struct {
 }
 
 type tenantFx struct {
-	id, token string
-	conns     []string
+	id    string
+	as    caller
+	conns []string
+}
+
+// caller is who sends a tenant's requests: its owner with their own
+// token, or the platform's integration on the owner's behalf.
+type caller struct {
+	token, onBehalfOf string
+}
+
+// headers adds the caller's on-behalf-of header to hdr.
+func (c caller) headers(hdr map[string]string) map[string]string {
+	if c.onBehalfOf == "" {
+		return hdr
+	}
+	out := map[string]string{"Opsgate-On-Behalf-Of": c.onBehalfOf}
+	for k, v := range hdr {
+		out[k] = v
+	}
+	return out
+}
+
+// as sends a request as c.
+func (a *api) as(ctx context.Context, method, path string, c caller, body any, hdr map[string]string) exchange {
+	return a.do(ctx, method, path, c.token, body, c.headers(hdr), nil)
 }
 
 // setup creates the fixture through the admin and tenant APIs.
@@ -137,8 +161,16 @@ func setup(ctx context.Context, a *api, tenants, connsPer int) (*fixture, []stri
 	if err := must(a.do(ctx, "POST", "/api/v1/admin/workspaces", a.admin, map[string]any{"name": "Soak MSP"}, nil, &ws), 201, "workspace"); err != nil {
 		return nil, nil, err
 	}
+	// The platform's integration sends every other tenant's requests, on
+	// behalf of the tenant's owner.
+	var platform struct {
+		Token struct{ Token string }
+	}
+	if err := must(a.do(ctx, "POST", "/api/v1/admin/integrations", a.admin, map[string]any{"workspace_id": ws.ID, "name": "Soak platform"}, nil, &platform), 201, "integration"); err != nil {
+		return nil, nil, err
+	}
 	fx := &fixture{}
-	var tokens []string
+	tokens := []string{platform.Token.Token}
 	for i := range tenants {
 		var tn struct{ ID string }
 		if err := must(a.do(ctx, "POST", "/api/v1/admin/tenants", a.admin, map[string]any{"workspace_id": ws.ID, "name": fmt.Sprintf("Tenant %d", i)}, nil, &tn), 201, "tenant"); err != nil {
@@ -152,7 +184,10 @@ func setup(ctx context.Context, a *api, tenants, connsPer int) (*fixture, []stri
 		if err := must(a.do(ctx, "POST", "/api/v1/admin/memberships", a.admin, map[string]any{"user_id": u.ID, "tenant_id": tn.ID, "role": "owner"}, nil, nil), 201, "membership"); err != nil {
 			return nil, nil, err
 		}
-		t := tenantFx{id: tn.ID, token: u.Token}
+		t := tenantFx{id: tn.ID, as: caller{token: u.Token}}
+		if i%2 == 1 {
+			t.as = caller{token: platform.Token.Token, onBehalfOf: u.ID}
+		}
 		for j := range connsPer {
 			sim := map[string]any{"latency_ms": 150 + (j*97)%900, "fail_with": nil}
 			consent, enabled := "granted", true
@@ -185,12 +220,15 @@ type recent struct {
 	runs []recentRun
 }
 
-type recentRun struct{ id, token string }
+type recentRun struct {
+	id string
+	as caller
+}
 
-func (r *recent) add(id, token string) {
+func (r *recent) add(id string, as caller) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.runs = append(r.runs, recentRun{id, token})
+	r.runs = append(r.runs, recentRun{id, as})
 	if len(r.runs) > 200 {
 		r.runs = r.runs[len(r.runs)-200:]
 	}
@@ -222,18 +260,18 @@ func client(ctx context.Context, seed uint64, a *api, fx *fixture, rec *recorder
 			startOne(ctx, rnd, a, t, rec, runs)
 		case r < 0.7:
 			if run, ok := runs.pick(rnd); ok {
-				ex := a.do(ctx, "POST", "/api/v1/operations/"+run.id+"/cancel", run.token, nil, nil, nil)
+				ex := a.as(ctx, "POST", "/api/v1/operations/"+run.id+"/cancel", run.as, nil, nil)
 				ex.kind = "cancel"
 				rec.add(ex)
 			}
 		case r < 0.9:
 			if run, ok := runs.pick(rnd); ok {
-				ex := a.do(ctx, "GET", "/api/v1/operations/"+run.id, run.token, nil, nil, nil)
+				ex := a.as(ctx, "GET", "/api/v1/operations/"+run.id, run.as, nil, nil)
 				ex.kind, ex.runID = "read", run.id
 				rec.add(ex)
 			}
 		default:
-			ex := a.do(ctx, "GET", "/api/v1/operations?limit=20&tenant_id="+t.id, t.token, nil, nil, nil)
+			ex := a.as(ctx, "GET", "/api/v1/operations?limit=20&tenant_id="+t.id, t.as, nil, nil)
 			ex.kind = "list"
 			rec.add(ex)
 		}
@@ -272,7 +310,7 @@ func startOne(ctx context.Context, rnd *rand.Rand, a *api, t tenantFx, rec *reco
 		hdr = map[string]string{"Idempotency-Key": fmt.Sprintf("soak-%d", rnd.Uint64())}
 	}
 	for attempt := 0; ; attempt++ {
-		ex := a.do(ctx, "POST", path, t.token, body, hdr, nil)
+		ex := a.as(ctx, "POST", path, t.as, body, hdr)
 		ex.kind = "start"
 		rec.add(ex)
 		if ctx.Err() != nil {
@@ -291,8 +329,8 @@ func startOne(ctx context.Context, rnd *rand.Rand, a *api, t tenantFx, rec *reco
 			continue
 		}
 		if ex.outcome == "accepted" && !ex.replayed {
-			runs.add(ex.runID, t.token)
-			back := a.do(ctx, "GET", "/api/v1/operations/"+ex.runID, t.token, nil, nil, nil)
+			runs.add(ex.runID, t.as)
+			back := a.as(ctx, "GET", "/api/v1/operations/"+ex.runID, t.as, nil, nil)
 			back.kind, back.runID = "readback", ex.runID
 			rec.add(back)
 		}

@@ -56,6 +56,23 @@ func (d database) start() (string, error) { return d.run("start") }
 // crash stops the cluster at once, as a crash would: pg_ctl stop -m immediate.
 func (d database) crash() error { _, err := d.run("crash"); return err }
 
+// dumpDatabase returns a pg_dump of the database at url (the events,
+// the tokens' hashes, the read models: everything a backup holds).
+func dumpDatabase(ctx context.Context, d database, url string) ([]byte, error) {
+	bin, err := d.run("bindir")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "--data-only", "--dbname", url)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_dump: %w\n%s", err, stderr.String())
+	}
+	return out, nil
+}
+
 // stop stops the cluster cleanly.
 func (d database) stop() error { _, err := d.run("stop"); return err }
 

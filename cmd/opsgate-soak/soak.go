@@ -44,6 +44,9 @@ type run struct {
 	verifyOut  string
 	verifyErr  error
 	logsDir    string
+	// dump is a pg_dump of the database after the load, searched for
+	// tokens.
+	dump []byte
 }
 
 // soak runs one soak and prints its table.
@@ -167,6 +170,11 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	verify.Env = env
 	out, err := verify.CombinedOutput()
 	r.verifyOut, r.verifyErr = strings.TrimSpace(string(out)), err
+
+	cfg.logf("pg_dump of the database, to search it for tokens")
+	if r.dump, err = dumpDatabase(ctx, db, dbURL); err != nil {
+		return nil, err
+	}
 
 	rep, err := r.check(ctx, pool)
 	if err != nil {

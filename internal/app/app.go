@@ -40,6 +40,7 @@ import (
 	"github.com/opsgate/opsgate/projections"
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
+	"github.com/opsgate/opsgate/tokens"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -137,6 +138,7 @@ type App struct {
 	ReaderPool  *pgxpool.Pool
 	Store       *eventstore.Store
 	Notifier    *eventstore.Notifier
+	Tokens      *tokens.Service
 	Tenancy     *tenancy.Service
 	Connections *connections.Service
 	Restores    *restores.Service
@@ -207,10 +209,11 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 
 	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
 	a.Store = NewStore(a.Pool, eventstore.WithCommitHook(a.Notifier.Committed))
-	a.Tenancy = tenancy.New(a.Pool, a.Store, o.clock)
+	a.Tokens = tokens.NewService(a.Pool, o.clock)
+	a.Tenancy = tenancy.New(a.Pool, a.Store, a.Tokens, o.clock)
 	a.Connections = connections.New(a.Pool, a.Store, o.clock)
 	a.Restores = restores.New(a.Pool, a.Store, o.clock)
-	a.Executors = executors.New(a.Pool, a.Store, o.clock, cfg.ExecutorLiveness)
+	a.Executors = executors.New(a.Pool, a.Store, a.Tokens, o.clock, cfg.ExecutorLiveness)
 	// The metrics' scrape asks the gate and the read models, which report
 	// their decisions to it: the two are joined once both exist.
 	database := &metrics.Database{Feed: a.Store}
@@ -252,9 +255,9 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	if roles.API {
 		a.AdminToken = cfg.AdminToken
 		if a.AdminToken == "" {
-			a.AdminToken, a.AdminTokenGenerated = tenancy.NewToken("oga_"), true
+			a.AdminToken, a.AdminTokenGenerated = tokens.New("oga_"), true
 		}
-		cons, err := console.New(console.Deps{Pool: a.Pool, Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
+		cons, err := console.New(console.Deps{Pool: a.Pool, Tokens: a.Tokens, Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
 			Reader: a.Reader, Store: a.Store, Logger: logger,
 			Changes: func() <-chan struct{} { return a.Notifier.Next(eventstore.TopicEvents) }})
 		if err != nil {
@@ -262,7 +265,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			return nil, err
 		}
 		apiRoutes := api.Routes(api.Deps{
-			Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Executors: a.Executors,
+			Tokens: a.Tokens, Tenancy: a.Tenancy, Connections: a.Connections, Restores: a.Restores, Executors: a.Executors,
 			Gate: a.Gate, Onboarding: a.Onboarding, Reader: a.Reader, Store: a.Store,
 			AdminToken: a.AdminToken, Metrics: a.Metrics,
 			Executor: api.ExecutorSettings{Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,

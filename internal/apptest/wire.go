@@ -234,6 +234,7 @@ type AuditEvent struct {
 	Data     json.RawMessage `json:"data"`
 	Metadata struct {
 		Actor         string `json:"actor"`
+		Via           string `json:"via"`
 		CorrelationID string `json:"correlation_id"`
 		RequestID     string `json:"request_id"`
 	} `json:"metadata"`

@@ -31,7 +31,7 @@ func NewID() string { return ulid.Make().String() }
 // connection, the session... it concerns).
 func Meta(by domain.Actor, tenantID, correlationID string) eventstore.Metadata {
 	return eventstore.Metadata{Actor: by.ID, RequestID: by.RequestID, CausationID: by.CausedBy,
-		TenantID: tenantID, CorrelationID: correlationID}
+		TenantID: tenantID, CorrelationID: correlationID, Via: by.Via}
 }
 
 // Append appends events to stream with md, after whatever the stream holds.

@@ -38,6 +38,7 @@ type Metrics struct {
 	runDuration  *prometheus.HistogramVec
 	runsLost     *prometheus.CounterVec
 	deadlines    *prometheus.CounterVec
+	callers      *prometheus.CounterVec
 	feedBatches  *prometheus.CounterVec
 	feedEvents   prometheus.Counter
 	pools        *poolCollector
@@ -99,6 +100,9 @@ func New(db *Database) *Metrics {
 	m.deadlines = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "opsgate_runs_deadline_total", Help: "Runs ended by a deadline, by deadline (claim_by: not picked up; finish_by: timed out) and the provider of their connection.",
 	}, []string{"deadline", "provider"})
+	m.callers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_authenticated_requests_total", Help: "Authenticated requests by the kind of their token: user, integration (on behalf of a user), executor or admin.",
+	}, []string{"kind"})
 	m.feedBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "opsgate_feed_batches_total", Help: "Batches of events the subscription of this process applied (result ok), or failed and will deliver again (result redelivered).",
 	}, []string{"result"})
@@ -106,13 +110,16 @@ func New(db *Database) *Metrics {
 		Name: "opsgate_feed_events_total", Help: "Events the subscription of this process applied.",
 	})
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
-		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.feedBatches, m.feedEvents, m.pools,
+		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.callers, m.feedBatches, m.feedEvents, m.pools,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The built-in worker's series exist from the start, at zero, so that
 	// rates and alerts on them need no absent() guard.
 	m.claims.WithLabelValues(BuiltinExecutor)
 	m.leaseLosses.WithLabelValues(BuiltinExecutor)
 	m.runsLost.WithLabelValues(BuiltinExecutor)
+	for _, kind := range []string{"user", "integration", "executor", "admin"} {
+		m.callers.WithLabelValues(kind)
+	}
 	if db != nil {
 		m.registry.MustRegister(&dbCollector{db: db})
 	}
@@ -191,6 +198,9 @@ func (m *Metrics) ended(opType string, status domain.RunStatus, started *time.Ti
 		m.runDuration.WithLabelValues(opType, string(status)).Observe(at.Sub(*started).Seconds())
 	}
 }
+
+// ObserveCaller counts an authenticated request by the kind of its token.
+func (m *Metrics) ObserveCaller(kind string) { m.callers.WithLabelValues(kind).Inc() }
 
 // providerLabel is the provider label of a run's connection.
 func providerLabel(c *domain.ConnectionRef) string {
