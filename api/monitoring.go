@@ -141,9 +141,18 @@ func (h *handlers) getOperation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	wait, err := waitParam(c)
+	if err != nil {
+		return err
+	}
 	v, err := h.visibleRun(c)
 	if err != nil {
 		return err
+	}
+	if wait > 0 && !past {
+		if v, err = h.waitForRun(c, v, wait); err != nil {
+			return err
+		}
 	}
 	if past {
 		// As it was then, folded from its history.

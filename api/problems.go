@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/webhooks"
 )
 
 // Problem is an RFC 9457 problem document with a stable code.
@@ -102,6 +104,10 @@ func ProblemOf(err error) *Problem {
 	case errors.Is(err, gate.ErrIdempotencyKeyReused):
 		return newProblem(http.StatusUnprocessableEntity, "idempotency_key_reused", "Idempotency key reused",
 			"This Idempotency-Key was used before with a different request.")
+	case errors.Is(err, webhooks.ErrURLRefused):
+		return newProblem(http.StatusUnprocessableEntity, "webhook_url_refused", "Webhook URL refused",
+			strings.TrimPrefix(err.Error(), webhooks.ErrURLRefused.Error()+": ")+
+				". Deliveries may not reach loopback, private, link-local or unspecified addresses (OPSGATE_WEBHOOK_ALLOW_PRIVATE=true allows them).")
 	case errors.Is(err, domain.ErrConflict):
 		return newProblem(http.StatusConflict, "conflict", "Conflict", err.Error())
 	case errors.As(err, &leaseLost):

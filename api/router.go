@@ -80,8 +80,14 @@ func NewEcho(cfg Config) *echo.Echo {
 			c.Response().Header().Set(echo.HeaderXRequestID, id)
 			ctx := context.WithValue(req.Context(), requestIDKey{}, id)
 			if cfg.RequestTimeout > 0 && !streamed(req) {
+				timeout := cfg.RequestTimeout
+				if longPoll(req) {
+					// A long poll waits up to 30 s before its work begins.
+					timeout += maxWaitMS * time.Millisecond
+					_ = http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Now().Add(timeout + 5*time.Second))
+				}
 				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
+				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
 			req = req.WithContext(ctx)
@@ -131,6 +137,12 @@ func NewEcho(cfg Config) *echo.Echo {
 // console's), or server-sent events.
 func streamed(req *http.Request) bool {
 	return strings.HasSuffix(req.URL.Path, "/audit/export") || req.Header.Get("Accept") == "text/event-stream"
+}
+
+// longPoll reports whether req may wait for work before it is answered
+// (wait_ms): an executor's claim, a wait on a run, the change feed.
+func longPoll(req *http.Request) bool {
+	return req.URL.Query().Has("wait_ms") || strings.HasSuffix(req.URL.Path, "/executor/claims")
 }
 
 // routeOf is the route pattern (never the raw path, which holds ids).

@@ -15,6 +15,7 @@ import (
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
 	"github.com/opsgate/opsgate/tokens"
+	"github.com/opsgate/opsgate/webhooks"
 )
 
 // Deps are the application services the handlers call.
@@ -31,6 +32,8 @@ type Deps struct {
 	AdminToken  string
 	Metrics     *metrics.Metrics
 	Executor    ExecutorSettings
+	Webhooks    *webhooks.Service
+	Changes     ChangeSettings
 }
 
 type handlers struct {
@@ -45,6 +48,8 @@ type handlers struct {
 	store      *eventstore.Store
 	metrics    *metrics.Metrics
 	history    *audit.History
+	webhooks   *webhooks.Service
+	changes    ChangeSettings
 }
 
 // startRoute is one start surface of contract section 3.
@@ -71,7 +76,7 @@ func startRoutes() []startRoute {
 func Routes(d Deps) func(e *echo.Echo) {
 	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
 		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics,
-		history: audit.NewHistory(d.Store)}
+		history: audit.NewHistory(d.Store), webhooks: d.Webhooks, changes: d.Changes}
 	cs := Callers{Tokens: d.Tokens, OnBehalf: d.Tenancy}
 	if d.Metrics != nil {
 		cs.Seen = d.Metrics.ObserveCaller
@@ -96,6 +101,15 @@ func Routes(d Deps) func(e *echo.Echo) {
 		admin.POST("/integrations", h.createIntegration)
 		admin.GET("/integrations", h.listIntegrations)
 		admin.DELETE("/integrations/:integrationId", h.revokeIntegration)
+		admin.POST("/webhooks", h.createWebhook)
+		admin.GET("/webhooks", h.listWebhooks)
+		admin.GET("/webhooks/:webhookId", h.getWebhook)
+		admin.PATCH("/webhooks/:webhookId", h.updateWebhook)
+		admin.DELETE("/webhooks/:webhookId", h.deleteWebhook)
+		admin.POST("/webhooks/:webhookId/rotate-secret", h.rotateWebhookSecret)
+		admin.POST("/webhooks/:webhookId/ping", h.pingWebhook)
+		admin.GET("/webhooks/:webhookId/deliveries", h.listDeliveries)
+		admin.POST("/webhooks/:webhookId/deliveries/:deliveryId/replay", h.replayDelivery)
 		for _, kind := range []string{"users", "integrations", "executors"} {
 			owner := ownerParams[kind]
 			admin.POST("/"+kind+"/:"+owner+"/tokens", h.issueToken(kind))
@@ -142,5 +156,6 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.GET("/audit/digest", h.auditDigest)
 		v1.GET("/me/notifications", h.notifications)
 		v1.GET("/queue", h.queue)
+		v1.GET("/changes", h.listChanges)
 	}
 }

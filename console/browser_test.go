@@ -3,10 +3,12 @@ package console_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/internal/apptest"
+	"github.com/opsgate/opsgate/webhooks"
 )
 
 // chromium finds the browser: OPSGATE_CHROMIUM, or Debian's chromium.
@@ -142,6 +145,25 @@ func TestConsoleInABrowser(t *testing.T) {
 	fast := a.Connection(t, owner.ID, tenant, "Graph (prod)", apptest.AsDefault, apptest.Latency(4000)).ID
 	slow := a.Connection(t, owner.ID, tenant, "Graph (slow)", apptest.Latency(60_000)).ID
 	noConsent := a.Connection(t, owner.ID, tenant, "Graph (no consent)", apptest.Consent(domain.ConsentMissing)).ID
+	// The workspace's webhook endpoints, from the start, so that the test's
+	// changes are delivered: the platform's answers 200; the incident bot's
+	// answers 503 (and holds a message sent again until the test lets it
+	// go), so its blocked starts are tried again, then given up.
+	letGo := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(letGo) }) }
+	rc := newReceiver(t, func(path string, n int) int {
+		if path != "/incidents" {
+			return http.StatusOK
+		}
+		if n > 4 {
+			<-letGo
+		}
+		return http.StatusServiceUnavailable
+	})
+	t.Cleanup(release)
+	incidents := newEndpoint(t, a, ws.ID, rc.URL+"/incidents", map[string]any{"types": []string{"run.blocked"}, "description": "Incident bot (staging)"})
+	platformHook := newEndpoint(t, a, ws.ID, rc.URL+"/opsgate/webhooks", map[string]any{"description": "Laravel platform: outcomes for the operators' inbox"})
 
 	b := newBrowser(t, exe, a.URL)
 	b.signIn(owner.Token)
@@ -202,6 +224,28 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.screenshot("operations")
 	b.screenshotAt("operations-narrow", 420)
 
+	// A run's page while the run is queued changes by itself, without a
+	// reload, as an executor claims the run and completes it.
+	ex := executorOf(t, a, "acme")
+	acme := a.Connection(t, owner.ID, tenant, "Acme jobs", apptest.Provider("acme")).ID
+	queued := a.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(owner.ID, domain.SurfaceInventorySync, acme)).Run.ID
+	b.run("open the queued run", chromedp.Navigate(a.URL+"/console/operations/"+queued), chromedp.WaitVisible(css(`#run[data-status="queued"]`)))
+	get(b, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
+	b.screenshot("run-live")
+	epoch := claimRun(t, a, ex, queued)
+	b.run("the run is running", chromedp.WaitVisible(css(`#run[data-status="running"]`)))
+	a.Must(t, 200, "POST", "/api/v1/executor/runs/"+queued+"/complete", ex.Token, map[string]any{"epoch": epoch, "status": "succeeded"}, nil)
+	b.run("the run succeeded", chromedp.WaitVisible(css(`#run[data-status="succeeded"]`)))
+	if got := b.text(`#run-title`); !strings.Contains(got, "Inventory sync succeeded") {
+		t.Errorf("the ended run's page says %q", got)
+	}
+	if got := b.text(`#live-status`); !strings.Contains(got, "ended (succeeded)") {
+		t.Errorf("the live status says %q once the run ended", got)
+	}
+	if !get(b, "check no reload", chromedp.Evaluate[bool](`window.notReloaded === true`)) {
+		t.Error("the run's page was reloaded")
+	}
+
 	// Run detail, then cancel the slow run, which is still running.
 	b.run("open the run", chromedp.Navigate(a.URL+"/console/operations/"+accepted), chromedp.WaitVisible(css(`#run-title`)))
 	if got := b.text(`#run-title`); !strings.Contains(got, "Inventory sync succeeded") {
@@ -245,6 +289,36 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.run("onboarding", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/onboarding"), chromedp.WaitVisible(css(`form[action$="/bootstrap"]`)))
 	b.screenshot("onboarding")
+
+	// The owner's webhooks page, from the navigation: the endpoints, their
+	// deliveries, and a message sent again from its form.
+	deliveries(t, a, incidents.ID, "the blocked start to be given up", func(list []webhooks.Delivery) bool {
+		return len(list) > 0 && list[0].State == webhooks.StateGaveUp
+	})
+	deliveries(t, a, platformHook.ID, "the platform's deliveries to be sent", func(list []webhooks.Delivery) bool {
+		for _, d := range list {
+			if d.State != webhooks.StateDelivered {
+				return false
+			}
+		}
+		return len(list) > 0
+	})
+	webhooksPage := `a[href="/console/workspaces/` + ws.ID + `/webhooks"]`
+	b.run("webhooks", chromedp.Click(css(`nav `+webhooksPage)), chromedp.WaitVisible(css(`#endpoint-`+platformHook.ID)))
+	if got := b.text(`#endpoint-` + incidents.ID + ` tbody tr:first-child`); !strings.Contains(got, "gave up") || !strings.Contains(got, "503 Service Unavailable") {
+		t.Errorf("the incident bot's latest delivery reads %q", got)
+	}
+	b.run("send again", chromedp.Click(css(`#endpoint-`+incidents.ID+` tbody tr:first-child button`)),
+		chromedp.WaitVisible(css(`#endpoint-`+incidents.ID+` .notice`)))
+	if got := b.text(`#endpoint-` + incidents.ID + ` tr.replayed`); !strings.Contains(got, "pending") || !strings.Contains(got, "5") {
+		t.Errorf("the attempt sent again reads %q", got)
+	}
+	get(b, "scroll to the top", chromedp.Evaluate[bool](`window.scrollTo(0, 0) === undefined`))
+	b.screenshot("webhooks")
+	b.run("narrow", chromedp.EmulateViewport(420, 800))
+	get(b, "scroll to the deliveries", chromedp.Evaluate[bool](`document.querySelector("#endpoint-`+incidents.ID+` .notice").scrollIntoView() === undefined`))
+	b.screenshotAt("webhooks-narrow", 420)
+	release()
 
 	// A form post without the session's CSRF token is refused.
 	if status := b.post("/console/start", "surface=inventory_sync&connection_id="+fast); status != 403 {

@@ -34,6 +34,7 @@ import (
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
 	"github.com/opsgate/opsgate/tokens"
+	"github.com/opsgate/opsgate/webhooks"
 )
 
 //go:embed templates static
@@ -62,9 +63,16 @@ type Deps struct {
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
 	Store       *eventstore.Store
-	// Changes returns a channel closed at the next commit of events (the
-	// live updates of the Operations view).
+	// Webhooks shows a workspace's webhook endpoints and their deliveries
+	// to its owners, and sends a delivery again.
+	Webhooks *webhooks.Service
+	// Changes returns a channel closed at the next commit of changes
+	// (changes.Topic), which commit with the projections: the live
+	// updates of the Operations view and of a run's page.
 	Changes func() <-chan struct{}
+	// Draining is closed when the server starts draining: a run's page
+	// waiting on the run is answered at once.
+	Draining <-chan struct{}
 	// SessionTTL is how long a session lasts (default 8h).
 	SessionTTL time.Duration
 	Logger     *slog.Logger
@@ -78,7 +86,7 @@ type Console struct {
 	pages    map[string]*template.Template
 }
 
-var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores", "onboarding"}
+var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores", "onboarding", "webhooks"}
 
 // New parses the console's pages.
 func New(d Deps) (*Console, error) {
@@ -112,6 +120,7 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/operations/rows", c.page(c.operationRows))
 	in.GET("/operations/stream", c.page(c.operationStream))
 	in.GET("/operations/:runId", c.page(c.run))
+	in.GET("/operations/:runId/wait", c.page(c.runWait))
 	in.POST("/operations/:runId/cancel", c.page(c.form(c.cancel)))
 	in.POST("/operations/:runId/rerun", c.page(c.form(c.rerun)))
 	in.GET("/connections/:connectionId", c.page(c.connection))
@@ -126,6 +135,8 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/tenants/:tenantId/onboarding", c.page(c.onboardingSessions))
 	in.POST("/onboarding", c.page(c.form(c.createOnboardingSession)))
 	in.POST("/onboarding/:sessionId/:step", c.page(c.form(c.onboardingStep)))
+	in.GET("/workspaces/:workspaceId/webhooks", c.page(c.webhookEndpoints))
+	in.POST("/webhooks/:endpointId/deliveries/:deliveryId/replay", c.page(c.form(c.replayDelivery)))
 }
 
 // staticFiles serves the embedded stylesheet and script, cached briefly.
@@ -181,7 +192,10 @@ func (c *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 				return c.page(func(echo.Context) error { return err })(ec)
 			}
 		}
-		if ec.Request().Method != http.MethodGet || strings.HasSuffix(ec.Path(), "/stream") || strings.HasSuffix(ec.Path(), "/rows") {
+		// Requests of scripts (live updates) and forms are answered 401, not
+		// sent to the sign-in page.
+		if ec.Request().Method != http.MethodGet || strings.HasSuffix(ec.Path(), "/stream") || strings.HasSuffix(ec.Path(), "/rows") ||
+			strings.HasSuffix(ec.Path(), "/wait") {
 			return c.render(ec, http.StatusUnauthorized, "problem", "Signed out",
 				&api.Problem{Status: http.StatusUnauthorized, Code: "unauthorized", Title: "Signed out", Detail: "Sign in again to continue."})
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/gate"
 	"github.com/opsgate/opsgate/projections"
+	"github.com/opsgate/opsgate/webhooks"
 )
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
@@ -227,8 +228,8 @@ func (c *Console) operationRows(ec echo.Context) error {
 }
 
 // operationStream sends the table body as server-sent events whenever it
-// changes: at each commit of events (and at least every two seconds, the
-// projections being a moment behind the commit), until the client goes.
+// changes: at each commit of changes, which commit with the projections
+// (and at least every two seconds), until the client goes.
 func (c *Console) operationStream(ec echo.Context) error {
 	first, err := c.rows(ec)
 	if err != nil {
@@ -268,12 +269,7 @@ func (c *Console) operationStream(ec echo.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-c.d.Changes():
-			// The projections follow the commit by a few milliseconds.
-			select {
-			case <-time.After(50 * time.Millisecond):
-			case <-ctx.Done():
-				return nil
-			}
+			// Changes commit with the projections: the rows are new.
 		case <-tick.C:
 		}
 		// A disabled user's stream ends as their session does; the page
@@ -322,23 +318,106 @@ func (c *Console) visibleRun(ec echo.Context) (projections.RunView, error) {
 	return c.d.Reader.VisibleRun(c.ctx(ec), c.d.Tenancy, actorOf(ec), strings.ToUpper(ec.Param("runId")))
 }
 
+// run shows a run; while it is queued or running, the page's script
+// waits on it (runWait) and shows each change of its status in place.
 func (c *Console) run(ec echo.Context) error {
 	v, err := c.visibleRun(ec)
 	if err != nil {
 		return err
 	}
+	p, err := c.runPageOf(ec, v)
+	if err != nil {
+		return err
+	}
+	return c.render(ec, http.StatusOK, "run", v.Label+" · "+v.ID, p)
+}
+
+// maxRunWait bounds a wait on a run (runWait), below what proxies let a
+// quiet request last.
+const maxRunWait = 25 * time.Second
+
+// runWait is the long poll of a run's page: it answers the page's run
+// section (the "run" template) as soon as the run's status is no longer
+// the status the page shows (?status=), or the run ended, and 204 No
+// Content when neither holds after wait_ms (at most 25 s, the default) or
+// when the server drains. It holds no database connection while it
+// waits: each commit of changes, which commit with the projections, wakes
+// it to read the run again. A run the user may not see is the same
+// not-found page as the run's.
+func (c *Console) runWait(ec echo.Context) error {
+	// Take the wake-up before reading, so that a change committed in
+	// between is not missed.
+	next := c.d.Changes()
+	v, err := c.visibleRun(ec)
+	if err != nil {
+		return err
+	}
+	shown := ec.QueryParam("status")
+	if _, ok := domain.ParseRunStatus(shown); !ok && shown != "" {
+		return domain.Invalid("status", "%q is not a run status", shown)
+	}
+	wait := maxRunWait
+	if ms := ec.QueryParam("wait_ms"); ms != "" {
+		n, err := strconv.Atoi(ms)
+		if err != nil || n < 0 || n > int(maxRunWait/time.Millisecond) {
+			return domain.Invalid("wait_ms", "must be a whole number from 0 to %d", maxRunWait/time.Millisecond)
+		}
+		wait = time.Duration(n) * time.Millisecond
+	}
+	ctx := c.ctx(ec)
+	if deadline, ok := ctx.Deadline(); ok {
+		// Answer before the request's deadline cuts the wait.
+		wait = max(0, min(wait, time.Until(deadline)-time.Second))
+	}
+	changed := func(v projections.RunView) bool {
+		return v.Status.Terminal() || shown != "" && string(v.Status) != shown
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for !changed(v) {
+		select {
+		case <-next:
+		case <-timer.C:
+			return ec.NoContent(http.StatusNoContent)
+		case <-c.d.Draining:
+			return ec.NoContent(http.StatusNoContent)
+		case <-ctx.Done():
+			return nil
+		}
+		next = c.d.Changes()
+		if v, err = c.d.Reader.GetRun(ctx, v.ID); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	p, err := c.runPageOf(ec, v)
+	if err != nil {
+		return err
+	}
+	b, err := c.fragment(ec, "run", "run", view{CSRF: sessionOf(ec).CSRF, Page: p})
+	if err != nil {
+		return err
+	}
+	ec.Response().Header().Set("Cache-Control", "no-store")
+	return ec.HTMLBlob(http.StatusOK, b)
+}
+
+// runPageOf is what a run's page shows of run v.
+func (c *Console) runPageOf(ec echo.Context, v projections.RunView) (runPage, error) {
 	ctx := c.ctx(ec)
 	p := runPage{Run: v}
 	p.Message, p.Steps = domain.PresentRun(v.Run)
 	events, err := c.d.Store.ReadCorrelated(ctx, v.ID, 1000)
 	if err != nil {
-		return err
+		return p, err
 	}
 	for _, e := range events {
 		p.Events = append(p.Events, audit.RecordOf(e))
 	}
 	if p.Explanation, err = c.history.Explain(ctx, v.ID); err != nil && !errors.Is(err, domain.ErrNotFound) {
-		return err
+		return p, err
 	}
 	ids := []string{v.InitiatorID, p.Explanation.AskedBy.InitiatorID, v.InitiatedVia}
 	for _, s := range p.Explanation.LaterStarts {
@@ -348,7 +427,7 @@ func (c *Console) run(ec echo.Context) error {
 		ids = append(ids, e.Metadata.Actor, e.Metadata.Via)
 	}
 	if p.People, err = c.people(ctx, ids); err != nil {
-		return err
+		return p, err
 	}
 	if len(v.Summary) > 0 {
 		var pretty bytes.Buffer
@@ -361,7 +440,7 @@ func (c *Console) run(ec echo.Context) error {
 	} else if op, ok := domain.LookupOperation(v.Type); ok {
 		p.CanRerun, p.Restore = c.can(ec, v.TenantID, op.Capability), op.Type == domain.OpRestoreExecute
 	}
-	return c.render(ec, http.StatusOK, "run", v.Label+" · "+v.ID, p)
+	return p, nil
 }
 
 // cancelCapability is what cancelling run needs: its surface's capability.
@@ -606,6 +685,15 @@ var funcs = template.FuncMap{
 		return map[domain.RunStatus]string{domain.StatusQueued: "◷", domain.StatusRunning: "▶", domain.StatusSucceeded: "✓",
 			domain.StatusFailed: "✕", domain.StatusCancelled: "⊘", domain.StatusBlocked: "!"}[s]
 	},
+	// deliveryMark is a webhook delivery's state's symbol, as statusMark
+	// a run's.
+	"deliveryMark": func(state string) string {
+		return map[string]string{webhooks.StatePending: "◷", webhooks.StateDelivered: "✓", webhooks.StateFailed: "✕",
+			webhooks.StateGaveUp: "⊘"}[state]
+	},
+	"deliveryError": deliveryError,
+	// words is a value of the API in words ("gave_up": "gave up").
+	"words": func(s string) string { return strings.ReplaceAll(s, "_", " ") },
 	"toneMark": func(t domain.Tone) string {
 		return map[domain.Tone]string{domain.ToneSuccess: "✓", domain.ToneInfo: "ℹ", domain.ToneWarning: "!", domain.ToneDanger: "✕"}[t]
 	},

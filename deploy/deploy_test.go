@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -62,6 +63,12 @@ func scrape(t *testing.T) string {
 	a.Must(t, 200, "POST", "/api/v1/executor/claims", ex.Token, map[string]any{"max": 1, "wait_ms": 0}, nil) // live
 	acme := a.Connection(t, owner.ID, tenant, "Acme", apptest.Provider("acme")).ID
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+acme+"/inventory-sync", owner.Token, map[string]any{"limits": map[string]any{"queue_ttl_s": 1}}, nil)
+	// A webhook endpoint that receives every change: its attempts are
+	// counted and timed.
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	t.Cleanup(receiver.Close)
+	a.Must(t, 201, "POST", "/api/v1/admin/webhooks", apptest.AdminToken, map[string]any{"workspace_id": ws.ID, "url": receiver.URL}, nil)
+	a.Must(t, 202, "POST", "/api/v1/tenants/"+tenant+"/verify", owner.Token, nil, nil)
 	var body string
 	apptest.WaitFor(t, 30*time.Second, "the run to be timed", func() bool {
 		resp, err := http.Get(a.URL + "/metrics")
@@ -72,7 +79,8 @@ func scrape(t *testing.T) string {
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
 		return strings.Contains(body, "opsgate_run_duration_seconds_count") && strings.Contains(body, `opsgate_feed_batches_total{result="ok"}`) &&
-			strings.Contains(body, "opsgate_scopes_busy{") && strings.Contains(body, `opsgate_runs_deadline_total{deadline="claim_by",provider="acme"}`)
+			strings.Contains(body, "opsgate_scopes_busy{") && strings.Contains(body, `opsgate_runs_deadline_total{deadline="claim_by",provider="acme"}`) &&
+			strings.Contains(body, `result="delivered"`)
 	})
 	return body
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/console"
 	"github.com/opsgate/opsgate/domain"
@@ -41,6 +42,7 @@ import (
 	"github.com/opsgate/opsgate/restores"
 	"github.com/opsgate/opsgate/tenancy"
 	"github.com/opsgate/opsgate/tokens"
+	"github.com/opsgate/opsgate/webhooks"
 	"github.com/opsgate/opsgate/worker"
 )
 
@@ -97,6 +99,7 @@ type options struct {
 	clock     journal.Clock
 	providers worker.Providers
 	worker    func(*worker.Config)
+	webhooks  func(*webhooks.DispatcherConfig)
 	observers Observers
 }
 
@@ -124,6 +127,12 @@ func WithObservers(obs Observers) Option { return func(o *options) { o.observers
 // derived from the application's.
 func WithWorkerConfig(fn func(*worker.Config)) Option { return func(o *options) { o.worker = fn } }
 
+// WithWebhookDispatcher lets fn adjust the webhook dispatcher's
+// configuration after it was derived from the application's.
+func WithWebhookDispatcher(fn func(*webhooks.DispatcherConfig)) Option {
+	return func(o *options) { o.webhooks = fn }
+}
+
 // App is the application of one process.
 type App struct {
 	cfg    config.Config
@@ -146,6 +155,8 @@ type App struct {
 	Gate        *gate.Service
 	Onboarding  *onboarding.Service
 	Reader      *projections.Reader
+	Webhooks    *webhooks.Service
+	Changes     *changes.Reader
 	Metrics     *metrics.Metrics
 	// Handler serves the API (nil without the api role).
 	Handler http.Handler
@@ -154,11 +165,13 @@ type App struct {
 	AdminToken          string
 	AdminTokenGenerated bool
 
-	worker    *worker.Worker
-	providers []string // the built-in worker's
-	observers Observers
-	migrated  atomic.Bool
-	draining  chan struct{} // closed when the HTTP server starts draining
+	worker *worker.Worker
+	// dispatcher sends webhook deliveries (worker role).
+	dispatcher *webhooks.Dispatcher
+	providers  []string // the built-in worker's
+	observers  Observers
+	migrated   atomic.Bool
+	draining   chan struct{} // closed when the HTTP server starts draining
 }
 
 // NewRegistry returns the registry of every opsgate event.
@@ -229,7 +242,10 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	}
 	a.Onboarding = onboarding.New(a.Pool, a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
-	database.Queue, database.Scopes = a.Reader, a.Gate
+	a.Changes = changes.NewReader(a.Pool)
+	a.Webhooks = webhooks.New(a.Pool, webhooks.Settings{AllowPrivate: cfg.WebhookAllowPrivate, SecretOverlap: cfg.WebhookSecretOverlap},
+		o.clock, a.Notifier.Committed)
+	database.Queue, database.Scopes, database.Webhooks = a.Reader, a.Gate, a.Webhooks
 	if a.ReaderPool != nil {
 		a.Metrics.WatchPool("reader", a.ReaderPool)
 	}
@@ -245,6 +261,12 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			a.Close()
 			return nil, err
 		}
+		dcfg := webhooks.DispatcherConfig{Schedule: cfg.WebhookRetrySchedule, AllowPrivate: cfg.WebhookAllowPrivate,
+			Wake: func() <-chan struct{} { return a.Notifier.Next(webhooks.Topic) }, Observe: a.Metrics.ObserveWebhookAttempt}
+		if o.webhooks != nil {
+			o.webhooks(&dcfg)
+		}
+		a.dispatcher = webhooks.NewDispatcher(a.Pool, dcfg, logger)
 		// The built-in worker counts for the preflight from the first start
 		// this process could decide.
 		if err := a.worker.Announce(ctx); err != nil {
@@ -258,8 +280,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			a.AdminToken, a.AdminTokenGenerated = tokens.New("oga_"), true
 		}
 		cons, err := console.New(console.Deps{Pool: a.Pool, Tokens: a.Tokens, Tenancy: a.Tenancy, Connections: a.Connections, Gate: a.Gate, Restores: a.Restores, Onboarding: a.Onboarding,
-			Reader: a.Reader, Store: a.Store, Logger: logger,
-			Changes: func() <-chan struct{} { return a.Notifier.Next(eventstore.TopicEvents) }})
+			Reader: a.Reader, Store: a.Store, Webhooks: a.Webhooks, Draining: a.draining, Logger: logger,
+			Changes: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }})
 		if err != nil {
 			a.Close()
 			return nil, err
@@ -271,6 +293,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			Executor: api.ExecutorSettings{Lease: cfg.Lease, Heartbeat: cfg.Heartbeat,
 				Accepted: func() <-chan struct{} { return a.Notifier.Next(gate.TopicStartsAccepted) },
 				Draining: a.draining},
+			Webhooks: a.Webhooks,
+			Changes:  api.ChangeSettings{Reader: a.Changes, Next: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }},
 		})
 		a.Handler = api.NewEcho(api.Config{
 			Logger:         logger,
@@ -329,6 +353,8 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		consumers = append(consumers, projections.Consumers(a.Metrics.ObserveProjection)...)
 		// The audit chain links each event behind the commit (audit/chain.go).
 		consumers = append(consumers, audit.Chainer(func(at time.Time) { a.Metrics.ObserveProjection(audit.ChainConsumer, at) }))
+		// The change feed, and the webhook deliveries of each change.
+		consumers = append(consumers, changes.Consumer(&webhooks.FanOut{}, func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
 		// Pickup and run durations, timed from the runs' events.
 		consumers = append(consumers, a.Metrics.RunsConsumer())
 	}
@@ -345,6 +371,11 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 				a.logger.Error("feed stopped", "err", err)
 			}
 		})
+	}
+	if a.dispatcher != nil {
+		// Webhook deliveries in flight finish (each within its timeout)
+		// before the process ends; the rest wait in the database.
+		wg.Go(func() { a.dispatcher.Run(bg) })
 	}
 	if a.worker != nil {
 		wg.Go(func() {

@@ -119,6 +119,11 @@ func Config(databaseURL string) config.Config {
 		// Subscribers read below the oldest transaction of the database in
 		// flight, and tests of other packages load the shared server.
 		ReadYourWritesWait: 10 * time.Second,
+		// Webhook receivers of tests listen on loopback, and retries come
+		// quickly.
+		WebhookAllowPrivate:  true,
+		WebhookRetrySchedule: []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond},
+		WebhookSecretOverlap: 24 * time.Hour,
 	}
 }
 

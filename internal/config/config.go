@@ -62,6 +62,15 @@ type Config struct {
 	// ReadYourWritesWait bounds how long a monitoring read waits for the
 	// projection to catch up with a position (OPSGATE_READ_YOUR_WRITES_WAIT).
 	ReadYourWritesWait time.Duration
+	// Webhooks: the schedule of retries after each failed attempt
+	// (OPSGATE_WEBHOOK_RETRY_SCHEDULE, comma-separated durations), how long
+	// a rotated secret keeps signing beside the new one
+	// (OPSGATE_WEBHOOK_SECRET_OVERLAP), and whether endpoints on private,
+	// loopback or link-local addresses are allowed
+	// (OPSGATE_WEBHOOK_ALLOW_PRIVATE=true).
+	WebhookRetrySchedule []time.Duration
+	WebhookSecretOverlap time.Duration
+	WebhookAllowPrivate  bool
 	// PprofAddr, if set, serves net/http/pprof there (OPSGATE_PPROF_ADDR);
 	// keep it on loopback.
 	PprofAddr string
@@ -88,6 +97,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MaxDuration:        time.Hour,
 		ExecutorLiveness:   time.Minute,
 		ReadYourWritesWait: 2 * time.Second,
+		WebhookRetrySchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
+			5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour},
+		WebhookSecretOverlap: 24 * time.Hour,
 	}
 	var errs []error
 	str := func(name string, dst *string) {
@@ -137,6 +149,25 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("OPSGATE_QUEUE_TTL", &c.QueueTTL)
 	dur("OPSGATE_MAX_DURATION", &c.MaxDuration)
 	dur("OPSGATE_EXECUTOR_LIVENESS", &c.ExecutorLiveness)
+	dur("OPSGATE_WEBHOOK_SECRET_OVERLAP", &c.WebhookSecretOverlap)
+	if v := getenv("OPSGATE_WEBHOOK_RETRY_SCHEDULE"); v != "" {
+		c.WebhookRetrySchedule = nil
+		for _, part := range strings.Split(v, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(part))
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("OPSGATE_WEBHOOK_RETRY_SCHEDULE=%q must be positive durations separated by commas, such as 5s,5m,30m", v))
+				break
+			}
+			c.WebhookRetrySchedule = append(c.WebhookRetrySchedule, d)
+		}
+	}
+	if v := getenv("OPSGATE_WEBHOOK_ALLOW_PRIVATE"); v != "" {
+		allow, err := strconv.ParseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("OPSGATE_WEBHOOK_ALLOW_PRIVATE=%q must be true or false", v))
+		}
+		c.WebhookAllowPrivate = allow
+	}
 
 	if err := c.validate(); err != nil {
 		errs = append(errs, err)

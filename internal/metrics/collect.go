@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -28,6 +29,11 @@ type Database struct {
 	Feed interface {
 		ConsumerLags(ctx context.Context, consumers []string) (map[string]time.Duration, error)
 	}
+	// Webhooks are the webhook deliveries (webhooks.Service); nil reports
+	// none.
+	Webhooks interface {
+		Backlog(ctx context.Context) (oldestDue time.Duration, disabled int, err error)
+	}
 }
 
 // dbCollector reads queue depth, busy scopes and projector lag at scrape
@@ -38,12 +44,14 @@ type dbCollector struct {
 }
 
 var (
-	queueDepthDesc = prometheus.NewDesc("opsgate_queue_depth", "Runs queued or running, by status.", []string{"status"}, nil)
-	oldestDesc     = prometheus.NewDesc("opsgate_queue_oldest_queued_age_seconds", "Age of the oldest queued run.", nil, nil)
-	lagDesc        = prometheus.NewDesc("opsgate_projector_lag_seconds", "Age of the oldest event a projector has not applied yet (0 when caught up).", []string{"projector"}, nil)
-	busyDesc       = prometheus.NewDesc("opsgate_scopes_busy", "Scopes held by an active (queued or running) run, by provider.", []string{"provider"}, nil)
-	dbUpDesc       = prometheus.NewDesc("opsgate_database_up", "1 if the database answered this scrape's queries, else 0.", nil, nil)
-	chainLagDesc   = prometheus.NewDesc("opsgate_audit_chain_lag_seconds", "Age of the oldest event the audit chain has not linked yet (0 when caught up); exports and verification cover what is linked.", nil, nil)
+	queueDepthDesc      = prometheus.NewDesc("opsgate_queue_depth", "Runs queued or running, by status.", []string{"status"}, nil)
+	oldestDesc          = prometheus.NewDesc("opsgate_queue_oldest_queued_age_seconds", "Age of the oldest queued run.", nil, nil)
+	lagDesc             = prometheus.NewDesc("opsgate_projector_lag_seconds", "Age of the oldest event a projector has not applied yet (0 when caught up).", []string{"projector"}, nil)
+	busyDesc            = prometheus.NewDesc("opsgate_scopes_busy", "Scopes held by an active (queued or running) run, by provider.", []string{"provider"}, nil)
+	dbUpDesc            = prometheus.NewDesc("opsgate_database_up", "1 if the database answered this scrape's queries, else 0.", nil, nil)
+	webhookOldestDesc   = prometheus.NewDesc("opsgate_webhook_oldest_pending_seconds", "How long the oldest webhook delivery attempt that is due has waited to be sent (0 when none waits).", nil, nil)
+	webhookDisabledDesc = prometheus.NewDesc("opsgate_webhook_endpoints_disabled", "Webhook endpoints that are disabled (by an admin, or after answering 410 Gone).", nil, nil)
+	chainLagDesc        = prometheus.NewDesc("opsgate_audit_chain_lag_seconds", "Age of the oldest event the audit chain has not linked yet (0 when caught up); exports and verification cover what is linked.", nil, nil)
 )
 
 // noProvider is the provider label of runs without a connection.
@@ -56,6 +64,8 @@ func (d *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- chainLagDesc
 	ch <- busyDesc
 	ch <- dbUpDesc
+	ch <- webhookOldestDesc
+	ch <- webhookDisabledDesc
 }
 
 func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
@@ -88,7 +98,13 @@ func (d *dbCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(busyDesc, prometheus.GaugeValue, float64(n), provider)
 		}
 	}
-	lags, err := d.db.Feed.ConsumerLags(ctx, append(projections.Names(), audit.ChainConsumer))
+	if d.db.Webhooks != nil {
+		if oldest, disabled, err := d.db.Webhooks.Backlog(ctx); err == nil {
+			ch <- prometheus.MustNewConstMetric(webhookOldestDesc, prometheus.GaugeValue, oldest.Seconds())
+			ch <- prometheus.MustNewConstMetric(webhookDisabledDesc, prometheus.GaugeValue, float64(disabled))
+		}
+	}
+	lags, err := d.db.Feed.ConsumerLags(ctx, append(projections.Names(), audit.ChainConsumer, changes.ConsumerName))
 	if err != nil {
 		return
 	}

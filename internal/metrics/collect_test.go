@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/projections"
 )
 
@@ -74,7 +75,7 @@ opsgate_scopes_busy{provider="none"} 1
 	if got := scrape(t, reg); got != want[1:] {
 		t.Errorf("scraped\n%s\nwant\n%s", got, want[1:])
 	}
-	if wantAsked := append(projections.Names(), audit.ChainConsumer); strings.Join(db.asked, ",") != strings.Join(wantAsked, ",") {
+	if wantAsked := append(projections.Names(), audit.ChainConsumer, changes.ConsumerName); strings.Join(db.asked, ",") != strings.Join(wantAsked, ",") {
 		t.Errorf("asked the lag of %v, want %v", db.asked, wantAsked)
 	}
 

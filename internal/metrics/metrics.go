@@ -41,7 +41,10 @@ type Metrics struct {
 	callers      *prometheus.CounterVec
 	feedBatches  *prometheus.CounterVec
 	feedEvents   prometheus.Counter
-	pools        *poolCollector
+	// webhookDeliveries and webhookLatency count and time webhook attempts.
+	webhookDeliveries *prometheus.CounterVec
+	webhookLatency    *prometheus.HistogramVec
+	pools             *poolCollector
 }
 
 // New returns the metrics; db (nil, or every field set before the first
@@ -109,8 +112,16 @@ func New(db *Database) *Metrics {
 	m.feedEvents = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "opsgate_feed_events_total", Help: "Events the subscription of this process applied.",
 	})
+	m.webhookDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_webhook_deliveries_total", Help: "Webhook delivery attempts by endpoint and result: delivered, failed (tried again) or gave_up.",
+	}, []string{"endpoint", "result"})
+	m.webhookLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "opsgate_webhook_attempt_seconds", Help: "Time from sending a webhook delivery attempt to its answer (or failure), by result.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"result"})
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
 		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.callers, m.feedBatches, m.feedEvents, m.pools,
+		m.webhookDeliveries, m.webhookLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// The built-in worker's series exist from the start, at zero, so that
 	// rates and alerts on them need no absent() guard.
@@ -119,6 +130,9 @@ func New(db *Database) *Metrics {
 	m.runsLost.WithLabelValues(BuiltinExecutor)
 	for _, kind := range []string{"user", "integration", "executor", "admin"} {
 		m.callers.WithLabelValues(kind)
+	}
+	for _, result := range []string{"delivered", "failed", "gave_up"} {
+		m.webhookLatency.WithLabelValues(result)
 	}
 	if db != nil {
 		m.registry.MustRegister(&dbCollector{db: db})
@@ -250,6 +264,12 @@ func (m *Metrics) ObserveCompletion(executor, status string) {
 // because its lease was gone.
 func (m *Metrics) ObserveLeaseLoss(executor string) {
 	m.leaseLosses.WithLabelValues(executor).Inc()
+}
+
+// ObserveWebhookAttempt records a webhook delivery attempt to endpoint.
+func (m *Metrics) ObserveWebhookAttempt(endpoint, result string, took time.Duration) {
+	m.webhookDeliveries.WithLabelValues(endpoint, result).Inc()
+	m.webhookLatency.WithLabelValues(result).Observe(took.Seconds())
 }
 
 // ObserveProjection records the lag of one projected event.

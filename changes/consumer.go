@@ -1,0 +1,203 @@
+package changes
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
+	"github.com/opsgate/opsgate/eventstore"
+)
+
+// ConsumerName is the changes consumer's checkpoint in feed_checkpoints.
+const ConsumerName = "changes"
+
+// Topic is announced (eventstore.NotifyChannel) when changes commit, to
+// every process: long polls and streams of the feed wait for it.
+const Topic = "changes"
+
+// notifier names the consumer's announcements; every notifier acts on
+// them, its own process's included.
+const notifier = "changes-consumer"
+
+// FanOut is what else a batch's changes set off, in the consumer's
+// transaction: webhook deliveries (webhooks.FanOut).
+type FanOut interface {
+	// Prepare reads, in tx, what Queue needs for changes of tenants.
+	Prepare(ctx context.Context, tx pgx.Tx, tenants []string) error
+	// Queue queues into b the statements changes set off, and returns the
+	// topics to announce once they commit.
+	Queue(b *pgx.Batch, changes []Change) []string
+}
+
+// Consumer returns the feed consumer that derives changes from the
+// events, in subscriber order: the runs and connections the batch's
+// events touch are read in the feed's transaction (Prepare), folded with
+// the events, and the changes, the subjects' new state and fanOut's
+// statements are written with the checkpoint, so each event is turned
+// into changes exactly once. onChange, if set, is told of each change
+// with the time its event was recorded (the delay metric).
+func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Consumer {
+	var batch []derived
+	var touched subjects
+	return eventstore.Consumer{
+		Name: ConsumerName,
+		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
+			var ids []string
+			for _, d := range events {
+				if e, ok := d.Payload.(domain.Event); ok {
+					ids = append(ids, subjectsOf(e)...)
+				}
+			}
+			var err error
+			if touched, err = readSubjects(ctx, tx, ids); err != nil {
+				return err
+			}
+			batch = batch[:0]
+			tenants := map[string]bool{}
+			for _, d := range events {
+				e, ok := d.Payload.(domain.Event)
+				if !ok {
+					continue
+				}
+				if c, ok := touched.derive(d.ID, d.RecordedAt, d.Metadata.Actor, e); ok {
+					batch = append(batch, c)
+					tenants[c.tenant] = true
+					if onChange != nil {
+						onChange(d.RecordedAt)
+					}
+				}
+			}
+			if len(batch) == 0 {
+				return nil
+			}
+			// The feed commits without waiting for the WAL flush; a batch
+			// with changes waits for it, so that a crash never takes back
+			// a cursor a client was given, or a delivery already sent.
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+				return fmt.Errorf("changes: commit durably: %w", err)
+			}
+			if fanOut == nil {
+				return nil
+			}
+			list := make([]string, 0, len(tenants))
+			for t := range tenants {
+				list = append(list, t)
+			}
+			return fanOut.Prepare(ctx, tx, list)
+		},
+		Apply: func(_ context.Context, b *pgx.Batch, _ []eventstore.Delivery) error {
+			if err := queueSubjects(b, touched); err != nil {
+				return err
+			}
+			if len(batch) == 0 {
+				return nil
+			}
+			n := len(batch)
+			ids, tenants, types := make([]string, n), make([]string, n), make([]string, n)
+			ats := make([]time.Time, n)
+			runIDs, initiators := make([]*string, n), make([]*string, n)
+			runs, conns := make([]*string, n), make([]*string, n)
+			out := make([]Change, n)
+			for i, c := range batch {
+				ids[i], tenants[i], types[i], ats[i], initiators[i] = c.id, c.tenant, c.typ, c.at, c.initiator
+				if c.runID != "" {
+					runIDs[i] = &c.runID
+				}
+				runs[i], conns[i] = text(c.run), text(c.conn)
+				out[i] = Change{ID: c.id, Type: c.typ, OccurredAt: c.at, TenantID: c.tenant, Run: c.run, Connection: c.conn,
+					InitiatorID: c.initiator}
+			}
+			// In the batch's order, which is the events' commit order: seq
+			// (the cursor) is drawn row by row as the rows come.
+			b.Queue(`INSERT INTO changes (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id)
+				SELECT id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id
+				FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
+					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n)
+				ORDER BY n`, ids, tenants, types, ats, runIDs, runs, conns, initiators)
+			topics := []string{Topic}
+			if fanOut != nil {
+				topics = append(topics, fanOut.Queue(b, out)...)
+			}
+			// Delivered at commit, to every process (this one's included).
+			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, notifier+":"+strings.Join(topics, ","))
+			return nil
+		},
+	}
+}
+
+func text(b []byte) *string {
+	if b == nil {
+		return nil
+	}
+	s := string(b)
+	return &s
+}
+
+// readSubjects reads the state of the runs and connections ids.
+func readSubjects(ctx context.Context, tx pgx.Tx, ids []string) (subjects, error) {
+	s := subjects{runs: map[string]*domain.Run{}, conns: map[string]*connections.Connection{}}
+	if len(ids) == 0 {
+		return s, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT id, kind, state FROM change_subjects WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return s, fmt.Errorf("read the subjects of changes: %w", err)
+	}
+	var id, kind string
+	var state []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &state}, func() error {
+		if kind == "connection" {
+			var c connections.Connection
+			if err := json.Unmarshal(state, &c); err != nil {
+				return fmt.Errorf("connection %s: %w", id, err)
+			}
+			s.conns[id] = &c
+			return nil
+		}
+		var r domain.Run
+		if err := json.Unmarshal(state, &r); err != nil {
+			return fmt.Errorf("run %s: %w", id, err)
+		}
+		s.runs[id] = &r
+		return nil
+	})
+	if err != nil {
+		return s, fmt.Errorf("read the subjects of changes: %w", err)
+	}
+	return s, nil
+}
+
+// queueSubjects queues the upsert of every subject s holds.
+func queueSubjects(b *pgx.Batch, s subjects) error {
+	var ids, kinds, states []string
+	add := func(id, kind string, v any) error {
+		state, err := json.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("subject %s: %w", id, err)
+		}
+		ids, kinds, states = append(ids, id), append(kinds, kind), append(states, string(state))
+		return nil
+	}
+	for id, r := range s.runs {
+		if err := add(id, "run", r); err != nil {
+			return err
+		}
+	}
+	for id, c := range s.conns {
+		if err := add(id, "connection", c); err != nil {
+			return err
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	b.Queue(`INSERT INTO change_subjects (id, kind, state) SELECT * FROM unnest($1::text[], $2::text[], $3::json[])
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, ids, kinds, states)
+	return nil
+}

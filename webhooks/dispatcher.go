@@ -1,0 +1,491 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/opsgate/opsgate/changes"
+	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/webhooks/netguard"
+	"github.com/opsgate/opsgate/webhooks/signing"
+)
+
+// DispatcherConfig configures a Dispatcher.
+type DispatcherConfig struct {
+	// Schedule is the delay before each retry after a failed attempt
+	// (OPSGATE_WEBHOOK_RETRY_SCHEDULE); past its end a message is given up.
+	Schedule []time.Duration
+	// AllowPrivate lets deliveries reach loopback, private and link-local
+	// addresses (OPSGATE_WEBHOOK_ALLOW_PRIVATE).
+	AllowPrivate bool
+	// Timeout bounds an attempt (default 10 s): no answer by then fails it.
+	Timeout time.Duration
+	// Lease is how long a claimed attempt is this dispatcher's alone
+	// (default Timeout + 20 s); one whose dispatcher died is taken over
+	// once it has passed.
+	Lease time.Duration
+	// Concurrency bounds attempts in flight in this process (default 16),
+	// PerEndpoint those to one endpoint (default 4), so that a slow
+	// endpoint never holds up the others.
+	Concurrency, PerEndpoint int
+	// Wake returns a channel that receives when deliveries may have been
+	// queued (Topic); PollInterval is the fallback, and how soon a retry
+	// that comes due is seen (default 1 s).
+	Wake         func() <-chan struct{}
+	PollInterval time.Duration
+	// Observe, if set, is told of each attempt: its endpoint, its result
+	// (delivered, failed, gave_up) and how long it took.
+	Observe func(endpoint, result string, took time.Duration)
+}
+
+// maxResponseBody is how much of an answer's body is read.
+const maxResponseBody = 64 << 10
+
+// Dispatcher sends due deliveries. Any number of processes may run one:
+// an attempt is claimed (claimed_until) before it is sent, so no two send
+// it at once, and its result is recorded only by the dispatcher whose
+// claim it still is.
+type Dispatcher struct {
+	db     *pgxpool.Pool
+	cfg    DispatcherConfig
+	client *http.Client
+	logger *slog.Logger
+
+	mu       sync.Mutex
+	inFlight map[string]int32 // endpoint -> attempts in flight here
+	total    int
+	freed    chan struct{}
+}
+
+// NewDispatcher returns a dispatcher over db.
+func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) *Dispatcher {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Lease <= cfg.Timeout {
+		cfg.Lease = cfg.Timeout + 20*time.Second
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.PerEndpoint <= 0 {
+		cfg.PerEndpoint = 4
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	transport := &http.Transport{
+		// No proxy from the environment: the guard must see the address
+		// actually dialled.
+		Proxy:                 nil,
+		DialContext:           netguard.Dialer(cfg.AllowPrivate, cfg.Timeout).DialContext,
+		MaxIdleConnsPerHost:   cfg.PerEndpoint,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.Timeout,
+		ResponseHeaderTimeout: cfg.Timeout,
+	}
+	client := &http.Client{
+		Transport: transport,
+		Timeout:   cfg.Timeout,
+		// Redirects are not followed: a 3xx is a failed attempt.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger, inFlight: map[string]int32{},
+		freed: make(chan struct{}, 1)}
+}
+
+// claimed is an attempt this dispatcher holds until claimedUntil.
+type claimed struct {
+	id, endpoint, message, typ string
+	attempt                    int
+	claimedUntil               time.Time
+	url                        string
+	secrets                    []string
+	body                       []byte
+}
+
+// Run sends due deliveries until ctx ends, then waits for the attempts in
+// flight.
+func (d *Dispatcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	poll := time.NewTicker(d.cfg.PollInterval)
+	defer poll.Stop()
+	for ctx.Err() == nil {
+		var wake <-chan struct{}
+		if d.cfg.Wake != nil {
+			wake = d.cfg.Wake()
+		}
+		free, busy := d.capacity()
+		full := false
+		if free > 0 {
+			list, err := d.claim(ctx, free, busy)
+			if err != nil && ctx.Err() == nil {
+				d.logger.Warn("claim webhook deliveries failed; trying again", "err", err)
+			}
+			for _, c := range list {
+				d.take(c.endpoint)
+				wg.Go(func() {
+					defer d.release(c.endpoint)
+					d.attempt(ctx, c)
+				})
+			}
+			full = len(list) == free
+		}
+		if full {
+			continue // there may be more due: claim again as slots free
+		}
+		select {
+		case <-ctx.Done():
+		case <-wake:
+		case <-poll.C:
+		case <-d.freed:
+		}
+	}
+}
+
+// capacity returns how many more attempts this process may send, and
+// the endpoints it is sending to with how many attempts each.
+func (d *Dispatcher) capacity() (int, inFlight) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var in inFlight
+	for endpoint, n := range d.inFlight {
+		in.endpoints, in.counts = append(in.endpoints, endpoint), append(in.counts, n)
+	}
+	return d.cfg.Concurrency - d.total, in
+}
+
+// inFlight are the attempts in flight by endpoint.
+type inFlight struct {
+	endpoints []string
+	counts    []int32
+}
+
+func (d *Dispatcher) take(endpoint string) {
+	d.mu.Lock()
+	d.inFlight[endpoint]++
+	d.total++
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) release(endpoint string) {
+	d.mu.Lock()
+	if d.inFlight[endpoint]--; d.inFlight[endpoint] == 0 {
+		delete(d.inFlight, endpoint)
+	}
+	d.total--
+	d.mu.Unlock()
+	select {
+	case d.freed <- struct{}{}:
+	default:
+	}
+}
+
+// claim claims up to n due attempts, so that no endpoint has more than
+// PerEndpoint in flight here (those of busy counted). An attempt whose dispatcher died while it
+// held it is recorded as failed and a next attempt, due at once, is
+// claimed in its place.
+func (d *Dispatcher) claim(ctx context.Context, n int, busy inFlight) ([]claimed, error) {
+	var list []claimed
+	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
+		list = list[:0]
+		rows, err := tx.Query(ctx, `WITH candidates AS (
+				SELECT id FROM (
+					SELECT d.id, d.next_attempt_at, coalesce(b.n, 0) AS busy,
+						row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS k
+					FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+					LEFT JOIN unnest($2::text[], $5::int[]) AS b (endpoint_id, n) ON b.endpoint_id = d.endpoint_id
+					WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+						AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND e.enabled
+				) c WHERE k <= $3 - busy ORDER BY next_attempt_at LIMIT $1
+			), locked AS (
+				SELECT d.id, d.claimed_until IS NOT NULL AS interrupted FROM webhook_deliveries d
+				WHERE d.id IN (SELECT id FROM candidates) AND d.state = 'pending'
+					AND (d.claimed_until IS NULL OR d.claimed_until < now())
+				FOR UPDATE SKIP LOCKED
+			)
+			UPDATE webhook_deliveries d SET claimed_until = clock_timestamp() + $4 * interval '1 millisecond'
+			FROM locked WHERE d.id = locked.id
+			RETURNING d.id, d.endpoint_id, d.message_id, d.type, d.attempt, d.claimed_until, locked.interrupted`,
+			n, busy.endpoints, d.cfg.PerEndpoint, d.cfg.Lease.Milliseconds(), busy.counts)
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		var c claimed
+		var interrupted bool
+		var resumed []claimed
+		_, err = pgx.ForEachRow(rows, []any{&c.id, &c.endpoint, &c.message, &c.typ, &c.attempt, &c.claimedUntil, &interrupted}, func() error {
+			if interrupted {
+				resumed = append(resumed, c)
+			} else {
+				list = append(list, c)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		for _, r := range resumed {
+			next, err := d.resume(ctx, tx, r)
+			if err != nil {
+				return err
+			}
+			list = append(list, next)
+		}
+		return d.load(ctx, tx, list)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim webhook deliveries: %w", err)
+	}
+	return list, nil
+}
+
+// resume records attempt c, whose dispatcher stopped before it recorded
+// an answer, as failed, and claims its next attempt in its place.
+func (d *Dispatcher) resume(ctx context.Context, tx pgx.Tx, c claimed) (claimed, error) {
+	if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = 'failed', claimed_until = NULL, next_attempt_at = NULL,
+			error = 'no answer recorded: the dispatcher sending it stopped' WHERE id = $1`, c.id); err != nil {
+		return c, fmt.Errorf("record interrupted attempt %s: %w", c.id, err)
+	}
+	next := c
+	next.id, next.attempt = journal.NewID(), c.attempt+1
+	err := tx.QueryRow(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, claimed_until, created_at)
+		SELECT $1, endpoint_id, message_id, type, ping, $2, 'pending', now(), clock_timestamp() + $3 * interval '1 millisecond', now()
+		FROM webhook_deliveries WHERE id = $4 RETURNING claimed_until`, next.id, next.attempt, d.cfg.Lease.Milliseconds(), c.id).
+		Scan(&next.claimedUntil)
+	if err != nil {
+		return c, fmt.Errorf("resume attempt %s: %w", c.id, err)
+	}
+	return next, nil
+}
+
+// load reads what sending list needs: each endpoint's URL and valid
+// secrets, and each message's body.
+func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error {
+	if len(list) == 0 {
+		return nil
+	}
+	ids := make([]string, len(list))
+	for i, c := range list {
+		ids[i] = c.id
+	}
+	rows, err := tx.Query(ctx, `SELECT d.id, e.url,
+			array(SELECT s.secret FROM webhook_secrets s WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
+				ORDER BY s.created_at DESC),
+			d.ping, c.seq, c.type, c.occurred_at, c.tenant_id, c.run, c.connection, c.initiator_id
+		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+		LEFT JOIN changes c ON c.id = d.message_id
+		WHERE d.id = ANY($1)`, ids)
+	if err != nil {
+		return fmt.Errorf("load deliveries: %w", err)
+	}
+	byID := map[string]*claimed{}
+	for i := range list {
+		byID[list[i].id] = &list[i]
+	}
+	var id, url string
+	var secrets []string
+	var ping []byte
+	var seq *int64
+	var ch changes.Change
+	var typ, tenant *string
+	var at *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&id, &url, &secrets, &ping, &seq, &typ, &at, &tenant, &ch.Run, &ch.Connection, &ch.InitiatorID}, func() error {
+		c := byID[id]
+		c.url, c.secrets = url, secrets
+		var data any
+		when := time.Now().UTC()
+		switch {
+		case c.typ == TypePing:
+			data = json.RawMessage(ping)
+		case seq != nil:
+			change := ch
+			change.ID, change.Cursor, change.Type, change.OccurredAt, change.TenantID = c.message, changes.Cursor(*seq), *typ, at.UTC(), *tenant
+			if len(change.Run) == 0 {
+				change.Run = json.RawMessage("null")
+			}
+			if len(change.Connection) == 0 {
+				change.Connection = json.RawMessage("null")
+			}
+			data, when = change, change.OccurredAt
+		default:
+			return fmt.Errorf("delivery %s names change %s, which is not in the feed", id, c.message)
+		}
+		body, err := json.Marshal(map[string]any{"type": c.typ, "timestamp": when.Format(time.RFC3339Nano), "data": data})
+		c.body = body
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("load deliveries: %w", err)
+	}
+	return nil
+}
+
+// result is what an attempt came to.
+type result struct {
+	status     *int
+	took       time.Duration
+	err        string
+	retryAfter time.Duration
+}
+
+// attempt sends c and records what came of it.
+func (d *Dispatcher) attempt(ctx context.Context, c claimed) {
+	r := d.send(ctx, c)
+	if ctx.Err() != nil && r.status == nil {
+		return // stopping: the claim runs out and the attempt is taken over
+	}
+	outcome := d.outcomeOf(c, r)
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(c.endpoint, outcome, r.took)
+	}
+	// The database may be away: the result waits for it, as long as the
+	// claim is this dispatcher's.
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := d.record(context.WithoutCancel(ctx), c, r, outcome)
+		if err == nil {
+			return
+		}
+		if time.Now().After(c.claimedUntil) {
+			d.logger.Warn("webhook attempt result not recorded before its claim ran out; it will be sent again", "delivery", c.id, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// send POSTs c's message, signed with every valid secret.
+func (d *Dispatcher) send(ctx context.Context, c claimed) result {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.body))
+	if err != nil {
+		return result{err: "bad URL: " + err.Error(), took: time.Since(began)}
+	}
+	keys := make([][]byte, 0, len(c.secrets))
+	for _, s := range c.secrets {
+		if k, err := signing.DecodeSecret(s); err == nil {
+			keys = append(keys, k)
+		}
+	}
+	now := time.Now()
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "opsgate-webhooks/1")
+	req.Header.Set("webhook-id", c.message)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
+	req.Header.Set("webhook-signature", signing.Header(keys, c.message, now, c.body))
+	resp, err := d.client.Do(req)
+	took := time.Since(began)
+	if err != nil {
+		return result{err: describe(err, d.cfg.Timeout), took: took}
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
+	resp.Body.Close()
+	status := resp.StatusCode
+	r := result{status: &status, took: took}
+	switch {
+	case status >= 200 && status < 300:
+	case status >= 300 && status < 400:
+		r.err = fmt.Sprintf("HTTP %d: redirects are not followed", status)
+	default:
+		r.err = fmt.Sprintf("HTTP %d", status)
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		r.retryAfter = retryAfter(resp.Header.Get("Retry-After"), now)
+	}
+	return r
+}
+
+// describe words a failed request for the delivery log.
+func describe(err error, timeout time.Duration) string {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, netguard.ErrRefused):
+		return "refused: " + err.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Sprintf("no answer within %s", timeout)
+	}
+	return err.Error()
+}
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// outcomeOf says what an attempt's result comes to: delivered, failed
+// (tried again), or gave_up (the schedule is over, or the endpoint
+// answered 410 Gone).
+func (d *Dispatcher) outcomeOf(c claimed, r result) string {
+	switch {
+	case r.status != nil && *r.status >= 200 && *r.status < 300:
+		return StateDelivered
+	case r.status != nil && *r.status == http.StatusGone, c.attempt > len(d.cfg.Schedule):
+		return StateGaveUp
+	}
+	return StateFailed
+}
+
+// record records r as c's result if c is still this dispatcher's, with
+// the next attempt of a failed one.
+func (d *Dispatcher) record(ctx context.Context, c claimed, r result, outcome string) error {
+	var errText *string
+	if r.err != "" {
+		errText = &r.err
+	}
+	ms := int(r.took.Milliseconds())
+	return pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = $3, response_status = $4, latency_ms = $5, error = $6,
+				claimed_until = NULL, next_attempt_at = NULL
+			WHERE id = $1 AND claimed_until = $2`, c.id, c.claimedUntil, outcome, r.status, ms, errText)
+		if err != nil {
+			return fmt.Errorf("record attempt %s: %w", c.id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil // taken over meanwhile: the other dispatcher records its own
+		}
+		if r.status != nil && *r.status == http.StatusGone {
+			if _, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false WHERE id = $1`, c.endpoint); err != nil {
+				return fmt.Errorf("disable endpoint %s: %w", c.endpoint, err)
+			}
+		}
+		if outcome != StateFailed {
+			return nil
+		}
+		delay := max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, created_at)
+			SELECT $1, endpoint_id, message_id, type, ping, attempt + 1, 'pending', now() + $2 * interval '1 millisecond', now()
+			FROM webhook_deliveries WHERE id = $3`, journal.NewID(), delay.Milliseconds(), c.id); err != nil {
+			return fmt.Errorf("schedule the next attempt of %s: %w", c.id, err)
+		}
+		return nil
+	})
+}
