@@ -70,7 +70,10 @@ CREATE TABLE webhook_deliveries (
     error            TEXT,
     created_at       TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+-- A dispatcher claims each endpoint's due attempts oldest first, a few at
+-- a time: an index scan per endpoint that stops at its limit, whatever
+-- the backlog.
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint_id, next_attempt_at) WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
 
 -- +goose Down

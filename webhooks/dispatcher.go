@@ -37,8 +37,8 @@ type DispatcherConfig struct {
 	// (default Timeout + 20 s); one whose dispatcher died is taken over
 	// once it has passed.
 	Lease time.Duration
-	// Concurrency bounds attempts in flight in this process (default 16),
-	// PerEndpoint those to one endpoint (default 4), so that a slow
+	// Concurrency bounds attempts in flight in this process (default 32),
+	// PerEndpoint those to one endpoint (default 8), so that a slow
 	// endpoint never holds up the others.
 	Concurrency, PerEndpoint int
 	// Wake returns a channel that receives when deliveries may have been
@@ -68,6 +68,16 @@ type Dispatcher struct {
 	inFlight map[string]int32 // endpoint -> attempts in flight here
 	total    int
 	freed    chan struct{}
+	// results are the answers of attempts, recorded in batches by one
+	// recorder (record) while the next attempts are already sent.
+	results chan attemptResult
+}
+
+// attemptResult is what came of attempt c.
+type attemptResult struct {
+	c       claimed
+	r       result
+	outcome string
 }
 
 // NewDispatcher returns a dispatcher over db.
@@ -79,10 +89,10 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		cfg.Lease = cfg.Timeout + 20*time.Second
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = 32
 	}
 	if cfg.PerEndpoint <= 0 {
-		cfg.PerEndpoint = 4
+		cfg.PerEndpoint = 8
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
@@ -104,7 +114,7 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger, inFlight: map[string]int32{},
-		freed: make(chan struct{}, 1)}
+		freed: make(chan struct{}, 1), results: make(chan attemptResult, cfg.Concurrency)}
 }
 
 // claimed is an attempt this dispatcher holds until claimedUntil.
@@ -120,8 +130,14 @@ type claimed struct {
 // Run sends due deliveries until ctx ends, then waits for the attempts in
 // flight.
 func (d *Dispatcher) Run(ctx context.Context) {
+	recorded := make(chan struct{})
+	go func() { defer close(recorded); d.recordAll(ctx) }()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		close(d.results)
+		<-recorded
+	}()
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
@@ -153,6 +169,12 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		case <-wake:
 		case <-poll.C:
 		case <-d.freed:
+			// Under load slots free one after the other: claim them
+			// together, a moment later.
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Millisecond):
+			}
 		}
 	}
 }
@@ -173,6 +195,16 @@ func (d *Dispatcher) capacity() (int, inFlight) {
 type inFlight struct {
 	endpoints []string
 	counts    []int32
+}
+
+// of returns the attempts in flight to endpoint.
+func (in inFlight) of(endpoint string) int {
+	for i, e := range in.endpoints {
+		if e == endpoint {
+			return int(in.counts[i])
+		}
+	}
+	return 0
 }
 
 func (d *Dispatcher) take(endpoint string) {
@@ -196,47 +228,64 @@ func (d *Dispatcher) release(endpoint string) {
 }
 
 // claim claims up to n due attempts, so that no endpoint has more than
-// PerEndpoint in flight here (those of busy counted). An attempt whose dispatcher died while it
-// held it is recorded as failed and a next attempt, due at once, is
-// claimed in its place.
+// PerEndpoint in flight here (those of busy counted): the enabled
+// endpoints with due attempts first, then each one's oldest, a few at a
+// time (an index scan that stops at its limit, whatever the backlog),
+// all in one round trip. An attempt whose dispatcher died while it held
+// it is recorded as failed and a next attempt, due at once, is claimed in
+// its place.
 func (d *Dispatcher) claim(ctx context.Context, n int, busy inFlight) ([]claimed, error) {
 	var list []claimed
 	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		list = list[:0]
-		rows, err := tx.Query(ctx, `WITH candidates AS (
-				SELECT id FROM (
-					SELECT d.id, d.next_attempt_at, coalesce(b.n, 0) AS busy,
-						row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS k
-					FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-					LEFT JOIN unnest($2::text[], $5::int[]) AS b (endpoint_id, n) ON b.endpoint_id = d.endpoint_id
-					WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-						AND (d.claimed_until IS NULL OR d.claimed_until < now()) AND e.enabled
-				) c WHERE k <= $3 - busy ORDER BY next_attempt_at LIMIT $1
-			), locked AS (
-				SELECT d.id, d.claimed_until IS NOT NULL AS interrupted FROM webhook_deliveries d
-				WHERE d.id IN (SELECT id FROM candidates) AND d.state = 'pending'
-					AND (d.claimed_until IS NULL OR d.claimed_until < now())
-				FOR UPDATE SKIP LOCKED
-			)
-			UPDATE webhook_deliveries d SET claimed_until = clock_timestamp() + $4 * interval '1 millisecond'
-			FROM locked WHERE d.id = locked.id
-			RETURNING d.id, d.endpoint_id, d.message_id, d.type, d.attempt, d.claimed_until, locked.interrupted`,
-			n, busy.endpoints, d.cfg.PerEndpoint, d.cfg.Lease.Milliseconds(), busy.counts)
+		rows, err := tx.Query(ctx, `SELECT e.id FROM webhook_endpoints e WHERE e.enabled AND EXISTS (
+				SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.state = 'pending'
+					AND d.next_attempt_at <= now() AND (d.claimed_until IS NULL OR d.claimed_until < now()))
+			ORDER BY random()`)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
-		var c claimed
-		var interrupted bool
-		var resumed []claimed
-		_, err = pgx.ForEachRow(rows, []any{&c.id, &c.endpoint, &c.message, &c.typ, &c.attempt, &c.claimedUntil, &interrupted}, func() error {
-			if interrupted {
-				resumed = append(resumed, c)
-			} else {
-				list = append(list, c)
-			}
-			return nil
-		})
+		endpoints, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		var b pgx.Batch
+		var resumed []claimed
+		for _, endpoint := range endpoints {
+			free := d.cfg.PerEndpoint - busy.of(endpoint)
+			if free <= 0 || n <= 0 {
+				continue
+			}
+			free = min(free, n)
+			n -= free
+			b.Queue(`WITH locked AS (
+					SELECT d.id, d.claimed_until IS NOT NULL AS interrupted FROM webhook_deliveries d
+					WHERE d.endpoint_id = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
+						AND (d.claimed_until IS NULL OR d.claimed_until < now())
+					ORDER BY d.next_attempt_at LIMIT $2
+					FOR UPDATE SKIP LOCKED
+				)
+				UPDATE webhook_deliveries d SET claimed_until = clock_timestamp() + $3 * interval '1 millisecond'
+				FROM locked WHERE d.id = locked.id
+				RETURNING d.id, d.endpoint_id, d.message_id, d.type, d.attempt, d.claimed_until, locked.interrupted`,
+				endpoint, free, d.cfg.Lease.Milliseconds()).Query(func(rows pgx.Rows) error {
+				var c claimed
+				var interrupted bool
+				_, err := pgx.ForEachRow(rows, []any{&c.id, &c.endpoint, &c.message, &c.typ, &c.attempt, &c.claimedUntil, &interrupted}, func() error {
+					if interrupted {
+						resumed = append(resumed, c)
+					} else {
+						list = append(list, c)
+					}
+					return nil
+				})
+				return err
+			})
+		}
+		if b.Len() == 0 {
+			return nil
+		}
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
 		for _, r := range resumed {
@@ -343,7 +392,7 @@ type result struct {
 	retryAfter time.Duration
 }
 
-// attempt sends c and records what came of it.
+// attempt sends c and hands what came of it to the recorder.
 func (d *Dispatcher) attempt(ctx context.Context, c claimed) {
 	r := d.send(ctx, c)
 	if ctx.Err() != nil && r.status == nil {
@@ -353,21 +402,47 @@ func (d *Dispatcher) attempt(ctx context.Context, c claimed) {
 	if d.cfg.Observe != nil {
 		d.cfg.Observe(c.endpoint, outcome, r.took)
 	}
-	// The database may be away: the result waits for it, as long as the
-	// claim is this dispatcher's.
-	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := d.record(context.WithoutCancel(ctx), c, r, outcome)
-		if err == nil {
-			return
+	d.results <- attemptResult{c: c, r: r, outcome: outcome}
+}
+
+// recordAll records the attempts' results as they come, those waiting
+// together in one transaction, until results is closed. The database may
+// be away: a result waits for it as long as its claim is this
+// dispatcher's (after that the attempt is sent again by whoever claims
+// it).
+func (d *Dispatcher) recordAll(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	for first := range d.results {
+		batch := []attemptResult{first}
+	more:
+		for len(batch) < 256 {
+			select {
+			case next, ok := <-d.results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, next)
+			default:
+				break more
+			}
 		}
-		if time.Now().After(c.claimedUntil) {
-			d.logger.Warn("webhook attempt result not recorded before its claim ran out; it will be sent again", "delivery", c.id, "err", err)
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+		for wait := 100 * time.Millisecond; len(batch) > 0; wait = min(2*wait, 5*time.Second) {
+			err := d.record(ctx, batch)
+			if err == nil {
+				break
+			}
+			live := batch[:0]
+			for _, a := range batch {
+				if time.Now().Before(a.c.claimedUntil) {
+					live = append(live, a)
+				}
+			}
+			if len(live) < len(batch) {
+				d.logger.Warn("webhook attempt results not recorded before their claims ran out; they will be sent again",
+					"attempts", len(batch)-len(live), "err", err)
+			}
+			batch = live
+			time.Sleep(wait) // the database is away: nothing else to do meanwhile
 		}
 	}
 }
@@ -454,37 +529,42 @@ func (d *Dispatcher) outcomeOf(c claimed, r result) string {
 	return StateFailed
 }
 
-// record records r as c's result if c is still this dispatcher's, with
-// the next attempt of a failed one.
-func (d *Dispatcher) record(ctx context.Context, c claimed, r result, outcome string) error {
-	var errText *string
-	if r.err != "" {
-		errText = &r.err
+// record records each result as its attempt's, if the attempt is still
+// claimed by this dispatcher, in one transaction: the attempt's state, the
+// next attempt of a failed one (after the schedule's delay or a longer
+// Retry-After), and a 410's endpoint disabled.
+func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
+	var b pgx.Batch
+	for _, a := range batch {
+		c, r := a.c, a.r
+		var errText *string
+		if r.err != "" {
+			errText = &r.err
+		}
+		var delay time.Duration
+		if a.outcome == StateFailed {
+			delay = max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
+		}
+		gone := r.status != nil && *r.status == http.StatusGone
+		b.Queue(`WITH done AS (
+				UPDATE webhook_deliveries SET state = $3, response_status = $4, latency_ms = $5, error = $6,
+					claimed_until = NULL, next_attempt_at = NULL
+				WHERE id = $1 AND claimed_until = $2
+				RETURNING endpoint_id, message_id, type, ping, attempt
+			), next AS (
+				INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, created_at)
+				SELECT $7, endpoint_id, message_id, type, ping, attempt + 1, 'pending', now() + $8 * interval '1 millisecond', now()
+				FROM done WHERE $3 = 'failed'
+			), disabled AS (
+				UPDATE webhook_endpoints SET enabled = false WHERE $9 AND id IN (SELECT endpoint_id FROM done)
+			)
+			SELECT count(*) FROM done`,
+			c.id, c.claimedUntil, a.outcome, r.status, int(r.took.Milliseconds()), errText,
+			journal.NewID(), delay.Milliseconds(), gone)
 	}
-	ms := int(r.took.Milliseconds())
 	return pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = $3, response_status = $4, latency_ms = $5, error = $6,
-				claimed_until = NULL, next_attempt_at = NULL
-			WHERE id = $1 AND claimed_until = $2`, c.id, c.claimedUntil, outcome, r.status, ms, errText)
-		if err != nil {
-			return fmt.Errorf("record attempt %s: %w", c.id, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return nil // taken over meanwhile: the other dispatcher records its own
-		}
-		if r.status != nil && *r.status == http.StatusGone {
-			if _, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false WHERE id = $1`, c.endpoint); err != nil {
-				return fmt.Errorf("disable endpoint %s: %w", c.endpoint, err)
-			}
-		}
-		if outcome != StateFailed {
-			return nil
-		}
-		delay := max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
-		if _, err := tx.Exec(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, created_at)
-			SELECT $1, endpoint_id, message_id, type, ping, attempt + 1, 'pending', now() + $2 * interval '1 millisecond', now()
-			FROM webhook_deliveries WHERE id = $3`, journal.NewID(), delay.Milliseconds(), c.id); err != nil {
-			return fmt.Errorf("schedule the next attempt of %s: %w", c.id, err)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+			return fmt.Errorf("record %d webhook attempts: %w", len(batch), err)
 		}
 		return nil
 	})

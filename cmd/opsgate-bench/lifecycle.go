@@ -71,6 +71,34 @@ func lifecycle(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, 
 	return summarise(lat, failed, last.Sub(began)), nil
 }
 
+// lifecycleWatched is lifecycle with a client long-polling the change feed
+// all along, and, with h, the webhook receiver's deliveries of the
+// phase's changes: the lifecycle's figure, the feed's delays and the
+// deliveries' (once every change of the phase arrived, or a minute).
+// What the server's metrics say of the phase goes to rep's checks, under
+// names ending in suffix.
+func lifecycleWatched(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, n int, h *hooks, rep *report, suffix string) (life, feed, delivery stats, err error) {
+	if h != nil {
+		drainWebhooks(ctx, pool, time.Minute)
+	}
+	before := scrape(c.base)
+	defer func() { metricsOfPhase(before, scrape(c.base), rep, suffix) }()
+	from := latestChange(ctx, pool)
+	w, err := watchFeed(ctx, c, fx)
+	if err != nil {
+		return life, feed, delivery, fmt.Errorf("lifecycle: follow the change feed: %w", err)
+	}
+	life, err = lifecycle(ctx, c, pool, fx, n, 32)
+	feed = w.stop(ctx, pool, time.Minute)
+	if err != nil {
+		return life, feed, delivery, err
+	}
+	if h != nil {
+		delivery = h.collect(ctx, pool, from, time.Minute)
+	}
+	return life, feed, delivery, nil
+}
+
 // errNotAccepted is a start answered otherwise than accepted.
 var errNotAccepted = errors.New("not accepted")
 

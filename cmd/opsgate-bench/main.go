@@ -44,6 +44,11 @@ type config struct {
 	runs        int           // runs of the lifecycle scenario
 	overload    time.Duration // each offered rate of the overload scenario
 	pprofAddr   string        // the server's pprof address
+	// webhook says when a webhook endpoint of the main server's workspace,
+	// on a receiver of the bench's own, is subscribed to every type of
+	// change: lifecycle (during the lifecycle phase's second half only),
+	// all (every phase of the main server) or none.
+	webhook string
 }
 
 type report struct {
@@ -55,6 +60,7 @@ type report struct {
 	Checks   map[string]string  `json:"checks"`
 	Replay   map[string]float64 `json:"replay"`
 	Audit    map[string]float64 `json:"audit"`
+	Targets  map[string]string  `json:"targets"`
 	Profiles []string           `json:"profiles"`
 }
 
@@ -64,10 +70,16 @@ func main() {
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
+	webhook := flag.String("webhook", "lifecycle", "when a webhook endpoint on a local receiver is subscribed to every change of the main server's workspace: "+
+		"lifecycle (the lifecycle is measured without it, then with it), all (every phase of the main server, the lifecycle's first half excepted) or none")
 	flag.Parse()
+	if *webhook != "lifecycle" && *webhook != "all" && *webhook != "none" {
+		fmt.Fprintln(os.Stderr, "opsgate-bench: -webhook must be lifecycle, all or none")
+		os.Exit(2)
+	}
 	cfg := config{quick: *quick, spreadTime: 5 * time.Second, hotTime: 10 * time.Second,
 		replay: 1_000_000, scopeEvents: 100_000, connections: 1500, only: *only, roles: *roles, keep: *keep, dashboard: *dashboard,
-		backlog: 1000, rounds: 3, pickups: 500, runs: 20_000, overload: 10 * time.Second}
+		backlog: 1000, rounds: 3, pickups: 500, runs: 20_000, overload: 10 * time.Second, webhook: *webhook}
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
 		cfg.backlog, cfg.pickups, cfg.runs, cfg.overload = 300, 200, 5000, 3*time.Second
@@ -90,7 +102,7 @@ func run(cfg config) error {
 	}
 	rep := &report{Started: time.Now().UTC(), Machine: machine(), Quick: cfg.quick,
 		Results: map[string]stats{}, Ratios: map[string]float64{}, Checks: map[string]string{}, Replay: map[string]float64{},
-		Audit: map[string]float64{}}
+		Audit: map[string]float64{}, Targets: map[string]string{}}
 
 	dbURL, drop, err := createDatabase(ctx, base)
 	if err != nil {
@@ -165,6 +177,23 @@ func run(cfg config) error {
 	fx, err := setup(ctx, c, cfg.connections)
 	if err != nil {
 		return err
+	}
+	// The webhook dispatcher runs with the worker role, the changes
+	// consumer with the projector role.
+	if cfg.webhook != "none" && (cfg.roles == "" || strings.Contains(cfg.roles, "worker") && strings.Contains(cfg.roles, "projector")) {
+		if fx.hooks, err = newHooks(ctx, c, fx); err != nil {
+			return err
+		}
+		defer fx.hooks.close()
+		rep.Checks["webhook_endpoint"] = "subscribed to every change from the start, but for the lifecycle's first half (-webhook all)"
+		if cfg.webhook == "lifecycle" {
+			if err := fx.hooks.enable(ctx, c, false); err != nil {
+				return err
+			}
+			rep.Checks["webhook_endpoint"] = "subscribed during the lifecycle's second half only (-webhook lifecycle)"
+		}
+	} else {
+		rep.Checks["webhook_endpoint"] = "none"
 	}
 
 	switch cfg.only {
@@ -307,17 +336,54 @@ func hotPhase(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx
 	projectorsDrained, workerDrained := drain(ctx, pool, 5*time.Minute)
 	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
 	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
+	if fx.hooks != nil && cfg.webhook == "all" {
+		rep.Checks["webhook_backlog_drain_after_hot_scope"] = drainWebhooks(ctx, pool, 5*time.Minute).Round(time.Millisecond).String()
+	}
 	if lag, err := chainLag(ctx, pool, hotBegan); err == nil {
 		rep.Results["audit_chain_lag_hot_scope"] = lag
 	}
 }
 
 func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx *fixture, riverBin, dbURL string, rep *report) error {
+	if err := pushedAtLightLoad(ctx, cfg, c, pool, fx, rep); err != nil {
+		return err
+	}
+	if fx.hooks != nil {
+		// The same lifecycle with the endpoint disabled first, so that
+		// with and without are a ratio of one run (in this order, the
+		// second, with it, also has the larger store).
+		if err := fx.hooks.enable(ctx, c, false); err != nil {
+			return err
+		}
+		progress("lifecycle: %d runs with the webhook endpoint disabled (a client long-polls the change feed)", cfg.runs)
+		st, feed, _, err := lifecycleWatched(ctx, c, pool, fx, cfg.runs, nil, rep, "_no_webhook")
+		if err != nil {
+			return err
+		}
+		rep.Results["lifecycle_no_webhook"], rep.Results["change_feed_delay_no_webhook"] = st, feed
+		if err := fx.hooks.enable(ctx, c, true); err != nil {
+			return err
+		}
+	}
 	progress("lifecycle: %d runs from start to succeeded, opsgate then River", cfg.runs)
-	st, err := lifecycle(ctx, c, pool, fx, cfg.runs, 32)
+	st, feed, delivery, err := lifecycleWatched(ctx, c, pool, fx, cfg.runs, fx.hooks, rep, "")
 	if err != nil {
 		return err
 	}
+	rep.Results["change_feed_delay"] = feed
+	if fx.hooks != nil {
+		rep.Results["webhook_delivery_delay"] = delivery
+		rep.Ratios["lifecycle_webhook_vs_none"] = ratio(st.Throughput, rep.Results["lifecycle_no_webhook"].Throughput)
+		rep.Checks["webhook_receiver"] = fx.hooks.summary()
+		if cfg.webhook == "lifecycle" {
+			// What was not delivered by now stays pending, unsent, so that
+			// it does not load the phases after this one.
+			if err := fx.hooks.enable(ctx, c, false); err != nil {
+				return err
+			}
+		}
+	}
+	checkTargets(rep)
 	peer, err := riverLifecycle(riverBin, dbURL, cfg.runs, 32, 16)
 	if err != nil {
 		return err
@@ -333,6 +399,9 @@ func lifecyclePhases(ctx context.Context, cfg config, c *client, pool *pgxpool.P
 	for _, k := range []int{1, 4, 8} {
 		if _, workerDrained := drain(ctx, pool, time.Minute); workerDrained >= time.Minute {
 			return fmt.Errorf("overload: the runs of the previous phase did not end within a minute")
+		}
+		if fx.hooks != nil {
+			drainWebhooks(ctx, pool, time.Minute)
 		}
 		progress("overload: %dx the lifecycle's %.0f runs/s offered on %d connections for %s", k, peak, len(conns), cfg.overload)
 		profile := filepath.Join("bench", "results", fmt.Sprintf("overload-%dx-cpu.pprof", k))
@@ -513,7 +582,9 @@ func startProcess(bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
-		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY="+workerSlots())
+		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY="+workerSlots(),
+		// The bench's webhook receiver is on loopback.
+		"OPSGATE_WEBHOOK_ALLOW_PRIVATE=true")
 	logFile, err := os.CreateTemp("", "opsgate-bench-server-*.log")
 	if err != nil {
 		return nil, err

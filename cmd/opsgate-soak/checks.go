@@ -223,6 +223,7 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 		hist.deadlines["execution.timed_out"], hist.deadlines["execution.not_picked_up"]))
 	rep.note("events in the store", strconv.Itoa(hist.events))
 	rep.note("events recorded through the integration", strconv.Itoa(via))
+	r.webhookChecks(rep)
 	return rep, nil
 }
 
@@ -502,6 +503,23 @@ func (r *run) tokensInLogs() (int, error) {
 		n += r.tokensIn(b)
 	}
 	return n, nil
+}
+
+// secretInLogs counts the logs that hold the webhook secret's key (the
+// secret without its whsec_ prefix).
+func (r *run) secretInLogs(secret string) int {
+	key := strings.TrimPrefix(secret, "whsec_")
+	if key == "" {
+		return 0
+	}
+	files, _ := filepath.Glob(filepath.Join(r.logsDir, "*.log"))
+	n := 0
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(key)) {
+			n++
+		}
+	}
+	return n
 }
 
 // tokensIn counts the tokens whose secret part (the token without its

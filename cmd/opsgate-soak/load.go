@@ -149,8 +149,10 @@ func (a *api) as(ctx context.Context, method, path string, c caller, body any, h
 	return a.do(ctx, method, path, c.token, body, c.headers(hdr), nil)
 }
 
-// setup creates the fixture through the admin and tenant APIs.
-func setup(ctx context.Context, a *api, tenants, connsPer int) (*fixture, []string, error) {
+// setup creates the fixture through the admin and tenant APIs, with a
+// webhook endpoint of the workspace, subscribed to every type of change,
+// that posts to hooks.
+func setup(ctx context.Context, a *api, tenants, connsPer int, hooks *receiver) (*fixture, []string, error) {
 	must := func(ex exchange, want int, what string) error {
 		if ex.status != want {
 			return fmt.Errorf("setup: %s answered %d %s %s", what, ex.status, ex.code, ex.err)
@@ -159,6 +161,14 @@ func setup(ctx context.Context, a *api, tenants, connsPer int) (*fixture, []stri
 	}
 	var ws struct{ ID string }
 	if err := must(a.do(ctx, "POST", "/api/v1/admin/workspaces", a.admin, map[string]any{"name": "Soak MSP"}, nil, &ws), 201, "workspace"); err != nil {
+		return nil, nil, err
+	}
+	var endpoint struct{ ID, Secret string }
+	if err := must(a.do(ctx, "POST", "/api/v1/admin/webhooks", a.admin, map[string]any{"workspace_id": ws.ID, "url": hooks.url,
+		"description": "the soak's receiver"}, nil, &endpoint), 201, "webhook endpoint"); err != nil {
+		return nil, nil, err
+	}
+	if err := hooks.register(endpoint.ID, endpoint.Secret); err != nil {
 		return nil, nil, err
 	}
 	// The platform's integration sends every other tenant's requests, on

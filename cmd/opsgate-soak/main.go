@@ -6,8 +6,12 @@
 // operator relies on: no acknowledged start lost, every run terminal, never
 // two active runs on a scope, no stale or phantom events, no 5xx outside the
 // fault windows, read models back within seconds, no finished run reported
-// lost, and `opsgate projections verify` equal. It prints one table and exits
-// 1 on any breach. docs/RELIABILITY.md explains each line.
+// lost, and `opsgate projections verify` equal. A webhook receiver of its own
+// (webhook.go) gets every change of the soak's workspace, verifies each
+// message's signature with the Standard Webhooks reference library and
+// fails some attempts on purpose; at the end every change of the feed must
+// have arrived, equal to the feed's. It prints one table and exits 1 on any
+// breach. docs/RELIABILITY.md explains each line.
 //
 //	make soak                        # the full run (about 4 minutes)
 //	go run ./cmd/opsgate-soak -short # fewer faults, about a minute

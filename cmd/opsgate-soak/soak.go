@@ -47,6 +47,10 @@ type run struct {
 	// dump is a pg_dump of the database after the load, searched for
 	// tokens.
 	dump []byte
+	// hooks is the webhook receiver; webhooks what the end of the run
+	// found of the change feed and its deliveries.
+	hooks    *receiver
+	webhooks webhookOutcome
 }
 
 // soak runs one soak and prints its table.
@@ -87,6 +91,8 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		"DATABASE_URL": dbURL, "OPSGATE_ADMIN_TOKEN": adminToken,
 		"OPSGATE_LEASE": cfg.lease.String(), "OPSGATE_HEARTBEAT": cfg.heartbeat.String(),
 		"OPSGATE_READ_YOUR_WRITES_WAIT": "1s", "OPSGATE_SHUTDOWN_GRACE": "5s", "OPSGATE_DB_MAX_CONNS": "16",
+		// The webhook receiver is on loopback; retries come within seconds.
+		"OPSGATE_WEBHOOK_ALLOW_PRIVATE": "true", "OPSGATE_WEBHOOK_RETRY_SCHEDULE": webhookRetrySchedule,
 	})
 	migrate := exec.CommandContext(ctx, bins.opsgate, "migrate")
 	migrate.Env = env
@@ -124,7 +130,11 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		}
 	}
 	a := newAPI(addrs, adminToken)
-	fx, tokens, err := setup(ctx, a, cfg.tenants, cfg.connsPer)
+	if r.hooks, err = newReceiver(); err != nil {
+		return nil, err
+	}
+	defer r.hooks.close()
+	fx, tokens, err := setup(ctx, a, cfg.tenants, cfg.connsPer, r.hooks)
 	if err != nil {
 		return nil, err
 	}
@@ -161,10 +171,11 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	cfg.logf("load over (%d requests); waiting for every run to end", len(r.exchanges))
 	r.settled = waitSettled(ctx, pool, 3*cfg.lease+30*time.Second)
 	var caught bool
-	r.finalLag, caught = catchUp(ctx, pool, time.Now(), 60*time.Second)
+	r.finalLag, caught = catchUp(ctx, pool, time.Now(), 60*time.Second, projectors)
 	if !caught {
 		cfg.logf("the read models did not catch up within a minute")
 	}
+	r.webhooks = awaitWebhooks(ctx, cfg, a, fx, pool, r.hooks, 60*time.Second)
 	cfg.logf("opsgate projections verify")
 	verify := exec.CommandContext(ctx, bins.opsgate, "projections", "verify")
 	verify.Env = env
@@ -228,7 +239,7 @@ func (r *run) inject(ctx context.Context, began time.Time, db database, pool *pg
 			}
 			ready := time.Now()
 			r.windows = append(r.windows, window{what: "database crash", from: from, to: ready.Add(5 * time.Second)})
-			lag, ok := catchUp(context.WithoutCancel(ctx), pool, ready, 60*time.Second)
+			lag, ok := catchUp(context.WithoutCancel(ctx), pool, ready, 60*time.Second, projectors)
 			if !ok {
 				r.cfg.logf("the read models did not catch up within a minute of the database's return")
 			}
@@ -250,10 +261,10 @@ func sleep(ctx context.Context, d time.Duration) {
 // models and the audit chain.
 var projectors = []string{"operations", "queue", "notifications", audit.ChainConsumer}
 
-// catchUp waits until every projector has applied every event committed
-// before its first successful look at the store, and returns how long
-// that took from since (limit and false if it did not).
-func catchUp(ctx context.Context, pool *pgxpool.Pool, since time.Time, limit time.Duration) (time.Duration, bool) {
+// catchUp waits until every consumer of consumers has applied every event
+// committed before its first successful look at the store, and returns
+// how long that took from since (limit and false if it did not).
+func catchUp(ctx context.Context, pool *pgxpool.Pool, since time.Time, limit time.Duration, consumers []string) (time.Duration, bool) {
 	deadline := since.Add(limit)
 	var headTx, headPos int64
 	for {
@@ -270,7 +281,7 @@ func catchUp(ctx context.Context, pool *pgxpool.Pool, since time.Time, limit tim
 		var behind int
 		err := pool.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) AS p(name)
 			LEFT JOIN feed_checkpoints c ON c.consumer = p.name
-			WHERE c.consumer IS NULL OR (c.tx_id, c.position) < ($2::bigint::text::xid8, $3)`, projectors, headTx, headPos).Scan(&behind)
+			WHERE c.consumer IS NULL OR (c.tx_id, c.position) < ($2::bigint::text::xid8, $3)`, consumers, headTx, headPos).Scan(&behind)
 		if err == nil && behind == 0 {
 			return time.Since(since), true
 		}
