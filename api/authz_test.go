@@ -52,6 +52,7 @@ var tenantRouteRules = map[string]routeRule{
 		return map[string]any{"provider": "simulated", "display_name": "Matrix", "consent": "granted", "credentials": "valid"}
 	}},
 	"GET /api/v1/tenants/:tenantId/provider-connections":           {domain.CapOperationsView, noBody},
+	"GET /api/v1/tenants/:tenantId/availability":                   {domain.CapOperationsView, noBody},
 	"GET /api/v1/provider-connections/:connectionId":               {domain.CapOperationsView, noBody},
 	"PATCH /api/v1/provider-connections/:connectionId":             {domain.CapProviderConnectionManage, func(*fixture) any { return map[string]any{"display_name": "Renamed"} }},
 	"POST /api/v1/provider-connections/:connectionId/make-default": {domain.CapProviderConnectionManage, noBody},
@@ -89,6 +90,7 @@ var queryRoutes = []struct {
 	{"GET", "/api/v1/audit/export", domain.CapAuditRead},
 	{"GET", "/api/v1/audit/digest", domain.CapAuditRead},
 	{"GET", "/api/v1/queue", domain.CapOperationsView},
+	{"GET", "/api/v1/changes", domain.CapOperationsView},
 }
 
 // tenantScopedRoutes lists the registered routes with a tenant-scoped path

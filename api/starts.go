@@ -64,12 +64,75 @@ func requestHash(c echo.Context, body []byte) []byte {
 	return h.Sum(nil)
 }
 
+// dryRunParam reads dry_run (true or false).
+func dryRunParam(c echo.Context) (bool, error) {
+	switch c.QueryParam("dry_run") {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	}
+	return false, badQuery("dry_run must be true or false")
+}
+
+// startOrDryRun decides req for real, or as a dry run.
+func (h *handlers) startOrDryRun(c echo.Context, req gate.StartRequest, dry bool) error {
+	if !dry {
+		resp, err := h.gate.Start(c.Request().Context(), req)
+		if err != nil {
+			return err
+		}
+		return h.renderStart(c, resp)
+	}
+	resps, errs, err := h.gate.DryRun(c.Request().Context(), []gate.StartRequest{req})
+	if err != nil {
+		return err
+	}
+	if errs[0] != nil {
+		return errs[0]
+	}
+	return c.JSON(StatusOf(resps[0].Result.Outcome), DryRunOf(resps[0].Result))
+}
+
+// DryRunResult is a dry run's answer: the StartResult a real start would
+// get, with run null where the start would have created it.
+type DryRunResult struct {
+	Outcome   domain.Outcome    `json:"outcome"`
+	Run       *domain.Run       `json:"run"`
+	Reason    *domain.Reason    `json:"reason"`
+	NextSteps []domain.NextStep `json:"next_steps"`
+	Message   domain.Message    `json:"message"`
+	DryRun    bool              `json:"dry_run"`
+}
+
+// DryRunOf is res as a dry run answers it: no run for accepted and
+// blocked (none was created), and no link to it.
+func DryRunOf(res domain.StartResult) DryRunResult {
+	out := DryRunResult{Outcome: res.Outcome, Reason: res.Reason, NextSteps: res.NextSteps, Message: res.Message, DryRun: true}
+	if res.Outcome == domain.OutcomeDeduped || res.Outcome == domain.OutcomeScopeBusy {
+		run := res.Run
+		out.Run = &run
+		return out
+	}
+	out.NextSteps = make([]domain.NextStep, len(res.NextSteps))
+	for i, step := range res.NextSteps {
+		if step.Href != nil && *step.Href == domain.RunHref(res.Run.ID) {
+			step.Href = nil
+		}
+		out.NextSteps[i] = step
+	}
+	return out
+}
+
 // start returns the handler of one start surface. Every start endpoint is
 // made by this function and calls the one gate; none decides anything.
 func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := gate.StartRequest{Actor: actor(c), Surface: surface}
-		var err error
+		dry, err := dryRunParam(c)
+		if err != nil {
+			return err
+		}
 		switch surface.Scope {
 		case domain.ScopeTenant:
 			if req.TenantID, err = pathID(c, "tenantId"); err != nil {
@@ -105,11 +168,7 @@ func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 			}
 			req.IdempotencyKey, req.RequestHash = key, requestHash(c, raw)
 		}
-		resp, err := h.gate.Start(c.Request().Context(), req)
-		if err != nil {
-			return err
-		}
-		return h.renderStart(c, resp)
+		return h.startOrDryRun(c, req, dry)
 	}
 }
 
@@ -150,6 +209,10 @@ func (h *handlers) rerun(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	dry, err := dryRunParam(c)
+	if err != nil {
+		return err
+	}
 	raw, err := readBody(c)
 	if err != nil {
 		return err
@@ -169,9 +232,9 @@ func (h *handlers) rerun(c echo.Context) error {
 		}
 		req.IdempotencyKey, req.RequestHash = key, requestHash(c, raw)
 	}
-	resp, err := h.gate.Rerun(c.Request().Context(), req)
+	sr, err := h.gate.RerunStart(c.Request().Context(), req)
 	if err != nil {
 		return err
 	}
-	return h.renderStart(c, resp)
+	return h.startOrDryRun(c, sr, dry)
 }

@@ -406,6 +406,9 @@ func (s *Service) List(ctx context.Context, who domain.Actor, tenantID string) (
 	if list == nil {
 		list = []Connection{}
 	}
+	for _, c := range list {
+		s.info.Store(c.ID, Info{TenantID: c.TenantID, Provider: c.Provider})
+	}
 	return list, nil
 }
 

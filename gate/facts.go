@@ -38,7 +38,7 @@ type scopeFacts struct {
 // transactions locking overlapping scopes never wait for each other in a
 // cycle) and of its idempotency keys, and reads their snapshots and the
 // batch's facts, in one round trip.
-func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, batch []*pending) (*facts, error) {
+func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, batch []*pending, m mode) (*facts, error) {
 	f := &facts{scopes: map[domain.ScopeID]*scopeFacts{}, restores: map[string]*restores.Loaded{}}
 	var scopes, users, tenants []string
 	var connIDs []string
@@ -76,8 +76,16 @@ func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, b
 	for i, scope := range scopes {
 		ids[i] = domain.ScopeID(scope)
 	}
-	w.lockScopes(&locks, ids, eventstore.Wait)
-	keys := queueKeyLocks(&locks, batch)
+	var keys []idempotencyKey
+	if m == record {
+		w.lockScopes(&locks, ids, eventstore.Wait)
+		keys = queueKeyLocks(&locks, batch)
+	} else {
+		// A dry run reads what is committed and locks nothing: it never
+		// holds up a start that will be recorded.
+		w.readScopes(&locks, ids)
+		keys = keysOf(batch)
+	}
 	conns := connections.QueueLoadEach(&b, connIDs)
 	for _, p := range batch {
 		if p.connectionID != "" {

@@ -43,6 +43,19 @@ type remembered struct {
 // queueKeyLocks queues the locks of the batch's idempotency keys, in
 // order, and returns the keys.
 func queueKeyLocks(b *pgx.Batch, batch []*pending) []idempotencyKey {
+	keys := keysOf(batch)
+	if len(keys) > 0 {
+		names := make([]string, len(keys))
+		for i, k := range keys {
+			names[i] = "idempotency-" + k.user + "-" + k.key
+		}
+		eventstore.QueueLocks(b, eventstore.Streams(names...), eventstore.Wait)
+	}
+	return keys
+}
+
+// keysOf returns the batch's idempotency keys, sorted, each once.
+func keysOf(batch []*pending) []idempotencyKey {
 	var keys []idempotencyKey
 	for _, p := range batch {
 		if p.req.IdempotencyKey != "" {
@@ -52,15 +65,7 @@ func queueKeyLocks(b *pgx.Batch, batch []*pending) []idempotencyKey {
 	slices.SortFunc(keys, func(a, b idempotencyKey) int {
 		return cmp.Or(cmp.Compare(a.user, b.user), cmp.Compare(a.key, b.key))
 	})
-	keys = slices.Compact(keys)
-	if len(keys) > 0 {
-		names := make([]string, len(keys))
-		for i, k := range keys {
-			names[i] = "idempotency-" + k.user + "-" + k.key
-		}
-		eventstore.QueueLocks(b, eventstore.Streams(names...), eventstore.Wait)
-	}
-	return keys
+	return slices.Compact(keys)
 }
 
 // queueLookupKeys queues the read of the answers stored under keys; the

@@ -33,20 +33,30 @@ type RerunRequest struct {
 // domain.ErrNotFound, as for a run that does not exist); a run still
 // queued or running is refused with ErrRunActive.
 func (s *Service) Rerun(ctx context.Context, req RerunRequest) (StartResponse, error) {
-	r, err := readRun(ctx, s.db, req.RunID)
+	sr, err := s.RerunStart(ctx, req)
 	if err != nil {
 		return StartResponse{}, err
+	}
+	return s.Start(ctx, sr)
+}
+
+// RerunStart returns the start that runs req's run again, once the
+// caller may and the run has ended: for Start, or a dry run.
+func (s *Service) RerunStart(ctx context.Context, req RerunRequest) (StartRequest, error) {
+	r, err := readRun(ctx, s.db, req.RunID)
+	if err != nil {
+		return StartRequest{}, err
 	}
 	op := domain.MustOperation(r.typ)
 	if err := tenancy.AuthorizeIn(ctx, s.db, req.Actor, r.tenantID, op.Capability); err != nil {
-		return StartResponse{}, err
+		return StartRequest{}, err
 	}
 	if r.status.Active() {
-		return StartResponse{}, fmt.Errorf("rerun %s: %w", req.RunID, ErrRunActive)
+		return StartRequest{}, fmt.Errorf("rerun %s: %w", req.RunID, ErrRunActive)
 	}
 	start, err := s.startOf(ctx, req.RunID)
 	if err != nil {
-		return StartResponse{}, err
+		return StartRequest{}, err
 	}
 	sr := StartRequest{
 		Actor: req.Actor, Surface: domain.RerunSurface(start.Type), TenantID: start.TenantID,
@@ -56,7 +66,7 @@ func (s *Service) Rerun(ctx context.Context, req RerunRequest) (StartResponse, e
 	if start.Connection != nil {
 		sr.ConnectionID = start.Connection.ID
 	}
-	return s.Start(ctx, sr)
+	return sr, nil
 }
 
 // startOf returns what the start that created runID asked for.

@@ -199,8 +199,29 @@ func (s *Service) prepare(ctx context.Context, q pg.Querier, req StartRequest) (
 // missing capability, a restore safeguard, a reused key) gets its error
 // and records nothing; the others go on.
 func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pending) error {
+	return s.decideAs(ctx, tx, batch, record)
+}
+
+// mode is how a batch is decided.
+type mode int
+
+const (
+	// record decides under the scopes' locks and records each decision.
+	record mode = iota
+	// dryRun decides on what is committed, locking nothing and recording
+	// nothing; each start sees the decisions before it on its scope, as
+	// if they had been recorded.
+	dryRun
+	// eachAlone is dryRun with every start decided against its scope as
+	// it is, as if it were the only start (availability).
+	eachAlone
+)
+
+// decideAs decides batch in mode m: decide's steps, of which a dry run
+// takes every one but the writes.
+func (s *Service) decideAs(ctx context.Context, tx *eventstore.Tx, batch []*pending, m mode) error {
 	w := newScopeWriter(tx)
-	f, err := s.load(ctx, tx, w, batch)
+	f, err := s.load(ctx, tx, w, batch, m)
 	if err != nil {
 		return err
 	}
@@ -216,6 +237,12 @@ func (s *Service) decide(ctx context.Context, tx *eventstore.Tx, batch []*pendin
 		}
 		if event == nil {
 			continue // a replay
+		}
+		if m != record {
+			if m == dryRun {
+				w.evolve(p.scope, event)
+			}
+			continue
 		}
 		w.record(p.scope, event, journal.Meta(p.req.Actor, p.tenantID, p.resp.Result.Run.ID))
 		if p.req.IdempotencyKey != "" {

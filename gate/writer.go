@@ -69,6 +69,29 @@ func (w *scopeWriter) lockScopes(b *pgx.Batch, scopes []domain.ScopeID, mode eve
 	return granted
 }
 
+// readScopes queues into b the read of scopes' snapshots as committed,
+// without their locks: what a dry run decides on.
+func (w *scopeWriter) readScopes(b *pgx.Batch, scopes []domain.ScopeID) {
+	names := make([]string, len(scopes))
+	for i, scope := range scopes {
+		names[i] = string(scope)
+		w.scopes[scope] = &scopeEntry{}
+	}
+	queueSnapshots(b, `scope_id = ANY($1::text[])`, names, w.loaded)
+	queueNow(b, &w.now)
+}
+
+// evolve folds event into scope's state without recording it: the
+// decisions of a dry run see those before them.
+func (w *scopeWriter) evolve(scope domain.ScopeID, event domain.Event) {
+	e := w.scopes[scope]
+	if e == nil {
+		e = &scopeEntry{}
+		w.scopes[scope] = e
+	}
+	e.state = domain.Evolve(e.state, event)
+}
+
 // lockRunScopes queues into b the locks of the scopes of the runs ids
 // (waiting, in scope order), the runs' rows and the scopes' snapshots as
 // of the locks; rows holds each run found once b was sent. A run never
