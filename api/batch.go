@@ -116,9 +116,9 @@ func itemProblem(err error) (BatchItemResult, bool) {
 	return BatchItemResult{Status: p.Status, Problem: p}, true
 }
 
-// startBatch decides up to 500 starts, each as if it had been sent alone,
+// batchStart decides up to 500 starts, each as if it had been sent alone,
 // in order (contract section 15).
-func (h *handlers) startBatch(c echo.Context) error {
+func (h *handlers) batchStart(c echo.Context) error {
 	dry, err := dryRunParam(c)
 	if err != nil {
 		return err

@@ -124,6 +124,18 @@ func TestDryRunAgreesWithTheStart(t *testing.T) {
 		}
 	}
 	f.Call(t, "POST", "/api/v1/provider-connections/"+f.connA+"/check?dry_run=yes", f.owner.Token, nil).ExpectProblem(t, 400, "invalid_query")
+
+	// A rerun's dry run: the same path, the same answer, nothing recorded.
+	fresh := f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Rerun"})
+	run := f.start(t, contractSurfaces[4], startArgs{conn: fresh}).ExpectStart(t, "accepted").Run.ID
+	f.Must(t, 200, "POST", "/api/v1/operations/"+run+"/cancel", f.owner.Token, nil, nil)
+	before := f.recorded(t)
+	dry := f.Call(t, "POST", "/api/v1/operations/"+run+"/rerun?dry_run=true", f.owner.Token, nil)
+	if after := f.recorded(t); after != before || dry.Status != 202 {
+		t.Errorf("a rerun's dry run answered %s and recorded %s, then %s", dry, before, after)
+	}
+	again := f.Call(t, "POST", "/api/v1/operations/"+run+"/rerun", f.owner.Token, nil).ExpectStart(t, "accepted").Run.ID
+	f.Call(t, "POST", "/api/v1/operations/"+again+"/rerun?dry_run=true", f.owner.Token, nil).ExpectProblem(t, 409, "run_active")
 }
 
 // availability is a tenant's availability as answered.

@@ -149,7 +149,7 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.POST("/operations/:runId/cancel", h.cancelOperation)
 		v1.POST("/operations/:runId/rerun", h.rerun)
 		v1.POST("/operations/cancel", h.cancelMany)
-		v1.POST("/starts/batch", h.startBatch)
+		v1.POST("/starts/batch", h.batchStart)
 		v1.GET("/tenants/:tenantId/availability", h.availability)
 
 		v1.GET("/operations/:runId/explain", h.explainOperation)

@@ -66,7 +66,7 @@ type report struct {
 
 func main() {
 	quick := flag.Bool("quick", false, "a short run (about two minutes)")
-	only := flag.String("only", "", "run one phase alone, for iteration: spread, decision (the api role alone), hot, freshness, lifecycle, overload (after lifecycle), executors or replay")
+	only := flag.String("only", "", "run one phase alone, for iteration: spread, decision (the api role alone), hot, ask (availability, dry runs, batches), freshness, lifecycle, overload (after lifecycle), executors or replay")
 	roles := flag.String("roles", "", "the server's --roles (default: every role)")
 	keep := flag.Bool("keep", false, "keep the benchmark's databases for inspection (their names are printed)")
 	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
@@ -203,6 +203,13 @@ func run(cfg config) error {
 		}
 		printTable(os.Stdout, rep)
 		return nil
+	case "ask":
+		if err := askPhases(ctx, c, pool, fx, rep); err != nil {
+			return err
+		}
+		checkTargets(rep)
+		printTable(os.Stdout, rep)
+		return nil
 	case "replay":
 		return replayOnly(ctx, cfg, bin, dbURL, srv, c, pool, fx, rep)
 	case "hot":
@@ -258,6 +265,9 @@ func run(cfg config) error {
 	}
 
 	hotPhase(ctx, cfg, c, pool, fx, rep)
+	if err := askPhases(ctx, c, pool, fx, rep); err != nil {
+		return err
+	}
 	progress("freshness: commit-to-read-model lag and worker pickup")
 	lag, pickup := freshness(ctx, c, pool, fx, 400)
 	rep.Results["freshness_operations_view_lag"] = lag

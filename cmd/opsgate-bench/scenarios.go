@@ -578,7 +578,7 @@ func printTable(w io.Writer, rep *report) {
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load",
 		"decision_alone_c32", "river_unique_c32_beside", "decision_alone_half_load", "decision_c1_own_token", "decision_c1_integration", "hot_scope",
 		"audit_chain_lag_hot_scope", "freshness_operations_view_lag", "freshness_worker_pickup",
-		"change_feed_delay_light", "wait_answer_after_end", "webhook_delivery_delay_light", "lifecycle_no_webhook", "change_feed_delay_no_webhook", "lifecycle", "change_feed_delay", "webhook_delivery_delay", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
+		"availability_50_connections", "dry_run_c1", "start_after_dry_run_c1", "spread_c32_beside_batch", "batch_500_starts", "change_feed_delay_light", "wait_answer_after_end", "webhook_delivery_delay_light", "lifecycle_no_webhook", "change_feed_delay_no_webhook", "lifecycle", "change_feed_delay", "webhook_delivery_delay", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
 		"growth_scope_10_events", "growth_scope_large"}
 	for _, k := range order {
@@ -597,7 +597,7 @@ func printTable(w io.Writer, rep *report) {
 	fmt.Fprintln(w)
 	for _, k := range []string{"spread_vs_baseline_c1", "spread_vs_baseline_c8", "spread_vs_baseline_c32",
 		"spread_vs_river_c1", "spread_vs_river_c8", "spread_vs_river_c32", "decision_alone_vs_river_c32",
-		"decision_c1_p50_integration_vs_own_token", "growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "lifecycle_webhook_vs_none", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
+		"decision_c1_p50_integration_vs_own_token", "dry_run_p50_vs_start", "batch_starts_per_s_vs_spread_c32", "growth_store_p50_large_vs_empty", "growth_scope_p50_large_vs_small", "lifecycle_vs_river", "lifecycle_webhook_vs_none", "overload_4x_runs_vs_1x", "overload_8x_runs_vs_1x", "executor_backlog_http_vs_builtin"} {
 		if v, ok := rep.Ratios[k]; ok {
 			fmt.Fprintf(w, "%-34s %.2fx\n", k, v)
 		}

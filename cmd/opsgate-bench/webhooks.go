@@ -350,6 +350,7 @@ var targets = []struct {
 	{"webhook_delivery_delay", "webhook delivery delay p99 under the lifecycle (commit to a local receiver)", 250},
 	// The same at a light load, for reference.
 	{"change_feed_delay_light", "change feed delay p99 at a light load", 100},
+	{"availability_50_connections", "availability of a tenant with 50 connections, p99", 20},
 	{"webhook_delivery_delay_light", "webhook delivery delay p99 at a light load", 250},
 }
 
