@@ -366,7 +366,7 @@ func checkTargets(rep *report) {
 		if s.P99ms >= t.p99ms || s.Errors > 0 {
 			verdict = "MISSED"
 		}
-		rep.Targets[t.result+"_p99"] = fmt.Sprintf("%.1f ms (p50 %.1f ms, %d changes) against < %.0f ms: %s", s.P99ms, s.P50ms, s.Count, t.p99ms, verdict)
+		rep.Targets[t.result+"_p99"] = fmt.Sprintf("%.1f ms (p50 %.1f ms, %d samples) against < %.0f ms: %s", s.P99ms, s.P50ms, s.Count, t.p99ms, verdict)
 	}
 }
 
