@@ -47,26 +47,8 @@ func (h *handlers) availability(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var reqs []gate.StartRequest
-	var refs []*domain.ConnectionRef
-	var def *domain.ConnectionRef
-	for _, conn := range conns {
-		if conn.IsDefault {
-			def = conn.Ref()
-		}
-	}
-	for _, s := range []domain.Surface{domain.SurfaceTenantVerification, domain.SurfaceGroupsSync, domain.SurfaceRoleDefinitionsSync} {
-		req := gate.StartRequest{Actor: who, Surface: s, TenantID: tenant}
-		if def != nil {
-			req.ConnectionID = def.ID
-		}
-		reqs, refs = append(reqs, req), append(refs, def)
-	}
-	for _, conn := range conns {
-		for _, s := range []domain.Surface{domain.SurfaceConnectionCheck, domain.SurfaceInventorySync, domain.SurfaceComplianceSnapshot} {
-			reqs, refs = append(reqs, gate.StartRequest{Actor: who, Surface: s, ConnectionID: conn.ID}), append(refs, conn.Ref())
-		}
-	}
+	buttons := gate.ButtonsOf(who, tenant, conns)
+	reqs := gate.Requests(buttons)
 	resps, errs, err := h.gate.Availability(ctx, reqs)
 	if err != nil {
 		return err
@@ -74,7 +56,10 @@ func (h *handlers) availability(c echo.Context) error {
 	page := AvailabilityPage{TenantID: tenant, DecidedAt: time.Now().UTC(), Items: make([]Availability, len(reqs))}
 	for i, req := range reqs {
 		op := domain.MustOperation(req.Surface.Operation)
-		item := Availability{Surface: req.Surface.Name, Type: op.Type, ProviderConnection: refs[i], NextSteps: []domain.NextStep{}}
+		item := Availability{Surface: req.Surface.Name, Type: op.Type, NextSteps: []domain.NextStep{}}
+		if c := buttons[i].Connection; c != nil {
+			item.ProviderConnection = c.Ref()
+		}
 		var forbidden *domain.ForbiddenError
 		switch {
 		case errors.As(errs[i], &forbidden):

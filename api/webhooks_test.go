@@ -290,7 +290,18 @@ func TestWebhookDelivery(t *testing.T) {
 	if n := len(rc.messages("/theirs")); n != 0 {
 		t.Errorf("another workspace's endpoint was sent %d messages", n)
 	}
-	for _, d := range f.deliveries(t, mine.ID) {
+	// Results are recorded a moment after the receiver answered.
+	var recorded []delivery
+	apptest.WaitFor(t, 10*time.Second, "the attempts recorded", func() bool {
+		recorded = f.deliveries(t, mine.ID)
+		for _, d := range recorded {
+			if d.State == "pending" {
+				return false
+			}
+		}
+		return true
+	})
+	for _, d := range recorded {
 		if d.State != "delivered" || d.Attempt != 1 || d.ResponseStatus == nil || *d.ResponseStatus != 200 {
 			t.Errorf("delivery %+v", d)
 		}

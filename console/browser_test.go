@@ -99,15 +99,47 @@ func (b *browser) press(tenant, conn, surface string) (outcome, title string) {
 		chromedp.Navigate(b.base+"/console/tenants/"+tenant+"/connections"),
 		chromedp.WaitVisible(css(sel)),
 		chromedp.Click(css(sel)),
-		chromedp.WaitVisible(css(`#outcome`)),
+		chromedp.WaitVisible(css(`#outcome-title`)),
 	)
-	return b.text(`#outcome`), b.text(`#outcome-title`)
+	return b.outcome(), b.text(`#outcome-title`)
 }
 
-// runOfOutcome is the id of the run the outcome page links to.
+// outcome is the outcome of the start the page shows (its code is for
+// support: an attribute, and a details element's text).
+func (b *browser) outcome() string {
+	b.t.Helper()
+	return get(b, "read the outcome", chromedp.AttributeValue(css(`section[data-outcome]`), "data-outcome")).Value
+}
+
+// runOfOutcome is the id of the run the outcome page shows.
 func (b *browser) runOfOutcome() string {
-	href := get(b, "read the run link", chromedp.AttributeValue(css(`a[href^="/console/operations/"]`), "href"))
-	return strings.TrimPrefix(href.Value, "/console/operations/")
+	b.t.Helper()
+	return get(b, "read the run", chromedp.AttributeValue(css(`section[data-run]`), "data-run")).Value
+}
+
+// visibleText is the text the page shows an operator, without what its
+// details elements hold (for support).
+func (b *browser) visibleText() string {
+	b.t.Helper()
+	return get(b, "read the visible text", chromedp.Evaluate[string](`(() => {
+		const details = Array.from(document.querySelectorAll("details"));
+		const shown = details.map(d => d.style.display);
+		details.forEach(d => { d.style.display = "none"; });
+		const text = document.body.innerText;
+		details.forEach((d, i) => { d.style.display = shown[i]; });
+		return text;
+	})()`))
+}
+
+// speaksPlainly fails the test if the page shows an operator a reason
+// code, a surface or operation code, an HTTP status or a tone as a word
+// outside its details for support.
+func (b *browser) speaksPlainly(what string) {
+	b.t.Helper()
+	text := b.visibleText()
+	if found := codesShown(text); len(found) > 0 {
+		b.t.Errorf("%s shows %q outside its details for support:\n%s", what, found, text)
+	}
 }
 
 // post sends a form post from the page with fetch and returns the status.
@@ -177,6 +209,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Fatalf("first start: %q %q", outcome, title)
 	}
 	slowRun := b.runOfOutcome()
+	b.speaksPlainly("the accepted start's page")
 	b.screenshot("outcome-accepted")
 	if outcome, title = b.press(tenant, slow, "inventory_sync"); outcome != "deduped" || !strings.Contains(title, "deduped") {
 		t.Errorf("the same start again: %q %q", outcome, title)
@@ -190,7 +223,49 @@ func TestConsoleInABrowser(t *testing.T) {
 	if steps := b.text(`ul.steps`); !strings.Contains(strings.ToLower(steps), "consent") {
 		t.Errorf("the blocked start's next steps %q name no consent", steps)
 	}
+	b.speaksPlainly("the blocked start's page")
 	b.screenshot("outcome-blocked")
+	b.run("open the details for support", chromedp.Click(css(`details.support summary`)), chromedp.WaitVisible(css(`#outcome`)))
+	if got := b.text(`details.support`); !strings.Contains(got, "422 Unprocessable Entity") || !strings.Contains(got, "provider_connection.consent_missing") {
+		t.Errorf("the details for support read %q", got)
+	}
+
+	// Before the click, each button says what it would get: the slow
+	// connection's inventory sync is already running, its other
+	// operations would meet it, and every start on the connection without
+	// consent is greyed with the reason and its next step, yet pressable.
+	apptest.WaitFor(t, 30*time.Second, "the worker to start the slow run", func() bool { return a.RunStatus(t, slowRun) == domain.StatusRunning })
+	b.run("connections", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/connections"), chromedp.WaitVisible(css(`#connection-`+noConsent)))
+	for sel, want := range map[string]string{
+		`#connection-` + slow + ` li[data-surface="inventory_sync"] .availability`:      "Already running: Inventory sync",
+		`#connection-` + slow + ` li[data-surface="compliance_snapshot"] .availability`: "Busy: Inventory sync is running (started",
+		`#avail-` + noConsent: "Admin consent for the provider connection was never granted or has been revoked. Next: Grant admin consent for the provider connection.",
+	} {
+		if got := b.text(sel); !strings.Contains(got, want) {
+			t.Errorf("%s says %q, want %q", sel, got, want)
+		}
+	}
+	greyed := `#connection-` + noConsent + ` form[data-surface="compliance_snapshot"] button`
+	if look := get(b, "read the greyed button's look", chromedp.Evaluate[string](`(() => {
+		const s = getComputedStyle(document.querySelector('`+greyed+`'));
+		return s.borderStyle + " " + s.color;
+	})()`)); !strings.HasPrefix(look, "dashed") {
+		t.Errorf("the blocked button is not greyed: %s", look)
+	}
+	b.speaksPlainly("the connections page")
+	get(b, "scroll to the slow connection", chromedp.Evaluate[bool](`document.querySelector("#connection-`+slow+`").scrollIntoView() === undefined`))
+	b.screenshot("availability")
+	b.run("narrow", chromedp.EmulateViewport(420, 800))
+	get(b, "scroll to the connection without consent", chromedp.Evaluate[bool](`document.querySelector("#connection-`+noConsent+` .actions").scrollIntoView({block: "center"}) === undefined`))
+	b.screenshotAt("availability-narrow", 420)
+	b.run("wide", chromedp.EmulateViewport(1280, 800))
+	b.run("press the greyed button", chromedp.Click(css(greyed)), chromedp.WaitVisible(css(`#outcome-title`)))
+	if outcome := b.outcome(); outcome != "blocked" {
+		t.Errorf("the greyed button was answered %q", outcome)
+	}
+	if blocked := b.runOfOutcome(); a.RunStatus(t, blocked) != domain.StatusBlocked {
+		t.Errorf("the greyed button's start was not recorded as blocked")
+	}
 
 	// The platform starts a run for Ana through its integration: the
 	// Operations view names her "via" it.
@@ -200,8 +275,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	a.Must(t, 201, "POST", "/api/v1/admin/integrations", apptest.AdminToken, map[string]any{"workspace_id": ws.ID, "name": "Laravel platform"}, &platform)
 	viaPlatform := a.Connection(t, owner.ID, tenant, "Graph (platform)").ID
-	a.Call(t, "POST", "/api/v1/provider-connections/"+viaPlatform+"/check", platform.Token.Token, nil,
-		apptest.Header{Key: "Opsgate-On-Behalf-Of", Value: owner.ID}).ExpectStart(t, "accepted")
+	platformRun := a.Call(t, "POST", "/api/v1/provider-connections/"+viaPlatform+"/check", platform.Token.Token, nil,
+		apptest.Header{Key: "Opsgate-On-Behalf-Of", Value: owner.ID}).ExpectStart(t, "accepted").Run.ID
 
 	// An operator watching Operations sees a run started elsewhere (a
 	// second browser) appear while queued or running, then succeed, without
@@ -221,6 +296,10 @@ func TestConsoleInABrowser(t *testing.T) {
 	if !get(b, "check no reload", chromedp.Evaluate[bool](`window.notReloaded === true`)) {
 		t.Error("the page was reloaded")
 	}
+	if got := b.text(`tr#run-` + platformRun + ` td:nth-child(6)`); got != "Ana via Laravel platform" {
+		t.Errorf("the platform's run reads as started by %q", got)
+	}
+	b.speaksPlainly("the Operations view")
 	b.screenshot("operations")
 	b.screenshotAt("operations-narrow", 420)
 
@@ -231,6 +310,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	queued := a.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(owner.ID, domain.SurfaceInventorySync, acme)).Run.ID
 	b.run("open the queued run", chromedp.Navigate(a.URL+"/console/operations/"+queued), chromedp.WaitVisible(css(`#run[data-status="queued"]`)))
 	get(b, "mark the page", chromedp.Evaluate[bool](`window.notReloaded = true`))
+	b.speaksPlainly("the queued run's page")
 	b.screenshot("run-live")
 	epoch := claimRun(t, a, ex, queued)
 	b.run("the run is running", chromedp.WaitVisible(css(`#run[data-status="running"]`)))
@@ -246,11 +326,51 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Error("the run's page was reloaded")
 	}
 
+	// Cancel selected: two queued runs are ticked in the Operations view,
+	// stay ticked while a new row arrives live, and are cancelled together.
+	executorOf(t, a, "beta") // live, and claims nothing more: the runs stay queued
+	var selected []string
+	for _, name := range []string{"Beta jobs (east)", "Beta jobs (west)"} {
+		conn := a.Connection(t, owner.ID, tenant, name, apptest.Provider("beta")).ID
+		selected = append(selected, a.Expect(t, domain.OutcomeAccepted, apptest.ConnStart(owner.ID, domain.SurfaceComplianceSnapshot, conn)).Run.ID)
+	}
+	box := func(id string) string { return `tr#run-` + id + ` input[name=ids]` }
+	b.run("tick two queued runs", chromedp.Navigate(a.URL+"/console/operations?tenant_id="+tenant),
+		chromedp.WaitVisible(css(box(selected[0]))), chromedp.WaitVisible(css(box(selected[1]))),
+		chromedp.Click(css(box(selected[0]))), chromedp.Click(css(box(selected[1]))))
+	if got := b.text(`#selected-count`); got != "2 runs selected." {
+		t.Errorf("the selection reads %q", got)
+	}
+	later := a.Expect(t, domain.OutcomeBlocked, apptest.ConnStart(owner.ID, domain.SurfaceConnectionCheck, noConsent)).Run.ID
+	b.run("a new row arrives", chromedp.WaitVisible(css(`tr#run-`+later)))
+	if ticked := get(b, "count the ticked runs", chromedp.Evaluate[int](`document.querySelectorAll("input[name=ids]:checked").length`)); ticked != 2 {
+		t.Errorf("after a live update %d runs are still ticked, want 2", ticked)
+	}
+	b.screenshot("operations-cancel")
+	b.run("cancel selected", chromedp.Click(css(`#cancel-selected button`)), chromedp.WaitVisible(css(`#cancel-summary`)))
+	if got := b.text(`#cancel-summary`); got != "2 of 2 selected runs were cancelled." {
+		t.Errorf("cancel selected says %q", got)
+	}
+	for _, id := range selected {
+		if got := b.text(`#cancelled-` + id); !strings.Contains(got, "Cancelled Compliance snapshot on Beta jobs") {
+			t.Errorf("run %s reads %q", id, got)
+		}
+		if status := a.RunStatus(t, id); status != domain.StatusCancelled {
+			t.Errorf("run %s is %s after cancel selected", id, status)
+		}
+	}
+	b.speaksPlainly("the cancel summary")
+	b.screenshot("cancel-selected")
+
 	// Run detail, then cancel the slow run, which is still running.
 	b.run("open the run", chromedp.Navigate(a.URL+"/console/operations/"+accepted), chromedp.WaitVisible(css(`#run-title`)))
 	if got := b.text(`#run-title`); !strings.Contains(got, "Inventory sync succeeded") {
 		t.Errorf("run title %q", got)
 	}
+	if got := b.text(`#run section.message`); strings.Contains(got, "View the run") || strings.Contains(got, "Follow the run") {
+		t.Errorf("the run's page offers itself as a next step: %q", got)
+	}
+	b.speaksPlainly("the run's page")
 	b.screenshot("run")
 	b.run("cancel", chromedp.Navigate(a.URL+"/console/operations/"+slowRun),
 		chromedp.WaitVisible(css(`form[action$="/cancel"] button`)),
@@ -265,8 +385,8 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the run's page does not show its deadlines: %q", got)
 	}
 	b.screenshot("run-again")
-	b.run("run again", chromedp.Click(css(`form#rerun button`)), chromedp.WaitVisible(css(`#outcome`)))
-	if outcome, title := b.text(`#outcome`), b.text(`#outcome-title`); outcome != "accepted" || !strings.Contains(title, "Inventory sync accepted") {
+	b.run("run again", chromedp.Click(css(`form#rerun button`)), chromedp.WaitVisible(css(`#outcome-title`)))
+	if outcome, title := b.outcome(), b.text(`#outcome-title`); outcome != "accepted" || !strings.Contains(title, "Inventory sync accepted") {
 		t.Errorf("run again: %q, %q", outcome, title)
 	}
 	again := b.runOfOutcome()
@@ -275,6 +395,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the rerun's page does not name the run it runs again: %q", got)
 	}
 	b.run("connections", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/connections"), chromedp.WaitVisible(css(`.connection`)))
+	b.speaksPlainly("the connections page")
 	b.screenshot("connections")
 	b.run("audit", chromedp.Navigate(a.URL+"/console/tenants/"+tenant+"/audit"), chromedp.WaitVisible(css(`table.events`)))
 	b.screenshot("audit")

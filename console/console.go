@@ -86,7 +86,7 @@ type Console struct {
 	pages    map[string]*template.Template
 }
 
-var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores", "onboarding", "webhooks"}
+var pageFiles = []string{"sign-in", "operations", "run", "connections", "outcome", "audit", "problem", "restores", "onboarding", "webhooks", "cancel"}
 
 // New parses the console's pages.
 func New(d Deps) (*Console, error) {
@@ -96,7 +96,7 @@ func New(d Deps) (*Console, error) {
 	c := &Console{d: d, history: audit.NewHistory(d.Store), sessions: &sessions{pool: d.Pool, ttl: d.SessionTTL},
 		pages: map[string]*template.Template{}}
 	for _, name := range pageFiles {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/starts.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("console template %s: %w", name, err)
 		}
@@ -121,6 +121,7 @@ func (c *Console) Register(e *echo.Echo) {
 	in.GET("/operations/stream", c.page(c.operationStream))
 	in.GET("/operations/:runId", c.page(c.run))
 	in.GET("/operations/:runId/wait", c.page(c.runWait))
+	in.POST("/operations/cancel", c.page(c.form(c.cancelSelected)))
 	in.POST("/operations/:runId/cancel", c.page(c.form(c.cancel)))
 	in.POST("/operations/:runId/rerun", c.page(c.form(c.rerun)))
 	in.GET("/connections/:connectionId", c.page(c.connection))

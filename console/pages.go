@@ -106,6 +106,9 @@ func safeNext(next string) string {
 // ---- Operations view
 
 type operationsPage struct {
+	// CanCancel shows the "Cancel selected" form: the user may cancel
+	// some run of some tenant.
+	CanCancel bool
 	Filter    opsFilter
 	Types     []domain.Operation
 	Statuses  []string
@@ -121,10 +124,16 @@ type opsFilter struct {
 type rowsData struct {
 	Runs   []projections.RunView
 	People people
+	// Cancellable are the queued and running runs the user may cancel:
+	// their rows carry a checkbox of the "Cancel selected" form.
+	Cancellable map[string]bool
 }
 
-// rowsOf is the Operations view's rows with the names of their initiators.
-func (c *Console) rowsOf(ctx context.Context, runs []projections.RunView) (rowsData, error) {
+// rowsOf is the Operations view's rows with the names of their
+// initiators, and which of them the user may cancel (by their role on the
+// run's tenant, as cancel decides: for showing the checkboxes; the gate
+// decides each cancel).
+func (c *Console) rowsOf(ctx context.Context, who domain.Actor, runs []projections.RunView) (rowsData, error) {
 	ids := make([]string, len(runs))
 	for i, r := range runs {
 		ids[i] = r.InitiatorID
@@ -133,7 +142,38 @@ func (c *Console) rowsOf(ctx context.Context, runs []projections.RunView) (rowsD
 		}
 	}
 	p, err := c.people(ctx, ids)
-	return rowsData{Runs: runs, People: p}, err
+	if err != nil {
+		return rowsData{}, err
+	}
+	rows := rowsData{Runs: runs, People: p, Cancellable: map[string]bool{}}
+	var roles map[string]domain.Role
+	for _, r := range runs {
+		if !r.Status.Active() {
+			continue
+		}
+		if roles == nil {
+			if roles, err = c.roles(ctx, who); err != nil {
+				return rowsData{}, err
+			}
+		}
+		if role, ok := roles[r.TenantID]; ok && role.Can(cancelCapability(r.Run)) {
+			rows.Cancellable[r.ID] = true
+		}
+	}
+	return rows, nil
+}
+
+// roles are the user's roles by tenant.
+func (c *Console) roles(ctx context.Context, who domain.Actor) (map[string]domain.Role, error) {
+	members, err := c.d.Tenancy.Memberships(ctx, who)
+	if err != nil {
+		return nil, err
+	}
+	roles := make(map[string]domain.Role, len(members))
+	for _, m := range members {
+		roles[m.TenantID] = m.Role
+	}
+	return roles, nil
 }
 
 // filterOf reads the Operations view's filters and the runs the user may
@@ -188,12 +228,15 @@ func (c *Console) operations(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rows, err := c.rowsOf(c.ctx(ec), runs)
+	rows, err := c.rowsOf(c.ctx(ec), actorOf(ec), runs)
 	if err != nil {
 		return err
 	}
 	p := operationsPage{Filter: f, Types: domain.Operations(), Rows: rows, Query: f.query(f.Cursor),
 		Statuses: []string{"queued", "running", "succeeded", "failed", "cancelled", "blocked"}}
+	if p.CanCancel, err = c.mayCancelAny(c.ctx(ec), actorOf(ec)); err != nil {
+		return err
+	}
 	if next != "" {
 		p.NextQuery = f.query(next)
 	}
@@ -210,7 +253,7 @@ func (c *Console) rows(ec echo.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := c.rowsOf(c.ctx(ec), runs)
+	rows, err := c.rowsOf(c.ctx(ec), actorOf(ec), runs)
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +452,7 @@ func (c *Console) runPageOf(ec echo.Context, v projections.RunView) (runPage, er
 	ctx := c.ctx(ec)
 	p := runPage{Run: v}
 	p.Message, p.Steps = domain.PresentRun(v.Run)
+	p.Steps = stepsBesides(p.Steps, v.ID) // not "View the run" on the run's own page
 	events, err := c.d.Store.ReadCorrelated(ctx, v.ID, 1000)
 	if err != nil {
 		return p, err
@@ -483,17 +527,25 @@ func (c *Console) rerun(ec echo.Context) error {
 
 type connectionsPage struct {
 	TenantID, TenantName string
-	Connections          []connectionRow
-	TenantStarts         []domain.Surface
-	People               people
+	// Default is the tenant's default connection, nil if it has none.
+	Default     *connections.Connection
+	Connections []connectionRow
+	// TenantStarts are the tenant's buttons, on its default connection.
+	TenantStarts startGroup
+	// CanStart is whether the user may press any button of the page.
+	CanStart bool
+	People   people
 }
 
 type connectionRow struct {
 	connections.Connection
 	Holding *projections.RunView
-	Starts  []domain.Surface
+	Starts  startGroup
 }
 
+// connections shows a tenant's provider connections, their readiness, the
+// run holding each scope, and the start buttons, each saying before the
+// click what it would get (availability).
 func (c *Console) connections(ec echo.Context) error {
 	tenant := strings.ToUpper(ec.Param("tenantId"))
 	ctx, user := c.ctx(ec), actorOf(ec)
@@ -511,27 +563,24 @@ func (c *Console) connections(ec echo.Context) error {
 			p.TenantName = m.TenantName
 		}
 	}
-	var connStarts []domain.Surface
-	for _, s := range domain.Surfaces() {
-		if s.Operation == "" || s.Operation == domain.OpRestoreExecute || !c.can(ec, tenant, s.Capability) {
-			continue
-		}
-		switch s.Scope {
-		case domain.ScopeConnection:
-			connStarts = append(connStarts, s)
-		case domain.ScopeTenant:
-			p.TenantStarts = append(p.TenantStarts, s)
-		}
+	tenantStarts, connStarts, err := c.availability(ctx, user, tenant, list)
+	if err != nil {
+		return err
 	}
+	p.TenantStarts, p.CanStart = tenantStarts, tenantStarts.Permitted
 	active, err := c.d.Reader.ActiveRuns(ctx, tenant)
 	if err != nil {
 		return err
 	}
-	for _, conn := range list {
-		row := connectionRow{Connection: conn, Starts: connStarts}
+	for i, conn := range list {
+		if conn.IsDefault {
+			p.Default = &list[i]
+		}
+		row := connectionRow{Connection: conn, Starts: connStarts[conn.ID]}
 		if v, ok := active[conn.ID]; ok {
 			row.Holding = &v
 		}
+		p.CanStart = p.CanStart || row.Starts.Permitted
 		p.Connections = append(p.Connections, row)
 	}
 	var changers []string
@@ -559,6 +608,8 @@ func (c *Console) connection(ec echo.Context) error {
 type outcomePage struct {
 	Result domain.StartResult
 	Status int
+	// RunLinked is whether a next step already links to the run.
+	RunLinked bool
 }
 
 // start starts an operation from a button of the connections page,
@@ -587,11 +638,15 @@ func (c *Console) start(ec echo.Context) error {
 	return c.outcome(ec, resp)
 }
 
-// outcome shows a start's outcome in the presenter's words, with the
-// API's status.
+// outcome shows a start's outcome in the presenter's words: its title,
+// body and next steps, the tone as colour and symbol; the outcome's code,
+// the API's status and the reason's code for support, in a details
+// element.
 func (c *Console) outcome(ec echo.Context, resp gate.StartResponse) error {
 	status := api.StatusOf(resp.Result.Outcome)
-	return c.render(ec, status, "outcome", resp.Result.Message.Title, outcomePage{Result: resp.Result, Status: status})
+	p := outcomePage{Result: resp.Result, Status: status}
+	p.RunLinked = len(stepsBesides(resp.Result.NextSteps, resp.Result.Run.ID)) < len(resp.Result.NextSteps)
+	return c.render(ec, status, "outcome", resp.Result.Message.Title, p)
 }
 
 // ---- audit trail
@@ -702,26 +757,56 @@ var funcs = template.FuncMap{
 		if h == nil {
 			return ""
 		}
-		for api, page := range map[string]string{"/api/v1/operations/": Prefix + "/operations/", "/api/v1/provider-connections/": Prefix + "/connections/"} {
-			if rest, ok := strings.CutPrefix(*h, api); ok && !strings.Contains(rest, "/") {
-				return page + rest
-			}
-			// Running a run again is a form of the run's page.
-			if rest, ok := strings.CutPrefix(*h, "/api/v1/operations/"); ok && strings.HasSuffix(rest, "/rerun") && api == "/api/v1/operations/" {
-				return page + strings.TrimSuffix(rest, "/rerun") + "#rerun"
-			}
-		}
-		return ""
+		return consoleHref(*h)
 	},
-	// startLabel is a start button's words: the operation it starts.
-	"startLabel": func(s domain.Surface) string {
-		if s == domain.SurfaceTenantVerification {
-			return "Verify tenant"
-		}
-		if op, ok := domain.LookupOperation(s.Operation); ok {
+	"startLabel":   startLabel,
+	"surfaceLabel": surfaceLabel,
+	"surfaceNote":  surfaceNote,
+	"reasonLabel":  reasonLabel,
+	"outcomeLabel": outcomeLabel,
+	"runOutcome":   runOutcome,
+	"upper":        upperFirst,
+	// opLabel is an operation type's label ("Inventory sync").
+	"opLabel": func(t string) string {
+		if op, ok := domain.LookupOperation(t); ok {
 			return op.Label
 		}
-		return s.Name
+		return t
+	},
+	// cancelWords and cancelMark say what cancelling a selected run did.
+	"cancelWords": func(result string) string {
+		return map[string]string{"cancelled": "Cancelled", "ended": "Already ended", "forbidden": "Not allowed",
+			"missing": "Not found"}[result]
+	},
+	"cancelMark": func(result string) string {
+		return map[string]string{"cancelled": "⊘", "ended": "•", "forbidden": "✕", "missing": "?"}[result]
+	},
+	// ago is how long ago t was ("2 min ago"), as the page is rendered.
+	"ago": func(t time.Time) string { return ago(t, time.Now()) },
+	// since is when an active run began: its start, or its acceptance
+	// while it waits.
+	"since": func(r *domain.Run) time.Time {
+		if r.StartedAt != nil {
+			return *r.StartedAt
+		}
+		return r.CreatedAt
+	},
+	// availMark is the symbol of what a start button would get.
+	"availMark": func(kind string) string {
+		return map[string]string{"accepted": "✓", "deduped": "↻", "scope_busy": "◷", "blocked": "✕", "forbidden": "⊘"}[kind]
+	},
+	"startsOf": func(g startGroup, csrf string) any {
+		return struct {
+			Group startGroup
+			CSRF  string
+		}{g, csrf}
+	},
+	"list": func(b ...startButton) []startButton { return b },
+	"startOf": func(b startButton, csrf string) any {
+		return struct {
+			Button startButton
+			CSRF   string
+		}{b, csrf}
 	},
 	"short": shortID,
 	"json": func(raw json.RawMessage) string {
@@ -740,6 +825,35 @@ var funcs = template.FuncMap{
 	"statusText": http.StatusText,
 	"eq2":        func(a, b string) bool { return a == b },
 	"str":        func(v any) string { return fmt.Sprint(v) },
+}
+
+// consoleHref is the console page of an API link of a next step, "" if
+// the console has none.
+func consoleHref(h string) string {
+	if rest, ok := strings.CutPrefix(h, "/api/v1/operations/"); ok {
+		if id, ok := strings.CutSuffix(rest, "/rerun"); ok && !strings.Contains(id, "/") {
+			// Running a run again is a form of the run's page.
+			return Prefix + "/operations/" + id + "#rerun"
+		}
+		if !strings.Contains(rest, "/") {
+			return Prefix + "/operations/" + rest
+		}
+	}
+	if rest, ok := strings.CutPrefix(h, "/api/v1/provider-connections/"); ok {
+		// The connection's card, where its check is one of the buttons.
+		if id, ok := strings.CutSuffix(rest, "/check"); ok && !strings.Contains(id, "/") {
+			return Prefix + "/connections/" + id
+		}
+		if !strings.Contains(rest, "/") {
+			return Prefix + "/connections/" + rest
+		}
+	}
+	if rest, ok := strings.CutPrefix(h, "/api/v1/tenants/"); ok {
+		if id, ok := strings.CutSuffix(rest, "/provider-connections"); ok && !strings.Contains(id, "/") {
+			return Prefix + "/tenants/" + id + "/connections"
+		}
+	}
+	return ""
 }
 
 // opt is an optional string's value ("" for nil).

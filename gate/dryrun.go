@@ -3,6 +3,8 @@ package gate
 import (
 	"context"
 
+	"github.com/opsgate/opsgate/connections"
+	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 )
 
@@ -74,4 +76,55 @@ func (s *Service) StartMany(ctx context.Context, reqs []StartRequest) ([]StartRe
 		out[at[j]], errs[at[j]] = s.tell(p)
 	}
 	return out, errs
+}
+
+// Button is one start button of a tenant: a surface and what it starts
+// on (the tenant on its default connection, or a connection).
+type Button struct {
+	Request    StartRequest
+	Connection *connections.Connection // the connection it starts on (nil: the tenant has no default)
+}
+
+// TenantSurfaces and ConnectionSurfaces are a tenant's buttons (contract
+// section 15): the tenant's own, on its default connection, and each
+// connection's.
+var (
+	TenantSurfaces     = []domain.Surface{domain.SurfaceTenantVerification, domain.SurfaceGroupsSync, domain.SurfaceRoleDefinitionsSync}
+	ConnectionSurfaces = []domain.Surface{domain.SurfaceConnectionCheck, domain.SurfaceInventorySync, domain.SurfaceComplianceSnapshot}
+)
+
+// ButtonsOf returns every start button of tenant for who, given its
+// connections: the tenant's surfaces first, then each connection's, in
+// conns' order. The API's availability and the console's connections
+// page decide the same list (Availability).
+func ButtonsOf(who domain.Actor, tenant string, conns []connections.Connection) []Button {
+	var def *connections.Connection
+	for i := range conns {
+		if conns[i].IsDefault {
+			def = &conns[i]
+		}
+	}
+	var out []Button
+	for _, s := range TenantSurfaces {
+		b := Button{Request: StartRequest{Actor: who, Surface: s, TenantID: tenant}, Connection: def}
+		if def != nil {
+			b.Request.ConnectionID = def.ID
+		}
+		out = append(out, b)
+	}
+	for i := range conns {
+		for _, s := range ConnectionSurfaces {
+			out = append(out, Button{Request: StartRequest{Actor: who, Surface: s, ConnectionID: conns[i].ID}, Connection: &conns[i]})
+		}
+	}
+	return out
+}
+
+// Requests returns the start requests of buttons.
+func Requests(buttons []Button) []StartRequest {
+	out := make([]StartRequest, len(buttons))
+	for i, b := range buttons {
+		out[i] = b.Request
+	}
+	return out
 }

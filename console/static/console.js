@@ -1,9 +1,35 @@
-// Live updates of the Operations view: the table body arrives as
-// server-sent events; while the stream is down the page polls it instead.
+// The Operations view: live updates of the table body, which arrives as
+// server-sent events (while the stream is down the page polls it
+// instead), and the selection of runs to cancel, kept across updates.
 (function () {
   var table = document.querySelector("table[data-stream]");
-  if (!table || !window.EventSource) return;
+  if (!table) return;
   var body = document.getElementById("runs");
+  var form = document.getElementById("cancel-selected");
+  var count = document.getElementById("selected-count");
+  function selected() {
+    return Array.prototype.map.call(body.querySelectorAll("input[name=ids]:checked"), function (box) { return box.value; });
+  }
+  function counted() {
+    if (!form) return;
+    var n = selected().length;
+    count.textContent = n === 0 ? "Select queued or running runs to cancel them." : n + (n === 1 ? " run selected." : " runs selected.");
+    form.querySelector("button").disabled = n === 0;
+  }
+  // swap shows new rows, with the runs selected before still selected
+  // where they can still be cancelled.
+  function swap(html) {
+    var keep = selected();
+    body.innerHTML = html;
+    keep.forEach(function (id) {
+      var box = body.querySelector('input[name=ids][value="' + id + '"]');
+      if (box) box.checked = true;
+    });
+    counted();
+  }
+  body.addEventListener("change", counted);
+  counted();
+  if (!window.EventSource) return;
   var status = document.getElementById("live-status");
   var poll = null;
   function show(text, paused) {
@@ -13,11 +39,11 @@
   function refresh() {
     fetch(table.dataset.rows, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-      .then(function (html) { body.innerHTML = html; })
+      .then(swap)
       .catch(function () {});
   }
   var stream = new EventSource(table.dataset.stream);
-  stream.addEventListener("rows", function (e) { body.innerHTML = e.data; });
+  stream.addEventListener("rows", function (e) { swap(e.data); });
   stream.onopen = function () {
     if (poll) { clearInterval(poll); poll = null; }
     show("Live: updates appear without reloading.", false);
