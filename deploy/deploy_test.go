@@ -80,7 +80,7 @@ func scrape(t *testing.T) string {
 		body = string(b)
 		return strings.Contains(body, "opsgate_run_duration_seconds_count") && strings.Contains(body, `opsgate_feed_batches_total{result="ok"}`) &&
 			strings.Contains(body, "opsgate_scopes_busy{") && strings.Contains(body, `opsgate_runs_deadline_total{deadline="claim_by",provider="acme"}`) &&
-			strings.Contains(body, `result="delivered"`)
+			strings.Contains(body, `opsgate_webhook_deliveries_total{`)
 	})
 	return body
 }
