@@ -33,6 +33,8 @@ type Callers struct {
 	// Seen, if set, counts each authenticated request by the kind of its
 	// token (user, integration, executor, admin).
 	Seen func(kind string)
+	// Limits, if set, bounds each caller's rate (contract section 16).
+	Limits *RateLimits
 }
 
 func (cs Callers) seen(kind string) {
@@ -91,6 +93,13 @@ func requireUser(cs Callers) echo.MiddlewareFunc {
 				return errUnauthorized
 			}
 			cs.seen(string(owner.Kind))
+			key := string(owner.Kind) + ":" + owner.ID
+			if owner.Kind == domain.OwnerIntegration {
+				key += "/" + who.ID // each user the platform acts for has a rate of their own
+			}
+			if err := cs.Limits.limit(c, key, string(owner.Kind)); err != nil {
+				return err
+			}
 			c.Set("actor", who)
 			return next(c)
 		}
@@ -125,6 +134,9 @@ func requireAdmin(adminToken string, cs Callers) echo.MiddlewareFunc {
 				return errUnauthorized
 			}
 			cs.seen("admin")
+			if err := cs.Limits.limit(c, "admin", "admin"); err != nil {
+				return err
+			}
 			c.Set("actor", domain.ActorAdmin)
 			return next(c)
 		}

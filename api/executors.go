@@ -108,6 +108,11 @@ func requireExecutor(reg *executors.Service, cs Callers) echo.MiddlewareFunc {
 				return err
 			}
 			cs.seen(string(domain.OwnerExecutor))
+			if !exemptFromLimits(c.Request()) {
+				if err := cs.Limits.limit(c, "executor:"+ex.ID, string(domain.OwnerExecutor)); err != nil {
+					return err
+				}
+			}
 			c.Set("executor", ex)
 			c.Set("actor", ex.Actor())
 			return next(c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -82,6 +83,7 @@ func ProblemOf(err error) *Problem {
 	var httpErr *echo.HTTPError
 	var unknownOp *onboarding.UnknownOperationError
 	var leaseLost *gate.LeaseLostError
+	var limited *rateLimited
 	switch {
 	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return notFoundProblem()
@@ -130,6 +132,11 @@ func ProblemOf(err error) *Problem {
 			"This session has no pending bootstrap operations.")
 	case errors.As(err, &unknownOp):
 		return newProblem(http.StatusBadRequest, "unknown_operation_type", "Unknown operation type", unknownOp.Error())
+	case errors.As(err, &limited):
+		p := newProblem(http.StatusTooManyRequests, "rate_limited", "Too many requests",
+			fmt.Sprintf("This caller sent more requests than it may (see the RateLimit-Policy header); nothing was recorded. Try again in %d s.", limited.retryAfter))
+		p.retryAfter = strconv.Itoa(limited.retryAfter)
+		return p
 	case errors.Is(err, gate.ErrOverloaded):
 		return retryLater(http.StatusServiceUnavailable, "overloaded", "Overloaded",
 			"More starts are waiting to be decided than opsgate takes at once; nothing was recorded. Try again after the Retry-After delay.")

@@ -34,6 +34,8 @@ type Deps struct {
 	Executor    ExecutorSettings
 	Webhooks    *webhooks.Service
 	Changes     ChangeSettings
+	// Limits bounds each caller's rate (nil: no limit).
+	Limits *RateLimits
 }
 
 type handlers struct {
@@ -77,7 +79,7 @@ func Routes(d Deps) func(e *echo.Echo) {
 	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
 		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics,
 		history: audit.NewHistory(d.Store), webhooks: d.Webhooks, changes: d.Changes}
-	cs := Callers{Tokens: d.Tokens, OnBehalf: d.Tenancy}
+	cs := Callers{Tokens: d.Tokens, OnBehalf: d.Tenancy, Limits: d.Limits}
 	if d.Metrics != nil {
 		cs.Seen = d.Metrics.ObserveCaller
 	}

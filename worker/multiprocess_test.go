@@ -242,6 +242,7 @@ func TestMultiProcess(t *testing.T) {
 		"OPSGATE_DB_MAX_CONNS":   "10",
 		"OPSGATE_SHUTDOWN_GRACE": "5s",
 		"OPSGATE_LOG_LEVEL":      "info",
+		"OPSGATE_RATE_LIMIT":     "0", // many starts of one user at once
 	}
 	env := processEnv(settings)
 

@@ -294,6 +294,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 				Accepted: func() <-chan struct{} { return a.Notifier.Next(gate.TopicStartsAccepted) },
 				Draining: a.draining},
 			Webhooks: a.Webhooks,
+			Limits:   &api.RateLimits{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Refused: a.Metrics.ObserveRateLimited},
 			Changes:  api.ChangeSettings{Reader: a.Changes, Next: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }},
 		})
 		a.Handler = api.NewEcho(api.Config{

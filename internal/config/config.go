@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 
 	"strconv"
@@ -71,6 +72,11 @@ type Config struct {
 	WebhookRetrySchedule []time.Duration
 	WebhookSecretOverlap time.Duration
 	WebhookAllowPrivate  bool
+	// RateLimit is the requests per second each token (an integration's
+	// per user it acts for) may send, RateBurst how many at once
+	// (OPSGATE_RATE_LIMIT, OPSGATE_RATE_BURST); a RateLimit of 0 is none.
+	RateLimit float64
+	RateBurst int
 	// PprofAddr, if set, serves net/http/pprof there (OPSGATE_PPROF_ADDR);
 	// keep it on loopback.
 	PprofAddr string
@@ -100,6 +106,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		WebhookRetrySchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
 			5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour},
 		WebhookSecretOverlap: 24 * time.Hour,
+		RateLimit:            50,
+		RateBurst:            100,
 	}
 	var errs []error
 	str := func(name string, dst *string) {
@@ -161,6 +169,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			c.WebhookRetrySchedule = append(c.WebhookRetrySchedule, d)
 		}
 	}
+	if v := getenv("OPSGATE_RATE_LIMIT"); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil || n < 0 || math.IsInf(n, 0) || math.IsNaN(n) {
+			errs = append(errs, fmt.Errorf("OPSGATE_RATE_LIMIT=%q must be requests per second (0 for no limit)", v))
+		} else {
+			c.RateLimit = n
+		}
+	}
+	num("OPSGATE_RATE_BURST", &c.RateBurst, 1, 1_000_000)
 	if v := getenv("OPSGATE_WEBHOOK_ALLOW_PRIVATE"); v != "" {
 		allow, err := strconv.ParseBool(v)
 		if err != nil {

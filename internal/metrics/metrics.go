@@ -44,7 +44,9 @@ type Metrics struct {
 	// webhookDeliveries and webhookLatency count and time webhook attempts.
 	webhookDeliveries *prometheus.CounterVec
 	webhookLatency    *prometheus.HistogramVec
-	pools             *poolCollector
+	// rateLimited counts requests refused for their caller's rate.
+	rateLimited *prometheus.CounterVec
+	pools       *poolCollector
 }
 
 // New returns the metrics; db (nil, or every field set before the first
@@ -119,6 +121,10 @@ func New(db *Database) *Metrics {
 		Name: "opsgate_webhook_attempt_seconds", Help: "Time from sending a webhook delivery attempt to its answer (or failure), by result.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"result"})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_rate_limited_total", Help: "Requests refused 429 rate_limited, by the kind of their token (user, integration, executor, admin).",
+	}, []string{"kind"})
+	m.registry.MustRegister(m.rateLimited)
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
 		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.callers, m.feedBatches, m.feedEvents, m.pools,
 		m.webhookDeliveries, m.webhookLatency,
@@ -130,6 +136,7 @@ func New(db *Database) *Metrics {
 	m.runsLost.WithLabelValues(BuiltinExecutor)
 	for _, kind := range []string{"user", "integration", "executor", "admin"} {
 		m.callers.WithLabelValues(kind)
+		m.rateLimited.WithLabelValues(kind)
 	}
 	for _, result := range []string{"delivered", "failed", "gave_up"} {
 		m.webhookLatency.WithLabelValues(result)
@@ -212,6 +219,9 @@ func (m *Metrics) ended(opType string, status domain.RunStatus, started *time.Ti
 		m.runDuration.WithLabelValues(opType, string(status)).Observe(at.Sub(*started).Seconds())
 	}
 }
+
+// ObserveRateLimited counts a request refused for its caller's rate.
+func (m *Metrics) ObserveRateLimited(kind string) { m.rateLimited.WithLabelValues(kind).Inc() }
 
 // ObserveCaller counts an authenticated request by the kind of its token.
 func (m *Metrics) ObserveCaller(kind string) { m.callers.WithLabelValues(kind).Inc() }
