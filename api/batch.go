@@ -67,7 +67,7 @@ func (h *handlers) requestOf(c echo.Context, raw json.RawMessage) (gate.StartReq
 	if !ok || surface.Scope == domain.ScopeOnboarding {
 		return gate.StartRequest{}, domain.Invalid("surface", "%q is not a start surface of a batch (%s)", item.Surface, "tenant_verification, directory_groups_sync, role_definitions_sync, restore_execute, connection_check, inventory_sync, compliance_snapshot")
 	}
-	req := gate.StartRequest{Actor: actor(c), Surface: surface}
+	req := gate.StartRequest{Actor: actor(c), Surface: surface, TraceContext: traceContextOf(c.Request())}
 	var err error
 	switch surface.Scope {
 	case domain.ScopeTenant:

@@ -130,6 +130,9 @@ type Claim struct {
 	Run        domain.Run      `json:"run"`
 	Connection ClaimConnection `json:"connection"`
 	Lease      Lease           `json:"lease"`
+	// TraceContext is the start's W3C trace context (null: none), so that
+	// the executor's work can be linked to the click.
+	TraceContext *domain.TraceContext `json:"trace_context"`
 }
 
 // ClaimConnection is the pinned connection as an executor needs it.
@@ -212,7 +215,8 @@ func (h *handlers) claim(c echo.Context) error {
 // claimOf is cl as the executor receives it, with its connection's
 // non-secret settings.
 func (h *handlers) claimOf(c echo.Context, cl gate.Claimed) Claim {
-	out := Claim{Run: cl.Run, Lease: Lease{Epoch: cl.Epoch, ExpiresAt: cl.ExpiresAt, HeartbeatIntervalMS: h.executor.Heartbeat.Milliseconds()}}
+	out := Claim{Run: cl.Run, Lease: Lease{Epoch: cl.Epoch, ExpiresAt: cl.ExpiresAt, HeartbeatIntervalMS: h.executor.Heartbeat.Milliseconds()},
+		TraceContext: cl.TraceContext}
 	ref := cl.Run.ProviderConnection
 	out.Connection = ClaimConnection{ID: ref.ID, DisplayName: ref.DisplayName, Provider: ref.Provider, Settings: map[string]any{}}
 	if cl.Connection != nil {

@@ -128,7 +128,7 @@ func DryRunOf(res domain.StartResult) DryRunResult {
 // made by this function and calls the one gate; none decides anything.
 func (h *handlers) start(surface domain.Surface) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		req := gate.StartRequest{Actor: actor(c), Surface: surface}
+		req := gate.StartRequest{Actor: actor(c), Surface: surface, TraceContext: traceContextOf(c.Request())}
 		dry, err := dryRunParam(c)
 		if err != nil {
 			return err
@@ -236,5 +236,6 @@ func (h *handlers) rerun(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	sr.TraceContext = traceContextOf(c.Request())
 	return h.startOrDryRun(c, sr, dry)
 }

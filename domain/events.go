@@ -29,6 +29,15 @@ type StartInfo struct {
 	// initiator's behalf ("integration:<id>"; the event's metadata says
 	// so too, as via).
 	InitiatedVia string `json:"initiated_via,omitempty"`
+	// TraceContext is the W3C trace context the start came with, kept with
+	// the run and handed to its executor (contract section 16).
+	TraceContext *TraceContext `json:"trace_context,omitempty"`
+}
+
+// TraceContext is a W3C trace context: traceparent and tracestate.
+type TraceContext struct {
+	Traceparent string `json:"traceparent"`
+	Tracestate  string `json:"tracestate,omitempty"`
 }
 
 // run returns the run a start creates.

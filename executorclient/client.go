@@ -81,6 +81,15 @@ type Claim struct {
 	Run        Run        `json:"run"`
 	Connection Connection `json:"connection"`
 	Lease      Lease      `json:"lease"`
+	// TraceContext is the W3C trace context the run's start came with
+	// (nil: none): a handler that traces links its work to it.
+	TraceContext *TraceContext `json:"trace_context"`
+}
+
+// TraceContext is a W3C trace context.
+type TraceContext struct {
+	Traceparent string `json:"traceparent"`
+	Tracestate  string `json:"tracestate,omitempty"`
 }
 
 // Observations are what a run found out about its connection.

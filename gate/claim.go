@@ -39,6 +39,9 @@ type Claimed struct {
 	// Connection is the run's pinned connection as it is at the claim
 	// (nil for a run without one, or if it is gone).
 	Connection *connections.Connection
+	// TraceContext is the trace context of the start that created the
+	// run (nil: none), for the executor to link its work to.
+	TraceContext *domain.TraceContext
 }
 
 // Claim hands c up to max queued runs of its providers (and types), oldest
@@ -106,7 +109,8 @@ func (s *Service) claim(ctx context.Context, tx *eventstore.Tx, c Claimant, cand
 			continue // started by another claimant, or ended, since it was listed
 		}
 		w.record(k.scope, event, journal.Meta(c.Actor, state.Active.Start.TenantID, k.runID))
-		cl := Claimed{Run: w.state(k.scope).Active.Run(), Epoch: event.(domain.RunStarted).Epoch, ExpiresAt: s.now().Add(lease)}
+		active := w.state(k.scope).Active
+		cl := Claimed{Run: active.Run(), Epoch: event.(domain.RunStarted).Epoch, ExpiresAt: s.now().Add(lease), TraceContext: active.Start.TraceContext}
 		if ref := cl.Run.ProviderConnection; ref != nil && conns[ref.ID] != nil {
 			cl.Connection = conns[ref.ID].C
 		}

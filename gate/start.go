@@ -40,6 +40,8 @@ type StartRequest struct {
 	Limits *domain.Limits
 	// RerunOf is the run a rerun starts again ("" for other starts).
 	RerunOf string
+	// TraceContext is the caller's W3C trace context (nil: none).
+	TraceContext *domain.TraceContext
 }
 
 // StartResponse is the gate's answer: the StartResult, and whether it is
@@ -291,7 +293,7 @@ func (s *Service) decideOne(p *pending, f *facts, state domain.ScopeState, now t
 		Start: domain.StartInfo{
 			TenantID: p.tenantID, ScopeID: p.scope, Type: p.op.Type, CanonicalType: p.op.Canonical, Label: p.op.Label,
 			Surface: p.req.Surface.Name, InitiatorID: p.req.Actor.ID, Target: target, Connection: ref, RerunOf: p.req.RerunOf,
-			InitiatedVia: p.req.Actor.Via,
+			InitiatedVia: p.req.Actor.Via, TraceContext: p.req.TraceContext,
 		},
 		// Deadlines run on the database's clock, as leases do.
 		ClaimBy: now.Add(limits.QueueTTL), MaxDuration: limits.MaxDuration,
