@@ -205,12 +205,17 @@ func (h *handlers) updateUser(c echo.Context) error {
 	return c.JSON(http.StatusOK, u)
 }
 
-func (h *handlers) putMembership(c echo.Context) error {
-	user, err := pathID(c, "userId")
-	if err != nil {
-		return err
+// membershipOf reads the user and tenant a membership path names.
+func membershipOf(c echo.Context) (user, tenant string, err error) {
+	if user, err = pathID(c, "userId"); err != nil {
+		return "", "", err
 	}
-	tenant, err := pathID(c, "tenantId")
+	tenant, err = pathID(c, "tenantId")
+	return user, tenant, err
+}
+
+func (h *handlers) putMembership(c echo.Context) error {
+	user, tenant, err := membershipOf(c)
 	if err != nil {
 		return err
 	}
@@ -228,11 +233,7 @@ func (h *handlers) putMembership(c echo.Context) error {
 }
 
 func (h *handlers) deleteMembership(c echo.Context) error {
-	user, err := pathID(c, "userId")
-	if err != nil {
-		return err
-	}
-	tenant, err := pathID(c, "tenantId")
+	user, tenant, err := membershipOf(c)
 	if err != nil {
 		return err
 	}

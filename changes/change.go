@@ -9,6 +9,7 @@ package changes
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -36,14 +37,7 @@ func Types() []string {
 }
 
 // IsType reports whether t names a type of change.
-func IsType(t string) bool {
-	for _, known := range Types() {
-		if t == known {
-			return true
-		}
-	}
-	return false
-}
+func IsType(t string) bool { return slices.Contains(Types(), t) }
 
 // Change is one change as the feed and webhooks carry it. Run and
 // Connection are their subject as of the change; for run.deduped and

@@ -37,68 +37,86 @@ type scopeFacts struct {
 // load takes the locks of a batch's scopes (in scope order, so that
 // transactions locking overlapping scopes never wait for each other in a
 // cycle) and of its idempotency keys, and reads their snapshots and the
-// batch's facts, in one round trip.
+// batch's facts, in one round trip. A dry run (m other than record) reads
+// the same facts without a lock.
 func (s *Service) load(ctx context.Context, tx *eventstore.Tx, w *scopeWriter, batch []*pending, m mode) (*facts, error) {
-	f := &facts{scopes: map[domain.ScopeID]*scopeFacts{}, restores: map[string]*restores.Loaded{}}
-	var scopes, users, tenants []string
-	var connIDs []string
-	coverage := map[string]*executors.Coverage{}
 	var b pgx.Batch
+	f, q := s.queueFacts(&b, batch)
+	// The locks go first: every read of the batch is as of them.
+	var locks pgx.Batch
+	keys := lockOrRead(&locks, w, batch, q.scopes, m)
+	conns := connections.QueueLoadEach(&b, q.connIDs)
 	for _, p := range batch {
-		if !slices.Contains(users, p.req.Actor.ID) {
-			users = append(users, p.req.Actor.ID)
+		if p.connectionID != "" {
+			f.scopes[p.scope].conn = conns[p.connectionID]
 		}
-		if !slices.Contains(tenants, p.tenantID) {
-			tenants = append(tenants, p.tenantID)
+	}
+	f.roles = tenancy.QueueRoles(&b, q.users, q.tenants)
+	f.prior = queueLookupKeys(&b, keys)
+	locks.QueuedQueries = append(locks.QueuedQueries, b.QueuedQueries...)
+	if err := tx.SendBatch(ctx, &locks).Close(); err != nil {
+		return nil, fmt.Errorf("load %d scopes from %s: %w", len(q.scopes), q.scopes[0], err)
+	}
+	return f, nil
+}
+
+// batchNames are what a batch's reads are about: its scopes (sorted),
+// users, tenants and connections, each once.
+type batchNames struct {
+	scopes, users, tenants, connIDs []string
+}
+
+// queueFacts queues into b the reads each start of batch needs of its
+// own (restore drafts, executor coverage of its provider) and returns
+// the facts they fill with the names the batch's shared reads are about.
+func (s *Service) queueFacts(b *pgx.Batch, batch []*pending) (*facts, batchNames) {
+	f := &facts{scopes: map[domain.ScopeID]*scopeFacts{}, restores: map[string]*restores.Loaded{}}
+	var q batchNames
+	coverage := map[string]*executors.Coverage{}
+	for _, p := range batch {
+		if !slices.Contains(q.users, p.req.Actor.ID) {
+			q.users = append(q.users, p.req.Actor.ID)
+		}
+		if !slices.Contains(q.tenants, p.tenantID) {
+			q.tenants = append(q.tenants, p.tenantID)
 		}
 		if id := p.req.RestoreRunID; p.op.TargetKey != "" && f.restores[id] == nil {
-			f.restores[id] = restores.QueueLoad(&b, id)
+			f.restores[id] = restores.QueueLoad(b, id)
 		}
 		if f.scopes[p.scope] != nil {
 			continue
 		}
 		sf := &scopeFacts{}
 		f.scopes[p.scope] = sf
-		scopes = append(scopes, string(p.scope))
+		q.scopes = append(q.scopes, string(p.scope))
 		if p.connectionID == "" {
 			continue
 		}
-		connIDs = append(connIDs, p.connectionID)
+		q.connIDs = append(q.connIDs, p.connectionID)
 		if coverage[p.provider] == nil {
-			coverage[p.provider] = executors.QueueCoverage(&b, p.provider, s.cfg.ExecutorLiveness)
+			coverage[p.provider] = executors.QueueCoverage(b, p.provider, s.cfg.ExecutorLiveness)
 		}
 		sf.coverage = coverage[p.provider]
 	}
-	// The locks go first: every read of the batch is as of them.
-	var locks pgx.Batch
-	slices.Sort(scopes)
+	slices.Sort(q.scopes)
+	return f, q
+}
+
+// lockOrRead queues into b the scopes' snapshots, under their locks and
+// the idempotency keys' when the batch is recorded; a dry run reads what
+// is committed and locks nothing, so it never holds up a start that will
+// be recorded. It returns the batch's idempotency keys.
+func lockOrRead(b *pgx.Batch, w *scopeWriter, batch []*pending, scopes []string, m mode) []idempotencyKey {
 	ids := make([]domain.ScopeID, len(scopes))
 	for i, scope := range scopes {
 		ids[i] = domain.ScopeID(scope)
 	}
-	var keys []idempotencyKey
 	if m == record {
-		w.lockScopes(&locks, ids, eventstore.Wait)
-		keys = queueKeyLocks(&locks, batch)
-	} else {
-		// A dry run reads what is committed and locks nothing: it never
-		// holds up a start that will be recorded.
-		w.readScopes(&locks, ids)
-		keys = keysOf(batch)
+		w.lockScopes(b, ids, eventstore.Wait)
+		return queueKeyLocks(b, batch)
 	}
-	conns := connections.QueueLoadEach(&b, connIDs)
-	for _, p := range batch {
-		if p.connectionID != "" {
-			f.scopes[p.scope].conn = conns[p.connectionID]
-		}
-	}
-	f.roles = tenancy.QueueRoles(&b, users, tenants)
-	f.prior = queueLookupKeys(&b, keys)
-	locks.QueuedQueries = append(locks.QueuedQueries, b.QueuedQueries...)
-	if err := tx.SendBatch(ctx, &locks).Close(); err != nil {
-		return nil, fmt.Errorf("load %d scopes from %s: %w", len(scopes), scopes[0], err)
-	}
-	return f, nil
+	w.readScopes(b, ids)
+	return keysOf(batch)
 }
 
 // restore checks p's restore safeguards against its draft, for a start

@@ -280,7 +280,7 @@ func (s *Service) Ping(ctx context.Context, id string) (Delivery, error) {
 	}
 	msg := journal.NewID()
 	ping, _ := json.Marshal(map[string]any{"endpoint_id": id, "message": "ping from opsgate"})
-	return s.queue(ctx, s.db, id, msg, TypePing, ping)
+	return s.queue(ctx, id, msg, TypePing, ping)
 }
 
 // Delivery is one attempt to send a message to an endpoint.
@@ -330,10 +330,8 @@ func scanDelivery(row pgx.CollectableRow) (Delivery, error) {
 
 // queue inserts the first or a further attempt of message msg to
 // endpoint, due now.
-func (s *Service) queue(ctx context.Context, q interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}, endpoint, msg, typ string, ping []byte) (Delivery, error) {
-	rows, err := q.Query(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, created_at)
+func (s *Service) queue(ctx context.Context, endpoint, msg, typ string, ping []byte) (Delivery, error) {
+	rows, err := s.db.Query(ctx, `INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, ping, attempt, state, next_attempt_at, created_at)
 		SELECT $1, $2, $3, $4, $5, coalesce(max(attempt), 0) + 1, 'pending', now(), now()
 		FROM webhook_deliveries WHERE endpoint_id = $2 AND message_id = $3
 		RETURNING id, endpoint_id, message_id, type, attempt, state, response_status, latency_ms, error, next_attempt_at, created_at`,
@@ -392,7 +390,7 @@ func (s *Service) Replay(ctx context.Context, id, deliveryID string) (Delivery, 
 	if err != nil {
 		return Delivery{}, fmt.Errorf("read delivery %s: %w", deliveryID, err)
 	}
-	return s.queue(ctx, s.db, id, msg, typ, ping)
+	return s.queue(ctx, id, msg, typ, ping)
 }
 
 // Backlog returns how long the oldest due attempt to an enabled endpoint
