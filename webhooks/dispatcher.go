@@ -39,7 +39,9 @@ type DispatcherConfig struct {
 	Lease time.Duration
 	// Concurrency bounds attempts in flight in this process (default 32),
 	// PerEndpoint those to one endpoint (default 8), so that a slow
-	// endpoint never holds up the others.
+	// endpoint never holds up the others. Attempts of an endpoint that
+	// answers fast are claimed ahead of sending, 8 x PerEndpoint at a time,
+	// so that one claim serves many of them.
 	Concurrency, PerEndpoint int
 	// Wake returns a channel that receives when deliveries may have been
 	// queued (Topic); PollInterval is the fallback, and how soon a retry
@@ -64,10 +66,8 @@ type Dispatcher struct {
 	client *http.Client
 	logger *slog.Logger
 
-	mu       sync.Mutex
-	inFlight map[string]int32 // endpoint -> attempts in flight here
-	total    int
-	freed    chan struct{}
+	queues  *queues
+	sending sync.WaitGroup
 	// results are the answers of attempts, recorded in batches by one
 	// recorder (record) while the next attempts are already sent.
 	results chan attemptResult
@@ -113,8 +113,8 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		// Redirects are not followed: a 3xx is a failed attempt.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger, inFlight: map[string]int32{},
-		freed: make(chan struct{}, 1), results: make(chan attemptResult, cfg.Concurrency)}
+	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger,
+		queues: newQueues(cfg), results: make(chan attemptResult, cfg.Concurrency)}
 }
 
 // claimed is an attempt this dispatcher holds until claimedUntil.
@@ -128,13 +128,13 @@ type claimed struct {
 }
 
 // Run sends due deliveries until ctx ends, then waits for the attempts in
-// flight.
+// flight and gives back those claimed but not sent.
 func (d *Dispatcher) Run(ctx context.Context) {
 	recorded := make(chan struct{})
 	go func() { defer close(recorded); d.recordAll(ctx) }()
-	var wg sync.WaitGroup
 	defer func() {
-		wg.Wait()
+		d.sending.Wait()
+		d.giveBack()
 		close(d.results)
 		<-recorded
 	}()
@@ -145,31 +145,26 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		if d.cfg.Wake != nil {
 			wake = d.cfg.Wake()
 		}
-		free, busy := d.capacity()
+		free, room := d.queues.room()
 		full := false
 		if free > 0 {
-			list, err := d.claim(ctx, free, busy)
+			list, err := d.claim(ctx, free, room)
 			if err != nil && ctx.Err() == nil {
 				d.logger.Warn("claim webhook deliveries failed; trying again", "err", err)
 			}
-			for _, c := range list {
-				d.take(c.endpoint)
-				wg.Go(func() {
-					defer d.release(c.endpoint)
-					d.attempt(ctx, c)
-				})
-			}
+			d.queues.hold(list)
+			d.pump(ctx)
 			full = len(list) == free
 		}
 		if full {
-			continue // there may be more due: claim again as slots free
+			continue // there may be more due: claim again
 		}
 		select {
 		case <-ctx.Done():
 		case <-wake:
 		case <-poll.C:
-		case <-d.freed:
-			// Under load slots free one after the other: claim them
+		case <-d.queues.low:
+			// Under load queues run low one after the other: refill them
 			// together, a moment later.
 			select {
 			case <-ctx.Done():
@@ -179,51 +174,24 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}
 }
 
-// capacity returns how many more attempts this process may send, and
-// the endpoints it is sending to with how many attempts each.
-func (d *Dispatcher) capacity() (int, inFlight) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var in inFlight
-	for endpoint, n := range d.inFlight {
-		in.endpoints, in.counts = append(in.endpoints, endpoint), append(in.counts, n)
+// pump starts sending held attempts, as many as the limits allow.
+func (d *Dispatcher) pump(ctx context.Context) {
+	if ctx.Err() != nil {
+		return // stopping: what waits is given back
 	}
-	return d.cfg.Concurrency - d.total, in
-}
-
-// inFlight are the attempts in flight by endpoint.
-type inFlight struct {
-	endpoints []string
-	counts    []int32
-}
-
-// of returns the attempts in flight to endpoint.
-func (in inFlight) of(endpoint string) int {
-	for i, e := range in.endpoints {
-		if e == endpoint {
-			return int(in.counts[i])
-		}
+	for _, c := range d.queues.next() {
+		d.sending.Go(func() {
+			d.queues.sent(c.endpoint, d.attempt(ctx, c))
+			d.pump(ctx)
+		})
 	}
-	return 0
 }
 
-func (d *Dispatcher) take(endpoint string) {
-	d.mu.Lock()
-	d.inFlight[endpoint]++
-	d.total++
-	d.mu.Unlock()
-}
-
-func (d *Dispatcher) release(endpoint string) {
-	d.mu.Lock()
-	if d.inFlight[endpoint]--; d.inFlight[endpoint] == 0 {
-		delete(d.inFlight, endpoint)
-	}
-	d.total--
-	d.mu.Unlock()
-	select {
-	case d.freed <- struct{}{}:
-	default:
+// giveBack hands the attempts claimed but not sent back to whoever
+// claims next, through the recorder.
+func (d *Dispatcher) giveBack() {
+	for _, c := range d.queues.drop() {
+		d.results <- attemptResult{c: c, outcome: released}
 	}
 }
 
@@ -234,7 +202,7 @@ func (d *Dispatcher) release(endpoint string) {
 // all in one round trip. An attempt whose dispatcher died while it held
 // it is recorded as failed and a next attempt, due at once, is claimed in
 // its place.
-func (d *Dispatcher) claim(ctx context.Context, n int, busy inFlight) ([]claimed, error) {
+func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, error) {
 	var list []claimed
 	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		list = list[:0]
@@ -252,7 +220,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int, busy inFlight) ([]claimed
 		var b pgx.Batch
 		var resumed []claimed
 		for _, endpoint := range endpoints {
-			free := d.cfg.PerEndpoint - busy.of(endpoint)
+			free := room(endpoint)
 			if free <= 0 || n <= 0 {
 				continue
 			}
@@ -392,17 +360,25 @@ type result struct {
 	retryAfter time.Duration
 }
 
-// attempt sends c and hands what came of it to the recorder.
-func (d *Dispatcher) attempt(ctx context.Context, c claimed) {
+// attempt sends c and hands what came of it to the recorder; it says
+// whether the endpoint answered it 2xx, and fast.
+func (d *Dispatcher) attempt(ctx context.Context, c claimed) (fast bool) {
+	if time.Until(c.claimedUntil) < d.cfg.Timeout+time.Second {
+		// Held so long behind a slow endpoint that, sent now, it could
+		// outlive its claim: given back, to be claimed again.
+		d.results <- attemptResult{c: c, outcome: released}
+		return false
+	}
 	r := d.send(ctx, c)
 	if ctx.Err() != nil && r.status == nil {
-		return // stopping: the claim runs out and the attempt is taken over
+		return false // stopping: the claim runs out and the attempt is taken over
 	}
 	outcome := d.outcomeOf(c, r)
 	if d.cfg.Observe != nil {
 		d.cfg.Observe(c.endpoint, outcome, r.took)
 	}
 	d.results <- attemptResult{c: c, r: r, outcome: outcome}
+	return outcome == StateDelivered && r.took < d.cfg.Timeout/fastShare
 }
 
 // recordAll records the attempts' results as they come, those waiting
@@ -535,8 +511,31 @@ func (d *Dispatcher) outcomeOf(c claimed, r result) string {
 // Retry-After), and a 410's endpoint disabled.
 func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	var b pgx.Batch
+	// The answered attempts, the bulk under load, in one statement.
+	var ids []string
+	var claims []time.Time
+	var statuses, took []int
+	for _, a := range batch {
+		if a.outcome == StateDelivered {
+			ids, claims = append(ids, a.c.id), append(claims, a.c.claimedUntil)
+			statuses, took = append(statuses, *a.r.status), append(took, int(a.r.took.Milliseconds()))
+		}
+	}
+	if len(ids) > 0 {
+		b.Queue(`UPDATE webhook_deliveries d SET state = 'delivered', response_status = r.status, latency_ms = r.took,
+				claimed_until = NULL, next_attempt_at = NULL
+			FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[]) AS r (id, claimed_until, status, took)
+			WHERE d.id = r.id AND d.claimed_until = r.claimed_until`, ids, claims, statuses, took)
+	}
 	for _, a := range batch {
 		c, r := a.c, a.r
+		switch a.outcome {
+		case StateDelivered:
+			continue
+		case released:
+			b.Queue(`UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2`, c.id, c.claimedUntil)
+			continue
+		}
 		var errText *string
 		if r.err != "" {
 			errText = &r.err

@@ -346,25 +346,30 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		// a few seconds of it.
 		wg.Go(func() { a.Gate.RunReaper(bg, min(a.cfg.Heartbeat, time.Second), a.logger) })
 	}
-	// One feed reads the event log for every consumer of this process: the
-	// projectors (projector role) and the bootstrap process manager, which
-	// drives onboarding sessions forward as their runs end (worker role).
-	var consumers []eventstore.Consumer
+	// One feed reads the event log for the projectors and the audit chain
+	// (projector role) and the bootstrap process manager, which drives
+	// onboarding sessions forward as their runs end (worker role). The
+	// change feed has a feed of its own, so that a change is not held up
+	// by the projectors' batches: clients and webhooks wait for it.
+	var consumers, pushed []eventstore.Consumer
 	if a.roles.Projector {
 		consumers = append(consumers, projections.Consumers(a.Metrics.ObserveProjection)...)
 		// The audit chain links each event behind the commit (audit/chain.go).
 		consumers = append(consumers, audit.Chainer(func(at time.Time) { a.Metrics.ObserveProjection(audit.ChainConsumer, at) }))
-		// The change feed, and the webhook deliveries of each change.
-		consumers = append(consumers, changes.Consumer(&webhooks.FanOut{}, func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
 		// Pickup and run durations, timed from the runs' events.
 		consumers = append(consumers, a.Metrics.RunsConsumer())
+		// The change feed, and the webhook deliveries of each change.
+		pushed = append(pushed, changes.Consumer(&webhooks.FanOut{}, func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
 	}
-	if len(consumers) > 0 {
+	for _, list := range [][]eventstore.Consumer{consumers, pushed} {
+		if len(list) == 0 {
+			continue
+		}
 		feed := &eventstore.Feed{
-			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: consumers, Logger: a.logger,
+			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: list, Logger: a.logger,
 			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch,
 		}
 		wg.Go(func() {
