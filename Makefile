@@ -13,7 +13,7 @@ with_db = url="$${DATABASE_URL:-}"; \
 	export DATABASE_URL="$$url";
 
 .DEFAULT_GOAL := build
-.PHONY: run test bench soak lint build db-start db-stop db-url screenshots dashboard
+.PHONY: run test bench soak lint build db-start db-stop db-url screenshots dashboard generate api-check
 
 # Serve API, projectors and worker in one process.
 run:
@@ -50,6 +50,28 @@ bench:
 # any breach. SHORT=1 for the shorter variant that make test also runs.
 soak:
 	@$(GO) run ./cmd/opsgate-soak $(if $(SHORT),-short)
+
+# The published OpenAPI document (opsgate openapi) and the Go client generated from it
+# (clients/go/opsgate, oapi-codegen).
+OAPI_CODEGEN ?= github.com/oapi-codegen/oapi-codegen/v2/cmd/oapi-codegen@v2.8.2
+OASDIFF ?= github.com/oasdiff/oasdiff@v1.39.0
+generate:
+	@$(GO) run ./cmd/opsgate openapi > clients/go/opsgate/openapi.json
+	@cd clients/go/opsgate && $(GO) run $(OAPI_CODEGEN) -config oapi-codegen.yaml openapi.json
+
+# What CI checks of the API document (README, "Compatibility"): the generated client is
+# up to date, and the published document breaks nothing of the released one
+# (api/released/openapi-v1.json) by oasdiff's rules.
+api-check:
+	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	$(GO) run ./cmd/opsgate openapi > "$$tmp/openapi.json" && \
+	cp clients/go/opsgate/oapi-codegen.yaml "$$tmp/" && \
+	(cd "$$tmp" && $(GO) run $(OAPI_CODEGEN) -config oapi-codegen.yaml openapi.json) || exit 1; \
+	for f in openapi.json client.gen.go; do cmp -s "$$tmp/$$f" "clients/go/opsgate/$$f" || \
+		{ echo "clients/go/opsgate/$$f is out of date: run make generate" >&2; exit 1; }; done; \
+	$(GO) run $(OASDIFF) breaking --fail-on ERR --flatten-allof api/released/openapi-v1.json "$$tmp/openapi.json" || \
+		{ echo "the API document breaks the released one (api/released/openapi-v1.json)" >&2; exit 1; }; \
+	echo "api-check: the generated client is up to date; nothing of the released document is broken"
 
 lint:
 	@out="$$(find . \( -path ./.data -o -path ./.git -o -path ./bin \) -prune \

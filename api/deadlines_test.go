@@ -222,7 +222,7 @@ func TestRerun(t *testing.T) {
 	rerun(failed.ID, f.readonly.Token, nil).ExpectProblem(t, 403, "forbidden")
 	f.complete(t, ex, failed.ID, map[string]any{"epoch": 1, "status": "failed", "reason_code": "provider.unavailable"}).ExpectStatus(t, 200)
 	again := rerun(failed.ID, f.operator.Token, nil).ExpectStart(t, "accepted")
-	check("failed", again, failed)
+	check("failed", again, *failed)
 	var detail apptest.Run
 	f.Must(t, 200, "GET", "/api/v1/operations/"+again.Run.ID, f.operator.Token, nil, &detail)
 	if detail.RerunOf == nil || *detail.RerunOf != failed.ID || detail.Deadlines == nil {
@@ -247,7 +247,7 @@ func TestRerun(t *testing.T) {
 	if res.Reason == nil || res.Reason.Code != blocked.Reason.Code {
 		t.Errorf("rerun of a blocked run: %+v, want blocked for %s again", res.Reason, blocked.Reason.Code)
 	}
-	check("blocked", res, blocked.Run)
+	check("blocked", res, *blocked.Run)
 
 	// Succeeded, with an Idempotency-Key.
 	ok := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
 
@@ -25,9 +26,11 @@ type dryResult struct {
 func (f *fixture) recorded(t *testing.T) string {
 	t.Helper()
 	// Notifications and changes follow the commit: once the projections
-	// have caught up, so have they (one feed, one transaction).
-	if _, err := f.Reader.CatchUp(f.Ctx, "operations"); err != nil {
-		t.Fatal(err)
+	// and the change feed (a feed of its own) have caught up, so have they.
+	for _, consumer := range []string{"operations", changes.ConsumerName} {
+		if ok, err := f.Reader.CatchUp(f.Ctx, consumer); err != nil || !ok {
+			t.Fatalf("%s did not catch up: %v", consumer, err)
+		}
 	}
 	tenants := []string{f.tenantA, f.tenantB, f.tenantC}
 	users := []string{f.owner.ID, f.operator.ID, f.auditor.ID, f.readonly.ID, f.outsider.ID}
@@ -322,7 +325,7 @@ func TestBulkCancel(t *testing.T) {
 		if item.Problem != nil {
 			got += " " + item.Problem.Code
 		} else if item.Run != nil {
-			got += " " + item.Run.Status
+			got += " " + string(item.Run.Status)
 		}
 		if got != want[i] {
 			t.Errorf("cancel item %d: %s, want %s", i, got, want[i])

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -162,7 +163,7 @@ func TestExecutorRunsARun(t *testing.T) {
 	}
 	c := claims[0]
 	if c.Run.ID != run.ID || c.Run.Status != "running" || c.Run.StartedAt == nil || c.Connection.ID != acme ||
-		c.Connection.Provider != "acme" || c.Lease.Epoch != 1 || c.Lease.HeartbeatIntervalMS <= 0 || c.Connection.Settings == nil {
+		c.Connection.Provider != "acme" || c.Lease.Epoch != 1 || c.Lease.HeartbeatIntervalMs <= 0 || c.Connection.Settings == nil {
 		t.Fatalf("claim %+v", c)
 	}
 	if again := f.claim(t, ex, 5, 0); len(again) != 0 {
@@ -562,4 +563,33 @@ func runExecutor(ctx context.Context, base, token string) error {
 		},
 	}
 	return r.Run(ctx)
+}
+
+// TestDroppedLongPollIsNoError: an executor that drops its long poll (it
+// stops) is logged as the caller having gone away, never as a failed
+// request of ours.
+func TestDroppedLongPollIsNoError(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ex := f.registerExecutor(t, "dropper", []string{"nobody-" + randomID()}, nil)
+	ctx, cancel := context.WithTimeout(f.Ctx, 300*time.Millisecond)
+	defer cancel()
+	id := "dropped-" + randomID()
+	req, err := http.NewRequestWithContext(ctx, "POST", f.URL+"/api/v1/executor/claims", strings.NewReader(`{"max":1,"wait_ms":20000}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+ex.Token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Request-Id", id)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the long poll answered %d before the caller dropped it", resp.StatusCode)
+	}
+	apptest.WaitFor(t, 10*time.Second, "the dropped poll's log line", func() bool {
+		return strings.Contains(f.Logs.With(id), "status=499")
+	})
+	if lines := f.Logs.With(id); strings.Contains(lines, "level=ERROR") || strings.Contains(lines, "status=500") {
+		t.Errorf("a dropped long poll logged as an error:\n%s", lines)
+	}
 }

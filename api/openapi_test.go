@@ -1,8 +1,11 @@
 package api_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"mime"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,11 +13,13 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 
+	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
 
 // Every exchange of the API suite goes through the test kit, which checks
-// it against the served OpenAPI document with kin-openapi's openapi3filter
+// it against the strict variant of the OpenAPI document (every route, every
+// object closed) with kin-openapi's openapi3filter
 // (internal/apptest/openapi.go): an undocumented route, status or body
 // fails the test, and so does a request the document refuses that the
 // server accepted. The tests here check the document itself.
@@ -44,9 +49,11 @@ var echoParam = regexp.MustCompile(`:([A-Za-z]+)`)
 
 func openAPIPath(p string) string { return echoParam.ReplaceAllString(p, "{$1}") }
 
-// TestOpenAPIServedAsWritten: GET /api/v1/openapi.json answers the
-// embedded document, as JSON.
-func TestOpenAPIServedAsWritten(t *testing.T) {
+// TestOpenAPIServedIsPublished: GET /api/v1/openapi.json answers the
+// published document, as JSON: every operation named after its action
+// and tagged by area, no console or metrics route, and the copy beside
+// the generated Go client is the same document.
+func TestOpenAPIServedIsPublished(t *testing.T) {
 	t.Parallel()
 	s := server(t)
 	r := s.Call(t, "GET", "/api/v1/openapi.json", "", nil)
@@ -54,10 +61,100 @@ func TestOpenAPIServedAsWritten(t *testing.T) {
 	if mt := mediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		t.Errorf("openapi.json served as %q", mt)
 	}
-	var served map[string]any
-	r.Decode(t, &served)
-	if v, _ := served["openapi"].(string); !strings.HasPrefix(v, "3.") {
-		t.Errorf("openapi version %q", v)
+	published, err := api.PublishedDocument(api.OpenAPIDocument)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r.Body, published) {
+		t.Error("the served document is not the published one")
+	}
+	if beside, err := os.ReadFile("../clients/go/opsgate/openapi.json"); err != nil || !bytes.Equal(beside, published) {
+		t.Errorf("clients/go/opsgate/openapi.json is not the published document (%v): run make generate", err)
+	}
+	doc, err := openapi3.NewLoader().LoadFromData(published)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("the published document: %v", err)
+	}
+	tags := map[string]bool{}
+	for _, tag := range doc.Tags {
+		tags[tag.Name] = true
+	}
+	ids := map[string]string{}
+	action := regexp.MustCompile(`^[a-z]+[A-Z][A-Za-z]*$`)
+	for path, item := range doc.Paths.Map() {
+		if path == "/metrics" || strings.HasPrefix(path, "/console") {
+			t.Errorf("published: %s is not a client's route", path)
+		}
+		for method, op := range item.Operations() {
+			key := method + " " + path
+			if !action.MatchString(op.OperationID) {
+				t.Errorf("published: %s has operationId %q, want a verb and its object (getOperation)", key, op.OperationID)
+			}
+			if other, dup := ids[op.OperationID]; dup {
+				t.Errorf("published: %s and %s share operationId %q", key, other, op.OperationID)
+			}
+			ids[op.OperationID] = key
+			if len(op.Tags) != 1 || !tags[op.Tags[0]] {
+				t.Errorf("published: %s has tags %v, want one of the document's", key, op.Tags)
+			}
+		}
+	}
+	if len(ids) < 60 {
+		t.Errorf("published: only %d operations", len(ids))
+	}
+}
+
+// TestOpenAPIVariants: the source marks exactly the console's and the
+// metrics' routes internal; the published document leaves answers open to
+// additions where the strict one closes them.
+func TestOpenAPIVariants(t *testing.T) {
+	t.Parallel()
+	var source struct {
+		Paths map[string]map[string]struct {
+			Internal bool `json:"x-internal"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPIDocument, &source); err != nil {
+		t.Fatal(err)
+	}
+	for path, ops := range source.Paths {
+		for method, op := range ops {
+			if want := path == "/metrics" || path == "/console" || strings.HasPrefix(path, "/console/"); op.Internal != want {
+				t.Errorf("%s %s: x-internal %v, want %v", method, path, op.Internal, want)
+			}
+		}
+	}
+	published, err := api.PublishedDocument(api.OpenAPIDocument)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict, _ := apptest.OpenAPI(t)
+	open, err := openapi3.NewLoader().LoadFromData(published)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"StartResult", "Run", "Change", "Problem"} {
+		if ap := open.Components.Schemas[name].Value.AdditionalProperties.Has; ap != nil && !*ap {
+			t.Errorf("published %s refuses fields it does not know", name)
+		}
+		if ap := strict.Components.Schemas[name].Value.AdditionalProperties.Has; ap == nil || *ap {
+			t.Errorf("strict %s accepts fields the document does not name", name)
+		}
+	}
+	types := func(doc *openapi3.T) *openapi3.Schema {
+		return doc.Components.Schemas["WebhookEndpoint"].Value.Properties["types"].Value.Items.Value
+	}
+	if len(types(open).Enum) != 0 || types(open).Extensions["x-extensible-enum"] == nil {
+		t.Error("published: a webhook endpoint's change types are a closed enum")
+	}
+	if len(types(strict).Enum) < 9 {
+		t.Error("strict: a webhook endpoint's change types are not a closed enum")
+	}
+	if ap := strict.Components.Schemas["NewConnection"].Value.AdditionalProperties.Has; ap == nil || *ap {
+		t.Error("strict: a request's schema accepts unknown fields")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -41,6 +42,10 @@ type RequestObserver interface {
 
 type requestIDKey struct{}
 
+// statusClientClosed is the status logged for a request whose caller went
+// away before its answer.
+const statusClientClosed = 499
+
 // RequestID returns the id of the request ctx belongs to.
 func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
@@ -57,6 +62,13 @@ func NewEcho(cfg Config) *echo.Echo {
 	outage := newOutageLog(logger, 5*time.Second)
 	e.HTTPErrorHandler = func(err error, c echo.Context) {
 		if c.Response().Committed {
+			return
+		}
+		if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+			// The caller went away (a long poll dropped by an executor
+			// that stops): nobody reads the answer, and it is no error of
+			// ours. Logged with nginx's "client closed request".
+			_ = c.NoContent(statusClientClosed)
 			return
 		}
 		if eventstore.IsUnavailable(err) {

@@ -87,7 +87,7 @@ func Routes(d Deps) func(e *echo.Echo) {
 		if d.Metrics != nil {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
 		}
-		e.GET("/api/v1/openapi.json", serveOpenAPI)
+		e.GET("/api/v1/openapi.json", serveOpenAPI())
 
 		admin := e.Group("/api/v1/admin", requireAdmin(d.AdminToken, cs))
 		admin.POST("/workspaces", h.createWorkspace)

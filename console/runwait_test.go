@@ -33,7 +33,7 @@ func claimRun(t *testing.T, a *apptest.App, ex apptest.Executor, run string) int
 	if got := claims.Items[0].Run.ID; got != run {
 		t.Fatalf("the executor claimed %s, want %s", got, run)
 	}
-	return claims.Items[0].Lease.Epoch
+	return int64(claims.Items[0].Lease.Epoch)
 }
 
 // waited is the answer of a wait on a run's page and how long it took.

@@ -51,7 +51,8 @@ func scrape(t *testing.T) string {
 	conn := a.Connection(t, owner.ID, tenant, "Graph", apptest.AsDefault).ID
 	slow := a.Connection(t, owner.ID, tenant, "Slow", apptest.Latency(60_000)).ID
 	blocked := a.Connection(t, owner.ID, tenant, "No consent", apptest.Consent(domain.ConsentMissing)).ID
-	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", owner.Token, nil, nil)
+	var first apptest.StartResult
+	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+conn+"/inventory-sync", owner.Token, nil, &first)
 	a.Must(t, 422, "POST", "/api/v1/provider-connections/"+blocked+"/inventory-sync", owner.Token, nil, nil)
 	a.Must(t, 202, "POST", "/api/v1/provider-connections/"+slow+"/inventory-sync", owner.Token, nil, nil) // a busy scope
 	// A run that its provider's only executor never claims: it ends not
@@ -68,6 +69,13 @@ func scrape(t *testing.T) string {
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
 	t.Cleanup(receiver.Close)
 	a.Must(t, 201, "POST", "/api/v1/admin/webhooks", apptest.AdminToken, map[string]any{"workspace_id": ws.ID, "url": receiver.URL}, nil)
+	// The tenant's verify goes to its default connection, once the sync
+	// there has ended.
+	apptest.WaitFor(t, 30*time.Second, "the first sync to end", func() bool {
+		var run apptest.Run
+		a.Must(t, 200, "GET", "/api/v1/operations/"+first.Run.ID+"?wait_ms=5000", owner.Token, nil, &run)
+		return run.FinishedAt != nil
+	})
 	a.Must(t, 202, "POST", "/api/v1/tenants/"+tenant+"/verify", owner.Token, nil, nil)
 	var body string
 	apptest.WaitFor(t, 30*time.Second, "the run to be timed", func() bool {

@@ -17,108 +17,79 @@
 package executorclient
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/opsgate/opsgate/clients/go/opsgate"
 )
 
-// Client calls the executor endpoints with an executor token (oge_...).
+// Client calls the executor endpoints with an executor token (oge_...),
+// through the generated client of the API (clients/go/opsgate).
 type Client struct {
-	BaseURL string
-	Token   string
-	HTTP    *http.Client
+	api *opsgate.ClientWithResponses
 }
 
 // New returns a client of the opsgate at baseURL.
 func New(baseURL, token string) *Client {
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{Timeout: 45 * time.Second}}
+	api, err := opsgate.NewClientWithResponses(strings.TrimRight(baseURL, "/"),
+		opsgate.WithHTTPClient(&http.Client{Timeout: 45 * time.Second}),
+		opsgate.WithRequestEditorFn(func(_ context.Context, r *http.Request) error {
+			r.Header.Set("Authorization", "Bearer "+token)
+			return nil
+		}))
+	if err != nil {
+		// Only a base URL that does not parse fails here; every call
+		// reports it.
+		return &Client{}
+	}
+	return &Client{api: api}
 }
 
-// ConnectionRef is a run's pinned connection.
-type ConnectionRef struct {
-	ID          string `json:"id"`
-	DisplayName string `json:"display_name"`
-	Provider    string `json:"provider"`
-}
-
-// Run is a run as opsgate shows it.
-type Run struct {
-	ID                 string         `json:"id"`
-	TenantID           string         `json:"tenant_id"`
-	Type               string         `json:"type"`
-	CanonicalType      string         `json:"canonical_type"`
-	Label              string         `json:"label"`
-	Status             string         `json:"status"`
-	Target             *string        `json:"target"`
-	ProviderConnection *ConnectionRef `json:"provider_connection"`
-	InitiatorID        string         `json:"initiator_id"`
-	CreatedAt          time.Time      `json:"created_at"`
-	StartedAt          *time.Time     `json:"started_at"`
-	FinishedAt         *time.Time     `json:"finished_at"`
-}
-
-// Connection is the pinned connection with its non-secret settings.
-type Connection struct {
-	ConnectionRef
-	Settings map[string]any `json:"settings"`
-}
-
-// Lease is a claim's hold on its run.
-type Lease struct {
-	Epoch               int64     `json:"epoch"`
-	ExpiresAt           time.Time `json:"expires_at"`
-	HeartbeatIntervalMS int64     `json:"heartbeat_interval_ms"`
-}
-
-// Claim is a run handed to this executor.
-type Claim struct {
-	Run        Run        `json:"run"`
-	Connection Connection `json:"connection"`
-	Lease      Lease      `json:"lease"`
-	// TraceContext is the W3C trace context the run's start came with
-	// (nil: none): a handler that traces links its work to it.
-	TraceContext *TraceContext `json:"trace_context"`
-}
-
-// TraceContext is a W3C trace context.
-type TraceContext struct {
-	Traceparent string `json:"traceparent"`
-	Tracestate  string `json:"tracestate,omitempty"`
-}
-
-// Observations are what a run found out about its connection.
-type Observations struct {
-	Consent     string `json:"consent,omitempty"`     // granted or revoked
-	Credentials string `json:"credentials,omitempty"` // valid or invalid
-}
+// The shapes of the executor endpoints, as the API document gives them.
+type (
+	// Claim is a run handed to this executor: the run, its pinned
+	// connection with its non-secret settings, the lease, and the W3C
+	// trace context the run's start came with (nil: none), which a
+	// handler that traces links its work to.
+	Claim = opsgate.Claim
+	// Run is a run as opsgate shows it.
+	Run = opsgate.Run
+	// Lease is a claim's hold on its run.
+	Lease = opsgate.Lease
+	// TraceContext is a W3C trace context.
+	TraceContext = opsgate.TraceContext
+	// Observations are what a run found out about its connection.
+	Observations = opsgate.Observations
+)
 
 // Result is how a run ended.
 type Result struct {
-	Status string `json:"status"` // succeeded or failed
+	Status string // succeeded or failed
 	// ReasonCode is required for failed: provider.credentials_rejected,
 	// provider.consent_revoked, provider.throttled or provider.unavailable.
-	ReasonCode   string        `json:"reason_code,omitempty"`
-	Summary      any           `json:"summary,omitempty"` // a JSON object of at most 16 KiB
-	Observations *Observations `json:"observations,omitempty"`
+	ReasonCode   string
+	Summary      map[string]any // at most 16 KiB as JSON
+	Observations *Observations
 }
 
 // Succeeded is a success with summary (nil for none).
-func Succeeded(summary any) Result { return Result{Status: "succeeded", Summary: summary} }
+func Succeeded(summary map[string]any) Result { return Result{Status: "succeeded", Summary: summary} }
 
 // Failed is a failure with a reason found during execution.
-func Failed(reason string, summary any) Result {
+func Failed(reason string, summary map[string]any) Result {
 	return Result{Status: "failed", ReasonCode: reason, Summary: summary}
 }
 
 // ErrLeaseLost is returned when opsgate answers 409 lease_lost: the run
 // was reaped, cancelled or completed; stop working on it.
 var ErrLeaseLost = errors.New("lease lost")
+
+var errNoClient = errors.New("opsgate: the base URL does not parse")
 
 // ProblemError is an answer opsgate gave as a problem.
 type ProblemError struct {
@@ -140,63 +111,69 @@ func (e *ProblemError) Temporary() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
 }
 
+// problem returns the problem of a non-2xx answer, nil for a 2xx one.
+func problem(status int, body []byte) error {
+	if status/100 == 2 {
+		return nil
+	}
+	p := &ProblemError{Status: status}
+	_ = json.Unmarshal(body, p)
+	return p
+}
+
 // Claim claims up to max runs, waiting up to wait for one when none is
 // queued (an empty list after the wait).
 func (c *Client) Claim(ctx context.Context, max int, wait time.Duration) ([]Claim, error) {
-	var out struct {
-		Items []Claim `json:"items"`
+	if c.api == nil {
+		return nil, errNoClient
 	}
-	err := c.post(ctx, "/api/v1/executor/claims", map[string]any{"max": max, "wait_ms": wait.Milliseconds()}, &out)
-	return out.Items, err
+	waitMS := int(wait.Milliseconds())
+	res, err := c.api.ClaimRunsWithResponse(ctx, opsgate.ClaimRunsJSONRequestBody{Max: &max, WaitMs: &waitMS})
+	if err != nil {
+		return nil, err
+	}
+	if err := problem(res.StatusCode(), res.Body); err != nil {
+		return nil, err
+	}
+	return res.JSON200.Items, nil
 }
 
 // Heartbeat extends the lease of runID at epoch and returns its new expiry.
-func (c *Client) Heartbeat(ctx context.Context, runID string, epoch int64) (time.Time, error) {
-	var out struct {
-		ExpiresAt time.Time `json:"expires_at"`
+func (c *Client) Heartbeat(ctx context.Context, runID string, epoch int) (time.Time, error) {
+	if c.api == nil {
+		return time.Time{}, errNoClient
 	}
-	err := c.post(ctx, "/api/v1/executor/runs/"+runID+"/heartbeat", map[string]any{"epoch": epoch}, &out)
-	return out.ExpiresAt, err
+	res, err := c.api.HeartbeatRunWithResponse(ctx, runID, opsgate.HeartbeatRunJSONRequestBody{Epoch: epoch})
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := problem(res.StatusCode(), res.Body); err != nil {
+		return time.Time{}, err
+	}
+	return res.JSON200.ExpiresAt, nil
 }
 
 // Complete reports how runID ended. Repeating it is safe: the same
 // completion is answered again and recorded once.
-func (c *Client) Complete(ctx context.Context, runID string, epoch int64, r Result) (Run, error) {
-	body := struct {
-		Epoch int64 `json:"epoch"`
-		Result
-	}{epoch, r}
-	var run Run
-	err := c.post(ctx, "/api/v1/executor/runs/"+runID+"/complete", body, &run)
-	return run, err
-}
-
-func (c *Client) post(ctx context.Context, path string, body, out any) error {
-	raw, err := json.Marshal(body)
+func (c *Client) Complete(ctx context.Context, runID string, epoch int, r Result) (Run, error) {
+	if c.api == nil {
+		return Run{}, errNoClient
+	}
+	body := opsgate.CompleteRunJSONRequestBody{Epoch: epoch, Status: opsgate.CompletionStatus(r.Status), Observations: r.Observations}
+	if r.ReasonCode != "" {
+		body.ReasonCode = &r.ReasonCode
+	}
+	if r.Summary != nil {
+		body.Summary = &r.Summary
+	}
+	res, err := c.api.CompleteRunWithResponse(ctx, runID, body)
 	if err != nil {
-		return err
+		return Run{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(raw))
-	if err != nil {
-		return err
+	if err := problem(res.StatusCode(), res.Body); err != nil {
+		return Run{}, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		p := &ProblemError{Status: resp.StatusCode}
-		_ = json.Unmarshal(got, p)
-		return p
-	}
-	return json.Unmarshal(got, out)
+	return *res.JSON200, nil
 }
 
 // temporary reports whether err is worth retrying later: a network error
@@ -206,5 +183,5 @@ func temporary(err error) bool {
 	if errors.As(err, &p) {
 		return p.Temporary()
 	}
-	return err != nil && !errors.Is(err, context.Canceled)
+	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errNoClient)
 }

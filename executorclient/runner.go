@@ -113,7 +113,7 @@ func (r *Runner) handle(ctx context.Context, c Claim, handled func()) {
 	beats := make(chan struct{})
 	go func() {
 		defer close(beats)
-		every := time.Duration(c.Lease.HeartbeatIntervalMS) * time.Millisecond
+		every := time.Duration(c.Lease.HeartbeatIntervalMs) * time.Millisecond
 		if every <= 0 {
 			every = 5 * time.Second
 		}

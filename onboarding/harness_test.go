@@ -186,7 +186,7 @@ func (f *fixture) waitOperation(t *testing.T, id, status string, timeout time.Du
 	var r apptest.Run
 	eventually(t, timeout, "run "+id+" "+status, func() (bool, string) {
 		r = f.operation(t, id)
-		return r.Status == status, fmt.Sprintf("%+v", r)
+		return string(r.Status) == status, fmt.Sprintf("%+v", r)
 	})
 	return r
 }
@@ -299,11 +299,12 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 
 func randomID() string { return ulid.Make().String() }
 
-func strp(s *string) string {
+// strp is *s ("<nil>" for nil), of a string or of a generated enum.
+func strp[T ~string](s *T) string {
 	if s == nil {
 		return "<nil>"
 	}
-	return *s
+	return string(*s)
 }
 
 // dumpEvents logs every event of the database with its commit timing.

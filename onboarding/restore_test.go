@@ -103,7 +103,7 @@ func TestRestoreFlow(t *testing.T) {
 			if r.Type != "restore.execute" {
 				t.Fatalf("type filter let through %+v", r)
 			}
-			seen[r.ID] = r.Status
+			seen[r.ID] = string(r.Status)
 		}
 		return seen[first.Run.ID] == "succeeded" && seen[second.Run.ID] == "succeeded" && seen[blocked.Run.ID] == "blocked",
 			fmt.Sprint(seen)

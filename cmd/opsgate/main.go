@@ -4,6 +4,7 @@
 //	opsgate migrate                                apply database migrations
 //	opsgate projections rebuild|verify             replay the history into read models
 //	opsgate audit verify --tenant ID | --file F    recompute an audit chain
+//	opsgate openapi                                print the published OpenAPI document
 package main
 
 import (
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/migrations"
@@ -30,6 +32,7 @@ commands:
   projections rebuild [--cpuprofile f]  rebuild every read model from the event history and swap it in
   projections verify [--cpuprofile f]   rebuild into scratch tables and report differences (exit 1)
   audit verify --tenant ID | --file F   recompute a tenant's audit chain, from the database or an export (exit 1 on the first mismatch)
+  openapi                               print the OpenAPI document served at /api/v1/openapi.json (the input of generated clients)
 
 configuration comes from the environment; see README.md.
 `
@@ -44,6 +47,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if args[0] == "openapi" {
+		doc, err := api.PublishedDocument(api.OpenAPIDocument)
+		if err != nil {
+			fmt.Fprintf(stderr, "opsgate openapi: %v\n", err)
+			return 1
+		}
+		_, _ = stdout.Write(doc)
 		return 0
 	}
 	if args[0] == "audit" {

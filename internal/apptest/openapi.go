@@ -16,8 +16,8 @@ import (
 	"github.com/opsgate/opsgate/api"
 )
 
-// The OpenAPI document the application serves (api.OpenAPIDocument),
-// loaded and checked once per test binary.
+// The strict variant of the OpenAPI document (api.StrictDocument), loaded
+// and checked once per test binary.
 var openAPI struct {
 	once   sync.Once
 	doc    *openapi3.T
@@ -25,13 +25,18 @@ var openAPI struct {
 	err    error
 }
 
-// OpenAPI returns the served OpenAPI document, validated as a document,
-// and its router.
+// OpenAPI returns the strict variant of the OpenAPI document, every route
+// the application serves included, validated as a document, and its
+// router.
 func OpenAPI(t testing.TB) (*openapi3.T, routers.Router) {
 	t.Helper()
 	openAPI.once.Do(func() {
-		loader := openapi3.NewLoader()
-		doc, err := loader.LoadFromData(api.OpenAPIDocument)
+		strict, err := api.StrictDocument(api.OpenAPIDocument)
+		if err != nil {
+			openAPI.err = err
+			return
+		}
+		doc, err := openapi3.NewLoader().LoadFromData(strict)
 		if err != nil {
 			openAPI.err = err
 			return
