@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/opsgate/opsgate/eventstore"
 )
@@ -33,6 +35,10 @@ type Config struct {
 	// Streamed responses (exports of the audit chain, server-sent events) have none: they
 	// last as long as what they carry, and end when their client goes away.
 	RequestTimeout time.Duration
+	// Tracer starts a span per request (but health and metrics scrapes);
+	// nil: a no-op tracer, which still carries the caller's trace context
+	// to the starts that keep it.
+	Tracer trace.Tracer
 }
 
 // RequestObserver records request counts and latencies by route.
@@ -60,6 +66,10 @@ func NewEcho(cfg Config) *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	logger := cfg.Logger
 	outage := newOutageLog(logger, 5*time.Second)
+	tracer := cfg.Tracer
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
 	e.HTTPErrorHandler = func(err error, c echo.Context) {
 		if c.Response().Committed {
 			return
@@ -102,6 +112,12 @@ func NewEcho(cfg Config) *echo.Echo {
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
+			var span trace.Span
+			if untraced(c.Path()) {
+				span = trace.SpanFromContext(ctx)
+			} else {
+				ctx, span = startSpan(ctx, tracer, req, routeOf(c))
+			}
 			req = req.WithContext(ctx)
 			// Cap the reader itself: Content-Length can be absent (chunked).
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes)
@@ -121,6 +137,7 @@ func NewEcho(cfg Config) *echo.Echo {
 					err = nil
 				}
 				status := c.Response().Status
+				endSpan(span, status)
 				elapsed := time.Since(start)
 				if cfg.Metrics != nil {
 					cfg.Metrics.ObserveRequest(req.Method, routeOf(c), status, elapsed)
@@ -155,6 +172,12 @@ func streamed(req *http.Request) bool {
 // (wait_ms): an executor's claim, a wait on a run, the change feed.
 func longPoll(req *http.Request) bool {
 	return req.URL.Query().Has("wait_ms") || strings.HasSuffix(req.URL.Path, "/executor/claims")
+}
+
+// untraced reports whether requests of route get no span: health checks
+// and metrics scrapes, which would drown the rest.
+func untraced(route string) bool {
+	return route == "/healthz" || route == "/readyz" || route == "/metrics"
 }
 
 // routeOf is the route pattern (never the raw path, which holds ids).

@@ -86,15 +86,15 @@ func TestGateStartCalledOnlyFromStarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := strings.Count(string(src), ".Start("); n > 0 {
+		if n := strings.Count(string(src), "gate.Start("); n > 0 {
 			callers = append(callers, f)
 			if f == "starts.go" && n != 1 {
-				t.Errorf("starts.go calls .Start( %d times, want once (in handlers.start)", n)
+				t.Errorf("starts.go calls gate.Start( %d times, want once (in handlers.start)", n)
 			}
 		}
 	}
 	sort.Strings(callers)
 	if len(callers) != 1 || callers[0] != "starts.go" {
-		t.Errorf(".Start( appears in %v, want only starts.go", callers)
+		t.Errorf("gate.Start( appears in %v, want only starts.go", callers)
 	}
 }

@@ -12,6 +12,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Consumer is one reader of a Feed: a projector, a process manager.
@@ -59,6 +63,8 @@ type Feed struct {
 	// Observe, if set, is told of each batch: the events applied, or the
 	// error that failed it (it is delivered again).
 	Observe func(events int, err error)
+	// Tracer, if set, starts a span per batch the consumers apply.
+	Tracer trace.Tracer
 }
 
 // Run reads until ctx ends. Each batch is handled in the subscriber's own
@@ -84,6 +90,10 @@ func (f *Feed) Run(ctx context.Context) error {
 		batch = 500
 	}
 	s := &feedSession{feed: f, names: names}
+	tracer := f.Tracer
+	if tracer == nil {
+		tracer = noop.NewTracerProvider().Tracer("")
+	}
 	flushCtx := context.WithoutCancel(ctx)
 	sub, err := NewSubscriber(f.Pool, SubscriberConfig{
 		Consumers:    names,
@@ -92,7 +102,14 @@ func (f *Feed) Run(ctx context.Context) error {
 		Logger:       f.Logger,
 		BatchSize:    batch,
 		BeforeAck: func() error {
-			n, err := s.flush(flushCtx)
+			ctx, span := tracer.Start(flushCtx, "feed.batch", trace.WithAttributes(attribute.StringSlice("opsgate.consumers", names)))
+			n, err := s.flush(ctx)
+			span.SetAttributes(attribute.Int("opsgate.events", n))
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
 			if f.Observe != nil && (n > 0 || err != nil) {
 				f.Observe(n, err)
 			}

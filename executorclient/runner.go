@@ -6,6 +6,12 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Handler runs one claimed run and says how it ended. Its context ends
@@ -28,6 +34,10 @@ type Runner struct {
 	Backoff, MaxBackoff time.Duration
 	// Logger logs what went wrong (default: nothing).
 	Logger *slog.Logger
+	// Tracer starts the span of each run, linked to the trace of the
+	// start that created it (default: the global OpenTelemetry provider's,
+	// which records nothing until the application installs an SDK).
+	Tracer trace.Tracer
 }
 
 // Run claims and handles runs until ctx ends. It then stops claiming,
@@ -101,12 +111,22 @@ func (r *Runner) defaults() {
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
+	if r.Tracer == nil {
+		r.Tracer = otel.Tracer("github.com/opsgate/opsgate/executorclient")
+	}
 }
 
 // handle runs one claim: the handler under a heartbeat (then handled),
 // then the completion, retried while the lease holds.
 func (r *Runner) handle(ctx context.Context, c Claim, handled func()) {
 	logger := r.Logger.With("run_id", c.Run.ID, "epoch", c.Lease.Epoch)
+	// The run's span begins a trace of its own, linked to the start's: a
+	// queued run is not part of the request that created it (as
+	// otelriver does for River's jobs).
+	ctx, span := r.Tracer.Start(ctx, "run "+c.Run.Type, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(linkTo(c.TraceContext)...), trace.WithAttributes(attribute.String("opsgate.run_id", c.Run.ID),
+			attribute.String("opsgate.type", c.Run.Type), attribute.Int("opsgate.epoch", c.Lease.Epoch)))
+	defer span.End()
 	work, stop := context.WithCancel(ctx)
 	defer stop()
 	lost := make(chan struct{})
@@ -138,6 +158,10 @@ func (r *Runner) handle(ctx context.Context, c Claim, handled func()) {
 	}()
 	result := r.Handler(work, c)
 	handled()
+	span.SetAttributes(attribute.String("opsgate.status", result.Status))
+	if result.Status == "failed" {
+		span.SetStatus(codes.Error, result.ReasonCode)
+	}
 	select {
 	case <-lost:
 		logger.Info("lease lost (cancelled or reaped); result dropped")
@@ -166,6 +190,23 @@ func (r *Runner) handle(ctx context.Context, c Claim, handled func()) {
 		}
 		backoff = min(2*backoff, r.MaxBackoff)
 	}
+}
+
+// linkTo returns the link to the start's trace context tc, none if it
+// has none or an unreadable one.
+func linkTo(tc *TraceContext) []trace.Link {
+	if tc == nil {
+		return nil
+	}
+	carrier := propagation.MapCarrier{"traceparent": tc.Traceparent}
+	if tc.Tracestate != nil {
+		carrier["tracestate"] = *tc.Tracestate
+	}
+	sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(context.Background(), carrier))
+	if !sc.IsValid() {
+		return nil
+	}
+	return []trace.Link{{SpanContext: sc}}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

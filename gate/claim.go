@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
@@ -50,7 +52,9 @@ type Claimed struct {
 // run is claimed under its scope's lock, and a scope another transaction
 // is deciding on is passed over (its run goes to the next claim). It
 // returns no runs when none is waiting.
-func (s *Service) Claim(ctx context.Context, c Claimant, max int, lease time.Duration) ([]Claimed, error) {
+func (s *Service) Claim(ctx context.Context, c Claimant, max int, lease time.Duration) (claimed []Claimed, err error) {
+	ctx, span := s.cfg.Tracer.Start(ctx, "gate.claim", trace.WithAttributes(attribute.String("opsgate.executor", c.ID)))
+	defer func() { endSpan(span, err, attribute.Int("opsgate.claimed", len(claimed))) }()
 	if max < 1 || len(c.Providers) == 0 {
 		return nil, nil
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	json "github.com/segmentio/encoding/json"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jackc/pgx/v5"
 
@@ -58,6 +60,9 @@ func (item *completing) settle(err error) {
 // completion and a reap or cancel racing it is recorded). c.ID "" does
 // not check who holds the run.
 func (s *Service) Complete(ctx context.Context, c Claimant, done Completion) (run domain.Run, repeated bool, err error) {
+	ctx, span := s.cfg.Tracer.Start(ctx, "gate.complete", trace.WithAttributes(attribute.String("opsgate.run_id", done.RunID),
+		attribute.String("opsgate.status", string(done.Status))))
+	defer func() { endSpan(span, err, attribute.Bool("opsgate.repeated", repeated)) }()
 	item := &completing{ctx: ctx, c: c, done: done, ready: make(chan struct{})}
 	if err := s.completions.submit(item); err != nil {
 		return domain.Run{}, false, err

@@ -39,6 +39,8 @@ import (
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/executors"
 	"github.com/opsgate/opsgate/internal/journal"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // TopicStartsAccepted is the topic that announces StartAccepted events
@@ -98,6 +100,9 @@ type Config struct {
 	// OnReaperPass, if set, is told after each pass of this process's
 	// reaper with how many runs it ended (the test kit's signal).
 	OnReaperPass func(ended int)
+	// Tracer starts the spans of decisions, claims and completions
+	// (trace.go). Nil means a no-op tracer.
+	Tracer trace.Tracer
 }
 
 func (c *Config) setDefaults() {
@@ -109,6 +114,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Clock == nil {
 		c.Clock = journal.SystemClock
+	}
+	if c.Tracer == nil {
+		c.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if c.QueueTTL == 0 {
 		c.QueueTTL = DefaultQueueTTL

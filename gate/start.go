@@ -10,6 +10,8 @@ import (
 	"github.com/opsgate/opsgate/internal/journal"
 	"github.com/opsgate/opsgate/internal/pg"
 	"github.com/opsgate/opsgate/tenancy"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // StartRequest is one request to begin an operation, as a surface saw it.
@@ -57,7 +59,9 @@ type StartResponse struct {
 // their scopes' locks (batch.go, decide). Authorization failures
 // (domain.ErrNotFound, *domain.ForbiddenError) and restore safeguards
 // record nothing; a full queue refuses the start with ErrOverloaded.
-func (s *Service) Start(ctx context.Context, req StartRequest) (StartResponse, error) {
+func (s *Service) Start(ctx context.Context, req StartRequest) (res StartResponse, err error) {
+	ctx, span := s.cfg.Tracer.Start(ctx, "gate.decide", trace.WithAttributes(attribute.String("opsgate.surface", req.Surface.Name)))
+	defer func() { endSpan(span, err, decisionAttrs(res)...) }()
 	p, err := s.prepare(ctx, s.db, req)
 	if err != nil {
 		return StartResponse{}, err

@@ -72,6 +72,7 @@ func main() {
 	dashboard := flag.String("dashboard", "", "scrape the server's /metrics every second and draw the dashboard's main panels into this PNG (needs Chromium)")
 	webhook := flag.String("webhook", "lifecycle", "when a webhook endpoint on a local receiver is subscribed to every change of the main server's workspace: "+
 		"lifecycle (the lifecycle is measured without it, then with it), all (every phase of the main server, the lifecycle's first half excepted) or none")
+	tracing := flag.Bool("tracing", false, "export the servers' spans over OTLP to a sink in this process (the cost of tracing)")
 	flag.Parse()
 	if *webhook != "lifecycle" && *webhook != "all" && *webhook != "none" {
 		fmt.Fprintln(os.Stderr, "opsgate-bench: -webhook must be lifecycle, all or none")
@@ -83,6 +84,14 @@ func main() {
 	if cfg.quick {
 		cfg.spreadTime, cfg.hotTime, cfg.replay, cfg.scopeEvents, cfg.connections = 2*time.Second, 3*time.Second, 100_000, 100_000, 600
 		cfg.backlog, cfg.pickups, cfg.runs, cfg.overload = 300, 200, 5000, 3*time.Second
+	}
+	if *tracing {
+		sink, err := startOTLPSink()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "opsgate-bench:", err)
+			os.Exit(1)
+		}
+		defer func() { progress("%s", sink.summary()) }()
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "opsgate-bench:", err)

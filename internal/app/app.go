@@ -23,6 +23,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/opsgate/opsgate/api"
 	"github.com/opsgate/opsgate/audit"
@@ -36,6 +38,7 @@ import (
 	"github.com/opsgate/opsgate/internal/config"
 	"github.com/opsgate/opsgate/internal/journal"
 	"github.com/opsgate/opsgate/internal/metrics"
+	"github.com/opsgate/opsgate/internal/tracing"
 	"github.com/opsgate/opsgate/migrations"
 	"github.com/opsgate/opsgate/onboarding"
 	"github.com/opsgate/opsgate/projections"
@@ -101,6 +104,7 @@ type options struct {
 	worker    func(*worker.Config)
 	webhooks  func(*webhooks.DispatcherConfig)
 	observers Observers
+	tracing   trace.TracerProvider
 }
 
 // WithClock makes every service record times from clock.
@@ -122,6 +126,10 @@ type Observers struct {
 
 // WithObservers tells obs of the application's internal steps.
 func WithObservers(obs Observers) Option { return func(o *options) { o.observers = obs } }
+
+// WithTracerProvider makes the application's spans with tp (a test's
+// in-memory exporter) instead of the one the configuration asks for.
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tracing = tp } }
 
 // WithWorkerConfig lets fn adjust the worker's configuration after it was
 // derived from the application's.
@@ -172,6 +180,9 @@ type App struct {
 	observers  Observers
 	migrated   atomic.Bool
 	draining   chan struct{} // closed when the HTTP server starts draining
+	tracer     trace.Tracer
+	// flushSpans sends the spans not exported yet (Close).
+	flushSpans func(context.Context) error
 }
 
 // NewRegistry returns the registry of every opsgate event.
@@ -200,7 +211,20 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		opt(&o)
 	}
 	a := &App{cfg: cfg, roles: roles, logger: logger, draining: make(chan struct{}), observers: o.observers,
-		providers: slices.Sorted(maps.Keys(o.providers))}
+		providers: slices.Sorted(maps.Keys(o.providers)), flushSpans: func(context.Context) error { return nil }}
+	tp := o.tracing
+	switch {
+	case tp != nil:
+	case cfg.Tracing:
+		sdk, err := tracing.NewProvider(ctx)
+		if err != nil {
+			return nil, err
+		}
+		tp, a.flushSpans = sdk, sdk.Shutdown
+	default:
+		tp = noop.NewTracerProvider()
+	}
+	a.tracer = tp.Tracer(tracing.Instrumentation)
 	var err error
 	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
 		return nil, err
@@ -234,7 +258,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate, err = gate.New(a.Pool, a.Store, a.Connections, gate.Config{
 		StartQueue: cfg.StartQueue, QueueTTL: cfg.QueueTTL, MaxDuration: cfg.MaxDuration, ExecutorLiveness: cfg.ExecutorLiveness,
-		Clock: o.clock, OnDecided: a.Metrics.ObserveStart, OnReaperPass: o.observers.ReaperPass,
+		Clock: o.clock, OnDecided: a.Metrics.ObserveStart, OnReaperPass: o.observers.ReaperPass, Tracer: a.tracer,
 	})
 	if err != nil {
 		a.Close()
@@ -302,6 +326,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			Ready:          api.Health{Migrated: &a.migrated, Ping: a.Pool.Ping},
 			Metrics:        a.Metrics,
 			RequestTimeout: cfg.RequestTimeout,
+			Tracer:         a.tracer,
 			// The API, and the console beside it on the same services.
 			Routes: func(e *echo.Echo) { apiRoutes(e); cons.Register(e) },
 		})
@@ -309,8 +334,13 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	return a, nil
 }
 
-// Close releases the pools.
+// Close exports the spans still pending and releases the pools.
 func (a *App) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.flushSpans(ctx); err != nil {
+		a.logger.Warn("spans not exported", "err", err)
+	}
 	if a.ReaderPool != nil {
 		a.ReaderPool.Close()
 	}
@@ -370,7 +400,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		}
 		feed := &eventstore.Feed{
 			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: list, Logger: a.logger,
-			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch,
+			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch, Tracer: a.tracer,
 		}
 		wg.Go(func() {
 			if err := feed.Run(bg); err != nil && bg.Err() == nil {

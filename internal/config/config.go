@@ -72,6 +72,11 @@ type Config struct {
 	WebhookRetrySchedule []time.Duration
 	WebhookSecretOverlap time.Duration
 	WebhookAllowPrivate  bool
+	// Tracing is whether opsgate exports its spans over OTLP: when the
+	// standard OTEL_EXPORTER_OTLP_ENDPOINT or _TRACES_ENDPOINT is set and
+	// OTEL_SDK_DISABLED is not true. The exporter reads the other OTEL_
+	// variables itself.
+	Tracing bool
 	// RateLimit is the requests per second each token (an integration's
 	// per user it acts for) may send, RateBurst how many at once
 	// (OPSGATE_RATE_LIMIT, OPSGATE_RATE_BURST); a RateLimit of 0 is none.
@@ -178,6 +183,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	num("OPSGATE_RATE_BURST", &c.RateBurst, 1, 1_000_000)
+	c.Tracing = (getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "") &&
+		!strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true")
 	if v := getenv("OPSGATE_WEBHOOK_ALLOW_PRIVATE"); v != "" {
 		allow, err := strconv.ParseBool(v)
 		if err != nil {

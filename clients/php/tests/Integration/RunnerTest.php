@@ -42,6 +42,7 @@ final class RunnerTest extends IntegrationTestCase
                     'connection' => $job->connection()->id,
                     'provider' => $job->connection()->provider,
                     'traceparent' => $job->traceContext()?->traceparent,
+                    'link' => [$job->traceContext()?->traceId(), $job->traceContext()?->spanId(), $job->traceContext()?->sampled()],
                     'extended' => $job->leaseExpiresAt() > $first,
                     'epoch' => $job->claim->lease->epoch,
                 ];
@@ -55,6 +56,8 @@ final class RunnerTest extends IntegrationTestCase
         self::assertSame(self::env('OPSGATE_EXEC_SUCCEED_CONN'), $seen['connection']);
         self::assertSame(self::env('OPSGATE_EXEC_SUCCEED_PROVIDER'), $seen['provider']);
         self::assertSame($traceparent, $seen['traceparent'], 'the start\'s trace context reaches the executor');
+        [, $traceId, $spanId, $flags] = explode('-', $traceparent);
+        self::assertSame([$traceId, $spanId, $flags === '01'], $seen['link'], 'what a handler links its span to');
         self::assertTrue($seen['extended'], 'the heartbeats extended the lease');
         self::assertGreaterThan(0, $seen['epoch']);
 
