@@ -48,8 +48,11 @@ bench:
 # The fault test (docs/RELIABILITY.md): several processes on a PostgreSQL cluster of
 # its own under .data/soak, SIGKILLs of each role and a database crash; exits 1 on
 # any breach. SHORT=1 for the shorter variant that make test also runs.
+# FAILOVER=1 runs the failover soak instead (a primary and its synchronous standby under
+# .data/soak-ha, the primary killed, then frozen, and the standby promoted);
+# FAILOVER=kill or FAILOVER=freeze runs one variant.
 soak:
-	@$(GO) run ./cmd/opsgate-soak $(if $(SHORT),-short)
+	@$(GO) run ./cmd/opsgate-soak $(if $(SHORT),-short) $(if $(FAILOVER),-failover $(FAILOVER))
 
 # The published OpenAPI document (opsgate openapi) and the Go client generated from it
 # (clients/go/opsgate, oapi-codegen).

@@ -262,11 +262,29 @@ func readRun(ctx context.Context, q pg.Querier, runID string) (runRow, error) {
 
 // leaseExpired is true of a runs row whose lease has expired: its expiry
 // is past, and a whole lease has passed since the database server
-// started. No holder could renew its lease while the server was down, so
-// after a restart every lease gets its full length again before it may
-// be reaped (migrations/00008_lease_length.sql).
+// started, and since it became the primary. No holder could renew its
+// lease while the server was down or while the old primary failed, so
+// after a restart or a promotion every lease gets its full length again
+// before it may be reaped (migrations/00008_lease_length.sql,
+// 00018_server_timelines.sql). A promoted server is on a new timeline
+// (timelines only grow: the newest row is the current timeline's, once a
+// reaper has recorded when it first saw it; until then it began now).
 const leaseExpired = `(lease_expires_at < clock_timestamp()
-	AND pg_postmaster_start_time() + coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
+	AND greatest(pg_postmaster_start_time(), (SELECT CASE WHEN c.now = '00000001' THEN NULL WHEN t.timeline = c.now THEN t.since
+			ELSE clock_timestamp() END
+		FROM (SELECT ` + currentTimeline + ` AS now) c
+		LEFT JOIN server_timelines t ON t.timeline = (SELECT max(timeline) FROM server_timelines)))
+		+ coalesce(lease_us, 0) * interval '1 microsecond' < clock_timestamp())`
+
+// currentTimeline is the primary's timeline, as the first eight digits of
+// its current WAL file's name.
+const currentTimeline = `substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)`
+
+// seeTimeline records when a reaper first saw the current timeline (a
+// promoted server's), in the statement that reads expired leases.
+const seeTimeline = `WITH seen AS (INSERT INTO server_timelines (timeline, since)
+	SELECT t, clock_timestamp() FROM (SELECT ` + currentTimeline + ` AS t) c WHERE t <> '00000001'
+	ON CONFLICT (timeline) DO NOTHING) `
 
 // pastDeadline lists up to limit queued runs past their claim_by and up
 // to limit running runs past their finish_by, soonest due first, from the
@@ -293,7 +311,7 @@ func expiredLeases(ctx context.Context, q pg.Querier, limit int) ([]heldLease, e
 }
 
 // expiredLeasesSQL reads the partial index runs_lease.
-const expiredLeasesSQL = `SELECT id, epoch FROM runs WHERE status = ` + runningSQL + ` AND ` + leaseExpired + `
+const expiredLeasesSQL = seeTimeline + `SELECT id, epoch FROM runs WHERE status = ` + runningSQL + ` AND ` + leaseExpired + `
 	ORDER BY lease_expires_at LIMIT $1`
 
 // leasesHeldBy lists the running runs holder holds.

@@ -352,7 +352,9 @@ func (w *Worker) record(ctx context.Context, claim gate.Claimed, reason domain.R
 		switch {
 		case err == nil:
 			if attempt > 1 {
-				logger.Info("result recorded after retries", "attempts", attempt)
+				logger.Info("result recorded after retries", "attempts", attempt, "status", string(done.Status))
+			} else {
+				logger.Debug("result recorded", "status", string(done.Status))
 			}
 			if w.cfg.Metrics != nil {
 				w.cfg.Metrics.ObserveCompletion(metricsName, string(done.Status))

@@ -11,6 +11,23 @@
 // -state DIR (before the command) names another state directory under the repository
 // root, for a second cluster of its own: make soak crashes .data/soak, never .data.
 //
+// A synchronous streaming standby of a cluster, and the faults of a failover (make soak
+// FAILOVER=1 uses them on clusters of its own):
+//
+//	go run ./cmd/devdb -state .data/b -primary .data/a standby  # make .data/b a synchronous standby of .data/a, print its URL
+//	go run ./cmd/devdb -state .data/b promote  # promote the standby (pg_ctl promote)
+//	go run ./cmd/devdb -state .data/a kill     # SIGKILL every process of the cluster
+//	go run ./cmd/devdb -state .data/a freeze   # SIGSTOP every process of the cluster (a hung server)
+//	go run ./cmd/devdb -state .data/a thaw     # SIGCONT them
+//	go run ./cmd/devdb -state .data/a destroy  # kill the cluster and delete it with its state directory
+//
+// standby takes a base backup of the primary (pg_basebackup), starts it as a hot standby
+// streaming from the primary under application_name opsgate_standby, names it in the
+// primary's synchronous_standby_names (so that every commit with synchronous_commit = on
+// waits until the standby has flushed it) and waits until the primary reports it as
+// sync. The standby's devdb.conf names no synchronous standby: once promoted, it commits
+// alone, as an HA tool would have it until a new standby joins.
+//
 // State lives in .data/ under the repository root: the port (.data/port), a lock file
 // serialising concurrent invocations (.data/devdb.lock), the cluster (.data/pg) and its
 // log (.data/postgres.log). start prints exactly one line on stdout, the DATABASE_URL;
@@ -53,15 +70,20 @@ const (
 	install   = "apt-get install postgresql-15"
 )
 
-const usage = "usage: devdb [-state DIR] start|stop|crash|url|bindir"
+const usage = "usage: devdb [-state DIR] [-primary DIR] start|stop|crash|url|bindir|standby|promote|kill|freeze|thaw|destroy"
+
+// standbyName is the application_name of a standby devdb makes, as the
+// primary's synchronous_standby_names names it.
+const standbyName = "opsgate_standby"
 
 func main() {
 	log.SetFlags(0)
 	log.SetPrefix("devdb: ")
 	state := flag.String("state", ".data", "the cluster's state directory, relative to the repository root")
+	primary := flag.String("primary", "", "standby: the state directory of the cluster to follow")
 	flag.Usage = func() { fmt.Fprintln(os.Stderr, usage) }
 	flag.Parse()
-	if flag.NArg() != 1 || filepath.IsAbs(*state) || strings.HasPrefix(filepath.Clean(*state), "..") {
+	if flag.NArg() != 1 || !relative(*state) || (*primary != "" && !relative(*primary)) {
 		log.Fatal(usage)
 	}
 	stateDir = filepath.Clean(*state)
@@ -75,6 +97,21 @@ func main() {
 		err = stop("immediate")
 	case "url":
 		err = printURL()
+	case "standby":
+		if *primary == "" || filepath.Clean(*primary) == stateDir {
+			log.Fatal("standby needs -primary DIR, another cluster's state directory")
+		}
+		err = standby(filepath.Clean(*primary))
+	case "promote":
+		err = promote()
+	case "kill":
+		err = signalAll(syscall.SIGKILL)
+	case "freeze":
+		err = signalAll(syscall.SIGSTOP)
+	case "thaw":
+		err = signalAll(syscall.SIGCONT)
+	case "destroy":
+		err = destroy()
 	case "bindir":
 		var dir string
 		if dir, err = findBinDir(); err == nil {
@@ -86,6 +123,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// relative reports whether dir is a directory under the repository root.
+func relative(dir string) bool {
+	return !filepath.IsAbs(dir) && !strings.HasPrefix(filepath.Clean(dir), "..")
 }
 
 // cluster describes the repository's private PostgreSQL cluster.
@@ -575,6 +617,20 @@ func (c *cluster) startServer() error {
 		}
 		log.Printf("port %d is taken by another process; moving the cluster to port %d", old, c.port)
 	}
+	if err := c.writeConf(c.settings()); err != nil {
+		return err
+	}
+	log.Printf("starting PostgreSQL on 127.0.0.1:%d (log: %s)", c.port, c.logFile)
+	c.killOrphans()
+	err := c.command("pg_ctl", "-D", c.pgdata, "-l", c.logFile, "-w", "-t", "60", "start").Run()
+	if err != nil {
+		return fmt.Errorf("pg_ctl start failed (%w); the end of %s:\n%s", err, c.logFile, tail(c.logFile, 20))
+	}
+	return nil
+}
+
+// settings is the content of devdb.conf.
+func (c *cluster) settings() string {
 	// A Unix socket path must fit in sun_path (108 bytes); without one, TCP only.
 	sockDir := c.pgdata
 	if len(sockDir)+len("/.s.PGSQL.00000") >= 100 {
@@ -589,20 +645,35 @@ shared_buffers = 256MB
 fsync = on
 logging_collector = off	# pg_ctl -l sends the server log to %s
 `, c.port, sockDir, c.logFile)
+	settings += c.replicationSettings()
+	return settings
+}
+
+// replicationSettings are the lines of devdb.conf that make the cluster a
+// standby (state/primary_port names its primary's port) or a primary that
+// waits for a synchronous standby (state/sync_standby names it).
+func (c *cluster) replicationSettings() string {
+	var out string
+	if b, err := os.ReadFile(filepath.Join(c.state, "primary_port")); err == nil {
+		out += fmt.Sprintf("hot_standby = on\nprimary_conninfo = 'host=127.0.0.1 port=%s user=%s application_name=%s'\n",
+			strings.TrimSpace(string(b)), superuser, standbyName)
+		// Promoted, it commits alone until a standby joins it.
+		out += "synchronous_standby_names = ''\n"
+	}
+	if b, err := os.ReadFile(filepath.Join(c.state, "sync_standby")); err == nil {
+		out += fmt.Sprintf("synchronous_standby_names = '%s'\nsynchronous_commit = on\n", strings.TrimSpace(string(b)))
+	}
+	return out
+}
+
+// writeConf writes devdb.conf: the server's settings, rewritten before
+// every start and at every change of its role.
+func (c *cluster) writeConf(settings string) error {
 	conf := filepath.Join(c.pgdata, "devdb.conf")
 	if err := os.WriteFile(conf, []byte(settings), 0o644); err != nil {
 		return err
 	}
-	if err := c.own(conf); err != nil {
-		return err
-	}
-	log.Printf("starting PostgreSQL on 127.0.0.1:%d (log: %s)", c.port, c.logFile)
-	c.killOrphans()
-	err := c.command("pg_ctl", "-D", c.pgdata, "-l", c.logFile, "-w", "-t", "60", "start").Run()
-	if err != nil {
-		return fmt.Errorf("pg_ctl start failed (%w); the end of %s:\n%s", err, c.logFile, tail(c.logFile, 20))
-	}
-	return nil
+	return c.own(conf)
 }
 
 func tail(path string, n int) string {

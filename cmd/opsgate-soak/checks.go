@@ -109,6 +109,9 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 			r.cfg.lease, r.cfg.heartbeat, r.cfg.clients, r.cfg.load),
 		"faults: " + r.cfg.describe(),
 	}}
+	if r.ha != nil {
+		rep.header[0] = strings.Replace(rep.header[0], "opsgate soak:", "opsgate failover soak ("+r.cfg.failover+"): a primary and its synchronous standby, on a two-host DATABASE_URL;", 1)
+	}
 	hist, err := loadHistory(ctx, pool)
 	if err != nil {
 		return nil, err
@@ -148,12 +151,16 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	// Answers: 5xx outside the fault windows, 500 at any time, and
 	// accepted runs read back as missing.
 	var outside, internal, missing, noAnswer, unavailableIn, noRetryAfter int
+	var firstNoAnswer string
 	statuses := map[string]int{}
 	for _, ex := range r.exchanges {
 		statuses[statusName(ex.status)]++
 		switch {
 		case ex.status == 0:
 			noAnswer++
+			if firstNoAnswer == "" {
+				firstNoAnswer = fmt.Sprintf("%s %s after %s: %s", ex.kind, ex.at.Format("15:04:05.000"), ex.at.Sub(ex.sent).Round(time.Millisecond), ex.err)
+			}
 		case ex.status == 500:
 			internal++
 		case ex.status >= 500 && !r.inWindow(ex.at):
@@ -174,6 +181,10 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.zero("accepted runs read back as not found", missing, "")
 
 	for i, d := range r.recoveries {
+		if r.ha != nil {
+			rep.within("read-model lag after the promotion", d, failoverWindowLimit, true)
+			continue
+		}
 		rep.within(fmt.Sprintf("read-model lag after database return #%d", i+1), d, 5*time.Second, true)
 	}
 	rep.within("read-model lag after the load", r.finalLag, 5*time.Second, true)
@@ -215,7 +226,11 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.note("starts answered", fmt.Sprintf("%d accepted, %d deduped, %d scope_busy, %d blocked",
 		answered["accepted"], answered["deduped"], answered["scope_busy"], answered["blocked"]))
 	rep.note("requests", fmt.Sprintf("%d (%s)", len(r.exchanges), formatCounts(statuses)))
-	rep.note("requests without an answer", fmt.Sprintf("%d (an api process killed under them)", noAnswer))
+	if r.ha != nil {
+		rep.note("requests without an answer", fmt.Sprintf("%d (first: %s)", noAnswer, firstNoAnswer))
+	} else {
+		rep.note("requests without an answer", fmt.Sprintf("%d (an api process killed under them)", noAnswer))
+	}
 	rep.note("503 inside fault windows", strconv.Itoa(unavailableIn))
 	rep.note("runs by final status", formatCounts(hist.finalStatus))
 	rep.note("runs ended execution.lost", fmt.Sprintf("%d, of which %d on a worker killed with SIGKILL", lostTotal, lostKilled))
@@ -224,6 +239,11 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	rep.note("events in the store", strconv.Itoa(hist.events))
 	rep.note("events recorded through the integration", strconv.Itoa(via))
 	r.webhookChecks(rep)
+	if r.ha != nil {
+		if err := r.failoverChecks(rep, hist); err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
 }
 
@@ -263,6 +283,7 @@ type history struct {
 	twoActive   int                // accepted while another run held the scope
 	anomalies   []string           // stale or phantom events
 	finalStatus map[string]int     // runs by their last status
+	status      map[string]string  // each run's last status
 	lost        map[string]lostRun // runs ended execution.lost
 	deadlines   map[string]int     // runs ended by a deadline, by reason
 }
@@ -280,7 +301,7 @@ type lostRun struct {
 // only of the running active run at its current epoch; nothing after a run
 // ended. It also checks that the runs table agrees with the history.
 func loadHistory(ctx context.Context, pool *pgxpool.Pool) (*history, error) {
-	h := &history{decided: map[string]bool{}, typeCount: map[string]int{}, finalStatus: map[string]int{}, lost: map[string]lostRun{}, deadlines: map[string]int{}}
+	h := &history{status: map[string]string{}, decided: map[string]bool{}, typeCount: map[string]int{}, finalStatus: map[string]int{}, lost: map[string]lostRun{}, deadlines: map[string]int{}}
 	rows, err := pool.Query(ctx, `SELECT stream_id, stream_version, event_type, payload, recorded_at FROM events
 		WHERE stream_id LIKE 'scope-%' ORDER BY stream_id, stream_version`)
 	if err != nil {
@@ -392,8 +413,9 @@ func loadHistory(ctx context.Context, pool *pgxpool.Pool) (*history, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	for _, rs := range runs {
+	for id, rs := range runs {
 		h.finalStatus[rs.status]++
+		h.status[id] = rs.status
 	}
 	// The write side's runs table mirrors the history.
 	mirror, err := pool.Query(ctx, `SELECT id, status FROM runs`)

@@ -15,6 +15,13 @@
 //
 //	make soak                        # the full run (about 4 minutes)
 //	go run ./cmd/opsgate-soak -short # fewer faults, about a minute
+//
+// With -failover kill|freeze|both (make soak FAILOVER=1 runs both) it runs
+// against a primary and its synchronous streaming standby instead
+// (failover.go), every process on a two-host DATABASE_URL with
+// target_session_attrs=read-write; its one database fault kills (SIGKILL)
+// or freezes (SIGSTOP) the primary and promotes the standby at once. The
+// old primary stays down, as an HA tool would fence it.
 package main
 
 import (
@@ -44,12 +51,15 @@ type config struct {
 	out       io.Writer // the table
 	progress  io.Writer // progress lines
 	keepLogs  bool
+	// failover is the failover soak's variant (kill or freeze the
+	// primary), "" for the soak on one cluster.
+	failover string
 }
 
 // fault is one step of the schedule, at an offset from the load's start.
 type fault struct {
 	at    time.Duration
-	what  string   // kill, crash-db
+	what  string   // kill, crash-db, failover
 	procs []string // the processes a kill ends
 	down  time.Duration
 }
@@ -83,6 +93,7 @@ func shortConfig(root string) config {
 func main() {
 	short := flag.Bool("short", false, "fewer faults and a shorter load (about a minute)")
 	keep := flag.Bool("keep-logs", false, "keep the processes' logs under .data/soak/logs even when every check passes")
+	failover := flag.String("failover", "", "kill, freeze or both: the failover soak's variants, on a primary and a synchronous standby")
 	flag.Parse()
 	root, err := os.Getwd()
 	if err == nil {
@@ -92,19 +103,35 @@ func main() {
 		fmt.Fprintln(os.Stderr, "opsgate-soak: run it from the repository root (make soak)")
 		os.Exit(2)
 	}
-	cfg := fullConfig(root)
-	if *short {
-		cfg = shortConfig(root)
+	var cfgs []config
+	switch *failover {
+	case "":
+		cfg := fullConfig(root)
+		if *short {
+			cfg = shortConfig(root)
+		}
+		cfgs = append(cfgs, cfg)
+	case "kill", "freeze":
+		cfgs = append(cfgs, failoverConfig(root, *failover, *short))
+	case "both", "1":
+		cfgs = append(cfgs, failoverConfig(root, "kill", *short), failoverConfig(root, "freeze", *short))
+	default:
+		fmt.Fprintln(os.Stderr, "opsgate-soak: -failover is kill, freeze or both")
+		os.Exit(2)
 	}
-	cfg.out, cfg.progress, cfg.keepLogs = os.Stdout, os.Stderr, *keep
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := soak(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "opsgate-soak:", err)
-		os.Exit(1)
+	failed := false
+	for _, cfg := range cfgs {
+		cfg.out, cfg.progress, cfg.keepLogs = os.Stdout, os.Stderr, *keep
+		rep, err := soak(ctx, cfg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "opsgate-soak:", err)
+			os.Exit(1)
+		}
+		failed = failed || rep.breaches() > 0
 	}
-	if rep.breaches() > 0 {
+	if failed {
 		os.Exit(1)
 	}
 }
@@ -122,6 +149,9 @@ func (c config) describe() string {
 		switch f.what {
 		case "kill":
 			parts = append(parts, fmt.Sprintf("%s: SIGKILL %s", f.at, strings.Join(f.procs, "+")))
+		case "failover":
+			parts = append(parts, fmt.Sprintf("%s: %s the primary, promote the standby at once", f.at,
+				map[string]string{"kill": "SIGKILL", "freeze": "SIGSTOP"}[c.failover]))
 		default:
 			parts = append(parts, fmt.Sprintf("%s: database crash (%s down)", f.at, f.down))
 		}

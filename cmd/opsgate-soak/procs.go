@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,8 +39,8 @@ type database struct {
 	root, devdb, state string
 }
 
-func (d database) run(command string) (string, error) {
-	cmd := exec.Command(d.devdb, "-state", d.state, command)
+func (d database) run(command string, flags ...string) (string, error) {
+	cmd := exec.Command(d.devdb, append(append([]string{"-state", d.state}, flags...), command)...)
 	cmd.Dir = d.root
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -63,6 +64,16 @@ func dumpDatabase(ctx context.Context, d database, url string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// libpq waits for a server's answer for ever unless told: a frozen
+	// primary first in the URL would hold pg_dump. connect_timeout applies
+	// to each host.
+	if !strings.Contains(url, "connect_timeout=") {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "connect_timeout=5"
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_dump"), "--data-only", "--dbname", url)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -75,6 +86,65 @@ func dumpDatabase(ctx context.Context, d database, url string) ([]byte, error) {
 
 // stop stops the cluster cleanly.
 func (d database) stop() error { _, err := d.run("stop"); return err }
+
+// pair is a primary and its synchronous standby (devdb standby), for the
+// failover soak: each soak starts both afresh.
+type pair struct {
+	primary, standby database
+}
+
+// start deletes what earlier soaks left of both clusters, starts the
+// primary and makes the standby its synchronous standby; it returns the
+// two-host URL every process of the soak uses.
+func (p pair) start() (string, error) {
+	for _, d := range []database{p.primary, p.standby} {
+		if _, err := d.run("destroy"); err != nil {
+			return "", err
+		}
+	}
+	primary, err := p.primary.start()
+	if err != nil {
+		return "", err
+	}
+	standby, err := p.standby.run("standby", "-primary", p.primary.state)
+	if err != nil {
+		return "", err
+	}
+	return twoHosts(primary, standby)
+}
+
+// twoHosts is the URL of both servers of a and b, the primary first, with
+// target_session_attrs=read-write: libpq's and pgx's multi-host syntax.
+func twoHosts(a, b string) (string, error) {
+	ua, err := url.Parse(a)
+	if err != nil {
+		return "", err
+	}
+	ub, err := url.Parse(b)
+	if err != nil {
+		return "", err
+	}
+	q := ua.Query()
+	q.Set("target_session_attrs", "read-write")
+	ua.Host += "," + ub.Host
+	ua.RawQuery = q.Encode()
+	return ua.String(), nil
+}
+
+// stop stops the standby (the promoted primary) cleanly and kills what is
+// left of the old primary (frozen or dead: an HA tool fences it).
+func (p pair) stop() error {
+	_, kerr := p.primary.run("kill")
+	if kerr != nil && !strings.Contains(kerr.Error(), "no process of the cluster runs") {
+		return kerr
+	}
+	return p.standby.stop()
+}
+
+// logs are the server logs of both clusters.
+func (p pair) logs(root string) []string {
+	return []string{filepath.Join(root, p.primary.state, "postgres.log"), filepath.Join(root, p.standby.state, "postgres.log")}
+}
 
 // process is one opsgate process of the soak; it can be killed and
 // started again under the same name.

@@ -18,10 +18,16 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/opsgate/opsgate/audit"
+	"github.com/opsgate/opsgate/internal/app"
+	appconfig "github.com/opsgate/opsgate/internal/config"
 )
 
 // stateDir is the soak's own cluster, beside the one of make run and make test.
 const stateDir = ".data/soak"
+
+// haStateDir holds the failover soak's primary (a) and standby (b), and
+// its logs.
+const haStateDir = ".data/soak-ha"
 
 // window is a stretch of time during which a fault may explain failed answers.
 type window struct {
@@ -51,6 +57,11 @@ type run struct {
 	// found of the change feed and its deliveries.
 	hooks    *receiver
 	webhooks webhookOutcome
+	// ha is the failover soak's primary and standby (nil otherwise);
+	// failing and failedAt when the fault on its primary began and was
+	// done, promotedAt when its standby was promoted.
+	ha                            *pair
+	failing, failedAt, promotedAt time.Time
 }
 
 // soak runs one soak and prints its table.
@@ -66,13 +77,29 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		return nil, err
 	}
 	db := database{root: cfg.root, devdb: bins.devdb, state: stateDir}
-	cfg.logf("starting the soak's own PostgreSQL cluster (%s)", stateDir)
-	serverURL, err := db.start()
+	logsDir := filepath.Join(cfg.root, stateDir, "logs")
+	var serverURL string
+	var ha *pair
+	if cfg.failover == "" {
+		cfg.logf("starting the soak's own PostgreSQL cluster (%s)", stateDir)
+		serverURL, err = db.start()
+	} else {
+		ha = &pair{primary: database{root: cfg.root, devdb: bins.devdb, state: haStateDir + "/a"},
+			standby: database{root: cfg.root, devdb: bins.devdb, state: haStateDir + "/b"}}
+		db = ha.primary
+		logsDir = filepath.Join(cfg.root, haStateDir, "logs-"+cfg.failover)
+		cfg.logf("starting a primary (%s) and its synchronous standby (%s)", ha.primary.state, ha.standby.state)
+		serverURL, err = ha.start()
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err := db.stop(); err != nil {
+		stop := db.stop
+		if ha != nil {
+			stop = ha.stop
+		}
+		if err := stop(); err != nil {
 			cfg.logf("stopping the soak's cluster: %v", err)
 		}
 	}()
@@ -80,7 +107,6 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	logsDir := filepath.Join(cfg.root, stateDir, "logs")
 	_ = os.RemoveAll(logsDir)
 	if err := os.MkdirAll(logsDir, 0o755); err != nil {
 		return nil, err
@@ -97,13 +123,18 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		// caller's limit is meant for: the fault test is not about limits.
 		"OPSGATE_RATE_LIMIT": "0",
 	})
+	if ha != nil {
+		// The workers log each result recorded (debug), which the failover
+		// checks look for on the promoted primary.
+		env = append(env, "OPSGATE_LOG_LEVEL=debug")
+	}
 	migrate := exec.CommandContext(ctx, bins.opsgate, "migrate")
 	migrate.Env = env
 	if out, err := migrate.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("opsgate migrate: %w\n%s", err, out)
 	}
 
-	r := &run{cfg: cfg, procs: map[string]*process{}, logsDir: logsDir}
+	r := &run{cfg: cfg, procs: map[string]*process{}, logsDir: logsDir, ha: ha}
 	var addrs []string
 	for _, spec := range []struct{ name, roles string }{
 		{"api-1", "api"}, {"api-2", "api"}, {"projector", "projector"}, {"worker-1", "worker"}, {"worker-2", "worker"},
@@ -143,7 +174,9 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	}
 	r.tokens = append(tokens, adminToken)
 
-	pool, err := pgxpool.New(ctx, dbURL)
+	// The soak's own reads go through opsgate's pool settings, so that they
+	// too leave a primary that froze.
+	pool, err := app.OpenPool(ctx, appconfig.Config{DatabaseURL: dbURL, DBMaxConns: 8})
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +203,15 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		return nil, ctx.Err()
 	}
 	r.exchanges = rec.exchanges()
+	if ha != nil && !r.failedAt.IsZero() {
+		end, ok := r.failoverWindow()
+		if !ok {
+			end = r.failedAt.Add(failoverWindowLimit)
+		}
+		// As for a SIGKILL, answers within 2 s of the recovery count in
+		// the window: requests sent while no primary answered.
+		r.windows = append(r.windows, window{what: "failover", from: r.failing, to: end.Add(2 * time.Second)})
+	}
 
 	cfg.logf("load over (%d requests); waiting for every run to end", len(r.exchanges))
 	r.settled = waitSettled(ctx, pool, 3*cfg.lease+30*time.Second)
@@ -248,6 +290,10 @@ func (r *run) inject(ctx context.Context, began time.Time, db database, pool *pg
 			}
 			r.cfg.logf("read models caught up %s after the database returned", lag.Round(time.Millisecond))
 			r.recoveries = append(r.recoveries, lag)
+		case "failover":
+			if err := r.failover(ctx, pool); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 	"go.opentelemetry.io/otel/trace"
@@ -181,6 +183,8 @@ type App struct {
 	migrated   atomic.Bool
 	draining   chan struct{} // closed when the HTTP server starts draining
 	tracer     trace.Tracer
+	// watchdog leaves a database server that stops answering (dial.go).
+	watchdog *watchdog
 	// flushSpans sends the spans not exported yet (Close).
 	flushSpans func(context.Context) error
 }
@@ -225,12 +229,20 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		tp = noop.NewTracerProvider()
 	}
 	a.tracer = tp.Tracer(tracing.Instrumentation)
+	// The metrics' scrape asks the gate and the read models, which report
+	// their decisions to it: the two are joined once both exist. The pools
+	// report to it from the first connection.
+	database := &metrics.Database{}
+	a.Metrics = metrics.New(database)
+	a.watchdog = newWatchdog(logger)
 	var err error
-	if a.Pool, err = OpenPool(ctx, cfg); err != nil {
+	if a.Pool, err = openPool(ctx, cfg, a.watchdog, logger, a.Metrics.ObserveSyncWaitCancelled); err != nil {
+		a.watchdog.close()
 		return nil, err
 	}
 	if err := migrateWithRetry(ctx, a.Pool, logger); err != nil {
 		a.Pool.Close()
+		a.watchdog.close()
 		return nil, err
 	}
 	a.migrated.Store(true)
@@ -239,8 +251,9 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	// without waiting for the WAL flush: what a crash loses of them is lost
 	// together and simply delivered again. Decisions and their events use
 	// the main pool and are durable at commit.
-	if a.ReaderPool, err = OpenPool(ctx, cfg, "synchronous_commit", "off", "application_name", eventstore.ReaderApplicationName); err != nil {
+	if a.ReaderPool, err = openPool(ctx, cfg, a.watchdog, logger, a.Metrics.ObserveSyncWaitCancelled, "synchronous_commit", "off", "application_name", eventstore.ReaderApplicationName); err != nil {
 		a.Pool.Close()
+		a.watchdog.close()
 		return nil, err
 	}
 
@@ -251,10 +264,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	a.Connections = connections.New(a.Pool, a.Store, o.clock)
 	a.Restores = restores.New(a.Pool, a.Store, o.clock)
 	a.Executors = executors.New(a.Pool, a.Store, a.Tokens, o.clock, cfg.ExecutorLiveness)
-	// The metrics' scrape asks the gate and the read models, which report
-	// their decisions to it: the two are joined once both exist.
-	database := &metrics.Database{Feed: a.Store}
-	a.Metrics = metrics.New(database)
+	database.Feed = a.Store
 	a.Metrics.WatchPool("main", a.Pool)
 	a.Gate, err = gate.New(a.Pool, a.Store, a.Connections, gate.Config{
 		StartQueue: cfg.StartQueue, QueueTTL: cfg.QueueTTL, MaxDuration: cfg.MaxDuration, ExecutorLiveness: cfg.ExecutorLiveness,
@@ -345,6 +355,7 @@ func (a *App) Close() {
 		a.ReaderPool.Close()
 	}
 	a.Pool.Close()
+	a.watchdog.close()
 }
 
 // BuiltinProviders are the providers the built-in worker of this
@@ -470,7 +481,27 @@ func (a *App) observeFeedBatch(events int, err error) {
 
 // OpenPool opens a connection pool on the configured database; params
 // are run-time settings (name, value pairs) of every connection.
+//
+// DATABASE_URL may name several hosts with target_session_attrs=read-write
+// (contract section 18): pgx tries them in turn and keeps the one that
+// accepts writes. Each connection is dialled with TCP keepalive,
+// TCP_USER_TIMEOUT and a connect timeout per host, and watched (dial.go),
+// so that a server that stops answering is left within seconds. A context
+// that ends while a statement runs closes the connection (pgx's deadline
+// handler, set here explicitly): opsgate never sends a cancel request, so
+// that no commit's wait for the synchronous standby is cancelled, and sets
+// no statement_timeout on its sessions.
+//
+// The pools of an application are also watched (dial.go); those of a
+// command (migrate, projections, audit), which lives for one job, are not.
 func OpenPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpool.Pool, error) {
+	return openPool(ctx, cfg, nil, slog.Default(), nil, params...)
+}
+
+// openPool is OpenPool with the connections known to w (nil: none),
+// logging to logger and telling cancelled (nil or a function) of each
+// wait for synchronous replication that PostgreSQL says it cancelled.
+func openPool(ctx context.Context, cfg config.Config, w *watchdog, logger *slog.Logger, cancelled func(), params ...string) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
@@ -479,11 +510,45 @@ func OpenPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpoo
 	for i := 0; i+1 < len(params); i += 2 {
 		pc.ConnConfig.RuntimeParams[params[i]] = params[i+1]
 	}
+	cc := &pc.ConnConfig.Config
+	if cc.ConnectTimeout == 0 { // the URL's connect_timeout, if it sets one
+		cc.ConnectTimeout = connectTimeout
+	}
+	cc.DialFunc = dialer.DialContext
+	if w != nil {
+		cc.DialFunc = w.dialFunc(cc)
+	}
+	cc.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: c.Conn()}
+	}
+	cc.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if !IsSyncWaitCancelled(n) {
+			return
+		}
+		logger.Error("PostgreSQL cancelled a commit's wait for the synchronous standby: the commit is local only and a failover may lose it",
+			"severity", n.Severity, "message", n.Message, "detail", n.Detail)
+		if cancelled != nil {
+			cancelled()
+		}
+	}
+	// An idle connection is pinged before use; a frozen server's answer is
+	// not waited for longer than this (the watchdog closes it soon after).
+	pc.PingTimeout = probeTimeout
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
 	}
 	return pool, nil
+}
+
+// IsSyncWaitCancelled reports whether n is PostgreSQL's warning that it
+// stopped waiting for the synchronous standby to confirm a commit
+// ("canceling wait for synchronous replication due to user request", or
+// "canceling the wait for synchronous replication and terminating
+// connection due to administrator command"): the transaction committed
+// locally, but the standby may not have it.
+func IsSyncWaitCancelled(n *pgconn.Notice) bool {
+	return strings.Contains(n.Message, "wait for synchronous replication") && strings.HasPrefix(n.Message, "canceling")
 }
 
 // migrateWithRetry applies the migrations, waiting for a database that is

@@ -46,7 +46,10 @@ type Metrics struct {
 	webhookLatency    *prometheus.HistogramVec
 	// rateLimited counts requests refused for their caller's rate.
 	rateLimited *prometheus.CounterVec
-	pools       *poolCollector
+	// syncWaitsCancelled counts PostgreSQL's warnings that a commit's wait
+	// for the synchronous standby was cancelled.
+	syncWaitsCancelled prometheus.Counter
+	pools              *poolCollector
 }
 
 // New returns the metrics; db (nil, or every field set before the first
@@ -125,6 +128,11 @@ func New(db *Database) *Metrics {
 		Name: "opsgate_rate_limited_total", Help: "Requests refused 429 rate_limited, by the kind of their token (user, integration, executor, admin).",
 	}, []string{"kind"})
 	m.registry.MustRegister(m.rateLimited)
+	m.syncWaitsCancelled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "opsgate_db_sync_replication_waits_cancelled_total",
+		Help: "Commits whose wait for the synchronous standby PostgreSQL cancelled (it warned \"canceling wait for synchronous replication\"): committed on the primary only, which a failover may lose. Should stay 0.",
+	})
+	m.registry.MustRegister(m.syncWaitsCancelled)
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
 		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.callers, m.feedBatches, m.feedEvents, m.pools,
 		m.webhookDeliveries, m.webhookLatency,
@@ -173,6 +181,10 @@ func (m *Metrics) WatchPool(name string, pool *pgxpool.Pool) {
 	defer m.pools.mu.Unlock()
 	m.pools.pools = append(m.pools.pools, namedPool{name, pool})
 }
+
+// ObserveSyncWaitCancelled counts a commit whose wait for the synchronous
+// standby PostgreSQL cancelled.
+func (m *Metrics) ObserveSyncWaitCancelled() { m.syncWaitsCancelled.Inc() }
 
 // ObserveFeedBatch records a batch of the feed: n events applied, or a
 // failure (its batch is delivered again).
