@@ -21,12 +21,18 @@ import (
 const (
 	// connectTimeout bounds each host's connection attempt (TCP, startup,
 	// authentication, the target_session_attrs check): a multi-host URL
-	// moves on from a dead or frozen host to the next one after it.
-	connectTimeout = 3 * time.Second
+	// moves on from a dead host to the next one after it. It is generous,
+	// because a busy server may take seconds to start a session (3 s failed
+	// tests under make test's load); a frozen server is left sooner by the
+	// watchdog, which fails dials to it at once.
+	connectTimeout = 10 * time.Second
 	// TCP keepalive: the first probe after 5 s of silence, then every 2 s;
 	// 3 unanswered probes close the connection. A host that froze or
 	// vanished from the network while a connection was idle (a LISTEN, a
 	// pooled connection) is left within 5 + 3 x 2 = 11 s.
+	// tcpConnectTimeout bounds the TCP handshake alone: a host that is
+	// gone does not hold a dial longer.
+	tcpConnectTimeout = 3 * time.Second
 	keepAliveIdle     = 5 * time.Second
 	keepAliveInterval = 2 * time.Second
 	keepAliveCount    = 3
@@ -55,7 +61,7 @@ var errUnresponsive = errors.New("the server did not answer its last probe")
 // TCP_USER_TIMEOUT set, and a connect timeout. (A value without state:
 // its settings are constants.)
 var dialer = &net.Dialer{
-	Timeout: connectTimeout,
+	Timeout: tcpConnectTimeout,
 	KeepAliveConfig: net.KeepAliveConfig{
 		Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount,
 	},
