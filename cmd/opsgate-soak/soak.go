@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -174,13 +175,15 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	}
 	r.tokens = append(tokens, adminToken)
 
-	// The soak's own reads go through opsgate's pool settings, so that they
-	// too leave a primary that froze.
-	pool, err := app.OpenPool(ctx, appconfig.Config{DatabaseURL: dbURL, DBMaxConns: 8})
+	// The soak's own reads go through opsgate's pool settings and a watchdog
+	// of their own, so that they too leave a primary that froze (without it
+	// the read models' catch-up after a freeze measured the soak's own wait
+	// for the frozen host).
+	pool, closePool, err := app.OpenWatchedPool(ctx, appconfig.Config{DatabaseURL: dbURL, DBMaxConns: 8}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
 	}
-	defer pool.Close()
+	defer closePool()
 
 	cfg.logf("load: %d clients for %s; faults: %s", cfg.clients, cfg.load, cfg.describe())
 	rec := &recorder{}

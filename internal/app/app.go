@@ -498,6 +498,19 @@ func OpenPool(ctx context.Context, cfg config.Config, params ...string) (*pgxpoo
 	return openPool(ctx, cfg, nil, slog.Default(), nil, params...)
 }
 
+// OpenWatchedPool is OpenPool for a process that must outlive a failover
+// as an application does (the failover soak's own reads): its connections
+// leave a server that stops answering (dial.go). closePool closes the pool
+// and stops its watchdog.
+func OpenWatchedPool(ctx context.Context, cfg config.Config, logger *slog.Logger) (pool *pgxpool.Pool, closePool func(), err error) {
+	w := newWatchdog(logger)
+	if pool, err = openPool(ctx, cfg, w, logger, nil); err != nil {
+		w.close()
+		return nil, nil, err
+	}
+	return pool, func() { pool.Close(); w.close() }, nil
+}
+
 // openPool is OpenPool with the connections known to w (nil: none),
 // logging to logger and telling cancelled (nil or a function) of each
 // wait for synchronous replication that PostgreSQL says it cancelled.
