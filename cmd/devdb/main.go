@@ -466,17 +466,25 @@ func initialised(pgdata string) bool {
 	return err == nil
 }
 
+// scratch returns an empty directory beside the data directory, named with
+// suffix and owned by the cluster's user, to be renamed into place once it
+// holds a whole cluster.
+func (c *cluster) scratch(suffix string) (string, error) {
+	tmp := c.pgdata + suffix
+	if err := os.RemoveAll(tmp); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return "", err
+	}
+	return tmp, c.own(tmp)
+}
+
 // initdb creates the cluster in a scratch directory and renames it into place, so an
 // interrupted initdb never leaves a half-made cluster that looks initialised.
 func (c *cluster) initdb() error {
-	tmp := c.pgdata + ".initdb"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return err
-	}
-	if err := c.own(tmp); err != nil {
+	tmp, err := c.scratch(".initdb")
+	if err != nil {
 		return err
 	}
 	log.Printf("initialising a PostgreSQL cluster in %s", c.pgdata)

@@ -98,14 +98,8 @@ func openPrimary(dir string) (*cluster, error) {
 // pg_basebackup (in a scratch directory renamed into place, as initdb)
 // and marks it a standby (standby.signal); devdb.conf names the primary.
 func (c *cluster) baseBackup(p *cluster) error {
-	tmp := c.pgdata + ".basebackup"
-	if err := os.RemoveAll(tmp); err != nil {
-		return err
-	}
-	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return err
-	}
-	if err := c.own(tmp); err != nil {
+	tmp, err := c.scratch(".basebackup")
+	if err != nil {
 		return err
 	}
 	log.Printf("taking a base backup of %s into %s", p.pgdata, c.pgdata)

@@ -20,7 +20,12 @@ func TestSoakShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go env GOMOD: %v", err)
 	}
-	cfg := shortConfig(filepath.Dir(strings.TrimSpace(string(gomod))))
+	runSoak(t, shortConfig(filepath.Dir(strings.TrimSpace(string(gomod)))))
+}
+
+// runSoak runs the soak of cfg, logs its table, and fails t on any breach.
+func runSoak(t *testing.T, cfg config) {
+	t.Helper()
 	var table strings.Builder
 	cfg.out, cfg.progress = &table, testLog{t}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -51,19 +56,7 @@ func TestFailoverSoakShort(t *testing.T) {
 	}
 	for _, variant := range []string{"kill", "freeze"} {
 		t.Run(variant, func(t *testing.T) {
-			cfg := failoverConfig(filepath.Dir(strings.TrimSpace(string(gomod))), variant, true)
-			var table strings.Builder
-			cfg.out, cfg.progress = &table, testLog{t}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			rep, err := soak(ctx, cfg)
-			if err != nil {
-				t.Fatalf("soak: %v", err)
-			}
-			t.Log(table.String())
-			if n := rep.breaches(); n > 0 {
-				t.Fatalf("%d check(s) breached; the table and the logs' location are above", n)
-			}
+			runSoak(t, failoverConfig(filepath.Dir(strings.TrimSpace(string(gomod))), variant, true))
 		})
 	}
 }
