@@ -15,9 +15,13 @@ with_db = url="$${DATABASE_URL:-}"; \
 .DEFAULT_GOAL := build
 .PHONY: run test bench soak lint build db-start db-stop db-url screenshots dashboard generate api-check
 
-# Serve API, projectors and worker in one process.
+# Serve API, projectors and worker in one process. Audit checkpoints are signed with
+# OPSGATE_AUDIT_SIGNING_KEY_FILE, or with a key made once under .data/audit/.
 run:
-	@$(with_db) exec $(GO) run ./cmd/opsgate serve
+	@$(with_db) if [ -z "$${OPSGATE_AUDIT_SIGNING_KEY_FILE:-}" ]; then \
+		export OPSGATE_AUDIT_SIGNING_KEY_FILE=$(CURDIR)/.data/audit/opsgate-dev.key; \
+		[ -f $(CURDIR)/.data/audit/opsgate-dev.key ] || { mkdir -p $(CURDIR)/.data/audit && $(GO) run ./cmd/opsgate audit keygen --dir $(CURDIR)/.data/audit opsgate-dev >/dev/null; } || exit 1; \
+	fi; exec $(GO) run ./cmd/opsgate serve
 
 # Run every test; each package creates its own database from DATABASE_URL.
 # The request decoders are fuzzed briefly first (FUZZTIME each; 0 skips).

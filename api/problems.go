@@ -84,6 +84,9 @@ func ProblemOf(err error) *Problem {
 	var unknownOp *onboarding.UnknownOperationError
 	var leaseLost *gate.LeaseLostError
 	var limited *rateLimited
+	if p := auditProblem(err); p != nil {
+		return p
+	}
 	switch {
 	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
 		return notFoundProblem()

@@ -36,6 +36,8 @@ type Deps struct {
 	Changes     ChangeSettings
 	// Limits bounds each caller's rate (nil: no limit).
 	Limits *RateLimits
+	// AuditKey signs the audit checkpoints (nil: none are signed).
+	AuditKey *audit.Key
 }
 
 type handlers struct {
@@ -52,6 +54,7 @@ type handlers struct {
 	history    *audit.History
 	webhooks   *webhooks.Service
 	changes    ChangeSettings
+	auditKey   *audit.Key
 }
 
 // startRoute is one start surface of contract section 3.
@@ -78,7 +81,7 @@ func startRoutes() []startRoute {
 func Routes(d Deps) func(e *echo.Echo) {
 	h := &handlers{tenancy: d.Tenancy, conns: d.Connections, restores: d.Restores, executors: d.Executors,
 		executor: d.Executor, gate: d.Gate, onboarding: d.Onboarding, reader: d.Reader, store: d.Store, metrics: d.Metrics,
-		history: audit.NewHistory(d.Store), webhooks: d.Webhooks, changes: d.Changes}
+		history: audit.NewHistory(d.Store), webhooks: d.Webhooks, changes: d.Changes, auditKey: d.AuditKey}
 	cs := Callers{Tokens: d.Tokens, OnBehalf: d.Tenancy, Limits: d.Limits}
 	if d.Metrics != nil {
 		cs.Seen = d.Metrics.ObserveCaller
@@ -88,6 +91,7 @@ func Routes(d Deps) func(e *echo.Echo) {
 			e.GET("/metrics", echo.WrapHandler(d.Metrics.Handler()))
 		}
 		e.GET("/api/v1/openapi.json", serveOpenAPI())
+		e.GET("/api/v1/audit/key", h.auditKeyAnswer)
 
 		admin := e.Group("/api/v1/admin", requireAdmin(d.AdminToken, cs))
 		admin.POST("/workspaces", h.createWorkspace)
@@ -159,6 +163,9 @@ func Routes(d Deps) func(e *echo.Echo) {
 		v1.GET("/audit/events", h.auditTrail)
 		v1.GET("/audit/export", h.auditExport)
 		v1.GET("/audit/digest", h.auditDigest)
+		v1.GET("/audit/checkpoint", h.auditCheckpoint)
+		v1.GET("/audit/proof", h.auditProof)
+		v1.GET("/audit/consistency", h.auditConsistency)
 		v1.GET("/me/notifications", h.notifications)
 		v1.GET("/queue", h.queue)
 		v1.GET("/changes", h.listChanges)

@@ -38,11 +38,17 @@ func (h *History) SeqOf(ctx context.Context, chain string, position int64) (int6
 // history of any length streams in constant memory. Stop early by
 // breaking out of the loop; ending ctx ends the statement.
 func (h *History) Lines(ctx context.Context, chain string, afterSeq int64) iter.Seq2[Line, error] {
+	return h.lines(ctx, chain, afterSeq, 0)
+}
+
+// lines is Lines up to limit lines (0: all), each with its stored tree
+// hashes.
+func (h *History) lines(ctx context.Context, chain string, afterSeq, limit int64) iter.Seq2[Line, error] {
 	return func(yield func(Line, error) bool) {
 		rows, err := h.pool.Query(ctx, `SELECT c.seq, e.position, e.event_id, e.stream_id, e.stream_version, e.event_type,
-				e.schema_version, e.recorded_at, e.payload, e.metadata, c.prev_hash, c.hash
+				e.schema_version, e.recorded_at, e.payload, e.metadata, c.prev_hash, c.hash, c.tree_hashes
 			FROM audit_chain c JOIN events e ON e.position = c.position
-			WHERE c.chain = $1 AND c.seq > $2 ORDER BY c.seq`, chain, afterSeq)
+			WHERE c.chain = $1 AND c.seq > $2 ORDER BY c.seq LIMIT nullif($3, 0)`, chain, afterSeq, limit)
 		if err != nil {
 			yield(Line{}, fmt.Errorf("read chain %q: %w", chain, err))
 			return
@@ -53,7 +59,7 @@ func (h *History) Lines(ctx context.Context, chain string, afterSeq int64) iter.
 			var md eventstore.Metadata
 			var prev, hash []byte
 			if err := rows.Scan(&l.Seq, &l.Position, &l.EventID, &l.Stream, &l.Version, &l.Type, &l.SchemaVersion,
-				&l.RecordedAt, (*[]byte)(&l.Data), &md, &prev, &hash); err != nil {
+				&l.RecordedAt, (*[]byte)(&l.Data), &md, &prev, &hash, &l.tree); err != nil {
 				yield(Line{}, fmt.Errorf("read chain %q: %w", chain, err))
 				return
 			}
@@ -161,12 +167,12 @@ func readHeads(ctx context.Context, q pg.Querier, chains []string) (map[string]h
 	return heads, rows.Err()
 }
 
-// queueLinks queues into b the links of a batch of events (by position)
-// and, the last link of each chain being its new head, the heads.
-func queueLinks(b *pgx.Batch, positions []int64, chains []string, seqs []int64, prevs, hashes [][]byte) {
-	b.Queue(`INSERT INTO audit_chain (position, chain, seq, prev_hash, hash)
-		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])`,
-		positions, chains, seqs, prevs, hashes)
+// queueLinks queues into b the links of a batch of events (by position),
+// with the tree hashes of their leaves, and, the last link of each chain being its new head, the heads.
+func queueLinks(b *pgx.Batch, positions []int64, chains []string, seqs []int64, prevs, hashes, trees [][]byte) {
+	b.Queue(`INSERT INTO audit_chain (position, chain, seq, prev_hash, hash, tree_hashes)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[], $6::bytea[])`,
+		positions, chains, seqs, prevs, hashes, trees)
 	b.Queue(`INSERT INTO audit_chain_heads (chain, seq, position, hash)
 		SELECT DISTINCT ON (chain) chain, seq, position, hash
 		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[]) AS l(position, chain, seq, hash)

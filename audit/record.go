@@ -65,6 +65,9 @@ type Line struct {
 	Record
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"hash,omitempty"`
+	// tree is the tree hashes stored with the link (verification reads
+	// them; an export does not carry them).
+	tree []byte
 }
 
 // Sum returns the hash of l: hex SHA-256 of the canonical form of l

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"sync"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Mismatch is the first event of a chain that does not verify.
@@ -50,19 +53,32 @@ type Verified struct {
 	FirstSeq int64 // the first event's seq: above 1, its prev_hash was taken on trust
 	LastSeq  int64
 	Head     string // the hash of the last event verified
+	// Checkpoint is the size of the checkpoint whose root the tree was
+	// found to reach (0: none checked).
+	Checkpoint int64
 }
 
-// verifier follows a chain link by link.
+// verifier follows a chain link by link, and rebuilds its tree.
 type verifier struct {
 	Verified
 	lastPosition int64
 	kept         *Head // a digest kept earlier, outside: the chain must hold it
 	keptSeen     bool
+	tree         *Builder
+	// stored: the links carry their stored tree hashes (from the
+	// database), which must be the ones the chain gives.
+	stored bool
+	// checkpoint, if set, is a checkpoint the tree must reach.
+	checkpoint     *Checkpoint
+	checkpointSeen bool
 }
 
 // keptHeld checks, at the end of a pass, that the pass met the kept
 // digest.
 func (v *verifier) keptHeld() error {
+	if c := v.checkpoint; c != nil && !v.checkpointSeen {
+		return &Mismatch{Seq: c.Size, Why: fmt.Sprintf("the chain ends at seq %d, before the checkpoint's tree size %d: events the checkpoint covers are missing", v.LastSeq, c.Size)}
+	}
 	if v.kept == nil || v.keptSeen {
 		return nil
 	}
@@ -75,9 +91,10 @@ func (v *verifier) keptHeld() error {
 }
 
 // next checks the link at seq: that it follows the one before and links
-// to its hash, and that its content (recomputed) hashes to what was
-// recorded.
-func (v *verifier) next(line int, seq, position int64, prev, recorded, recomputed string) error {
+// to its hash, that its content (recomputed) hashes to what was recorded,
+// and that the tree grown by it holds (growTree).
+func (v *verifier) next(l link) error {
+	line, seq, position, prev, recorded, recomputed := l.line, l.seq, l.position, l.prev, l.recorded, l.sum
 	fail := func(format string, args ...any) error {
 		return &Mismatch{Seq: seq, Position: position, Line: line, Why: fmt.Sprintf(format, args...)}
 	}
@@ -100,8 +117,48 @@ func (v *verifier) next(line int, seq, position int64, prev, recorded, recompute
 		}
 		v.keptSeen = true
 	}
+	if err := v.growTree(l); err != nil {
+		return err
+	}
 	v.Events++
 	v.LastSeq, v.Head, v.lastPosition = seq, recomputed, position
+	return nil
+}
+
+// growTree adds the link's leaf to the tree rebuilt from the chain: the
+// tree hashes stored with it must be the ones it adds, and the tree must
+// reach the checkpoint's root at its size. The tree is rebuilt only from
+// the chain's first event.
+func (v *verifier) growTree(l link) error {
+	if l.seq != 1 && v.tree == nil {
+		if v.checkpoint != nil {
+			return &Mismatch{Seq: l.seq, Position: l.position, Line: l.line, Why: "checking a checkpoint needs the whole chain: the export must start at the first event (no after)"}
+		}
+		return nil
+	}
+	if v.tree == nil {
+		v.tree = NewBuilder()
+	}
+	fail := func(format string, args ...any) error {
+		return &Mismatch{Seq: l.seq, Position: l.position, Line: l.line, Why: fmt.Sprintf(format, args...)}
+	}
+	hash, _ := hex.DecodeString(l.sum)
+	added, err := v.tree.Add(LeafHash(hash))
+	if err != nil {
+		return fail("grow the tree: %v", err)
+	}
+	switch {
+	case v.stored && l.tree == nil:
+		return fail("it has no tree hashes: the tree was not built this far (its backfill is still running)")
+	case v.stored && !bytes.Equal(l.tree, joinHashes(added)):
+		return fail("the tree hashes stored with it are not the ones its chain hash gives: the tree was changed")
+	}
+	if c := v.checkpoint; c != nil && l.seq == c.Size {
+		if root := v.tree.Root(); root != c.Root {
+			return fail("the tree of the first %d events has root %s, but the checkpoint signed at that size says %s: the history is not the one signed", c.Size, root, c.Root)
+		}
+		v.checkpointSeen, v.Checkpoint = true, c.Size
+	}
 	return nil
 }
 
@@ -120,13 +177,25 @@ func (h *History) VerifyChainAgainst(ctx context.Context, chain string, kept Hea
 }
 
 func (h *History) verifyChain(ctx context.Context, chain string, kept *Head) (Verified, error) {
-	v := verifier{kept: kept}
+	v := verifier{kept: kept, stored: true}
+	// The tree must reach the root of the latest checkpoint recorded: read
+	// before the chain, which only grows meanwhile.
+	var size int64
+	var root []byte
+	err := h.pool.QueryRow(ctx, `SELECT size, root FROM audit_checkpoints WHERE chain = $1 ORDER BY size DESC LIMIT 1`, chain).Scan(&size, &root)
+	switch {
+	case err == nil:
+		v.checkpoint = &Checkpoint{Size: size}
+		copy(v.checkpoint.Root[:], root)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return Verified{}, fmt.Errorf("read the latest checkpoint of chain %q: %w", chain, err)
+	}
 	var batch []Line
 	check := func() error {
 		links := make([]link, len(batch))
 		parallel(len(batch), func(i int) {
 			l := batch[i]
-			links[i] = link{seq: l.Seq, position: l.Position, prev: l.PrevHash, recorded: l.Hash}
+			links[i] = link{seq: l.Seq, position: l.Position, prev: l.PrevHash, recorded: l.Hash, tree: l.tree}
 			if links[i].sum, links[i].err = l.Sum(); links[i].err != nil {
 				links[i].err = &Mismatch{Seq: l.Seq, Position: l.Position, Why: links[i].err.Error()}
 			}
@@ -163,14 +232,22 @@ func (h *History) verifyChain(ctx context.Context, chain string, kept *Head) (Ve
 // *FormatError when r is not such an export. Each line's hash is
 // recomputed from the line itself, every member but hash included, as an
 // auditor would with any other language.
-func VerifyFile(r io.Reader) (Verified, error) { return verifyFile(r, nil) }
+func VerifyFile(r io.Reader) (Verified, error) { return verifyFile(r, verifier{}) }
 
 // VerifyFileAgainst is VerifyFile that also checks a digest kept earlier:
 // the export must hash to kept.Hash at kept.Seq.
-func VerifyFileAgainst(r io.Reader, kept Head) (Verified, error) { return verifyFile(r, &kept) }
+func VerifyFileAgainst(r io.Reader, kept Head) (Verified, error) {
+	return verifyFile(r, verifier{kept: &kept})
+}
 
-func verifyFile(r io.Reader, kept *Head) (Verified, error) {
-	v := verifier{kept: kept}
+// VerifyFileCheckpoint is VerifyFile that also checks that the export's
+// tree reaches cp's root at cp's size: the export is (up to there) the
+// history that was signed. The export must start at the first event.
+func VerifyFileCheckpoint(r io.Reader, cp Checkpoint) (Verified, error) {
+	return verifyFile(r, verifier{checkpoint: &cp})
+}
+
+func verifyFile(r io.Reader, v verifier) (Verified, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var raws [][]byte
 	var numbers []int
@@ -214,6 +291,7 @@ type link struct {
 	seq, position int64
 	prev          string
 	recorded, sum string
+	tree          []byte // the stored tree hashes (from the database)
 	err           error
 }
 
@@ -238,7 +316,7 @@ func (v *verifier) checkInOrder(links []link) error {
 		if l.err != nil {
 			return l.err
 		}
-		if err := v.next(l.line, l.seq, l.position, l.prev, l.recorded, l.sum); err != nil {
+		if err := v.next(l); err != nil {
 			return err
 		}
 	}

@@ -129,6 +129,8 @@ func (c *Console) Register(e *echo.Echo) {
 	in.POST("/start", c.page(c.form(c.start)))
 	in.GET("/tenants/:tenantId/audit", c.page(c.auditTrail))
 	in.GET("/tenants/:tenantId/audit/export", c.page(c.auditExport))
+	in.GET("/tenants/:tenantId/audit/checkpoint", c.page(c.auditCheckpointNote))
+	in.GET("/tenants/:tenantId/audit/proof", c.page(c.auditProof))
 	in.GET("/tenants/:tenantId/restores", c.page(c.restoreRuns))
 	in.POST("/restores", c.page(c.form(c.createRestoreRun)))
 	in.POST("/restores/:restoreRunId/preview", c.page(c.form(c.previewRestoreRun)))

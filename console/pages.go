@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -653,9 +654,30 @@ func (c *Console) outcome(ec echo.Context, resp gate.StartResponse) error {
 
 type auditPage struct {
 	TenantID  string
-	Events    []audit.Hashed
+	Events    []auditEvent
 	NextAfter string
 	People    people
+	// Checkpoint is the latest signed checkpoint of the tenant's tree (nil
+	// until one is signed).
+	Checkpoint *auditCheckpoint
+}
+
+// auditEvent is a listed event with its seq in the tenant's chain (0
+// until the chainer linked it) and whether the latest checkpoint covers
+// it, so that its proof can be downloaded.
+type auditEvent struct {
+	audit.Hashed
+	Seq    int64
+	Signed bool
+}
+
+// auditCheckpoint is a signed checkpoint as the page shows it: what its
+// note says, and the note itself.
+type auditCheckpoint struct {
+	Origin string
+	Size   int64
+	Root   string
+	Note   string
 }
 
 func (c *Console) auditTrail(ec echo.Context) error {
@@ -682,6 +704,19 @@ func (c *Console) auditTrail(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
+	seqs, err := c.seqsOf(ctx, tenant, events)
+	if err != nil {
+		return err
+	}
+	cp, err := c.latestCheckpoint(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	listed := make([]auditEvent, len(hashed))
+	for i, h := range hashed {
+		seq := seqs[h.Position]
+		listed[i] = auditEvent{Hashed: h, Seq: seq, Signed: cp != nil && seq > 0 && seq <= cp.Size}
+	}
 	actors := make([]string, 0, len(events))
 	for _, e := range events {
 		actors = append(actors, e.Metadata.Actor, e.Metadata.Via)
@@ -690,11 +725,61 @@ func (c *Console) auditTrail(ec echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p := auditPage{TenantID: tenant, Events: hashed, People: people}
+	p := auditPage{TenantID: tenant, Events: listed, People: people, Checkpoint: cp}
 	if len(events) == 50 {
 		p.NextAfter = strconv.FormatInt(events[len(events)-1].Position, 10)
 	}
 	return c.render(ec, http.StatusOK, "audit", "Audit trail", p)
+}
+
+// seqsOf returns the seq in the tenant's chain of each of events that the
+// chainer linked, by position, in one query.
+func (c *Console) seqsOf(ctx context.Context, tenant string, events []eventstore.Event) (map[int64]int64, error) {
+	positions := make([]int64, len(events))
+	for i, e := range events {
+		positions[i] = e.Position
+	}
+	seqs := make(map[int64]int64, len(events))
+	if len(positions) == 0 {
+		return seqs, nil
+	}
+	rows, err := c.d.Pool.Query(ctx, `SELECT position, seq FROM audit_chain WHERE chain = $1 AND position = ANY($2::bigint[])`, tenant, positions)
+	if err != nil {
+		return nil, fmt.Errorf("read the seqs of tenant %s's events: %w", tenant, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var position, seq int64
+		if err := rows.Scan(&position, &seq); err != nil {
+			return nil, fmt.Errorf("read the seqs of tenant %s's events: %w", tenant, err)
+		}
+		seqs[position] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the seqs of tenant %s's events: %w", tenant, err)
+	}
+	return seqs, nil
+}
+
+// latestCheckpoint is the tenant's latest signed checkpoint as the page
+// shows it, nil while none is signed. The console has no verifier key: it
+// shows what the note says; auditors check its signature themselves.
+func (c *Console) latestCheckpoint(ctx context.Context, tenant string) (*auditCheckpoint, error) {
+	signed, err := c.history.LatestCheckpoint(ctx, tenant)
+	if errors.Is(err, audit.ErrNoCheckpoint) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A note is its text, a blank line, then its signature lines.
+	text, _, _ := strings.Cut(string(signed.Note), "\n\n")
+	cp, err := audit.ParseCheckpoint(text + "\n")
+	if err != nil {
+		return nil, fmt.Errorf("the latest checkpoint of tenant %s: %w", tenant, err)
+	}
+	return &auditCheckpoint{Origin: cp.Origin, Size: signed.Size, Root: base64.StdEncoding.EncodeToString(cp.Root[:]),
+		Note: string(signed.Note)}, nil
 }
 
 // auditExport downloads the tenant's chained history as NDJSON, the same
@@ -706,6 +791,52 @@ func (c *Console) auditExport(ec echo.Context) error {
 	}
 	ec.Response().Header().Set("Content-Disposition", `attachment; filename="audit-`+tenant+`.ndjson"`)
 	return api.StreamExport(ec.Response(), c.history.Lines(c.ctx(ec), tenant, 0))
+}
+
+// auditCheckpointNote downloads the tenant's latest signed checkpoint, the
+// note as GET /api/v1/audit/checkpoint answers it, for opsgate audit
+// verify --checkpoint and audit watch.
+func (c *Console) auditCheckpointNote(ec echo.Context) error {
+	tenant := strings.ToUpper(ec.Param("tenantId"))
+	ctx := c.ctx(ec)
+	if err := c.d.Tenancy.Authorize(ctx, actorOf(ec), tenant, domain.CapAuditRead); err != nil {
+		return err
+	}
+	cp, err := c.history.LatestCheckpoint(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	download(ec, "checkpoint-"+tenant+"-"+strconv.FormatInt(cp.Size, 10)+".txt")
+	return ec.Blob(http.StatusOK, "text/plain; charset=utf-8", cp.Note)
+}
+
+// auditProof downloads the proof that the event of ?seq is in the
+// tenant's tree of the latest checkpoint, as GET /api/v1/audit/proof
+// answers it, to check offline with opsgate audit verify-proof.
+func (c *Console) auditProof(ec echo.Context) error {
+	tenant := strings.ToUpper(ec.Param("tenantId"))
+	ctx := c.ctx(ec)
+	if err := c.d.Tenancy.Authorize(ctx, actorOf(ec), tenant, domain.CapAuditRead); err != nil {
+		return err
+	}
+	seq, err := strconv.ParseInt(ec.QueryParam("seq"), 10, 64)
+	if err != nil || seq < 1 {
+		return domain.Invalid("seq", "must be the seq of an event in the tenant's chain: a whole number from 1")
+	}
+	p, err := c.history.Prove(ctx, tenant, seq, 0)
+	if err != nil {
+		return err
+	}
+	download(ec, "proof-"+tenant+"-"+strconv.FormatInt(seq, 10)+".json")
+	return ec.JSON(http.StatusOK, p)
+}
+
+// download makes the answer a file to save as name.
+func download(ec echo.Context, name string) {
+	h := ec.Response().Header()
+	h.Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
 }
 
 // ---- template helpers

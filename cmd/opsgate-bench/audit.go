@@ -35,8 +35,9 @@ func chainLag(ctx context.Context, pool *pgxpool.Pool, since time.Time) (stats, 
 
 // auditFigures exports the seeded tenant's chain over HTTP (timing it and
 // sampling the server's resident memory meanwhile), then verifies the
-// export offline and the chain against the database, into rep.Audit.
-func auditFigures(ctx context.Context, c *client, fx *fixture, bin, dbURL string, serverPID int, rep *report) error {
+// export offline and the chain against the database, and measures its
+// tree (treeFigures), into rep.Audit.
+func auditFigures(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, bin, dbURL string, serverPID int, rep *report) error {
 	file, err := os.CreateTemp("", "opsgate-bench-export-*.ndjson")
 	if err != nil {
 		return err
@@ -99,7 +100,7 @@ func auditFigures(ctx context.Context, c *client, fx *fixture, bin, dbURL string
 		count, _ := strconv.ParseFloat(string(events[1]), 64)
 		rep.Audit[v.key+"_events_per_second"] = count / time.Since(began).Seconds()
 	}
-	return nil
+	return treeFigures(ctx, c, pool, fx, file.Name(), rep)
 }
 
 var verifiedLine = regexp.MustCompile(`: (\d+) event\(s\)`)

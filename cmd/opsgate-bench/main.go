@@ -317,9 +317,10 @@ func run(cfg config) error {
 		interleave(ctx, 10, 30, startsOn(c, fx, fx.conns[:200]), startsOn(empty.client, emptyFx, emptyFx.conns))
 	empty.close()
 	rep.Ratios["growth_store_p50_large_vs_empty"] = ratio(rep.Results["growth_large_store"].P50ms, rep.Results["growth_empty_store"].P50ms)
-	if err := auditFigures(ctx, c, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
+	if err := auditFigures(ctx, c, pool, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
 		return err
 	}
+	checkTargets(rep)
 	if err := replay(bin, dbURL, rep); err != nil {
 		return err
 	}
@@ -451,9 +452,10 @@ func replayOnly(ctx context.Context, cfg config, bin, dbURL string, srv *server,
 	if err := seedHistory(ctx, pool, fx, cfg.replay); err != nil {
 		return err
 	}
-	if err := auditFigures(ctx, c, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
+	if err := auditFigures(ctx, c, pool, fx, bin, dbURL, srv.cmd.Process.Pid, rep); err != nil {
 		return err
 	}
+	checkTargets(rep)
 	if err := replay(bin, dbURL, rep); err != nil {
 		return err
 	}
@@ -599,8 +601,12 @@ func startProcess(bin, dbURL, addr, pprofAddr, roles string) (*server, error) {
 	if roles != "" {
 		args = append(args, "--roles", roles)
 	}
+	key, err := benchKey(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("audit signing key: %w", err)
+	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken,
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "OPSGATE_HTTP_ADDR="+addr, "OPSGATE_ADMIN_TOKEN="+adminToken, "OPSGATE_AUDIT_SIGNING_KEY_FILE="+key,
 		"OPSGATE_PPROF_ADDR="+pprofAddr, "OPSGATE_LOG_LEVEL=warn", "OPSGATE_DB_MAX_CONNS=48", "OPSGATE_WORKER_CONCURRENCY="+workerSlots(),
 		// The bench's webhook receiver is on loopback; its one user sends
 		// thousands of starts a second, far over any caller's rate limit.

@@ -609,6 +609,8 @@ func printTable(w io.Writer, rep *report) {
 		fmt.Fprintf(w, "%-34s %.0f events, %.0f events/s, %.1f MB/s, server RSS +%.0f MB\n", "audit export", a["export_events"],
 			a["export_events_per_second"], a["export_mb_per_second"], a["export_server_rss_growth_mb"])
 		fmt.Fprintf(w, "%-34s %.0f events/s offline, %.0f events/s against the database\n", "audit verify", a["verify_file_events_per_second"], a["verify_database_events_per_second"])
+		fmt.Fprintf(w, "%-34s %.1f us/event chain alone, %.1f us/event chain + tree (%.2fx), %.0f bytes/event of tree\n", "audit tree",
+			a["chain_us_per_event"], a["chain_tree_us_per_event"], ratio(a["chain_tree_us_per_event"], a["chain_us_per_event"]), a["tree_bytes_per_event"])
 	}
 	for k, v := range rep.Checks {
 		fmt.Fprintf(w, "%-34s %s\n", k, v)

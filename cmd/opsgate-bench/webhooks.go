@@ -352,6 +352,7 @@ var targets = []struct {
 	{"change_feed_delay_light", "change feed delay p99 at a light load", 100},
 	{"availability_50_connections", "availability of a tenant with 50 connections, p99", 20},
 	{"webhook_delivery_delay_light", "webhook delivery delay p99 at a light load", 250},
+	{"audit_inclusion_proof", "inclusion proof of one event over HTTP, p99, on the seeded history", 20},
 }
 
 // checkTargets records, for each target whose figure was measured,

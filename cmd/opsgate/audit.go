@@ -18,32 +18,77 @@ import (
 )
 
 const auditUsage = `usage:
-  opsgate audit verify --tenant ID       recompute a tenant's chain from the database
+  opsgate audit verify --tenant ID       recompute a tenant's chain and tree from the database
   opsgate audit verify --no-tenant       recompute the chain of events of no tenant (admin records)
   opsgate audit verify --file F          recompute the chain of an export (NDJSON; - for stdin), offline
+      --digest SEQ:HASH   also check a digest kept earlier (GET /api/v1/audit/digest): the chain
+                          must still hash to HASH at SEQ
+      --checkpoint FILE --key KEY
+                          (with --file) also check that the export's tree ends in the signed
+                          checkpoint's root (GET /api/v1/audit/checkpoint)
+  opsgate audit verify-proof --key KEY --proof FILE
+                          check one event (GET /api/v1/audit/proof) against its signed
+                          checkpoint, offline
+  opsgate audit watch --url URL --token TOKEN --tenant ID --key KEY --state DIR [--no-export]
+                          fetch the tenant's latest checkpoint, check that it extends the one
+                          kept in DIR and that the events served (the export) are the history
+                          it signed, and keep it; --no-export checks the checkpoints only
+  opsgate audit keygen [--dir DIR] NAME
+                          write a new checkpoint signing key: DIR/NAME.key, DIR/NAME.pub
 
-  --digest SEQ:HASH  also check a digest kept earlier (GET /api/v1/audit/digest): the chain
-                     must still hash to HASH at SEQ; this catches a rewrite of the whole chain
-
-exit status: 0 verified, 1 the first event that does not match is named, 2 anything else
+KEY is a verifier key (GET /api/v1/audit/key) or a file holding one.
+exit status: 0 verified, 1 what does not hold is named, 2 anything else (unreadable input,
+misuse), 3 (watch) the served history does not extend the one kept: both checkpoints printed
 `
 
-// auditCommand runs `opsgate audit verify`. Offline verification needs no
+// auditCommand runs `opsgate audit ...`. Offline verification needs no
 // configuration and no database.
 func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) < 1 || args[0] != "verify" {
+	if len(args) < 1 {
 		fmt.Fprint(stderr, auditUsage)
 		return 2
 	}
+	switch args[0] {
+	case "verify":
+		return verifyCommand(ctx, args[1:], stdout, stderr)
+	case "verify-proof":
+		return verifyProofCommand(args[1:], stdout, stderr)
+	case "watch":
+		return watchCommand(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return keygenCommand(args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, auditUsage)
+	return 2
+}
+
+// verifyCommand recomputes a chain (and its tree) from the database or
+// an export.
+func verifyCommand(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	tenant := fs.String("tenant", "", "")
 	noTenant := fs.Bool("no-tenant", false, "")
 	file := fs.String("file", "", "")
 	digest := fs.String("digest", "", "")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || countSet(*tenant != "", *noTenant, *file != "") != 1 {
+	checkpointFile := fs.String("checkpoint", "", "")
+	key := fs.String("key", "", "")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || countSet(*tenant != "", *noTenant, *file != "") != 1 ||
+		(*checkpointFile != "") != (*key != "") || (*checkpointFile != "" && *file == "") {
 		fmt.Fprint(stderr, auditUsage)
 		return 2
+	}
+	var checkpoint *audit.Checkpoint
+	if *checkpointFile != "" {
+		cp, status, err := readCheckpoint(*checkpointFile, *key)
+		if err != nil {
+			fmt.Fprintf(stderr, "opsgate audit verify: %v\n", err)
+			if status == 1 {
+				fmt.Fprintf(stdout, "FAILED %v\n", err)
+			}
+			return status
+		}
+		checkpoint = &cp
 	}
 	var kept *audit.Head
 	if *digest != "" {
@@ -62,7 +107,7 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	switch {
 	case *file != "":
 		chain = *file
-		v, err = verifyFile(*file, kept)
+		v, err = verifyFile(*file, kept, checkpoint)
 	default:
 		if *tenant != "" {
 			if _, perr := ulid.ParseStrict(*tenant); perr != nil {
@@ -94,6 +139,12 @@ func auditCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if kept != nil {
 		fmt.Fprintf(stdout, "the kept digest holds: seq %d hashes to %s\n", kept.Seq, kept.Hash)
 	}
+	switch {
+	case checkpoint != nil:
+		fmt.Fprintf(stdout, "the checkpoint holds: the first %d events are the tree of %s signed with root %s\n", checkpoint.Size, checkpoint.Origin, checkpoint.Root)
+	case v.Checkpoint > 0:
+		fmt.Fprintf(stdout, "the tree holds: its first %d events reach the root of the latest checkpoint recorded\n", v.Checkpoint)
+	}
 	if v.FirstSeq > 1 {
 		fmt.Fprintf(stdout, "the export starts at seq %d: its link to the event before was taken on trust\n", v.FirstSeq)
 	}
@@ -123,7 +174,7 @@ func countSet(flags ...bool) int {
 	return n
 }
 
-func verifyFile(name string, kept *audit.Head) (audit.Verified, error) {
+func verifyFile(name string, kept *audit.Head, checkpoint *audit.Checkpoint) (audit.Verified, error) {
 	r := io.Reader(os.Stdin)
 	if name != "-" {
 		f, err := os.Open(name)
@@ -133,7 +184,12 @@ func verifyFile(name string, kept *audit.Head) (audit.Verified, error) {
 		defer f.Close()
 		r = f
 	}
-	if kept != nil {
+	switch {
+	case checkpoint != nil && kept != nil:
+		return audit.Verified{}, errors.New("give --digest or --checkpoint, not both")
+	case checkpoint != nil:
+		return audit.VerifyFileCheckpoint(r, *checkpoint)
+	case kept != nil:
 		return audit.VerifyFileAgainst(r, *kept)
 	}
 	return audit.VerifyFile(r)

@@ -178,11 +178,13 @@ type App struct {
 	worker *worker.Worker
 	// dispatcher sends webhook deliveries (worker role).
 	dispatcher *webhooks.Dispatcher
-	providers  []string // the built-in worker's
-	observers  Observers
-	migrated   atomic.Bool
-	draining   chan struct{} // closed when the HTTP server starts draining
-	tracer     trace.Tracer
+	// auditKey signs the audit trees' checkpoints (nil: none configured).
+	auditKey  *audit.Key
+	providers []string // the built-in worker's
+	observers Observers
+	migrated  atomic.Bool
+	draining  chan struct{} // closed when the HTTP server starts draining
+	tracer    trace.Tracer
 	// watchdog leaves a database server that stops answering (dial.go).
 	watchdog *watchdog
 	// flushSpans sends the spans not exported yet (Close).
@@ -246,6 +248,13 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		return nil, err
 	}
 	a.migrated.Store(true)
+	if cfg.AuditSigningKeyFile != "" {
+		if a.auditKey, err = audit.ReadKey(cfg.AuditSigningKeyFile); err != nil {
+			a.Pool.Close()
+			a.watchdog.close()
+			return nil, err
+		}
+	}
 	// Subscribers (projectors, the worker's and the process manager's
 	// subscriptions) commit their offsets, checkpoints and read-model rows
 	// without waiting for the WAL flush: what a crash loses of them is lost
@@ -330,6 +339,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			Webhooks: a.Webhooks,
 			Limits:   &api.RateLimits{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Refused: a.Metrics.ObserveRateLimited},
 			Changes:  api.ChangeSettings{Reader: a.Changes, Next: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }},
+			AuditKey: a.auditKey,
 		})
 		a.Handler = api.NewEcho(api.Config{
 			Logger:         logger,
@@ -342,6 +352,21 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		})
 	}
 	return a, nil
+}
+
+// backfillTrees builds the audit trees of chains linked before trees
+// existed (audit.History.BackfillTrees), before the chainer starts: in
+// transactions of a few thousand leaves, resumed by the next process if
+// this one stops.
+func (a *App) backfillTrees(ctx context.Context) {
+	start := time.Now()
+	n, err := audit.NewHistory(a.Store).BackfillTrees(ctx)
+	if err != nil && ctx.Err() == nil {
+		a.logger.Error("audit tree backfill stopped; the chainer builds what is left", "err", err)
+	}
+	if n > 0 {
+		a.logger.Info("audit trees built", "leaves", n, "took", time.Since(start).String())
+	}
 }
 
 // Close exports the spans still pending and releases the pools.
@@ -405,7 +430,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
 	}
-	for _, list := range [][]eventstore.Consumer{consumers, pushed} {
+	for i, list := range [][]eventstore.Consumer{consumers, pushed} {
 		if len(list) == 0 {
 			continue
 		}
@@ -414,10 +439,19 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch, Tracer: a.tracer,
 		}
 		wg.Go(func() {
+			if i == 0 && a.roles.Projector {
+				a.backfillTrees(bg)
+			}
 			if err := feed.Run(bg); err != nil && bg.Err() == nil {
 				a.logger.Error("feed stopped", "err", err)
 			}
 		})
+	}
+	if a.auditKey != nil && a.roles.Projector {
+		// Checkpoints of the audit trees, signed by one process at a time.
+		signer := audit.NewCheckpointSigner(a.Pool, audit.SignerConfig{Key: a.auditKey, Origin: a.cfg.AuditOrigin, Interval: a.cfg.AuditCheckpointInterval,
+			OnSigned: a.Metrics.ObserveCheckpointSigned, OnRefused: a.Metrics.ObserveCheckpointRefused}, a.logger)
+		wg.Go(func() { signer.Run(bg) })
 	}
 	if a.dispatcher != nil {
 		// Webhook deliveries in flight finish (each within its timeout)

@@ -17,10 +17,14 @@
 package apptest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +36,7 @@ import (
 	"github.com/opsgate/opsgate/internal/faultproxy"
 	"github.com/opsgate/opsgate/internal/pgtest"
 	"github.com/opsgate/opsgate/worker"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // AdminToken is the admin token of every test application.
@@ -127,7 +132,26 @@ func Config(databaseURL string) config.Config {
 		// Tests send what they need as fast as they can; the limit's own
 		// test sets one.
 		RateLimit: 0,
+		// Checkpoints come quickly.
+		AuditOrigin: "opsgate", AuditCheckpointInterval: 200 * time.Millisecond,
 	}
+}
+
+// TestKey writes the audit signing key of the database at databaseURL
+// into dir and returns its file: the applications of one database (the
+// processes of one deployment) sign with the same key.
+func TestKey(t testing.TB, dir, databaseURL string) string {
+	t.Helper()
+	seed := sha256.Sum256([]byte(databaseURL))
+	skey, _, err := note.GenerateKey(bytes.NewReader(seed[:]), "opsgate-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "audit.key")
+	if err := os.WriteFile(file, []byte(skey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
 }
 
 // Start builds and runs the application for t; it stops when t ends.
@@ -141,6 +165,8 @@ func Start(t testing.TB, opts ...Option) *App {
 		s.database = pgtest.NewDatabase(t)
 	}
 	cfg := Config(s.database)
+	// Every application signs audit checkpoints, with its database's key.
+	cfg.AuditSigningKeyFile = TestKey(t, t.TempDir(), s.database)
 	for _, fn := range s.config {
 		fn(&cfg)
 	}

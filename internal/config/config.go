@@ -85,6 +85,16 @@ type Config struct {
 	// PprofAddr, if set, serves net/http/pprof there (OPSGATE_PPROF_ADDR);
 	// keep it on loopback.
 	PprofAddr string
+	// AuditSigningKeyFile holds the note key that signs the audit trees'
+	// checkpoints (OPSGATE_AUDIT_SIGNING_KEY_FILE; `opsgate audit keygen`
+	// makes one); without it no checkpoint is signed. AuditOrigin prefixes
+	// the checkpoints' origins (OPSGATE_AUDIT_ORIGIN, "opsgate").
+	AuditSigningKeyFile string
+	AuditOrigin         string
+	// AuditCheckpointInterval is how often the signer signs the trees that
+	// grew (OPSGATE_AUDIT_CHECKPOINT_INTERVAL, 5 s; at most 10 s, the
+	// contract's bound).
+	AuditCheckpointInterval time.Duration
 }
 
 // FromEnv reads the configuration from getenv (os.Getenv in production)
@@ -110,9 +120,11 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ReadYourWritesWait: 2 * time.Second,
 		WebhookRetrySchedule: []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
 			5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour},
-		WebhookSecretOverlap: 24 * time.Hour,
-		RateLimit:            50,
-		RateBurst:            100,
+		WebhookSecretOverlap:    24 * time.Hour,
+		RateLimit:               50,
+		RateBurst:               100,
+		AuditOrigin:             "opsgate",
+		AuditCheckpointInterval: 5 * time.Second,
 	}
 	var errs []error
 	str := func(name string, dst *string) {
@@ -142,6 +154,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	str("OPSGATE_HTTP_ADDR", &c.HTTPAddr)
 	str("OPSGATE_PPROF_ADDR", &c.PprofAddr)
+	str("OPSGATE_AUDIT_SIGNING_KEY_FILE", &c.AuditSigningKeyFile)
+	str("OPSGATE_AUDIT_ORIGIN", &c.AuditOrigin)
+	dur("OPSGATE_AUDIT_CHECKPOINT_INTERVAL", &c.AuditCheckpointInterval)
+	if c.AuditCheckpointInterval > 10*time.Second {
+		errs = append(errs, fmt.Errorf("OPSGATE_AUDIT_CHECKPOINT_INTERVAL=%s must be at most 10s: a new checkpoint is due within 10 s of new events", c.AuditCheckpointInterval))
+	}
+	if strings.ContainsAny(c.AuditOrigin, "\n\r") || strings.TrimSpace(c.AuditOrigin) != c.AuditOrigin {
+		errs = append(errs, fmt.Errorf("OPSGATE_AUDIT_ORIGIN=%q must be one line without surrounding spaces", c.AuditOrigin))
+	}
 	if v := getenv("OPSGATE_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("OPSGATE_LOG_LEVEL=%q must be debug, info, warn or error", v))

@@ -41,6 +41,8 @@ type Metrics struct {
 	callers      *prometheus.CounterVec
 	feedBatches  *prometheus.CounterVec
 	feedEvents   prometheus.Counter
+	// auditCheckpoints counts checkpoints signed and refused.
+	auditCheckpoints *prometheus.CounterVec
 	// webhookDeliveries and webhookLatency count and time webhook attempts.
 	webhookDeliveries *prometheus.CounterVec
 	webhookLatency    *prometheus.HistogramVec
@@ -133,6 +135,11 @@ func New(db *Database) *Metrics {
 		Help: "Commits whose wait for the synchronous standby PostgreSQL cancelled (it warned \"canceling wait for synchronous replication\"): committed on the primary only, which a failover may lose. Should stay 0.",
 	})
 	m.registry.MustRegister(m.syncWaitsCancelled)
+	m.auditCheckpoints = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "opsgate_audit_checkpoints_total",
+		Help: "Audit checkpoints this process signed (result signed), or refused to sign because the tenant's tree does not extend the last one signed (result refused: a rewritten or rolled-back history).",
+	}, []string{"result"})
+	m.registry.MustRegister(m.auditCheckpoints)
 	m.registry.MustRegister(m.requests, m.latency, m.starts, m.projectorLag, m.claims, m.claimWait, m.completions, m.leaseLosses,
 		m.decisions, m.blocked, m.pickup, m.runDuration, m.runsLost, m.deadlines, m.callers, m.feedBatches, m.feedEvents, m.pools,
 		m.webhookDeliveries, m.webhookLatency,
@@ -293,6 +300,11 @@ func (m *Metrics) ObserveWebhookAttempt(endpoint, result string, took time.Durat
 	m.webhookDeliveries.WithLabelValues(endpoint, result).Inc()
 	m.webhookLatency.WithLabelValues(result).Observe(took.Seconds())
 }
+
+// ObserveCheckpointSigned and ObserveCheckpointRefused count the audit
+// signer's checkpoints.
+func (m *Metrics) ObserveCheckpointSigned()  { m.auditCheckpoints.WithLabelValues("signed").Inc() }
+func (m *Metrics) ObserveCheckpointRefused() { m.auditCheckpoints.WithLabelValues("refused").Inc() }
 
 // ObserveProjection records the lag of one projected event.
 func (m *Metrics) ObserveProjection(projector string, recordedAt time.Time) {
