@@ -205,6 +205,13 @@ func (r *run) check(ctx context.Context, pool *pgxpool.Pool) (*report, error) {
 	}
 	rep.zero("audit chains that do not verify", len(broken), strings.Join(first(broken, 1), ", "))
 	rep.zero("events not linked into the audit chain", unlinked, "")
+	unsigned, inconsistent, checkpoints, err := r.checkpointChecks(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	rep.zero("tenants whose history was not signed within 10 s of the end", len(unsigned), strings.Join(first(unsigned, 1), ", "))
+	rep.zero("audit checkpoints that do not open or do not extend the one before", len(inconsistent), strings.Join(first(inconsistent, 1), ", "))
+	rep.note("audit checkpoints signed", strconv.Itoa(checkpoints))
 	leaks, err := r.tokensInLogs()
 	if err != nil {
 		return nil, err
@@ -273,6 +280,67 @@ func verifyChains(ctx context.Context, pool *pgxpool.Pool) (broken []string, unl
 		}
 	}
 	return broken, unlinked, nil
+}
+
+// checkpointChecks waits up to 10 s for every tenant's latest checkpoint
+// to cover its whole chain (the tenants that are not signed by then), and
+// checks every checkpoint signed during the soak, through kills of the
+// signing process: each opens with the deployment's key, is of its
+// tenant's origin, has the root of the tree at its size, and extends the
+// one before it by a consistency proof.
+func (r *run) checkpointChecks(ctx context.Context, pool *pgxpool.Pool) (unsigned, inconsistent []string, signed int, err error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		unsigned = unsigned[:0]
+		rows, err := pool.Query(ctx, `SELECT h.chain FROM audit_chain_heads h
+			WHERE h.chain <> '' AND h.seq > coalesce((SELECT max(size) FROM audit_checkpoints k WHERE k.chain = h.chain), 0)`)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("find unsigned tenants: %w", err)
+		}
+		if unsigned, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return nil, nil, 0, fmt.Errorf("find unsigned tenants: %w", err)
+		}
+		if len(unsigned) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the signer's next pass
+	}
+	rows, err := pool.Query(ctx, `SELECT chain, size, note FROM audit_checkpoints ORDER BY chain, size`)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("read the checkpoints: %w", err)
+	}
+	type signedRow struct {
+		Chain string
+		Size  int64
+		Note  string
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[signedRow])
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("read the checkpoints: %w", err)
+	}
+	history := audit.NewHistory(app.NewStore(pool))
+	var prev audit.Checkpoint
+	for i, row := range all {
+		cp, err := audit.OpenCheckpoint([]byte(row.Note), r.auditKey.Verifier)
+		if err == nil && cp.Origin != audit.OriginOf("opsgate", row.Chain) {
+			err = fmt.Errorf("origin %q", cp.Origin)
+		}
+		if err == nil && (i == 0 || all[i-1].Chain != row.Chain) {
+			prev = audit.Checkpoint{}
+		}
+		if err == nil && prev.Size > 0 {
+			var proof audit.Consistency
+			if proof, err = history.ProveConsistency(ctx, row.Chain, prev.Size, cp.Size); err == nil {
+				err = audit.CheckConsistency(prev, cp, proof.Hashes)
+			}
+		}
+		if err != nil {
+			inconsistent = append(inconsistent, fmt.Sprintf("tenant %s at size %d: %v", row.Chain, row.Size, err))
+			continue
+		}
+		prev = cp
+	}
+	return unsigned, inconsistent, len(all), nil
 }
 
 // history is what the checks read of the event store.

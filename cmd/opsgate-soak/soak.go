@@ -63,6 +63,8 @@ type run struct {
 	// done, promotedAt when its standby was promoted.
 	ha                            *pair
 	failing, failedAt, promotedAt time.Time
+	// auditKey signs the processes' audit checkpoints.
+	auditKey *audit.Key
 }
 
 // soak runs one soak and prints its table.
@@ -114,7 +116,23 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 	}
 
 	adminToken := "oga_soak_" + randomHex(16)
+	// The projector signs the audit checkpoints with this key; its state
+	// (the last checkpoint per tenant) lives beside it, so that the
+	// process restarted after a SIGKILL continues from it.
+	keyFile := filepath.Join(logsDir, "audit.key")
+	skey, _, err := audit.GenerateKey("opsgate-soak")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(keyFile, []byte(skey+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	auditKey, err := audit.ParseKey(skey)
+	if err != nil {
+		return nil, err
+	}
 	env := processEnv(map[string]string{
+		"OPSGATE_AUDIT_SIGNING_KEY_FILE": keyFile, "OPSGATE_AUDIT_CHECKPOINT_INTERVAL": "1s",
 		"DATABASE_URL": dbURL, "OPSGATE_ADMIN_TOKEN": adminToken,
 		"OPSGATE_LEASE": cfg.lease.String(), "OPSGATE_HEARTBEAT": cfg.heartbeat.String(),
 		"OPSGATE_READ_YOUR_WRITES_WAIT": "1s", "OPSGATE_SHUTDOWN_GRACE": "5s", "OPSGATE_DB_MAX_CONNS": "16",
@@ -135,7 +153,7 @@ func soak(ctx context.Context, cfg config) (*report, error) {
 		return nil, fmt.Errorf("opsgate migrate: %w\n%s", err, out)
 	}
 
-	r := &run{cfg: cfg, procs: map[string]*process{}, logsDir: logsDir, ha: ha}
+	r := &run{cfg: cfg, procs: map[string]*process{}, logsDir: logsDir, ha: ha, auditKey: auditKey}
 	var addrs []string
 	for _, spec := range []struct{ name, roles string }{
 		{"api-1", "api"}, {"api-2", "api"}, {"projector", "projector"}, {"worker-1", "worker"}, {"worker-2", "worker"},
