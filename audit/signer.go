@@ -12,11 +12,14 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/opsgate/opsgate/eventstore"
 )
 
-// signerLock is the advisory lock a signing pass holds: one process signs
-// at a time, any other takes over at its next pass.
-const signerLock = 0x6f70736761756469 // "opsgaudi"
+// signerLock names the lock a signing pass holds (an eventstore stream
+// lock, tried): one process signs at a time, any other takes over at its
+// next pass.
+const signerLock = "audit-checkpoint-signer"
 
 // SignerConfig configures the checkpoint signer.
 type SignerConfig struct {
@@ -92,8 +95,9 @@ func (s *CheckpointSigner) Run(ctx context.Context) {
 func (s *CheckpointSigner) Pass(ctx context.Context) (int, error) {
 	signed := 0
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var mine bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, int64(signerLock)).Scan(&mine); err != nil || !mine {
+		var b pgx.Batch
+		lock := eventstore.QueueLocks(&b, eventstore.Streams(signerLock), eventstore.Try)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil || !lock.Held(0) {
 			return err
 		}
 		grown, err := grownTrees(ctx, tx)
