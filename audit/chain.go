@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,6 +36,12 @@ type head struct {
 // metric).
 func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 	var heads map[string]head
+	// grown keeps each chain's head and tree as the last batch left them,
+	// so that the next batch reads no frontier from the database while
+	// its head is still that one. A batch rolled back, or chained by
+	// another process meanwhile, leaves a head that does not match: the
+	// frontier is read again.
+	grown := map[string]head{}
 	return eventstore.Consumer{
 		Name: ChainConsumer,
 		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
@@ -50,7 +57,20 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 			if heads, err = readHeads(ctx, tx, names); err != nil {
 				return err
 			}
-			return readTrees(ctx, tx, heads)
+			unknown := map[string]head{}
+			for chain, h := range heads {
+				if g, ok := grown[chain]; ok && g.seq == h.seq && g.hash == h.hash && g.tree.Size() == h.seq {
+					h.tree = g.tree
+					heads[chain] = h
+				} else {
+					unknown[chain] = h
+				}
+			}
+			if err := readTrees(ctx, tx, unknown); err != nil {
+				return err
+			}
+			maps.Copy(heads, unknown)
+			return nil
 		},
 		Apply: func(_ context.Context, b *pgx.Batch, events []eventstore.Delivery) error {
 			n := len(events)
@@ -82,15 +102,28 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 				}
 			}
 			queueLinks(b, positions, chains, seqs, prevs, hashes, trees)
+			if len(grown) > maxGrown {
+				clear(grown)
+			}
+			for _, chain := range chains {
+				grown[chain] = heads[chain]
+			}
 			return nil
 		},
 	}
 }
 
+// maxGrown bounds how many chains' trees the chainer keeps between
+// batches (a frontier is at most 64 hashes).
+const maxGrown = 10_000
+
 // readTrees reads the frontier of each head's tree, all in one statement.
 // A chain whose links were chained before the tree existed and are not
 // backfilled yet gets its tree built first, in tx.
 func readTrees(ctx context.Context, tx pgx.Tx, heads map[string]head) error {
+	if len(heads) == 0 {
+		return nil
+	}
 	var chains []string
 	var seqs []int64
 	for chain, h := range heads {
