@@ -5,9 +5,9 @@
 // takes the transaction locks of the streams it changes first (Tx.Lock, or
 // QueueLocks to lock several streams, or to try them without waiting, in
 // the round trip that reads what they guard), then appends: Tx.Append adds
-// records to one stream after its current version, Tx.AppendStreams adds
-// records to many streams at once, each after a version the caller read
-// under the lock, in one statement. Every record carries explicit
+// records to one stream after its current version, Tx.DeferAppendStreams
+// adds records to many streams at once, each after a version the caller
+// read under the lock, in one statement held back for the next round trip. Every record carries explicit
 // Metadata (actor, request, tenant, correlation). Statements whose answer
 // nobody waits for (Tx.Defer) travel with the transaction's next round
 // trip. The events table refuses UPDATE, DELETE and TRUNCATE itself.

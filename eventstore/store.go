@@ -272,30 +272,40 @@ type StreamAppend struct {
 	Records []Record
 }
 
-// AppendStreams appends to several streams at once, each after its known
-// version (the caller holds every stream's lock and knows its version, see
-// AtVersion), in one statement. It returns each stream's events.
-func (t *Tx) AppendStreams(ctx context.Context, appends []StreamAppend) ([][]Event, error) {
+// DeferAppendStreams appends to several streams at once, each after its
+// known version (the caller holds every stream's lock and knows its
+// version, see AtVersion), in one statement, for a caller that needs
+// nothing back of the events: the INSERT is held back (Defer) and sent
+// with the transaction's next round trip, at the latest with the
+// commit's, so that it costs no round trip of its own. Callers append under their
+// streams' locks (Tx.Lock, QueueLocks), so a version conflict, which
+// would fail the call that sends it, does not happen.
+func (t *Tx) DeferAppendStreams(appends []StreamAppend) error {
+	events, recs := eventsOf(appends)
+	if len(events) == 0 {
+		return nil
+	}
+	args, err := t.encodeEvents(events, recs)
+	if err != nil {
+		return err
+	}
+	t.Defer(insertSQL, args...)
+	t.announce(events)
+	return nil
+}
+
+// eventsOf returns the events of appends (stream, version and metadata
+// set) and their records, in order.
+func eventsOf(appends []StreamAppend) ([]Event, []Record) {
 	var events []Event
+	var recs []Record
 	for _, a := range appends {
 		for i, rec := range a.Records {
 			events = append(events, Event{StreamID: a.Stream, StreamVersion: a.At + int64(i) + 1, Metadata: rec.Metadata})
 		}
-	}
-	var recs []Record
-	for _, a := range appends {
 		recs = append(recs, a.Records...)
 	}
-	if err := t.insertEvents(ctx, events, recs); err != nil {
-		return nil, err
-	}
-	out := make([][]Event, len(appends))
-	i := 0
-	for k, a := range appends {
-		out[k] = events[i : i+len(a.Records)]
-		i += len(a.Records)
-	}
-	return out, nil
+	return events, recs
 }
 
 func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Record) ([]Event, error) {
@@ -309,20 +319,23 @@ func (t *Tx) insert(ctx context.Context, stream string, current int64, recs []Re
 	return events, nil
 }
 
-// insertEvents inserts events (stream, version and metadata set; the
-// payload of each is its record's) in one statement, the same statement
-// whatever their number (arrays of columns), so that it is prepared once.
-func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) error {
-	stream := events[0].StreamID
+// insertSQL inserts events from arrays of columns: the same statement
+// whatever their number, so that it is prepared once.
+const insertSQL = `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
+		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::json[], $8::json[])`
+
+// encodeEvents gives events (stream, version and metadata set) their ids,
+// types and payloads from their records, and returns insertSQL's
+// arguments.
+func (t *Tx) encodeEvents(events []Event, recs []Record) ([]any, error) {
 	n := len(recs)
 	streams, ids, types, tenants := make([]string, n), make([]string, n), make([]string, n), make([]*string, n)
 	versions, schemas := make([]int64, n), make([]int32, n)
 	payloads, metadata := make([]string, n), make([]Metadata, n)
-	at := map[streamVersion]int{}
 	for i, rec := range recs {
 		name, version, data, err := t.store.registry.encode(rec.Payload)
 		if err != nil {
-			return fmt.Errorf("append to %s: %w", events[i].StreamID, err)
+			return nil, fmt.Errorf("append to %s: %w", events[i].StreamID, err)
 		}
 		e := &events[i]
 		e.ID, e.Type, e.SchemaVersion, e.Data = ulid.Make().String(), name, version, data
@@ -331,12 +344,25 @@ func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) er
 			tenants[i] = &tenant
 		}
 		payloads[i], metadata[i] = string(data), rec.Metadata
+	}
+	return []any{streams, versions, ids, types, schemas, tenants, payloads, metadata}, nil
+}
+
+// insertEvents inserts events (stream, version and metadata set; the
+// payload of each is its record's) in one statement, and sets each
+// event's position, transaction and recorded time from its answer.
+func (t *Tx) insertEvents(ctx context.Context, events []Event, recs []Record) error {
+	stream := events[0].StreamID
+	args, err := t.encodeEvents(events, recs)
+	if err != nil {
+		return err
+	}
+	at := make(map[streamVersion]int, len(events))
+	for i, e := range events {
 		at[streamVersion{e.StreamID, e.StreamVersion}] = i
 	}
-	rows, err := t.Query(ctx, `INSERT INTO events (stream_id, stream_version, event_id, event_type, schema_version, tenant_id, payload, metadata)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[], $7::json[], $8::json[])
-		RETURNING stream_id, stream_version, position, (tx_id::text)::bigint, recorded_at`,
-		streams, versions, ids, types, schemas, tenants, payloads, metadata)
+	rows, err := t.Query(ctx, insertSQL+`
+		RETURNING stream_id, stream_version, position, (tx_id::text)::bigint, recorded_at`, args...)
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", stream, err)
 	}

@@ -120,5 +120,5 @@ func (s *Service) claim(ctx context.Context, tx *eventstore.Tx, c Claimant, cand
 		}
 		out = append(out, cl)
 	}
-	return out, w.flush(ctx)
+	return out, w.flush()
 }

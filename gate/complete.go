@@ -124,7 +124,7 @@ func (s *Service) completeAll(ctx context.Context, tx *eventstore.Tx, batch []*c
 			item.run, _ = domain.Ended(end)
 		}
 	}
-	return w.flush(ctx)
+	return w.flush()
 }
 
 // answerRepeat answers item, whose run ended with e, as a repeat of the

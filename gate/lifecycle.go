@@ -140,7 +140,7 @@ func (s *Service) onRun(ctx context.Context, by domain.Actor, runID string,
 			return err
 		}
 		w.record(r.scope, event, journal.Meta(by, r.tenantID, runID))
-		return w.flush(ctx)
+		return w.flush()
 	})
 	return event, err
 }

@@ -257,7 +257,7 @@ func (s *Service) decideAs(ctx context.Context, tx *eventstore.Tx, batch []*pend
 			remember = append(remember, remembered{key: k, hash: p.req.RequestHash, result: p.resp.Result})
 		}
 	}
-	if err := w.flush(ctx); err != nil {
+	if err := w.flush(); err != nil {
 		return err
 	}
 	return s.deferRemember(tx, remember)

@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -136,10 +135,10 @@ func (w *scopeWriter) record(scope domain.ScopeID, event domain.Event, md events
 	w.events = append(w.events, event)
 }
 
-// flush appends every event recorded, in one statement, and holds back,
-// for the commit's round trip, the scopes' snapshots and the runs rows
-// the events change.
-func (w *scopeWriter) flush(ctx context.Context) error {
+// flush holds back every event recorded, as one statement, with
+// the scopes' snapshots and the runs rows the events change: all are
+// sent in the commit's round trip.
+func (w *scopeWriter) flush() error {
 	if len(w.written) == 0 {
 		return nil
 	}
@@ -150,7 +149,9 @@ func (w *scopeWriter) flush(ctx context.Context) error {
 		appends[i] = eventstore.StreamAppend{Stream: string(scope), At: e.version, Records: e.records}
 		saves[i] = scopeSave{scope: scope, tenantID: e.tenantID, version: e.version + int64(len(e.records)), state: e.state}
 	}
-	if _, err := w.tx.AppendStreams(ctx, appends); err != nil {
+	// Held back with the snapshots and runs rows: written in the commit's
+	// round trip, under the scopes' locks.
+	if err := w.tx.DeferAppendStreams(appends); err != nil {
 		return fmt.Errorf("append %d events on %d scopes from %s: %w", len(w.events), len(appends), w.written[0], err)
 	}
 	if err := deferScopeSaves(w.tx, saves); err != nil {
