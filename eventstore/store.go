@@ -77,10 +77,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 	if tx.tx == nil && tx.deferred.Len() == 0 {
 		return nil // nothing to send: nothing to commit
 	}
-	if err := tx.ready(ctx); err != nil {
-		return err
-	}
-	if err := tx.tx.Commit(ctx); err != nil {
+	if err := tx.commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	if s.onCommit != nil && len(tx.topics) > 0 {
@@ -94,15 +91,18 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 // Statements whose answer nobody waits for (whatever the caller passes to
 // Defer) are held back and sent
 // together, in one round trip, just before the transaction's next
-// statement or its commit. Program order is kept; an error of a held-back
-// statement is returned by the call that sends it (at the latest, by
-// InTx's commit).
+// statement, or with its COMMIT in the commit's round trip. Program order
+// is kept; an error of a held-back statement is returned by the call that
+// sends it (at the latest, by InTx's commit, which then does not commit).
 type Tx struct {
 	conn     *pgxpool.Conn
 	tx       pgx.Tx // nil until the first round trip
 	store    *Store
 	deferred pgx.Batch
 	topics   []string // of the events appended so far
+	// committed is set when the COMMIT went with held-back statements
+	// (commit), which pgx's transaction does not know of.
+	committed bool
 }
 
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
@@ -126,10 +126,32 @@ func (t *Tx) ready(ctx context.Context) error {
 	return nil
 }
 
+// commit commits the transaction. Statements still held back are sent
+// with the COMMIT in one round trip (the BEGIN too, when the transaction
+// has not begun): a statement that fails there fails the commit, and the
+// COMMIT is then not run.
+func (t *Tx) commit(ctx context.Context) error {
+	if t.deferred.Len() == 0 {
+		return t.tx.Commit(ctx)
+	}
+	var b pgx.Batch
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() == "ROLLBACK" {
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	if err := t.SendBatch(ctx, &b).Close(); err != nil {
+		return err
+	}
+	t.committed = true
+	return nil
+}
+
 // rollback ends the transaction if it began and was not committed.
 func (t *Tx) rollback(ctx context.Context) {
-	if t.tx != nil {
-		_ = t.tx.Rollback(ctx) // a no-op after commit
+	if t.tx != nil && !t.committed {
+		_ = t.tx.Rollback(ctx) // a no-op after Commit
 	}
 }
 
