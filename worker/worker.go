@@ -149,12 +149,17 @@ func (w *Worker) Announce(ctx context.Context) error {
 }
 
 // announce announces the worker every heartbeat interval until ctx ends,
-// then withdraws it.
+// then withdraws it. An announcement is not cut short by ctx: one cut
+// short could still be carried out by the database after the withdrawal,
+// and bring the worker back.
 func (w *Worker) announce(ctx context.Context) {
 	t := time.NewTicker(w.cfg.Heartbeat)
 	defer t.Stop()
 	for {
-		if err := w.Announce(ctx); err != nil && ctx.Err() == nil {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(w.cfg.Heartbeat, time.Second))
+		err := w.Announce(actx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			w.logger.Warn("announcing the worker failed", "err", err)
 		}
 		select {
