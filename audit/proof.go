@@ -69,9 +69,12 @@ type Proof struct {
 // Prove returns the proof that the event of seq is in chain's tree of
 // size leaves, a size at which a checkpoint was signed (0: the latest).
 func (h *History) Prove(ctx context.Context, chain string, seq, size int64) (Proof, error) {
-	cp, err := h.LatestCheckpoint(ctx, chain)
-	if err == nil && size > 0 && size != cp.Size {
+	var cp Signed
+	var err error
+	if size > 0 {
 		cp, err = h.CheckpointAt(ctx, chain, size)
+	} else {
+		cp, err = h.LatestCheckpoint(ctx, chain)
 	}
 	if err != nil {
 		return Proof{}, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/tlog"
@@ -91,20 +92,11 @@ func (b *Builder) Add(leaf tlog.Hash) ([]tlog.Hash, error) {
 	// The subtrees just merged are no longer on the frontier.
 	keep := frontier(b.size)
 	for idx := range b.hashes {
-		if !containsIndex(keep, idx) {
+		if !slices.Contains(keep, idx) {
 			delete(b.hashes, idx)
 		}
 	}
 	return stored, nil
-}
-
-func containsIndex(list []int64, idx int64) bool {
-	for _, x := range list {
-		if x == idx {
-			return true
-		}
-	}
-	return false
 }
 
 // Root is the tree's root hash.
