@@ -37,11 +37,12 @@ type DispatcherConfig struct {
 	// (default Timeout + 20 s); one whose dispatcher died is taken over
 	// once it has passed.
 	Lease time.Duration
-	// Concurrency bounds attempts in flight in this process (default 32),
-	// PerEndpoint those to one endpoint (default 8), so that a slow
-	// endpoint never holds up the others. Attempts of an endpoint that
-	// answers fast are claimed ahead of sending, 8 x PerEndpoint at a time,
-	// so that one claim serves many of them.
+	// Concurrency bounds attempts in flight in this process (default 128),
+	// PerEndpoint those to one endpoint at first (default 8), so that a
+	// slow endpoint never holds up the others. An endpoint that answers
+	// 2xx fast while its attempts wait may have more in flight, up to 8 x
+	// PerEndpoint (queues), and has up to twice that claimed ahead of
+	// sending, so that one claim serves many of them.
 	Concurrency, PerEndpoint int
 	// Wake returns a channel that receives when deliveries may have been
 	// queued (Topic); PollInterval is the fallback, and how soon a retry
@@ -53,6 +54,12 @@ type DispatcherConfig struct {
 	Observe func(endpoint, result string, took time.Duration)
 }
 
+// durable makes a transaction on a reader's pool, which commits without
+// waiting for the WAL flush, wait for it: a claim or a result a crash
+// could take back would let an attempt be sent twice at once, or its
+// answer be forgotten.
+const durable = `SET LOCAL synchronous_commit = on`
+
 // maxResponseBody is how much of an answer's body is read.
 const maxResponseBody = 64 << 10
 
@@ -60,6 +67,11 @@ const maxResponseBody = 64 << 10
 // an attempt is claimed (claimed_until) before it is sent, so no two send
 // it at once, and its result is recorded only by the dispatcher whose
 // claim it still is.
+//
+// It works on a reader's pool (eventstore.ReaderApplicationName): it
+// never appends events, so the event log's readers need not wait for its
+// transactions (a delivery would otherwise hold back the very feed it
+// delivers). Its claims and records still commit durably (durable).
 type Dispatcher struct {
 	db     *pgxpool.Pool
 	cfg    DispatcherConfig
@@ -89,7 +101,7 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		cfg.Lease = cfg.Timeout + 20*time.Second
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 32
+		cfg.Concurrency = 128
 	}
 	if cfg.PerEndpoint <= 0 {
 		cfg.PerEndpoint = 8
@@ -102,7 +114,7 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		// actually dialled.
 		Proxy:                 nil,
 		DialContext:           netguard.Dialer(cfg.AllowPrivate, cfg.Timeout).DialContext,
-		MaxIdleConnsPerHost:   cfg.PerEndpoint,
+		MaxIdleConnsPerHost:   windowGrowth * cfg.PerEndpoint,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
@@ -218,6 +230,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 			return fmt.Errorf("claim: %w", err)
 		}
 		var b pgx.Batch
+		b.Queue(durable)
 		var resumed []claimed
 		for _, endpoint := range endpoints {
 			free := room(endpoint)
@@ -250,8 +263,8 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 				return err
 			})
 		}
-		if b.Len() == 0 {
-			return nil
+		if b.Len() == 1 {
+			return nil // nothing to claim
 		}
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("claim: %w", err)
@@ -511,6 +524,7 @@ func (d *Dispatcher) outcomeOf(c claimed, r result) string {
 // Retry-After), and a 410's endpoint disabled.
 func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	var b pgx.Batch
+	b.Queue(durable)
 	// The answered attempts, the bulk under load, in one statement.
 	var ids []string
 	var claims []time.Time

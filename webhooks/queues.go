@@ -14,8 +14,16 @@ const fastShare = 10
 // waiting to be sent and the number being sent. Claiming ahead of sending
 // lets one claim's round trips serve many attempts of a fast endpoint,
 // while a slow one never has more claimed than it may have in flight.
+//
+// How many attempts of an endpoint may be in flight (its window) follows
+// its answers: PerEndpoint at first, one more for each fast 2xx answer
+// while attempts waited for room, up to maxWindow, and halved (not below
+// PerEndpoint) by an answer that failed or came slowly. A fast endpoint
+// takes a busy feed as fast as it answers (by Little's law, a fixed
+// window caps it at window / answer time, and answers take longer on a
+// busy machine); a struggling one is sent less at once.
 type queues struct {
-	perEndpoint, concurrency int
+	perEndpoint, maxWindow, concurrency int
 	// depth is how many attempts of a fast endpoint are claimed at once,
 	// capacity how many of all endpoints.
 	depth, capacity int
@@ -34,12 +42,18 @@ type queues struct {
 type queue struct {
 	waiting []claimed
 	sending int
+	window  int // how many may be in flight
 	fast    bool
 }
 
+// windowGrowth bounds an endpoint's window: at most windowGrowth x
+// PerEndpoint in flight.
+const windowGrowth = 8
+
 func newQueues(cfg DispatcherConfig) *queues {
-	depth := 8 * cfg.PerEndpoint
-	return &queues{perEndpoint: cfg.PerEndpoint, concurrency: cfg.Concurrency, depth: depth,
+	maxWindow := windowGrowth * cfg.PerEndpoint
+	depth := 2 * maxWindow
+	return &queues{perEndpoint: cfg.PerEndpoint, maxWindow: maxWindow, concurrency: cfg.Concurrency, depth: depth,
 		capacity: max(4*cfg.Concurrency, depth), endpoints: map[string]*queue{}, low: make(chan struct{}, 1)}
 }
 
@@ -69,7 +83,7 @@ func (qs *queues) hold(list []claimed) {
 	for _, c := range list {
 		q := qs.endpoints[c.endpoint]
 		if q == nil {
-			q = &queue{}
+			q = &queue{window: qs.perEndpoint}
 			qs.endpoints[c.endpoint] = q
 		}
 		q.waiting = append(q.waiting, c)
@@ -86,7 +100,7 @@ func (qs *queues) next() []claimed {
 	for more := true; more && qs.sending < qs.concurrency; {
 		more = false
 		for _, q := range qs.endpoints {
-			if len(q.waiting) == 0 || q.sending >= qs.perEndpoint || qs.sending >= qs.concurrency {
+			if len(q.waiting) == 0 || q.sending >= q.window || qs.sending >= qs.concurrency {
 				continue
 			}
 			out = append(out, q.waiting[0])
@@ -100,7 +114,8 @@ func (qs *queues) next() []claimed {
 }
 
 // sent counts an attempt of endpoint as done, remembering whether it was
-// answered fast, and says so on low when its queue should be refilled.
+// answered fast and sizing the endpoint's window by it, and says so on
+// low when its queue should be refilled.
 func (qs *queues) sent(endpoint string, fast bool) {
 	qs.mu.Lock()
 	defer qs.mu.Unlock()
@@ -109,8 +124,14 @@ func (qs *queues) sent(endpoint string, fast bool) {
 	qs.sending--
 	qs.held--
 	q.fast = fast
+	switch {
+	case !fast:
+		q.window = max(qs.perEndpoint, q.window/2)
+	case len(q.waiting) > 0:
+		q.window = min(qs.maxWindow, q.window+1)
+	}
 	left := len(q.waiting) + q.sending
-	if left <= qs.perEndpoint || (q.fast && left <= qs.depth/2) {
+	if left <= q.window || (q.fast && left <= qs.depth/2) {
 		select {
 		case qs.low <- struct{}{}:
 		default:

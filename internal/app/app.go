@@ -309,7 +309,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		if o.webhooks != nil {
 			o.webhooks(&dcfg)
 		}
-		a.dispatcher = webhooks.NewDispatcher(a.Pool, dcfg, logger)
+		a.dispatcher = webhooks.NewDispatcher(a.ReaderPool, dcfg, logger)
 		// The built-in worker counts for the preflight from the first start
 		// this process could decide.
 		if err := a.worker.Announce(ctx); err != nil {
