@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,10 +30,12 @@ const notifier = "changes-consumer"
 // FanOut is what else a batch's changes set off, in the consumer's
 // transaction: webhook deliveries (webhooks.FanOut).
 type FanOut interface {
-	// Prepare reads, in tx, what Queue needs for changes of tenants.
-	Prepare(ctx context.Context, tx pgx.Tx, tenants []string) error
+	// Read queues into b the reads Queue needs for changes of tenants;
+	// what it reads replaces what an earlier read read.
+	Read(b *pgx.Batch, tenants []string)
 	// Queue queues into b the statements changes set off, and returns the
-	// topics to announce once they commit.
+	// topics to announce once they commit. Every change's tenant was read
+	// by Read in the same transaction.
 	Queue(b *pgx.Batch, changes []Change) []string
 }
 
@@ -42,6 +46,11 @@ type FanOut interface {
 // statements are written with the checkpoint, so each event is turned
 // into changes exactly once. onChange, if set, is told of each change
 // with the time its event was recorded (the delay metric).
+//
+// A batch costs two round trips besides the feed's own: the subjects and
+// what fanOut needs of the events' tenants (as their metadata names them)
+// are read together, and everything is written together. A change whose
+// tenant the metadata did not name costs fanOut one more read.
 func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Consumer {
 	var batch []derived
 	var touched subjects
@@ -49,17 +58,27 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 		Name: ConsumerName,
 		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
 			var ids []string
+			named := map[string]bool{}
 			for _, d := range events {
 				if e, ok := d.Payload.(domain.Event); ok {
 					ids = append(ids, subjectsOf(e)...)
+					if t := d.Metadata.TenantID; t != "" {
+						named[t] = true
+					}
 				}
 			}
-			var err error
-			if touched, err = readSubjects(ctx, tx, ids); err != nil {
-				return err
+			var b pgx.Batch
+			touched = queueReadSubjects(&b, ids)
+			if fanOut != nil {
+				fanOut.Read(&b, slices.Collect(maps.Keys(named)))
+			}
+			if b.Len() > 0 {
+				if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+					return fmt.Errorf("changes: read the subjects and the endpoints: %w", err)
+				}
 			}
 			batch = batch[:0]
-			tenants := map[string]bool{}
+			unnamed := false
 			for _, d := range events {
 				e, ok := d.Payload.(domain.Event)
 				if !ok {
@@ -67,29 +86,23 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 				}
 				if c, ok := touched.derive(d.ID, d.RecordedAt, d.Metadata.Actor, e); ok {
 					batch = append(batch, c)
-					tenants[c.tenant] = true
+					if !named[c.tenant] {
+						named[c.tenant], unnamed = true, true
+					}
 					if onChange != nil {
 						onChange(d.RecordedAt)
 					}
 				}
 			}
-			if len(batch) == 0 {
+			if fanOut == nil || !unnamed {
 				return nil
 			}
-			// The feed commits without waiting for the WAL flush; a batch
-			// with changes waits for it, so that a crash never takes back
-			// a cursor a client was given, or a delivery already sent.
-			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
-				return fmt.Errorf("changes: commit durably: %w", err)
+			b = pgx.Batch{}
+			fanOut.Read(&b, slices.Collect(maps.Keys(named)))
+			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+				return fmt.Errorf("changes: read the endpoints of tenants the events did not name: %w", err)
 			}
-			if fanOut == nil {
-				return nil
-			}
-			list := make([]string, 0, len(tenants))
-			for t := range tenants {
-				list = append(list, t)
-			}
-			return fanOut.Prepare(ctx, tx, list)
+			return nil
 		},
 		Apply: func(_ context.Context, b *pgx.Batch, _ []eventstore.Delivery) error {
 			if err := queueSubjects(b, touched); err != nil {
@@ -98,6 +111,10 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 			if len(batch) == 0 {
 				return nil
 			}
+			// The feed commits without waiting for the WAL flush; a batch
+			// with changes waits for it, so that a crash never takes back
+			// a cursor a client was given, or a delivery already sent.
+			b.Queue(`SET LOCAL synchronous_commit = on`)
 			n := len(batch)
 			ids, tenants, types := make([]string, n), make([]string, n), make([]string, n)
 			ats := make([]time.Time, n)
@@ -139,38 +156,35 @@ func text(b []byte) *string {
 	return &s
 }
 
-// readSubjects reads the state of the runs and connections ids.
-func readSubjects(ctx context.Context, tx pgx.Tx, ids []string) (subjects, error) {
+// queueReadSubjects queues into b the read of the runs and connections
+// ids, into the subjects it returns.
+func queueReadSubjects(b *pgx.Batch, ids []string) subjects {
 	s := subjects{runs: map[string]*domain.Run{}, conns: map[string]*connections.Connection{}}
 	if len(ids) == 0 {
-		return s, nil
+		return s
 	}
-	rows, err := tx.Query(ctx, `SELECT id, kind, state FROM change_subjects WHERE id = ANY($1)`, ids)
-	if err != nil {
-		return s, fmt.Errorf("read the subjects of changes: %w", err)
-	}
-	var id, kind string
-	var state []byte
-	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &state}, func() error {
-		if kind == "connection" {
-			var c connections.Connection
-			if err := json.Unmarshal(state, &c); err != nil {
-				return fmt.Errorf("connection %s: %w", id, err)
+	b.Queue(`SELECT id, kind, state FROM change_subjects WHERE id = ANY($1)`, ids).Query(func(rows pgx.Rows) error {
+		var id, kind string
+		var state []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &kind, &state}, func() error {
+			if kind == "connection" {
+				var c connections.Connection
+				if err := json.Unmarshal(state, &c); err != nil {
+					return fmt.Errorf("connection %s: %w", id, err)
+				}
+				s.conns[id] = &c
+				return nil
 			}
-			s.conns[id] = &c
+			var r domain.Run
+			if err := json.Unmarshal(state, &r); err != nil {
+				return fmt.Errorf("run %s: %w", id, err)
+			}
+			s.runs[id] = &r
 			return nil
-		}
-		var r domain.Run
-		if err := json.Unmarshal(state, &r); err != nil {
-			return fmt.Errorf("run %s: %w", id, err)
-		}
-		s.runs[id] = &r
-		return nil
+		})
+		return err
 	})
-	if err != nil {
-		return s, fmt.Errorf("read the subjects of changes: %w", err)
-	}
-	return s, nil
+	return s
 }
 
 // queueSubjects queues the upsert of every subject s holds.

@@ -1,7 +1,6 @@
 package webhooks
 
 import (
-	"context"
 	"fmt"
 	"slices"
 
@@ -20,7 +19,7 @@ const Topic = "webhook_deliveries"
 // once per endpoint, and only to its own workspace's endpoints.
 type FanOut struct {
 	// subscribed maps a tenant to the endpoints of its workspace, as read
-	// by Prepare for the batch Queue then handles.
+	// by Read in the transaction Queue then works in.
 	subscribed map[string][]subscriber
 }
 
@@ -29,24 +28,26 @@ type subscriber struct {
 	types []string
 }
 
-// Prepare reads the enabled endpoints of tenants' workspaces.
-func (f *FanOut) Prepare(ctx context.Context, tx pgx.Tx, tenants []string) error {
+// Read queues the read of the enabled endpoints of tenants' workspaces,
+// which replaces what an earlier read read.
+func (f *FanOut) Read(b *pgx.Batch, tenants []string) {
 	f.subscribed = map[string][]subscriber{}
-	rows, err := tx.Query(ctx, `SELECT t.id, e.id, e.types FROM tenants t
-		JOIN webhook_endpoints e ON e.workspace_id = t.workspace_id WHERE t.id = ANY($1) AND e.enabled`, tenants)
-	if err != nil {
-		return fmt.Errorf("read webhook endpoints: %w", err)
+	if len(tenants) == 0 {
+		return
 	}
-	var tenant string
-	var s subscriber
-	_, err = pgx.ForEachRow(rows, []any{&tenant, &s.id, &s.types}, func() error {
-		f.subscribed[tenant] = append(f.subscribed[tenant], s)
+	b.Queue(`SELECT t.id, e.id, e.types FROM tenants t
+		JOIN webhook_endpoints e ON e.workspace_id = t.workspace_id WHERE t.id = ANY($1) AND e.enabled`, tenants).Query(func(rows pgx.Rows) error {
+		var tenant string
+		var s subscriber
+		_, err := pgx.ForEachRow(rows, []any{&tenant, &s.id, &s.types}, func() error {
+			f.subscribed[tenant] = append(f.subscribed[tenant], s)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read webhook endpoints: %w", err)
+		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("read webhook endpoints: %w", err)
-	}
-	return nil
 }
 
 // Queue queues the first attempt of each delivery, due now.
