@@ -201,10 +201,18 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 		return err
 	}
 	if s.tx != tx {
-		// A new transaction: whatever an earlier one gathered rolled back with it.
-		at, err := ReadCheckpoints(ctx, tx, s.names)
-		if err != nil {
-			return fail(err)
+		// A new transaction: whatever an earlier one gathered rolled back
+		// with it. The subscription reads after the least advanced of the
+		// consumers' checkpoints, so each consumer of several is handed
+		// only the events after its own; the one consumer of a feed is
+		// handed every event read, and its checkpoint need not be read.
+		at := map[string]Checkpoint{}
+		if len(s.names) > 1 {
+			read, err := ReadCheckpoints(ctx, tx, s.names)
+			if err != nil {
+				return fail(err)
+			}
+			at = read
 		}
 		s.tx, s.at, s.events = tx, at, nil
 	}

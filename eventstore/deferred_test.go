@@ -173,6 +173,29 @@ func TestNotifierWakesOncePerBurst(t *testing.T) {
 	}
 }
 
+// TestNotifierWakesAtOnceTopicsWithoutTheDelay: an announcement wakes
+// the subscribers of its topics named AtOnce at once; those of its other
+// topics, and those of every commit, still wait for the delay.
+func TestNotifierWakesAtOnceTopicsWithoutTheDelay(t *testing.T) {
+	store := newStore(t)
+	n := eventstore.NewNotifier(store.Pool(), nil, time.Hour)
+	n.AtOnce("changes")
+	changes, every, other := n.Next("changes"), n.Subscribe(), n.Next("other")
+	n.Committed([]string{"changes", "other"})
+	select {
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiter on an at-once topic was not woken")
+	}
+	select {
+	case <-every:
+		t.Error("an announcement within the hour's delay woke the subscriber of every commit")
+	case <-other:
+		t.Error("a topic not named AtOnce was woken before the delay")
+	default:
+	}
+}
+
 // TestNotifierWakesTopicSubscribers: a subscriber of one topic is woken by
 // commits that published on it, in this process and through LISTEN/NOTIFY
 // in another, and not by commits on other topics alone.

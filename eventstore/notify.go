@@ -43,6 +43,7 @@ type Notifier struct {
 	timer   *time.Timer              // pending wake-up of a burst
 	woken   []string                 // topics of the pending wake-up
 	toSend  []string                 // topics of the pending NOTIFY
+	atOnce  []string                 // topics woken without the delay
 	pending chan struct{}
 }
 
@@ -109,11 +110,34 @@ func union(a, b []string) []string {
 	return a
 }
 
+// AtOnce names topics whose subscribers are woken at once, without the
+// delay: those announced once per batch of work (the change feed's,
+// webhook deliveries'), where a burst is one announcement already.
+func (n *Notifier) AtOnce(topics ...string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.atOnce = union(n.atOnce, topics)
+}
+
 // wake wakes the subscribers of topics now, or delay from the first
 // commit of a burst.
 func (n *Notifier) wake(topics []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.delay > 0 && len(n.atOnce) > 0 {
+		var now, later []string
+		for _, t := range topics {
+			if slices.Contains(n.atOnce, t) {
+				now = append(now, t)
+			} else {
+				later = append(later, t)
+			}
+		}
+		n.wakeTopicsLocked(now)
+		if topics = later; len(topics) == 0 {
+			return
+		}
+	}
 	n.woken = union(n.woken, topics)
 	if n.delay <= 0 {
 		n.broadcastLocked()
@@ -141,6 +165,25 @@ func (n *Notifier) wakeEveryone() {
 	}
 	n.mu.Unlock()
 	n.wake(topics)
+}
+
+// wakeTopicsLocked wakes the subscribers of topics alone (not those of
+// every commit: no event was committed).
+func (n *Notifier) wakeTopicsLocked(topics []string) {
+	for _, s := range n.subs {
+		if slices.Contains(topics, s.topic) {
+			select {
+			case s.ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+	for _, topic := range topics {
+		if ch, ok := n.nexts[topic]; ok {
+			close(ch)
+			delete(n.nexts, topic)
+		}
+	}
 }
 
 func (n *Notifier) broadcastLocked() {

@@ -267,6 +267,10 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	}
 
 	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
+	// The change feed is announced once per batch of the changes
+	// consumer: its long polls need not wait for more. (The webhook
+	// dispatcher does: it claims more at once.)
+	a.Notifier.AtOnce(changes.Topic)
 	a.Store = NewStore(a.Pool, eventstore.WithCommitHook(a.Notifier.Committed))
 	a.Tokens = tokens.NewService(a.Pool, o.clock)
 	a.Tenancy = tenancy.New(a.Pool, a.Store, a.Tokens, o.clock)
