@@ -261,16 +261,20 @@ func readRun(ctx context.Context, q pg.Querier, runID string) (runRow, error) {
 }
 
 // leaseExpired is true of a runs row whose lease has expired: its expiry
-// is past, and a whole lease has passed since the database server
-// started, and since it became the primary. No holder could renew its
-// lease while the server was down or while the old primary failed, so
-// after a restart or a promotion every lease gets its full length again
-// before it may be reaped (migrations/00008_lease_length.sql,
-// 00018_server_timelines.sql). A promoted server is on a new timeline
-// (timelines only grow: the newest row is the current timeline's, once a
-// reaper has recorded when it first saw it; until then it began now).
+// is past, and a whole lease has passed since a reaper first reached the
+// database server after it started, and since it became the primary. No
+// holder could renew its lease while the server was down, recovering from
+// a crash or while the old primary failed, so after a restart or a
+// promotion every lease gets its full length again before it may be
+// reaped (migrations/00008_lease_length.sql, 00018_server_timelines.sql,
+// 00021_server_starts.sql). Until a reaper has recorded reaching this
+// start of the server, it was reached now. A promoted server is on a new
+// timeline (timelines only grow: the newest row is the current timeline's,
+// once a reaper has recorded when it first saw it; until then it began
+// now).
 const leaseExpired = `(lease_expires_at < clock_timestamp()
-	AND greatest(pg_postmaster_start_time(), (SELECT CASE WHEN c.now = '00000001' THEN NULL WHEN t.timeline = c.now THEN t.since
+	AND greatest(coalesce((SELECT seen_at FROM server_starts WHERE started_at = pg_postmaster_start_time()), clock_timestamp()),
+		(SELECT CASE WHEN c.now = '00000001' THEN NULL WHEN t.timeline = c.now THEN t.since
 			ELSE clock_timestamp() END
 		FROM (SELECT ` + currentTimeline + ` AS now) c
 		LEFT JOIN server_timelines t ON t.timeline = (SELECT max(timeline) FROM server_timelines)))
@@ -280,9 +284,12 @@ const leaseExpired = `(lease_expires_at < clock_timestamp()
 // its current WAL file's name.
 const currentTimeline = `substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)`
 
-// seeTimeline records when a reaper first saw the current timeline (a
-// promoted server's), in the statement that reads expired leases.
-const seeTimeline = `WITH seen AS (INSERT INTO server_timelines (timeline, since)
+// seeTimeline records when a reaper first reached this start of the
+// server, and first saw the current timeline (a promoted server's), in
+// the statement that reads expired leases.
+const seeTimeline = `WITH started AS (INSERT INTO server_starts (started_at, seen_at)
+	VALUES (pg_postmaster_start_time(), clock_timestamp()) ON CONFLICT (started_at) DO NOTHING),
+seen AS (INSERT INTO server_timelines (timeline, since)
 	SELECT t, clock_timestamp() FROM (SELECT ` + currentTimeline + ` AS t) c WHERE t <> '00000001'
 	ON CONFLICT (timeline) DO NOTHING) `
 
