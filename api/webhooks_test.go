@@ -562,6 +562,32 @@ func TestWebhookDispatcherTakeover(t *testing.T) {
 	}
 }
 
+// TestWebhookEnabledAgain: an endpoint disabled and enabled again is
+// sent what happens from then on, not what happened while it was
+// disabled.
+func TestWebhookEnabledAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixtureOn(t, webhookServer(t))
+	rc := newReceiver(t)
+	hook := f.newWebhook(t, f.workspace, rc.URL+"/again", []string{"run.accepted"})
+	var patched webhook
+	f.Must(t, 200, "PATCH", "/api/v1/admin/webhooks/"+hook.ID, apptest.AdminToken, map[string]any{"enabled": false}, &patched)
+	meanwhile := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted").Run.ID
+	// The change is in the feed before the endpoint is enabled again.
+	f.changesUntil(t, f.owner.Token, "", func(l []change) bool { return slices.Contains(typesOf(l, meanwhile), "run.accepted") })
+	f.Must(t, 200, "PATCH", "/api/v1/admin/webhooks/"+hook.ID, apptest.AdminToken, map[string]any{"enabled": true}, &patched)
+	second := f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Graph again"})
+	after := f.start(t, contractSurfaces[5], startArgs{conn: second}).ExpectStart(t, "accepted").Run.ID
+	got := rc.waitFor(t, "the change after enabling delivered", "/again", func(m []message) bool {
+		return slices.ContainsFunc(m, func(m message) bool { return strings.Contains(string(m.Data), after) })
+	})
+	for _, m := range got {
+		if strings.Contains(string(m.Data), meanwhile) {
+			t.Errorf("the change made while the endpoint was disabled was sent: %s", m.Data)
+		}
+	}
+}
+
 // TestSlowEndpointHoldsUpNoOther: an endpoint that answers nothing holds
 // as many attempts as it may have in flight, and no other endpoint's.
 func TestSlowEndpointHoldsUpNoOther(t *testing.T) {

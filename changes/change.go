@@ -2,8 +2,7 @@
 // happened to runs and connections, as a platform follows it, derived
 // from the event log by one consumer (Consumer) and read in commit order
 // (Reader), page by page, by long poll or as server-sent events. Webhook
-// deliveries are fanned out from the same consumer, in the same
-// transaction as the changes they carry (FanOut).
+// endpoints follow the same changes (package webhooks).
 package changes
 
 import (

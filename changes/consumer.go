@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,58 +24,34 @@ const Topic = "changes"
 // them, its own process's included.
 const notifier = "changes-consumer"
 
-// FanOut is what else a batch's changes set off, in the consumer's
-// transaction: webhook deliveries (webhooks.FanOut).
-type FanOut interface {
-	// Read queues into b the reads Queue needs for changes of tenants;
-	// what it reads replaces what an earlier read read.
-	Read(b *pgx.Batch, tenants []string)
-	// Queue queues into b the statements changes set off, and returns the
-	// topics to announce once they commit. Every change's tenant was read
-	// by Read in the same transaction.
-	Queue(b *pgx.Batch, changes []Change) []string
-}
-
 // Consumer returns the feed consumer that derives changes from the
 // events, in subscriber order: the runs and connections the batch's
 // events touch are read in the feed's transaction (Prepare), folded with
-// the events, and the changes, the subjects' new state and fanOut's
-// statements are written with the checkpoint, so each event is turned
-// into changes exactly once. onChange, if set, is told of each change
-// with the time its event was recorded (the delay metric).
-//
-// A batch costs two round trips besides the feed's own: the subjects and
-// what fanOut needs of the events' tenants (as their metadata names them)
-// are read together, and everything is written together. A change whose
-// tenant the metadata did not name costs fanOut one more read.
-func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Consumer {
+// the events, and the changes and the subjects' new state are written
+// with the checkpoint, so each event is turned into changes exactly once.
+// onChange, if set, is told of each change with the time its event was
+// recorded (the delay metric). Webhooks follow the changes written
+// (package webhooks): nothing of theirs is written here.
+func Consumer(onChange func(recordedAt time.Time)) eventstore.Consumer {
 	var batch []derived
 	var touched subjects
 	return eventstore.Consumer{
 		Name: ConsumerName,
 		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
 			var ids []string
-			named := map[string]bool{}
 			for _, d := range events {
 				if e, ok := d.Payload.(domain.Event); ok {
 					ids = append(ids, subjectsOf(e)...)
-					if t := d.Metadata.TenantID; t != "" {
-						named[t] = true
-					}
 				}
 			}
 			var b pgx.Batch
 			touched = queueReadSubjects(&b, ids)
-			if fanOut != nil {
-				fanOut.Read(&b, slices.Collect(maps.Keys(named)))
-			}
 			if b.Len() > 0 {
 				if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-					return fmt.Errorf("changes: read the subjects and the endpoints: %w", err)
+					return fmt.Errorf("read the subjects of changes: %w", err)
 				}
 			}
 			batch = batch[:0]
-			unnamed := false
 			for _, d := range events {
 				e, ok := d.Payload.(domain.Event)
 				if !ok {
@@ -86,21 +59,10 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 				}
 				if c, ok := touched.derive(d.ID, d.RecordedAt, d.Metadata.Actor, e); ok {
 					batch = append(batch, c)
-					if !named[c.tenant] {
-						named[c.tenant], unnamed = true, true
-					}
 					if onChange != nil {
 						onChange(d.RecordedAt)
 					}
 				}
-			}
-			if fanOut == nil || !unnamed {
-				return nil
-			}
-			b = pgx.Batch{}
-			fanOut.Read(&b, slices.Collect(maps.Keys(named)))
-			if err := tx.SendBatch(ctx, &b).Close(); err != nil {
-				return fmt.Errorf("changes: read the endpoints of tenants the events did not name: %w", err)
 			}
 			return nil
 		},
@@ -120,15 +82,12 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 			ats := make([]time.Time, n)
 			runIDs, initiators := make([]*string, n), make([]*string, n)
 			runs, conns := make([]*string, n), make([]*string, n)
-			out := make([]Change, n)
 			for i, c := range batch {
 				ids[i], tenants[i], types[i], ats[i], initiators[i] = c.id, c.tenant, c.typ, c.at, c.initiator
 				if c.runID != "" {
 					runIDs[i] = &c.runID
 				}
 				runs[i], conns[i] = text(c.run), text(c.conn)
-				out[i] = Change{ID: c.id, Type: c.typ, OccurredAt: c.at, TenantID: c.tenant, Run: c.run, Connection: c.conn,
-					InitiatorID: c.initiator}
 			}
 			// In the batch's order, which is the events' commit order: seq
 			// (the cursor) is drawn row by row as the rows come.
@@ -137,12 +96,8 @@ func Consumer(fanOut FanOut, onChange func(recordedAt time.Time)) eventstore.Con
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
 					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n)
 				ORDER BY n`, ids, tenants, types, ats, runIDs, runs, conns, initiators)
-			topics := []string{Topic}
-			if fanOut != nil {
-				topics = append(topics, fanOut.Queue(b, out)...)
-			}
 			// Delivered at commit, to every process (this one's included).
-			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, notifier+":"+strings.Join(topics, ","))
+			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, notifier+":"+Topic)
 			return nil
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -23,6 +24,11 @@ import (
 	"github.com/opsgate/opsgate/webhooks/signing"
 )
 
+// Topic is announced when attempts are queued as rows (pings, replays)
+// and when an endpoint is created or enabled again: dispatchers wait for
+// it, and for the change feed's.
+const Topic = "webhook_deliveries"
+
 // DispatcherConfig configures a Dispatcher.
 type DispatcherConfig struct {
 	// Schedule is the delay before each retry after a failed attempt
@@ -33,32 +39,27 @@ type DispatcherConfig struct {
 	AllowPrivate bool
 	// Timeout bounds an attempt (default 10 s): no answer by then fails it.
 	Timeout time.Duration
-	// Lease is how long a claimed attempt is this dispatcher's alone
-	// (default Timeout + 20 s); one whose dispatcher died is taken over
-	// once it has passed.
+	// Lease is how long a claimed attempt, or a stream held, is this
+	// dispatcher's alone (default Timeout + 20 s, at least 2 x Timeout);
+	// one whose dispatcher died is taken over once it has passed.
 	Lease time.Duration
-	// Concurrency bounds attempts in flight in this process (default 128),
+	// Concurrency bounds attempts in flight in this process (default 256),
 	// PerEndpoint those to one endpoint at first (default 8), so that a
 	// slow endpoint never holds up the others. An endpoint that answers
-	// 2xx fast while its attempts wait may have more in flight, up to 8 x
+	// 2xx fast while its attempts wait may have more in flight, up to 16 x
 	// PerEndpoint (queues), and has up to twice that claimed ahead of
 	// sending, so that one claim serves many of them.
 	Concurrency, PerEndpoint int
 	// Wake returns a channel that receives when deliveries may have been
-	// queued (Topic); PollInterval is the fallback, and how soon a retry
-	// that comes due is seen (default 1 s).
-	Wake         func() <-chan struct{}
-	PollInterval time.Duration
+	// queued (Topic), Changes one that receives when changes may have
+	// been added to the feed (changes.Topic); PollInterval is the
+	// fallback, and how soon a retry that comes due is seen (default 1 s).
+	Wake, Changes func() <-chan struct{}
+	PollInterval  time.Duration
 	// Observe, if set, is told of each attempt: its endpoint, its result
 	// (delivered, failed, gave_up) and how long it took.
 	Observe func(endpoint, result string, took time.Duration)
 }
-
-// durable makes a transaction on a reader's pool, which commits without
-// waiting for the WAL flush, wait for it: a claim or a result a crash
-// could take back would let an attempt be sent twice at once, or its
-// answer be forgotten.
-const durable = `SET LOCAL synchronous_commit = on`
 
 // maxResponseBody is how much of an answer's body is read.
 const maxResponseBody = 64 << 10
@@ -68,10 +69,9 @@ const maxResponseBody = 64 << 10
 // it at once, and its result is recorded only by the dispatcher whose
 // claim it still is.
 //
-// It works on a reader's pool (eventstore.ReaderApplicationName): it
-// never appends events, so the event log's readers need not wait for its
-// transactions (a delivery would otherwise hold back the very feed it
-// delivers). Its claims and records still commit durably (durable).
+// The first attempt of each change comes from the endpoint's stream
+// (streams.go), which one dispatcher holds at a time; retries, pings and
+// replays are attempts queued as rows, claimed one by one.
 type Dispatcher struct {
 	db     *pgxpool.Pool
 	cfg    DispatcherConfig
@@ -80,6 +80,10 @@ type Dispatcher struct {
 
 	queues  *queues
 	sending sync.WaitGroup
+
+	mu sync.Mutex
+	// streams are the endpoints' streams this dispatcher holds.
+	streams map[string]*stream
 	// results are the answers of attempts, recorded in batches by one
 	// recorder (record) while the next attempts are already sent.
 	results chan attemptResult
@@ -100,8 +104,11 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 	if cfg.Lease <= cfg.Timeout {
 		cfg.Lease = cfg.Timeout + 20*time.Second
 	}
+	// A stream renewed four times per holding must stay sendable between
+	// renewals (sendable).
+	cfg.Lease = max(cfg.Lease, 2*cfg.Timeout)
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 128
+		cfg.Concurrency = 256
 	}
 	if cfg.PerEndpoint <= 0 {
 		cfg.PerEndpoint = 8
@@ -126,10 +133,11 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger,
-		queues: newQueues(cfg), results: make(chan attemptResult, cfg.Concurrency)}
+		queues: newQueues(cfg), results: make(chan attemptResult, cfg.Concurrency), streams: map[string]*stream{}}
 }
 
-// claimed is an attempt this dispatcher holds until claimedUntil.
+// claimed is an attempt this dispatcher holds: a row claimed until
+// claimedUntil, or the first attempt of change seq of stream.
 type claimed struct {
 	id, endpoint, message, typ string
 	attempt                    int
@@ -137,6 +145,8 @@ type claimed struct {
 	url                        string
 	secrets                    []string
 	body                       []byte
+	seq                        int64
+	stream                     *stream
 }
 
 // Run sends due deliveries until ctx ends, then waits for the attempts in
@@ -149,31 +159,54 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		d.giveBack()
 		close(d.results)
 		<-recorded
+		release, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		d.releaseStreams(release)
 	}()
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
+	var taken, renewed time.Time
 	for ctx.Err() == nil {
-		var wake <-chan struct{}
+		var wake, changed <-chan struct{}
 		if d.cfg.Wake != nil {
 			wake = d.cfg.Wake()
 		}
-		free, room := d.queues.room()
-		full := false
-		if free > 0 {
-			list, err := d.claim(ctx, free, room)
+		if d.cfg.Changes != nil {
+			changed = d.cfg.Changes()
+		}
+		// Free streams are looked for every poll interval, the ones held
+		// renewed four times per holding.
+		if renew := time.Since(renewed) >= d.cfg.Lease/4; renew || time.Since(taken) >= d.cfg.PollInterval {
+			if err := d.holdStreams(ctx, renew); err != nil {
+				if ctx.Err() == nil {
+					d.logger.Warn("hold webhook streams failed; trying again", "err", err)
+				}
+			} else if taken = time.Now(); renew {
+				renewed = taken
+			}
+		}
+		more := false
+		for _, next := range []func(context.Context, int, func(string) int) ([]claimed, error){d.readStreams, d.claim} {
+			free, room := d.queues.room()
+			if free <= 0 {
+				break
+			}
+			list, err := next(ctx, free, room)
 			if err != nil && ctx.Err() == nil {
-				d.logger.Warn("claim webhook deliveries failed; trying again", "err", err)
+				d.logger.Warn("read or claim webhook deliveries failed; trying again", "err", err)
 			}
 			d.queues.hold(list)
 			d.pump(ctx)
-			full = len(list) == free
+			more = more || len(list) == free
 		}
-		if full {
-			continue // there may be more due: claim again
+		if more {
+			continue // there may be more: look again
 		}
 		select {
 		case <-ctx.Done():
 		case <-wake:
+			taken = time.Time{} // an endpoint may have been created or enabled: look for its stream now
+		case <-changed:
 		case <-poll.C:
 		case <-d.queues.low:
 			// Under load queues run low one after the other: refill them
@@ -203,7 +236,9 @@ func (d *Dispatcher) pump(ctx context.Context) {
 // claims next, through the recorder.
 func (d *Dispatcher) giveBack() {
 	for _, c := range d.queues.drop() {
-		d.results <- attemptResult{c: c, outcome: released}
+		if c.stream == nil { // a stream's are read again (releaseStreams)
+			d.results <- attemptResult{c: c, outcome: released}
+		}
 	}
 }
 
@@ -230,7 +265,6 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 			return fmt.Errorf("claim: %w", err)
 		}
 		var b pgx.Batch
-		b.Queue(durable)
 		var resumed []claimed
 		for _, endpoint := range endpoints {
 			free := room(endpoint)
@@ -263,8 +297,8 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 				return err
 			})
 		}
-		if b.Len() == 1 {
-			return nil // nothing to claim
+		if b.Len() == 0 {
+			return nil
 		}
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("claim: %w", err)
@@ -288,7 +322,7 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 // an answer, as failed, and claims its next attempt in its place.
 func (d *Dispatcher) resume(ctx context.Context, tx pgx.Tx, c claimed) (claimed, error) {
 	if _, err := tx.Exec(ctx, `UPDATE webhook_deliveries SET state = 'failed', claimed_until = NULL, next_attempt_at = NULL,
-			error = 'no answer recorded: the dispatcher sending it stopped' WHERE id = $1`, c.id); err != nil {
+			error = $2 WHERE id = $1`, c.id, stoppedError); err != nil {
 		return c, fmt.Errorf("record interrupted attempt %s: %w", c.id, err)
 	}
 	next := c
@@ -355,7 +389,7 @@ func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error 
 		default:
 			return fmt.Errorf("delivery %s names change %s, which is not in the feed", id, c.message)
 		}
-		body, err := json.Marshal(map[string]any{"type": c.typ, "timestamp": when.Format(time.RFC3339Nano), "data": data})
+		body, err := messageBody(c.typ, when, data)
 		c.body = body
 		return err
 	})
@@ -363,6 +397,11 @@ func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error 
 		return fmt.Errorf("load deliveries: %w", err)
 	}
 	return nil
+}
+
+// messageBody is the body of a message of type typ, stamped at, with data.
+func messageBody(typ string, at time.Time, data any) ([]byte, error) {
+	return json.Marshal(map[string]any{"type": typ, "timestamp": at.Format(time.RFC3339Nano), "data": data})
 }
 
 // result is what an attempt came to.
@@ -376,7 +415,11 @@ type result struct {
 // attempt sends c and hands what came of it to the recorder; it says
 // whether the endpoint answered it 2xx, and fast.
 func (d *Dispatcher) attempt(ctx context.Context, c claimed) (fast bool) {
-	if time.Until(c.claimedUntil) < d.cfg.Timeout+time.Second {
+	if c.stream != nil {
+		if !d.live(c.stream) {
+			return false // not sent: its stream's next holder sends it
+		}
+	} else if time.Until(c.claimedUntil) < d.cfg.Timeout+time.Second {
 		// Held so long behind a slow endpoint that, sent now, it could
 		// outlive its claim: given back, to be claimed again.
 		d.results <- attemptResult{c: c, outcome: released}
@@ -384,7 +427,12 @@ func (d *Dispatcher) attempt(ctx context.Context, c claimed) (fast bool) {
 	}
 	r := d.send(ctx, c)
 	if ctx.Err() != nil && r.status == nil {
-		return false // stopping: the claim runs out and the attempt is taken over
+		// Stopping: a row's claim runs out and the attempt is taken over;
+		// a stream's attempt is recorded as stopped, and tried again.
+		if c.stream != nil {
+			d.results <- attemptResult{c: c, r: result{err: stoppedError, took: r.took}, outcome: stopped}
+		}
+		return false
 	}
 	outcome := d.outcomeOf(c, r)
 	if d.cfg.Observe != nil {
@@ -422,7 +470,7 @@ func (d *Dispatcher) recordAll(ctx context.Context) {
 			}
 			live := batch[:0]
 			for _, a := range batch {
-				if time.Now().Before(a.c.claimedUntil) {
+				if d.mine(a.c) {
 					live = append(live, a)
 				}
 			}
@@ -434,6 +482,24 @@ func (d *Dispatcher) recordAll(ctx context.Context) {
 			time.Sleep(wait) // the database is away: nothing else to do meanwhile
 		}
 	}
+}
+
+// mine reports whether attempt c is this dispatcher's still: its row's
+// claim or its stream's holding has not run out. A stream whose holding
+// ran out is let go.
+func (d *Dispatcher) mine(c claimed) bool {
+	if c.stream == nil {
+		return time.Now().Before(c.claimedUntil)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.streams[c.endpoint] == c.stream && time.Now().Before(c.stream.until) {
+		return true
+	}
+	if d.streams[c.endpoint] == c.stream {
+		delete(d.streams, c.endpoint)
+	}
+	return false
 }
 
 // send POSTs c's message, signed with every valid secret.
@@ -524,13 +590,46 @@ func (d *Dispatcher) outcomeOf(c claimed, r result) string {
 // Retry-After), and a 410's endpoint disabled.
 func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	var b pgx.Batch
-	b.Queue(durable)
-	// The answered attempts, the bulk under load, in one statement.
+	// The first attempts of each stream, the bulk, in one statement each,
+	// with how far the stream's first attempts are recorded.
+	streams := map[*stream][]attemptResult{}
+	for _, a := range batch {
+		if a.c.stream != nil {
+			streams[a.c.stream] = append(streams[a.c.stream], a)
+		}
+	}
+	done := map[*stream][]int64{}
+	for st, list := range streams {
+		var rows attemptRows
+		gone := false
+		for _, a := range list {
+			c, r := a.c, a.r
+			done[st] = append(done[st], c.seq)
+			switch a.outcome {
+			case stopped:
+				rows.add(c.message, c.typ, c.attempt, StateFailed, nil, r.took, r.err, nil)
+				var now time.Duration
+				rows.add(c.message, c.typ, c.attempt+1, StatePending, nil, 0, "", &now)
+			case StateFailed:
+				rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
+				delay := max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
+				rows.add(c.message, c.typ, c.attempt+1, StatePending, nil, 0, "", &delay)
+			default:
+				rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
+			}
+			gone = gone || r.status != nil && *r.status == http.StatusGone
+		}
+		d.mu.Lock()
+		sent := st.sentThrough(done[st])
+		d.mu.Unlock()
+		queueRecord(&b, st, sent, gone, rows)
+	}
+	// The answered attempts of rows, in one statement.
 	var ids []string
 	var claims []time.Time
 	var statuses, took []int
 	for _, a := range batch {
-		if a.outcome == StateDelivered {
+		if a.c.stream == nil && a.outcome == StateDelivered {
 			ids, claims = append(ids, a.c.id), append(claims, a.c.claimedUntil)
 			statuses, took = append(statuses, *a.r.status), append(took, int(a.r.took.Milliseconds()))
 		}
@@ -543,10 +642,10 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	}
 	for _, a := range batch {
 		c, r := a.c, a.r
-		switch a.outcome {
-		case StateDelivered:
+		switch {
+		case c.stream != nil, a.outcome == StateDelivered:
 			continue
-		case released:
+		case a.outcome == released:
 			b.Queue(`UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = $1 AND claimed_until = $2`, c.id, c.claimedUntil)
 			continue
 		}
@@ -575,10 +674,19 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 			c.id, c.claimedUntil, a.outcome, r.status, int(r.took.Milliseconds()), errText,
 			journal.NewID(), delay.Milliseconds(), gone)
 	}
-	return pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("record %d webhook attempts: %w", len(batch), err)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for st, seqs := range done {
+		st.open = slices.DeleteFunc(st.open, func(seq int64) bool { return slices.Contains(seqs, seq) })
+	}
+	return nil
 }

@@ -1,12 +1,11 @@
 // Package webhooks pushes changes (package changes) to the platform's
 // endpoints in the Standard Webhooks 1.0 format (contract section 14):
-// endpoints per workspace with their signing secrets (Service), the
-// fan-out of each change to the endpoints that subscribe to it, in the
-// changes consumer's transaction (FanOut), and the dispatcher that sends
-// each delivery at least once, signed, retried on a schedule, from any
-// number of processes without two sending one attempt at once
-// (Dispatcher). Every attempt is a row of webhook_deliveries: the
-// delivery log, and what a replay starts from.
+// endpoints per workspace with their signing secrets (Service), and the
+// dispatcher that follows each endpoint's stream of changes and sends
+// each at least once, signed, retried on a schedule, from any number of
+// processes without two sending one attempt at once (Dispatcher). Every
+// attempt answered, and every one due later, is a row of
+// webhook_deliveries: the delivery log, and what a replay starts from.
 package webhooks
 
 import (
@@ -151,9 +150,24 @@ func (s *Service) Create(ctx context.Context, workspaceID, url string, types []s
 			e.ID, e.Secret, e.CreatedAt); err != nil {
 			return fmt.Errorf("insert webhook secret: %w", err)
 		}
+		// Its stream starts at the feed's head: the changes from now on.
+		if _, err := tx.Exec(ctx, `INSERT INTO webhook_streams (endpoint_id, sent, claimed)
+			SELECT $1, h.seq, h.seq FROM (SELECT coalesce(max(seq), 0) AS seq FROM changes) h`, e.ID); err != nil {
+			return fmt.Errorf("insert webhook stream: %w", err)
+		}
 		return nil
 	})
+	if err == nil {
+		s.wakeDispatchers() // to take up its stream at once
+	}
 	return e, err
+}
+
+// wakeDispatchers wakes the dispatchers of every process.
+func (s *Service) wakeDispatchers() {
+	if s.announce != nil {
+		s.announce([]string{Topic})
+	}
 }
 
 const selectEndpoint = `SELECT id, workspace_id, url, types, description, enabled, created_at FROM webhook_endpoints`
@@ -214,7 +228,18 @@ func (s *Service) Update(ctx context.Context, id string, p Patch) (Endpoint, err
 			return Endpoint{}, err
 		}
 	}
-	tag, err := s.db.Exec(ctx, `UPDATE webhook_endpoints SET url = coalesce($2, url),
+	// An endpoint enabled again follows the feed from its head, as a new
+	// one does: what happened while it was disabled is not sent.
+	// (was reads the row as the statement found it: locking it there would
+	// read nothing, as the statement itself updates it.)
+	tag, err := s.db.Exec(ctx, `WITH was AS (
+			SELECT enabled FROM webhook_endpoints WHERE id = $1
+		), restarted AS (
+			UPDATE webhook_streams SET sent = h.seq, claimed = h.seq, holder = NULL, held_until = NULL
+			FROM (SELECT coalesce(max(seq), 0) AS seq FROM changes) h
+			WHERE endpoint_id = $1 AND $5 AND NOT (SELECT enabled FROM was)
+		)
+		UPDATE webhook_endpoints SET url = coalesce($2, url),
 			types = CASE WHEN $3 THEN $4 ELSE types END,
 			enabled = coalesce($5, enabled), description = coalesce($6, description)
 		WHERE id = $1`, id, p.URL, p.SetTypes, p.Types, p.Enabled, p.Description)
@@ -223,6 +248,9 @@ func (s *Service) Update(ctx context.Context, id string, p Patch) (Endpoint, err
 	}
 	if tag.RowsAffected() == 0 {
 		return Endpoint{}, domain.ErrNotFound
+	}
+	if p.Enabled != nil && *p.Enabled {
+		s.wakeDispatchers()
 	}
 	return s.Get(ctx, id)
 }
@@ -343,9 +371,7 @@ func (s *Service) queue(ctx context.Context, endpoint, msg, typ string, ping []b
 	if err != nil {
 		return Delivery{}, fmt.Errorf("queue a delivery to %s: %w", endpoint, err)
 	}
-	if s.announce != nil {
-		s.announce([]string{Topic})
-	}
+	s.wakeDispatchers()
 	return d, nil
 }
 
@@ -394,15 +420,24 @@ func (s *Service) Replay(ctx context.Context, id, deliveryID string) (Delivery, 
 }
 
 // Backlog returns how long the oldest due attempt to an enabled endpoint
-// has waited to be sent (0 when none waits), and how many endpoints are
-// disabled.
+// has waited to be sent (0 when none waits): a retry, ping or replay
+// since it came due, a change in an endpoint's stream since it happened.
+// It also returns how many endpoints are disabled.
 func (s *Service) Backlog(ctx context.Context) (time.Duration, int, error) {
 	var waited float64
 	var disabled int
-	err := s.db.QueryRow(ctx, `SELECT
+	err := s.db.QueryRow(ctx, `SELECT greatest(
 			coalesce((SELECT extract(epoch FROM now() - min(d.next_attempt_at)) FROM webhook_deliveries d
 				JOIN webhook_endpoints e ON e.id = d.endpoint_id
 				WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND e.enabled), 0),
+			coalesce((SELECT extract(epoch FROM now() - min(c.occurred_at)) FROM webhook_streams w
+				JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled
+				CROSS JOIN LATERAL (
+					SELECT c.occurred_at FROM changes c
+					WHERE c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
+						AND (e.types IS NULL OR c.type = ANY(e.types))
+						AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.message_id = c.id)
+					ORDER BY c.seq LIMIT 1) c), 0)),
 			(SELECT count(*) FROM webhook_endpoints WHERE NOT enabled)`).Scan(&waited, &disabled)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read the webhook backlog: %w", err)

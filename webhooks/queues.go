@@ -3,8 +3,12 @@ package webhooks
 import "sync"
 
 // released is the outcome of an attempt claimed but never sent: its claim
-// is given back.
-const released = "released"
+// is given back. stopped is that of one whose answer did not come before
+// the dispatcher stopped: it is recorded failed, and due again at once.
+const (
+	released = "released"
+	stopped  = "stopped"
+)
 
 // fastShare: an endpoint that answered its last attempt 2xx within
 // Timeout/fastShare is fast, and has more of its attempts claimed at once.
@@ -48,7 +52,7 @@ type queue struct {
 
 // windowGrowth bounds an endpoint's window: at most windowGrowth x
 // PerEndpoint in flight.
-const windowGrowth = 8
+const windowGrowth = 16
 
 func newQueues(cfg DispatcherConfig) *queues {
 	maxWindow := windowGrowth * cfg.PerEndpoint

@@ -25,8 +25,8 @@ func TestQueuesClaimAheadOnlyForFastEndpoints(t *testing.T) {
 		t.Fatalf("next sent %d, want 4", len(sent))
 	}
 	qs.sent("a", true)
-	if _, room := qs.room(); room("a") != 64-3 {
-		t.Errorf("after a fast answer a may have %d more claimed, want 61 (depth 64, 3 held)", room("a"))
+	if _, room := qs.room(); room("a") != 2*windowGrowth*4-3 {
+		t.Errorf("after a fast answer a may have %d more claimed, want its depth (twice its largest window) less the 3 held", room("a"))
 	}
 	qs.sent("a", false)
 	if _, room := qs.room(); room("a") != 4-2 {
@@ -36,7 +36,7 @@ func TestQueuesClaimAheadOnlyForFastEndpoints(t *testing.T) {
 
 func TestQueuesSendWithinTheLimitsRoundByRound(t *testing.T) {
 	qs := newQueues(DispatcherConfig{Concurrency: 5, PerEndpoint: 2})
-	qs.hold(attempts("a", 20))
+	qs.hold(attempts("a", 2*windowGrowth*2))
 	qs.hold(attempts("b", 10))
 	qs.hold(attempts("c", 1))
 	sent := qs.next()
@@ -66,8 +66,8 @@ func TestQueuesSendWithinTheLimitsRoundByRound(t *testing.T) {
 		t.Error("no refill asked for although c's queue ran empty")
 	}
 	waiting := qs.drop()
-	if len(waiting) != 31-6 {
-		t.Errorf("dropped %d, want the 25 not sent", len(waiting))
+	if want := 2*windowGrowth*2 + 11 - 6; len(waiting) != want {
+		t.Errorf("dropped %d, want the %d not sent", len(waiting), want)
 	}
 	if free, _ := qs.room(); free != qs.capacity-4 {
 		t.Errorf("after the drop %d may be claimed, want capacity less the 4 being sent", free)
@@ -76,7 +76,7 @@ func TestQueuesSendWithinTheLimitsRoundByRound(t *testing.T) {
 
 func TestQueuesWindowFollowsTheAnswers(t *testing.T) {
 	qs := newQueues(DispatcherConfig{Concurrency: 100, PerEndpoint: 2})
-	qs.hold(attempts("a", 200))
+	qs.hold(attempts("a", 400))
 	inFlight := len(qs.next())
 	if inFlight != 2 {
 		t.Fatalf("sent %d at first, want PerEndpoint (2)", inFlight)
@@ -89,26 +89,27 @@ func TestQueuesWindowFollowsTheAnswers(t *testing.T) {
 	if inFlight != 2+5 {
 		t.Errorf("%d in flight after 5 fast answers, want 7", inFlight)
 	}
-	// Never past 8 x PerEndpoint.
-	for range 30 {
+	// Never past windowGrowth x PerEndpoint.
+	const cap = windowGrowth * 2
+	for range 2 * cap {
 		qs.sent("a", true)
 		inFlight += len(qs.next()) - 1
 	}
-	if inFlight != 16 || qs.endpoints["a"].window != 16 {
-		t.Errorf("%d in flight, window %d after many fast answers; want both at the cap 16", inFlight, qs.endpoints["a"].window)
+	if inFlight != cap || qs.endpoints["a"].window != cap {
+		t.Errorf("%d in flight, window %d after many fast answers; want both at the cap %d", inFlight, qs.endpoints["a"].window, cap)
 	}
 	// A slow or failed answer halves the window, not below PerEndpoint.
 	qs.sent("a", false)
-	if w := qs.endpoints["a"].window; w != 8 {
-		t.Errorf("window %d after a slow answer, want 8", w)
+	if w := qs.endpoints["a"].window; w != cap/2 {
+		t.Errorf("window %d after a slow answer, want %d", w, cap/2)
 	}
-	for range 5 {
+	for range 8 {
 		qs.sent("a", false)
 	}
 	if w := qs.endpoints["a"].window; w != 2 {
 		t.Errorf("window %d after many slow answers, want PerEndpoint (2)", w)
 	}
 	if more := qs.next(); len(more) != 0 {
-		t.Errorf("sent %d more with 9 in flight and a window of 2", len(more))
+		t.Errorf("sent %d more with %d in flight and a window of 2", len(more), cap-9)
 	}
 }

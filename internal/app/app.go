@@ -268,8 +268,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 
 	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
 	// The change feed is announced once per batch of the changes
-	// consumer: its long polls need not wait for more. (The webhook
-	// dispatcher does: it claims more at once.)
+	// consumer: its long polls and the webhook dispatchers need not wait
+	// for more.
 	a.Notifier.AtOnce(changes.Topic)
 	a.Store = NewStore(a.Pool, eventstore.WithCommitHook(a.Notifier.Committed))
 	a.Tokens = tokens.NewService(a.Pool, o.clock)
@@ -309,11 +309,12 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 			return nil, err
 		}
 		dcfg := webhooks.DispatcherConfig{Schedule: cfg.WebhookRetrySchedule, AllowPrivate: cfg.WebhookAllowPrivate,
-			Wake: func() <-chan struct{} { return a.Notifier.Next(webhooks.Topic) }, Observe: a.Metrics.ObserveWebhookAttempt}
+			Wake:    func() <-chan struct{} { return a.Notifier.Next(webhooks.Topic) },
+			Changes: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }, Observe: a.Metrics.ObserveWebhookAttempt}
 		if o.webhooks != nil {
 			o.webhooks(&dcfg)
 		}
-		a.dispatcher = webhooks.NewDispatcher(a.ReaderPool, dcfg, logger)
+		a.dispatcher = webhooks.NewDispatcher(a.Pool, dcfg, logger)
 		// The built-in worker counts for the preflight from the first start
 		// this process could decide.
 		if err := a.worker.Announce(ctx); err != nil {
@@ -428,8 +429,8 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		consumers = append(consumers, audit.Chainer(func(at time.Time) { a.Metrics.ObserveProjection(audit.ChainConsumer, at) }))
 		// Pickup and run durations, timed from the runs' events.
 		consumers = append(consumers, a.Metrics.RunsConsumer())
-		// The change feed, and the webhook deliveries of each change.
-		pushed = append(pushed, changes.Consumer(&webhooks.FanOut{}, func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
+		// The change feed, which webhooks follow.
+		pushed = append(pushed, changes.Consumer(func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
