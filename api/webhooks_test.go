@@ -588,6 +588,37 @@ func TestWebhookEnabledAgain(t *testing.T) {
 	}
 }
 
+// TestWebhookStreamOfADeadHolder: a dispatcher that died holding an
+// endpoint's stream, having read a change it may have sent; once its
+// holding runs out another process takes the stream over, records that
+// attempt as failed and sends the message again, under the same
+// webhook-id.
+func TestWebhookStreamOfADeadHolder(t *testing.T) {
+	t.Parallel()
+	first := webhookServer(t, apptest.Roles(app.Roles{API: true, Projector: true}))
+	f := newFixtureOn(t, first)
+	rc := newReceiver(t)
+	hook := f.newWebhook(t, f.workspace, rc.URL+"/dead", []string{"run.accepted"})
+	run := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted").Run.ID
+	f.changesUntil(t, f.owner.Token, "", func(l []change) bool { return slices.Contains(typesOf(l, run), "run.accepted") })
+	// What a holder that died after reading the change leaves behind.
+	if _, err := f.Pool.Exec(t.Context(), `UPDATE webhook_streams SET claimed = (SELECT max(seq) FROM changes),
+		holder = 'dead', held_until = now() + interval '1 second' WHERE endpoint_id = $1`, hook.ID); err != nil {
+		t.Fatal(err)
+	}
+	webhookServer(t, apptest.OnDatabase(first.DatabaseURL), apptest.Roles(app.Roles{Worker: true}))
+	got := rc.waitFor(t, "the message sent by the process that took over", "/dead", func(m []message) bool { return len(m) == 1 })
+	var list []delivery
+	apptest.WaitFor(t, 10*time.Second, "the attempts recorded", func() bool {
+		list = f.deliveries(t, hook.ID)
+		return len(list) == 2 && list[0].State == "delivered"
+	})
+	if list[1].State != "failed" || list[1].Attempt != 1 || list[1].Error == nil || !strings.Contains(*list[1].Error, "stopped") ||
+		list[0].Attempt != 2 || *list[0].ChangeID != got[0].ID {
+		t.Errorf("after the takeover: %+v, %+v", list[1], list[0])
+	}
+}
+
 // TestSlowEndpointHoldsUpNoOther: an endpoint that answers nothing holds
 // as many attempts as it may have in flight, and no other endpoint's.
 func TestSlowEndpointHoldsUpNoOther(t *testing.T) {
