@@ -185,8 +185,10 @@ func (d *Dispatcher) takeOver(ctx context.Context, st *stream, sent int64) error
 		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return fmt.Errorf("take over the webhook stream of %s: %w", st.endpoint, err)
 		}
-		d.logger.Info("webhook stream taken over; the attempts its holder may have sent unrecorded are tried again",
-			"endpoint", st.endpoint, "attempts", len(a.ids)/2)
+		if len(a.ids) > 0 {
+			d.logger.Info("webhook stream taken over; the attempts its holder may have sent unrecorded are tried again",
+				"endpoint", st.endpoint, "attempts", len(a.ids)/2)
+		}
 		return nil
 	})
 }
