@@ -592,7 +592,7 @@ func TestWebhookEnabledAgain(t *testing.T) {
 // endpoint's stream, having read a change it may have sent; once its
 // holding runs out another process takes the stream over, records that
 // attempt as failed and sends the message again, under the same
-// webhook-id.
+// webhook-id. The backlog the metrics show counts the change meanwhile.
 func TestWebhookStreamOfADeadHolder(t *testing.T) {
 	t.Parallel()
 	first := webhookServer(t, apptest.Roles(app.Roles{API: true, Projector: true}))
@@ -601,6 +601,10 @@ func TestWebhookStreamOfADeadHolder(t *testing.T) {
 	hook := f.newWebhook(t, f.workspace, rc.URL+"/dead", []string{"run.accepted"})
 	run := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted").Run.ID
 	f.changesUntil(t, f.owner.Token, "", func(l []change) bool { return slices.Contains(typesOf(l, run), "run.accepted") })
+	// No dispatcher runs yet: the change waits in the stream.
+	if oldest, _, err := f.Webhooks.Backlog(t.Context()); err != nil || oldest <= 0 || oldest > time.Minute {
+		t.Errorf("the oldest pending delivery waited %s (%v), want the change's age", oldest, err)
+	}
 	// What a holder that died after reading the change leaves behind.
 	if _, err := f.Pool.Exec(t.Context(), `UPDATE webhook_streams SET claimed = (SELECT max(seq) FROM changes),
 		holder = 'dead', held_until = now() + interval '1 second' WHERE endpoint_id = $1`, hook.ID); err != nil {
@@ -616,6 +620,9 @@ func TestWebhookStreamOfADeadHolder(t *testing.T) {
 	if list[1].State != "failed" || list[1].Attempt != 1 || list[1].Error == nil || !strings.Contains(*list[1].Error, "stopped") ||
 		list[0].Attempt != 2 || *list[0].ChangeID != got[0].ID {
 		t.Errorf("after the takeover: %+v, %+v", list[1], list[0])
+	}
+	if oldest, _, err := f.Webhooks.Backlog(t.Context()); err != nil || oldest != 0 {
+		t.Errorf("once delivered the oldest pending delivery waited %s (%v), want none", oldest, err)
 	}
 }
 
