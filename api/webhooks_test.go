@@ -17,6 +17,7 @@ import (
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/config"
+	"github.com/opsgate/opsgate/internal/journal"
 	"github.com/opsgate/opsgate/webhooks"
 )
 
@@ -623,6 +624,45 @@ func TestWebhookStreamOfADeadHolder(t *testing.T) {
 	}
 	if oldest, _, err := f.Webhooks.Backlog(t.Context()); err != nil || oldest != 0 {
 		t.Errorf("once delivered the oldest pending delivery waited %s (%v), want none", oldest, err)
+	}
+}
+
+// TestWebhookStreamGivenBack: a dispatcher that gave its stream back had
+// recorded the answer to a later change before sending an earlier one;
+// the next holder sends the earlier change and passes over the later.
+func TestWebhookStreamGivenBack(t *testing.T) {
+	t.Parallel()
+	first := webhookServer(t, apptest.Roles(app.Roles{API: true, Projector: true}))
+	f := newFixtureOn(t, first)
+	rc := newReceiver(t)
+	hook := f.newWebhook(t, f.workspace, rc.URL+"/back", []string{"run.accepted"})
+	second := f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Graph back"})
+	early := f.start(t, contractSurfaces[5], startArgs{conn: f.connA}).ExpectStart(t, "accepted").Run.ID
+	late := f.start(t, contractSurfaces[5], startArgs{conn: second}).ExpectStart(t, "accepted").Run.ID
+	f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
+		return slices.Contains(typesOf(l, early), "run.accepted") && slices.Contains(typesOf(l, late), "run.accepted")
+	})
+	// What a holder that gave the stream back leaves behind.
+	_, err := f.Pool.Exec(t.Context(), `WITH c AS (SELECT seq, id FROM changes WHERE type = 'run.accepted' AND run_id = ANY($2)),
+			recorded AS (
+				INSERT INTO webhook_deliveries (id, endpoint_id, message_id, type, attempt, state, response_status, latency_ms, created_at)
+				SELECT $3, $1, id, 'run.accepted', 1, 'delivered', 204, 1, now() FROM c WHERE seq = (SELECT max(seq) FROM c))
+		UPDATE webhook_streams SET sent = (SELECT min(seq) FROM c) - 1, claimed = (SELECT min(seq) FROM c) - 1,
+			recheck = (SELECT max(seq) FROM c), holder = NULL, held_until = NULL WHERE endpoint_id = $1`,
+		hook.ID, []string{early, late}, journal.NewID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhookServer(t, apptest.OnDatabase(first.DatabaseURL), apptest.Roles(app.Roles{Worker: true}))
+	rc.waitFor(t, "the earlier change sent", "/back", func(m []message) bool { return len(m) >= 1 })
+	apptest.WaitFor(t, 10*time.Second, "its attempt recorded", func() bool {
+		list := f.deliveries(t, hook.ID)
+		return len(list) == 2 && list[0].State == "delivered"
+	})
+	for _, m := range rc.messages("/back") {
+		if strings.Contains(string(m.Data), late) {
+			t.Errorf("the later change, recorded already, was sent again: %s", m.Data)
+		}
 	}
 }
 

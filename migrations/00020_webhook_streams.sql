@@ -11,11 +11,14 @@
 -- first attempt is recorded. A holder that stops without giving the
 -- stream back leaves (sent, claimed] to the next one, which records the
 -- attempts of that range it finds no row of as interrupted, and tries
--- them again.
+-- them again. One that gives it back reads on from sent, and passes over
+-- the changes up to recheck that have an attempt recorded already (its
+-- holder recorded them before an earlier one).
 CREATE TABLE webhook_streams (
     endpoint_id  TEXT PRIMARY KEY REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
     sent         BIGINT NOT NULL,
     claimed      BIGINT NOT NULL,
+    recheck      BIGINT NOT NULL DEFAULT 0,
     holder       TEXT,
     held_until   TIMESTAMPTZ,
     CHECK (sent <= claimed)
@@ -27,7 +30,7 @@ INSERT INTO webhook_streams (endpoint_id, sent, claimed)
 SELECT id, h.seq, h.seq FROM webhook_endpoints, (SELECT coalesce(max(seq), 0) AS seq FROM changes) h;
 
 -- An endpoint's attempts of a message: the next attempt's number, and
--- whether a change of a stream has an attempt recorded already.
+-- which changes of a stream have an attempt recorded already.
 CREATE INDEX webhook_deliveries_message ON webhook_deliveries (endpoint_id, message_id);
 
 -- +goose Down

@@ -478,6 +478,9 @@ func (d *Dispatcher) recordAll(ctx context.Context) {
 				d.logger.Warn("webhook attempt results not recorded before their claims ran out; they will be sent again",
 					"attempts", len(batch)-len(live), "err", err)
 			}
+			if len(live) > 0 {
+				d.logger.Warn("recording webhook attempt results failed; trying again", "attempts", len(live), "in", wait, "err", err)
+			}
 			batch = live
 			time.Sleep(wait) // the database is away: nothing else to do meanwhile
 		}

@@ -421,7 +421,8 @@ func (s *Service) Replay(ctx context.Context, id, deliveryID string) (Delivery, 
 
 // Backlog returns how long the oldest due attempt to an enabled endpoint
 // has waited to be sent (0 when none waits): a retry, ping or replay
-// since it came due, a change in an endpoint's stream since it happened.
+// since it came due, a change in an endpoint's stream since it happened
+// (the first after the stream's sent, which has no attempt recorded).
 // It also returns how many endpoints are disabled.
 func (s *Service) Backlog(ctx context.Context) (time.Duration, int, error) {
 	var waited float64
@@ -436,7 +437,6 @@ func (s *Service) Backlog(ctx context.Context) (time.Duration, int, error) {
 					SELECT c.occurred_at FROM changes c
 					WHERE c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
 						AND (e.types IS NULL OR c.type = ANY(e.types))
-						AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.message_id = c.id)
 					ORDER BY c.seq LIMIT 1) c), 0)),
 			(SELECT count(*) FROM webhook_endpoints WHERE NOT enabled)`).Scan(&waited, &disabled)
 	if err != nil {

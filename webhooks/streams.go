@@ -10,6 +10,7 @@ import (
 
 	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/internal/journal"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // An endpoint's changes reach it through its stream (webhook_streams):
@@ -31,6 +32,9 @@ type stream struct {
 	// numbers read whose first attempt is not recorded yet, ascending.
 	claimed int64
 	open    []int64
+	// recheck: changes up to it may have an attempt recorded already (by
+	// a holder that gave the stream back); they are passed over.
+	recheck int64
 }
 
 // sentThrough is how far every first attempt would be recorded once
@@ -88,7 +92,7 @@ func (d *Dispatcher) holdStreams(ctx context.Context, renew bool) error {
 	// Those held are renewed whatever else holds their rows a moment (a
 	// record of their attempts); free ones are taken unless another
 	// dispatcher is taking them.
-	const returning = `RETURNING s.endpoint_id, s.holder, s.held_until, s.sent, s.claimed, e.workspace_id, e.url, e.types,
+	const returning = `RETURNING s.endpoint_id, s.holder, s.held_until, s.sent, s.claimed, s.recheck, e.workspace_id, e.url, e.types,
 		array(SELECT w.secret FROM webhook_secrets w WHERE w.endpoint_id = e.id AND (w.expires_at IS NULL OR w.expires_at > now())
 			ORDER BY w.created_at DESC)`
 	type held struct {
@@ -98,7 +102,7 @@ func (d *Dispatcher) holdStreams(ctx context.Context, renew bool) error {
 	var list []held
 	scan := func(rows pgx.Rows) error {
 		var h held
-		_, err := pgx.ForEachRow(rows, []any{&h.endpoint, &h.token, &h.until, &h.sent, &h.claimed, &h.workspace, &h.url, &h.types, &h.secrets},
+		_, err := pgx.ForEachRow(rows, []any{&h.endpoint, &h.token, &h.until, &h.sent, &h.claimed, &h.recheck, &h.workspace, &h.url, &h.types, &h.secrets},
 			func() error {
 				list = append(list, h)
 				return nil
@@ -163,22 +167,28 @@ func (d *Dispatcher) holdStreams(ctx context.Context, renew bool) error {
 func (d *Dispatcher) takeOver(ctx context.Context, st *stream, sent int64) error {
 	return pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `SELECT c.id, c.type FROM changes c
-			WHERE c.seq > $2 AND c.seq <= $3 AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = $4)
-				AND ($5::text[] IS NULL OR c.type = ANY($5))
-				AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = $1 AND d.message_id = c.id)
-			ORDER BY c.seq`, st.endpoint, sent, st.claimed, st.workspace, st.types)
+			WHERE c.seq > $1 AND c.seq <= $2 AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = $3)
+				AND ($4::text[] IS NULL OR c.type = ANY($4))
+			ORDER BY c.seq`, sent, st.claimed, st.workspace, st.types)
 		if err != nil {
 			return fmt.Errorf("take over the webhook stream of %s: %w", st.endpoint, err)
 		}
-		var a attemptRows
-		var id, typ string
-		if _, err := pgx.ForEachRow(rows, []any{&id, &typ}, func() error {
-			now := time.Duration(0)
-			a.add(id, typ, 1, StateFailed, nil, 0, stoppedError, nil)
-			a.add(id, typ, 2, StatePending, nil, 0, "", &now)
+		var list []changes.Change
+		var c changes.Change
+		if _, err := pgx.ForEachRow(rows, []any{&c.ID, &c.Type}, func() error {
+			list = append(list, c)
 			return nil
 		}); err != nil {
 			return fmt.Errorf("take over the webhook stream of %s: %w", st.endpoint, err)
+		}
+		if list, err = unrecorded(ctx, tx, st.endpoint, list); err != nil {
+			return fmt.Errorf("take over the webhook stream of %s: %w", st.endpoint, err)
+		}
+		var a attemptRows
+		for _, c := range list {
+			now := time.Duration(0)
+			a.add(c.ID, c.Type, 1, StateFailed, nil, 0, stoppedError, nil)
+			a.add(c.ID, c.Type, 2, StatePending, nil, 0, "", &now)
 		}
 		var b pgx.Batch
 		queueRecord(&b, st, st.claimed, false, a)
@@ -191,6 +201,30 @@ func (d *Dispatcher) takeOver(ctx context.Context, st *stream, sent int64) error
 		}
 		return nil
 	})
+}
+
+// unrecorded returns the changes of list without an attempt to endpoint
+// recorded. (A probe of the index on (endpoint_id, message_id) for the
+// list as a whole: as an anti-join per change, a plan made on statistics
+// older than a burst of deliveries scanned every delivery of the endpoint
+// for each change.)
+func unrecorded(ctx context.Context, q pg.Querier, endpoint string, list []changes.Change) ([]changes.Change, error) {
+	if len(list) == 0 {
+		return list, nil
+	}
+	ids := make([]string, len(list))
+	for i, c := range list {
+		ids[i] = c.ID
+	}
+	rows, err := q.Query(ctx, `SELECT message_id FROM webhook_deliveries WHERE endpoint_id = $1 AND message_id = ANY($2)`, endpoint, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read recorded attempts: %w", err)
+	}
+	recorded, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read recorded attempts: %w", err)
+	}
+	return slices.DeleteFunc(list, func(c changes.Change) bool { return slices.Contains(recorded, c.ID) }), nil
 }
 
 // stoppedError is the error of an attempt whose dispatcher stopped before
@@ -237,7 +271,6 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 				FROM changes c, e WHERE c.seq > $2 AND c.seq <= (SELECT seq FROM head)
 					AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
 					AND (e.types IS NULL OR c.type = ANY(e.types))
-					AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = $1 AND d.message_id = c.id)
 				ORDER BY c.seq LIMIT $3
 			),
 			upto AS (SELECT CASE WHEN count(*) = $3 THEN max(seq) ELSE (SELECT seq FROM head) END AS seq FROM picked),
@@ -275,6 +308,17 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 	if err := d.db.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, fmt.Errorf("read webhook streams: %w", err)
 	}
+	// A stream given back may hold changes with an attempt recorded
+	// already, up to recheck (fixed when the stream was taken).
+	for _, r := range reads {
+		if r.from < r.st.recheck && len(r.found) > 0 {
+			found, err := unrecorded(ctx, d.db, r.st.endpoint, r.found)
+			if err != nil {
+				return nil, fmt.Errorf("read webhook streams: %w", err)
+			}
+			r.found = found
+		}
+	}
 	var list []claimed
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -304,8 +348,8 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 
 // releaseStreams gives back the streams this dispatcher holds, once every
 // answer is recorded: the next holder reads on from the first change
-// whose first attempt is not recorded (those recorded after it are passed
-// over), and has nothing to take over.
+// whose first attempt is not recorded, passing over those recorded after
+// it (up to recheck), and has nothing to take over.
 func (d *Dispatcher) releaseStreams(ctx context.Context) {
 	d.mu.Lock()
 	var tokens []string
@@ -317,7 +361,8 @@ func (d *Dispatcher) releaseStreams(ctx context.Context) {
 	if len(tokens) == 0 {
 		return
 	}
-	if _, err := d.db.Exec(ctx, `UPDATE webhook_streams SET holder = NULL, held_until = NULL, claimed = sent WHERE holder = ANY($1)`,
+	if _, err := d.db.Exec(ctx, `UPDATE webhook_streams SET holder = NULL, held_until = NULL, recheck = claimed, claimed = sent
+		WHERE holder = ANY($1)`,
 		tokens); err != nil {
 		d.logger.Warn("webhook streams not given back; they are taken over once their holding runs out", "err", err)
 	}

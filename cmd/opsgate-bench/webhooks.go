@@ -226,8 +226,8 @@ func caughtUp(ctx context.Context, pool *pgxpool.Pool, consumer string, limit ti
 }
 
 // drainWebhooks waits (up to limit) until no delivery to an enabled
-// endpoint is pending (a row due, or a change of its stream without an
-// attempt), and returns how long that took.
+// endpoint is pending (a row due, or a change of its stream after how far
+// its first attempts are recorded), and returns how long that took.
 func drainWebhooks(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) time.Duration {
 	start := time.Now()
 	caughtUp(ctx, pool, changes.ConsumerName, limit)
@@ -237,8 +237,7 @@ func drainWebhooks(ctx context.Context, pool *pgxpool.Pool, limit time.Duration)
 				WHERE d.state = 'pending' AND e.enabled)
 			OR EXISTS (SELECT 1 FROM webhook_streams w JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled
 				JOIN changes c ON c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
-					AND (e.types IS NULL OR c.type = ANY(e.types))
-				WHERE NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND d.message_id = c.id))`).Scan(&pending)
+					AND (e.types IS NULL OR c.type = ANY(e.types)))`).Scan(&pending)
 		if err == nil && !pending {
 			break
 		}

@@ -154,7 +154,13 @@ type App struct {
 	// ReaderPool is the subscribers' pool: their transactions are named
 	// eventstore.ReaderApplicationName so that they do not hold back the
 	// reading horizon, and commit without waiting for the WAL flush.
-	ReaderPool  *pgxpool.Pool
+	ReaderPool *pgxpool.Pool
+	// webhookPool is the webhook dispatcher's (worker role), a few
+	// connections of its own: deliveries neither wait for the connections
+	// the decisions hold under load, nor take theirs. Never appending
+	// events, it is a reader's (it does not hold back the reading horizon),
+	// and it commits durably.
+	webhookPool *pgxpool.Pool
 	Store       *eventstore.Store
 	Notifier    *eventstore.Notifier
 	Tokens      *tokens.Service
@@ -314,7 +320,15 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		if o.webhooks != nil {
 			o.webhooks(&dcfg)
 		}
-		a.dispatcher = webhooks.NewDispatcher(a.Pool, dcfg, logger)
+		pcfg := cfg
+		pcfg.DBMaxConns = webhookPoolSize
+		if a.webhookPool, err = openPool(ctx, pcfg, a.watchdog, logger, a.Metrics.ObserveSyncWaitCancelled,
+			"application_name", eventstore.ReaderApplicationName); err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.Metrics.WatchPool("webhooks", a.webhookPool)
+		a.dispatcher = webhooks.NewDispatcher(a.webhookPool, dcfg, logger)
 		// The built-in worker counts for the preflight from the first start
 		// this process could decide.
 		if err := a.worker.Announce(ctx); err != nil {
@@ -381,8 +395,10 @@ func (a *App) Close() {
 	if err := a.flushSpans(ctx); err != nil {
 		a.logger.Warn("spans not exported", "err", err)
 	}
-	if a.ReaderPool != nil {
-		a.ReaderPool.Close()
+	for _, p := range []*pgxpool.Pool{a.ReaderPool, a.webhookPool} {
+		if p != nil {
+			p.Close()
+		}
 	}
 	a.Pool.Close()
 	a.watchdog.close()
@@ -517,6 +533,10 @@ func (a *App) observeFeedBatch(events int, err error) {
 		a.observers.FeedBatch(events, err)
 	}
 }
+
+// webhookPoolSize is the webhook dispatcher's pool: its loop, its
+// recorder and a spare.
+const webhookPoolSize = 3
 
 // OpenPool opens a connection pool on the configured database; params
 // are run-time settings (name, value pairs) of every connection.
