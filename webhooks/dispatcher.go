@@ -174,9 +174,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		if d.cfg.Changes != nil {
 			changed = d.cfg.Changes()
 		}
-		// Free streams are looked for every poll interval, the ones held
-		// renewed four times per holding.
-		if renew := time.Since(renewed) >= d.cfg.Lease/4; renew || time.Since(taken) >= d.cfg.PollInterval {
+		// Free streams are looked for every poll interval (at least a
+		// second: an endpoint created or enabled wakes the dispatchers),
+		// the ones held renewed four times per holding.
+		if renew := time.Since(renewed) >= d.cfg.Lease/4; renew || time.Since(taken) >= max(d.cfg.PollInterval, time.Second) {
 			if err := d.holdStreams(ctx, renew); err != nil {
 				if ctx.Err() == nil {
 					d.logger.Warn("hold webhook streams failed; trying again", "err", err)
