@@ -234,7 +234,15 @@ func TestAuditCheckpointAndProofs(t *testing.T) {
 	})
 	q := newClient(t, unsigned.URL)
 	q.signIn(quietAuditor.Token)
-	shown, body := q.do("GET", "/console/tenants/"+quiet+"/audit", nil)
+	// The page reads the events below the store's reading horizon, which
+	// another transaction in flight may hold back a moment after the chain
+	// linked them.
+	var shown *http.Response
+	var body string
+	apptest.WaitFor(t, 30*time.Second, "the audit page to list the tenant's events", func() bool {
+		shown, body = q.do("GET", "/console/tenants/"+quiet+"/audit", nil)
+		return strings.Contains(body, `data-seq="1"`)
+	})
 	section := body[strings.Index(body, `<section class="card checkpoint"`):]
 	section = section[:strings.Index(section, "</section>")]
 	if shown.StatusCode != http.StatusOK || !strings.Contains(section, `id="checkpoint-none"`) ||
