@@ -24,7 +24,7 @@ import (
 const (
 	pollInterval = 20 * time.Millisecond
 	heartbeat    = 50 * time.Millisecond
-	lease        = 2 * time.Second
+	lease        = 5 * time.Second
 )
 
 // harnessOptions tune a harness: one opsgate process with every role
