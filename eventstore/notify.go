@@ -111,8 +111,8 @@ func union(a, b []string) []string {
 }
 
 // AtOnce names topics whose subscribers are woken at once, without the
-// delay: those announced once per batch of work (the change feed's,
-// webhook deliveries'), where a burst is one announcement already.
+// delay: those announced once per batch of work (the change feed's),
+// where a burst is one announcement already.
 func (n *Notifier) AtOnce(topics ...string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

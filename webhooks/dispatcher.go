@@ -489,21 +489,12 @@ func (d *Dispatcher) recordAll(ctx context.Context) {
 }
 
 // mine reports whether attempt c is this dispatcher's still: its row's
-// claim or its stream's holding has not run out. A stream whose holding
-// ran out is let go.
+// claim or its stream's holding has not run out (holds).
 func (d *Dispatcher) mine(c claimed) bool {
 	if c.stream == nil {
 		return time.Now().Before(c.claimedUntil)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.streams[c.endpoint] == c.stream && time.Now().Before(c.stream.until) {
-		return true
-	}
-	if d.streams[c.endpoint] == c.stream {
-		delete(d.streams, c.endpoint)
-	}
-	return false
+	return d.holds(c.stream, 0)
 }
 
 // send POSTs c's message, signed with every valid secret.
@@ -596,37 +587,36 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	var b pgx.Batch
 	// The first attempts of each stream, the bulk, in one statement each,
 	// with how far the stream's first attempts are recorded.
-	streams := map[*stream][]attemptResult{}
+	done := map[*stream][]int64{} // the sequence numbers each stream's results record
+	attempts := map[*stream]*attemptRows{}
+	gone := map[*stream]bool{}
 	for _, a := range batch {
-		if a.c.stream != nil {
-			streams[a.c.stream] = append(streams[a.c.stream], a)
+		c, r, st := a.c, a.r, a.c.stream
+		if st == nil {
+			continue
+		}
+		if attempts[st] == nil {
+			attempts[st] = &attemptRows{}
+		}
+		done[st] = append(done[st], c.seq)
+		gone[st] = gone[st] || r.status != nil && *r.status == http.StatusGone
+		rows := attempts[st]
+		switch a.outcome {
+		case stopped:
+			rows.interrupted(c.message, c.typ, c.attempt, r.took)
+		case StateFailed:
+			rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
+			delay := max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
+			rows.add(c.message, c.typ, c.attempt+1, StatePending, nil, 0, "", &delay)
+		default:
+			rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
 		}
 	}
-	done := map[*stream][]int64{}
-	for st, list := range streams {
-		var rows attemptRows
-		gone := false
-		for _, a := range list {
-			c, r := a.c, a.r
-			done[st] = append(done[st], c.seq)
-			switch a.outcome {
-			case stopped:
-				rows.add(c.message, c.typ, c.attempt, StateFailed, nil, r.took, r.err, nil)
-				var now time.Duration
-				rows.add(c.message, c.typ, c.attempt+1, StatePending, nil, 0, "", &now)
-			case StateFailed:
-				rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
-				delay := max(d.cfg.Schedule[c.attempt-1], r.retryAfter)
-				rows.add(c.message, c.typ, c.attempt+1, StatePending, nil, 0, "", &delay)
-			default:
-				rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
-			}
-			gone = gone || r.status != nil && *r.status == http.StatusGone
-		}
+	for st, seqs := range done {
 		d.mu.Lock()
-		sent := st.sentThrough(done[st])
+		sent := st.sentThrough(seqs)
 		d.mu.Unlock()
-		queueRecord(&b, st, sent, gone, rows)
+		queueRecord(&b, st, sent, gone[st], *attempts[st])
 	}
 	// The answered attempts of rows, in one statement.
 	var ids []string

@@ -49,16 +49,19 @@ func (s *stream) sentThrough(done []int64) int64 {
 }
 
 // live reports whether st is held still, long enough to send an attempt
-// whose answer can be recorded before the holding runs out; a stream
-// that is not is let go, and whoever holds it next takes up what it left
-// (holdStreams).
-func (d *Dispatcher) live(st *stream) bool {
+// whose answer can be recorded before the holding runs out.
+func (d *Dispatcher) live(st *stream) bool { return d.holds(st, d.sendable()) }
+
+// holds reports whether this dispatcher holds st for at least margin
+// more; a stream held for less is let go, and whoever holds it next takes
+// up what it left (holdStreams).
+func (d *Dispatcher) holds(st *stream, margin time.Duration) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.streams[st.endpoint] != st {
 		return false
 	}
-	if time.Until(st.until) < d.sendable() {
+	if time.Until(st.until) < margin {
 		delete(d.streams, st.endpoint)
 		return false
 	}
@@ -186,9 +189,7 @@ func (d *Dispatcher) takeOver(ctx context.Context, st *stream, sent int64) error
 		}
 		var a attemptRows
 		for _, c := range list {
-			now := time.Duration(0)
-			a.add(c.ID, c.Type, 1, StateFailed, nil, 0, stoppedError, nil)
-			a.add(c.ID, c.Type, 2, StatePending, nil, 0, "", &now)
+			a.interrupted(c.ID, c.Type, 1, 0)
 		}
 		var b pgx.Batch
 		queueRecord(&b, st, st.claimed, false, a)
@@ -397,6 +398,15 @@ func (a *attemptRows) add(message, typ string, attempt int, state string, status
 		text = &errText
 	}
 	a.took, a.errors, a.due = append(a.took, ms), append(a.errors, text), append(a.due, until)
+}
+
+// interrupted adds attempt of message (of type typ), whose dispatcher
+// stopped before it recorded an answer, as failed, and the next attempt,
+// due at once.
+func (a *attemptRows) interrupted(message, typ string, attempt int, took time.Duration) {
+	var now time.Duration
+	a.add(message, typ, attempt, StateFailed, nil, took, stoppedError, nil)
+	a.add(message, typ, attempt+1, StatePending, nil, 0, "", &now)
 }
 
 // queueRecord queues the record of st's attempts a, with how far every
