@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // ChainConsumer is the chainer's checkpoint in feed_checkpoints.
@@ -44,7 +45,7 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 	grown := map[string]head{}
 	return eventstore.Consumer{
 		Name: ChainConsumer,
-		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
+		Prepare: func(ctx context.Context, tx pg.Querier, events []eventstore.Delivery) error {
 			chains := map[string]bool{}
 			var names []string
 			for _, d := range events {
@@ -120,7 +121,7 @@ const maxGrown = 10_000
 // readTrees reads the frontier of each head's tree, all in one statement.
 // A chain whose links were chained before the tree existed and are not
 // backfilled yet gets its tree built first, in tx.
-func readTrees(ctx context.Context, tx pgx.Tx, heads map[string]head) error {
+func readTrees(ctx context.Context, tx pg.Querier, heads map[string]head) error {
 	if len(heads) == 0 {
 		return nil
 	}

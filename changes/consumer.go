@@ -11,6 +11,7 @@ import (
 	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
+	"github.com/opsgate/opsgate/internal/pg"
 )
 
 // ConsumerName is the changes consumer's checkpoint in feed_checkpoints.
@@ -37,7 +38,7 @@ func Consumer(onChange func(recordedAt time.Time)) eventstore.Consumer {
 	var touched subjects
 	return eventstore.Consumer{
 		Name: ConsumerName,
-		Prepare: func(ctx context.Context, tx pgx.Tx, events []eventstore.Delivery) error {
+		Prepare: func(ctx context.Context, tx pg.Querier, events []eventstore.Delivery) error {
 			var ids []string
 			for _, d := range events {
 				if e, ok := d.Payload.(domain.Event); ok {

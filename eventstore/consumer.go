@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/opsgate/opsgate/internal/pg"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -25,15 +26,17 @@ type Consumer struct {
 	// Apply handles the events of a batch that come after the consumer's
 	// checkpoint, in subscriber order. Statements it queues in b are sent
 	// in the feed's transaction once every consumer has handled the batch,
-	// and commit with the move of the checkpoints: a consumer that writes
-	// only through b applies each event exactly once. An error fails the
-	// whole batch, which is delivered again (to every consumer) later.
+	// with the move of the checkpoints and the COMMIT, in one round trip: a
+	// consumer that writes only through b applies each event exactly once.
+	// An error fails the whole batch, which is delivered again (to every
+	// consumer) later.
 	Apply func(ctx context.Context, b *pgx.Batch, events []Delivery) error
 	// Prepare, if set, runs before Apply with the same events, for a
 	// consumer whose statements depend on rows it wrote before: it reads
-	// them in tx, the feed's transaction, which holds the consumer's
-	// checkpoint, so they are exactly as of the events' delivery.
-	Prepare func(ctx context.Context, tx pgx.Tx, events []Delivery) error
+	// them through q, in the feed's transaction, which holds the consumer's
+	// checkpoint, so they are exactly as of the events' delivery. Its
+	// statements are sent at once.
+	Prepare func(ctx context.Context, q pg.Querier, events []Delivery) error
 }
 
 // Delivery is an event of a feed with its payload decoded (nil for an
@@ -70,9 +73,10 @@ type Feed struct {
 // Run reads until ctx ends. Each batch is handled in the subscriber's own
 // transaction (watermill-sql's TxFromContext): the messages are decoded as
 // they arrive; after the batch's last one, every consumer handles the
-// events after its checkpoint and the statements they queued are sent,
-// and watermill then moves the checkpoints and commits. A failure anywhere
-// rolls the batch back, to be delivered again in a new transaction.
+// events after its checkpoint, and the statements they queued are sent
+// with watermill's move of the checkpoints and the COMMIT (subscriberTx).
+// A failure anywhere rolls the batch back, to be delivered again in a new
+// transaction.
 func (f *Feed) Run(ctx context.Context) error {
 	if len(f.Consumers) == 0 {
 		return errors.New("feed: no consumer")
@@ -103,17 +107,25 @@ func (f *Feed) Run(ctx context.Context) error {
 		BatchSize:    batch,
 		BeforeAck: func() error {
 			ctx, span := tracer.Start(flushCtx, "feed.batch", trace.WithAttributes(attribute.StringSlice("opsgate.consumers", names)))
-			n, err := s.flush(ctx)
-			span.SetAttributes(attribute.Int("opsgate.events", n))
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
+			// The batch is over when its transaction ends, after this.
+			end := func(n int, err error) {
+				span.SetAttributes(attribute.Int("opsgate.events", n))
+				if err != nil {
+					span.RecordError(err)
+					span.SetStatus(codes.Error, err.Error())
+				}
+				span.End()
+				if f.Observe != nil && (n > 0 || err != nil) {
+					f.Observe(n, err)
+				}
 			}
-			span.End()
-			if f.Observe != nil && (n > 0 || err != nil) {
-				f.Observe(n, err)
+			tx, n, err := s.flush(ctx)
+			if err != nil || tx == nil {
+				end(n, err)
+				return err
 			}
-			return err
+			tx.ended = func(err error) { end(n, err) }
+			return nil
 		},
 	})
 	if err != nil {
@@ -170,13 +182,13 @@ type feedSession struct {
 	names []string
 
 	mu     sync.Mutex
-	tx     pgx.Tx
+	tx     *subscriberTx
 	at     map[string]Checkpoint
 	events []Delivery
 	// failed is the error that failed the batch of transaction failedTx:
 	// its later messages are passed over and its flush fails.
 	failed   error
-	failedTx pgx.Tx
+	failedTx *subscriberTx
 }
 
 func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
@@ -184,7 +196,7 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 	if errors.Is(err, ErrUnknownEventType) {
 		err = nil // delivered with a nil payload: consumers pass it over
 	}
-	tx, txErr := subscriberTx(msg)
+	tx, txErr := txOf(msg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if txErr != nil {
@@ -208,7 +220,7 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 		// handed every event read, and its checkpoint need not be read.
 		at := map[string]Checkpoint{}
 		if len(s.names) > 1 {
-			read, err := ReadCheckpoints(ctx, tx, s.names)
+			read, err := ReadCheckpoints(ctx, tx.tx, s.names)
 			if err != nil {
 				return fail(err)
 			}
@@ -223,18 +235,24 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 	return nil
 }
 
-// flush hands the batch to every consumer and sends what they queued, in
-// the subscriber's transaction, before watermill moves the checkpoints.
-func (s *feedSession) flush(ctx context.Context) (int, error) {
+// flush hands the batch to every consumer, whose statements are held in
+// the subscriber's transaction, to be sent with watermill's move of the
+// checkpoints and the COMMIT. It returns that transaction (nil if the
+// batch had no events) and the number of events.
+func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.failed; err != nil {
 		s.failed, s.failedTx = nil, nil
-		return 0, err
+		return nil, 0, err
 	}
 	if s.tx == nil || len(s.events) == 0 {
-		return 0, nil
+		return nil, 0, nil
 	}
+	tx := s.tx
+	// The consumers' statements are held back together, after every
+	// Prepare (each reads as of the batch's start, not after the writes of
+	// the consumers before it).
 	var b pgx.Batch
 	for _, c := range s.feed.Consumers {
 		at := s.at[c.Name]
@@ -249,40 +267,34 @@ func (s *feedSession) flush(ctx context.Context) (int, error) {
 			continue // redelivered: applied before
 		}
 		if c.Prepare != nil {
-			if err := c.Prepare(ctx, s.tx, s.events[first:]); err != nil {
+			if err := c.Prepare(ctx, tx.tx, s.events[first:]); err != nil {
 				s.tx, s.events = nil, nil
-				return 0, fmt.Errorf("%s: %w", c.Name, err)
+				return nil, 0, fmt.Errorf("%s: %w", c.Name, err)
 			}
 		}
 		if err := c.Apply(ctx, &b, s.events[first:]); err != nil {
+			// The transaction rolls back: the next one starts afresh.
 			s.tx, s.events = nil, nil
-			return 0, fmt.Errorf("%s: %w", c.Name, err)
+			return nil, 0, fmt.Errorf("%s: %w", c.Name, err)
 		}
 	}
+	tx.tx.deferred.QueuedQueries = append(tx.tx.deferred.QueuedQueries, b.QueuedQueries...)
 	n := len(s.events)
-	s.events = nil
-	if b.Len() == 0 {
-		return n, nil
-	}
-	if err := s.tx.SendBatch(ctx, &b).Close(); err != nil {
-		s.tx = nil // the transaction rolls back: start the next one afresh
-		return 0, fmt.Errorf("apply the batch: %w", err)
-	}
-	return n, nil
+	// What was gathered is the transaction's now: whether it commits or
+	// not, a later batch is read in another one.
+	s.tx, s.events = nil, nil
+	return tx, n, nil
 }
 
-// subscriberTx returns the pgx transaction a message of a subscriber was
-// read in.
-func subscriberTx(msg *message.Message) (pgx.Tx, error) {
+// txOf returns the transaction a message of a subscriber was read in.
+func txOf(msg *message.Message) (*subscriberTx, error) {
 	wtx, ok := watermillsql.TxFromContext(msg.Context())
 	if !ok {
 		return nil, fmt.Errorf("message %s carries no subscriber transaction", msg.UUID)
 	}
-	switch t := wtx.(type) {
-	case *watermillsql.PgxTx:
-		return t.Tx, nil
-	case watermillsql.PgxTx:
-		return t.Tx, nil
+	tx, ok := wtx.(*subscriberTx)
+	if !ok {
+		return nil, fmt.Errorf("subscriber transaction is %T, not the event log's", wtx)
 	}
-	return nil, fmt.Errorf("subscriber transaction is %T, not pgx", wtx)
+	return tx, nil
 }

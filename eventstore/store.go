@@ -94,6 +94,8 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx *Tx) e
 // statement, or with its COMMIT in the commit's round trip. Program order
 // is kept; an error of a held-back statement is returned by the call that
 // sends it (at the latest, by InTx's commit, which then does not commit).
+// A subscription's transaction is one too (subscriberTx), without a store:
+// it reads and writes, and never appends.
 type Tx struct {
 	conn     *pgxpool.Conn
 	tx       pgx.Tx // nil until the first round trip
