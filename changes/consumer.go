@@ -21,9 +21,9 @@ const ConsumerName = "changes"
 // every process: long polls and streams of the feed wait for it.
 const Topic = "changes"
 
-// notifier names the consumer's announcements; every notifier acts on
-// them, its own process's included.
-const notifier = "changes-consumer"
+// anyProcess names the announcements of a consumer without a notifier:
+// every notifier acts on them.
+const anyProcess = "changes-consumer"
 
 // Consumer returns the feed consumer that derives changes from the
 // events, in subscriber order: the runs and connections the batch's
@@ -31,13 +31,27 @@ const notifier = "changes-consumer"
 // the events, and the changes and the subjects' new state are written
 // with the checkpoint, so each event is turned into changes exactly once.
 // onChange, if set, is told of each change with the time its event was
-// recorded (the delay metric). Webhooks follow the changes written
-// (package webhooks): nothing of theirs is written here.
-func Consumer(onChange func(recordedAt time.Time)) eventstore.Consumer {
+// recorded (the delay metric). Each batch with changes announces Topic at
+// its commit: to the other processes through NOTIFY, and to this one's
+// subscribers through n (nil: through NOTIFY too) as soon as the commit
+// returns. Webhooks follow the changes written (package webhooks): nothing
+// of theirs is written here.
+func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) eventstore.Consumer {
 	var batch []derived
 	var touched subjects
+	announcement := anyProcess + ":" + Topic
+	var committed func()
+	if n != nil {
+		announcement = n.Announcement(Topic)
+		committed = func() {
+			if len(batch) > 0 {
+				n.Announced(Topic)
+			}
+		}
+	}
 	return eventstore.Consumer{
-		Name: ConsumerName,
+		Committed: committed,
+		Name:      ConsumerName,
 		Prepare: func(ctx context.Context, tx pg.Querier, events []eventstore.Delivery) error {
 			var ids []string
 			for _, d := range events {
@@ -97,8 +111,9 @@ func Consumer(onChange func(recordedAt time.Time)) eventstore.Consumer {
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
 					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n)
 				ORDER BY n`, ids, tenants, types, ats, runIDs, runs, conns, initiators)
-			// Delivered at commit, to every process (this one's included).
-			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, notifier+":"+Topic)
+			// Delivered at commit, to every process (this one's too if
+			// it has no notifier).
+			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, announcement)
 			return nil
 		},
 	}

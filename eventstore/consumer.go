@@ -37,6 +37,10 @@ type Consumer struct {
 	// checkpoint, so they are exactly as of the events' delivery. Its
 	// statements are sent at once.
 	Prepare func(ctx context.Context, q pg.Querier, events []Delivery) error
+	// Committed, if set, is called once what Apply queued for a batch has
+	// committed (for example to wake this process's readers of what it
+	// wrote at once).
+	Committed func()
 }
 
 // Delivery is an event of a feed with its payload decoded (nil for an
@@ -119,12 +123,19 @@ func (f *Feed) Run(ctx context.Context) error {
 					f.Observe(n, err)
 				}
 			}
-			tx, n, err := s.flush(ctx)
+			tx, n, committed, err := s.flush(ctx)
 			if err != nil || tx == nil {
 				end(n, err)
 				return err
 			}
-			tx.ended = func(err error) { end(n, err) }
+			tx.ended = func(err error) {
+				if err == nil {
+					for _, c := range committed {
+						c()
+					}
+				}
+				end(n, err)
+			}
 			return nil
 		},
 	})
@@ -238,17 +249,19 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 // flush hands the batch to every consumer, whose statements are held in
 // the subscriber's transaction, to be sent with watermill's move of the
 // checkpoints and the COMMIT. It returns that transaction (nil if the
-// batch had no events) and the number of events.
-func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, error) {
+// batch had no events), the number of events, and the Committed hooks of
+// the consumers that were handed some.
+func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, []func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.failed; err != nil {
 		s.failed, s.failedTx = nil, nil
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if s.tx == nil || len(s.events) == 0 {
-		return nil, 0, nil
+		return nil, 0, nil, nil
 	}
+	var committed []func()
 	tx := s.tx
 	// The consumers' statements are held back together, after every
 	// Prepare (each reads as of the batch's start, not after the writes of
@@ -269,13 +282,16 @@ func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, error) {
 		if c.Prepare != nil {
 			if err := c.Prepare(ctx, tx.tx, s.events[first:]); err != nil {
 				s.tx, s.events = nil, nil
-				return nil, 0, fmt.Errorf("%s: %w", c.Name, err)
+				return nil, 0, nil, fmt.Errorf("%s: %w", c.Name, err)
 			}
 		}
 		if err := c.Apply(ctx, &b, s.events[first:]); err != nil {
 			// The transaction rolls back: the next one starts afresh.
 			s.tx, s.events = nil, nil
-			return nil, 0, fmt.Errorf("%s: %w", c.Name, err)
+			return nil, 0, nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		if c.Committed != nil {
+			committed = append(committed, c.Committed)
 		}
 	}
 	tx.tx.deferred.QueuedQueries = append(tx.tx.deferred.QueuedQueries, b.QueuedQueries...)
@@ -283,7 +299,7 @@ func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, error) {
 	// What was gathered is the transaction's now: whether it commits or
 	// not, a later batch is read in another one.
 	s.tx, s.events = nil, nil
-	return tx, n, nil
+	return tx, n, committed, nil
 }
 
 // txOf returns the transaction a message of a subscriber was read in.

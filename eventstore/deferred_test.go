@@ -232,6 +232,67 @@ func TestNotifierWakesTopicSubscribers(t *testing.T) {
 	recv(t, localTopic, "the topic's own wake-up")
 }
 
+// TestNotifierAnnouncementOfATransaction: a transaction's own NOTIFY
+// (Announcement) wakes another process's subscribers at its commit, and
+// is passed over by its own process's notifier, whose subscribers are
+// woken by Announced instead.
+func TestNotifierAnnouncementOfATransaction(t *testing.T) {
+	ctx := testContext(t)
+	store := newStore(t)
+	here := eventstore.NewNotifier(store.Pool(), nil, 0)
+	there := eventstore.NewNotifier(store.Pool(), nil, 0)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go here.Run(runCtx)
+	go there.Run(runCtx)
+	changes, marks := here.SubscribeTopic("changes"), here.SubscribeTopic("mark")
+	remote := there.SubscribeTopic("changes")
+	// Both listen once a NOTIFY of the one wakes the other.
+	waitFor(t, 10*time.Second, "both notifiers listening", func() bool {
+		here.Committed([]string{"probe"})
+		there.Committed([]string{"mark"})
+		select {
+		case <-marks:
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+		_, err := store.Pool().Exec(ctx, `SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, "probe:changes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-remote:
+			return true
+		case <-time.After(50 * time.Millisecond):
+			return false
+		}
+	})
+	// here has acted on the NOTIFYs sent so far once it acted on a later
+	// one (of a topic of its own, so that no earlier one answers for it).
+	settle := func(topic string) {
+		woken := here.SubscribeTopic(topic)
+		there.Committed([]string{topic})
+		recv(t, woken, "a NOTIFY of the other process")
+	}
+	settle("settled")
+	select {
+	case <-changes: // the probe's
+	default:
+	}
+	if _, err := store.Pool().Exec(ctx, `SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, here.Announcement("changes")); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, remote, "the transaction's NOTIFY at the other process")
+	settle("settled again")
+	select {
+	case <-changes:
+		t.Fatal("the process's own NOTIFY woke its subscriber")
+	default:
+	}
+	here.Announced("changes")
+	recv(t, changes, "the wake-up of Announced")
+}
+
 // TestNotifierWakesEveryoneAfterListeningAgain: a notification sent while
 // the LISTEN connection was down is lost, so listening again wakes every
 // subscriber and waiter to look for themselves; the first LISTEN does not.

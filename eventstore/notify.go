@@ -110,6 +110,19 @@ func union(a, b []string) []string {
 	return a
 }
 
+// Announcement is the payload of a NOTIFY on NotifyChannel that announces
+// topics from this process, for a transaction that notifies the other
+// processes itself (pg_notify in the transaction, delivered at its
+// commit): this notifier passes it over, and the transaction's owner wakes
+// this process's subscribers once it committed (Announced).
+func (n *Notifier) Announcement(topics ...string) string {
+	return n.id + ":" + strings.Join(topics, ",")
+}
+
+// Announced wakes this process's subscribers of topics for a commit that
+// notified the other processes itself (Announcement).
+func (n *Notifier) Announced(topics ...string) { n.wake(topics) }
+
 // AtOnce names topics whose subscribers are woken at once, without the
 // delay: those announced once per batch of work (the change feed's),
 // where a burst is one announcement already.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,7 +109,7 @@ func TestFeedBatchCommitsInItsSecondRoundTrip(t *testing.T) {
 // statement that fails when it is sent, with the COMMIT, rolls back the
 // whole batch (the other consumer's writes and the checkpoints included),
 // is observed as a failure, and the batch is delivered again: every event
-// is applied once in the end.
+// is applied once in the end, and a consumer is told of the commit once.
 func TestFeedStatementFailingAtCommitRedeliversTheBatch(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
@@ -128,8 +129,13 @@ func TestFeedStatementFailingAtCommitRedeliversTheBatch(t *testing.T) {
 		divisor = 1
 		return nil
 	}}
-	applied := runFeed(t, ctx, store.Pool(), store, eventstore.Consumer{Name: "writing", Apply: insertApplied}, failing)
+	var committed atomic.Int64
+	writing := eventstore.Consumer{Name: "writing", Apply: insertApplied, Committed: func() { committed.Add(1) }}
+	applied := runFeed(t, ctx, store.Pool(), store, writing, failing)
 	waitFor(t, deliveryTimeout, "the batch applied after a failed commit", func() bool { return applied.count(nil) >= 1 })
+	if n := committed.Load(); n != 1 {
+		t.Errorf("Committed called %d times, want once: for the batch that committed, not the one rolled back", n)
+	}
 	if n := applied.count(func(err error) bool { return err != nil }); n != 1 {
 		t.Errorf("%d failed batches observed, want the one whose statement failed", n)
 	}

@@ -446,7 +446,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		// Pickup and run durations, timed from the runs' events.
 		consumers = append(consumers, a.Metrics.RunsConsumer())
 		// The change feed, which webhooks follow.
-		pushed = append(pushed, changes.Consumer(func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }))
+		pushed = append(pushed, changes.Consumer(func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }, a.Notifier))
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
