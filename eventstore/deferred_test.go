@@ -196,18 +196,25 @@ func TestNotifierWakesAtOnceTopicsWithoutTheDelay(t *testing.T) {
 	}
 }
 
+// twoProcesses runs two notifiers on store's database, as two processes
+// would, until the test ends.
+func twoProcesses(t *testing.T, ctx context.Context, store *eventstore.Store) (here, there *eventstore.Notifier) {
+	here = eventstore.NewNotifier(store.Pool(), nil, 0)
+	there = eventstore.NewNotifier(store.Pool(), nil, 0)
+	runCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	go here.Run(runCtx)
+	go there.Run(runCtx)
+	return here, there
+}
+
 // TestNotifierWakesTopicSubscribers: a subscriber of one topic is woken by
 // commits that published on it, in this process and through LISTEN/NOTIFY
 // in another, and not by commits on other topics alone.
 func TestNotifierWakesTopicSubscribers(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
-	here := eventstore.NewNotifier(store.Pool(), nil, 0)
-	there := eventstore.NewNotifier(store.Pool(), nil, 0)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go here.Run(runCtx)
-	go there.Run(runCtx)
+	here, there := twoProcesses(t, ctx, store)
 	localTopic, localAll := here.SubscribeTopic("accepted"), here.Subscribe()
 	remoteTopic := there.SubscribeTopic("accepted")
 
@@ -239,12 +246,7 @@ func TestNotifierWakesTopicSubscribers(t *testing.T) {
 func TestNotifierAnnouncementOfATransaction(t *testing.T) {
 	ctx := testContext(t)
 	store := newStore(t)
-	here := eventstore.NewNotifier(store.Pool(), nil, 0)
-	there := eventstore.NewNotifier(store.Pool(), nil, 0)
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go here.Run(runCtx)
-	go there.Run(runCtx)
+	here, there := twoProcesses(t, ctx, store)
 	changes, marks := here.SubscribeTopic("changes"), here.SubscribeTopic("mark")
 	remote := there.SubscribeTopic("changes")
 	// Both listen once a NOTIFY of the one wakes the other.
