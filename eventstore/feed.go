@@ -84,7 +84,7 @@ func NewSubscriber(pool *pgxpool.Pool, cfg SubscriberConfig) (*watermillsql.Subs
 	}
 	ack := cfg.AckDeadline
 	drained := &atomic.Bool{}
-	sub, err := watermillsql.NewSubscriber(subscriberDB{pool: pool}, watermillsql.SubscriberConfig{
+	sub, err := watermillsql.NewSubscriber(newSubscriberDB(pool), watermillsql.SubscriberConfig{
 		ConsumerGroup:  fmt.Sprint(cfg.Consumers),
 		AckDeadline:    &ack,
 		PollInterval:   cfg.PollInterval,

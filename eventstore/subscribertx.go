@@ -19,8 +19,14 @@ import (
 // back, with those the consumers queued, and sent with the COMMIT. A
 // consumer that reads in the transaction (Consumer.Prepare) adds its own
 // round trips between the two.
+// Statements outside a transaction go through watermill's pgx adapter.
 type subscriberDB struct {
+	watermillsql.PgxBeginner
 	pool *pgxpool.Pool
+}
+
+func newSubscriberDB(pool *pgxpool.Pool) subscriberDB {
+	return subscriberDB{PgxBeginner: watermillsql.PgxBeginner{Conn: pool}, pool: pool}
 }
 
 // BeginTx takes a connection for the transaction; nothing is sent yet.
@@ -35,18 +41,6 @@ func (d subscriberDB) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (wate
 		return nil, fmt.Errorf("begin subscriber transaction: %w", err)
 	}
 	return &subscriberTx{tx: &Tx{conn: conn}, ctx: ctx}, nil
-}
-
-// ExecContext runs query on its own, outside any transaction.
-func (d subscriberDB) ExecContext(ctx context.Context, query string, args ...any) (watermillsql.Result, error) {
-	tag, err := d.pool.Exec(ctx, query, args...)
-	return watermillsql.PgxResult{CommandTag: tag}, err
-}
-
-// QueryContext runs query on its own, outside any transaction.
-func (d subscriberDB) QueryContext(ctx context.Context, query string, args ...any) (watermillsql.Rows, error) {
-	rows, err := d.pool.Query(ctx, query, args...)
-	return watermillsql.PgxRows{Rows: rows}, err
 }
 
 // errBatchFailed is why a subscriber transaction that watermill rolled

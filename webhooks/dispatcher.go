@@ -338,6 +338,12 @@ func (d *Dispatcher) resume(ctx context.Context, tx pgx.Tx, c claimed) (claimed,
 	return next, nil
 }
 
+// validSecrets is the array of the secrets that sign the messages of
+// endpoint e now, the newest first (an expression over webhook_endpoints
+// e).
+const validSecrets = `array(SELECT w.secret FROM webhook_secrets w WHERE w.endpoint_id = e.id AND (w.expires_at IS NULL OR w.expires_at > now())
+	ORDER BY w.created_at DESC)`
+
 // load reads what sending list needs: each endpoint's URL and valid
 // secrets, and each message's body.
 func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error {
@@ -348,9 +354,7 @@ func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error 
 	for i, c := range list {
 		ids[i] = c.id
 	}
-	rows, err := tx.Query(ctx, `SELECT d.id, e.url,
-			array(SELECT s.secret FROM webhook_secrets s WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())
-				ORDER BY s.created_at DESC),
+	rows, err := tx.Query(ctx, `SELECT d.id, e.url, `+validSecrets+`,
 			d.ping, c.seq, c.type, c.occurred_at, c.tenant_id, c.run, c.connection, c.initiator_id
 		FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
 		LEFT JOIN changes c ON c.id = d.message_id
@@ -587,20 +591,25 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	var b pgx.Batch
 	// The first attempts of each stream, the bulk, in one statement each,
 	// with how far the stream's first attempts are recorded.
-	done := map[*stream][]int64{} // the sequence numbers each stream's results record
-	attempts := map[*stream]*attemptRows{}
-	gone := map[*stream]bool{}
+	type streamResults struct {
+		seqs []int64 // the sequence numbers the results record
+		rows attemptRows
+		gone bool // an answer was 410
+	}
+	streams := map[*stream]*streamResults{}
 	for _, a := range batch {
 		c, r, st := a.c, a.r, a.c.stream
 		if st == nil {
 			continue
 		}
-		if attempts[st] == nil {
-			attempts[st] = &attemptRows{}
+		sr := streams[st]
+		if sr == nil {
+			sr = &streamResults{}
+			streams[st] = sr
 		}
-		done[st] = append(done[st], c.seq)
-		gone[st] = gone[st] || r.status != nil && *r.status == http.StatusGone
-		rows := attempts[st]
+		sr.seqs = append(sr.seqs, c.seq)
+		sr.gone = sr.gone || r.status != nil && *r.status == http.StatusGone
+		rows := &sr.rows
 		switch a.outcome {
 		case stopped:
 			rows.interrupted(c.message, c.typ, c.attempt, r.took)
@@ -612,11 +621,11 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 			rows.add(c.message, c.typ, c.attempt, a.outcome, r.status, r.took, r.err, nil)
 		}
 	}
-	for st, seqs := range done {
+	for st, sr := range streams {
 		d.mu.Lock()
-		sent := st.sentThrough(seqs)
+		sent := st.sentThrough(sr.seqs)
 		d.mu.Unlock()
-		queueRecord(&b, st, sent, gone[st], *attempts[st])
+		queueRecord(&b, st, sent, sr.gone, sr.rows)
 	}
 	// The answered attempts of rows, in one statement.
 	var ids []string
@@ -679,8 +688,8 @@ func (d *Dispatcher) record(ctx context.Context, batch []attemptResult) error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for st, seqs := range done {
-		st.open = slices.DeleteFunc(st.open, func(seq int64) bool { return slices.Contains(seqs, seq) })
+	for st, sr := range streams {
+		st.open = slices.DeleteFunc(st.open, func(seq int64) bool { return slices.Contains(sr.seqs, seq) })
 	}
 	return nil
 }

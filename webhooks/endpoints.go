@@ -152,7 +152,7 @@ func (s *Service) Create(ctx context.Context, workspaceID, url string, types []s
 		}
 		// Its stream starts at the feed's head: the changes from now on.
 		if _, err := tx.Exec(ctx, `INSERT INTO webhook_streams (endpoint_id, sent, claimed)
-			SELECT $1, h.seq, h.seq FROM (SELECT coalesce(max(seq), 0) AS seq FROM changes) h`, e.ID); err != nil {
+			SELECT $1, h.seq, h.seq FROM `+feedHead+` h`, e.ID); err != nil {
 			return fmt.Errorf("insert webhook stream: %w", err)
 		}
 		return nil
@@ -236,7 +236,7 @@ func (s *Service) Update(ctx context.Context, id string, p Patch) (Endpoint, err
 			SELECT enabled FROM webhook_endpoints WHERE id = $1
 		), restarted AS (
 			UPDATE webhook_streams SET sent = h.seq, claimed = h.seq, holder = NULL, held_until = NULL
-			FROM (SELECT coalesce(max(seq), 0) AS seq FROM changes) h
+			FROM `+feedHead+` h
 			WHERE endpoint_id = $1 AND $5 AND NOT (SELECT enabled FROM was)
 		)
 		UPDATE webhook_endpoints SET url = coalesce($2, url),
@@ -435,8 +435,7 @@ func (s *Service) Backlog(ctx context.Context) (time.Duration, int, error) {
 				JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled
 				CROSS JOIN LATERAL (
 					SELECT c.occurred_at FROM changes c
-					WHERE c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
-						AND (e.types IS NULL OR c.type = ANY(e.types))
+					WHERE c.seq > w.sent AND `+subscribed+`
 					ORDER BY c.seq LIMIT 1) c), 0)),
 			(SELECT count(*) FROM webhook_endpoints WHERE NOT enabled)`).Scan(&waited, &disabled)
 	if err != nil {

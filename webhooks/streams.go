@@ -20,6 +20,15 @@ import (
 // attempt is (sent). A change thus costs one row, written once. Retries,
 // pings and replays are rows queued ahead (claim).
 
+// feedHead is the change feed's newest sequence number, as a subquery
+// (0 for an empty feed): where a new stream starts.
+const feedHead = `(SELECT coalesce(max(seq), 0) AS seq FROM changes)`
+
+// subscribed is true of a change c that endpoint e follows: one of its
+// workspace's tenants, of a type it subscribes to.
+const subscribed = `c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
+	AND (e.types IS NULL OR c.type = ANY(e.types))`
+
 // stream is an endpoint's stream while this dispatcher holds it.
 type stream struct {
 	endpoint, workspace, url string
@@ -95,9 +104,7 @@ func (d *Dispatcher) holdStreams(ctx context.Context, renew bool) error {
 	// Those held are renewed whatever else holds their rows a moment (a
 	// record of their attempts); free ones are taken unless another
 	// dispatcher is taking them.
-	const returning = `RETURNING s.endpoint_id, s.holder, s.held_until, s.sent, s.claimed, s.recheck, e.workspace_id, e.url, e.types,
-		array(SELECT w.secret FROM webhook_secrets w WHERE w.endpoint_id = e.id AND (w.expires_at IS NULL OR w.expires_at > now())
-			ORDER BY w.created_at DESC)`
+	const returning = `RETURNING s.endpoint_id, s.holder, s.held_until, s.sent, s.claimed, s.recheck, e.workspace_id, e.url, e.types, ` + validSecrets
 	type held struct {
 		stream
 		sent int64
@@ -260,18 +267,14 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 		// The endpoint as it is now (its URL, types and secrets may have
 		// changed since the stream was taken); disabled, it is let go.
 		b.Queue(`WITH e AS (
-				SELECT e.id, e.workspace_id, e.url, e.types,
-					array(SELECT w.secret FROM webhook_secrets w WHERE w.endpoint_id = e.id AND (w.expires_at IS NULL OR w.expires_at > now())
-						ORDER BY w.created_at DESC) AS secrets
+				SELECT e.id, e.workspace_id, e.url, e.types, `+validSecrets+` AS secrets
 				FROM webhook_endpoints e WHERE e.id = $1 AND e.enabled
 			),
-			head AS (SELECT coalesce(max(seq), 0) AS seq FROM changes),
+			head AS `+feedHead+`,
 			picked AS (
 				SELECT c.seq, c.id, c.type, c.occurred_at, c.tenant_id, coalesce(c.run, 'null') AS run,
 					coalesce(c.connection, 'null') AS connection, c.initiator_id
-				FROM changes c, e WHERE c.seq > $2 AND c.seq <= (SELECT seq FROM head)
-					AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
-					AND (e.types IS NULL OR c.type = ANY(e.types))
+				FROM changes c, e WHERE c.seq > $2 AND c.seq <= (SELECT seq FROM head) AND `+subscribed+`
 				ORDER BY c.seq LIMIT $3
 			),
 			upto AS (SELECT CASE WHEN count(*) = $3 THEN max(seq) ELSE (SELECT seq FROM head) END AS seq FROM picked),
