@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
@@ -361,5 +364,91 @@ func TestChangeFeedTwoProcesses(t *testing.T) {
 	}
 	if strings.Join(order, ",") != strings.Join(ids, ",") {
 		t.Errorf("the feed's order is not the events' commit order:\nfeed   %v\nevents %v", ids, order)
+	}
+}
+
+// TestChangeFeedDerivedAgain: the changes consumer commits without waiting
+// for the WAL flush, so a crash or a failover may take back its last
+// batches, together with its checkpoint. Derived again from the same
+// events, in batches of other sizes, every change has the cursor and the
+// content it had: a client that was given a cursor reads on without a gap
+// or a change named twice.
+func TestChangeFeedDerivedAgain(t *testing.T) {
+	t.Parallel()
+	first := server(t)
+	f := newFixtureOn(t, first)
+	ex := f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	var runs []string
+	for i := range 4 {
+		acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme", Name: fmt.Sprintf("Acme %d", i)})
+		runs = append(runs, f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID)
+		f.start(t, contractSurfaces[5], startArgs{conn: acme, token: f.operator.Token}).ExpectStart(t, "deduped")
+		if i == 0 {
+			f.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+acme, f.owner.Token, map[string]any{"consent": "revoked"}, nil)
+		}
+	}
+	f.start(t, contractSurfaces[5], startArgs{conn: f.connB, token: f.outsider.Token}).ExpectStart(t, "accepted")
+	for _, c := range f.claim(t, ex, len(runs), 0) {
+		body := map[string]any{"epoch": c.Lease.Epoch, "status": "succeeded"}
+		if c.Run.ID == runs[1] {
+			body["status"], body["reason_code"] = "failed", "provider.unavailable"
+		}
+		f.complete(t, ex, c.Run.ID, body).ExpectStatus(t, 200)
+	}
+	f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
+		ended := 0
+		for _, c := range l {
+			if c.Type == "run.succeeded" || c.Type == "run.failed" {
+				ended++
+			}
+		}
+		return ended == len(runs)
+	})
+	first.Stop()
+
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, first.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	read := func() []string {
+		rows, err := db.Query(ctx, `SELECT concat_ws(' ', seq, id, type, tenant_id, occurred_at, run_id, run, connection, initiator_id)
+			FROM changes ORDER BY seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return list
+	}
+	before := read()
+	// What a crash took back: every batch of the consumer, its subjects and
+	// its checkpoint with them.
+	if _, err := db.Exec(ctx, `TRUNCATE changes, change_subjects;
+		DELETE FROM feed_checkpoints WHERE consumer = 'changes'`); err != nil {
+		t.Fatal(err)
+	}
+	again := apptest.Start(t, apptest.OnDatabase(first.DatabaseURL), apptest.Roles(app.Roles{API: true, Projector: true}))
+	var after []string
+	apptest.WaitFor(t, 15*time.Second, "the changes derived again", func() bool {
+		after = read()
+		return len(after) >= len(before)
+	})
+	for i := range before {
+		if after[i] != before[i] {
+			t.Fatalf("derived again, change %d of %d is\n%s\nwas\n%s", i+1, len(before), after[i], before[i])
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("derived again, %d changes; were %d", len(after), len(before))
+	}
+	// A client's cursor names what it named.
+	var page changePage
+	again.Must(t, 200, "GET", "/api/v1/changes?limit=500", f.owner.Token, nil, &page)
+	if len(page.Items) < 4*len(runs) {
+		t.Errorf("the feed holds %d changes of the owner's, want at least %d", len(page.Items), 4*len(runs))
 	}
 }

@@ -88,10 +88,6 @@ func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) event
 			if len(batch) == 0 {
 				return nil
 			}
-			// The feed commits without waiting for the WAL flush; a batch
-			// with changes waits for it, so that a crash never takes back
-			// a cursor a client was given, or a delivery already sent.
-			b.Queue(`SET LOCAL synchronous_commit = on`)
 			n := len(batch)
 			ids, tenants, types := make([]string, n), make([]string, n), make([]string, n)
 			ats := make([]time.Time, n)
@@ -104,12 +100,19 @@ func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) event
 				}
 				runs[i], conns[i] = text(c.run), text(c.conn)
 			}
-			// In the batch's order, which is the events' commit order: seq
-			// (the cursor) is drawn row by row as the rows come.
-			b.Queue(`INSERT INTO changes (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id)
-				SELECT id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id
+			// Numbered in the batch's order, which is the events' commit
+			// order, after the newest change (the checkpoint's row lock
+			// makes this transaction the feed's only writer; changes are
+			// never deleted). The numbers follow from the events alone: a
+			// batch that a crash takes back (the feed commits without
+			// waiting for the WAL flush) is numbered the same when it is
+			// derived again, so a cursor a client was given, or a delivery
+			// sent, still names the same change.
+			b.Queue(`INSERT INTO changes (seq, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id)
+				SELECT h.seq + c.n, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id
 				FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
-					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n)
+					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n),
+					(SELECT coalesce(max(seq), 0) AS seq FROM changes) h
 				ORDER BY n`, ids, tenants, types, ats, runIDs, runs, conns, initiators)
 			// Delivered at commit, to every process (this one's too if
 			// it has no notifier).
