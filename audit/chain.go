@@ -45,7 +45,7 @@ func Chainer(onChained func(recordedAt time.Time)) eventstore.Consumer {
 	grown := map[string]head{}
 	return eventstore.Consumer{
 		Name: ChainConsumer,
-		Prepare: func(ctx context.Context, tx pg.Querier, events []eventstore.Delivery) error {
+		Prepare: func(ctx context.Context, tx pg.Querier, _ eventstore.Checkpoint, events []eventstore.Delivery) error {
 			chains := map[string]bool{}
 			var names []string
 			for _, d := range events {

@@ -27,45 +27,50 @@ const anyProcess = "changes-consumer"
 
 // Consumer returns the feed consumer that derives changes from the
 // events, in subscriber order: the runs and connections the batch's
-// events touch are read in the feed's transaction (Prepare), folded with
-// the events, and the changes and the subjects' new state are written
-// with the checkpoint, so each event is turned into changes exactly once.
-// onChange, if set, is told of each change with the time its event was
-// recorded (the delay metric). Each batch with changes announces Topic at
-// its commit: to the other processes through NOTIFY, and to this one's
-// subscribers through n (nil: through NOTIFY too) as soon as the commit
-// returns. Webhooks follow the changes written (package webhooks): nothing
-// of theirs is written here.
+// events touch are folded with the events, and the changes and the
+// subjects' new state are written with the checkpoint, so each event is
+// turned into changes exactly once. The subjects are those the previous
+// batch left (known), or read in the feed's transaction (Prepare) when
+// that batch was not this consumer's last. onChange, if set, is told of
+// each change with the time its event was recorded (the delay metric).
+// Each batch with changes announces Topic at its commit: to the other
+// processes through NOTIFY, and to this one's subscribers through n (nil:
+// through NOTIFY too) as soon as the commit returns. Webhooks follow the
+// changes written (package webhooks): nothing of theirs is written here.
 func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) eventstore.Consumer {
 	var batch []derived
 	var touched subjects
+	var last eventstore.Checkpoint
+	var k known
 	announcement := anyProcess + ":" + Topic
-	var committed func()
 	if n != nil {
 		announcement = n.Announcement(Topic)
-		committed = func() {
-			if len(batch) > 0 {
-				n.Announced(Topic)
-			}
-		}
 	}
 	return eventstore.Consumer{
-		Committed: committed,
-		Name:      ConsumerName,
-		Prepare: func(ctx context.Context, tx pg.Querier, events []eventstore.Delivery) error {
+		Name: ConsumerName,
+		Committed: func() {
+			k.commit(last, touched)
+			if len(batch) > 0 && n != nil {
+				n.Announced(Topic)
+			}
+		},
+		Prepare: func(ctx context.Context, tx pg.Querier, after eventstore.Checkpoint, events []eventstore.Delivery) error {
 			var ids []string
 			for _, d := range events {
 				if e, ok := d.Payload.(domain.Event); ok {
 					ids = append(ids, subjectsOf(e)...)
 				}
 			}
+			var missing []string
+			touched, missing = k.seed(after, ids)
 			var b pgx.Batch
-			touched = queueReadSubjects(&b, ids)
+			queueReadSubjects(&b, touched, missing)
 			if b.Len() > 0 {
 				if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 					return fmt.Errorf("read the subjects of changes: %w", err)
 				}
 			}
+			last = eventstore.PointOf(events[len(events)-1].Event)
 			batch = batch[:0]
 			for _, d := range events {
 				e, ok := d.Payload.(domain.Event)
@@ -131,11 +136,10 @@ func text(b []byte) *string {
 }
 
 // queueReadSubjects queues into b the read of the runs and connections
-// ids, into the subjects it returns.
-func queueReadSubjects(b *pgx.Batch, ids []string) subjects {
-	s := subjects{runs: map[string]*domain.Run{}, conns: map[string]*connections.Connection{}}
+// ids, into s.
+func queueReadSubjects(b *pgx.Batch, s subjects, ids []string) {
 	if len(ids) == 0 {
-		return s
+		return
 	}
 	b.Queue(`SELECT id, kind, state FROM change_subjects WHERE id = ANY($1)`, ids).Query(func(rows pgx.Rows) error {
 		var id, kind string
@@ -158,7 +162,6 @@ func queueReadSubjects(b *pgx.Batch, ids []string) subjects {
 		})
 		return err
 	})
-	return s
 }
 
 // queueSubjects queues the upsert of every subject s holds.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -32,6 +33,11 @@ func PointOf(e Event) Checkpoint { return Checkpoint{TxID: e.TxID, Position: e.P
 // Before reports whether c comes before e in subscriber order, that is
 // whether a consumer at c has yet to apply e.
 func (c Checkpoint) Before(e Event) bool { return c.Precedes(PointOf(e)) }
+
+// String is c as transaction id/position.
+func (c Checkpoint) String() string {
+	return strconv.FormatUint(c.TxID, 10) + "/" + strconv.FormatInt(c.Position, 10)
+}
 
 // Precedes reports whether c comes before d in subscriber order.
 func (c Checkpoint) Precedes(d Checkpoint) bool {

@@ -35,8 +35,12 @@ type Consumer struct {
 	// consumer whose statements depend on rows it wrote before: it reads
 	// them through q, in the feed's transaction, which holds the consumer's
 	// checkpoint, so they are exactly as of the events' delivery. Its
-	// statements are sent at once.
-	Prepare func(ctx context.Context, q pg.Querier, events []Delivery) error
+	// statements are sent at once. after is the consumer's checkpoint,
+	// which the events follow: a consumer that keeps what it wrote in
+	// memory may trust it when after is where its last committed batch
+	// left the checkpoint (no other process, and no rolled-back batch,
+	// wrote since).
+	Prepare func(ctx context.Context, q pg.Querier, after Checkpoint, events []Delivery) error
 	// Committed, if set, is called once what Apply queued for a batch has
 	// committed (for example to wake this process's readers of what it
 	// wrote at once).
@@ -228,14 +232,19 @@ func (s *feedSession) handle(ctx context.Context, msg *message.Message) error {
 		// with it. The subscription reads after the least advanced of the
 		// consumers' checkpoints, so each consumer of several is handed
 		// only the events after its own; the one consumer of a feed is
-		// handed every event read, and its checkpoint need not be read.
-		at := map[string]Checkpoint{}
+		// handed every event read, and its checkpoint is the one the
+		// events were read after.
+		var at map[string]Checkpoint
+		var readErr error
 		if len(s.names) > 1 {
-			read, err := ReadCheckpoints(ctx, tx.tx, s.names)
-			if err != nil {
-				return fail(err)
-			}
-			at = read
+			at, readErr = ReadCheckpoints(ctx, tx.tx, s.names)
+		} else {
+			var after Checkpoint
+			after, readErr = afterOf(msg)
+			at = map[string]Checkpoint{s.names[0]: after}
+		}
+		if readErr != nil {
+			return fail(readErr)
 		}
 		s.tx, s.at, s.events = tx, at, nil
 	}
@@ -280,7 +289,7 @@ func (s *feedSession) flush(ctx context.Context) (*subscriberTx, int, []func(), 
 			continue // redelivered: applied before
 		}
 		if c.Prepare != nil {
-			if err := c.Prepare(ctx, tx.tx, s.events[first:]); err != nil {
+			if err := c.Prepare(ctx, tx.tx, at, s.events[first:]); err != nil {
 				s.tx, s.events = nil, nil
 				return nil, 0, nil, fmt.Errorf("%s: %w", c.Name, err)
 			}

@@ -112,7 +112,7 @@ type eventLog struct {
 }
 
 // SelectQuery reads, in subscriber order, the events after the least
-// advanced checkpoint of the consumers, below this database's reading
+// advanced checkpoint of the consumers (each row carries that checkpoint), below this database's reading
 // horizon (opsgate_horizon: every transaction of this database still in
 // flight, readers excepted, could yet commit an event before it). It
 // locks the consumers' checkpoint rows first, in name order, so that
@@ -129,7 +129,8 @@ func (l eventLog) SelectQuery(watermillsql.SelectQueryParams) (watermillsql.Quer
 				SELECT tx_id, position FROM held ORDER BY tx_id, position LIMIT 1
 			)
 			SELECT e.position, (e.tx_id::text)::bigint, e.event_id, e.stream_id, e.stream_version, e.event_type,
-				e.schema_version, e.payload, e.metadata, e.recorded_at
+				e.schema_version, e.payload, e.metadata, e.recorded_at,
+				((SELECT tx_id FROM after)::text)::bigint, (SELECT position FROM after)
 			FROM events e
 			WHERE (e.tx_id, e.position) > ((SELECT tx_id FROM after), (SELECT position FROM after))
 				AND e.tx_id < (SELECT opsgate_horizon())
@@ -143,18 +144,30 @@ func (l eventLog) SelectQuery(watermillsql.SelectQueryParams) (watermillsql.Quer
 // the payload, the rest travels in the metadata.
 func (eventLog) UnmarshalMessage(params watermillsql.UnmarshalMessageParams) (watermillsql.Row, error) {
 	var e Event
-	var txID int64
+	var txID, afterTx int64
 	var md []byte
+	var after Checkpoint
 	err := params.Row.Scan(&e.Position, &txID, &e.ID, &e.StreamID, &e.StreamVersion, &e.Type, &e.SchemaVersion,
-		(*[]byte)(&e.Data), &md, &e.RecordedAt)
+		(*[]byte)(&e.Data), &md, &e.RecordedAt, &afterTx, &after.Position)
 	if err != nil {
 		return watermillsql.Row{}, fmt.Errorf("scan event: %w", err)
 	}
-	e.TxID = uint64(txID)
+	e.TxID, after.TxID = uint64(txID), uint64(afterTx)
+	msg := messageOf(e, md)
+	msg.Metadata.Set(metaAfter, after.String())
 	return watermillsql.Row{
-		Offset: e.Position, UUID: []byte(e.ID), Payload: e.Data, Metadata: md, Msg: messageOf(e, md),
+		Offset: e.Position, UUID: []byte(e.ID), Payload: e.Data, Metadata: md, Msg: msg,
 		ExtraData: map[string]any{"tx_id": txID},
 	}, nil
+}
+
+// afterOf returns the checkpoint the batch of msg was read after.
+func afterOf(msg *message.Message) (Checkpoint, error) {
+	var c Checkpoint
+	if _, err := fmt.Sscanf(msg.Metadata.Get(metaAfter), "%d/%d", &c.TxID, &c.Position); err != nil {
+		return Checkpoint{}, fmt.Errorf("message %s: the checkpoint read after: %w", msg.UUID, err)
+	}
+	return c, nil
 }
 
 // messageOf is the message of e, whose metadata is md (JSON).
@@ -199,6 +212,8 @@ const (
 	metaSchemaVersion = "schema_version"
 	metaRecordedAt    = "recorded_at"
 	metaMetadata      = "metadata"
+	// metaAfter is the checkpoint the message's batch was read after.
+	metaAfter = "after"
 )
 
 // EventOf returns the event a message of a subscriber carries, its data

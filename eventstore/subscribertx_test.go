@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -154,28 +155,54 @@ func TestFeedStatementFailingAtCommitRedeliversTheBatch(t *testing.T) {
 }
 
 // TestFeedPrepareReadsInTheBatchTransaction: Prepare reads through the
-// batch's transaction, which holds the consumers' checkpoints.
+// batch's transaction, which holds the consumer's checkpoint, and is told
+// that checkpoint (the point its events follow), whether it is alone on
+// its feed or one of several.
 func TestFeedPrepareReadsInTheBatchTransaction(t *testing.T) {
-	ctx := testContext(t)
-	store := newStore(t)
-	if _, err := store.Append(ctx, "s", eventstore.NoStream, marker{"1"}); err != nil {
-		t.Fatal(err)
-	}
-	held := make(chan bool, 1)
-	c := eventstore.Consumer{Name: "preparing",
-		Prepare: func(ctx context.Context, q pg.Querier, _ []eventstore.Delivery) error {
-			// The batch's transaction holds the consumer's checkpoint
-			// row: locking it again without waiting succeeds only there.
-			var n int
-			err := q.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM feed_checkpoints WHERE consumer = 'preparing' FOR UPDATE NOWAIT) c`).Scan(&n)
-			held <- err == nil && n == 1
-			return err
-		},
-		Apply: func(context.Context, *pgx.Batch, []eventstore.Delivery) error { return nil },
-	}
-	runFeed(t, ctx, store.Pool(), store, c)
-	if !recv(t, held, "the prepare's read") {
-		t.Error("Prepare did not read in the transaction that holds the consumer's checkpoint")
+	for _, together := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "with another consumer"}[together], func(t *testing.T) {
+			ctx := testContext(t)
+			store := newStore(t)
+			type prepared struct {
+				held       bool
+				after, row eventstore.Checkpoint
+			}
+			got := make(chan prepared, 1)
+			c := eventstore.Consumer{Name: "preparing",
+				Prepare: func(ctx context.Context, q pg.Querier, after eventstore.Checkpoint, _ []eventstore.Delivery) error {
+					// The batch's transaction holds the consumer's checkpoint
+					// row: locking it again without waiting succeeds only there.
+					p := prepared{after: after}
+					err := q.QueryRow(ctx, `SELECT (tx_id::text)::bigint, position FROM feed_checkpoints
+						WHERE consumer = 'preparing' FOR UPDATE NOWAIT`).Scan(&p.row.TxID, &p.row.Position)
+					p.held = err == nil
+					got <- p
+					return err
+				},
+				Apply: func(context.Context, *pgx.Batch, []eventstore.Delivery) error { return nil },
+			}
+			consumers := []eventstore.Consumer{c}
+			if together {
+				consumers = append(consumers, eventstore.Consumer{Name: "other",
+					Apply: func(context.Context, *pgx.Batch, []eventstore.Delivery) error { return nil }})
+			}
+			runFeed(t, ctx, store.Pool(), store, consumers...)
+			var before eventstore.Checkpoint
+			for i := range 2 {
+				events, err := store.Append(ctx, "s", int64(i), marker{fmt.Sprint(i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := recv(t, got, "the prepare's read")
+				if !p.held {
+					t.Fatal("Prepare did not read in the transaction that holds the consumer's checkpoint")
+				}
+				if p.after != before || p.row != before {
+					t.Errorf("batch %d: Prepare was told the checkpoint %v; it is %v, want %v", i+1, p.after, p.row, before)
+				}
+				before = eventstore.PointOf(events[0])
+			}
+		})
 	}
 }
 
