@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 )
@@ -450,5 +451,57 @@ func TestChangeFeedDerivedAgain(t *testing.T) {
 	again.Must(t, 200, "GET", "/api/v1/changes?limit=500", f.owner.Token, nil, &page)
 	if len(page.Items) < 4*len(runs) {
 		t.Errorf("the feed holds %d changes of the owner's, want at least %d", len(page.Items), 4*len(runs))
+	}
+}
+
+// TestChangeFeedFromMemory: the changes this process's feed committed last
+// are answered from memory (changes.Recent), exactly as the database holds
+// them. (When the database answers instead: TestRecent, package changes.)
+func TestChangeFeedFromMemory(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ex := f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
+	run := f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
+	f.start(t, contractSurfaces[5], startArgs{conn: acme, token: f.operator.Token}).ExpectStart(t, "deduped")
+	claims := f.claim(t, ex, 1, 0)
+	f.complete(t, ex, run, map[string]any{"epoch": claims[0].Lease.Epoch, "status": "succeeded"}).ExpectStatus(t, 200)
+	f.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+acme, f.owner.Token, map[string]any{"consent": "revoked"}, nil)
+	list, _ := f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
+		return hasTypes(l, run, "run.accepted", "run.deduped", "run.started", "run.succeeded")
+	})
+
+	ctx := f.Ctx
+	tenants := []string{f.tenantA}
+	fromDB := changes.NewReader(f.Pool, nil)
+	encode := func(r *changes.Reader, after int64) string {
+		t.Helper()
+		page, err := r.After(ctx, tenants, after, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(page)
+		return string(b)
+	}
+	last, err := changes.ParseCursor(list[len(list)-1].Cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for after := range last {
+		want = append(want, encode(fromDB, after))
+	}
+	// Altered in the database only: what is answered from memory still
+	// reads as the database had it.
+	if _, err := f.Pool.Exec(ctx, `UPDATE changes SET type = 'altered' WHERE tenant_id = $1`, f.tenantA); err != nil {
+		t.Fatal(err)
+	}
+	for after := range last {
+		if got := encode(f.Changes, after); got != want[after] {
+			t.Errorf("after %d, answered from memory:\n%s\nthe database held:\n%s", after, got, want[after])
+		}
+	}
+	if got := encode(fromDB, 0); got == want[0] {
+		t.Fatal("the database was not altered: the comparison proves nothing")
 	}
 }

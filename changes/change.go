@@ -84,6 +84,22 @@ type derived struct {
 	initiator       *string
 }
 
+// change is d as the feed answers it, numbered seq.
+func (d derived) change(seq int64) Change {
+	c := Change{ID: d.id, Cursor: Cursor(seq), Type: d.typ, OccurredAt: d.at.UTC().Truncate(time.Microsecond), TenantID: d.tenant,
+		Run: null, Connection: null, InitiatorID: d.initiator}
+	if d.run != nil {
+		c.Run = d.run
+	}
+	if d.conn != nil {
+		c.Connection = d.conn
+	}
+	return c
+}
+
+// null is the JSON of an absent subject.
+var null = json.RawMessage("null")
+
 // derive folds event e (recorded by actor at at) into s and returns the
 // change it makes, if any.
 func (s *subjects) derive(id string, at time.Time, actor string, e domain.Event) (derived, bool) {

@@ -37,10 +37,12 @@ const anyProcess = "changes-consumer"
 // processes through NOTIFY, and to this one's subscribers through n (nil:
 // through NOTIFY too) as soon as the commit returns. Webhooks follow the
 // changes written (package webhooks): nothing of theirs is written here.
-func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) eventstore.Consumer {
+// recent (nil: none) is given each batch's changes once they committed.
+func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier, recent *Recent) eventstore.Consumer {
 	var batch []derived
 	var touched subjects
 	var last eventstore.Checkpoint
+	var first int64 // the sequence number of the batch's first change
 	var k known
 	announcement := anyProcess + ":" + Topic
 	if n != nil {
@@ -50,7 +52,17 @@ func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) event
 		Name: ConsumerName,
 		Committed: func() {
 			k.commit(last, touched)
-			if len(batch) > 0 && n != nil {
+			if len(batch) == 0 {
+				return
+			}
+			if recent != nil {
+				list := make([]Change, len(batch))
+				for i, c := range batch {
+					list[i] = c.change(first + int64(i))
+				}
+				recent.add(first, list)
+			}
+			if n != nil {
 				n.Announced(Topic)
 			}
 		},
@@ -113,12 +125,17 @@ func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier) event
 			// waiting for the WAL flush) is numbered the same when it is
 			// derived again, so a cursor a client was given, or a delivery
 			// sent, still names the same change.
-			b.Queue(`INSERT INTO changes (seq, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id)
-				SELECT h.seq + c.n, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id
-				FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
-					WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n),
-					(SELECT coalesce(max(seq), 0) AS seq FROM changes) h
-				ORDER BY n`, ids, tenants, types, ats, runIDs, runs, conns, initiators)
+			b.Queue(`WITH added AS (
+					INSERT INTO changes (seq, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id)
+					SELECT h.seq + c.n, id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id
+					FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::json[], $7::json[], $8::text[])
+						WITH ORDINALITY AS c (id, tenant_id, type, occurred_at, run_id, run, connection, initiator_id, n),
+						(SELECT coalesce(max(seq), 0) AS seq FROM changes) h
+					ORDER BY n
+					RETURNING seq
+				) SELECT min(seq) FROM added`, ids, tenants, types, ats, runIDs, runs, conns, initiators).QueryRow(func(row pgx.Row) error {
+				return row.Scan(&first)
+			})
 			// Delivered at commit, to every process (this one's too if
 			// it has no notifier).
 			b.Queue(`SELECT pg_notify($1, $2)`, eventstore.NotifyChannel, announcement)

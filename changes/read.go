@@ -10,15 +10,22 @@ import (
 
 // Reader reads the change feed.
 type Reader struct {
-	db *pgxpool.Pool
+	db     *pgxpool.Pool
+	recent *Recent
 }
 
-// NewReader returns a reader of the feed in db.
-func NewReader(db *pgxpool.Pool) *Reader { return &Reader{db: db} }
+// NewReader returns a reader of the feed in db that answers from recent
+// (nil: none) what it holds (Consumer keeps it).
+func NewReader(db *pgxpool.Pool, recent *Recent) *Reader { return &Reader{db: db, recent: recent} }
 
 // After returns up to limit changes of tenants after sequence number
 // after, in commit order.
 func (r *Reader) After(ctx context.Context, tenants []string, after int64, limit int) ([]Change, error) {
+	if r.recent != nil {
+		if list, ok := r.recent.after(tenants, after, limit); ok {
+			return list, nil
+		}
+	}
 	rows, err := r.db.Query(ctx, `SELECT seq, id, type, occurred_at, tenant_id, coalesce(run, 'null'), coalesce(connection, 'null'), initiator_id
 		FROM changes WHERE tenant_id = ANY($1) AND seq > $2 ORDER BY seq LIMIT $3`, tenants, after, limit)
 	if err != nil {

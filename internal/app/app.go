@@ -184,6 +184,9 @@ type App struct {
 	worker *worker.Worker
 	// dispatcher sends webhook deliveries (worker role).
 	dispatcher *webhooks.Dispatcher
+	// recentChanges are the changes this process's change feed committed
+	// last, which its long polls and streams read from memory.
+	recentChanges *changes.Recent
 	// auditKey signs the audit trees' checkpoints (nil: none configured).
 	auditKey  *audit.Key
 	providers []string // the built-in worker's
@@ -295,7 +298,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 	}
 	a.Onboarding = onboarding.New(a.Pool, a.Store, a.Gate, a.Tenancy, a.Connections, o.clock)
 	a.Reader = projections.NewReader(a.Pool, cfg.ReadYourWritesWait, a.Store)
-	a.Changes = changes.NewReader(a.Pool)
+	a.recentChanges = changes.NewRecent()
+	a.Changes = changes.NewReader(a.Pool, a.recentChanges)
 	a.Webhooks = webhooks.New(a.Pool, webhooks.Settings{AllowPrivate: cfg.WebhookAllowPrivate, SecretOverlap: cfg.WebhookSecretOverlap},
 		o.clock, a.Notifier.Committed)
 	database.Queue, database.Scopes, database.Webhooks = a.Reader, a.Gate, a.Webhooks
@@ -446,7 +450,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 		// Pickup and run durations, timed from the runs' events.
 		consumers = append(consumers, a.Metrics.RunsConsumer())
 		// The change feed, which webhooks follow.
-		pushed = append(pushed, changes.Consumer(func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }, a.Notifier))
+		pushed = append(pushed, changes.Consumer(func(at time.Time) { a.Metrics.ObserveProjection(changes.ConsumerName, at) }, a.Notifier, a.recentChanges))
 	}
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
