@@ -196,6 +196,35 @@ func TestNotifierWakesAtOnceTopicsWithoutTheDelay(t *testing.T) {
 	}
 }
 
+// TestNotifierSubscribeAtOnce: a subscriber at once is woken by each
+// commit of events without the delay, and not again when the burst's
+// delay is over; announcements of at-once topics alone do not wake it.
+func TestNotifierSubscribeAtOnce(t *testing.T) {
+	store := newStore(t)
+	n := eventstore.NewNotifier(store.Pool(), nil, 30*time.Millisecond)
+	n.AtOnce("changes")
+	atOnce, every := n.SubscribeAtOnce(), n.Subscribe()
+	for i := range 2 {
+		n.Committed([]string{eventstore.TopicEvents})
+		select {
+		case <-atOnce:
+		default:
+			t.Fatalf("commit %d did not wake the subscriber at once", i+1)
+		}
+	}
+	select {
+	case <-every:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the burst did not wake the subscriber of every commit")
+	}
+	n.Committed([]string{"changes"})
+	select {
+	case <-atOnce:
+		t.Error("the subscriber at once was woken again: by the end of the burst, or by an announcement of changes")
+	default:
+	}
+}
+
 // twoProcesses runs two notifiers on store's database, as two processes
 // would, until the test ends.
 func twoProcesses(t *testing.T, ctx context.Context, store *eventstore.Store) (here, there *eventstore.Notifier) {

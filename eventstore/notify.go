@@ -51,6 +51,8 @@ type Notifier struct {
 type subscription struct {
 	topic string
 	ch    chan struct{}
+	// atOnce: woken at each commit, not delay after a burst.
+	atOnce bool
 }
 
 // NewNotifier returns a notifier over pool that wakes subscribers delay
@@ -62,14 +64,23 @@ func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, delay time.Duration) *
 // Subscribe returns a channel that receives after commits.
 func (n *Notifier) Subscribe() <-chan struct{} { return n.SubscribeTopic("") }
 
+// SubscribeAtOnce returns a channel that receives at each commit, not
+// the delay after a burst: for a subscriber whose readers wait for it
+// (the change feed), and whose own work batches a burst already.
+func (n *Notifier) SubscribeAtOnce() <-chan struct{} { return n.subscribe(subscription{atOnce: true}) }
+
 // SubscribeTopic returns a channel that receives after commits that
 // published on topic.
 func (n *Notifier) SubscribeTopic(topic string) <-chan struct{} {
-	ch := make(chan struct{}, 1)
+	return n.subscribe(subscription{topic: topic})
+}
+
+func (n *Notifier) subscribe(s subscription) <-chan struct{} {
+	s.ch = make(chan struct{}, 1)
 	n.mu.Lock()
-	n.subs = append(n.subs, subscription{topic: topic, ch: ch})
+	n.subs = append(n.subs, s)
 	n.mu.Unlock()
-	return ch
+	return s.ch
 }
 
 // Next returns a channel that is closed at the next wake-up of topic: for
@@ -95,10 +106,7 @@ func (n *Notifier) Committed(topics []string) {
 	n.mu.Lock()
 	n.toSend = union(n.toSend, topics)
 	n.mu.Unlock()
-	select {
-	case n.pending <- struct{}{}:
-	default:
-	}
+	notify(n.pending)
 }
 
 func union(a, b []string) []string {
@@ -156,6 +164,11 @@ func (n *Notifier) wake(topics []string) {
 		n.broadcastLocked()
 		return
 	}
+	for _, s := range n.subs {
+		if s.atOnce && (s.topic == "" || slices.Contains(topics, s.topic)) {
+			notify(s.ch)
+		}
+	}
 	if n.timer == nil {
 		n.timer = time.AfterFunc(n.delay, func() {
 			n.mu.Lock()
@@ -185,10 +198,7 @@ func (n *Notifier) wakeEveryone() {
 func (n *Notifier) wakeTopicsLocked(topics []string) {
 	for _, s := range n.subs {
 		if slices.Contains(topics, s.topic) {
-			select {
-			case s.ch <- struct{}{}:
-			default:
-			}
+			notify(s.ch)
 		}
 	}
 	for _, topic := range topics {
@@ -199,15 +209,20 @@ func (n *Notifier) wakeTopicsLocked(topics []string) {
 	}
 }
 
+// notify wakes ch, unless a wake-up is pending already.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 func (n *Notifier) broadcastLocked() {
 	for _, s := range n.subs {
-		if s.topic != "" && !slices.Contains(n.woken, s.topic) {
-			continue
+		if (s.topic != "" && !slices.Contains(n.woken, s.topic)) || (s.atOnce && n.delay > 0) {
+			continue // not a topic of the burst, or woken at its commits
 		}
-		select {
-		case s.ch <- struct{}{}:
-		default:
-		}
+		notify(s.ch)
 	}
 	for topic, ch := range n.nexts {
 		if slices.Contains(n.woken, topic) {

@@ -455,13 +455,17 @@ func (a *App) Run(ctx context.Context, ln net.Listener) error {
 	if a.worker != nil {
 		consumers = append(consumers, a.Onboarding.Manager())
 	}
+	// The projectors' feed is woken a few milliseconds after a burst of
+	// commits, to read it in one batch; the change feed at each commit, as
+	// clients wait for it (its batches take in what commits meanwhile).
+	wakes := []func() <-chan struct{}{a.Notifier.Subscribe, a.Notifier.SubscribeAtOnce}
 	for i, list := range [][]eventstore.Consumer{consumers, pushed} {
 		if len(list) == 0 {
 			continue
 		}
 		feed := &eventstore.Feed{
 			Pool: a.ReaderPool, Registry: a.Store.Registry(), Consumers: list, Logger: a.logger,
-			Wake: a.Notifier.Subscribe, PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch, Tracer: a.tracer,
+			Wake: wakes[i], PollInterval: a.cfg.PollInterval, Observe: a.observeFeedBatch, Tracer: a.tracer,
 		}
 		wg.Go(func() {
 			if i == 0 && a.roles.Projector {
