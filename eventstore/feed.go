@@ -112,9 +112,10 @@ type eventLog struct {
 }
 
 // SelectQuery reads, in subscriber order, the events after the least
-// advanced checkpoint of the consumers (each row carries that checkpoint), below this database's reading
-// horizon (opsgate_horizon: every transaction of this database still in
-// flight, readers excepted, could yet commit an event before it). It
+// advanced checkpoint of the consumers (each row carries that
+// checkpoint), below this database's reading horizon (opsgate_horizon:
+// every transaction of this database still in flight, readers excepted,
+// could yet commit an event before it). It
 // locks the consumers' checkpoint rows first, in name order, so that
 // subscriptions that read for overlapping consumers (in other processes)
 // take turns, and never deadlock. The lower bound is given as scalar
