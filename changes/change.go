@@ -201,18 +201,18 @@ func connectionsOf(e domain.Event) []string {
 	return nil
 }
 
-// subjectsOf returns the runs and connections whose state event e needs
-// (those it creates excepted).
-func subjectsOf(e domain.Event) []string {
+// subjectsOf returns the run and the connections whose state event e
+// needs (those it creates excepted).
+func subjectsOf(e domain.Event) (run string, conns []string) {
 	switch ev := e.(type) {
 	case domain.StartDeduped:
-		return []string{ev.RunID}
+		return ev.RunID, nil
 	case domain.StartScopeBusy:
-		return []string{ev.RunID}
+		return ev.RunID, nil
 	case domain.RunEvent:
-		return []string{ev.Ref().RunID}
+		return ev.Ref().RunID, nil
 	case domain.ProviderConnectionCreated:
-		return nil
+		return "", nil
 	}
-	return connectionsOf(e)
+	return "", connectionsOf(e)
 }

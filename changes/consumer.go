@@ -67,16 +67,19 @@ func Consumer(onChange func(recordedAt time.Time), n *eventstore.Notifier, recen
 			}
 		},
 		Prepare: func(ctx context.Context, tx pg.Querier, after eventstore.Checkpoint, events []eventstore.Delivery) error {
-			var ids []string
+			var runs, conns []string
 			for _, d := range events {
 				if e, ok := d.Payload.(domain.Event); ok {
-					ids = append(ids, subjectsOf(e)...)
+					run, cs := subjectsOf(e)
+					if run != "" {
+						runs = append(runs, run)
+					}
+					conns = append(conns, cs...)
 				}
 			}
-			var missing []string
-			touched, missing = k.seed(after, ids)
+			touched, runs, conns = k.seed(after, runs, conns)
 			var b pgx.Batch
-			queueReadSubjects(&b, touched, missing)
+			queueReadSubjects(&b, touched, runs, conns)
 			if b.Len() > 0 {
 				if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 					return fmt.Errorf("read the subjects of changes: %w", err)
@@ -153,59 +156,59 @@ func text(b []byte) *string {
 }
 
 // queueReadSubjects queues into b the read of the runs and connections
-// ids, into s.
-func queueReadSubjects(b *pgx.Batch, s subjects, ids []string) {
-	if len(ids) == 0 {
-		return
+// ids, into s. A run is as its newest change carries it: every event that
+// changes a run makes a change (derive), so the changes hold each run's
+// state; a connection is as change_subjects holds it (not every event of
+// a connection makes a change).
+func queueReadSubjects(b *pgx.Batch, s subjects, runs, conns []string) {
+	if len(runs) > 0 {
+		b.Queue(`SELECT r.id, c.run FROM unnest($1::text[]) AS r (id)
+			CROSS JOIN LATERAL (SELECT run FROM changes WHERE run_id = r.id ORDER BY seq DESC LIMIT 1) c`, runs).Query(func(rows pgx.Rows) error {
+			var id string
+			var state []byte
+			_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error {
+				var r domain.Run
+				if err := json.Unmarshal(state, &r); err != nil {
+					return fmt.Errorf("run %s: %w", id, err)
+				}
+				s.runs[id] = &r
+				return nil
+			})
+			return err
+		})
 	}
-	b.Queue(`SELECT id, kind, state FROM change_subjects WHERE id = ANY($1)`, ids).Query(func(rows pgx.Rows) error {
-		var id, kind string
-		var state []byte
-		_, err := pgx.ForEachRow(rows, []any{&id, &kind, &state}, func() error {
-			if kind == "connection" {
+	if len(conns) > 0 {
+		b.Queue(`SELECT id, state FROM change_subjects WHERE id = ANY($1) AND kind = 'connection'`, conns).Query(func(rows pgx.Rows) error {
+			var id string
+			var state []byte
+			_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error {
 				var c connections.Connection
 				if err := json.Unmarshal(state, &c); err != nil {
 					return fmt.Errorf("connection %s: %w", id, err)
 				}
 				s.conns[id] = &c
 				return nil
-			}
-			var r domain.Run
-			if err := json.Unmarshal(state, &r); err != nil {
-				return fmt.Errorf("run %s: %w", id, err)
-			}
-			s.runs[id] = &r
-			return nil
+			})
+			return err
 		})
-		return err
-	})
+	}
 }
 
-// queueSubjects queues the upsert of every subject s holds.
+// queueSubjects queues the upsert of the connections s holds (the runs
+// are written with their changes).
 func queueSubjects(b *pgx.Batch, s subjects) error {
-	var ids, kinds, states []string
-	add := func(id, kind string, v any) error {
-		state, err := json.Marshal(v)
-		if err != nil {
-			return fmt.Errorf("subject %s: %w", id, err)
-		}
-		ids, kinds, states = append(ids, id), append(kinds, kind), append(states, string(state))
+	if len(s.conns) == 0 {
 		return nil
 	}
-	for id, r := range s.runs {
-		if err := add(id, "run", r); err != nil {
-			return err
-		}
-	}
+	var ids, states []string
 	for id, c := range s.conns {
-		if err := add(id, "connection", c); err != nil {
-			return err
+		state, err := json.Marshal(c)
+		if err != nil {
+			return fmt.Errorf("connection %s: %w", id, err)
 		}
+		ids, states = append(ids, id), append(states, string(state))
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	b.Queue(`INSERT INTO change_subjects (id, kind, state) SELECT * FROM unnest($1::text[], $2::text[], $3::json[])
-		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, ids, kinds, states)
+	b.Queue(`INSERT INTO change_subjects (id, kind, state) SELECT id, 'connection', state FROM unnest($1::text[], $2::json[]) AS s (id, state)
+		ON CONFLICT (id) DO UPDATE SET state = excluded.state`, ids, states)
 	return nil
 }
