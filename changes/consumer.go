@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 	"github.com/opsgate/opsgate/eventstore"
 	"github.com/opsgate/opsgate/internal/pg"
@@ -162,36 +161,30 @@ func text(b []byte) *string {
 // a connection makes a change).
 func queueReadSubjects(b *pgx.Batch, s subjects, runs, conns []string) {
 	if len(runs) > 0 {
-		b.Queue(`SELECT r.id, c.run FROM unnest($1::text[]) AS r (id)
-			CROSS JOIN LATERAL (SELECT run FROM changes WHERE run_id = r.id ORDER BY seq DESC LIMIT 1) c`, runs).Query(func(rows pgx.Rows) error {
-			var id string
-			var state []byte
-			_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error {
-				var r domain.Run
-				if err := json.Unmarshal(state, &r); err != nil {
-					return fmt.Errorf("run %s: %w", id, err)
-				}
-				s.runs[id] = &r
-				return nil
-			})
-			return err
-		})
+		queueRead(b, s.runs, "run", `SELECT r.id, c.run FROM unnest($1::text[]) AS r (id)
+			CROSS JOIN LATERAL (SELECT run FROM changes WHERE run_id = r.id ORDER BY seq DESC LIMIT 1) c`, runs)
 	}
 	if len(conns) > 0 {
-		b.Queue(`SELECT id, state FROM change_subjects WHERE id = ANY($1) AND kind = 'connection'`, conns).Query(func(rows pgx.Rows) error {
-			var id string
-			var state []byte
-			_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error {
-				var c connections.Connection
-				if err := json.Unmarshal(state, &c); err != nil {
-					return fmt.Errorf("connection %s: %w", id, err)
-				}
-				s.conns[id] = &c
-				return nil
-			})
-			return err
-		})
+		queueRead(b, s.conns, "connection", `SELECT id, state FROM change_subjects WHERE id = ANY($1) AND kind = 'connection'`, conns)
 	}
+}
+
+// queueRead queues into b query of ids, whose rows are an id and a JSON
+// state (of a kind), each decoded and kept in into.
+func queueRead[T any](b *pgx.Batch, into map[string]*T, kind, query string, ids []string) {
+	b.Queue(query, ids).Query(func(rows pgx.Rows) error {
+		var id string
+		var state []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &state}, func() error {
+			var v T
+			if err := json.Unmarshal(state, &v); err != nil {
+				return fmt.Errorf("%s %s: %w", kind, id, err)
+			}
+			into[id] = &v
+			return nil
+		})
+		return err
+	})
 }
 
 // queueSubjects queues the upsert of the connections s holds (the runs
