@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opsgate/opsgate/connections"
 	"github.com/opsgate/opsgate/domain"
 )
 
@@ -21,7 +20,7 @@ func TestDerive(t *testing.T) {
 	started := at.Add(time.Second)
 	asked := start
 	asked.InitiatorID = "U2"
-	s := subjects{runs: map[string]*domain.Run{}, conns: map[string]*connections.Connection{}}
+	s := newSubjects()
 	steps := []struct {
 		event     domain.Event
 		want      string // "" for no change
