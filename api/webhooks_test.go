@@ -14,6 +14,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/opsgate/opsgate/changes"
 	"github.com/opsgate/opsgate/internal/app"
 	"github.com/opsgate/opsgate/internal/apptest"
 	"github.com/opsgate/opsgate/internal/config"
@@ -337,6 +338,98 @@ func TestWebhookDelivery(t *testing.T) {
 	pinged := rc.waitFor(t, "the ping", "/theirs", func(m []message) bool { return len(m) == 1 })[0]
 	if pinged.Type != "ping" || verifyIndependently(t, pinged, theirs.Secret) != nil || ping.ChangeID != nil {
 		t.Errorf("ping %+v (queued %+v)", pinged, ping)
+	}
+}
+
+// memoryServed counts the changes a dispatcher's streams were given from
+// memory (webhooks.DispatcherConfig.Recent).
+type memoryServed struct {
+	inner interface {
+		Following(after int64, limit int) ([]changes.Change, int64, bool)
+	}
+	mu  sync.Mutex
+	ids []string
+}
+
+func (m *memoryServed) Following(after int64, limit int) ([]changes.Change, int64, bool) {
+	list, through, ok := m.inner.Following(after, limit)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range list {
+		m.ids = append(m.ids, c.ID)
+	}
+	return list, through, ok
+}
+
+// TestWebhookStreamFromMemory: a dispatcher beside the change feed that
+// committed the changes reads its streams from memory, and sends what a
+// read of the database would: its workspace's changes alone, of the types
+// its endpoint subscribes to as they are now, as the feed has them.
+func TestWebhookStreamFromMemory(t *testing.T) {
+	t.Parallel()
+	served := &memoryServed{}
+	f := newFixtureOn(t, apptest.Start(t, apptest.With(app.WithWebhookDispatcher(func(c *webhooks.DispatcherConfig) {
+		c.Timeout, c.Lease = 500*time.Millisecond, 2*time.Second
+		served.inner, c.Recent = c.Recent, served
+	}))))
+	rc := newReceiver(t)
+	var other, theirTenant struct{ ID string }
+	f.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Other MSP"}, &other)
+	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": other.ID, "name": "Fabrikam"}, &theirTenant)
+	theirOwner := f.newUser(t, "their-owner", theirTenant.ID, "owner")
+	theirConn := f.newConnection(t, theirTenant.ID, theirOwner.Token, conn{Name: "Graph theirs", Default: true})
+
+	// Held while it subscribed to run.deduped alone; it follows the
+	// types it has now.
+	hook := f.newWebhook(t, f.workspace, rc.URL+"/memory", []string{"run.deduped"})
+	f.Must(t, 200, "PATCH", "/api/v1/admin/webhooks/"+hook.ID, apptest.AdminToken, map[string]any{"types": []string{"run.accepted"}}, nil)
+	// Runs on acme stay queued (no executor claims them): the second
+	// start is deduped.
+	f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	acme := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
+	theirs := f.start(t, contractSurfaces[5], startArgs{conn: theirConn, token: theirOwner.Token}).ExpectStart(t, "accepted").Run.ID
+	mine := f.start(t, contractSurfaces[5], startArgs{conn: acme}).ExpectStart(t, "accepted").Run.ID
+	f.start(t, contractSurfaces[5], startArgs{conn: acme, token: f.operator.Token}).ExpectStart(t, "deduped")
+	last := f.start(t, contractSurfaces[6], startArgs{conn: f.connA}).ExpectStart(t, "accepted").Run.ID
+	feed, _ := f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
+		return hasTypes(l, mine, "run.accepted", "run.deduped") && hasTypes(l, last, "run.accepted")
+	})
+	want := map[string]string{}
+	var through int64
+	for _, c := range feed {
+		if c.Type == "run.accepted" {
+			b, _ := json.Marshal(c)
+			want[c.ID] = string(b)
+		}
+		through, _ = changes.ParseCursor(c.Cursor)
+	}
+	// Once the stream's first attempts are recorded past the last change,
+	// the receiver has every message it will be sent.
+	apptest.WaitFor(t, 10*time.Second, "the stream sent past the last change", func() bool {
+		var sent int64
+		err := f.Pool.QueryRow(t.Context(), `SELECT sent FROM webhook_streams WHERE endpoint_id = $1`, hook.ID).Scan(&sent)
+		return err == nil && sent >= through
+	})
+	got := rc.messages("/memory")
+	if len(got) != 2 || len(want) != 2 {
+		t.Fatalf("delivered %s, want the workspace's two run.accepted", typesIn(got))
+	}
+	served.mu.Lock()
+	fromMemory := slices.Clone(served.ids)
+	served.mu.Unlock()
+	for _, m := range got {
+		var data change
+		_ = json.Unmarshal(m.Data, &data)
+		have, _ := json.Marshal(data)
+		if string(have) != want[m.ID] {
+			t.Errorf("message %s carries\n%s\nthe feed has\n%s", m.ID, have, want[m.ID])
+		}
+		if strings.Contains(string(m.Data), theirs) {
+			t.Errorf("another workspace's change was sent: %s", m.Data)
+		}
+	}
+	if !slices.ContainsFunc(got, func(m message) bool { return slices.Contains(fromMemory, m.ID) }) {
+		t.Errorf("no message came from memory (%d changes given from memory)", len(fromMemory))
 	}
 }
 

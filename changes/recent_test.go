@@ -67,3 +67,47 @@ func TestRecent(t *testing.T) {
 	check("the last two, among many tenants", many, last-2, 10, fmt.Sprintf("E%d,E%d", last-1, last), true)
 	check("dropped", many, 20, 10, "", false)
 }
+
+// TestRecentFollowing: a stream reads every change that follows its
+// cursor, of every tenant, and how far they run, while Recent holds the
+// one that follows.
+func TestRecentFollowing(t *testing.T) {
+	r := NewRecent()
+	add := func(first int64, n int) {
+		list := make([]Change, n)
+		for i := range list {
+			list[i] = Change{ID: fmt.Sprint("E", first+int64(i)), TenantID: fmt.Sprint("T", i%3)}
+		}
+		r.add(first, list)
+	}
+	check := func(what string, after int64, limit int, want string, wantThrough int64, wantOK bool) {
+		t.Helper()
+		list, through, ok := r.Following(after, limit)
+		var ids []string
+		for _, c := range list {
+			ids = append(ids, c.ID)
+		}
+		if got := strings.Join(ids, ","); got != want || through != wantThrough || ok != wantOK {
+			t.Errorf("%s: %q through %d, %v; want %q through %d, %v", what, got, through, ok, want, wantThrough, wantOK)
+		}
+	}
+	check("empty", 0, 10, "", 0, false)
+	add(5, 3)
+	check("all of them", 4, 10, "E5,E6,E7", 7, true)
+	check("up to the limit", 4, 2, "E5,E6", 6, true)
+	check("after the first", 5, 10, "E6,E7", 7, true)
+	check("none after the last", 7, 10, "", 0, false)
+	check("before what it holds", 3, 10, "", 0, false)
+	add(8, 1)
+	check("a batch that follows", 7, 10, "E8", 8, true)
+	add(20, 2)
+	check("across a gap", 8, 10, "", 0, false)
+	check("after a gap", 19, 10, "E20,E21", 21, true)
+
+	// What it gives is the caller's: a batch added later changes nothing.
+	list, _, _ := r.Following(19, 10)
+	add(22, recentSize*2)
+	if list[0].ID != "E20" || list[1].ID != "E21" {
+		t.Errorf("the changes given moved to %s, %s", list[0].ID, list[1].ID)
+	}
+}

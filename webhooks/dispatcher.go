@@ -59,6 +59,18 @@ type DispatcherConfig struct {
 	// Observe, if set, is told of each attempt: its endpoint, its result
 	// (delivered, failed, gave_up) and how long it took.
 	Observe func(endpoint, result string, took time.Duration)
+	// Recent, if set, holds the changes this process's change feed
+	// committed last (changes.Recent): a stream that follows on from them
+	// reads them there rather than from the database.
+	Recent recentChanges
+}
+
+// recentChanges holds the change feed's newest changes in memory.
+type recentChanges interface {
+	// Following returns up to limit changes that follow sequence number
+	// after, and the sequence number they run through; ok is false when
+	// it does not hold the one that follows after.
+	Following(after int64, limit int) (list []changes.Change, through int64, ok bool)
 }
 
 // maxResponseBody is how much of an answer's body is read.
@@ -84,6 +96,9 @@ type Dispatcher struct {
 	mu sync.Mutex
 	// streams are the endpoints' streams this dispatcher holds.
 	streams map[string]*stream
+	// workspaces are the workspaces of the tenants whose changes streams
+	// read from memory (readMemory; Run's goroutine alone uses it).
+	workspaces map[string]string
 	// results are the answers of attempts, recorded in batches by one
 	// recorder (record) while the next attempts are already sent.
 	results chan attemptResult
@@ -133,7 +148,8 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Dispatcher{db: db, cfg: cfg, client: client, logger: logger,
-		queues: newQueues(cfg), results: make(chan attemptResult, cfg.Concurrency), streams: map[string]*stream{}}
+		queues: newQueues(cfg), results: make(chan attemptResult, cfg.Concurrency), streams: map[string]*stream{},
+		workspaces: map[string]string{}}
 }
 
 // claimed is an attempt this dispatcher holds: a row claimed until

@@ -241,20 +241,12 @@ const stoppedError = "no answer recorded: the dispatcher sending it stopped"
 
 // readStreams reads, for each stream held long enough, the next changes
 // up to the room its endpoint has (n in all), moving how far it is read
-// in the same statement; all in one round trip. A stream found taken over
-// is let go.
+// in the same statement; all in one round trip. A stream that follows on
+// from the changes this process's feed committed last (Recent) takes
+// them from memory, and its statement only picks among them by the
+// endpoint's types as they are now. A stream found taken over is let go.
 func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, error) {
-	type read struct {
-		st      *stream
-		from    int64
-		upto    int64
-		moved   *int64
-		url     string
-		secrets []string
-		found   []changes.Change
-	}
-	var reads []*read
-	var b pgx.Batch
+	var reads []*streamRead
 	d.mu.Lock()
 	for _, st := range d.streams {
 		free := min(room(st.endpoint), n)
@@ -262,52 +254,18 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 			continue
 		}
 		n -= free
-		r := &read{st: st, from: st.claimed}
-		reads = append(reads, r)
-		// The endpoint as it is now (its URL, types and secrets may have
-		// changed since the stream was taken); disabled, it is let go.
-		b.Queue(`WITH e AS (
-				SELECT e.id, e.workspace_id, e.url, e.types, `+validSecrets+` AS secrets
-				FROM webhook_endpoints e WHERE e.id = $1 AND e.enabled
-			),
-			head AS `+feedHead+`,
-			picked AS (
-				SELECT c.seq, c.id, c.type, c.occurred_at, c.tenant_id, coalesce(c.run, 'null') AS run,
-					coalesce(c.connection, 'null') AS connection, c.initiator_id
-				FROM changes c, e WHERE c.seq > $2 AND c.seq <= (SELECT seq FROM head) AND `+subscribed+`
-				ORDER BY c.seq LIMIT $3
-			),
-			upto AS (SELECT CASE WHEN count(*) = $3 THEN max(seq) ELSE (SELECT seq FROM head) END AS seq FROM picked),
-			moved AS (
-				UPDATE webhook_streams s SET claimed = upto.seq FROM upto
-				WHERE s.endpoint_id = $1 AND s.holder = $4 AND s.claimed = $2 AND upto.seq > $2 AND s.held_until > now()
-					AND EXISTS (SELECT 1 FROM e)
-				RETURNING s.claimed
-			)
-			SELECT (SELECT seq FROM upto), (SELECT claimed FROM moved), e.url, e.secrets, p.seq, p.id, p.type, p.occurred_at,
-				p.tenant_id, p.run, p.connection, p.initiator_id
-			FROM (SELECT 1) one LEFT JOIN e ON true LEFT JOIN picked p ON true ORDER BY p.seq`,
-			st.endpoint, st.claimed, free, st.token).Query(func(rows pgx.Rows) error {
-			var seq *int64
-			var id, typ, tenant, url *string
-			var at *time.Time
-			var c changes.Change
-			_, err := pgx.ForEachRow(rows, []any{&r.upto, &r.moved, &url, &r.secrets, &seq, &id, &typ, &at, &tenant, &c.Run, &c.Connection, &c.InitiatorID}, func() error {
-				if url != nil {
-					r.url = *url
-				}
-				if seq != nil {
-					c.ID, c.Cursor, c.Type, c.OccurredAt, c.TenantID = *id, changes.Cursor(*seq), *typ, at.UTC(), *tenant
-					r.found = append(r.found, c)
-				}
-				return nil
-			})
-			return err
-		})
+		reads = append(reads, &streamRead{st: st, from: st.claimed, limit: free, token: st.token, workspace: st.workspace})
 	}
 	d.mu.Unlock()
-	if b.Len() == 0 {
+	if len(reads) == 0 {
 		return nil, nil
+	}
+	if err := d.readMemory(ctx, reads); err != nil {
+		return nil, fmt.Errorf("read webhook streams: %w", err)
+	}
+	var b pgx.Batch
+	for _, r := range reads {
+		r.queue(&b)
 	}
 	if err := d.db.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, fmt.Errorf("read webhook streams: %w", err)
@@ -348,6 +306,151 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 		}
 	}
 	return list, nil
+}
+
+// memoryRead is how many of the changes held in memory a stream's read
+// looks through, of every workspace.
+const memoryRead = 1024
+
+// streamRead is one stream's read: what to read, and what it found.
+type streamRead struct {
+	st               *stream
+	from             int64 // how far the stream was read
+	limit            int   // the most changes to take
+	token, workspace string
+	// memory: the changes that follow from (to through) are in memory,
+	// and candidates are those of the endpoint's workspace among them.
+	memory     bool
+	through    int64
+	candidates []changes.Change
+
+	// What the statement found: how far the stream is read now (upto),
+	// moved as far unless it was taken over (moved nil), the endpoint
+	// now, and the changes to send.
+	upto    int64
+	moved   *int64
+	url     string
+	secrets []string
+	found   []changes.Change
+}
+
+// readMemory gives the reads whose changes follow on from those this
+// process's feed holds (DispatcherConfig.Recent) those of their
+// workspace, learning the workspace of the tenants it has not seen (a
+// tenant never moves).
+func (d *Dispatcher) readMemory(ctx context.Context, reads []*streamRead) error {
+	if d.cfg.Recent == nil {
+		return nil
+	}
+	var unknown []string
+	for _, r := range reads {
+		list, through, ok := d.cfg.Recent.Following(r.from, memoryRead)
+		if !ok {
+			continue
+		}
+		r.memory, r.through, r.candidates = true, through, list
+		for _, c := range list {
+			if _, seen := d.workspaces[c.TenantID]; !seen && !slices.Contains(unknown, c.TenantID) {
+				unknown = append(unknown, c.TenantID)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		rows, err := d.db.Query(ctx, `SELECT id, workspace_id FROM tenants WHERE id = ANY($1)`, unknown)
+		if err != nil {
+			return fmt.Errorf("read the workspaces of %d tenants: %w", len(unknown), err)
+		}
+		var tenant, workspace string
+		if _, err := pgx.ForEachRow(rows, []any{&tenant, &workspace}, func() error {
+			d.workspaces[tenant] = workspace
+			return nil
+		}); err != nil {
+			return fmt.Errorf("read the workspaces of %d tenants: %w", len(unknown), err)
+		}
+	}
+	for _, r := range reads {
+		r.candidates = slices.DeleteFunc(r.candidates, func(c changes.Change) bool { return d.workspaces[c.TenantID] != r.workspace })
+	}
+	return nil
+}
+
+// queue queues r's statement on b: the endpoint as it is now (disabled,
+// its stream is let go), the changes picked (by its types, up to r.limit),
+// and the stream moved as far as they run, fenced by its holding.
+func (r *streamRead) queue(b *pgx.Batch) {
+	// $1 the endpoint, $2 how far it was read, $3 the most to pick, $4
+	// the holding; for a read of memory, $5 and $6 the candidates'
+	// sequence numbers and types, $7 how far they run.
+	picked := `SELECT c.seq, c.id, c.type, c.occurred_at, c.tenant_id, coalesce(c.run, 'null') AS run,
+			coalesce(c.connection, 'null') AS connection, c.initiator_id
+		FROM changes c, e WHERE c.seq > $2 AND c.seq <= ` + feedHead + ` AND ` + subscribed + `
+		ORDER BY c.seq LIMIT $3`
+	columns := `p.seq, p.id, p.type, p.occurred_at, p.tenant_id, p.run, p.connection, p.initiator_id`
+	through := feedHead
+	args := []any{r.st.endpoint, r.from, r.limit, r.token}
+	if r.memory {
+		columns = `p.seq`
+		picked = `SELECT c.seq FROM unnest($5::bigint[], $6::text[]) AS c (seq, type), e
+			WHERE e.types IS NULL OR c.type = ANY(e.types) ORDER BY c.seq LIMIT $3`
+		through = `$7::bigint`
+		seqs, types := make([]int64, len(r.candidates)), make([]string, len(r.candidates))
+		for i, c := range r.candidates {
+			seqs[i], _ = changes.ParseCursor(c.Cursor)
+			types[i] = c.Type
+		}
+		args = append(args, seqs, types, r.through)
+	}
+	b.Queue(`WITH e AS (
+			SELECT e.id, e.workspace_id, e.url, e.types, `+validSecrets+` AS secrets
+			FROM webhook_endpoints e WHERE e.id = $1 AND e.enabled
+		),
+		picked AS (`+picked+`),
+		upto AS (SELECT CASE WHEN count(*) = $3 THEN max(seq) ELSE `+through+` END AS seq FROM picked),
+		moved AS (
+			UPDATE webhook_streams s SET claimed = upto.seq FROM upto
+			WHERE s.endpoint_id = $1 AND s.holder = $4 AND s.claimed = $2 AND upto.seq > $2 AND s.held_until > now()
+				AND EXISTS (SELECT 1 FROM e)
+			RETURNING s.claimed
+		)
+		SELECT (SELECT seq FROM upto), (SELECT claimed FROM moved), e.url, e.secrets, `+columns+`
+		FROM (SELECT 1) one LEFT JOIN e ON true LEFT JOIN picked p ON true ORDER BY p.seq`,
+		args...).Query(r.scan)
+}
+
+// scan reads r's statement's rows: one per change picked (or one with
+// none), each with how far the stream is read and the endpoint.
+func (r *streamRead) scan(rows pgx.Rows) error {
+	var seq *int64
+	var id, typ, tenant, url *string
+	var at *time.Time
+	var c changes.Change
+	dest := []any{&r.upto, &r.moved, &url, &r.secrets, &seq}
+	if !r.memory {
+		dest = append(dest, &id, &typ, &at, &tenant, &c.Run, &c.Connection, &c.InitiatorID)
+	}
+	next := 0 // the candidate to look at next: both are in order
+	_, err := pgx.ForEachRow(rows, dest, func() error {
+		if url != nil {
+			r.url = *url
+		}
+		switch {
+		case seq == nil:
+		case r.memory:
+			want := changes.Cursor(*seq)
+			for next < len(r.candidates) && r.candidates[next].Cursor != want {
+				next++
+			}
+			if next == len(r.candidates) {
+				return fmt.Errorf("stream of %s: change %d picked is not a candidate", r.st.endpoint, *seq)
+			}
+			r.found = append(r.found, r.candidates[next])
+		default:
+			c.ID, c.Cursor, c.Type, c.OccurredAt, c.TenantID = *id, changes.Cursor(*seq), *typ, at.UTC(), *tenant
+			r.found = append(r.found, c)
+		}
+		return nil
+	})
+	return err
 }
 
 // releaseStreams gives back the streams this dispatcher holds, once every
