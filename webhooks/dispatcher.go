@@ -203,18 +203,18 @@ func (d *Dispatcher) Run(ctx context.Context) {
 			}
 		}
 		more := false
-		for _, next := range []func(context.Context, int, func(string) int) ([]claimed, error){d.readStreams, d.claim} {
+		for _, next := range []func(context.Context, int, func(string) int) ([]claimed, bool, error){d.readStreams, d.claim} {
 			free, room := d.queues.room()
 			if free <= 0 {
 				break
 			}
-			list, err := next(ctx, free, room)
+			list, full, err := next(ctx, free, room)
 			if err != nil && ctx.Err() == nil {
 				d.logger.Warn("read or claim webhook deliveries failed; trying again", "err", err)
 			}
 			d.queues.hold(list)
 			d.pump(ctx)
-			more = more || len(list) == free
+			more = more || full
 		}
 		if more {
 			continue // there may be more: look again
@@ -265,8 +265,8 @@ func (d *Dispatcher) giveBack() {
 // time (an index scan that stops at its limit, whatever the backlog),
 // all in one round trip. An attempt whose dispatcher died while it held
 // it is recorded as failed and a next attempt, due at once, is claimed in
-// its place.
-func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, error) {
+// its place. It reports whether it claimed all n: there may be more.
+func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, bool, error) {
 	var list []claimed
 	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) error {
 		list = list[:0]
@@ -330,9 +330,9 @@ func (d *Dispatcher) claim(ctx context.Context, n int, room func(endpoint string
 		return d.load(ctx, tx, list)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim webhook deliveries: %w", err)
+		return nil, false, fmt.Errorf("claim webhook deliveries: %w", err)
 	}
-	return list, nil
+	return list, len(list) == n, nil
 }
 
 // resume records attempt c, whose dispatcher stopped before it recorded

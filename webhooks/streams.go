@@ -245,7 +245,8 @@ const stoppedError = "no answer recorded: the dispatcher sending it stopped"
 // from the changes this process's feed committed last (Recent) takes
 // them from memory, and its statement only picks among them by the
 // endpoint's types as they are now. A stream found taken over is let go.
-func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, error) {
+// It reports whether a stream may have more to read now.
+func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint string) int) ([]claimed, bool, error) {
 	var reads []*streamRead
 	d.mu.Lock()
 	for _, st := range d.streams {
@@ -258,17 +259,22 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 	}
 	d.mu.Unlock()
 	if len(reads) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	if err := d.readMemory(ctx, reads); err != nil {
-		return nil, fmt.Errorf("read webhook streams: %w", err)
+		return nil, false, fmt.Errorf("read webhook streams: %w", err)
 	}
 	var b pgx.Batch
 	for _, r := range reads {
 		r.queue(&b)
 	}
 	if err := d.db.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, fmt.Errorf("read webhook streams: %w", err)
+		return nil, false, fmt.Errorf("read webhook streams: %w", err)
+	}
+	more := false
+	for _, r := range reads {
+		// Its limit reached, or memory's window (memoryRead) read through.
+		more = more || len(r.found) == r.limit || r.memory && r.window && r.upto == r.through
 	}
 	// A stream given back may hold changes with an attempt recorded
 	// already, up to recheck (fixed when the stream was taken).
@@ -276,7 +282,7 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 		if r.from < r.st.recheck && len(r.found) > 0 {
 			found, err := unrecorded(ctx, d.db, r.st.endpoint, r.found)
 			if err != nil {
-				return nil, fmt.Errorf("read webhook streams: %w", err)
+				return nil, false, fmt.Errorf("read webhook streams: %w", err)
 			}
 			r.found = found
 		}
@@ -298,14 +304,14 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 			seq, _ := changes.ParseCursor(c.Cursor)
 			body, err := messageBody(c.Type, c.OccurredAt, c)
 			if err != nil {
-				return nil, fmt.Errorf("read webhook streams: change %s: %w", c.ID, err)
+				return nil, false, fmt.Errorf("read webhook streams: change %s: %w", c.ID, err)
 			}
 			st.open = append(st.open, seq)
 			list = append(list, claimed{endpoint: st.endpoint, message: c.ID, typ: c.Type, attempt: 1, url: st.url,
 				secrets: st.secrets, body: body, seq: seq, stream: st})
 		}
 	}
-	return list, nil
+	return list, more, nil
 }
 
 // memoryRead is how many of the changes held in memory a stream's read
@@ -319,10 +325,12 @@ type streamRead struct {
 	limit            int   // the most changes to take
 	token, workspace string
 	// memory: the changes that follow from (to through) are in memory,
-	// and candidates are those of the endpoint's workspace among them.
-	memory     bool
-	through    int64
-	candidates []changes.Change
+	// and candidates are those of the endpoint's workspace among them;
+	// window: the read took as many as it may (memoryRead), and memory
+	// may hold more after through.
+	memory, window bool
+	through        int64
+	candidates     []changes.Change
 
 	// What the statement found: how far the stream is read now (upto),
 	// moved as far unless it was taken over (moved nil), the endpoint
@@ -348,7 +356,7 @@ func (d *Dispatcher) readMemory(ctx context.Context, reads []*streamRead) error 
 		if !ok {
 			continue
 		}
-		r.memory, r.through, r.candidates = true, through, list
+		r.memory, r.window, r.through, r.candidates = true, len(list) == memoryRead, through, list
 		for _, c := range list {
 			if _, seen := d.workspaces[c.TenantID]; !seen && !slices.Contains(unknown, c.TenantID) {
 				unknown = append(unknown, c.TenantID)
