@@ -422,7 +422,11 @@ func (d *Dispatcher) load(ctx context.Context, tx pgx.Tx, list []claimed) error 
 
 // messageBody is the body of a message of type typ, stamped at, with data.
 func messageBody(typ string, at time.Time, data any) ([]byte, error) {
-	return json.Marshal(map[string]any{"type": typ, "timestamp": at.Format(time.RFC3339Nano), "data": data})
+	return json.Marshal(struct {
+		Type      string `json:"type"`
+		Timestamp string `json:"timestamp"`
+		Data      any    `json:"data"`
+	}{typ, at.Format(time.RFC3339Nano), data})
 }
 
 // result is what an attempt came to.
