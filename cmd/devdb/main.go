@@ -651,6 +651,8 @@ unix_socket_directories = '%s'
 max_connections = 400
 shared_buffers = 256MB
 fsync = on
+# make bench times the change feed and webhooks from each event's commit (issue 25).
+track_commit_timestamp = on
 logging_collector = off	# pg_ctl -l sends the server log to %s
 `, c.port, sockDir, c.logFile)
 	settings += c.replicationSettings()

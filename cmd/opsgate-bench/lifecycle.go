@@ -93,8 +93,10 @@ func lifecycleWatched(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fi
 	if err != nil {
 		return life, feed, delivery, err
 	}
+	recordFromCommit(ctx, pool, w.seen, rep, "change_feed_delay_from_commit"+suffix)
 	if h != nil {
 		delivery = h.collect(ctx, pool, from, time.Minute)
+		recordFromCommit(ctx, pool, h.receivedAfter(from), rep, "webhook_delivery_delay_from_commit"+suffix)
 	}
 	return life, feed, delivery, nil
 }

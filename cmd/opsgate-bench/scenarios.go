@@ -578,7 +578,9 @@ func printTable(w io.Writer, rep *report) {
 		"spread_c32", "baseline_insert_c32", "river_unique_c32", "spread_half_load",
 		"decision_alone_c32", "river_unique_c32_beside", "decision_alone_half_load", "decision_c1_own_token", "decision_c1_integration", "hot_scope",
 		"audit_chain_lag_hot_scope", "freshness_operations_view_lag", "freshness_worker_pickup",
-		"availability_50_connections", "dry_run_c1", "start_after_dry_run_c1", "spread_c32_beside_batch", "batch_500_starts", "change_feed_delay_light", "wait_answer_after_end", "webhook_delivery_delay_light", "lifecycle_no_webhook", "change_feed_delay_no_webhook", "lifecycle", "change_feed_delay", "webhook_delivery_delay", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
+		"availability_50_connections", "dry_run_c1", "start_after_dry_run_c1", "spread_c32_beside_batch", "batch_500_starts", "change_feed_delay_light", "change_feed_delay_light_from_commit", "wait_answer_after_end", "webhook_delivery_delay_light", "webhook_delivery_delay_light_from_commit",
+		"lifecycle_no_webhook", "change_feed_delay_no_webhook", "change_feed_delay_from_commit_no_webhook", "lifecycle", "change_feed_delay", "change_feed_delay_from_commit",
+		"webhook_delivery_delay", "webhook_delivery_delay_from_commit", "river_lifecycle", "overload_1x", "overload_4x", "overload_8x",
 		"executor_backlog_builtin", "executor_backlog_http", "executor_pickup_builtin", "executor_pickup_http", "growth_empty_store", "growth_large_store",
 		"growth_scope_10_events", "growth_scope_large", "audit_inclusion_proof"}
 	for _, k := range order {
