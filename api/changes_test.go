@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -467,8 +468,10 @@ func TestChangeFeedFromMemory(t *testing.T) {
 	claims := f.claim(t, ex, 1, 0)
 	f.complete(t, ex, run, map[string]any{"epoch": claims[0].Lease.Epoch, "status": "succeeded"}).ExpectStatus(t, 200)
 	f.Must(t, 200, "PATCH", "/api/v1/provider-connections/"+acme, f.owner.Token, map[string]any{"consent": "revoked"}, nil)
+	// Every change is in the feed before it is read: the revocation's too.
 	list, _ := f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
-		return hasTypes(l, run, "run.accepted", "run.deduped", "run.started", "run.succeeded")
+		return hasTypes(l, run, "run.accepted", "run.deduped", "run.started", "run.succeeded") &&
+			slices.ContainsFunc(l, func(c change) bool { return c.Type == "connection.readiness_changed" })
 	})
 
 	ctx := f.Ctx
