@@ -357,7 +357,8 @@ func hotPhase(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx
 	rep.Checks["projector_backlog_drain_after_hot_scope"] = projectorsDrained.Round(time.Millisecond).String()
 	rep.Checks["worker_backlog_drain_after_hot_scope"] = workerDrained.Round(time.Millisecond).String()
 	if fx.hooks != nil && cfg.webhook == "all" {
-		rep.Checks["webhook_backlog_drain_after_hot_scope"] = drainWebhooks(ctx, pool, 5*time.Minute).Round(time.Millisecond).String()
+		took, why := drainWebhooksWhy(ctx, pool, 5*time.Minute)
+		rep.Checks["webhook_backlog_drain_after_hot_scope"] = strings.TrimSuffix(took.Round(time.Millisecond).String()+" ("+why+")", " ()")
 	}
 	if lag, err := chainLag(ctx, pool, hotBegan); err == nil {
 		rep.Results["audit_chain_lag_hot_scope"] = lag

@@ -294,21 +294,44 @@ func caughtUp(ctx context.Context, pool *pgxpool.Pool, consumer string, limit ti
 // endpoint is pending (a row due, or a change of its stream after how far
 // its first attempts are recorded), and returns how long that took.
 func drainWebhooks(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) time.Duration {
+	took, _ := drainWebhooksWhy(ctx, pool, limit)
+	return took
+}
+
+// drainWebhooksWhy is drainWebhooks, and, when the drain took a second or
+// more, what it waited for: the change feed, then the deliveries pending
+// when it had caught up.
+func drainWebhooksWhy(ctx context.Context, pool *pgxpool.Pool, limit time.Duration) (time.Duration, string) {
 	start := time.Now()
 	caughtUp(ctx, pool, changes.ConsumerName, limit)
+	feed := time.Since(start)
+	var first string
 	for time.Since(start) < limit {
-		var pending bool
-		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-				WHERE d.state = 'pending' AND e.enabled)
-			OR EXISTS (SELECT 1 FROM webhook_streams w JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled
-				JOIN changes c ON c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
-					AND (e.types IS NULL OR c.type = ANY(e.types)))`).Scan(&pending)
-		if err == nil && !pending {
+		var rows, behind int
+		var failed *string
+		err := pool.QueryRow(ctx, `SELECT
+				(SELECT count(*) FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+					WHERE d.state = 'pending' AND e.enabled),
+				(SELECT count(*) FROM webhook_streams w JOIN webhook_endpoints e ON e.id = w.endpoint_id AND e.enabled
+					JOIN changes c ON c.seq > w.sent AND c.tenant_id IN (SELECT t.id FROM tenants t WHERE t.workspace_id = e.workspace_id)
+						AND (e.types IS NULL OR c.type = ANY(e.types))),
+				(SELECT max(error) FROM webhook_deliveries WHERE state = 'failed')`).Scan(&rows, &behind, &failed)
+		if err == nil && rows == 0 && behind == 0 {
 			break
+		}
+		if err == nil && first == "" {
+			first = fmt.Sprintf("%d attempts due later, %d changes of a stream not recorded as sent", rows, behind)
+			if failed != nil {
+				first += ", an attempt failed: " + *failed
+			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	if took < time.Second {
+		return took, ""
+	}
+	return took, fmt.Sprintf("the change feed caught up after %s; then %s", feed.Round(time.Millisecond), first)
 }
 
 // feedWatch is a client following the change feed as a platform would:
