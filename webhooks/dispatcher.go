@@ -140,10 +140,13 @@ func NewDispatcher(db *pgxpool.Pool, cfg DispatcherConfig, logger *slog.Logger) 
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
+		// An answer's body is read only to be dropped.
+		DisableCompression: true,
 	}
 	client := &http.Client{
+		// No Timeout: each attempt's context bounds the whole exchange
+		// (send), and a second deadline would cost a timer per attempt.
 		Transport: transport,
-		Timeout:   cfg.Timeout,
 		// Redirects are not followed: a 3xx is a failed attempt.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
