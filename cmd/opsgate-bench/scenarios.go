@@ -45,6 +45,24 @@ func (c *client) do(ctx context.Context, method, path, token string, body any, o
 // send is do on behalf of user onBehalfOf ("": none), for an
 // integration's token.
 func (c *client) send(ctx context.Context, method, path, token, onBehalfOf string, body any, out any) (int, error) {
+	status, b, _, err := c.exchange(ctx, method, path, token, onBehalfOf, body)
+	if err != nil {
+		return status, err
+	}
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return status, fmt.Errorf("%s %s: %d %s", method, path, status, b)
+		}
+	}
+	if status >= 500 {
+		return status, fmt.Errorf("%s %s: %d %s", method, path, status, b)
+	}
+	return status, nil
+}
+
+// exchange sends a request and reads its whole answer: the status, the
+// body, and when the body had been read (before anything decodes it).
+func (c *client) exchange(ctx context.Context, method, path, token, onBehalfOf string, body any) (int, []byte, time.Time, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -52,7 +70,7 @@ func (c *client) send(ctx context.Context, method, path, token, onBehalfOf strin
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return 0, err
+		return 0, nil, time.Time{}, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
@@ -61,22 +79,11 @@ func (c *client) send(ctx context.Context, method, path, token, onBehalfOf strin
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, time.Time{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if out != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
-		}
-	}
-	if resp.StatusCode >= 500 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, b, time.Now(), err
 }
 
 type fixture struct {

@@ -336,8 +336,8 @@ func drainWebhooksWhy(ctx context.Context, pool *pgxpool.Pool, limit time.Durati
 
 // feedWatch is a client following the change feed as a platform would:
 // from after=latest, long polls of wait_ms=5000, a page of up to 500 at a
-// time; each change's delay is when its page was read minus its
-// occurred_at.
+// time; each change's delay is when its page had arrived (read, not yet
+// decoded) minus its occurred_at.
 type feedWatch struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -380,11 +380,18 @@ func (w *feedWatch) run(ctx context.Context, c *client, fx *fixture) {
 		w.mu.Lock()
 		cursor := w.cursor
 		w.mu.Unlock()
+		// A change is visible once its page has arrived: seen is taken
+		// before the page is decoded.
 		var page changePage
-		_, err := c.do(ctx, "GET", "/api/v1/changes?limit=500&wait_ms=5000&after="+cursor, fx.token, nil, &page)
-		seen := time.Now()
+		status, body, seen, err := c.exchange(ctx, "GET", "/api/v1/changes?limit=500&wait_ms=5000&after="+cursor, fx.token, "", nil)
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && status != http.StatusOK {
+			err = fmt.Errorf("GET /api/v1/changes: %d %s", status, body)
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &page)
 		}
 		w.mu.Lock()
 		if err != nil {
