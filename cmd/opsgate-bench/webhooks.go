@@ -133,15 +133,15 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// after returns the delays of the messages of changes after sequence
-// number seq, by change id.
-func (h *hooks) after(seq int64) map[string]time.Duration {
+// after returns the messages of changes after sequence number seq as
+// first received, by change id.
+func (h *hooks) after(seq int64) map[string]hookMsg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := map[string]time.Duration{}
+	out := map[string]hookMsg{}
 	for id, m := range h.got {
 		if m.seq > seq {
-			out[id] = m.delay
+			out[id] = m
 		}
 	}
 	return out
@@ -150,13 +150,9 @@ func (h *hooks) after(seq int64) map[string]time.Duration {
 // receivedAfter returns when the messages of changes after sequence
 // number seq were first received, by change id.
 func (h *hooks) receivedAfter(seq int64) map[string]time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	out := map[string]time.Time{}
-	for id, m := range h.got {
-		if m.seq > seq {
-			out[id] = m.at
-		}
+	for id, m := range h.after(seq) {
+		out[id] = m.at
 	}
 	return out
 }
@@ -227,7 +223,7 @@ func (h *hooks) collect(ctx context.Context, pool *pgxpool.Pool, after int64, li
 	caughtUp(ctx, pool, changes.ConsumerName, limit)
 	var want int
 	_ = pool.QueryRow(ctx, `SELECT count(*) FROM changes WHERE seq > $1`, after).Scan(&want)
-	var got map[string]time.Duration
+	var got map[string]hookMsg
 	for {
 		got = h.after(after)
 		if len(got) >= want || time.Since(began) > limit {
@@ -237,8 +233,8 @@ func (h *hooks) collect(ctx context.Context, pool *pgxpool.Pool, after int64, li
 	}
 	end := time.Now()
 	delays := make([]time.Duration, 0, want)
-	for _, d := range got {
-		delays = append(delays, d)
+	for _, m := range got {
+		delays = append(delays, m.delay)
 	}
 	missing := max(0, want-len(got))
 	if missing > 0 {
