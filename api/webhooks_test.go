@@ -347,18 +347,23 @@ type memoryServed struct {
 	inner interface {
 		Following(after int64, limit int) ([]changes.Change, int64, bool)
 	}
-	mu  sync.Mutex
-	ids []string
+	// window, if not 0, is the most a read is given at once.
+	window int
+	mu     sync.Mutex
+	ids    []string
 }
 
 func (m *memoryServed) Following(after int64, limit int) ([]changes.Change, int64, bool) {
-	list, through, ok := m.inner.Following(after, limit)
+	if m.window > 0 {
+		limit = min(limit, m.window)
+	}
+	list, through, more := m.inner.Following(after, limit)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, c := range list {
 		m.ids = append(m.ids, c.ID)
 	}
-	return list, through, ok
+	return list, through, more
 }
 
 // TestWebhookStreamFromMemory: a dispatcher beside the change feed that
@@ -430,6 +435,43 @@ func TestWebhookStreamFromMemory(t *testing.T) {
 	}
 	if !slices.ContainsFunc(got, func(m message) bool { return slices.Contains(fromMemory, m.ID) }) {
 		t.Errorf("no message came from memory (%d changes given from memory)", len(fromMemory))
+	}
+}
+
+// TestWebhookStreamReadsOnThroughMemory: a read of memory looks through a
+// bounded part of it (here two changes); a stream whose next change lies
+// beyond more of other workspaces' reads on at once, not at the next
+// wake-up or poll (a minute here).
+func TestWebhookStreamReadsOnThroughMemory(t *testing.T) {
+	t.Parallel()
+	served := &memoryServed{window: 2}
+	f := newFixtureOn(t, apptest.Start(t, apptest.With(app.WithWebhookDispatcher(func(c *webhooks.DispatcherConfig) {
+		c.Timeout, c.Lease, c.PollInterval = 500*time.Millisecond, 2*time.Second, time.Minute
+		served.inner, c.Recent = c.Recent, served
+	}))))
+	rc := newReceiver(t)
+	var other, theirTenant struct{ ID string }
+	f.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Other MSP"}, &other)
+	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": other.ID, "name": "Fabrikam"}, &theirTenant)
+	theirOwner := f.newUser(t, "their-owner", theirTenant.ID, "owner")
+	// Runs on acme stay queued (no executor claims them): nothing follows
+	// the starts to wake the dispatcher again.
+	f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	theirs := f.newConnection(t, theirTenant.ID, theirOwner.Token, conn{Provider: "acme"})
+	mine := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
+	f.newWebhook(t, f.workspace, rc.URL+"/far", []string{"run.accepted"})
+
+	// Ten changes of the other workspace, decided together, then one of
+	// the endpoint's.
+	items := make([]map[string]any, 10)
+	for i := range items {
+		items[i] = map[string]any{"surface": "inventory_sync", "provider_connection_id": theirs}
+	}
+	f.Must(t, 200, "POST", "/api/v1/starts/batch", theirOwner.Token, map[string]any{"items": items}, nil)
+	run := f.start(t, contractSurfaces[5], startArgs{conn: mine}).ExpectStart(t, "accepted").Run.ID
+	got := rc.waitFor(t, "the endpoint's change, past the other workspace's", "/far", func(m []message) bool { return len(m) == 1 })
+	if !strings.Contains(string(got[0].Data), run) {
+		t.Errorf("delivered %s, want the run.accepted of %s", got[0].Data, run)
 	}
 }
 

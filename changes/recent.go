@@ -75,18 +75,17 @@ func (r *Recent) after(tenants []string, after int64, limit int) ([]Change, bool
 }
 
 // Following returns up to limit of the changes that follow sequence number
-// after, of every tenant, and the sequence number they run through: every
-// change of the feed after after and up to through is among them. ok is
-// false when it does not hold the change that follows after (read the
-// database).
-func (r *Recent) Following(after int64, limit int) (list []Change, through int64, ok bool) {
+// after, of every tenant, the sequence number they run through (every
+// change of the feed after after and up to through is among them), and
+// whether it holds more after through. It returns none when it does not
+// hold the change that follows after (read the database).
+func (r *Recent) Following(after int64, limit int) (list []Change, through int64, more bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	last := r.first + int64(len(r.changes)) - 1
-	if len(r.changes) == 0 || after < r.first-1 || after >= last || limit <= 0 {
+	if len(r.changes) == 0 || after < r.first-1 || after >= r.first+int64(len(r.changes))-1 || limit <= 0 {
 		return nil, 0, false
 	}
 	from := int(after - r.first + 1)
 	to := min(from+limit, len(r.changes))
-	return slices.Clone(r.changes[from:to]), r.first + int64(to) - 1, true
+	return slices.Clone(r.changes[from:to]), r.first + int64(to) - 1, to < len(r.changes)
 }

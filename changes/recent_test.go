@@ -69,8 +69,8 @@ func TestRecent(t *testing.T) {
 }
 
 // TestRecentFollowing: a stream reads every change that follows its
-// cursor, of every tenant, and how far they run, while Recent holds the
-// one that follows.
+// cursor, of every tenant, how far they run and whether more follow,
+// while Recent holds the one that follows.
 func TestRecentFollowing(t *testing.T) {
 	r := NewRecent()
 	add := func(first int64, n int) {
@@ -80,29 +80,29 @@ func TestRecentFollowing(t *testing.T) {
 		}
 		r.add(first, list)
 	}
-	check := func(what string, after int64, limit int, want string, wantThrough int64, wantOK bool) {
+	check := func(what string, after int64, limit int, want string, wantThrough int64, wantMore bool) {
 		t.Helper()
-		list, through, ok := r.Following(after, limit)
+		list, through, more := r.Following(after, limit)
 		var ids []string
 		for _, c := range list {
 			ids = append(ids, c.ID)
 		}
-		if got := strings.Join(ids, ","); got != want || through != wantThrough || ok != wantOK {
-			t.Errorf("%s: %q through %d, %v; want %q through %d, %v", what, got, through, ok, want, wantThrough, wantOK)
+		if got := strings.Join(ids, ","); got != want || through != wantThrough || more != wantMore {
+			t.Errorf("%s: %q through %d, more %v; want %q through %d, more %v", what, got, through, more, want, wantThrough, wantMore)
 		}
 	}
 	check("empty", 0, 10, "", 0, false)
 	add(5, 3)
-	check("all of them", 4, 10, "E5,E6,E7", 7, true)
+	check("all of them", 4, 10, "E5,E6,E7", 7, false)
 	check("up to the limit", 4, 2, "E5,E6", 6, true)
-	check("after the first", 5, 10, "E6,E7", 7, true)
+	check("after the first", 5, 10, "E6,E7", 7, false)
 	check("none after the last", 7, 10, "", 0, false)
 	check("before what it holds", 3, 10, "", 0, false)
 	add(8, 1)
-	check("a batch that follows", 7, 10, "E8", 8, true)
+	check("a batch that follows", 7, 10, "E8", 8, false)
 	add(20, 2)
 	check("across a gap", 8, 10, "", 0, false)
-	check("after a gap", 19, 10, "E20,E21", 21, true)
+	check("after a gap", 19, 10, "E20,E21", 21, false)
 
 	// What it gives is the caller's: a batch added later changes nothing.
 	list, _, _ := r.Following(19, 10)

@@ -68,9 +68,10 @@ type DispatcherConfig struct {
 // recentChanges holds the change feed's newest changes in memory.
 type recentChanges interface {
 	// Following returns up to limit changes that follow sequence number
-	// after, and the sequence number they run through; ok is false when
-	// it does not hold the one that follows after.
-	Following(after int64, limit int) (list []changes.Change, through int64, ok bool)
+	// after, the sequence number they run through, and whether it holds
+	// more after that; none when it does not hold the one that follows
+	// after.
+	Following(after int64, limit int) (list []changes.Change, through int64, more bool)
 }
 
 // maxResponseBody is how much of an answer's body is read.

@@ -273,7 +273,8 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 	}
 	more := false
 	for _, r := range reads {
-		// Its limit reached, or memory's window (memoryRead) read through.
+		// Its limit reached, or read up to where the part of memory it
+		// looked through ends, short of what memory holds.
 		more = more || len(r.found) == r.limit || r.memory && r.window && r.upto == r.through
 	}
 	// A stream given back may hold changes with an attempt recorded
@@ -326,8 +327,8 @@ type streamRead struct {
 	token, workspace string
 	// memory: the changes that follow from (to through) are in memory,
 	// and candidates are those of the endpoint's workspace among them;
-	// window: the read took as many as it may (memoryRead), and memory
-	// may hold more after through.
+	// window: memory holds more after through (the read looks through
+	// memoryRead at most).
 	memory, window bool
 	through        int64
 	candidates     []changes.Change
@@ -352,11 +353,11 @@ func (d *Dispatcher) readMemory(ctx context.Context, reads []*streamRead) error 
 	}
 	var unknown []string
 	for _, r := range reads {
-		list, through, ok := d.cfg.Recent.Following(r.from, memoryRead)
-		if !ok {
+		list, through, more := d.cfg.Recent.Following(r.from, memoryRead)
+		if len(list) == 0 {
 			continue
 		}
-		r.memory, r.window, r.through, r.candidates = true, len(list) == memoryRead, through, list
+		r.memory, r.window, r.through, r.candidates = true, more, through, list
 		for _, c := range list {
 			if _, seen := d.workspaces[c.TenantID]; !seen && !slices.Contains(unknown, c.TenantID) {
 				unknown = append(unknown, c.TenantID)
