@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,6 +352,7 @@ type memoryServed struct {
 	window int
 	mu     sync.Mutex
 	ids    []string
+	reads  int
 }
 
 func (m *memoryServed) Following(after int64, limit int) ([]changes.Change, int64, bool) {
@@ -360,6 +362,7 @@ func (m *memoryServed) Following(after int64, limit int) ([]changes.Change, int6
 	list, through, more := m.inner.Following(after, limit)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	for _, c := range list {
 		m.ids = append(m.ids, c.ID)
 	}
@@ -473,6 +476,44 @@ func TestWebhookStreamReadsOnThroughMemory(t *testing.T) {
 	if !strings.Contains(string(got[0].Data), run) {
 		t.Errorf("delivered %s, want the run.accepted of %s", got[0].Data, run)
 	}
+}
+
+// TestWebhookDispatcherYields: while the process sheds starts, the
+// dispatcher reads nothing new but once a second, and still delivers
+// every change; once it stops yielding, it delivers on as before.
+func TestWebhookDispatcherYields(t *testing.T) {
+	t.Parallel()
+	var yield atomic.Bool
+	yield.Store(true)
+	served := &memoryServed{}
+	f := newFixtureOn(t, apptest.Start(t, apptest.With(app.WithWebhookDispatcher(func(c *webhooks.DispatcherConfig) {
+		c.Timeout, c.Lease = 500*time.Millisecond, 2*time.Second
+		served.inner, c.Recent, c.Yield = c.Recent, served, yield.Load
+	}))))
+	rc := newReceiver(t)
+	f.newWebhook(t, f.workspace, rc.URL+"/yield", []string{"run.accepted"})
+	reads := func() int {
+		served.mu.Lock()
+		defer served.mu.Unlock()
+		return served.reads
+	}
+	conns := make([]string, 6)
+	for i := range conns {
+		conns[i] = f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: fmt.Sprintf("Yield %d", i)})
+	}
+	began, before := time.Now(), reads()
+	for _, c := range conns {
+		f.start(t, contractSurfaces[5], startArgs{conn: c}).ExpectStart(t, "accepted")
+	}
+	rc.waitFor(t, "every change delivered while the dispatcher yields", "/yield", func(m []message) bool { return len(m) == len(conns) })
+	if n, most := reads()-before, int(time.Since(began)/time.Second)+2; n > most {
+		t.Errorf("%d reads in %s while yielding, want at most %d (one a second)", n, time.Since(began), most)
+	}
+
+	yield.Store(false)
+	more := f.newConnection(t, f.tenantA, f.owner.Token, conn{Name: "Yield no more"})
+	f.start(t, contractSurfaces[5], startArgs{conn: more}).ExpectStart(t, "accepted")
+	rc.waitFor(t, "the change after it stopped yielding", "/yield", func(m []message) bool { return len(m) == len(conns)+1 })
 }
 
 // typesIn lists the types of list's changes in the order of their

@@ -481,11 +481,16 @@ func TestTwoProcessesGroupOverlappingScopes(t *testing.T) {
 // queue takes waiting (a quarter of its length), a start on yet another
 // scope is refused at once with ErrOverloaded and records nothing, while
 // one on a scope already waiting joins it; once the queue drains, starts
-// are decided again.
+// are decided again. The process counts as shedding for a moment after
+// (the webhook dispatcher yields to the decisions meanwhile).
 func TestStartsBeyondTheQueueAreShed(t *testing.T) {
 	t.Parallel()
-	a, tm := newGate(t)
+	clock := apptest.NewClock(time.Date(2026, 3, 1, 9, 30, 0, 0, time.UTC))
+	a, tm := newGate(t, apptest.With(app.WithClock(clock.Now)))
 	a.Gate.SetStartQueue(12) // starts of 3 scopes, 12 in all
+	if a.Gate.Shedding() {
+		t.Error("shedding before any start was refused")
+	}
 	var reqs []gate.StartRequest
 	for i := range 3 {
 		reqs = append(reqs, apptest.ConnStart(tm.Operator.ID, domain.SurfaceInventorySync, a.Connection(t, tm.Owner.ID, tm.Tenant.ID, fmt.Sprintf("Graph %d", i)).ID))
@@ -511,6 +516,13 @@ func TestStartsBeyondTheQueueAreShed(t *testing.T) {
 	}
 	if !errors.Is(shed, gate.ErrOverloaded) {
 		t.Fatalf("a start on a fourth scope: %v, want ErrOverloaded", shed)
+	}
+	if !a.Gate.Shedding() {
+		t.Error("not shedding right after a start was refused")
+	}
+	clock.Advance(100 * time.Millisecond)
+	if a.Gate.Shedding() {
+		t.Error("shedding still 100 ms after the last start was refused")
 	}
 	for i, err := range errs {
 		if err != nil {

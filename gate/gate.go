@@ -31,6 +31,7 @@ package gate
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -160,6 +161,22 @@ type Service struct {
 	// starts and completions are the process's group commits (batch.go).
 	starts      *batcher[*pending]
 	completions *batcher[*completing]
+	// shedAt is when a start was last refused as overloaded (unix
+	// nanoseconds of now; 0: never).
+	shedAt atomic.Int64
+}
+
+// sheddingFor is how long after it refused a start as overloaded the
+// process counts as shedding.
+const sheddingFor = 100 * time.Millisecond
+
+// Shedding reports whether this process refused a start as overloaded
+// within the last sheddingFor: background work that competes with the
+// decisions for the same cores (the webhook dispatcher) yields to them
+// meanwhile.
+func (s *Service) Shedding() bool {
+	at := s.shedAt.Load()
+	return at != 0 && s.now().Sub(time.Unix(0, at)) < sheddingFor
 }
 
 // New returns the gate that reads with db and records in store (which must

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -67,6 +68,9 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (res StartRespons
 		return StartResponse{}, err
 	}
 	if err := s.starts.submit(p); err != nil {
+		if errors.Is(err, ErrOverloaded) {
+			s.shedAt.Store(s.now().UnixNano())
+		}
 		return StartResponse{}, err
 	}
 	if err := await(ctx, p.done); err != nil {

@@ -63,7 +63,21 @@ type DispatcherConfig struct {
 	// committed last (changes.Recent): a stream that follows on from them
 	// reads them there rather than from the database.
 	Recent recentChanges
+	// Yield, if set, reports whether this process's decisions need the
+	// cores (gate.Service.Shedding: starts are refused as overloaded).
+	// Meanwhile the dispatcher reads and claims nothing new but once a
+	// second (yieldFloor), and sends what it holds: deliveries lag,
+	// decisions and runs go first.
+	Yield func() bool
 }
+
+// yieldFloor is how often a dispatcher that yields still reads, so that
+// deliveries go on under a lasting overload; yieldPause how long it waits
+// before it asks again.
+const (
+	yieldFloor = time.Second
+	yieldPause = 20 * time.Millisecond
+)
 
 // recentChanges holds the change feed's newest changes in memory.
 type recentChanges interface {
@@ -185,7 +199,7 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}()
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
-	var taken, renewed time.Time
+	var taken, renewed, read time.Time
 	for ctx.Err() == nil {
 		var wake, changed <-chan struct{}
 		if d.cfg.Wake != nil {
@@ -206,6 +220,14 @@ func (d *Dispatcher) Run(ctx context.Context) {
 				renewed = taken
 			}
 		}
+		if d.cfg.Yield != nil && time.Since(read) < yieldFloor && d.cfg.Yield() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(yieldPause):
+			}
+			continue
+		}
+		read = time.Now()
 		more := false
 		for _, next := range []func(context.Context, int, func(string) int) ([]claimed, bool, error){d.readStreams, d.claim} {
 			free, room := d.queues.room()

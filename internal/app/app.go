@@ -321,7 +321,7 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		dcfg := webhooks.DispatcherConfig{Schedule: cfg.WebhookRetrySchedule, AllowPrivate: cfg.WebhookAllowPrivate,
 			Wake:    func() <-chan struct{} { return a.Notifier.Next(webhooks.Topic) },
 			Changes: func() <-chan struct{} { return a.Notifier.Next(changes.Topic) }, Observe: a.Metrics.ObserveWebhookAttempt,
-			Recent: a.recentChanges}
+			Recent: a.recentChanges, Yield: a.Gate.Shedding}
 		if o.webhooks != nil {
 			o.webhooks(&dcfg)
 		}
