@@ -342,6 +342,16 @@ func TestWebhookDelivery(t *testing.T) {
 	}
 }
 
+// otherWorkspace creates a workspace beside f's, with a tenant and its
+// owner.
+func (f *fixture) otherWorkspace(t *testing.T) (tenant string, owner user) {
+	t.Helper()
+	var other, tn struct{ ID string }
+	f.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Other MSP"}, &other)
+	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": other.ID, "name": "Fabrikam"}, &tn)
+	return tn.ID, f.newUser(t, "their-owner", tn.ID, "owner")
+}
+
 // memoryServed counts the changes a dispatcher's streams were given from
 // memory (webhooks.DispatcherConfig.Recent).
 type memoryServed struct {
@@ -381,11 +391,8 @@ func TestWebhookStreamFromMemory(t *testing.T) {
 		served.inner, c.Recent = c.Recent, served
 	}))))
 	rc := newReceiver(t)
-	var other, theirTenant struct{ ID string }
-	f.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Other MSP"}, &other)
-	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": other.ID, "name": "Fabrikam"}, &theirTenant)
-	theirOwner := f.newUser(t, "their-owner", theirTenant.ID, "owner")
-	theirConn := f.newConnection(t, theirTenant.ID, theirOwner.Token, conn{Name: "Graph theirs", Default: true})
+	theirTenant, theirOwner := f.otherWorkspace(t)
+	theirConn := f.newConnection(t, theirTenant, theirOwner.Token, conn{Name: "Graph theirs", Default: true})
 
 	// Held while it subscribed to run.deduped alone; it follows the
 	// types it has now.
@@ -453,14 +460,11 @@ func TestWebhookStreamReadsOnThroughMemory(t *testing.T) {
 		served.inner, c.Recent = c.Recent, served
 	}))))
 	rc := newReceiver(t)
-	var other, theirTenant struct{ ID string }
-	f.Must(t, 201, "POST", "/api/v1/admin/workspaces", apptest.AdminToken, map[string]any{"name": "Other MSP"}, &other)
-	f.Must(t, 201, "POST", "/api/v1/admin/tenants", apptest.AdminToken, map[string]any{"workspace_id": other.ID, "name": "Fabrikam"}, &theirTenant)
-	theirOwner := f.newUser(t, "their-owner", theirTenant.ID, "owner")
+	theirTenant, theirOwner := f.otherWorkspace(t)
 	// Runs on acme stay queued (no executor claims them): nothing follows
 	// the starts to wake the dispatcher again.
 	f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
-	theirs := f.newConnection(t, theirTenant.ID, theirOwner.Token, conn{Provider: "acme"})
+	theirs := f.newConnection(t, theirTenant, theirOwner.Token, conn{Provider: "acme"})
 	mine := f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme"})
 	f.newWebhook(t, f.workspace, rc.URL+"/far", []string{"run.accepted"})
 
