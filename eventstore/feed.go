@@ -115,10 +115,10 @@ type eventLog struct {
 // advanced checkpoint of the consumers (each row carries that
 // checkpoint), below this database's reading horizon (opsgate_horizon:
 // every transaction of this database still in flight, readers excepted,
-// could yet commit an event before it). It
-// locks the consumers' checkpoint rows first, in name order, so that
-// subscriptions that read for overlapping consumers (in other processes)
-// take turns, and never deadlock. The lower bound is given as scalar
+// could yet commit an event before it). It locks the consumers'
+// checkpoint rows first, in name order, so that subscriptions that read
+// for overlapping consumers (in other processes) take turns, and never
+// deadlock. The lower bound is given as scalar
 // subqueries (parameters of the plan), which the index on (tx_id,
 // position) can start from; a join with the checkpoint would filter every
 // event of the log.

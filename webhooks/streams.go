@@ -255,7 +255,7 @@ func (d *Dispatcher) readStreams(ctx context.Context, n int, room func(endpoint 
 			continue
 		}
 		n -= free
-		reads = append(reads, &streamRead{st: st, from: st.claimed, limit: free, token: st.token, workspace: st.workspace})
+		reads = append(reads, &streamRead{st: st, from: st.claimed, limit: free})
 	}
 	d.mu.Unlock()
 	if len(reads) == 0 {
@@ -321,17 +321,17 @@ const memoryRead = 1024
 
 // streamRead is one stream's read: what to read, and what it found.
 type streamRead struct {
-	st               *stream
-	from             int64 // how far the stream was read
-	limit            int   // the most changes to take
-	token, workspace string
+	st    *stream
+	from  int64 // how far the stream was read
+	limit int   // the most changes to take
 	// memory: the changes that follow from (to through) are in memory,
-	// and candidates are those of the endpoint's workspace among them;
-	// window: memory holds more after through (the read looks through
-	// memoryRead at most).
+	// and candidates are those of the endpoint's workspace among them
+	// (seqs their sequence numbers); window: memory holds more after
+	// through (the read looks through memoryRead at most).
 	memory, window bool
 	through        int64
 	candidates     []changes.Change
+	seqs           []int64
 
 	// What the statement found: how far the stream is read now (upto),
 	// moved as far unless it was taken over (moved nil), the endpoint
@@ -378,7 +378,11 @@ func (d *Dispatcher) readMemory(ctx context.Context, reads []*streamRead) error 
 		}
 	}
 	for _, r := range reads {
-		r.candidates = slices.DeleteFunc(r.candidates, func(c changes.Change) bool { return d.workspaces[c.TenantID] != r.workspace })
+		r.candidates = slices.DeleteFunc(r.candidates, func(c changes.Change) bool { return d.workspaces[c.TenantID] != r.st.workspace })
+		r.seqs = make([]int64, len(r.candidates))
+		for i, c := range r.candidates {
+			r.seqs[i], _ = changes.ParseCursor(c.Cursor)
+		}
 	}
 	return nil
 }
@@ -396,18 +400,17 @@ func (r *streamRead) queue(b *pgx.Batch) {
 		ORDER BY c.seq LIMIT $3`
 	columns := `p.seq, p.id, p.type, p.occurred_at, p.tenant_id, p.run, p.connection, p.initiator_id`
 	through := feedHead
-	args := []any{r.st.endpoint, r.from, r.limit, r.token}
+	args := []any{r.st.endpoint, r.from, r.limit, r.st.token}
 	if r.memory {
 		columns = `p.seq`
 		picked = `SELECT c.seq FROM unnest($5::bigint[], $6::text[]) AS c (seq, type), e
 			WHERE e.types IS NULL OR c.type = ANY(e.types) ORDER BY c.seq LIMIT $3`
 		through = `$7::bigint`
-		seqs, types := make([]int64, len(r.candidates)), make([]string, len(r.candidates))
+		types := make([]string, len(r.candidates))
 		for i, c := range r.candidates {
-			seqs[i], _ = changes.ParseCursor(c.Cursor)
 			types[i] = c.Type
 		}
-		args = append(args, seqs, types, r.through)
+		args = append(args, r.seqs, types, r.through)
 	}
 	b.Queue(`WITH e AS (
 			SELECT e.id, e.workspace_id, e.url, e.types, `+validSecrets+` AS secrets
@@ -445,11 +448,10 @@ func (r *streamRead) scan(rows pgx.Rows) error {
 		switch {
 		case seq == nil:
 		case r.memory:
-			want := changes.Cursor(*seq)
-			for next < len(r.candidates) && r.candidates[next].Cursor != want {
+			for next < len(r.seqs) && r.seqs[next] != *seq {
 				next++
 			}
-			if next == len(r.candidates) {
+			if next == len(r.seqs) {
 				return fmt.Errorf("stream of %s: change %d picked is not a candidate", r.st.endpoint, *seq)
 			}
 			r.found = append(r.found, r.candidates[next])
