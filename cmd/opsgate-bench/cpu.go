@@ -71,6 +71,22 @@ func cpuShare(before, after map[string]time.Duration, wall time.Duration, cores 
 	return fmt.Sprintf("%s (busy %.0f%%)", strings.Join(parts, ", "), 100*total.Seconds()/capacity.Seconds())
 }
 
+// cpuPer describes the CPU used between two snapshots by the processes
+// that used the most, per unit of n (a phase's starts): what each start
+// cost, all processes counted.
+func cpuPer(before, after map[string]time.Duration, n int) string {
+	if n == 0 {
+		return ""
+	}
+	var parts []string
+	for _, name := range []string{"postgres", "opsgate", "opsgate-bench"} {
+		if d := after[name] - before[name]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d µs", name, (d/time.Duration(n)).Microseconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // statementsReset clears pg_stat_statements, if the server has it, so that
 // statementsTop reports one phase.
 func statementsReset(ctx context.Context, pool *pgxpool.Pool) bool {

@@ -341,7 +341,14 @@ func hotPhase(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx
 	hotBegan := time.Now()
 	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
 	profDone := captureProfile(cfg.pprofAddr, cfg.hotTime-time.Second, profile)
+	cpu0, requests0 := cpuTimes(), fx.hooks.received()
 	hot, maxActive := hotScope(ctx, c, pool, fx, cfg.hotTime)
+	cpu1 := cpuTimes()
+	progress("hot scope: cpu %s", cpuShare(cpu0, cpu1, time.Since(hotBegan), runtime.NumCPU()))
+	rep.Checks["hot_scope_cpu_per_start"] = cpuPer(cpu0, cpu1, hot.Count)
+	if fx.hooks != nil {
+		rep.Checks["hot_scope_webhook_requests_per_start"] = fmt.Sprintf("%.2f", float64(fx.hooks.received()-requests0)/float64(max(hot.Count, 1)))
+	}
 	if err := <-profDone; err == nil {
 		rep.Profiles = append(rep.Profiles, profile)
 	} else {

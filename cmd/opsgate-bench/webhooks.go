@@ -133,6 +133,17 @@ func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// received returns how many requests the receiver has had (0 for no
+// receiver).
+func (h *hooks) received() int {
+	if h == nil {
+		return 0
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.requests
+}
+
 // after returns the messages of changes after sequence number seq as
 // first received, by change id.
 func (h *hooks) after(seq int64) map[string]hookMsg {
