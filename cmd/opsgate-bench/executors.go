@@ -60,7 +60,7 @@ func executorScenarios(ctx context.Context, cfg config, bin, base string, rep *r
 	if err != nil {
 		return err
 	}
-	analyze(ctx, pool)
+	vacuumAnalyze(ctx, pool)
 	var registered struct{ Token string }
 	if _, err := c.do(ctx, "POST", "/api/v1/admin/executors", adminToken,
 		map[string]any{"name": "bench", "providers": []string{executorProvider}}, &registered); err != nil || registered.Token == "" {

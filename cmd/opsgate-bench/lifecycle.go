@@ -31,7 +31,7 @@ func lifecycle(ctx context.Context, c *client, pool *pgxpool.Pool, fx *fixture, 
 	if _, workerDrained := drain(ctx, pool, time.Minute); workerDrained >= time.Minute {
 		return stats{}, errors.New("lifecycle: earlier runs did not end within a minute")
 	}
-	analyze(ctx, pool)
+	vacuumAnalyze(ctx, pool)
 	ids := make([]string, n)
 	began := time.Now()
 	cpu0 := cpuTimes()

@@ -187,7 +187,7 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	analyze(ctx, pool)
+	vacuumAnalyze(ctx, pool)
 	// The webhook dispatcher runs with the worker role, the changes
 	// consumer with the projector role.
 	if cfg.webhook != "none" && (cfg.roles == "" || strings.Contains(cfg.roles, "worker") && strings.Contains(cfg.roles, "projector")) {
@@ -235,7 +235,7 @@ func run(cfg config) error {
 
 	for _, conc := range []int{1, 8, 32} {
 		progress("spread at concurrency %d: opsgate, single-INSERT baseline, River", conc)
-		analyze(ctx, pool)
+		vacuumAnalyze(ctx, pool)
 		var profDone <-chan error
 		profile := filepath.Join("bench", "results", "spread-c32-cpu.pprof")
 		if conc == 32 {
@@ -337,7 +337,7 @@ func run(cfg config) error {
 // profile of the server, then waits for the backlogs it leaves to drain.
 func hotPhase(ctx context.Context, cfg config, c *client, pool *pgxpool.Pool, fx *fixture, rep *report) {
 	progress("hot scope: 64 clients on one connection for %s (profiling the server)", cfg.hotTime)
-	analyze(ctx, pool)
+	vacuumAnalyze(ctx, pool)
 	hotBegan := time.Now()
 	profile := filepath.Join("bench", "results", "hot-scope-cpu.pprof")
 	profDone := captureProfile(cfg.pprofAddr, cfg.hotTime-time.Second, profile)
