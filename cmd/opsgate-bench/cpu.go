@@ -71,9 +71,9 @@ func cpuShare(before, after map[string]time.Duration, wall time.Duration, cores 
 	return fmt.Sprintf("%s (busy %.0f%%)", strings.Join(parts, ", "), 100*total.Seconds()/capacity.Seconds())
 }
 
-// cpuPer describes the CPU used between two snapshots by the processes
-// that used the most, per unit of n (a phase's starts): what each start
-// cost, all processes counted.
+// cpuPer describes the CPU used between two snapshots by PostgreSQL,
+// opsgate and the bench's own process (the load generator and the webhook
+// receiver), per unit of n (a phase's starts): what each start cost.
 func cpuPer(before, after map[string]time.Duration, n int) string {
 	if n == 0 {
 		return ""
