@@ -187,7 +187,6 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	vacuumAnalyze(ctx, pool)
 	// The webhook dispatcher runs with the worker role, the changes
 	// consumer with the projector role.
 	if cfg.webhook != "none" && (cfg.roles == "" || strings.Contains(cfg.roles, "worker") && strings.Contains(cfg.roles, "projector")) {
