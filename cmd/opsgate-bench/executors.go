@@ -197,7 +197,7 @@ func queue(ctx context.Context, c *client, fx *fixture, conns []string) ([]strin
 // pacedStarts accepts n inventory syncs over conns at 50 a second.
 func pacedStarts(ctx context.Context, c *client, fx *fixture, conns []string, n int) ([]string, stats) {
 	ids := make([]string, n)
-	st := pacedLoadFn(ctx, 4, 0, n, 80*time.Millisecond, func(ctx context.Context, _, i int) error {
+	st := pacedLoadFn(ctx, 4, 0, n, 80*time.Millisecond, 0, func(ctx context.Context, _, i int) error {
 		id, err := accept(ctx, c, fx, conns[i%len(conns)])
 		ids[i] = id
 		return err

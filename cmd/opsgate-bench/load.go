@@ -40,7 +40,7 @@ func summarise(latencies []time.Duration, errors int, elapsed time.Duration) sta
 // load runs op from concurrency goroutines for duration (or until n ops
 // when n > 0) and summarises the latencies of the successful ones.
 func load(ctx context.Context, concurrency int, duration time.Duration, n int, op func(ctx context.Context, worker, i int) error) stats {
-	return pacedLoadFn(ctx, concurrency, duration, n, 0, op)
+	return pacedLoadFn(ctx, concurrency, duration, n, 0, 0, op)
 }
 
 // pacedLoadFn is load where each goroutine starts an op every interval
@@ -48,8 +48,12 @@ func load(ctx context.Context, concurrency int, duration time.Duration, n int, o
 // interval, so that the ops arrive evenly rather than in bursts of
 // concurrency at once, and an op's latency counts from the time it was due,
 // so that an op sent late because the one before it was slow is not
-// measured as fast (coordinated omission).
-func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n int, interval time.Duration, op func(ctx context.Context, worker, i int) error) stats {
+// measured as fast (coordinated omission). The ops due in the first warm
+// of it are sent but not measured: the phase before may have left the
+// database busy a moment (a writer's WAL flushes, another process's
+// backends exiting), and what is measured is the steady state at the
+// rate.
+func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n int, interval, warm time.Duration, op func(ctx context.Context, worker, i int) error) stats {
 	var (
 		mu    sync.Mutex
 		all   []time.Duration
@@ -59,8 +63,9 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 		seq   atomic.Int64
 		wg    sync.WaitGroup
 	)
-	deadline := time.Now().Add(duration)
 	start := time.Now()
+	deadline := start.Add(warm + duration)
+	measured := start.Add(warm)
 	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
@@ -81,10 +86,12 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 					due = due.Add(interval)
 				}
 				err := op(ctx, w, i)
-				if err != nil {
+				switch {
+				case t0.Before(measured):
+				case err != nil:
 					errs.Add(1)
 					once.Do(func() { first = err.Error() })
-				} else {
+				default:
 					local = append(local, time.Since(t0))
 				}
 			}
@@ -94,7 +101,7 @@ func pacedLoadFn(ctx context.Context, concurrency int, duration time.Duration, n
 		}()
 	}
 	wg.Wait()
-	st := summarise(all, int(errs.Load()), time.Since(start))
+	st := summarise(all, int(errs.Load()), time.Since(measured))
 	st.FirstError = first
 	return st
 }

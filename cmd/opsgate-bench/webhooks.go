@@ -589,7 +589,7 @@ func pushedAtLightLoad(ctx context.Context, cfg config, c *client, pool *pgxpool
 	if err != nil {
 		return fmt.Errorf("follow the change feed: %w", err)
 	}
-	st := pacedLoad(ctx, c, fx, 4, 20, 10*time.Second)
+	st := pacedLoad(ctx, c, fx, 4, 20, 0, 10*time.Second)
 	drain(ctx, pool, time.Minute)
 	rep.Results["change_feed_delay_light"] = w.stop(ctx, pool, time.Minute)
 	recordFromCommit(ctx, pool, w.seen, rep, "change_feed_delay_light_from_commit")
