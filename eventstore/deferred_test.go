@@ -151,7 +151,7 @@ func TestBeforeAckFailureRedeliversTheBatch(t *testing.T) {
 // subscriber once, after the delay.
 func TestNotifierWakesOncePerBurst(t *testing.T) {
 	store := newStore(t)
-	n := eventstore.NewNotifier(store.Pool(), nil, 30*time.Millisecond)
+	n := eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{Delay: 30 * time.Millisecond})
 	wake := n.Subscribe()
 	start := time.Now()
 	for range 5 {
@@ -173,12 +173,81 @@ func TestNotifierWakesOncePerBurst(t *testing.T) {
 	}
 }
 
+// TestNotifierWakesAtMostEveryInterval: under a steady stream of commits
+// a subscriber is woken once a burst's delay has passed, and then not
+// again within Every of that wake-up, however many commits follow; the
+// commits meanwhile share the next wake-up.
+func TestNotifierWakesAtMostEveryInterval(t *testing.T) {
+	store := newStore(t)
+	const every = 300 * time.Millisecond
+	n := eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{Delay: 5 * time.Millisecond, Every: every})
+	wake := n.Subscribe()
+	await := func(what string) time.Time {
+		t.Helper()
+		select {
+		case <-wake:
+			return time.Now()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no wake-up %s", what)
+		}
+		return time.Time{}
+	}
+	n.Committed([]string{eventstore.TopicEvents})
+	first := await("after the first commit")
+	// Commits go on right after the wake-up: the next one waits for the
+	// interval, and they all share it.
+	for range 20 {
+		n.Committed([]string{eventstore.TopicEvents})
+	}
+	second := await("after the commits that followed")
+	if gap := second.Sub(first); gap < every {
+		t.Errorf("woken again %s after the last wake-up, within the interval of %s", gap, every)
+	}
+	select {
+	case <-wake:
+		t.Error("the commits within the interval woke the subscriber more than once")
+	default:
+	}
+}
+
+// TestNotifierPacesSubscribersAtOnce: a subscriber at once is woken by a
+// commit at once, and by commits that follow within AtOnceEvery only once
+// that interval has passed.
+func TestNotifierPacesSubscribersAtOnce(t *testing.T) {
+	store := newStore(t)
+	const every = 300 * time.Millisecond
+	n := eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{Delay: time.Hour, AtOnceEvery: every})
+	atOnce := n.SubscribeAtOnce()
+	n.Committed([]string{eventstore.TopicEvents})
+	first := time.Now()
+	select {
+	case <-atOnce:
+	default:
+		t.Fatal("the first commit did not wake the subscriber at once")
+	}
+	n.Committed([]string{eventstore.TopicEvents})
+	n.Committed([]string{eventstore.TopicEvents})
+	select {
+	case <-atOnce:
+		t.Fatal("commits right after a wake-up woke the subscriber at once again")
+	default:
+	}
+	select {
+	case <-atOnce:
+		if gap := time.Since(first); gap < every {
+			t.Errorf("woken again %s after the first wake-up, within the interval of %s", gap, every)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commits within the interval never woke the subscriber")
+	}
+}
+
 // TestNotifierWakesAtOnceTopicsWithoutTheDelay: an announcement wakes
 // the subscribers of its topics named AtOnce at once; those of its other
 // topics, and those of every commit, still wait for the delay.
 func TestNotifierWakesAtOnceTopicsWithoutTheDelay(t *testing.T) {
 	store := newStore(t)
-	n := eventstore.NewNotifier(store.Pool(), nil, time.Hour)
+	n := eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{Delay: time.Hour})
 	n.AtOnce("changes")
 	changes, every, other := n.Next("changes"), n.Subscribe(), n.Next("other")
 	n.Committed([]string{"changes", "other"})
@@ -201,7 +270,7 @@ func TestNotifierWakesAtOnceTopicsWithoutTheDelay(t *testing.T) {
 // delay is over; announcements of at-once topics alone do not wake it.
 func TestNotifierSubscribeAtOnce(t *testing.T) {
 	store := newStore(t)
-	n := eventstore.NewNotifier(store.Pool(), nil, 30*time.Millisecond)
+	n := eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{Delay: 30 * time.Millisecond})
 	n.AtOnce("changes")
 	atOnce, every := n.SubscribeAtOnce(), n.Subscribe()
 	for i := range 2 {
@@ -228,8 +297,8 @@ func TestNotifierSubscribeAtOnce(t *testing.T) {
 // twoProcesses runs two notifiers on store's database, as two processes
 // would, until the test ends.
 func twoProcesses(t *testing.T, ctx context.Context, store *eventstore.Store) (here, there *eventstore.Notifier) {
-	here = eventstore.NewNotifier(store.Pool(), nil, 0)
-	there = eventstore.NewNotifier(store.Pool(), nil, 0)
+	here = eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{})
+	there = eventstore.NewNotifier(store.Pool(), nil, eventstore.WakeTiming{})
 	runCtx, stop := context.WithCancel(ctx)
 	t.Cleanup(stop)
 	go here.Run(runCtx)
@@ -336,7 +405,7 @@ func TestNotifierWakesEveryoneAfterListeningAgain(t *testing.T) {
 	}
 	defer proxy.Close()
 	observer := pgtest.Connect(t, direct)
-	n := eventstore.NewNotifier(pgtest.Connect(t, proxied), slog.New(slog.DiscardHandler), 0)
+	n := eventstore.NewNotifier(pgtest.Connect(t, proxied), slog.New(slog.DiscardHandler), eventstore.WakeTiming{})
 	topic, next := n.SubscribeTopic("accepted"), n.Next("accepted")
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -27,20 +27,25 @@ const NotifyChannel = "opsgate_events"
 // on, so that a subscriber of one topic (executors waiting for accepted
 // starts) is woken by that topic's commits alone.
 //
-// Subscribers are woken delay after the first commit of a burst rather
+// Subscribers are woken Delay after the first commit of a burst rather
 // than at each commit, so that they read the burst in one batch: each
 // read costs every subscriber a transaction, and a start sets off several
 // commits (the decision, then the worker's) within a few milliseconds.
+// Under a steady stream of commits they are woken at most once every
+// Every: the work the clicks set off is then done in batches, its cost
+// shared by every click of a batch, instead of following each click and
+// competing with the next one for the cores (issue 30).
 type Notifier struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	id     string
-	delay  time.Duration
+	timing WakeTiming
 
 	mu      sync.Mutex
 	subs    []subscription
 	nexts   map[string]chan struct{} // topic -> closed at its next wake-up
-	timer   *time.Timer              // pending wake-up of a burst
+	later   pace                     // wake-ups of the subscribers after a burst
+	soon    pace                     // and of those at once
 	woken   []string                 // topics of the pending wake-up
 	toSend  []string                 // topics of the pending NOTIFY
 	atOnce  []string                 // topics woken without the delay
@@ -51,22 +56,72 @@ type Notifier struct {
 type subscription struct {
 	topic string
 	ch    chan struct{}
-	// atOnce: woken at each commit, not delay after a burst.
+	// atOnce: woken at each commit (at most once every AtOnceEvery), not
+	// Delay after a burst.
 	atOnce bool
 }
 
-// NewNotifier returns a notifier over pool that wakes subscribers delay
-// after a commit (at once for 0); call Run to start it.
-func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, delay time.Duration) *Notifier {
-	return &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), delay: delay, pending: make(chan struct{}, 1)}
+// WakeTiming says when subscribers are woken after commits.
+type WakeTiming struct {
+	// Delay is how long after a burst's first commit its subscribers are
+	// woken (at once, with those at once, for 0); Every is how often at
+	// most (no limit when not longer than Delay).
+	Delay, Every time.Duration
+	// AtOnceEvery is how often at most subscribers at once are woken (at
+	// each commit for 0): a reader that waits for them is kept waiting that
+	// long at most.
+	AtOnceEvery time.Duration
+}
+
+// NewNotifier returns a notifier over pool that wakes subscribers as
+// timing says; call Run to start it.
+func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, timing WakeTiming) *Notifier {
+	n := &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), timing: timing, pending: make(chan struct{}, 1)}
+	n.later = pace{delay: timing.Delay, every: timing.Every, wake: n.broadcastLocked}
+	n.soon = pace{every: timing.AtOnceEvery, wake: n.wakeAtOnceLocked}
+	n.later.mu, n.soon.mu = &n.mu, &n.mu
+	return n
+}
+
+// pace runs wake (under mu) delay after a call of due, and not again
+// within every of the last time; calls meanwhile share the wake-up
+// pending.
+type pace struct {
+	delay, every time.Duration
+	wake         func()
+	mu           *sync.Mutex
+
+	timer *time.Timer // the pending wake-up
+	last  time.Time   // the last wake-up
+}
+
+// due asks for a wake-up; mu is held.
+func (p *pace) due() {
+	if p.timer != nil {
+		return
+	}
+	now := time.Now()
+	wait := max(p.delay, p.every-now.Sub(p.last))
+	if wait <= 0 {
+		p.last = now
+		p.wake()
+		return
+	}
+	p.timer = time.AfterFunc(wait, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.timer, p.last = nil, time.Now()
+		p.wake()
+	})
 }
 
 // Subscribe returns a channel that receives after commits.
 func (n *Notifier) Subscribe() <-chan struct{} { return n.SubscribeTopic("") }
 
-// SubscribeAtOnce returns a channel that receives at each commit, not
-// the delay after a burst: for a subscriber whose readers wait for it
-// (the change feed), and whose own work batches a burst already.
+// SubscribeAtOnce returns a channel that receives at each commit (at
+// most once every AtOnceEvery), not Delay after a burst: for a subscriber
+// whose readers wait for it (the change feed), and whose own work batches
+// a burst already.
 func (n *Notifier) SubscribeAtOnce() <-chan struct{} { return n.subscribe(subscription{atOnce: true}) }
 
 // SubscribeTopic returns a channel that receives after commits that
@@ -145,7 +200,7 @@ func (n *Notifier) AtOnce(topics ...string) {
 func (n *Notifier) wake(topics []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.delay > 0 && len(n.atOnce) > 0 {
+	if n.timing.Delay > 0 && len(n.atOnce) > 0 {
 		var now, later []string
 		for _, t := range topics {
 			if slices.Contains(n.atOnce, t) {
@@ -160,22 +215,22 @@ func (n *Notifier) wake(topics []string) {
 		}
 	}
 	n.woken = union(n.woken, topics)
-	if n.delay <= 0 {
+	if n.timing.Delay <= 0 {
 		n.broadcastLocked()
 		return
 	}
+	if slices.ContainsFunc(n.subs, func(s subscription) bool { return s.atOnce }) {
+		n.soon.due()
+	}
+	n.later.due()
+}
+
+// wakeAtOnceLocked wakes the subscribers at once.
+func (n *Notifier) wakeAtOnceLocked() {
 	for _, s := range n.subs {
-		if s.atOnce && (s.topic == "" || slices.Contains(topics, s.topic)) {
+		if s.atOnce {
 			notify(s.ch)
 		}
-	}
-	if n.timer == nil {
-		n.timer = time.AfterFunc(n.delay, func() {
-			n.mu.Lock()
-			defer n.mu.Unlock()
-			n.timer = nil
-			n.broadcastLocked()
-		})
 	}
 }
 
@@ -219,7 +274,7 @@ func notify(ch chan struct{}) {
 
 func (n *Notifier) broadcastLocked() {
 	for _, s := range n.subs {
-		if (s.topic != "" && !slices.Contains(n.woken, s.topic)) || (s.atOnce && n.delay > 0) {
+		if (s.topic != "" && !slices.Contains(n.woken, s.topic)) || (s.atOnce && n.timing.Delay > 0) {
 			continue // not a topic of the burst, or woken at its commits
 		}
 		notify(s.ch)

@@ -275,7 +275,8 @@ func New(ctx context.Context, cfg config.Config, roles Roles, logger *slog.Logge
 		return nil, err
 	}
 
-	a.Notifier = eventstore.NewNotifier(a.Pool, logger, cfg.WakeDelay)
+	a.Notifier = eventstore.NewNotifier(a.Pool, logger, eventstore.WakeTiming{
+		Delay: cfg.WakeDelay, Every: cfg.WakeEvery, AtOnceEvery: cfg.ChangesWakeEvery})
 	// The change feed is announced once per batch of the changes
 	// consumer: its long polls and the webhook dispatchers need not wait
 	// for more.

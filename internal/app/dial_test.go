@@ -51,7 +51,7 @@ func TestFrozenPrimaryIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	n := eventstore.NewNotifier(pool, slog.New(slog.DiscardHandler), 0)
+	n := eventstore.NewNotifier(pool, slog.New(slog.DiscardHandler), eventstore.WakeTiming{})
 	woken := n.SubscribeTopic("accepted")
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -39,8 +39,12 @@ type Config struct {
 	// arrives (OPSGATE_POLL_INTERVAL).
 	PollInterval time.Duration
 	// WakeDelay is how long a subscriber woken by a commit waits before it
-	// reads, so that the commits of a burst are read in one batch.
-	WakeDelay time.Duration
+	// reads, so that the commits of a burst are read in one batch
+	// (OPSGATE_WAKE_DELAY); WakeEvery how often at most it is woken under a
+	// steady stream of commits (OPSGATE_WAKE_EVERY), and ChangesWakeEvery
+	// the change feed, which is woken at each commit otherwise
+	// (OPSGATE_CHANGES_WAKE_EVERY).
+	WakeDelay, WakeEvery, ChangesWakeEvery time.Duration
 	// WorkerConcurrency bounds operations executing at once per worker
 	// process (OPSGATE_WORKER_CONCURRENCY).
 	WorkerConcurrency int
@@ -110,6 +114,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ShutdownGrace:      20 * time.Second,
 		PollInterval:       100 * time.Millisecond,
 		WakeDelay:          5 * time.Millisecond,
+		WakeEvery:          50 * time.Millisecond,
+		ChangesWakeEvery:   10 * time.Millisecond,
 		WorkerConcurrency:  8,
 		StartQueue:         512,
 		Lease:              30 * time.Second,
@@ -175,6 +181,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	dur("OPSGATE_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	dur("OPSGATE_POLL_INTERVAL", &c.PollInterval)
 	dur("OPSGATE_WAKE_DELAY", &c.WakeDelay)
+	dur("OPSGATE_WAKE_EVERY", &c.WakeEvery)
+	dur("OPSGATE_CHANGES_WAKE_EVERY", &c.ChangesWakeEvery)
 	num("OPSGATE_WORKER_CONCURRENCY", &c.WorkerConcurrency, 1, 1024)
 	num("OPSGATE_START_QUEUE", &c.StartQueue, 1, 100_000)
 	dur("OPSGATE_LEASE", &c.Lease)
