@@ -31,10 +31,12 @@ const NotifyChannel = "opsgate_events"
 // than at each commit, so that they read the burst in one batch: each
 // read costs every subscriber a transaction, and a start sets off several
 // commits (the decision, then the worker's) within a few milliseconds.
-// Under a steady stream of commits they are woken at most once every
-// Every: the work the clicks set off is then done in batches, its cost
-// shared by every click of a batch, instead of following each click and
-// competing with the next one for the cores (issue 30).
+// Under a steady stream of commits, subscribers of every commit (the
+// projectors' feed) are woken at most once every Every: the read models'
+// work is then done in batches, its cost shared by every click of a
+// batch, instead of following each click and competing with the next one
+// for the cores (issue 30). Subscribers of a topic (the worker, executors'
+// long polls) are not held back: a run starts as soon as it can.
 type Notifier struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
@@ -44,7 +46,8 @@ type Notifier struct {
 	mu      sync.Mutex
 	subs    []subscription
 	nexts   map[string]chan struct{} // topic -> closed at its next wake-up
-	later   pace                     // wake-ups of the subscribers after a burst
+	byTopic pace                     // wake-ups of the subscribers of topics
+	every   pace                     // of those of every commit
 	soon    pace                     // and of those at once
 	woken   []string                 // topics of the pending wake-up
 	toSend  []string                 // topics of the pending NOTIFY
@@ -65,7 +68,8 @@ type subscription struct {
 type WakeTiming struct {
 	// Delay is how long after a burst's first commit its subscribers are
 	// woken (at once, with those at once, for 0); Every is how often at
-	// most (no limit when not longer than Delay).
+	// most subscribers of every commit are (no limit when not longer than
+	// Delay).
 	Delay, Every time.Duration
 	// AtOnceEvery is how often at most subscribers at once are woken (at
 	// each commit for 0): a reader that waits for them is kept waiting that
@@ -77,9 +81,9 @@ type WakeTiming struct {
 // timing says; call Run to start it.
 func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, timing WakeTiming) *Notifier {
 	n := &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), timing: timing, pending: make(chan struct{}, 1)}
-	n.later = pace{delay: timing.Delay, every: timing.Every, wake: n.broadcastLocked}
-	n.soon = pace{every: timing.AtOnceEvery, wake: n.wakeAtOnceLocked}
-	n.later.mu, n.soon.mu = &n.mu, &n.mu
+	n.byTopic = pace{mu: &n.mu, delay: timing.Delay, wake: n.wakeTopicsOfBurstLocked}
+	n.every = pace{mu: &n.mu, delay: timing.Delay, every: timing.Every, wake: n.wakeEveryCommitLocked}
+	n.soon = pace{mu: &n.mu, every: timing.AtOnceEvery, wake: n.wakeAtOnceLocked}
 	return n
 }
 
@@ -216,19 +220,31 @@ func (n *Notifier) wake(topics []string) {
 	}
 	n.woken = union(n.woken, topics)
 	if n.timing.Delay <= 0 {
-		n.broadcastLocked()
+		n.wakeTopicsOfBurstLocked()
+		n.wakeEveryCommitLocked()
+		n.wakeAtOnceLocked()
 		return
 	}
+	n.byTopic.due()
+	n.every.due()
 	if slices.ContainsFunc(n.subs, func(s subscription) bool { return s.atOnce }) {
 		n.soon.due()
 	}
-	n.later.due()
 }
 
 // wakeAtOnceLocked wakes the subscribers at once.
 func (n *Notifier) wakeAtOnceLocked() {
 	for _, s := range n.subs {
 		if s.atOnce {
+			notify(s.ch)
+		}
+	}
+}
+
+// wakeEveryCommitLocked wakes the subscribers of every commit.
+func (n *Notifier) wakeEveryCommitLocked() {
+	for _, s := range n.subs {
+		if s.topic == "" && !s.atOnce {
 			notify(s.ch)
 		}
 	}
@@ -272,12 +288,13 @@ func notify(ch chan struct{}) {
 	}
 }
 
-func (n *Notifier) broadcastLocked() {
+// wakeTopicsOfBurstLocked wakes the subscribers and waiters of the
+// topics committed since the last time.
+func (n *Notifier) wakeTopicsOfBurstLocked() {
 	for _, s := range n.subs {
-		if (s.topic != "" && !slices.Contains(n.woken, s.topic)) || (s.atOnce && n.timing.Delay > 0) {
-			continue // not a topic of the burst, or woken at its commits
+		if s.topic != "" && slices.Contains(n.woken, s.topic) {
+			notify(s.ch)
 		}
-		notify(s.ch)
 	}
 	for topic, ch := range n.nexts {
 		if slices.Contains(n.woken, topic) {

@@ -40,10 +40,10 @@ type Config struct {
 	PollInterval time.Duration
 	// WakeDelay is how long a subscriber woken by a commit waits before it
 	// reads, so that the commits of a burst are read in one batch
-	// (OPSGATE_WAKE_DELAY); WakeEvery how often at most it is woken under a
-	// steady stream of commits (OPSGATE_WAKE_EVERY), and ChangesWakeEvery
-	// the change feed, which is woken at each commit otherwise
-	// (OPSGATE_CHANGES_WAKE_EVERY).
+	// (OPSGATE_WAKE_DELAY); WakeEvery how often at most the projectors and
+	// the audit chain are woken under a steady stream of commits
+	// (OPSGATE_WAKE_EVERY), and ChangesWakeEvery the change feed, which is
+	// woken at each commit otherwise (OPSGATE_CHANGES_WAKE_EVERY).
 	WakeDelay, WakeEvery, ChangesWakeEvery time.Duration
 	// WorkerConcurrency bounds operations executing at once per worker
 	// process (OPSGATE_WORKER_CONCURRENCY).
@@ -114,7 +114,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ShutdownGrace:      20 * time.Second,
 		PollInterval:       100 * time.Millisecond,
 		WakeDelay:          5 * time.Millisecond,
-		WakeEvery:          50 * time.Millisecond,
+		WakeEvery:          20 * time.Millisecond,
 		ChangesWakeEvery:   10 * time.Millisecond,
 		WorkerConcurrency:  8,
 		StartQueue:         512,
