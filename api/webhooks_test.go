@@ -483,6 +483,104 @@ func TestWebhookStreamReadsOnThroughMemory(t *testing.T) {
 	}
 }
 
+// TestWebhookStreamRecordsUpToTheFirstUnanswered: a read of memory that
+// reaches its limit (two attempts in flight at most) sends the changes it
+// picked; while the first of them is unanswered, the stream's first
+// attempts are recorded as far as just before it, however many after it
+// are answered, and past it once it is.
+func TestWebhookStreamRecordsUpToTheFirstUnanswered(t *testing.T) {
+	t.Parallel()
+	served := &memoryServed{}
+	f := newFixtureOn(t, apptest.Start(t, apptest.With(app.WithWebhookDispatcher(func(c *webhooks.DispatcherConfig) {
+		// Two attempts in flight at most at first: a read of the four changes
+		// reaches its limit. The first is held unanswered well within the
+		// timeout (an attempt timed out is recorded as failed).
+		c.Timeout, c.Lease, c.PerEndpoint = 20*time.Second, 45*time.Second, 2
+		served.inner, c.Recent = c.Recent, served
+	}))))
+	rc := newReceiver(t)
+	ready, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	var first string // written before ready is closed
+	rc.handle = func(w http.ResponseWriter, r *http.Request, _ int) {
+		select {
+		case <-ready:
+		case <-r.Context().Done():
+			return
+		}
+		if r.Header.Get("webhook-id") == first {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+	theirTenant, theirOwner := f.otherWorkspace(t)
+	// Runs on acme stay queued (no executor claims them): each start is
+	// one run.accepted.
+	f.registerExecutor(t, "PHP jobs", []string{"acme"}, nil)
+	theirs := f.newConnection(t, theirTenant, theirOwner.Token, conn{Provider: "acme"})
+	items := make([]map[string]any, 4)
+	for i := range items {
+		items[i] = map[string]any{"surface": "inventory_sync",
+			"provider_connection_id": f.newConnection(t, f.tenantA, f.owner.Token, conn{Provider: "acme", Name: fmt.Sprintf("Limit %d", i)})}
+	}
+	hook := f.newWebhook(t, f.workspace, rc.URL+"/limit", []string{"run.accepted"})
+	// A change the stream passes over, so that how far it is recorded
+	// starts short of the changes it sends.
+	f.start(t, contractSurfaces[5], startArgs{conn: theirs, token: theirOwner.Token}).ExpectStart(t, "accepted")
+	f.Must(t, 200, "POST", "/api/v1/starts/batch", f.owner.Token, map[string]any{"items": items}, nil)
+	accepted := func(c change) bool { return c.Type == "run.accepted" }
+	feed, _ := f.changesUntil(t, f.owner.Token, "", func(l []change) bool {
+		return len(slices.DeleteFunc(slices.Clone(l), func(c change) bool { return !accepted(c) })) == 4
+	})
+	seqs := map[string]int64{}
+	var last int64
+	for _, c := range feed {
+		if !accepted(c) {
+			continue
+		}
+		seq, _ := changes.ParseCursor(c.Cursor)
+		seqs[c.ID], last = seq, max(last, seq)
+		if first == "" || seq < seqs[first] {
+			first = c.ID
+		}
+	}
+	close(ready)
+	sent := func() int64 {
+		var n int64
+		if err := f.Pool.QueryRow(t.Context(), `SELECT sent FROM webhook_streams WHERE endpoint_id = $1`, hook.ID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rc.waitFor(t, "the three changes after the first sent", "/limit", func(m []message) bool {
+		return len(slices.DeleteFunc(m, func(m message) bool { return m.ID == first })) == 3
+	})
+	apptest.WaitFor(t, 10*time.Second, "the first attempts recorded up to just before the first change", func() bool {
+		return sent() == seqs[first]-1
+	})
+	apptest.WaitFor(t, 10*time.Second, "the answers to the three after it recorded", func() bool {
+		var n int
+		err := f.Pool.QueryRow(t.Context(), `SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND state = 'delivered'`, hook.ID).Scan(&n)
+		return err == nil && n == 3
+	})
+	if got := sent(); got != seqs[first]-1 {
+		t.Errorf("first attempts recorded up to %d while the change at %d is unanswered", got, seqs[first])
+	}
+	releaseOnce.Do(func() { close(release) })
+	apptest.WaitFor(t, 10*time.Second, "the first attempts recorded past the last change", func() bool { return sent() >= last })
+	served.mu.Lock()
+	fromMemory := len(served.ids)
+	served.mu.Unlock()
+	if fromMemory == 0 {
+		t.Error("no change was read from memory")
+	}
+}
+
 // TestWebhookDispatcherYields: while the process sheds starts, the
 // dispatcher reads nothing new but once a second, and still delivers
 // every change; once it stops yielding, it delivers on as before.
