@@ -41,7 +41,7 @@ type Notifier struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 	id     string
-	timing WakeTiming
+	delay  time.Duration // WakeTiming.Delay
 
 	mu      sync.Mutex
 	subs    []subscription
@@ -80,7 +80,7 @@ type WakeTiming struct {
 // NewNotifier returns a notifier over pool that wakes subscribers as
 // timing says; call Run to start it.
 func NewNotifier(pool *pgxpool.Pool, logger *slog.Logger, timing WakeTiming) *Notifier {
-	n := &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), timing: timing, pending: make(chan struct{}, 1)}
+	n := &Notifier{pool: pool, logger: logger, id: ulid.Make().String(), delay: timing.Delay, pending: make(chan struct{}, 1)}
 	n.byTopic = pace{mu: &n.mu, delay: timing.Delay, wake: n.wakeTopicsOfBurstLocked}
 	n.every = pace{mu: &n.mu, delay: timing.Delay, every: timing.Every, wake: n.wakeEveryCommitLocked}
 	n.soon = pace{mu: &n.mu, every: timing.AtOnceEvery, wake: n.wakeAtOnceLocked}
@@ -204,7 +204,7 @@ func (n *Notifier) AtOnce(topics ...string) {
 func (n *Notifier) wake(topics []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.timing.Delay > 0 && len(n.atOnce) > 0 {
+	if n.delay > 0 && len(n.atOnce) > 0 {
 		var now, later []string
 		for _, t := range topics {
 			if slices.Contains(n.atOnce, t) {
@@ -219,7 +219,7 @@ func (n *Notifier) wake(topics []string) {
 		}
 	}
 	n.woken = union(n.woken, topics)
-	if n.timing.Delay <= 0 {
+	if n.delay <= 0 {
 		n.wakeTopicsOfBurstLocked()
 		n.wakeEveryCommitLocked()
 		n.wakeAtOnceLocked()
